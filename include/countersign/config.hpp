@@ -1,0 +1,95 @@
+// countersign's configuration file (DESIGN.md section 2), validated once into an immutable value.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "countersign/policy.hpp"
+#include "countersign/result.hpp"
+
+namespace countersign {
+
+struct NatsConfig {
+  std::vector<std::string> servers{"nats://127.0.0.1:4222"};
+  bool embedded = false;         // start a local nats-server child with JetStream
+  std::string data_dir = "data";  // resolved against the config file's folder
+  std::string server_binary = "nats-server";  // for embedded mode (searched on PATH)
+  std::string credentials;       // optional .creds file
+  std::string tls_ca;            // optional
+  std::string tls_cert;          // optional
+  std::string tls_key;           // optional
+  std::string name = "countersign";  // connection name shown by the server
+};
+
+struct PolicyConfig {
+  std::string file;   // resolved against the config file's folder
+  bool watch = true;  // reload when the file changes (SIGHUP always reloads)
+};
+
+struct StoreConfig {
+  std::string bucket = "countersign_approvals";
+  int replicas = 1;
+  std::chrono::seconds max_age{0};  // 0: records never age out
+};
+
+enum class RouteMode { core, jetstream };
+
+struct RouteConfig {
+  std::string name;
+  std::string from;
+  std::string to;
+  RouteMode mode = RouteMode::core;
+  std::string to_stream;  // empty: releases are core publishes (at most once)
+  std::string queue = "countersign";  // queue group shared by replicas
+  Labels labels;
+};
+
+struct ControlConfig {
+  std::string prefix = "countersign";
+  std::vector<std::string> reply_subjects{"_INBOX.>"};
+};
+
+struct AdminConfig {
+  std::string listen = "127.0.0.1:9464";  // empty: no admin listener
+};
+
+struct ReleaseConfig {
+  std::chrono::milliseconds replay_interval{1000};
+  std::chrono::milliseconds lease{5000};
+  std::chrono::milliseconds publish_timeout{5000};
+};
+
+struct EventsConfig {
+  bool allowed = false;  // `allowed` events are off by default (volume)
+};
+
+struct Config {
+  NatsConfig nats;
+  PolicyConfig policy;
+  StoreConfig store;
+  std::vector<RouteConfig> routes;
+  ControlConfig control;
+  AdminConfig admin;
+  ReleaseConfig release;
+  EventsConfig events;
+  std::string source;  // the file it came from, for messages
+};
+
+using Environment = std::map<std::string, std::string, std::less<>>;
+
+// Parses and validates. Unknown keys, wrong types and impossible values fail with the key's
+// full path (`routes[0].mode: expected core or jetstream, got "jetsream"`). Relative paths are
+// resolved against `base_dir`. Environment overrides (applied after the file, validated the
+// same way): COUNTERSIGN_NATS_URL (comma-separated servers), COUNTERSIGN_NATS_EMBEDDED
+// (true/false), COUNTERSIGN_DATA_DIR, COUNTERSIGN_POLICY_FILE, COUNTERSIGN_BUCKET,
+// COUNTERSIGN_PREFIX, COUNTERSIGN_ADMIN_LISTEN.
+Result<Config> parseConfig(std::string_view yaml_text, std::string_view source,
+                           const std::string& base_dir, const Environment& env = {});
+Result<Config> loadConfig(const std::string& path, const Environment& env = {});
+
+// The process environment as an Environment (only COUNTERSIGN_* variables).
+Environment processEnvironment();
+
+}  // namespace countersign

@@ -1,0 +1,52 @@
+// Control requests (DESIGN.md section 7): approve, reject, get, list. Thread-safe; every
+// decisive step is the create of a never-used key, so any number of replicas may answer.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "countersign/releaser.hpp"
+#include "countersign/services.hpp"
+
+namespace countersign {
+
+enum class ControlOp { approve, reject, get, list };
+std::string_view toString(ControlOp op);
+std::optional<ControlOp> parseControlOp(std::string_view text);
+
+struct ControlReply {
+  std::string status;
+  int code = 0;
+  std::string body;  // the JSON reply
+};
+
+class Control {
+ public:
+  Control(Services services, Releaser& releaser);
+
+  // Decides a request body and returns the reply (does not publish it).
+  ControlReply handle(ControlOp op, std::string_view body);
+  // handle() plus publishing the reply (with Countersign-Status) when the reply subject is
+  // allowed. A request without a reply subject is still applied.
+  ControlReply onRequest(ControlOp op, const Message& request);
+
+ private:
+  struct Request;
+  ControlReply approve(const Request& request);
+  ControlReply reject(const Request& request);
+  ControlReply get(const Request& request);
+  ControlReply list(const Request& request);
+  ControlReply fromDecision(ControlOp op, const std::string& id, const DecisionRecord& decision);
+  ControlReply expire(const ApprovalRecord& record);
+  ControlReply snapshotChanged(const ApprovalRecord& record, const Policy& policy);
+  ControlReply jobChanged(const ApprovalRecord& record, std::string_view detail);
+  // Creates <id>/decision; on losing the race, answers from the winner's decision.
+  std::optional<ControlReply> decide(ControlOp op, const std::string& id, const DecisionRecord& decision);
+
+  Services s_;
+  Releaser& releaser_;
+  ReplyGuard guard_;
+};
+
+}  // namespace countersign

@@ -1,0 +1,33 @@
+// A NATS message as the core sees it: no cnats types.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace countersign {
+
+// Header name/value pairs. Values of one name keep their wire order; the order between
+// different names carries no meaning (NATS headers are a multimap).
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+struct Message {
+  std::string subject;
+  std::string reply;  // empty when the sender expects no answer
+  Headers headers;
+  std::string payload;
+};
+
+// ASCII case-insensitive prefix test used for the untrusted-header rules.
+bool startsWithIgnoreCase(std::string_view text, std::string_view prefix);
+bool equalsIgnoreCase(std::string_view a, std::string_view b);
+
+// First value of the header with this byte-exact name, or nullptr.
+const std::string* findHeader(const Headers& headers, std::string_view name);
+
+// Replaces every header with this name (byte-exact, any case of it: ASCII case-insensitive)
+// by one value.
+void setHeader(Headers& headers, std::string_view name, std::string value);
+
+}  // namespace countersign

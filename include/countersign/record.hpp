@@ -1,0 +1,89 @@
+// The held record and the decisive keys of one approval (DESIGN.md section 6).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "countersign/message.hpp"
+#include "countersign/result.hpp"
+
+namespace countersign {
+
+enum class ApprovalState { pending, approved, released, rejected, expired, release_unknown };
+std::string_view toString(ApprovalState state);
+std::optional<ApprovalState> parseApprovalState(std::string_view text);
+
+struct ApprovalVote {
+  std::string approver;
+  std::string at;
+  std::string reason;
+};
+
+// The record stored under key <approval id>. `state` is a view written after the keys that
+// decide it; readers that need certainty read <id>/decision and <id>/released.
+struct ApprovalRecord {
+  std::string id;
+  ApprovalState state = ApprovalState::pending;
+  std::string route;  // the route that held it (extension: finds to_stream at release)
+  std::string subject;
+  std::string target;
+  std::string topic;
+  Headers headers;  // no Nats-* and no Countersign-* headers
+  std::string payload;  // original bytes (not base64: encoded on the way to/from JSON)
+  bool payload_is_json = false;  // payload_encoding "json" | "base64"
+  std::string job_id;
+  std::string job_hash;
+  std::string policy_snapshot;
+  std::string rule;
+  std::string requester;
+  std::string created_at;
+  std::string expires_at;  // empty: no deadline
+  std::vector<ApprovalVote> approvals;
+  std::string decided_by;
+  std::string decided_at;
+  std::string reason;
+  std::string released_at;
+  std::string release_msg_id;
+  int replays = 0;
+};
+
+// Serialises to the KV value (compact JSON; field names per DESIGN.md section 6).
+std::string toJson(const ApprovalRecord& record);
+// Errc::parse_error when the value is not a record (bad JSON, missing or mistyped fields).
+Result<ApprovalRecord> parseApprovalRecord(std::string_view json);
+
+enum class FinalDecision { approved, rejected, expired };
+std::string_view toString(FinalDecision decision);
+
+// Value of <id>/decision: created once, never updated (the lock).
+struct DecisionRecord {
+  FinalDecision decision = FinalDecision::approved;
+  std::string by;
+  std::string at;
+  std::string reason;
+  std::string policy_snapshot;
+  std::string job_hash;
+};
+std::string toJson(const DecisionRecord& decision);
+Result<DecisionRecord> parseDecisionRecord(std::string_view json);
+
+// Value of <id>/released: created once, after the publish was confirmed.
+struct ReleasedRecord {
+  std::string at;
+  std::string msg_id;
+  std::string stream;
+  std::uint64_t sequence = 0;
+  std::string by;  // "approve" or "replay"
+};
+std::string toJson(const ReleasedRecord& released);
+Result<ReleasedRecord> parseReleasedRecord(std::string_view json);
+
+// Keys. '/' is outside the approval-id charset, so they never collide with a record key.
+std::string decisionKey(std::string_view id);
+std::string releasedKey(std::string_view id);
+std::string replayKey(std::string_view id, int attempt);
+
+}  // namespace countersign

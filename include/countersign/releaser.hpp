@@ -1,0 +1,37 @@
+// Release (DESIGN.md section 8): publishes an approved job with its dedup id and approval
+// headers, then records <id>/released and moves the record's view to `released`.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "countersign/events.hpp"
+#include "countersign/record.hpp"
+#include "countersign/services.hpp"
+
+namespace countersign {
+
+struct ReleaseOutcome {
+  bool published = false;  // the server confirmed (PubAck, or flush for core routes)
+  std::string msg_id;      // countersign:<approval id>
+  PublishAck ack;
+  std::optional<Error> error;
+};
+
+// Thread-safe. The caller must hold the decision: an approved <id>/decision it created, or a
+// replay claim <id>/replay/<n>. Publishing twice is harmless for to_stream routes within the
+// stream's duplicate window (same Nats-Msg-Id); the callers make sure it does not happen.
+class Releaser {
+ public:
+  explicit Releaser(Services services) : s_(services) {}
+  // `by`: "approve" or "replay" (recorded in <id>/released).
+  ReleaseOutcome release(const ApprovalRecord& record, const DecisionRecord& decision,
+                         std::string_view by);
+  // The message a release publishes (headers included), for tests and `show`.
+  static Headers releaseHeaders(const ApprovalRecord& record, const DecisionRecord& decision);
+
+ private:
+  Services s_;
+};
+
+}  // namespace countersign

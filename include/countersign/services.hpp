@@ -1,0 +1,76 @@
+// What the core's decision makers (intake, control, release) share: the injected
+// environment (store, publisher, clock, ids, log), the current policy and the configuration.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "countersign/clock.hpp"
+#include "countersign/config.hpp"
+#include "countersign/log.hpp"
+#include "countersign/policy.hpp"
+#include "countersign/publisher.hpp"
+#include "countersign/record.hpp"
+#include "countersign/store.hpp"
+
+namespace countersign {
+
+class EventSink;
+
+// The policy in force; replaced whole on reload. Thread-safe; readers get a shared pointer
+// they may keep using after a swap.
+class PolicyHolder {
+ public:
+  explicit PolicyHolder(std::shared_ptr<const Policy> initial) : policy_(std::move(initial)) {}
+  std::shared_ptr<const Policy> current() const {
+    const std::lock_guard lock(mutex_);
+    return policy_;
+  }
+  void replace(std::shared_ptr<const Policy> next) {
+    const std::lock_guard lock(mutex_);
+    policy_ = std::move(next);
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::shared_ptr<const Policy> policy_;
+};
+
+// Which reply subjects countersign may publish on (DESIGN.md section 5): those matching
+// control.reply_subjects, and not under <prefix>. nor matching any route's subjects, so that a
+// producer cannot make countersign publish where the producer may not.
+class ReplyGuard {
+ public:
+  explicit ReplyGuard(const Config& config);
+  bool allowed(std::string_view reply_subject) const;
+
+ private:
+  const Config& config_;
+  std::string prefix_wildcard_;
+};
+
+struct Services {
+  const Config& config;
+  KvStore& store;
+  Publisher& publisher;
+  const Clock& clock;
+  IdSource& ids;
+  PolicyHolder& policy;
+  Throttler& throttler;
+  EventSink& events;
+  Logger& log;
+};
+
+// Reads, changes and compare-and-swaps the record under `id`, retrying when a concurrent
+// writer moved it on (they converge: every writer applies the same monotone change).
+// `change` returns false to leave the record as it is.
+Result<ApprovalRecord> updateRecord(KvStore& store, std::string_view id,
+                                    const std::function<bool(ApprovalRecord&)>& change);
+
+// The route that holds `record`: by name, else the first whose `to` matches its target.
+const RouteConfig* routeFor(const Config& config, const ApprovalRecord& record);
+
+}  // namespace countersign

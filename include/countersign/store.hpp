@@ -1,0 +1,39 @@
+// The key-value store the approval state lives in (a JetStream KV bucket in production, an
+// in-memory map in unit tests). All calls are synchronous and thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "countersign/result.hpp"
+
+namespace countersign {
+
+struct KvEntry {
+  std::string value;
+  std::uint64_t revision = 0;
+};
+
+class KvStore {
+ public:
+  virtual ~KvStore() = default;
+
+  // Create-only write. Errc::exists when the key already has a value (the lock: DESIGN.md
+  // section 6 only ever creates keys that were never used before).
+  virtual Result<std::uint64_t> create(std::string_view key, std::string_view value) = 0;
+
+  // Errc::not_found when the key has no value (never written, deleted or purged).
+  virtual Result<KvEntry> get(std::string_view key) = 0;
+
+  // Compare-and-swap on the key's last revision. Errc::wrong_revision when it moved on.
+  // Only for the record's own fields, never as the lock (see DESIGN.md section 10).
+  virtual Result<std::uint64_t> update(std::string_view key, std::string_view value,
+                                       std::uint64_t expected_revision) = 0;
+
+  // Keys that currently have a value, in any order.
+  virtual Result<std::vector<std::string>> keys() = 0;
+};
+
+}  // namespace countersign

@@ -1,0 +1,44 @@
+// The subcommands of the countersign binary. Each returns the process exit code.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace countersign::cli {
+
+struct RunOptions {
+  std::string config_path = "config/countersign.yaml";
+  bool check = false;
+  std::string log_format = "json";
+  std::string log_level = "info";
+};
+int runGateway(const RunOptions& options);
+
+int policyCheck(const std::string& file);
+
+struct ExplainOptions {
+  std::string file;
+  std::string subject;
+  std::string route_from = "agents.jobs.>";
+  std::string payload;
+  std::vector<std::string> headers;  // K=V
+  std::vector<std::string> labels;   // K=V (route labels)
+};
+int policyExplain(const ExplainOptions& options);
+
+// Talking to a running countersign over its control subjects.
+struct ClientOptions {
+  std::string server;       // --server, else NATS_URL, else the config's first server
+  std::string config_path;  // --config: prefix and servers from it
+  std::string prefix;       // --prefix (default from config, else "countersign")
+  bool json = false;        // print the raw JSON reply
+  int timeout_ms = 5000;
+};
+int approveCommand(const ClientOptions& client, const std::string& id, const std::string& approver,
+                   const std::string& reason, const std::string& job_hash);
+int rejectCommand(const ClientOptions& client, const std::string& id, const std::string& approver,
+                  const std::string& reason);
+int showCommand(const ClientOptions& client, const std::string& id);
+int pendingCommand(const ClientOptions& client, const std::string& state, int limit);
+
+}  // namespace countersign::cli

@@ -1,0 +1,93 @@
+// countersign: one binary, subcommands. main only parses the command line and wires.
+#include <CLI/CLI.hpp>
+
+#include <cstdlib>
+#include <iostream>
+
+#include "commands.hpp"
+
+namespace {
+
+std::string defaultApprover() {
+  if (const char* user = std::getenv("USER"); user != nullptr && *user != '\0') return user;
+  return "cli";
+}
+
+void addClientOptions(CLI::App* command, countersign::cli::ClientOptions& client) {
+  command->add_option("--server,-s", client.server, "NATS URL (default: $NATS_URL, else the config's)");
+  command->add_option("--config,-c", client.config_path, "countersign config file to read the servers and prefix from");
+  command->add_option("--prefix", client.prefix, "control subject prefix (default: countersign)");
+  command->add_flag("--json", client.json, "print the JSON reply as is");
+  command->add_option("--timeout-ms", client.timeout_ms, "how long to wait for the answer")->check(CLI::Range(1, 600000));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace countersign::cli;
+  CLI::App app{"countersign: human approval for NATS job pipelines"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "countersign 0.1.0");
+
+  RunOptions run;
+  auto* run_cmd = app.add_subcommand("run", "run the gateway");
+  run_cmd->add_option("--config,-c", run.config_path, "config file")->capture_default_str();
+  run_cmd->add_flag("--check", run.check, "validate the config and the policy, then exit");
+  run_cmd->add_option("--log-format", run.log_format, "json or text")
+      ->check(CLI::IsMember({"json", "text"}))->capture_default_str();
+  run_cmd->add_option("--log-level", run.log_level, "debug, info, warn or error")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))->capture_default_str();
+
+  auto* policy_cmd = app.add_subcommand("policy", "check or explain a policy file");
+  policy_cmd->require_subcommand(1);
+  std::string check_file;
+  auto* check_cmd = policy_cmd->add_subcommand("check", "validate a policy file and print its snapshot");
+  check_cmd->add_option("file", check_file, "policy file")->required();
+  ExplainOptions explain;
+  auto* explain_cmd = policy_cmd->add_subcommand("explain", "show how a policy decides one job");
+  explain_cmd->add_option("file", explain.file, "policy file")->required();
+  explain_cmd->add_option("--subject", explain.subject, "subject the job is published on")->required();
+  explain_cmd->add_option("--route-from", explain.route_from, "the route's from pattern")->capture_default_str();
+  explain_cmd->add_option("--payload", explain.payload, "the job's payload (JSON or any text)");
+  explain_cmd->add_option("--header", explain.headers, "a header K=V (repeatable)");
+  explain_cmd->add_option("--label", explain.labels, "a route label K=V (repeatable)");
+
+  ClientOptions client;
+  std::string id;
+  std::string approver = defaultApprover();
+  std::string reason;
+  std::string job_hash;
+  auto* approve_cmd = app.add_subcommand("approve", "approve a held job (it is released once)");
+  approve_cmd->add_option("id", id, "approval id (or the job id)")->required();
+  approve_cmd->add_option("--as", approver, "approver name recorded with the decision (default: $USER)");
+  approve_cmd->add_option("--reason,-r", reason, "why");
+  approve_cmd->add_option("--job-hash", job_hash, "the job hash you reviewed (refused if the job differs)");
+  addClientOptions(approve_cmd, client);
+  auto* reject_cmd = app.add_subcommand("reject", "reject a held job");
+  reject_cmd->add_option("id", id, "approval id (or the job id)")->required();
+  reject_cmd->add_option("--as", approver, "approver name recorded with the decision (default: $USER)");
+  reject_cmd->add_option("--reason,-r", reason, "why");
+  addClientOptions(reject_cmd, client);
+  auto* show_cmd = app.add_subcommand("show", "show one approval record");
+  show_cmd->add_option("id", id, "approval id (or the job id)")->required();
+  addClientOptions(show_cmd, client);
+  std::string state = "pending";
+  int limit = 100;
+  auto* pending_cmd = app.add_subcommand("pending", "list approvals (pending by default)");
+  pending_cmd->add_option("--state", state, "pending, approved, released, rejected, expired, release_unknown or all")
+      ->capture_default_str();
+  pending_cmd->add_option("--limit", limit, "at most this many")->check(CLI::Range(1, 1000))->capture_default_str();
+  addClientOptions(pending_cmd, client);
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (run_cmd->parsed()) return runGateway(run);
+  if (check_cmd->parsed()) return policyCheck(check_file);
+  if (explain_cmd->parsed()) return policyExplain(explain);
+  if (approve_cmd->parsed()) return approveCommand(client, id, approver, reason, job_hash);
+  if (reject_cmd->parsed()) return rejectCommand(client, id, approver, reason);
+  if (show_cmd->parsed()) return showCommand(client, id);
+  if (pending_cmd->parsed()) return pendingCommand(client, state, limit);
+  std::cerr << app.help();
+  return 2;
+}

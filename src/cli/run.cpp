@@ -1,0 +1,263 @@
+// `countersign run`: wires the core (intake, control, release) to NATS and runs until SIGTERM.
+#include <pthread.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "commands.hpp"
+#include "countersign/config.hpp"
+#include "countersign/control.hpp"
+#include "countersign/events.hpp"
+#include "countersign/intake.hpp"
+#include "countersign/log.hpp"
+#include "countersign/policy.hpp"
+#include "countersign/releaser.hpp"
+#include "countersign/services.hpp"
+#include "nats/connection.hpp"
+#include "nats/embedded_server.hpp"
+#include "nats/kv_bucket.hpp"
+#include "nats/nats_publisher.hpp"
+#include "nats/subscriber.hpp"
+
+namespace countersign::cli {
+namespace {
+
+constexpr int kExitConfig = 2;
+constexpr int kExitStart = 3;
+constexpr std::chrono::milliseconds kDrainTimeout{10000};
+
+LogLevel parseLevel(const std::string& text) {
+  if (text == "debug") return LogLevel::debug;
+  if (text == "warn") return LogLevel::warn;
+  if (text == "error") return LogLevel::error;
+  return LogLevel::info;
+}
+
+// host and port of the first server URL, for the embedded server ("nats://127.0.0.1:4222").
+bool hostPort(const std::string& url, std::string& host, int& port) {
+  std::string rest = url;
+  if (const auto scheme = rest.find("://"); scheme != std::string::npos) rest = rest.substr(scheme + 3);
+  if (const auto at = rest.rfind('@'); at != std::string::npos) rest = rest.substr(at + 1);
+  const auto colon = rest.rfind(':');
+  host = colon == std::string::npos ? rest : rest.substr(0, colon);
+  port = 4222;
+  if (colon != std::string::npos) {
+    try {
+      port = std::stoi(rest.substr(colon + 1));
+    } catch (...) {
+      return false;
+    }
+  }
+  return !host.empty() && port > 0 && port < 65536;
+}
+
+std::optional<std::filesystem::file_time_type> modified(const std::string& path) {
+  std::error_code ec;
+  const auto t = std::filesystem::last_write_time(path, ec);
+  if (ec) return std::nullopt;
+  return t;
+}
+
+// Everything that lives on one NATS connection: its publisher, store handle and events.
+struct Plane {
+  std::unique_ptr<natsio::Connection> connection;
+  std::unique_ptr<natsio::NatsPublisher> publisher;
+  std::unique_ptr<natsio::KvBucket> store;
+  std::unique_ptr<EventSink> events;
+};
+
+Result<Plane> openPlane(const Config& config, std::string_view name, bool send_asap, Logger& log,
+                        const Clock& clock) {
+  Plane plane;
+  auto connection = natsio::Connection::connect(
+      config.nats, name, send_asap, [&log](std::string_view line) { log.warn(line); });
+  if (!connection) return std::unexpected(connection.error());
+  plane.connection = std::move(*connection);
+  plane.publisher = std::make_unique<natsio::NatsPublisher>(*plane.connection);
+  auto store = natsio::KvBucket::open(*plane.connection, config.store);
+  if (!store) return std::unexpected(store.error());
+  plane.store = std::move(*store);
+  plane.events = std::make_unique<EventSink>(*plane.publisher, clock, log, config.control.prefix,
+                                             config.events.allowed);
+  return plane;
+}
+
+}  // namespace
+
+int runGateway(const RunOptions& options) {
+  // Signals are taken synchronously by this thread: block them before any thread (cnats'
+  // included) starts, so every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto loaded = loadConfig(options.config_path, processEnvironment());
+  if (!loaded) {
+    std::cerr << "countersign: " << loaded.error().message << '\n';
+    return kExitConfig;
+  }
+  const Config config = std::move(*loaded);
+  auto initial_policy = Policy::loadFile(config.policy.file);
+  if (!initial_policy) {
+    std::cerr << "countersign: " << initial_policy.error().message << '\n';
+    return kExitConfig;
+  }
+  if (options.check) {
+    std::cout << "ok config " << options.config_path << ", policy " << config.policy.file << " "
+              << (*initial_policy)->snapshot() << ", " << config.routes.size() << " route(s)\n";
+    return 0;
+  }
+
+  StreamLogger log(options.log_format == "text" ? LogFormat::text : LogFormat::json,
+                   parseLevel(options.log_level));
+  SystemClock clock;
+  RandomIdSource ids;
+  PolicyHolder policy(std::move(*initial_policy));
+  Throttler throttler;
+
+  std::unique_ptr<natsio::EmbeddedServer> embedded;
+  if (config.nats.embedded) {
+    std::string host;
+    int port = 0;
+    if (!hostPort(config.nats.servers.front(), host, port)) {
+      std::cerr << "countersign: nats.servers[0]: cannot take host and port for the embedded server from \""
+                << config.nats.servers.front() << "\"\n";
+      return kExitConfig;
+    }
+    auto started = natsio::EmbeddedServer::start(config.nats.server_binary, host, port, config.nats.data_dir,
+                                                 [&log](std::string_view line) { log.info(line); });
+    if (!started) {
+      std::cerr << "countersign: embedded nats-server did not start: " << started.error().message << '\n';
+      return kExitStart;
+    }
+    embedded = std::move(*started);
+    log.info("embedded nats-server started", {{"url", config.nats.servers.front()}, {"data_dir", config.nats.data_dir}});
+  }
+
+  // Two connections: intake (high volume, buffered publishes) and control (answers requests at
+  // once: send_asap, so cnats does not hold replies for the flusher).
+  auto intake_plane = openPlane(config, "intake", false, log, clock);
+  if (!intake_plane) {
+    std::cerr << "countersign: cannot start: " << intake_plane.error().message << '\n';
+    return kExitStart;
+  }
+  auto control_plane = openPlane(config, "control", true, log, clock);
+  if (!control_plane) {
+    std::cerr << "countersign: cannot start: " << control_plane.error().message << '\n';
+    return kExitStart;
+  }
+  for (std::size_t i = 0; i < config.routes.size(); ++i) {
+    const RouteConfig& route = config.routes[i];
+    if (route.to_stream.empty()) continue;
+    auto window = natsio::checkStream(*control_plane->connection, route.to_stream);
+    if (!window) {
+      std::cerr << "countersign: routes[" << i << "].to_stream: " << window.error().message << '\n';
+      return kExitStart;
+    }
+  }
+
+  const Services intake_services{config, *intake_plane->store, *intake_plane->publisher, clock, ids,
+                                 policy, throttler, *intake_plane->events, log};
+  const Services control_services{config, *control_plane->store, *control_plane->publisher, clock, ids,
+                                  policy, throttler, *control_plane->events, log};
+  Intake intake(intake_services);
+  Releaser releaser(control_services);
+  Control control(control_services, releaser);
+
+  std::vector<std::unique_ptr<natsio::Subscription>> control_subs;
+  for (const auto op : {ControlOp::approve, ControlOp::reject, ControlOp::get, ControlOp::list}) {
+    const std::string subject = config.control.prefix + ".control." + std::string(toString(op));
+    auto sub = natsio::Subscription::subscribe(*control_plane->connection, subject, "countersign",
+                                               [&control, op](Message&& m) { control.onRequest(op, m); });
+    if (!sub) {
+      std::cerr << "countersign: cannot subscribe to " << subject << ": " << sub.error().message << '\n';
+      return kExitStart;
+    }
+    control_subs.push_back(std::move(*sub));
+  }
+  std::vector<std::unique_ptr<natsio::Subscription>> intake_subs;
+  for (const RouteConfig& route : config.routes) {
+    auto sub = natsio::Subscription::subscribe(*intake_plane->connection, route.from, route.queue,
+                                               [&intake, &route](Message&& m) { intake.onJob(route, std::move(m)); });
+    if (!sub) {
+      std::cerr << "countersign: cannot subscribe to " << route.from << ": " << sub.error().message << '\n';
+      return kExitStart;
+    }
+    intake_subs.push_back(std::move(*sub));
+  }
+  for (auto* plane : {&*intake_plane, &*control_plane}) {
+    if (auto flushed = plane->connection->flush(std::chrono::seconds(5)); !flushed) {
+      std::cerr << "countersign: server did not confirm the subscriptions: " << flushed.error().message << '\n';
+      return kExitStart;
+    }
+  }
+
+  std::string servers;
+  for (const auto& s : config.nats.servers) servers += (servers.empty() ? "" : ",") + s;
+  std::cout << "countersign ready: nats " << servers << (config.nats.embedded ? " (embedded)" : "")
+            << ", policy " << policy.current()->snapshot() << ", control " << config.control.prefix
+            << ".control.{approve,reject,get,list}\n";
+  for (const auto& route : config.routes) {
+    std::cout << "  route " << route.name << ": " << route.from << " -> " << route.to
+              << (route.to_stream.empty() ? "" : " (stream " + route.to_stream + ")") << '\n';
+  }
+  std::cout << std::flush;
+  log.info("ready", {{"policy_snapshot", policy.current()->snapshot()}, {"servers", servers}});
+
+  auto reload = [&](std::string_view why) {
+    auto next = Policy::loadFile(config.policy.file);
+    if (!next) {
+      log.error("policy reload failed; keeping the policy in force",
+                {{"why", why}, {"error", next.error().message}, {"policy_snapshot", policy.current()->snapshot()}});
+      return;
+    }
+    const std::string before = policy.current()->snapshot();
+    policy.replace(std::move(*next));
+    log.info("policy reloaded", {{"why", why}, {"from", before}, {"policy_snapshot", policy.current()->snapshot()}});
+  };
+
+  auto last_modified = modified(config.policy.file);
+  while (true) {
+    const timespec tick{1, 0};
+    const int signo = sigtimedwait(&signals, nullptr, &tick);
+    if (signo == SIGTERM || signo == SIGINT) {
+      log.info("shutting down", {{"signal", signo == SIGTERM ? "SIGTERM" : "SIGINT"}});
+      break;
+    }
+    if (signo == SIGHUP) {
+      last_modified = modified(config.policy.file);
+      reload("SIGHUP");
+      continue;
+    }
+    if (config.policy.watch) {
+      const auto now_modified = modified(config.policy.file);
+      if (now_modified && now_modified != last_modified) {
+        last_modified = now_modified;
+        reload("file changed");
+      }
+    }
+  }
+
+  // Stop intake first and let in-flight jobs finish, then control, then the connections.
+  for (auto& sub : intake_subs) (void)sub->drain(kDrainTimeout);
+  for (auto& sub : control_subs) (void)sub->drain(kDrainTimeout);
+  intake_plane->connection->drain(kDrainTimeout);
+  control_plane->connection->drain(kDrainTimeout);
+  if (embedded) embedded->stop();
+  log.info("stopped");
+  return 0;
+}
+
+}  // namespace countersign::cli

@@ -1,0 +1,510 @@
+#include "countersign/control.hpp"
+
+#include <algorithm>
+#include <set>
+#include <unordered_set>
+
+#include "countersign/faults.hpp"
+#include "countersign/job.hpp"
+#include "countersign/json.hpp"
+#include "json_writer.hpp"
+
+namespace countersign {
+
+using detail::JsonObjectWriter;
+
+namespace {
+
+constexpr int kDefaultListLimit = 100;
+constexpr int kMaxListLimit = 1000;
+
+ControlReply reply(std::string_view status, int code, JsonObjectWriter& w) {
+  return ControlReply{std::string(status), code, w.finish()};
+}
+
+JsonObjectWriter start(std::string_view status, int code) { return JsonObjectWriter(status, code); }
+
+ControlReply badRequest(std::string_view field, std::string_view reason) {
+  auto w = start("bad_request", 400);
+  w.field("field", field).field("reason", reason);
+  return reply("bad_request", 400, w);
+}
+
+ControlReply notFound(std::string_view id) {
+  auto w = start("not_found", 404);
+  w.field("approval_id", id);
+  return reply("not_found", 404, w);
+}
+
+ControlReply conflict(std::string_view id, std::string_view reason) {
+  auto w = start("conflict", 409);
+  w.field("approval_id", id).field("reason", reason);
+  return reply("conflict", 409, w);
+}
+
+// The store did not confirm: the outcome of this call is unknown, nothing was published by it.
+ControlReply lockBusy(std::string_view id) {
+  auto w = start("conflict", 409);
+  w.field("approval_id", id).field("reason", "lock_busy").field("retryable", true);
+  return reply("conflict", 409, w);
+}
+
+bool isHashedApprovalId(std::string_view id) {
+  if (id.size() != 34 || !id.starts_with("h-")) return false;
+  return std::all_of(id.begin() + 2, id.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+// Reviewers may name a job by its approval id or by its original job id.
+std::string normaliseId(std::string_view id) {
+  if (isValidApprovalId(id) || isHashedApprovalId(id)) return std::string(id);
+  return approvalIdFor(id);
+}
+
+// Recomputes the job hash from the record's stored bytes (the integrity check at approve time).
+std::string recomputeHash(const ApprovalRecord& record, bool& payload_ok) {
+  payload_ok = true;
+  if (record.payload_is_json) {
+    auto parsed = json::parseStrict(record.payload);
+    if (!parsed) {
+      payload_ok = false;
+      return {};
+    }
+    return jobHash(record.subject, record.target, record.headers, &*parsed, record.payload);
+  }
+  return jobHash(record.subject, record.target, record.headers, nullptr, record.payload);
+}
+
+bool pastDeadline(const ApprovalRecord& record, std::chrono::system_clock::time_point now) {
+  if (record.expires_at.empty()) return false;
+  std::chrono::system_clock::time_point deadline;
+  if (!parseRfc3339(record.expires_at, deadline)) return false;
+  return now >= deadline;
+}
+
+}  // namespace
+
+std::string_view toString(ControlOp op) {
+  switch (op) {
+    case ControlOp::approve: return "approve";
+    case ControlOp::reject: return "reject";
+    case ControlOp::get: return "get";
+    case ControlOp::list: return "list";
+  }
+  return "get";
+}
+
+std::optional<ControlOp> parseControlOp(std::string_view text) {
+  for (const auto op : {ControlOp::approve, ControlOp::reject, ControlOp::get, ControlOp::list}) {
+    if (toString(op) == text) return op;
+  }
+  return std::nullopt;
+}
+
+struct Control::Request {
+  std::string id;
+  std::string approver;
+  std::string reason;
+  std::optional<std::string> job_hash;
+  std::optional<std::string> policy_snapshot;
+  std::optional<ApprovalState> state;
+  int limit = kDefaultListLimit;
+  std::string after;
+};
+
+Control::Control(Services services, Releaser& releaser)
+    : s_(services), releaser_(releaser), guard_(services.config) {}
+
+ControlReply Control::onRequest(ControlOp op, const Message& request) {
+  ControlReply answer = handle(op, request.payload);
+  if (guard_.allowed(request.reply)) {
+    Headers headers{{"Countersign-Status", answer.status}};
+    OutMessage out{.subject = request.reply, .reply = {}, .headers = &headers, .payload = answer.body};
+    auto sent = s_.publisher.publish(out, Delivery::core, std::chrono::milliseconds(0));
+    if (!sent) s_.log.warn("control reply not sent", {{"error", sent.error().message}});
+  } else if (!request.reply.empty()) {
+    s_.log.warn("control reply subject not allowed", {{"reply", request.reply}, {"op", toString(op)}});
+  }
+  return answer;
+}
+
+ControlReply Control::handle(ControlOp op, std::string_view body) {
+  // An empty body is an empty request (useful for `list`).
+  auto parsed = json::parseStrict(body.empty() ? std::string_view("{}") : body);
+  if (!parsed) return badRequest("body", "not a JSON object: " + parsed.error().message);
+  if (!parsed->IsObject()) return badRequest("body", "not a JSON object");
+  const rapidjson::Value& doc = *parsed;
+
+  Request request;
+  auto readString = [&](const char* name, std::string& out, bool required) -> std::optional<ControlReply> {
+    const auto it = doc.FindMember(name);
+    if (it == doc.MemberEnd() || it->value.IsNull()) {
+      if (required) return badRequest(name, "required");
+      return std::nullopt;
+    }
+    if (!it->value.IsString()) return badRequest(name, "expected a string");
+    out.assign(it->value.GetString(), it->value.GetStringLength());
+    if (required && out.empty()) return badRequest(name, "must not be empty");
+    return std::nullopt;
+  };
+  auto readOptional = [&](const char* name, std::optional<std::string>& out) -> std::optional<ControlReply> {
+    std::string value;
+    const auto it = doc.FindMember(name);
+    if (it == doc.MemberEnd() || it->value.IsNull()) return std::nullopt;
+    if (auto error = readString(name, value, false)) return error;
+    out = std::move(value);
+    return std::nullopt;
+  };
+
+  if (op != ControlOp::list) {
+    if (auto error = readString("id", request.id, true)) return *error;
+    if (request.id.size() > 1024) return badRequest("id", "longer than 1024 bytes");
+  }
+  if (op == ControlOp::approve || op == ControlOp::reject) {
+    if (auto error = readString("approver", request.approver, true)) return *error;
+    if (auto error = readString("reason", request.reason, false)) return *error;
+  }
+  if (op == ControlOp::approve) {
+    if (auto error = readOptional("job_hash", request.job_hash)) return *error;
+    if (auto error = readOptional("policy_snapshot", request.policy_snapshot)) return *error;
+  }
+  if (op == ControlOp::list) {
+    std::string state;
+    if (auto error = readString("state", state, false)) return *error;
+    if (!state.empty()) {
+      request.state = parseApprovalState(state);
+      if (!request.state) {
+        return badRequest("state", "expected one of pending, approved, released, rejected, expired, release_unknown");
+      }
+    }
+    if (const auto it = doc.FindMember("limit"); it != doc.MemberEnd() && !it->value.IsNull()) {
+      if (!it->value.IsInt()) return badRequest("limit", "expected an integer");
+      request.limit = it->value.GetInt();
+      if (request.limit < 1 || request.limit > kMaxListLimit) return badRequest("limit", "expected 1 to 1000");
+    }
+    if (auto error = readString("after", request.after, false)) return *error;
+  } else {
+    request.id = normaliseId(request.id);
+  }
+
+  switch (op) {
+    case ControlOp::approve: return approve(request);
+    case ControlOp::reject: return reject(request);
+    case ControlOp::get: return get(request);
+    case ControlOp::list: return list(request);
+  }
+  return badRequest("op", "unknown");
+}
+
+ControlReply Control::fromDecision(ControlOp op, const std::string& id, const DecisionRecord& decision) {
+  if (decision.decision == FinalDecision::expired) {
+    auto w = start("expired", 410);
+    w.field("approval_id", id).field("decided_at", decision.at);
+    return reply("expired", 410, w);
+  }
+  const bool same = (op == ControlOp::approve) == (decision.decision == FinalDecision::approved);
+  if (!same) {
+    return conflict(id, decision.decision == FinalDecision::approved ? "already_approved" : "already_rejected");
+  }
+  const std::string_view status =
+      decision.decision == FinalDecision::approved ? "already_approved" : "already_rejected";
+  auto w = start(status, 200);
+  w.field("approval_id", id).field("decided_by", decision.by).field("decided_at", decision.at);
+  if (decision.decision == FinalDecision::approved) {
+    w.field("released", s_.store.get(releasedKey(id)).has_value());
+  }
+  return reply(status, 200, w);
+}
+
+std::optional<ControlReply> Control::decide(ControlOp op, const std::string& id,
+                                            const DecisionRecord& decision) {
+  auto created = s_.store.create(decisionKey(id), toJson(decision));
+  if (created) return std::nullopt;  // this call decided
+  if (created.error().code != Errc::exists) {
+    s_.log.warn("decision not confirmed by the store", {{"approval_id", id}, {"error", created.error().message}});
+    return lockBusy(id);
+  }
+  auto winner = s_.store.get(decisionKey(id));
+  if (!winner) return lockBusy(id);
+  auto parsed = parseDecisionRecord(winner->value);
+  if (!parsed) {
+    s_.log.error("unreadable decision", {{"approval_id", id}, {"error", parsed.error().message}});
+    return conflict(id, "job_changed");
+  }
+  return fromDecision(op, id, *parsed);
+}
+
+ControlReply Control::expire(const ApprovalRecord& record) {
+  const DecisionRecord decision{.decision = FinalDecision::expired, .by = "countersign",
+                                .at = formatRfc3339(s_.clock.now()), .reason = "timeout",
+                                .policy_snapshot = record.policy_snapshot, .job_hash = record.job_hash};
+  if (auto answered = decide(ControlOp::approve, record.id, decision)) return *answered;
+  (void)updateRecord(s_.store, record.id, [&](ApprovalRecord& r) {
+    if (r.state != ApprovalState::pending) return false;
+    r.state = ApprovalState::expired;
+    r.decided_by = decision.by;
+    r.decided_at = decision.at;
+    r.reason = decision.reason;
+    return true;
+  });
+  s_.events.emit(Event{.event = "expired", .approval_id = record.id, .topic = record.topic,
+                       .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
+                       .policy_snapshot = record.policy_snapshot, .reason = "timeout"});
+  auto w = start("expired", 410);
+  w.field("approval_id", record.id).field("expires_at", record.expires_at);
+  return reply("expired", 410, w);
+}
+
+ControlReply Control::jobChanged(const ApprovalRecord& record, std::string_view detail) {
+  s_.log.warn("approval refused: job changed", {{"approval_id", record.id}, {"detail", detail}});
+  s_.events.emit(Event{.event = "conflict", .approval_id = record.id, .topic = record.topic,
+                       .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
+                       .policy_snapshot = record.policy_snapshot, .reason = "job_changed"});
+  return conflict(record.id, "job_changed");
+}
+
+ControlReply Control::snapshotChanged(const ApprovalRecord& record, const Policy& policy) {
+  s_.events.emit(Event{.event = "conflict", .approval_id = record.id, .topic = record.topic,
+                       .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
+                       .policy_snapshot = record.policy_snapshot, .reason = "snapshot_changed"});
+  const RouteConfig* route = routeFor(s_.config, record);
+  JobView view(record.subject, record.topic, record.headers, record.payload,
+               route ? &route->labels : nullptr);
+  const Verdict verdict = policy.evaluate(view);
+  if (verdict.decision == Decision::deny) {
+    const DecisionRecord decision{.decision = FinalDecision::rejected, .by = "countersign",
+                                  .at = formatRfc3339(s_.clock.now()), .reason = "policy_denied",
+                                  .policy_snapshot = policy.snapshot(), .job_hash = record.job_hash};
+    if (auto answered = decide(ControlOp::reject, record.id, decision)) {
+      // Someone decided first; report the snapshot conflict with what stands.
+      if (answered->status == "already_rejected") {
+        auto w = start("conflict", 409);
+        w.field("approval_id", record.id).field("reason", "snapshot_changed").field("rejected", true);
+        return reply("conflict", 409, w);
+      }
+      return *answered;
+    }
+    (void)updateRecord(s_.store, record.id, [&](ApprovalRecord& r) {
+      r.state = ApprovalState::rejected;
+      r.decided_by = decision.by;
+      r.decided_at = decision.at;
+      r.reason = decision.reason;
+      return true;
+    });
+    s_.events.emit(Event{.event = "rejected", .approval_id = record.id, .topic = record.topic,
+                         .subject = record.subject, .rule = verdict.ruleId(), .job_hash = record.job_hash,
+                         .policy_snapshot = policy.snapshot(), .reason = "policy_denied"});
+    auto w = start("conflict", 409);
+    w.field("approval_id", record.id).field("reason", "snapshot_changed").field("rejected", true)
+        .field("policy_snapshot", policy.snapshot());
+    return reply("conflict", 409, w);
+  }
+  // Re-bind to the policy in force; approvals given under the old one are dismissed.
+  const std::string rule(verdict.ruleId());
+  auto rebound = updateRecord(s_.store, record.id, [&](ApprovalRecord& r) {
+    if (r.policy_snapshot == policy.snapshot()) return false;
+    r.policy_snapshot = policy.snapshot();
+    r.rule = rule;
+    r.approvals.clear();
+    return true;
+  });
+  if (!rebound) return lockBusy(record.id);
+  s_.events.emit(Event{.event = "held", .approval_id = record.id, .topic = record.topic,
+                       .subject = record.subject, .rule = rule, .job_hash = record.job_hash,
+                       .policy_snapshot = policy.snapshot(), .reason = "snapshot_changed"});
+  auto w = start("conflict", 409);
+  w.field("approval_id", record.id).field("reason", "snapshot_changed")
+      .field("policy_snapshot", policy.snapshot());
+  return reply("conflict", 409, w);
+}
+
+ControlReply Control::approve(const Request& request) {
+  const std::string& id = request.id;
+  auto entry = s_.store.get(id);
+  if (!entry) return entry.error().code == Errc::not_found ? notFound(id) : lockBusy(id);
+
+  // A decision that exists answers every later call, whatever the record says.
+  if (auto existing = s_.store.get(decisionKey(id))) {
+    auto parsed = parseDecisionRecord(existing->value);
+    if (!parsed) return conflict(id, "job_changed");
+    return fromDecision(ControlOp::approve, id, *parsed);
+  } else if (existing.error().code != Errc::not_found) {
+    return lockBusy(id);
+  }
+
+  auto record = parseApprovalRecord(entry->value);
+  if (!record || record->id != id) {
+    ApprovalRecord shell;
+    shell.id = id;
+    return jobChanged(shell, record ? "record id differs from its key" : record.error().message);
+  }
+  if (pastDeadline(*record, s_.clock.now())) return expire(*record);
+  if (request.job_hash && *request.job_hash != record->job_hash) {
+    return jobChanged(*record, "the reviewer saw another job hash");
+  }
+  bool payload_ok = true;
+  const std::string actual_hash = recomputeHash(*record, payload_ok);
+  if (!payload_ok || actual_hash != record->job_hash) {
+    return jobChanged(*record, "the record no longer hashes to its job hash");
+  }
+  const auto policy = s_.policy.current();
+  if (record->policy_snapshot != policy->snapshot()) return snapshotChanged(*record, *policy);
+  if (request.policy_snapshot && *request.policy_snapshot != record->policy_snapshot) {
+    return conflict(id, "snapshot_changed");
+  }
+
+  const DecisionRecord decision{.decision = FinalDecision::approved, .by = request.approver,
+                                .at = formatRfc3339(s_.clock.now()), .reason = request.reason,
+                                .policy_snapshot = record->policy_snapshot, .job_hash = record->job_hash};
+  if (auto answered = decide(ControlOp::approve, id, decision)) return *answered;
+  crashPoint("after_approve_cas");
+
+  (void)updateRecord(s_.store, id, [&](ApprovalRecord& r) {
+    if (r.state == ApprovalState::pending) r.state = ApprovalState::approved;
+    r.decided_by = decision.by;
+    r.decided_at = decision.at;
+    r.reason = decision.reason;
+    r.approvals.push_back(ApprovalVote{decision.by, decision.at, decision.reason});
+    return true;
+  });
+  s_.events.emit(Event{.event = "approved", .approval_id = id, .topic = record->topic,
+                       .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
+                       .policy_snapshot = record->policy_snapshot, .actor = decision.by,
+                       .reason = decision.reason});
+
+  const ReleaseOutcome released = releaser_.release(*record, decision, "approve");
+  if (!released.published) {
+    auto w = start("approved", 202);
+    w.field("approval_id", id).field("released", false).field("retryable", false);
+    if (released.error) w.field("error", released.error->message);
+    return reply("approved", 202, w);
+  }
+  auto w = start("approved", 200);
+  w.field("approval_id", id).field("released", true).field("msg_id", released.msg_id)
+      .field("target", record->target);
+  return reply("approved", 200, w);
+}
+
+ControlReply Control::reject(const Request& request) {
+  const std::string& id = request.id;
+  auto entry = s_.store.get(id);
+  if (!entry) return entry.error().code == Errc::not_found ? notFound(id) : lockBusy(id);
+  if (auto existing = s_.store.get(decisionKey(id))) {
+    auto parsed = parseDecisionRecord(existing->value);
+    if (!parsed) return conflict(id, "job_changed");
+    return fromDecision(ControlOp::reject, id, *parsed);
+  } else if (existing.error().code != Errc::not_found) {
+    return lockBusy(id);
+  }
+  auto record = parseApprovalRecord(entry->value);
+  ApprovalRecord fallback;
+  fallback.id = id;
+  const ApprovalRecord& r = record ? *record : fallback;
+  if (record && pastDeadline(r, s_.clock.now())) return expire(r);
+
+  const DecisionRecord decision{.decision = FinalDecision::rejected, .by = request.approver,
+                                .at = formatRfc3339(s_.clock.now()), .reason = request.reason,
+                                .policy_snapshot = r.policy_snapshot, .job_hash = r.job_hash};
+  if (auto answered = decide(ControlOp::reject, id, decision)) return *answered;
+  (void)updateRecord(s_.store, id, [&](ApprovalRecord& view) {
+    view.state = ApprovalState::rejected;
+    view.decided_by = decision.by;
+    view.decided_at = decision.at;
+    view.reason = decision.reason;
+    return true;
+  });
+  s_.events.emit(Event{.event = "rejected", .approval_id = id, .topic = r.topic, .subject = r.subject,
+                       .rule = r.rule, .job_hash = r.job_hash, .policy_snapshot = r.policy_snapshot,
+                       .actor = decision.by, .reason = decision.reason});
+  auto w = start("rejected", 200);
+  w.field("approval_id", id).field("decided_by", decision.by).field("decided_at", decision.at);
+  return reply("rejected", 200, w);
+}
+
+ControlReply Control::get(const Request& request) {
+  const std::string& id = request.id;
+  auto entry = s_.store.get(id);
+  if (!entry) return entry.error().code == Errc::not_found ? notFound(id) : lockBusy(id);
+  auto record = parseApprovalRecord(entry->value);
+  if (!record) {
+    auto w = start("ok", 200);
+    w.raw("record", entry->value);
+    return reply("ok", 200, w);
+  }
+  // The keys decide; the record's state is only a view of them.
+  if (s_.store.get(releasedKey(id))) {
+    record->state = ApprovalState::released;
+  } else if (auto decided = s_.store.get(decisionKey(id))) {
+    if (auto d = parseDecisionRecord(decided->value)) {
+      if (record->state != ApprovalState::release_unknown) {
+        record->state = d->decision == FinalDecision::approved   ? ApprovalState::approved
+                        : d->decision == FinalDecision::rejected ? ApprovalState::rejected
+                                                                 : ApprovalState::expired;
+      }
+    }
+  }
+  auto w = start("ok", 200);
+  w.raw("record", toJson(*record));
+  return reply("ok", 200, w);
+}
+
+ControlReply Control::list(const Request& request) {
+  auto keys = s_.store.keys();
+  if (!keys) {
+    auto w = start("unavailable", 503);
+    w.field("retryable", true).field("reason", keys.error().message);
+    return reply("unavailable", 503, w);
+  }
+  std::unordered_set<std::string> all(keys->begin(), keys->end());
+  std::set<std::string> ids;
+  for (const auto& key : *keys) {
+    if (key.find('/') == std::string::npos) ids.insert(key);
+  }
+  auto w = start("ok", 200);
+  auto& out = w.writer();
+  w.key("items");
+  out.StartArray();
+  int emitted = 0;
+  std::string last;
+  bool more = false;
+  for (auto it = request.after.empty() ? ids.begin() : ids.upper_bound(request.after); it != ids.end(); ++it) {
+    const std::string& id = *it;
+    auto entry = s_.store.get(id);
+    if (!entry) continue;  // aged out between keys() and get()
+    auto record = parseApprovalRecord(entry->value);
+    if (!record) continue;
+    ApprovalState state = record->state;
+    if (all.contains(releasedKey(id))) {
+      state = ApprovalState::released;
+    } else if (all.contains(decisionKey(id)) && state != ApprovalState::release_unknown) {
+      if (auto decided = s_.store.get(decisionKey(id))) {
+        if (auto d = parseDecisionRecord(decided->value)) {
+          state = d->decision == FinalDecision::approved   ? ApprovalState::approved
+                  : d->decision == FinalDecision::rejected ? ApprovalState::rejected
+                                                           : ApprovalState::expired;
+        }
+      }
+    }
+    if (request.state && *request.state != state) continue;
+    if (emitted == request.limit) {
+      more = true;
+      break;
+    }
+    JsonObjectWriter item;
+    item.field("id", id)
+        .field("state", toString(state))
+        .field("topic", record->topic)
+        .field("rule", record->rule)
+        .field("created_at", record->created_at)
+        .optional("expires_at", record->expires_at);
+    const std::string text = item.finish();
+    out.RawValue(text.data(), text.size(), rapidjson::kObjectType);
+    ++emitted;
+    last = id;
+  }
+  out.EndArray();
+  if (more) w.field("next_after", last);
+  return reply("ok", 200, w);
+}
+
+}  // namespace countersign

@@ -1,0 +1,266 @@
+#include "countersign/intake.hpp"
+
+#include <optional>
+
+#include "countersign/events.hpp"
+#include "countersign/job.hpp"
+#include "countersign/subject.hpp"
+#include "json_writer.hpp"
+
+namespace countersign {
+
+using detail::JsonObjectWriter;
+
+struct Intake::Job {
+  const RouteConfig& route;
+  Message msg;  // Countersign-* headers already removed
+  UntrustedHeaders untrusted;
+  std::string topic;
+  std::string target;
+  std::string reply_to;     // where to answer (allowed), or empty
+  bool forward_reply = false;  // keep msg.reply on the forwarded job
+  std::shared_ptr<const Policy> policy;
+};
+
+namespace {
+
+bool reservedMsgId(const Headers& headers) {
+  for (const auto& [name, value] : headers) {
+    if (equalsIgnoreCase(name, kMsgIdHeader) &&
+        (value.starts_with("countersign:") || value.starts_with("countersign-in:"))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// The bytes NATS counts against max_payload for a message with these headers and payload.
+std::size_t wireSize(const Headers& headers, std::size_t payload_size) {
+  if (headers.empty()) return payload_size;
+  std::size_t size = 12 + 2;  // "NATS/1.0\r\n" ... "\r\n"
+  for (const auto& [name, value] : headers) size += name.size() + 2 + value.size() + 2;
+  return size + payload_size;
+}
+
+// Headroom for the headers countersign adds on release (ids, snapshot, hash, approver).
+constexpr std::size_t kReleaseHeaderHeadroom = 1024;
+
+}  // namespace
+
+Intake::Intake(Services services) : s_(services), guard_(services.config) {}
+
+bool Intake::reply(const Job& job, std::string_view status, const std::string& body) {
+  if (job.reply_to.empty()) return false;
+  Headers headers{{"Countersign-Status", std::string(status)}};
+  OutMessage out{.subject = job.reply_to, .reply = {}, .headers = &headers, .payload = body};
+  auto sent = s_.publisher.publish(out, Delivery::core, std::chrono::milliseconds(0));
+  if (!sent) {
+    s_.log.warn("reply not sent", {{"subject", job.msg.subject}, {"error", sent.error().message}});
+    return false;
+  }
+  return true;
+}
+
+IntakeOutcome Intake::refuse(const Job& job, std::string_view status, int code, std::string body,
+                             const Event& event) {
+  s_.events.emit(event);
+  IntakeOutcome outcome{.status = std::string(status), .code = code, .rule = std::string(event.rule)};
+  outcome.replied = reply(job, status, body);
+  return outcome;
+}
+
+IntakeOutcome Intake::onJob(const RouteConfig& route, Message&& message) {
+  Job job{.route = route, .msg = std::move(message)};
+  job.untrusted = stripCountersignHeaders(job.msg.headers);
+  if (guard_.allowed(job.msg.reply)) {
+    job.reply_to = job.msg.reply;
+    job.forward_reply = true;
+  } else if (job.msg.reply.empty() && job.untrusted.reply_to && guard_.allowed(*job.untrusted.reply_to)) {
+    job.reply_to = *job.untrusted.reply_to;
+  }
+
+  auto topic = subject::topicOf(route.from, job.msg.subject);
+  auto target = topic ? subject::targetFor(route.to, *topic) : std::nullopt;
+  if (!topic || !target) {
+    // Cannot happen for subjects delivered by the route's own subscription; refuse loudly.
+    s_.log.error("job subject does not fit its route", {{"subject", job.msg.subject}, {"route", route.name}});
+    return IntakeOutcome{.status = "unroutable", .code = 500};
+  }
+  job.topic = std::move(*topic);
+  job.target = std::move(*target);
+
+  if (reservedMsgId(job.msg.headers)) {
+    JsonObjectWriter w;
+    w.field("status", "denied").field("code", 403).field("rule", "reserved_header").field("reason", "reserved_header");
+    return refuse(job, "denied", 403, w.finish(),
+                  Event{.event = "denied", .topic = job.topic, .subject = job.msg.subject,
+                        .rule = "reserved_header", .reason = "reserved_header"});
+  }
+
+  job.policy = s_.policy.current();
+  const Policy& policy = *job.policy;
+  JobView view(job.msg.subject, job.topic, job.msg.headers, job.msg.payload, &route.labels);
+  const Verdict verdict = policy.evaluate(view);
+  const std::string_view rule_id = verdict.ruleId();
+
+  switch (verdict.decision) {
+    case Decision::allow:
+      return forward(job, rule_id);
+    case Decision::throttle: {
+      const auto admission = s_.throttler.admit(*verdict.rule, view, s_.clock.steady());
+      if (admission.admitted) return forward(job, rule_id);
+      JsonObjectWriter w;
+      w.field("status", "throttled")
+          .field("code", 429)
+          .field("rule", rule_id)
+          .field("retry_after_ms", static_cast<std::int64_t>(admission.retry_after.count()));
+      return refuse(job, "throttled", 429, w.finish(),
+                    Event{.event = "throttled", .topic = job.topic, .subject = job.msg.subject,
+                          .rule = rule_id, .policy_snapshot = policy.snapshot(), .reason = "rate"});
+    }
+    case Decision::deny: {
+      std::string reason = verdict.rule == nullptr ? "no_rule_matched"
+                           : verdict.rule->reason.empty() ? "policy_denied"
+                                                          : verdict.rule->reason;
+      JsonObjectWriter w;
+      w.field("status", "denied").field("code", 403).field("rule", rule_id).field("reason", reason);
+      return refuse(job, "denied", 403, w.finish(),
+                    Event{.event = "denied", .topic = job.topic, .subject = job.msg.subject,
+                          .rule = rule_id, .policy_snapshot = policy.snapshot(), .reason = reason});
+    }
+    case Decision::require_human:
+      if (verdict.rule == nullptr) {
+        // default_decision: require_human. Hold under a synthetic rule named "default".
+        static const Rule kDefaultRule{.id = "default", .decision = Decision::require_human};
+        return hold(job, view, policy, kDefaultRule);
+      }
+      return hold(job, view, policy, *verdict.rule);
+  }
+  return IntakeOutcome{.status = "unroutable", .code = 500};
+}
+
+IntakeOutcome Intake::forward(const Job& job, std::string_view rule) {
+  Headers headers = job.msg.headers;
+  headers.emplace_back("Countersign-Decision", "allow");
+  headers.emplace_back("Countersign-Approval", "none");
+  headers.emplace_back("Countersign-Rule", std::string(rule));
+  headers.emplace_back("Countersign-Policy-Snapshot", job.policy->snapshot());
+  OutMessage out{.subject = job.target,
+                 .reply = job.forward_reply ? std::string_view(job.msg.reply) : std::string_view(),
+                 .headers = &headers,
+                 .payload = job.msg.payload};
+  auto sent = s_.publisher.publish(out, Delivery::core, std::chrono::milliseconds(0));
+  if (!sent) {
+    if (sent.error().code == Errc::too_large) {
+      JsonObjectWriter w;
+      w.field("status", "too_large").field("code", 413).field("max_payload", static_cast<std::uint64_t>(s_.publisher.maxPayload()));
+      return refuse(job, "too_large", 413, w.finish(),
+                    Event{.event = "denied", .topic = job.topic, .subject = job.msg.subject,
+                          .rule = rule, .reason = "too_large"});
+    }
+    s_.log.error("forward failed", {{"subject", job.msg.subject}, {"error", sent.error().message}});
+    IntakeOutcome outcome{.status = "unavailable", .code = 503, .rule = std::string(rule)};
+    JsonObjectWriter w;
+    w.field("status", "unavailable").field("code", 503).field("retryable", true);
+    outcome.replied = reply(job, "unavailable", w.finish());
+    return outcome;
+  }
+  s_.events.emit(Event{.event = "allowed", .topic = job.topic, .subject = job.msg.subject,
+                       .rule = rule, .policy_snapshot = job.policy->snapshot()});
+  // The worker answers the producer itself when the reply subject was forwarded.
+  return IntakeOutcome{.status = "allowed", .code = 200, .rule = std::string(rule), .forwarded = true};
+}
+
+IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, const Rule& rule) {
+  // One parse: the same strict parse decides "JSON or bytes" for the id, the hash and the record.
+  const rapidjson::Value* payload_json = view.payloadJson();
+
+  const auto job_id = jobIdOf(job.msg.headers, job.untrusted.job_id, payload_json);
+  ApprovalRecord record;
+  record.job_id = job_id ? *job_id : s_.ids.newId();
+  record.id = approvalIdFor(record.job_id);
+  record.route = job.route.name;
+  record.subject = job.msg.subject;
+  record.target = job.target;
+  record.topic = job.topic;
+  for (const auto& header : job.msg.headers) {
+    if (!isNatsHeader(header.first)) record.headers.push_back(header);
+  }
+  record.payload = job.msg.payload;
+  record.payload_is_json = payload_json != nullptr;
+  record.job_hash = jobHash(job.msg.subject, job.target, job.msg.headers, payload_json, job.msg.payload);
+  record.policy_snapshot = policy.snapshot();
+  record.rule = rule.id;
+  if (payload_json != nullptr && payload_json->IsObject()) {
+    const auto it = payload_json->FindMember("requester");
+    if (it != payload_json->MemberEnd() && it->value.IsString()) record.requester = it->value.GetString();
+  }
+  const auto now = s_.clock.now();
+  record.created_at = formatRfc3339(now);
+  if (rule.human.timeout) record.expires_at = formatRfc3339(now + *rule.human.timeout);
+
+  const std::string value = toJson(record);
+  const std::size_t max_payload = s_.publisher.maxPayload();
+  if (value.size() > max_payload ||
+      wireSize(record.headers, record.payload.size()) + kReleaseHeaderHeadroom > max_payload) {
+    JsonObjectWriter w;
+    w.field("status", "too_large").field("code", 413).field("max_payload", static_cast<std::uint64_t>(max_payload));
+    return refuse(job, "too_large", 413, w.finish(),
+                  Event{.event = "denied", .approval_id = record.id, .topic = job.topic,
+                        .subject = job.msg.subject, .rule = rule.id, .reason = "too_large"});
+  }
+
+  auto created = s_.store.create(record.id, value);
+  if (!created && created.error().code == Errc::exists) {
+    auto existing = s_.store.get(record.id);
+    auto stored = existing ? parseApprovalRecord(existing->value) : std::unexpected(existing.error());
+    if (stored && stored->job_hash == record.job_hash) {
+      // The same job again (a producer retry): answer exactly as the first time.
+      JsonObjectWriter w;
+      w.field("status", "approval_required")
+          .field("code", 202)
+          .field("approval_id", stored->id)
+          .field("job_hash", stored->job_hash)
+          .field("policy_snapshot", stored->policy_snapshot)
+          .field("rule", stored->rule);
+      IntakeOutcome outcome{.status = "approval_required", .code = 202, .rule = stored->rule,
+                            .approval_id = stored->id};
+      outcome.replied = reply(job, "approval_required", w.finish());
+      return outcome;
+    }
+    if (stored || stored.error().code == Errc::parse_error) {
+      JsonObjectWriter w;
+      w.field("status", "conflict").field("code", 409).field("reason", "id_conflict").field("approval_id", record.id);
+      return refuse(job, "conflict", 409, w.finish(),
+                    Event{.event = "conflict", .approval_id = record.id, .topic = job.topic,
+                          .subject = job.msg.subject, .rule = rule.id, .job_hash = record.job_hash,
+                          .reason = "id_conflict"});
+    }
+    created = std::unexpected(stored.error());
+  }
+  if (!created) {
+    // Fail closed: nothing forwarded, nothing held; the producer may send again.
+    s_.log.error("hold failed", {{"approval_id", record.id}, {"error", created.error().message}});
+    IntakeOutcome outcome{.status = "unavailable", .code = 503, .rule = rule.id, .approval_id = record.id};
+    JsonObjectWriter w;
+    w.field("status", "unavailable").field("code", 503).field("retryable", true);
+    outcome.replied = reply(job, "unavailable", w.finish());
+    return outcome;
+  }
+
+  s_.events.emit(Event{.event = "held", .approval_id = record.id, .topic = job.topic,
+                       .subject = job.msg.subject, .rule = rule.id, .job_hash = record.job_hash,
+                       .policy_snapshot = record.policy_snapshot});
+  JsonObjectWriter w;
+  w.field("status", "approval_required")
+      .field("code", 202)
+      .field("approval_id", record.id)
+      .field("job_hash", record.job_hash)
+      .field("policy_snapshot", record.policy_snapshot)
+      .field("rule", rule.id);
+  IntakeOutcome outcome{.status = "approval_required", .code = 202, .rule = rule.id, .approval_id = record.id};
+  outcome.replied = reply(job, "approval_required", w.finish());
+  return outcome;
+}
+
+}  // namespace countersign

@@ -1,0 +1,75 @@
+// Internal: builds one compact JSON object with RapidJSON's Writer (replies, records, events).
+#pragma once
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace countersign::detail {
+
+class JsonObjectWriter {
+ public:
+  JsonObjectWriter() : writer_(buffer_) { writer_.StartObject(); }
+  // Starts a reply object: {"status": <status>, "code": <code>, ...
+  JsonObjectWriter(std::string_view status, int code) : JsonObjectWriter() {
+    field("status", status).field("code", code);
+  }
+  JsonObjectWriter(const JsonObjectWriter&) = delete;
+  JsonObjectWriter& operator=(const JsonObjectWriter&) = delete;
+
+  JsonObjectWriter& key(std::string_view k) {
+    writer_.Key(k.data(), static_cast<rapidjson::SizeType>(k.size()));
+    return *this;
+  }
+  JsonObjectWriter& field(std::string_view k, std::string_view v) {
+    key(k);
+    writer_.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+    return *this;
+  }
+  JsonObjectWriter& field(std::string_view k, const char* v) { return field(k, std::string_view(v)); }
+  JsonObjectWriter& field(std::string_view k, const std::string& v) {
+    return field(k, std::string_view(v));
+  }
+  // Omitted when empty: optional string fields.
+  JsonObjectWriter& optional(std::string_view k, std::string_view v) {
+    if (!v.empty()) field(k, v);
+    return *this;
+  }
+  JsonObjectWriter& field(std::string_view k, std::int64_t v) {
+    key(k);
+    writer_.Int64(v);
+    return *this;
+  }
+  JsonObjectWriter& field(std::string_view k, int v) { return field(k, std::int64_t{v}); }
+  JsonObjectWriter& field(std::string_view k, std::uint64_t v) {
+    key(k);
+    writer_.Uint64(v);
+    return *this;
+  }
+  JsonObjectWriter& field(std::string_view k, bool v) {
+    key(k);
+    writer_.Bool(v);
+    return *this;
+  }
+  // Inserts already-serialised JSON text as the value.
+  JsonObjectWriter& raw(std::string_view k, std::string_view json) {
+    key(k);
+    writer_.RawValue(json.data(), json.size(), rapidjson::kObjectType);
+    return *this;
+  }
+  rapidjson::Writer<rapidjson::StringBuffer>& writer() { return writer_; }
+
+  std::string finish() {
+    writer_.EndObject();
+    return std::string(buffer_.GetString(), buffer_.GetSize());
+  }
+
+ private:
+  rapidjson::StringBuffer buffer_;
+  rapidjson::Writer<rapidjson::StringBuffer> writer_;
+};
+
+}  // namespace countersign::detail

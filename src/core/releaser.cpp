@@ -1,0 +1,73 @@
+#include "countersign/releaser.hpp"
+
+#include "countersign/faults.hpp"
+
+namespace countersign {
+
+Headers Releaser::releaseHeaders(const ApprovalRecord& record, const DecisionRecord& decision) {
+  Headers headers = record.headers;
+  headers.emplace_back("Nats-Msg-Id", "countersign:" + record.id);
+  headers.emplace_back("Countersign-Decision", "require_human");
+  headers.emplace_back("Countersign-Approval", "granted");
+  headers.emplace_back("Countersign-Approval-Id", record.id);
+  headers.emplace_back("Countersign-Approved-By", decision.by);
+  headers.emplace_back("Countersign-Rule", record.rule);
+  headers.emplace_back("Countersign-Policy-Snapshot", decision.policy_snapshot);
+  headers.emplace_back("Countersign-Job-Hash", record.job_hash);
+  return headers;
+}
+
+ReleaseOutcome Releaser::release(const ApprovalRecord& record, const DecisionRecord& decision,
+                                 std::string_view by) {
+  ReleaseOutcome outcome;
+  outcome.msg_id = "countersign:" + record.id;
+  const RouteConfig* route = routeFor(s_.config, record);
+  const bool to_stream = route != nullptr && !route->to_stream.empty();
+  const Headers headers = releaseHeaders(record, decision);
+  OutMessage out{.subject = record.target, .reply = {}, .headers = &headers, .payload = record.payload};
+  auto sent = s_.publisher.publish(out, to_stream ? Delivery::jetstream : Delivery::core_flush,
+                                   s_.config.release.publish_timeout);
+  if (!sent) {
+    s_.log.error("release publish failed",
+                 {{"approval_id", record.id}, {"target", record.target}, {"error", sent.error().message}});
+    outcome.error = sent.error();
+    return outcome;
+  }
+  outcome.published = true;
+  outcome.ack = *sent;
+  if (to_stream && sent->stream != route->to_stream) {
+    s_.log.warn("release stored by another stream than the route's to_stream",
+                {{"approval_id", record.id}, {"stream", sent->stream}, {"to_stream", route->to_stream}});
+  }
+  crashPoint("after_publish_before_released");
+
+  const std::string now = formatRfc3339(s_.clock.now());
+  const ReleasedRecord released{.at = now, .msg_id = outcome.msg_id, .stream = sent->stream,
+                                .sequence = sent->sequence, .by = std::string(by)};
+  auto marked = s_.store.create(releasedKey(record.id), toJson(released));
+  if (!marked && marked.error().code != Errc::exists) {
+    // The publish happened; the replayer may publish again with the same Nats-Msg-Id, which the
+    // stream drops as a duplicate within its window.
+    s_.log.error("release not recorded", {{"approval_id", record.id}, {"error", marked.error().message}});
+  }
+  auto view = updateRecord(s_.store, record.id, [&](ApprovalRecord& r) {
+    if (r.state == ApprovalState::released) return false;
+    r.state = ApprovalState::released;
+    r.released_at = now;
+    r.release_msg_id = outcome.msg_id;
+    if (r.decided_by.empty()) {
+      r.decided_by = decision.by;
+      r.decided_at = decision.at;
+    }
+    return true;
+  });
+  if (!view) {
+    s_.log.warn("record view not updated", {{"approval_id", record.id}, {"error", view.error().message}});
+  }
+  s_.events.emit(Event{.event = "released", .approval_id = record.id, .topic = record.topic,
+                       .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
+                       .policy_snapshot = decision.policy_snapshot, .actor = decision.by});
+  return outcome;
+}
+
+}  // namespace countersign

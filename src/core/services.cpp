@@ -1,0 +1,55 @@
+#include "countersign/services.hpp"
+
+#include "countersign/subject.hpp"
+
+namespace countersign {
+
+ReplyGuard::ReplyGuard(const Config& config)
+    : config_(config), prefix_wildcard_(config.control.prefix + ".>") {}
+
+bool ReplyGuard::allowed(std::string_view reply_subject) const {
+  if (reply_subject.empty() || !subject::isValid(reply_subject, false)) return false;
+  bool listed = false;
+  for (const auto& pattern : config_.control.reply_subjects) {
+    if (subject::matches(pattern, reply_subject)) {
+      listed = true;
+      break;
+    }
+  }
+  if (!listed) return false;
+  if (subject::matches(prefix_wildcard_, reply_subject)) return false;
+  for (const auto& route : config_.routes) {
+    if (subject::matches(route.from, reply_subject) || subject::matches(route.to, reply_subject)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+Result<ApprovalRecord> updateRecord(KvStore& store, std::string_view id,
+                                    const std::function<bool(ApprovalRecord&)>& change) {
+  constexpr int kAttempts = 16;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    auto entry = store.get(id);
+    if (!entry) return std::unexpected(entry.error());
+    auto record = parseApprovalRecord(entry->value);
+    if (!record) return std::unexpected(record.error());
+    if (!change(*record)) return record;
+    auto written = store.update(id, toJson(*record), entry->revision);
+    if (written) return record;
+    if (written.error().code != Errc::wrong_revision) return std::unexpected(written.error());
+  }
+  return fail(Errc::wrong_revision, "record " + std::string(id) + " kept moving under update");
+}
+
+const RouteConfig* routeFor(const Config& config, const ApprovalRecord& record) {
+  for (const auto& route : config.routes) {
+    if (route.name == record.route) return &route;
+  }
+  for (const auto& route : config.routes) {
+    if (subject::matches(route.to, record.target)) return &route;
+  }
+  return nullptr;
+}
+
+}  // namespace countersign

@@ -1,0 +1,180 @@
+// In-memory fakes of the core's interfaces, for unit tests of the pure logic only.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "countersign/clock.hpp"
+#include "countersign/publisher.hpp"
+#include "countersign/store.hpp"
+
+namespace countersign::fakes {
+
+// A KV bucket with per-key revisions, like JetStream's (one global sequence). Failure
+// injection: `fail_next` makes the next call of any kind fail with the given code.
+class MemoryKv final : public KvStore {
+ public:
+  Result<std::uint64_t> create(std::string_view key, std::string_view value) override {
+    const std::lock_guard lock(mutex_);
+    if (auto e = injected()) return std::unexpected(*e);
+    if (!fail_create_suffix.empty() && key.ends_with(fail_create_suffix)) {
+      return fail(Errc::timeout, "injected timeout");
+    }
+    if (data_.contains(std::string(key))) return fail(Errc::exists, "key exists");
+    data_[std::string(key)] = KvEntry{std::string(value), ++sequence_};
+    return sequence_;
+  }
+  Result<KvEntry> get(std::string_view key) override {
+    const std::lock_guard lock(mutex_);
+    if (auto e = injected()) return std::unexpected(*e);
+    const auto it = data_.find(std::string(key));
+    if (it == data_.end()) return fail(Errc::not_found, "no such key");
+    return it->second;
+  }
+  Result<std::uint64_t> update(std::string_view key, std::string_view value,
+                               std::uint64_t expected) override {
+    const std::lock_guard lock(mutex_);
+    if (auto e = injected()) return std::unexpected(*e);
+    const auto it = data_.find(std::string(key));
+    const std::uint64_t current = it == data_.end() ? 0 : it->second.revision;
+    if (current != expected) return fail(Errc::wrong_revision, "wrong last sequence");
+    data_[std::string(key)] = KvEntry{std::string(value), ++sequence_};
+    return sequence_;
+  }
+  Result<std::vector<std::string>> keys() override {
+    const std::lock_guard lock(mutex_);
+    if (auto e = injected()) return std::unexpected(*e);
+    std::vector<std::string> out;
+    for (const auto& [k, v] : data_) out.push_back(k);
+    return out;
+  }
+
+  // Test access, bypassing failure injection.
+  std::optional<std::string> value(const std::string& key) const {
+    const std::lock_guard lock(mutex_);
+    const auto it = data_.find(key);
+    if (it == data_.end()) return std::nullopt;
+    return it->second.value;
+  }
+  void put(const std::string& key, const std::string& value) {
+    const std::lock_guard lock(mutex_);
+    data_[key] = KvEntry{value, ++sequence_};
+  }
+  std::size_t size() const {
+    const std::lock_guard lock(mutex_);
+    return data_.size();
+  }
+  std::string fail_create_suffix;  // creates of keys ending with this time out
+
+  void failNext(Errc code, int calls = 1) {
+    const std::lock_guard lock(mutex_);
+    fail_code_ = code;
+    fail_calls_ = calls;
+  }
+
+ private:
+  std::optional<Error> injected() {
+    if (fail_calls_ <= 0) return std::nullopt;
+    --fail_calls_;
+    return Error{fail_code_, "injected failure"};
+  }
+  mutable std::mutex mutex_;
+  std::map<std::string, KvEntry> data_;
+  std::uint64_t sequence_ = 0;
+  Errc fail_code_ = Errc::unavailable;
+  int fail_calls_ = 0;
+};
+
+struct Published {
+  std::string subject;
+  std::string reply;
+  Headers headers;
+  std::string payload;
+  Delivery delivery = Delivery::core;
+};
+
+// Records every publish. `fail_deliveries` makes publishes of that kind fail.
+class CapturingPublisher final : public Publisher {
+ public:
+  Result<PublishAck> publish(const OutMessage& m, Delivery delivery,
+                             std::chrono::milliseconds) override {
+    const std::lock_guard lock(mutex_);
+    std::size_t size = m.payload.size();
+    if (m.headers) {
+      for (const auto& [k, v] : *m.headers) size += k.size() + v.size() + 4;
+    }
+    if (size > max_payload) return fail(Errc::too_large, "too large");
+    if (fail_delivery && *fail_delivery == delivery) return fail(Errc::timeout, "injected timeout");
+    messages_.push_back(Published{std::string(m.subject), std::string(m.reply),
+                                  m.headers ? *m.headers : Headers{}, std::string(m.payload), delivery});
+    PublishAck ack;
+    if (delivery == Delivery::jetstream) {
+      ack.stream = "JOBS";
+      ack.sequence = ++sequence_;
+    }
+    return ack;
+  }
+  std::size_t maxPayload() const override { return max_payload; }
+
+  std::vector<Published> on(std::string_view prefix) const {
+    const std::lock_guard lock(mutex_);
+    std::vector<Published> out;
+    for (const auto& m : messages_) {
+      if (m.subject.starts_with(prefix)) out.push_back(m);
+    }
+    return out;
+  }
+  std::vector<Published> all() const {
+    const std::lock_guard lock(mutex_);
+    return messages_;
+  }
+  void clear() {
+    const std::lock_guard lock(mutex_);
+    messages_.clear();
+  }
+
+  std::size_t max_payload = 1024 * 1024;
+  std::optional<Delivery> fail_delivery;
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<Published> messages_;
+  std::uint64_t sequence_ = 0;
+};
+
+// A clock that only moves when told.
+class ManualClock final : public Clock {
+ public:
+  std::chrono::system_clock::time_point now() const override {
+    const std::lock_guard lock(mutex_);
+    return wall_;
+  }
+  std::chrono::steady_clock::time_point steady() const override {
+    const std::lock_guard lock(mutex_);
+    return steady_;
+  }
+  void advance(std::chrono::milliseconds d) {
+    const std::lock_guard lock(mutex_);
+    wall_ += d;
+    steady_ += d;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::chrono::system_clock::time_point wall_{std::chrono::seconds(1'790'000'000)};
+  std::chrono::steady_clock::time_point steady_{std::chrono::seconds(1000)};
+};
+
+class SequentialIds final : public IdSource {
+ public:
+  std::string newId() override { return "gen-" + std::to_string(++next_); }
+
+ private:
+  std::atomic<int> next_{0};
+};
+
+}  // namespace countersign::fakes

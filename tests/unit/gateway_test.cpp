@@ -1,0 +1,458 @@
+// Intake, control and release decisions on in-memory fakes (no network, manual clock).
+#include <gtest/gtest.h>
+#include <rapidjson/document.h>
+
+#include <memory>
+#include <thread>
+
+#include "countersign/control.hpp"
+#include "countersign/events.hpp"
+#include "countersign/intake.hpp"
+#include "countersign/job.hpp"
+#include "countersign/releaser.hpp"
+#include "fakes.hpp"
+
+namespace countersign {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr const char* kPolicy = R"(version: v1
+rules:
+  - id: allow-readonly
+    when: { topic: knowledge.read }
+    decision: allow
+  - id: require-approval-prod-finance
+    when: { topic: finance.payment.execute, env: production }
+    decision: require_human
+  - id: slow
+    when: { topic: bulk.> }
+    decision: throttle
+    rate: "1/s"
+    burst: 1
+  - id: quick-decision
+    when: { topic: ops.restart }
+    decision: require_human
+    timeout: 10s
+)";
+
+constexpr const char* kPayment = R"({"id":"pay-1","amount":10,"labels":{"env":"production"}})";
+
+rapidjson::Document parse(const std::string& text) {
+  rapidjson::Document doc;
+  doc.Parse(text.data(), text.size());
+  EXPECT_FALSE(doc.HasParseError()) << text;
+  return doc;
+}
+
+std::string field(const rapidjson::Document& doc, const char* name) {
+  if (!doc.IsObject() || !doc.HasMember(name) || !doc[name].IsString()) return {};
+  return doc[name].GetString();
+}
+
+class GatewayTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_.routes.push_back(RouteConfig{.name = "jobs", .from = "agents.jobs.>", .to = "jobs.>"});
+    auto policy = Policy::parse(kPolicy);
+    ASSERT_TRUE(policy) << policy.error().message;
+    policy_ = std::make_unique<PolicyHolder>(*policy);
+    events_ = std::make_unique<EventSink>(pub_, clock_, log_, "countersign", false);
+    const Services services{config_, kv_, pub_, clock_, ids_, *policy_, throttler_, *events_, log_};
+    intake_ = std::make_unique<Intake>(services);
+    releaser_ = std::make_unique<Releaser>(services);
+    control_ = std::make_unique<Control>(services, *releaser_);
+  }
+
+  IntakeOutcome send(const std::string& topic, const std::string& payload, Headers headers = {},
+                     const std::string& reply = "_INBOX.r1") {
+    return intake_->onJob(config_.routes[0],
+                          Message{"agents.jobs." + topic, reply, std::move(headers), payload});
+  }
+  rapidjson::Document lastReply(const std::string& reply = "_INBOX.r1") {
+    const auto replies = pub_.on(reply);
+    EXPECT_FALSE(replies.empty());
+    if (replies.empty()) return parse("{}");
+    const auto& last = replies.back();
+    const std::string* status = findHeader(last.headers, "Countersign-Status");
+    EXPECT_NE(status, nullptr);
+    auto doc = parse(last.payload);
+    if (status) {
+      EXPECT_EQ(*status, field(doc, "status"));
+    }
+    return doc;
+  }
+  ControlReply approve(const std::string& id, const std::string& extra = "") {
+    return control_->handle(ControlOp::approve,
+                            R"({"id":")" + id + R"(","approver":"alice")" + extra + "}");
+  }
+  ControlReply reject(const std::string& id) {
+    return control_->handle(ControlOp::reject, R"({"id":")" + id + R"(","approver":"bob","reason":"no"})");
+  }
+  std::string holdPayment() {
+    const auto outcome = send("finance.payment.execute", kPayment);
+    EXPECT_EQ(outcome.status, "approval_required");
+    return outcome.approval_id;
+  }
+
+  Config config_;
+  fakes::MemoryKv kv_;
+  fakes::CapturingPublisher pub_;
+  fakes::ManualClock clock_;
+  fakes::SequentialIds ids_;
+  NullLogger log_;
+  Throttler throttler_;
+  std::unique_ptr<PolicyHolder> policy_;
+  std::unique_ptr<EventSink> events_;
+  std::unique_ptr<Intake> intake_;
+  std::unique_ptr<Releaser> releaser_;
+  std::unique_ptr<Control> control_;
+};
+
+TEST_F(GatewayTest, AllowForwardsBytesHeadersAndReplySubject) {
+  const std::string payload = R"({ "q" : "x",  "n":1 })";
+  const auto outcome = send("knowledge.read", payload,
+                            {{"X-Trace", "1"}, {"X-Trace", "2"}, {"Countersign-Approval", "granted"}});
+  EXPECT_TRUE(outcome.forwarded);
+  const auto out = pub_.on("jobs.");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].subject, "jobs.knowledge.read");
+  EXPECT_EQ(out[0].payload, payload);
+  EXPECT_EQ(out[0].reply, "_INBOX.r1");
+  int approval_headers = 0;
+  std::vector<std::string> traces;
+  for (const auto& [k, v] : out[0].headers) {
+    if (k == "X-Trace") traces.push_back(v);
+    if (equalsIgnoreCase(k, "Countersign-Approval")) {
+      ++approval_headers;
+      EXPECT_EQ(v, "none");
+    }
+  }
+  EXPECT_EQ(traces, (std::vector<std::string>{"1", "2"}));
+  EXPECT_EQ(approval_headers, 1);
+  EXPECT_EQ(*findHeader(out[0].headers, "Countersign-Decision"), "allow");
+  EXPECT_EQ(*findHeader(out[0].headers, "Countersign-Rule"), "allow-readonly");
+  EXPECT_EQ(*findHeader(out[0].headers, "Countersign-Policy-Snapshot"), policy_->current()->snapshot());
+  EXPECT_TRUE(pub_.on("_INBOX").empty());  // the worker answers, not countersign
+}
+
+TEST_F(GatewayTest, DefaultDenyRepliesAndForwardsNothing) {
+  const auto outcome = send("finance.payment.execute", R"({"labels":{"env":"staging"}})");
+  EXPECT_EQ(outcome.status, "denied");
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+  const auto reply = lastReply();
+  EXPECT_EQ(reply["code"].GetInt(), 403);
+  EXPECT_EQ(field(reply, "rule"), "default");
+  EXPECT_EQ(field(reply, "reason"), "no_rule_matched");
+  EXPECT_EQ(pub_.on("countersign.events.denied.finance.payment.execute").size(), 1u);
+}
+
+TEST_F(GatewayTest, ReservedMessageIdIsDenied) {
+  const auto outcome = send("knowledge.read", "{}", {{"Nats-Msg-Id", "countersign:abc"}});
+  EXPECT_EQ(outcome.code, 403);
+  EXPECT_EQ(field(lastReply(), "reason"), "reserved_header");
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+}
+
+TEST_F(GatewayTest, DisallowedReplySubjectGetsNoAnswerButDecisionStands) {
+  const auto outcome = send("finance.payment.execute", kPayment, {}, "jobs.evil");
+  EXPECT_EQ(outcome.status, "approval_required");
+  EXPECT_FALSE(outcome.replied);
+  EXPECT_TRUE(pub_.on("jobs.evil").empty());
+  EXPECT_TRUE(kv_.value("pay-1").has_value());
+  const auto control = send("knowledge.read", "{}", {}, "countersign.control.approve");
+  EXPECT_TRUE(control.forwarded);
+  EXPECT_EQ(pub_.on("jobs.")[0].reply, "");  // not carried to the worker either
+}
+
+TEST_F(GatewayTest, CountersignReplyToHeaderIsUsedWhenAllowed) {
+  send("finance.payment.execute", kPayment, {{"Countersign-Reply-To", "_INBOX.side"}}, "");
+  EXPECT_EQ(lastReply("_INBOX.side")["code"].GetInt(), 202);
+}
+
+TEST_F(GatewayTest, ThrottleForwardsWithinRateThenRefuses) {
+  EXPECT_TRUE(send("bulk.import", "{}").forwarded);
+  EXPECT_EQ(*findHeader(pub_.on("jobs.")[0].headers, "Countersign-Rule"), "slow");
+  const auto second = send("bulk.import", "{}");
+  EXPECT_EQ(second.code, 429);
+  const auto reply = lastReply();
+  EXPECT_GT(reply["retry_after_ms"].GetInt64(), 0);
+  EXPECT_EQ(pub_.on("jobs.").size(), 1u);
+  clock_.advance(1100ms);
+  EXPECT_TRUE(send("bulk.import", "{}").forwarded);
+}
+
+TEST_F(GatewayTest, HoldCreatesOneRecordPerJobId) {
+  const std::string id = holdPayment();
+  EXPECT_EQ(id, "pay-1");
+  const auto first = lastReply();
+  EXPECT_EQ(first["code"].GetInt(), 202);
+  EXPECT_EQ(field(first, "policy_snapshot"), policy_->current()->snapshot());
+  auto record = parseApprovalRecord(*kv_.value("pay-1"));
+  ASSERT_TRUE(record);
+  EXPECT_EQ(record->state, ApprovalState::pending);
+  EXPECT_EQ(record->payload, kPayment);
+  EXPECT_TRUE(record->payload_is_json);
+  EXPECT_EQ(record->job_hash, field(first, "job_hash"));
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+
+  // Same id, same content: the same answer, no second record.
+  const std::size_t keys = kv_.size();
+  send("finance.payment.execute", R"({"labels":{"env":"production"},"amount":10, "id":"pay-1"})");
+  const auto again = lastReply();
+  EXPECT_EQ(again["code"].GetInt(), 202);
+  EXPECT_EQ(field(again, "approval_id"), "pay-1");
+  EXPECT_EQ(field(again, "job_hash"), field(first, "job_hash"));
+  EXPECT_EQ(kv_.size(), keys);
+
+  // Same id, other content: refused.
+  send("finance.payment.execute", R"({"id":"pay-1","amount":99,"labels":{"env":"production"}})");
+  const auto conflict = lastReply();
+  EXPECT_EQ(conflict["code"].GetInt(), 409);
+  EXPECT_EQ(field(conflict, "reason"), "id_conflict");
+}
+
+TEST_F(GatewayTest, HoldFailsClosedWhenTheStoreIsDown) {
+  kv_.failNext(Errc::unavailable, 5);
+  const auto outcome = send("finance.payment.execute", kPayment);
+  EXPECT_EQ(outcome.code, 503);
+  EXPECT_EQ(lastReply()["code"].GetInt(), 503);
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+  EXPECT_EQ(kv_.size(), 0u);
+}
+
+TEST_F(GatewayTest, HoldTooLargeIs413) {
+  pub_.max_payload = 2048;
+  const std::string big = R"({"labels":{"env":"production"},"blob":")" + std::string(1500, 'x') + "\"}";
+  const auto outcome = send("finance.payment.execute", big);
+  EXPECT_EQ(outcome.code, 413);
+  EXPECT_EQ(lastReply()["code"].GetInt(), 413);
+  EXPECT_EQ(kv_.size(), 0u);
+}
+
+TEST_F(GatewayTest, DuplicateKeysAreBytesSoLabelsDoNotMatch) {
+  const auto outcome = send("finance.payment.execute", R"({"env":"staging","env":"production"})");
+  EXPECT_EQ(outcome.status, "denied");
+}
+
+TEST_F(GatewayTest, ApproveReleasesOnceWithApprovalHeaders) {
+  const std::string id = holdPayment();
+  const std::string hash = field(lastReply(), "job_hash");
+  const auto answer = approve(id);
+  EXPECT_EQ(answer.code, 200) << answer.body;
+  auto body = parse(answer.body);
+  EXPECT_EQ(field(body, "status"), "approved");
+  EXPECT_EQ(field(body, "msg_id"), "countersign:pay-1");
+  const auto released = pub_.on("jobs.");
+  ASSERT_EQ(released.size(), 1u);
+  EXPECT_EQ(released[0].payload, kPayment);
+  EXPECT_EQ(released[0].delivery, Delivery::core_flush);
+  EXPECT_EQ(*findHeader(released[0].headers, "Nats-Msg-Id"), "countersign:pay-1");
+  EXPECT_EQ(*findHeader(released[0].headers, "Countersign-Approval"), "granted");
+  EXPECT_EQ(*findHeader(released[0].headers, "Countersign-Approved-By"), "alice");
+  EXPECT_EQ(*findHeader(released[0].headers, "Countersign-Job-Hash"), hash);
+  EXPECT_TRUE(kv_.value("pay-1/decision"));
+  EXPECT_TRUE(kv_.value("pay-1/released"));
+  EXPECT_EQ(parseApprovalRecord(*kv_.value("pay-1"))->state, ApprovalState::released);
+
+  const auto again = approve(id);
+  EXPECT_EQ(again.status, "already_approved");
+  EXPECT_EQ(again.code, 200);
+  EXPECT_EQ(pub_.on("jobs.").size(), 1u);
+  EXPECT_EQ(pub_.on("countersign.events.released.").size(), 1u);
+}
+
+TEST_F(GatewayTest, ToStreamRoutesReleaseWithJetStream) {
+  config_.routes[0].to_stream = "JOBS";
+  const std::string id = holdPayment();
+  EXPECT_EQ(approve(id).code, 200);
+  EXPECT_EQ(pub_.on("jobs.")[0].delivery, Delivery::jetstream);
+  EXPECT_NE(kv_.value("pay-1/released")->find("\"stream\":\"JOBS\""), std::string::npos);
+}
+
+TEST_F(GatewayTest, RejectAndApproveExcludeEachOther) {
+  const std::string id = holdPayment();
+  EXPECT_EQ(reject(id).status, "rejected");
+  EXPECT_EQ(reject(id).status, "already_rejected");
+  const auto late = approve(id);
+  EXPECT_EQ(late.code, 409);
+  EXPECT_EQ(field(parse(late.body), "reason"), "already_rejected");
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+
+  send("finance.payment.execute", R"({"id":"pay-2","labels":{"env":"production"}})");
+  EXPECT_EQ(approve("pay-2").code, 200);
+  const auto late_reject = reject("pay-2");
+  EXPECT_EQ(late_reject.code, 409);
+  EXPECT_EQ(field(parse(late_reject.body), "reason"), "already_approved");
+}
+
+TEST_F(GatewayTest, TamperedRecordIsJobChangedAndNotReleased) {
+  const std::string id = holdPayment();
+  auto record = *parseApprovalRecord(*kv_.value(id));
+  record.payload = R"({"id":"pay-1","amount":1000000,"labels":{"env":"production"}})";
+  kv_.put(id, toJson(record));
+  const auto answer = approve(id);
+  EXPECT_EQ(answer.code, 409);
+  EXPECT_EQ(field(parse(answer.body), "reason"), "job_changed");
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+  EXPECT_FALSE(kv_.value(id + "/decision"));
+}
+
+TEST_F(GatewayTest, ReviewerHashMustMatch) {
+  const std::string id = holdPayment();
+  const auto answer = approve(id, R"(,"job_hash":"sha256:00")");
+  EXPECT_EQ(field(parse(answer.body), "reason"), "job_changed");
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+  const std::string hash = parseApprovalRecord(*kv_.value(id))->job_hash;
+  EXPECT_EQ(approve(id, R"(,"job_hash":")" + hash + "\"").code, 200);
+}
+
+TEST_F(GatewayTest, SnapshotChangeRebindsThenApprovalUnderNewPolicyReleases) {
+  const std::string id = holdPayment();
+  auto changed = Policy::parse(R"(version: v2
+rules:
+  - id: pay
+    when: { topic: finance.payment.execute }
+    decision: require_human
+)");
+  ASSERT_TRUE(changed) << changed.error().message;
+  policy_->replace(*changed);
+  const auto answer = approve(id);
+  EXPECT_EQ(answer.code, 409);
+  auto body = parse(answer.body);
+  EXPECT_EQ(field(body, "reason"), "snapshot_changed");
+  EXPECT_EQ(field(body, "policy_snapshot"), (*changed)->snapshot());
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+  EXPECT_EQ(pub_.on("countersign.events.held.").size(), 2u);  // held, then held again
+  auto record = *parseApprovalRecord(*kv_.value(id));
+  EXPECT_EQ(record.policy_snapshot, (*changed)->snapshot());
+  EXPECT_EQ(record.rule, "pay");
+  EXPECT_EQ(approve(id).code, 200);
+  EXPECT_EQ(pub_.on("jobs.").size(), 1u);
+}
+
+TEST_F(GatewayTest, SnapshotChangeToDenyRejects) {
+  const std::string id = holdPayment();
+  auto changed = Policy::parse("version: v3\nrules: []\n");
+  ASSERT_TRUE(changed) << changed.error().message;
+  policy_->replace(*changed);
+  const auto answer = approve(id);
+  EXPECT_EQ(answer.code, 409);
+  auto body = parse(answer.body);
+  EXPECT_EQ(field(body, "reason"), "snapshot_changed");
+  EXPECT_TRUE(body["rejected"].GetBool());
+  EXPECT_EQ(parseDecisionRecord(*kv_.value(id + "/decision"))->decision, FinalDecision::rejected);
+  EXPECT_EQ(approve(id).code, 409);
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+}
+
+TEST_F(GatewayTest, ExpiredApprovalIs410) {
+  const auto outcome = send("ops.restart", R"({"id":"r-1"})");
+  ASSERT_EQ(outcome.code, 202);
+  clock_.advance(11s);
+  const auto answer = approve("r-1");
+  EXPECT_EQ(answer.code, 410);
+  EXPECT_EQ(parseDecisionRecord(*kv_.value("r-1/decision"))->decision, FinalDecision::expired);
+  EXPECT_EQ(approve("r-1").code, 410);
+  EXPECT_EQ(reject("r-1").code, 410);
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+}
+
+TEST_F(GatewayTest, NotFoundAndBadRequests) {
+  EXPECT_EQ(approve("nope").code, 404);
+  struct Case {
+    ControlOp op;
+    std::string body;
+    std::string field;
+  };
+  const Case cases[] = {
+      {ControlOp::approve, "not json", "body"},
+      {ControlOp::approve, "[1]", "body"},
+      {ControlOp::approve, R"({"approver":"a"})", "id"},
+      {ControlOp::approve, R"({"id":5,"approver":"a"})", "id"},
+      {ControlOp::approve, R"({"id":"x"})", "approver"},
+      {ControlOp::reject, R"({"id":"x","approver":""})", "approver"},
+      {ControlOp::approve, R"({"id":"x","approver":"a","job_hash":1})", "job_hash"},
+      {ControlOp::get, R"({})", "id"},
+      {ControlOp::list, R"({"limit":0})", "limit"},
+      {ControlOp::list, R"({"limit":"ten"})", "limit"},
+      {ControlOp::list, R"({"state":"weird"})", "state"},
+      {ControlOp::approve, R"({"id":"a","id":"b","approver":"x"})", "body"},
+  };
+  for (const auto& c : cases) {
+    const auto answer = control_->handle(c.op, c.body);
+    EXPECT_EQ(answer.code, 400) << c.body;
+    EXPECT_EQ(field(parse(answer.body), "field"), c.field) << c.body;
+  }
+}
+
+TEST_F(GatewayTest, FailedReleaseAnswers202AndKeepsTheDecision) {
+  config_.routes[0].to_stream = "JOBS";
+  pub_.fail_delivery = Delivery::jetstream;
+  const std::string id = holdPayment();
+  const auto answer = approve(id);
+  EXPECT_EQ(answer.code, 202);
+  EXPECT_FALSE(parse(answer.body)["released"].GetBool());
+  EXPECT_TRUE(kv_.value(id + "/decision"));
+  EXPECT_FALSE(kv_.value(id + "/released"));
+  const auto again = approve(id);
+  EXPECT_EQ(again.status, "already_approved");
+  EXPECT_FALSE(parse(again.body)["released"].GetBool());
+}
+
+TEST_F(GatewayTest, StoreTimeoutOnTheLockIsLockBusy) {
+  const std::string id = holdPayment();
+  kv_.fail_create_suffix = "/decision";
+  const auto answer = approve(id);
+  EXPECT_EQ(answer.code, 409);
+  auto body = parse(answer.body);
+  EXPECT_EQ(field(body, "reason"), "lock_busy");
+  EXPECT_TRUE(body["retryable"].GetBool());
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+  kv_.fail_create_suffix.clear();
+  EXPECT_EQ(approve(id).code, 200);
+}
+
+TEST_F(GatewayTest, GetAndListReflectTheKeys) {
+  holdPayment();
+  send("finance.payment.execute", R"({"id":"pay-2","labels":{"env":"production"}})");
+  send("finance.payment.execute", R"({"id":"pay-3","labels":{"env":"production"}})");
+  EXPECT_EQ(approve("pay-2").code, 200);
+  const auto got = control_->handle(ControlOp::get, R"({"id":"pay-2"})");
+  auto doc = parse(got.body);
+  EXPECT_EQ(std::string(doc["record"]["state"].GetString()), "released");
+  EXPECT_EQ(std::string(doc["record"]["payload"].GetString()),
+            R"({"id":"pay-2","labels":{"env":"production"}})");
+
+  auto page = parse(control_->handle(ControlOp::list, R"({"state":"pending","limit":1})").body);
+  ASSERT_EQ(page["items"].Size(), 1u);
+  EXPECT_EQ(std::string(page["items"][0]["id"].GetString()), "pay-1");
+  EXPECT_EQ(std::string(page["next_after"].GetString()), "pay-1");
+  auto next = parse(control_->handle(ControlOp::list, R"({"state":"pending","after":"pay-1"})").body);
+  ASSERT_EQ(next["items"].Size(), 1u);
+  EXPECT_EQ(std::string(next["items"][0]["id"].GetString()), "pay-3");
+  EXPECT_FALSE(next.HasMember("next_after"));
+  auto all = parse(control_->handle(ControlOp::list, "").body);
+  EXPECT_EQ(all["items"].Size(), 3u);
+}
+
+TEST_F(GatewayTest, ConcurrentApprovalsReleaseExactlyOnce) {
+  const std::string id = holdPayment();
+  std::atomic<int> approved{0};
+  std::atomic<int> already{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 16; ++i) {
+    threads.emplace_back([&] {
+      const auto answer = approve(id);
+      if (answer.status == "approved") ++approved;
+      if (answer.status == "already_approved") ++already;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(approved.load(), 1);
+  EXPECT_EQ(already.load(), 15);
+  EXPECT_EQ(pub_.on("jobs.").size(), 1u);
+}
+
+}  // namespace
+}  // namespace countersign
