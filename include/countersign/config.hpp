@@ -51,8 +51,16 @@ struct ControlConfig {
   std::vector<std::string> reply_subjects{"_INBOX.>"};
 };
 
+// A bearer token of the admin HTTP API, mapped to the approver name it acts as.
+struct ApiToken {
+  std::string approver;
+  std::string token;  // resolved at load from token_env / token_file / token
+  enum class Scope { read, approve } scope = Scope::approve;
+};
+
 struct AdminConfig {
   std::string listen = "127.0.0.1:9464";  // empty: no admin listener
+  std::vector<ApiToken> tokens;           // admin.tokens[]: {approver, token_env|token_file|token, scope}
 };
 
 struct ReleaseConfig {

@@ -18,7 +18,8 @@ std::optional<ControlOp> parseControlOp(std::string_view text);
 struct ControlReply {
   std::string status;
   int code = 0;
-  std::string body;  // the JSON reply
+  std::string body;    // the JSON reply
+  std::string reason;  // for conflicts (409): snapshot_changed, job_changed, lock_busy, ...
 };
 
 class Control {
@@ -27,12 +28,21 @@ class Control {
 
   // Decides a request body and returns the reply (does not publish it).
   ControlReply handle(ControlOp op, std::string_view body);
+  // Operator decision on an approved job whose release is not recorded (release_unknown, or a
+  // 202): body {"id", "operator", "mode": "force" | "mark_released", "reason"?}. `force`
+  // publishes again (same Nats-Msg-Id) whatever the duplicate window; `mark_released` records
+  // the release without publishing. Subject <prefix>.control.release.
+  ControlReply operatorRelease(std::string_view body);
+
   // handle() plus publishing the reply (with Countersign-Status) when the reply subject is
   // allowed. A request without a reply subject is still applied.
   ControlReply onRequest(ControlOp op, const Message& request);
+  // Publishes `answer` on the request's reply subject when allowed.
+  void answer(const Message& request, const ControlReply& answer);
 
  private:
   struct Request;
+  ControlReply counted(ControlReply answer);
   ControlReply approve(const Request& request);
   ControlReply reject(const Request& request);
   ControlReply get(const Request& request);

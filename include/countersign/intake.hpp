@@ -29,6 +29,7 @@ class Intake {
 
  private:
   struct Job;
+  IntakeOutcome decide(const RouteConfig& route, Message&& message);
   IntakeOutcome forward(const Job& job, std::string_view rule);
   IntakeOutcome hold(Job& job, const JobView& view, const Policy& policy, const Rule& rule);
   IntakeOutcome refuse(const Job& job, std::string_view status, int code, std::string body,

@@ -41,6 +41,7 @@ struct ApprovalRecord {
   std::string requester;
   std::string created_at;
   std::string expires_at;  // empty: no deadline
+  std::string on_timeout = "reject";  // reject | allow (the rule's, fixed at hold time)
   std::vector<ApprovalVote> approvals;
   std::string decided_by;
   std::string decided_at;

@@ -11,6 +11,7 @@
 #include "countersign/clock.hpp"
 #include "countersign/config.hpp"
 #include "countersign/log.hpp"
+#include "countersign/metrics.hpp"
 #include "countersign/policy.hpp"
 #include "countersign/publisher.hpp"
 #include "countersign/record.hpp"
@@ -62,6 +63,7 @@ struct Services {
   Throttler& throttler;
   EventSink& events;
   Logger& log;
+  Metrics& metrics;
 };
 
 // Reads, changes and compare-and-swaps the record under `id`, retrying when a concurrent

@@ -3,6 +3,9 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -21,6 +24,7 @@
 #include "countersign/log.hpp"
 #include "countersign/policy.hpp"
 #include "countersign/releaser.hpp"
+#include "countersign/replayer.hpp"
 #include "countersign/services.hpp"
 #include "nats/connection.hpp"
 #include "nats/embedded_server.hpp"
@@ -126,6 +130,8 @@ int runGateway(const RunOptions& options) {
   RandomIdSource ids;
   PolicyHolder policy(std::move(*initial_policy));
   Throttler throttler;
+  Metrics metrics;
+  metrics.setPolicyLoaded(true);
 
   std::unique_ptr<natsio::EmbeddedServer> embedded;
   if (config.nats.embedded) {
@@ -158,6 +164,7 @@ int runGateway(const RunOptions& options) {
     std::cerr << "countersign: cannot start: " << control_plane.error().message << '\n';
     return kExitStart;
   }
+  ReplayerOptions replay_options{.lease = config.release.lease};
   for (std::size_t i = 0; i < config.routes.size(); ++i) {
     const RouteConfig& route = config.routes[i];
     if (route.to_stream.empty()) continue;
@@ -166,21 +173,34 @@ int runGateway(const RunOptions& options) {
       std::cerr << "countersign: routes[" << i << "].to_stream: " << window.error().message << '\n';
       return kExitStart;
     }
+    replay_options.duplicate_windows[route.to_stream] = *window;
   }
 
   const Services intake_services{config, *intake_plane->store, *intake_plane->publisher, clock, ids,
-                                 policy, throttler, *intake_plane->events, log};
+                                 policy, throttler, *intake_plane->events, log, metrics};
   const Services control_services{config, *control_plane->store, *control_plane->publisher, clock, ids,
-                                  policy, throttler, *control_plane->events, log};
+                                  policy, throttler, *control_plane->events, log, metrics};
   Intake intake(intake_services);
   Releaser releaser(control_services);
   Control control(control_services, releaser);
+  Replayer replayer(control_services, releaser, replay_options);
 
   std::vector<std::unique_ptr<natsio::Subscription>> control_subs;
   for (const auto op : {ControlOp::approve, ControlOp::reject, ControlOp::get, ControlOp::list}) {
     const std::string subject = config.control.prefix + ".control." + std::string(toString(op));
     auto sub = natsio::Subscription::subscribe(*control_plane->connection, subject, "countersign",
                                                [&control, op](Message&& m) { control.onRequest(op, m); });
+    if (!sub) {
+      std::cerr << "countersign: cannot subscribe to " << subject << ": " << sub.error().message << '\n';
+      return kExitStart;
+    }
+    control_subs.push_back(std::move(*sub));
+  }
+  {
+    const std::string subject = config.control.prefix + ".control.release";
+    auto sub = natsio::Subscription::subscribe(
+        *control_plane->connection, subject, "countersign",
+        [&control](Message&& m) { control.answer(m, control.operatorRelease(m.payload)); });
     if (!sub) {
       std::cerr << "countersign: cannot subscribe to " << subject << ": " << sub.error().message << '\n';
       return kExitStart;
@@ -218,6 +238,7 @@ int runGateway(const RunOptions& options) {
 
   auto reload = [&](std::string_view why) {
     auto next = Policy::loadFile(config.policy.file);
+    metrics.policyReload(next.has_value());
     if (!next) {
       log.error("policy reload failed; keeping the policy in force",
                 {{"why", why}, {"error", next.error().message}, {"policy_snapshot", policy.current()->snapshot()}});
@@ -227,6 +248,27 @@ int runGateway(const RunOptions& options) {
     policy.replace(std::move(*next));
     log.info("policy reloaded", {{"why", why}, {"from", before}, {"policy_snapshot", policy.current()->snapshot()}});
   };
+
+  // The replayer: at start, then every release.replay_interval (one thread per process).
+  std::mutex replay_mutex;
+  std::condition_variable replay_wake;
+  bool stopping = false;
+  std::thread replay_thread([&] {
+    std::unique_lock lock(replay_mutex);
+    while (!stopping) {
+      lock.unlock();
+      auto scanned = replayer.scan();
+      if (!scanned) {
+        log.warn("replay scan failed", {{"error", scanned.error().message}});
+      } else if (scanned->replayed + scanned->release_unknown + scanned->expired > 0) {
+        log.info("replay scan", {{"replayed", std::to_string(scanned->replayed)},
+                                 {"release_unknown", std::to_string(scanned->release_unknown)},
+                                 {"expired", std::to_string(scanned->expired)}});
+      }
+      lock.lock();
+      replay_wake.wait_for(lock, config.release.replay_interval, [&] { return stopping; });
+    }
+  });
 
   auto last_modified = modified(config.policy.file);
   while (true) {
@@ -250,6 +292,12 @@ int runGateway(const RunOptions& options) {
     }
   }
 
+  {
+    const std::lock_guard lock(replay_mutex);
+    stopping = true;
+  }
+  replay_wake.notify_all();
+  replay_thread.join();
   // Stop intake first and let in-flight jobs finish, then control, then the connections.
   for (auto& sub : intake_subs) (void)sub->drain(kDrainTimeout);
   for (auto& sub : control_subs) (void)sub->drain(kDrainTimeout);

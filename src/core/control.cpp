@@ -18,8 +18,8 @@ namespace {
 constexpr int kDefaultListLimit = 100;
 constexpr int kMaxListLimit = 1000;
 
-ControlReply reply(std::string_view status, int code, JsonObjectWriter& w) {
-  return ControlReply{std::string(status), code, w.finish()};
+ControlReply reply(std::string_view status, int code, JsonObjectWriter& w, std::string_view reason = {}) {
+  return ControlReply{std::string(status), code, w.finish(), std::string(reason)};
 }
 
 JsonObjectWriter start(std::string_view status, int code) { return JsonObjectWriter(status, code); }
@@ -39,14 +39,14 @@ ControlReply notFound(std::string_view id) {
 ControlReply conflict(std::string_view id, std::string_view reason) {
   auto w = start("conflict", 409);
   w.field("approval_id", id).field("reason", reason);
-  return reply("conflict", 409, w);
+  return reply("conflict", 409, w, reason);
 }
 
 // The store did not confirm: the outcome of this call is unknown, nothing was published by it.
 ControlReply lockBusy(std::string_view id) {
   auto w = start("conflict", 409);
   w.field("approval_id", id).field("reason", "lock_busy").field("retryable", true);
-  return reply("conflict", 409, w);
+  return reply("conflict", 409, w, "lock_busy");
 }
 
 bool isHashedApprovalId(std::string_view id) {
@@ -116,16 +116,93 @@ Control::Control(Services services, Releaser& releaser)
     : s_(services), releaser_(releaser), guard_(services.config) {}
 
 ControlReply Control::onRequest(ControlOp op, const Message& request) {
-  ControlReply answer = handle(op, request.payload);
+  ControlReply reply_to_send = handle(op, request.payload);
+  answer(request, reply_to_send);
+  return reply_to_send;
+}
+
+void Control::answer(const Message& request, const ControlReply& reply_to_send) {
   if (guard_.allowed(request.reply)) {
-    Headers headers{{"Countersign-Status", answer.status}};
-    OutMessage out{.subject = request.reply, .reply = {}, .headers = &headers, .payload = answer.body};
+    Headers headers{{"Countersign-Status", reply_to_send.status}};
+    OutMessage out{.subject = request.reply, .reply = {}, .headers = &headers, .payload = reply_to_send.body};
     auto sent = s_.publisher.publish(out, Delivery::core, std::chrono::milliseconds(0));
     if (!sent) s_.log.warn("control reply not sent", {{"error", sent.error().message}});
   } else if (!request.reply.empty()) {
-    s_.log.warn("control reply subject not allowed", {{"reply", request.reply}, {"op", toString(op)}});
+    s_.log.warn("control reply subject not allowed", {{"reply", request.reply}});
   }
-  return answer;
+}
+
+ControlReply Control::operatorRelease(std::string_view body) {
+  auto parsed = json::parseStrict(body);
+  if (!parsed || !parsed->IsObject()) return badRequest("body", "not a JSON object");
+  auto text = [&](const char* name) -> std::optional<std::string> {
+    const auto it = parsed->FindMember(name);
+    if (it == parsed->MemberEnd() || !it->value.IsString()) return std::nullopt;
+    return std::string(it->value.GetString(), it->value.GetStringLength());
+  };
+  const auto raw_id = text("id");
+  if (!raw_id || raw_id->empty()) return badRequest("id", "required string");
+  const auto who = text("operator");
+  if (!who || who->empty()) return badRequest("operator", "required string");
+  const auto mode = text("mode");
+  if (!mode || (*mode != "force" && *mode != "mark_released")) {
+    return badRequest("mode", "expected force or mark_released");
+  }
+  const std::string id = normaliseId(*raw_id);
+  auto entry = s_.store.get(id);
+  if (!entry) return entry.error().code == Errc::not_found ? notFound(id) : lockBusy(id);
+  auto record = parseApprovalRecord(entry->value);
+  if (!record) return conflict(id, "job_changed");
+  auto decided = s_.store.get(decisionKey(id));
+  if (!decided) return decided.error().code == Errc::not_found ? conflict(id, "not_approved") : lockBusy(id);
+  auto decision = parseDecisionRecord(decided->value);
+  if (!decision || decision->decision != FinalDecision::approved) return conflict(id, "not_approved");
+  if (s_.store.get(releasedKey(id))) {
+    auto w = start("already_released", 200);
+    w.field("approval_id", id);
+    return reply("already_released", 200, w);
+  }
+  const std::string by = "operator:" + *who;
+  if (*mode == "mark_released") {
+    const std::string now = formatRfc3339(s_.clock.now());
+    const ReleasedRecord released{.at = now, .msg_id = "", .stream = "", .sequence = 0, .by = by};
+    auto created = s_.store.create(releasedKey(id), toJson(released));
+    if (!created) {
+      if (created.error().code != Errc::exists) return lockBusy(id);
+      auto w = start("already_released", 200);
+      w.field("approval_id", id);
+      return reply("already_released", 200, w);
+    }
+    (void)updateRecord(s_.store, id, [&](ApprovalRecord& r) {
+      r.state = ApprovalState::released;
+      r.released_at = now;
+      return true;
+    });
+    s_.events.emit(Event{.event = "released", .approval_id = id, .topic = record->topic,
+                         .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
+                         .policy_snapshot = decision->policy_snapshot, .actor = by,
+                         .reason = "marked_released"});
+    auto w = start("released", 200);
+    w.field("approval_id", id).field("published", false);
+    return reply("released", 200, w);
+  }
+  // force: claim the next replay attempt so no replayer publishes at the same time.
+  auto keys = s_.store.keys();
+  if (!keys) return lockBusy(id);
+  const std::string claim_prefix = id + "/replay/";
+  int claims = 0;
+  for (const auto& key : *keys) claims += key.starts_with(claim_prefix) ? 1 : 0;
+  if (!s_.store.create(replayKey(id, claims + 1), by)) return lockBusy(id);
+  const ReleaseOutcome outcome = releaser_.release(*record, *decision, by);
+  if (!outcome.published) {
+    auto w = start("unavailable", 503);
+    w.field("approval_id", id).field("retryable", true);
+    if (outcome.error) w.field("error", outcome.error->message);
+    return reply("unavailable", 503, w);
+  }
+  auto w = start("released", 200);
+  w.field("approval_id", id).field("published", true).field("msg_id", outcome.msg_id);
+  return reply("released", 200, w);
 }
 
 ControlReply Control::handle(ControlOp op, std::string_view body) {
@@ -188,12 +265,22 @@ ControlReply Control::handle(ControlOp op, std::string_view body) {
   }
 
   switch (op) {
-    case ControlOp::approve: return approve(request);
-    case ControlOp::reject: return reject(request);
+    case ControlOp::approve: return counted(approve(request));
+    case ControlOp::reject: return counted(reject(request));
     case ControlOp::get: return get(request);
     case ControlOp::list: return list(request);
   }
   return badRequest("op", "unknown");
+}
+
+ControlReply Control::counted(ControlReply answer) {
+  if (answer.code == 409) {
+    // Conflicts count by their reason (snapshot_changed, job_changed, lock_busy, ...).
+    s_.metrics.approval(answer.reason.empty() ? std::string_view("conflict") : std::string_view(answer.reason));
+  } else {
+    s_.metrics.approval(answer.status);
+  }
+  return answer;
 }
 
 ControlReply Control::fromDecision(ControlOp op, const std::string& id, const DecisionRecord& decision) {
@@ -280,7 +367,7 @@ ControlReply Control::snapshotChanged(const ApprovalRecord& record, const Policy
       if (answered->status == "already_rejected") {
         auto w = start("conflict", 409);
         w.field("approval_id", record.id).field("reason", "snapshot_changed").field("rejected", true);
-        return reply("conflict", 409, w);
+        return reply("conflict", 409, w, "snapshot_changed");
       }
       return *answered;
     }
@@ -297,7 +384,7 @@ ControlReply Control::snapshotChanged(const ApprovalRecord& record, const Policy
     auto w = start("conflict", 409);
     w.field("approval_id", record.id).field("reason", "snapshot_changed").field("rejected", true)
         .field("policy_snapshot", policy.snapshot());
-    return reply("conflict", 409, w);
+    return reply("conflict", 409, w, "snapshot_changed");
   }
   // Re-bind to the policy in force; approvals given under the old one are dismissed.
   const std::string rule(verdict.ruleId());
@@ -315,10 +402,11 @@ ControlReply Control::snapshotChanged(const ApprovalRecord& record, const Policy
   auto w = start("conflict", 409);
   w.field("approval_id", record.id).field("reason", "snapshot_changed")
       .field("policy_snapshot", policy.snapshot());
-  return reply("conflict", 409, w);
+  return reply("conflict", 409, w, "snapshot_changed");
 }
 
 ControlReply Control::approve(const Request& request) {
+  const auto started = s_.clock.steady();
   const std::string& id = request.id;
   auto entry = s_.store.get(id);
   if (!entry) return entry.error().code == Errc::not_found ? notFound(id) : lockBusy(id);
@@ -338,7 +426,8 @@ ControlReply Control::approve(const Request& request) {
     shell.id = id;
     return jobChanged(shell, record ? "record id differs from its key" : record.error().message);
   }
-  if (pastDeadline(*record, s_.clock.now())) return expire(*record);
+  // With on_timeout: allow the deadline releases the job; a human may still decide before that.
+  if (record->on_timeout != "allow" && pastDeadline(*record, s_.clock.now())) return expire(*record);
   if (request.job_hash && *request.job_hash != record->job_hash) {
     return jobChanged(*record, "the reviewer saw another job hash");
   }
@@ -373,6 +462,7 @@ ControlReply Control::approve(const Request& request) {
                        .reason = decision.reason});
 
   const ReleaseOutcome released = releaser_.release(*record, decision, "approve");
+  if (released.published) s_.metrics.observeApproveToRelease(s_.clock.steady() - started);
   if (!released.published) {
     auto w = start("approved", 202);
     w.field("approval_id", id).field("released", false).field("retryable", false);
@@ -400,7 +490,7 @@ ControlReply Control::reject(const Request& request) {
   ApprovalRecord fallback;
   fallback.id = id;
   const ApprovalRecord& r = record ? *record : fallback;
-  if (record && pastDeadline(r, s_.clock.now())) return expire(r);
+  if (record && r.on_timeout != "allow" && pastDeadline(r, s_.clock.now())) return expire(r);
 
   const DecisionRecord decision{.decision = FinalDecision::rejected, .by = request.approver,
                                 .at = formatRfc3339(s_.clock.now()), .reason = request.reason,

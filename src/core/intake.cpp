@@ -70,6 +70,12 @@ IntakeOutcome Intake::refuse(const Job& job, std::string_view status, int code, 
 }
 
 IntakeOutcome Intake::onJob(const RouteConfig& route, Message&& message) {
+  IntakeOutcome outcome = decide(route, std::move(message));
+  s_.metrics.decision(outcome.status == "approval_required" ? "held" : outcome.status, outcome.rule);
+  return outcome;
+}
+
+IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message) {
   Job job{.route = route, .msg = std::move(message)};
   job.untrusted = stripCountersignHeaders(job.msg.headers);
   if (guard_.allowed(job.msg.reply)) {
@@ -100,7 +106,9 @@ IntakeOutcome Intake::onJob(const RouteConfig& route, Message&& message) {
   job.policy = s_.policy.current();
   const Policy& policy = *job.policy;
   JobView view(job.msg.subject, job.topic, job.msg.headers, job.msg.payload, &route.labels);
+  const auto started = s_.clock.steady();
   const Verdict verdict = policy.evaluate(view);
+  s_.metrics.observeEvaluation(s_.clock.steady() - started);
   const std::string_view rule_id = verdict.ruleId();
 
   switch (verdict.decision) {
@@ -197,7 +205,10 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
   }
   const auto now = s_.clock.now();
   record.created_at = formatRfc3339(now);
-  if (rule.human.timeout) record.expires_at = formatRfc3339(now + *rule.human.timeout);
+  if (rule.human.timeout) {
+    record.expires_at = formatRfc3339(now + *rule.human.timeout);
+    record.on_timeout = rule.human.on_timeout;
+  }
 
   const std::string value = toJson(record);
   const std::size_t max_payload = s_.publisher.maxPayload();

@@ -103,7 +103,8 @@ std::string toJson(const ApprovalRecord& r) {
       .field("rule", r.rule)
       .field("requester", r.requester)
       .field("created_at", r.created_at)
-      .field("expires_at", r.expires_at);
+      .field("expires_at", r.expires_at)
+      .field("on_timeout", r.on_timeout);
   w.key("approvals");
   out.StartArray();
   for (const auto& vote : r.approvals) {
@@ -154,6 +155,7 @@ Result<ApprovalRecord> parseApprovalRecord(std::string_view json) {
       {"requester", &r.requester},
       {"created_at", &r.created_at},
       {"expires_at", &r.expires_at},
+      {"on_timeout", &r.on_timeout},
       {"decided_by", &r.decided_by},
       {"decided_at", &r.decided_at},
       {"reason", &r.reason},
@@ -164,6 +166,8 @@ Result<ApprovalRecord> parseApprovalRecord(std::string_view json) {
     if (!readString(d, f.name, *f.out)) return badField(f.name);
   }
   if (r.id.empty()) return badField("id");
+  if (r.on_timeout.empty()) r.on_timeout = "reject";
+  if (r.on_timeout != "reject" && r.on_timeout != "allow") return badField("on_timeout");
   const auto parsed_state = parseApprovalState(state);
   if (!parsed_state) return badField("state");
   r.state = *parsed_state;

@@ -35,6 +35,7 @@ ReleaseOutcome Releaser::release(const ApprovalRecord& record, const DecisionRec
   }
   outcome.published = true;
   outcome.ack = *sent;
+  s_.metrics.released();
   if (to_stream && sent->stream != route->to_stream) {
     s_.log.warn("release stored by another stream than the route's to_stream",
                 {{"approval_id", record.id}, {"stream", sent->stream}, {"to_stream", route->to_stream}});

@@ -1,0 +1,55 @@
+// The replayer (DESIGN.md section 8) and the expiry sweep: finishes approvals whose release was
+// interrupted, and expires held jobs past their deadline. Reads the decisive keys, never the
+// record's state view. One Replayer per process, driven by one thread (scan() is not
+// reentrant); any number of processes may scan the same bucket at once: every step that acts
+// is the create of a never-used key (<id>/replay/<n>, <id>/decision).
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "countersign/releaser.hpp"
+#include "countersign/services.hpp"
+
+namespace countersign {
+
+struct ReplayerOptions {
+  std::chrono::milliseconds lease{5000};  // wait this long after first seeing an unfinished release
+  // Duplicate window of each to_stream, by stream name (from the stream's config at start).
+  std::map<std::string, std::chrono::nanoseconds, std::less<>> duplicate_windows;
+};
+
+struct ScanResult {
+  int pending = 0;          // held, undecided
+  int unreleased = 0;       // approved, release not recorded
+  int replayed = 0;         // released by this scan
+  int release_unknown = 0;  // marked release_unknown by this scan
+  int expired = 0;          // expired by this scan
+};
+
+class Replayer {
+ public:
+  Replayer(Services services, Releaser& releaser, ReplayerOptions options);
+  Result<ScanResult> scan();
+
+ private:
+  struct Sighting {
+    std::chrono::steady_clock::time_point since;
+    int claims = 0;  // replay claims seen when the lease started
+  };
+  void finishRelease(const std::string& id, int claims, ScanResult& result);
+  void expireIfDue(const std::string& id, ScanResult& result);
+  std::chrono::nanoseconds duplicateWindow(const ApprovalRecord& record) const;
+
+  Services s_;
+  Releaser& releaser_;
+  ReplayerOptions options_;
+  std::unordered_map<std::string, Sighting> sightings_;
+  // Deadlines of undecided records (nullopt: none), read once per id.
+  std::unordered_map<std::string, std::optional<std::chrono::system_clock::time_point>> deadlines_;
+};
+
+}  // namespace countersign

@@ -1,0 +1,178 @@
+#include "countersign/replayer.hpp"
+
+#include <unordered_set>
+
+namespace countersign {
+
+Replayer::Replayer(Services services, Releaser& releaser, ReplayerOptions options)
+    : s_(services), releaser_(releaser), options_(std::move(options)) {}
+
+std::chrono::nanoseconds Replayer::duplicateWindow(const ApprovalRecord& record) const {
+  const RouteConfig* route = routeFor(s_.config, record);
+  if (route == nullptr || route->to_stream.empty()) return std::chrono::nanoseconds(0);
+  const auto it = options_.duplicate_windows.find(route->to_stream);
+  return it == options_.duplicate_windows.end() ? std::chrono::nanoseconds(0) : it->second;
+}
+
+Result<ScanResult> Replayer::scan() {
+  auto keys = s_.store.keys();
+  if (!keys) return std::unexpected(keys.error());
+  std::unordered_set<std::string> records;
+  std::unordered_set<std::string> decided;
+  std::unordered_set<std::string> released;
+  std::unordered_map<std::string, int> claims;
+  for (const auto& key : *keys) {
+    const auto slash = key.find('/');
+    if (slash == std::string::npos) {
+      records.insert(key);
+      continue;
+    }
+    const std::string id = key.substr(0, slash);
+    const std::string_view rest = std::string_view(key).substr(slash + 1);
+    if (rest == "decision") {
+      decided.insert(id);
+    } else if (rest == "released") {
+      released.insert(id);
+    } else if (rest.starts_with("replay/")) {
+      ++claims[id];
+    }
+  }
+
+  ScanResult result;
+  for (const auto& id : decided) {
+    if (released.contains(id)) continue;
+    const auto it = claims.find(id);
+    finishRelease(id, it == claims.end() ? 0 : it->second, result);
+  }
+  for (const auto& id : records) {
+    if (decided.contains(id)) continue;
+    ++result.pending;
+    expireIfDue(id, result);
+  }
+  // Forget what is finished so memory follows the open work, not the bucket's history.
+  std::erase_if(sightings_, [&](const auto& entry) {
+    return released.contains(entry.first) || !decided.contains(entry.first);
+  });
+  std::erase_if(deadlines_, [&](const auto& entry) {
+    return decided.contains(entry.first) || !records.contains(entry.first);
+  });
+  s_.metrics.setPending(result.pending - result.expired);
+  return result;
+}
+
+void Replayer::finishRelease(const std::string& id, int claims, ScanResult& result) {
+  auto decision_entry = s_.store.get(decisionKey(id));
+  if (!decision_entry) return;
+  auto decision = parseDecisionRecord(decision_entry->value);
+  if (!decision || decision->decision != FinalDecision::approved) return;
+  auto entry = s_.store.get(id);
+  if (!entry) return;
+  auto record = parseApprovalRecord(entry->value);
+  if (!record) {
+    s_.log.error("approved record unreadable; not replayed", {{"approval_id", id}});
+    return;
+  }
+  if (record->state == ApprovalState::release_unknown) return;  // an operator decides
+  ++result.unreleased;
+
+  // The lease starts when this process first sees the unfinished release, and again whenever
+  // another replayer claims an attempt: the approver (or that replayer) may still be publishing.
+  const auto now = s_.clock.steady();
+  auto [sighting, first] = sightings_.try_emplace(id, Sighting{now, claims});
+  if (first || sighting->second.claims != claims) {
+    sighting->second = Sighting{now, claims};
+    return;
+  }
+  if (now - sighting->second.since < options_.lease) return;
+
+  // Past the stream's duplicate window a republish could deliver twice: an operator decides.
+  const auto window = duplicateWindow(*record);
+  std::chrono::system_clock::time_point decided_at;
+  const bool known = parseRfc3339(decision->at, decided_at);
+  if (!known || s_.clock.now() - decided_at > window - window / 10) {
+    (void)updateRecord(s_.store, id, [](ApprovalRecord& r) {
+      if (r.state == ApprovalState::released || r.state == ApprovalState::release_unknown) return false;
+      r.state = ApprovalState::release_unknown;
+      return true;
+    });
+    s_.metrics.releaseUnknown();
+    s_.events.emit(Event{.event = "release_unknown", .approval_id = id, .topic = record->topic,
+                         .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
+                         .policy_snapshot = decision->policy_snapshot,
+                         .reason = window.count() == 0 ? "no_stream_dedup" : "past_duplicate_window"});
+    s_.log.warn("release unknown: an operator must decide (countersign release ID --force|--mark-released)",
+                {{"approval_id", id}});
+    ++result.release_unknown;
+    sightings_.erase(id);
+    return;
+  }
+
+  const int attempt = claims + 1;
+  auto claimed = s_.store.create(replayKey(id, attempt), decision->by);
+  sighting->second = Sighting{now, attempt};
+  if (!claimed) return;  // another replayer has this attempt (or the store is down): next scan
+
+  const ReleaseOutcome outcome = releaser_.release(*record, *decision, "replay");
+  if (!outcome.published) return;
+  s_.metrics.replayed();
+  (void)updateRecord(s_.store, id, [&](ApprovalRecord& r) {
+    if (r.replays >= attempt) return false;
+    r.replays = attempt;
+    return true;
+  });
+  s_.events.emit(Event{.event = "replayed", .approval_id = id, .topic = record->topic,
+                       .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
+                       .policy_snapshot = decision->policy_snapshot, .actor = decision->by});
+  ++result.replayed;
+  sightings_.erase(id);
+}
+
+void Replayer::expireIfDue(const std::string& id, ScanResult& result) {
+  auto cached = deadlines_.find(id);
+  if (cached == deadlines_.end()) {
+    std::optional<std::chrono::system_clock::time_point> deadline;
+    auto entry = s_.store.get(id);
+    if (!entry) return;
+    if (auto record = parseApprovalRecord(entry->value); record && !record->expires_at.empty()) {
+      std::chrono::system_clock::time_point t;
+      if (parseRfc3339(record->expires_at, t)) deadline = t;
+    }
+    cached = deadlines_.emplace(id, deadline).first;
+  }
+  if (!cached->second || s_.clock.now() < *cached->second) return;
+
+  auto entry = s_.store.get(id);
+  if (!entry) return;
+  auto record = parseApprovalRecord(entry->value);
+  if (!record) return;
+  const bool allow = record->on_timeout == "allow";
+  const DecisionRecord decision{.decision = allow ? FinalDecision::approved : FinalDecision::expired,
+                                .by = "countersign", .at = formatRfc3339(s_.clock.now()),
+                                .reason = allow ? "on_timeout_allow" : "timeout",
+                                .policy_snapshot = record->policy_snapshot, .job_hash = record->job_hash};
+  if (!s_.store.create(decisionKey(id), toJson(decision))) return;  // decided meanwhile
+  if (allow) {
+    // The policy author chose (and acknowledged) release on timeout: release it like an approval.
+    s_.events.emit(Event{.event = "approved", .approval_id = id, .topic = record->topic,
+                         .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
+                         .policy_snapshot = record->policy_snapshot, .actor = "countersign",
+                         .reason = "on_timeout_allow"});
+    (void)releaser_.release(*record, decision, "timeout");
+    ++result.expired;
+    return;
+  }
+  (void)updateRecord(s_.store, id, [&](ApprovalRecord& r) {
+    if (r.state != ApprovalState::pending) return false;
+    r.state = ApprovalState::expired;
+    r.decided_by = decision.by;
+    r.decided_at = decision.at;
+    r.reason = decision.reason;
+    return true;
+  });
+  s_.events.emit(Event{.event = "expired", .approval_id = id, .topic = record->topic,
+                       .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
+                       .policy_snapshot = record->policy_snapshot, .reason = "timeout"});
+  ++result.expired;
+}
+
+}  // namespace countersign

@@ -1,0 +1,150 @@
+// The replayer and the expiry sweep on in-memory fakes with a manual clock.
+#include "gateway_fixture.hpp"
+
+namespace countersign {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::field;
+using testing::GatewayTest;
+using testing::parse;
+
+class ReplayerTest : public GatewayTest {
+ protected:
+  // An approval whose release failed: decision approved, no <id>/released.
+  std::string interruptedRelease() {
+    config_.routes[0].to_stream = "JOBS";
+    pub_.fail_delivery = Delivery::jetstream;
+    const std::string id = holdPayment();
+    EXPECT_EQ(approve(id).code, 202);
+    pub_.fail_delivery.reset();
+    return id;
+  }
+  ReplayerOptions withWindow(std::chrono::nanoseconds window) {
+    ReplayerOptions options{.lease = 5s};
+    options.duplicate_windows["JOBS"] = window;
+    return options;
+  }
+};
+
+TEST_F(ReplayerTest, FinishesAnInterruptedReleaseAfterTheLease) {
+  const std::string id = interruptedRelease();
+  auto replay = replayer(withWindow(120s));
+  auto first = replay->scan();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->unreleased, 1);
+  EXPECT_EQ(first->replayed, 0);  // the lease starts now
+  clock_.advance(3s);
+  EXPECT_EQ(replay->scan()->replayed, 0);
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+  clock_.advance(3s);
+  EXPECT_EQ(replay->scan()->replayed, 1);
+  const auto released = pub_.on("jobs.");
+  ASSERT_EQ(released.size(), 1u);
+  EXPECT_EQ(*findHeader(released[0].headers, "Nats-Msg-Id"), "countersign:" + id);
+  EXPECT_EQ(*findHeader(released[0].headers, "Countersign-Approved-By"), "alice");
+  EXPECT_TRUE(kv_.value(id + "/released"));
+  EXPECT_TRUE(kv_.value(id + "/replay/1"));
+  EXPECT_EQ(parseApprovalRecord(*kv_.value(id))->replays, 1);
+  EXPECT_EQ(metrics_.replayedCount(), 1u);
+  EXPECT_EQ(pub_.on("countersign.events.replayed.").size(), 1u);
+  clock_.advance(10s);
+  EXPECT_EQ(replay->scan()->replayed, 0);
+  EXPECT_EQ(pub_.on("jobs.").size(), 1u);
+}
+
+TEST_F(ReplayerTest, TwoReplayersNeverBothPublish) {
+  interruptedRelease();
+  auto a = replayer(withWindow(120s));
+  auto b = replayer(withWindow(120s));
+  ASSERT_TRUE(a->scan());
+  ASSERT_TRUE(b->scan());
+  clock_.advance(6s);
+  const int replayed = a->scan()->replayed + b->scan()->replayed;
+  EXPECT_EQ(replayed, 1);
+  clock_.advance(6s);
+  EXPECT_EQ(a->scan()->replayed + b->scan()->replayed, 0);
+  EXPECT_EQ(pub_.on("jobs.").size(), 1u);
+}
+
+TEST_F(ReplayerTest, PastTheDuplicateWindowAnOperatorDecides) {
+  const std::string id = interruptedRelease();
+  clock_.advance(200s);  // longer than the 120 s window
+  auto replay = replayer(withWindow(120s));
+  ASSERT_TRUE(replay->scan());
+  clock_.advance(6s);
+  const auto result = replay->scan();
+  EXPECT_EQ(result->release_unknown, 1);
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+  EXPECT_EQ(parseApprovalRecord(*kv_.value(id))->state, ApprovalState::release_unknown);
+  clock_.advance(6s);
+  EXPECT_EQ(replay->scan()->release_unknown, 0);  // reported once
+
+  const auto forced = control_->operatorRelease(R"({"id":")" + id + R"(","operator":"ops","mode":"force"})");
+  EXPECT_EQ(forced.code, 200) << forced.body;
+  EXPECT_EQ(pub_.on("jobs.").size(), 1u);
+  const auto again = control_->operatorRelease(R"({"id":")" + id + R"(","operator":"ops","mode":"force"})");
+  EXPECT_EQ(again.status, "already_released");
+  EXPECT_EQ(pub_.on("jobs.").size(), 1u);
+}
+
+TEST_F(ReplayerTest, CoreRoutesAreNeverRepublished) {
+  config_.routes[0].to_stream.clear();
+  pub_.fail_delivery = Delivery::core_flush;
+  const std::string id = holdPayment();
+  EXPECT_EQ(approve(id).code, 202);
+  pub_.fail_delivery.reset();
+  auto replay = replayer();
+  ASSERT_TRUE(replay->scan());
+  clock_.advance(6s);
+  EXPECT_EQ(replay->scan()->release_unknown, 1);
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+  const auto marked = control_->operatorRelease(R"({"id":")" + id + R"(","operator":"ops","mode":"mark_released"})");
+  EXPECT_EQ(marked.code, 200);
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+  EXPECT_EQ(parseApprovalRecord(*kv_.value(id))->state, ApprovalState::released);
+}
+
+TEST_F(ReplayerTest, OperatorReleaseRefusesWhatIsNotApproved) {
+  const std::string id = holdPayment();
+  const auto answer = control_->operatorRelease(R"({"id":")" + id + R"(","operator":"ops","mode":"force"})");
+  EXPECT_EQ(answer.code, 409);
+  EXPECT_EQ(field(parse(answer.body), "reason"), "not_approved");
+  EXPECT_EQ(control_->operatorRelease(R"({"id":"x","operator":"ops","mode":"maybe"})").code, 400);
+  EXPECT_EQ(control_->operatorRelease(R"({"id":"nope","operator":"ops","mode":"force"})").code, 404);
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+}
+
+TEST_F(ReplayerTest, ExpiresHeldJobsPastTheirDeadline) {
+  ASSERT_EQ(send("ops.restart", R"({"id":"r-1"})").code, 202);
+  const std::string pay = holdPayment();  // no deadline
+  auto replay = replayer();
+  auto before = replay->scan();
+  EXPECT_EQ(before->pending, 2);
+  EXPECT_EQ(before->expired, 0);
+  clock_.advance(11s);
+  auto after = replay->scan();
+  EXPECT_EQ(after->expired, 1);
+  EXPECT_EQ(parseDecisionRecord(*kv_.value("r-1/decision"))->decision, FinalDecision::expired);
+  EXPECT_EQ(parseApprovalRecord(*kv_.value("r-1"))->state, ApprovalState::expired);
+  EXPECT_EQ(pub_.on("countersign.events.expired.ops.restart").size(), 1u);
+  EXPECT_EQ(approve("r-1").code, 410);
+  EXPECT_EQ(replay->scan()->pending, 1);
+  EXPECT_FALSE(kv_.value(pay + "/decision"));
+}
+
+TEST_F(ReplayerTest, OnTimeoutAllowReleasesAtTheDeadline) {
+  ASSERT_EQ(send("ops.lowrisk", R"({"id":"low-1"})").code, 202);
+  auto replay = replayer();
+  ASSERT_TRUE(replay->scan());
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+  clock_.advance(11s);
+  ASSERT_TRUE(replay->scan());
+  const auto released = pub_.on("jobs.");
+  ASSERT_EQ(released.size(), 1u);
+  EXPECT_EQ(*findHeader(released[0].headers, "Countersign-Approved-By"), "countersign");
+  EXPECT_EQ(parseDecisionRecord(*kv_.value("low-1/decision"))->reason, "on_timeout_allow");
+}
+
+}  // namespace
+}  // namespace countersign
