@@ -2,6 +2,8 @@
 // refuse, throttle or hold. Thread-safe; called from the subscription's delivery thread.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <string>
 
 #include "countersign/config.hpp"
@@ -10,6 +12,19 @@
 #include "countersign/services.hpp"
 
 namespace countersign {
+
+// What a JetStream intake does with the ingress message once the decision is made.
+enum class IngressAck {
+  ack,   // the decision is durable (forwarded and confirmed, held, or refused for good)
+  nak,   // not decided (store or target unavailable, or throttled): deliver again later
+  term,  // can never be taken (too large): do not redeliver
+};
+
+// Where a job came from when it was read from an ingress stream (JetStream intake mode).
+struct IngressPosition {
+  std::string stream;
+  std::uint64_t sequence = 0;
+};
 
 // What intake did with one job (for the caller's metrics and for tests).
 struct IntakeOutcome {
@@ -20,16 +35,23 @@ struct IntakeOutcome {
   std::string approval_id;
   bool forwarded = false;
   bool replied = false;
+  IngressAck ack = IngressAck::ack;
+  std::chrono::milliseconds redeliver_after{0};  // with nak: the delay to ask for
 };
 
 class Intake {
  public:
   explicit Intake(Services services);
-  IntakeOutcome onJob(const RouteConfig& route, Message&& message);
+  // Core intake: `message.reply` is the producer's reply subject.
+  // JetStream intake (`ingress` set): the caller has cleared `message.reply` (it was the ack
+  // subject); forwards wait for the PubAck of to_stream and carry a dedup id derived from the
+  // ingress position when the job has none, so a redelivery after a crash is deduplicated.
+  IntakeOutcome onJob(const RouteConfig& route, Message&& message,
+                      const IngressPosition* ingress = nullptr);
 
  private:
   struct Job;
-  IntakeOutcome decide(const RouteConfig& route, Message&& message);
+  IntakeOutcome decide(const RouteConfig& route, Message&& message, const IngressPosition* ingress);
   IntakeOutcome forward(const Job& job, std::string_view rule);
   IntakeOutcome hold(Job& job, const JobView& view, const Policy& policy, const Rule& rule);
   IntakeOutcome refuse(const Job& job, std::string_view status, int code, std::string body,

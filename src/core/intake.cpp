@@ -20,6 +20,7 @@ struct Intake::Job {
   std::string reply_to;     // where to answer (allowed), or empty
   bool forward_reply = false;  // keep msg.reply on the forwarded job
   std::shared_ptr<const Policy> policy;
+  const IngressPosition* ingress = nullptr;  // set in JetStream intake mode
 };
 
 namespace {
@@ -69,14 +70,17 @@ IntakeOutcome Intake::refuse(const Job& job, std::string_view status, int code, 
   return outcome;
 }
 
-IntakeOutcome Intake::onJob(const RouteConfig& route, Message&& message) {
-  IntakeOutcome outcome = decide(route, std::move(message));
+IntakeOutcome Intake::onJob(const RouteConfig& route, Message&& message,
+                            const IngressPosition* ingress) {
+  IntakeOutcome outcome = decide(route, std::move(message), ingress);
   s_.metrics.decision(outcome.status == "approval_required" ? "held" : outcome.status, outcome.rule);
   return outcome;
 }
 
-IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message) {
+IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
+                             const IngressPosition* ingress) {
   Job job{.route = route, .msg = std::move(message)};
+  job.ingress = ingress;
   job.untrusted = stripCountersignHeaders(job.msg.headers);
   if (guard_.allowed(job.msg.reply)) {
     job.reply_to = job.msg.reply;
@@ -122,9 +126,14 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message) {
           .field("code", 429)
           .field("rule", rule_id)
           .field("retry_after_ms", static_cast<std::int64_t>(admission.retry_after.count()));
-      return refuse(job, "throttled", 429, w.finish(),
-                    Event{.event = "throttled", .topic = job.topic, .subject = job.msg.subject,
-                          .rule = rule_id, .policy_snapshot = policy.snapshot(), .reason = "rate"});
+      IntakeOutcome outcome =
+          refuse(job, "throttled", 429, w.finish(),
+                 Event{.event = "throttled", .topic = job.topic, .subject = job.msg.subject,
+                       .rule = rule_id, .policy_snapshot = policy.snapshot(), .reason = "rate"});
+      // JetStream intake loses nothing: the job comes back after the delay.
+      outcome.ack = IngressAck::nak;
+      outcome.redeliver_after = admission.retry_after;
+      return outcome;
     }
     case Decision::deny: {
       std::string reason = verdict.rule == nullptr ? "no_rule_matched"
@@ -153,21 +162,35 @@ IntakeOutcome Intake::forward(const Job& job, std::string_view rule) {
   headers.emplace_back("Countersign-Approval", "none");
   headers.emplace_back("Countersign-Rule", std::string(rule));
   headers.emplace_back("Countersign-Policy-Snapshot", job.policy->snapshot());
+  Delivery delivery = Delivery::core;
+  if (job.ingress != nullptr) {
+    // Acked only once the forward is confirmed: a PubAck from to_stream, else a flush.
+    delivery = job.route.to_stream.empty() ? Delivery::core_flush : Delivery::jetstream;
+    bool has_id = false;
+    for (const auto& header : headers) has_id = has_id || equalsIgnoreCase(header.first, kMsgIdHeader);
+    if (!has_id) {
+      headers.emplace_back(std::string(kMsgIdHeader), "countersign-in:" + job.ingress->stream + ":" +
+                                                           std::to_string(job.ingress->sequence));
+    }
+  }
   OutMessage out{.subject = job.target,
                  .reply = job.forward_reply ? std::string_view(job.msg.reply) : std::string_view(),
                  .headers = &headers,
                  .payload = job.msg.payload};
-  auto sent = s_.publisher.publish(out, Delivery::core, std::chrono::milliseconds(0));
+  auto sent = s_.publisher.publish(out, delivery, s_.config.release.publish_timeout);
   if (!sent) {
     if (sent.error().code == Errc::too_large) {
       JsonObjectWriter w;
       w.field("status", "too_large").field("code", 413).field("max_payload", static_cast<std::uint64_t>(s_.publisher.maxPayload()));
-      return refuse(job, "too_large", 413, w.finish(),
-                    Event{.event = "denied", .topic = job.topic, .subject = job.msg.subject,
-                          .rule = rule, .reason = "too_large"});
+      IntakeOutcome outcome = refuse(job, "too_large", 413, w.finish(),
+                                     Event{.event = "denied", .topic = job.topic, .subject = job.msg.subject,
+                                           .rule = rule, .reason = "too_large"});
+      outcome.ack = IngressAck::term;
+      return outcome;
     }
     s_.log.error("forward failed", {{"subject", job.msg.subject}, {"error", sent.error().message}});
-    IntakeOutcome outcome{.status = "unavailable", .code = 503, .rule = std::string(rule)};
+    IntakeOutcome outcome{.status = "unavailable", .code = 503, .rule = std::string(rule),
+                          .ack = IngressAck::nak, .redeliver_after = std::chrono::milliseconds(1000)};
     JsonObjectWriter w;
     w.field("status", "unavailable").field("code", 503).field("retryable", true);
     outcome.replied = reply(job, "unavailable", w.finish());
@@ -216,9 +239,12 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
       wireSize(record.headers, record.payload.size()) + kReleaseHeaderHeadroom > max_payload) {
     JsonObjectWriter w;
     w.field("status", "too_large").field("code", 413).field("max_payload", static_cast<std::uint64_t>(max_payload));
-    return refuse(job, "too_large", 413, w.finish(),
-                  Event{.event = "denied", .approval_id = record.id, .topic = job.topic,
-                        .subject = job.msg.subject, .rule = rule.id, .reason = "too_large"});
+    IntakeOutcome outcome =
+        refuse(job, "too_large", 413, w.finish(),
+               Event{.event = "denied", .approval_id = record.id, .topic = job.topic,
+                     .subject = job.msg.subject, .rule = rule.id, .reason = "too_large"});
+    outcome.ack = IngressAck::term;
+    return outcome;
   }
 
   auto created = s_.store.create(record.id, value);
@@ -252,7 +278,8 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
   if (!created) {
     // Fail closed: nothing forwarded, nothing held; the producer may send again.
     s_.log.error("hold failed", {{"approval_id", record.id}, {"error", created.error().message}});
-    IntakeOutcome outcome{.status = "unavailable", .code = 503, .rule = rule.id, .approval_id = record.id};
+    IntakeOutcome outcome{.status = "unavailable", .code = 503, .rule = rule.id, .approval_id = record.id,
+                          .ack = IngressAck::nak, .redeliver_after = std::chrono::milliseconds(1000)};
     JsonObjectWriter w;
     w.field("status", "unavailable").field("code", 503).field("retryable", true);
     outcome.replied = reply(job, "unavailable", w.finish());

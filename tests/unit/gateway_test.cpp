@@ -339,6 +339,62 @@ TEST_F(GatewayTest, GetAndListReflectTheKeys) {
   EXPECT_EQ(all["items"].Size(), 3u);
 }
 
+TEST_F(GatewayTest, JetStreamIntakeAcksOnlyDurableDecisions) {
+  config_.routes[0].mode = RouteMode::jetstream;
+  config_.routes[0].to_stream = "JOBS";
+  const IngressPosition at{"COUNTERSIGN_JOBS", 7};
+  auto ingest = [&](const std::string& topic, const std::string& payload, Headers headers = {}) {
+    return intake_->onJob(config_.routes[0], Message{"agents.jobs." + topic, "", std::move(headers), payload}, &at);
+  };
+  const auto allowed = ingest("knowledge.read", "{}");
+  EXPECT_EQ(allowed.ack, IngressAck::ack);
+  const auto out = pub_.on("jobs.");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].delivery, Delivery::jetstream);
+  EXPECT_EQ(*findHeader(out[0].headers, "Nats-Msg-Id"), "countersign-in:COUNTERSIGN_JOBS:7");
+  EXPECT_EQ(out[0].reply, "");
+  // The producer's own id is kept as the dedup id.
+  ingest("knowledge.read", "{}", {{"Nats-Msg-Id", "mine-1"}});
+  EXPECT_EQ(*findHeader(pub_.on("jobs.")[1].headers, "Nats-Msg-Id"), "mine-1");
+
+  EXPECT_EQ(ingest("bulk.a", "{}").ack, IngressAck::ack);
+  const auto throttled = ingest("bulk.a", "{}");
+  EXPECT_EQ(throttled.ack, IngressAck::nak);
+  EXPECT_GT(throttled.redeliver_after.count(), 0);
+
+  pub_.fail_delivery = Delivery::jetstream;
+  EXPECT_EQ(ingest("knowledge.read", "{}").ack, IngressAck::nak);
+  pub_.fail_delivery.reset();
+
+  EXPECT_EQ(ingest("finance.payment.execute", testing::kPayment).ack, IngressAck::ack);
+  kv_.failNext(Errc::timeout, 3);
+  EXPECT_EQ(ingest("finance.payment.execute", R"({"id":"p9","labels":{"env":"production"}})").ack,
+            IngressAck::nak);
+  pub_.max_payload = 1500;
+  EXPECT_EQ(ingest("finance.payment.execute",
+                   R"({"labels":{"env":"production"},"x":")" + std::string(1400, 'y') + R"("})").ack,
+            IngressAck::term);
+  EXPECT_EQ(ingest("nothing.matches", "{}").ack, IngressAck::ack);  // denied for good
+}
+
+TEST_F(GatewayTest, MetricsCountDecisionsAndApprovals) {
+  send("knowledge.read", "{}");
+  send("nothing.matches", "{}");
+  const std::string id = holdPayment();
+  approve(id);
+  approve(id);
+  EXPECT_EQ(metrics_.decisionCount("allowed", "allow-readonly"), 1u);
+  EXPECT_EQ(metrics_.decisionCount("denied", "default"), 1u);
+  EXPECT_EQ(metrics_.decisionCount("held", "require-approval-prod-finance"), 1u);
+  EXPECT_EQ(metrics_.approvalCount("approved"), 1u);
+  EXPECT_EQ(metrics_.approvalCount("already_approved"), 1u);
+  const std::string text = metrics_.renderPrometheus();
+  EXPECT_NE(text.find("countersign_decisions_total{decision=\"held\",rule=\"require-approval-prod-finance\"} 1"),
+            std::string::npos);
+  EXPECT_NE(text.find("countersign_approvals_total{result=\"already_approved\"} 1"), std::string::npos);
+  EXPECT_NE(text.find("countersign_released_total 1"), std::string::npos);
+}
+
 TEST_F(GatewayTest, ConcurrentApprovalsReleaseExactlyOnce) {
   const std::string id = holdPayment();
   std::atomic<int> approved{0};
