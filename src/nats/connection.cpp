@@ -1,0 +1,280 @@
+#include "nats/connection.hpp"
+
+#include <algorithm>
+#include <random>
+#include <vector>
+
+namespace countersign::natsio {
+namespace {
+
+constexpr std::int64_t kReconnectBaseMs = 250;
+constexpr std::int64_t kReconnectMaxMs = 2000;
+constexpr std::int64_t kJetStreamWaitMs = 5000;
+constexpr std::chrono::milliseconds kCloseWait{5000};
+
+std::string statusText(natsStatus status) {
+  return natsStatus_GetText(status);
+}
+
+}  // namespace
+
+Errc errcFor(natsStatus status) {
+  switch (status) {
+    case NATS_TIMEOUT:
+      return Errc::timeout;
+    case NATS_NOT_FOUND:
+      return Errc::not_found;
+    case NATS_MAX_PAYLOAD:
+      return Errc::too_large;
+    case NATS_INVALID_ARG:
+    case NATS_INVALID_SUBJECT:
+    case NATS_INVALID_QUEUE_NAME:
+    case NATS_INVALID_TIMEOUT:
+    case NATS_ADDRESS_MISSING:
+      return Errc::invalid_argument;
+    case NATS_NO_RESPONDERS:
+    case NATS_IO_ERROR:
+    case NATS_CONNECTION_CLOSED:
+    case NATS_NO_SERVER:
+    case NATS_STALE_CONNECTION:
+    case NATS_SECURE_CONNECTION_WANTED:
+    case NATS_SECURE_CONNECTION_REQUIRED:
+    case NATS_CONNECTION_DISCONNECTED:
+    case NATS_CONNECTION_AUTH_FAILED:
+    case NATS_NOT_PERMITTED:
+    case NATS_SSL_ERROR:
+    case NATS_NO_SERVER_SUPPORT:
+    case NATS_NOT_YET_CONNECTED:
+    case NATS_DRAINING:
+    case NATS_INSUFFICIENT_BUFFER:
+    case NATS_SLOW_CONSUMER:
+      return Errc::unavailable;
+    default:
+      return Errc::internal;
+  }
+}
+
+Status openNatsLibrary() {
+  static const natsStatus opened = nats_Open(-1);
+  if (opened != NATS_OK) {
+    return fail(Errc::internal,
+                std::string("cannot initialise cnats: ") + natsStatus_GetText(opened));
+  }
+  return {};
+}
+
+std::string lastNatsErrorText() {
+  natsStatus ignored = NATS_OK;
+  const char* text = nats_GetLastError(&ignored);
+  if (text == nullptr) return {};
+  std::string_view view(text);
+  // cnats prefixes the text with its source location: "(js.c:535): wrong last sequence: 1".
+  if (view.starts_with("(")) {
+    auto end = view.find("): ");
+    if (end != std::string_view::npos) view.remove_prefix(end + 3);
+  }
+  return std::string(view);
+}
+
+Error natsError(Errc code, natsStatus status, std::string_view context) {
+  std::string message(context);
+  message += ": ";
+  message += statusText(status);
+  std::string detail = lastNatsErrorText();
+  if (!detail.empty() && detail != statusText(status)) message += ": " + detail;
+  return Error{code, std::move(message)};
+}
+
+Error natsError(natsStatus status, std::string_view context) {
+  return natsError(errcFor(status), status, context);
+}
+
+void Connection::Callbacks::log(std::string_view line) const {
+  if (!orphaned && logger) logger(line);
+}
+
+Result<std::unique_ptr<Connection>> Connection::connect(const NatsConfig& cfg,
+                                                        std::string_view name_suffix,
+                                                        bool send_asap, Logger logger) {
+  if (cfg.servers.empty()) return fail(Errc::invalid_argument, "nats.servers: empty");
+
+  std::unique_ptr<Connection> self(new Connection());
+  auto callbacks = std::make_unique<Callbacks>();
+  callbacks->logger = std::move(logger);
+  callbacks->name = cfg.name;
+  if (!name_suffix.empty()) callbacks->name += "-" + std::string(name_suffix);
+
+  natsOptions* opts = nullptr;
+  natsStatus s = natsOptions_Create(&opts);
+  if (s != NATS_OK) return std::unexpected(natsError(s, "nats options"));
+  std::unique_ptr<natsOptions, decltype(&natsOptions_Destroy)> opts_guard(opts,
+                                                                          &natsOptions_Destroy);
+
+  std::vector<const char*> servers;
+  servers.reserve(cfg.servers.size());
+  for (const auto& url : cfg.servers) servers.push_back(url.c_str());
+
+  Callbacks* cb = callbacks.get();
+  auto step = [&](natsStatus status, const char* what) -> Status {
+    if (status != NATS_OK) return std::unexpected(natsError(status, what));
+    return {};
+  };
+  Status ok = step(natsOptions_SetServers(opts, servers.data(), static_cast<int>(servers.size())),
+                   "nats.servers");
+  if (ok) ok = step(natsOptions_SetNoRandomize(opts, true), "nats options");
+  if (ok) ok = step(natsOptions_SetName(opts, cb->name.c_str()), "nats.name");
+  if (ok) ok = step(natsOptions_SetSendAsap(opts, send_asap), "nats options");
+  if (ok) ok = step(natsOptions_SetRetryOnFailedConnect(opts, false, nullptr, nullptr), "nats");
+  if (ok) ok = step(natsOptions_SetAllowReconnect(opts, true), "nats options");
+  if (ok) ok = step(natsOptions_SetMaxReconnect(opts, -1), "nats options");
+  if (ok) {
+    ok = step(natsOptions_SetCustomReconnectDelay(opts, &Connection::reconnectDelay, nullptr),
+              "nats options");
+  }
+  if (ok) ok = step(natsOptions_SetFailRequestsOnDisconnect(opts, true), "nats options");
+  if (ok) ok = step(natsOptions_SetPingInterval(opts, 5000), "nats options");
+  if (ok) ok = step(natsOptions_SetMaxPingsOut(opts, 3), "nats options");
+  if (ok) ok = step(natsOptions_SetDisconnectedCB(opts, &Connection::onDisconnected, cb), "nats");
+  if (ok) ok = step(natsOptions_SetReconnectedCB(opts, &Connection::onReconnected, cb), "nats");
+  if (ok) ok = step(natsOptions_SetClosedCB(opts, &Connection::onClosed, cb), "nats");
+  if (ok) ok = step(natsOptions_SetErrorHandler(opts, &Connection::onError, cb), "nats");
+  if (ok && !cfg.credentials.empty()) {
+    ok = step(natsOptions_SetUserCredentialsFromFiles(opts, cfg.credentials.c_str(), nullptr),
+              "nats.credentials");
+  }
+  if (ok && !cfg.tls_ca.empty()) {
+    ok = step(natsOptions_SetSecure(opts, true), "nats.tls_ca");
+    if (ok)
+      ok = step(natsOptions_LoadCATrustedCertificates(opts, cfg.tls_ca.c_str()), "nats.tls_ca");
+  }
+  if (ok && (!cfg.tls_cert.empty() || !cfg.tls_key.empty())) {
+    if (cfg.tls_cert.empty() || cfg.tls_key.empty()) {
+      return fail(Errc::invalid_argument, "nats.tls_cert and nats.tls_key go together");
+    }
+    ok = step(natsOptions_SetSecure(opts, true), "nats.tls_cert");
+    if (ok) {
+      ok = step(natsOptions_LoadCertificatesChain(opts, cfg.tls_cert.c_str(), cfg.tls_key.c_str()),
+                "nats.tls_cert");
+    }
+  }
+  if (!ok) return std::unexpected(ok.error());
+
+  s = natsConnection_Connect(&self->conn_, opts);
+  if (s != NATS_OK) {
+    self->conn_ = nullptr;
+    std::string urls;
+    for (const auto& url : cfg.servers) urls += (urls.empty() ? "" : ", ") + url;
+    Error error = natsError(errcFor(s) == Errc::internal ? Errc::unavailable : errcFor(s), s,
+                            "cannot connect to NATS (" + urls + ")");
+    return std::unexpected(std::move(error));
+  }
+  // From here the callbacks may run: the Connection owns them and frees them when closed.
+  self->callbacks_ = callbacks.release();
+
+  jsOptions js_opts;
+  jsOptions_Init(&js_opts);
+  js_opts.Wait = kJetStreamWaitMs;
+  s = natsConnection_JetStream(&self->js_, self->conn_, &js_opts);
+  if (s != NATS_OK) return std::unexpected(natsError(s, "JetStream context"));
+  return self;
+}
+
+Connection::~Connection() {
+  if (js_ != nullptr) jsCtx_Destroy(js_);
+  if (conn_ != nullptr) {
+    natsConnection_Close(conn_);
+    (void)waitClosed(kCloseWait);
+    natsConnection_Destroy(conn_);
+  }
+  if (callbacks_ != nullptr) {
+    std::unique_lock lock(callbacks_->mutex);
+    if (callbacks_->closed) {
+      lock.unlock();
+      delete callbacks_;
+    } else {
+      // cnats has not reported the close yet: its callback thread still holds the pointer.
+      callbacks_->orphaned = true;
+    }
+  }
+}
+
+bool Connection::waitClosed(std::chrono::milliseconds timeout) {
+  if (callbacks_ == nullptr) return true;
+  std::unique_lock lock(callbacks_->mutex);
+  return callbacks_->cv.wait_for(lock, timeout, [this] { return callbacks_->closed; });
+}
+
+bool Connection::connected() const {
+  return conn_ != nullptr && natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED;
+}
+
+std::size_t Connection::maxPayload() const {
+  if (conn_ == nullptr) return 0;
+  std::int64_t max = natsConnection_GetMaxPayload(conn_);
+  return max > 0 ? static_cast<std::size_t>(max) : 0;
+}
+
+Status Connection::flush(std::chrono::milliseconds timeout) {
+  natsStatus s = natsConnection_FlushTimeout(conn_, std::max<std::int64_t>(1, timeout.count()));
+  if (s != NATS_OK) return std::unexpected(natsError(s, "flush"));
+  return {};
+}
+
+void Connection::drain(std::chrono::milliseconds timeout) {
+  if (conn_ == nullptr) return;
+  natsStatus s = natsConnection_DrainTimeout(conn_, std::max<std::int64_t>(1, timeout.count()));
+  if (s == NATS_OK && waitClosed(timeout + std::chrono::seconds(1))) return;
+  if (s != NATS_OK && callbacks_ != nullptr) {
+    callbacks_->log("nats: drain refused (" + statusText(s) + "), closing");
+  }
+  natsConnection_Close(conn_);
+}
+
+void Connection::onDisconnected(natsConnection*, void* closure) {
+  auto* cb = static_cast<Callbacks*>(closure);
+  std::lock_guard lock(cb->mutex);
+  cb->log("nats: " + cb->name + " disconnected, reconnecting");
+}
+
+void Connection::onReconnected(natsConnection* nc, void* closure) {
+  auto* cb = static_cast<Callbacks*>(closure);
+  char url[256] = {0};
+  natsConnection_GetConnectedUrl(nc, url, sizeof url);
+  std::lock_guard lock(cb->mutex);
+  cb->log("nats: " + cb->name + " reconnected to " + url);
+}
+
+void Connection::onClosed(natsConnection*, void* closure) {
+  auto* cb = static_cast<Callbacks*>(closure);
+  std::unique_lock lock(cb->mutex);
+  cb->log("nats: " + cb->name + " closed");
+  cb->closed = true;
+  if (cb->orphaned) {
+    lock.unlock();
+    delete cb;
+    return;
+  }
+  cb->cv.notify_all();
+}
+
+void Connection::onError(natsConnection*, natsSubscription* sub, natsStatus err, void* closure) {
+  auto* cb = static_cast<Callbacks*>(closure);
+  std::string line = "nats: " + cb->name + " async error: " + statusText(err);
+  if (sub != nullptr) {
+    const char* subject = natsSubscription_GetSubject(sub);
+    if (subject != nullptr) line += std::string(" on ") + subject;
+  }
+  std::lock_guard lock(cb->mutex);
+  cb->log(line);
+}
+
+int64_t Connection::reconnectDelay(natsConnection*, int attempts, void*) {
+  thread_local std::minstd_rand random(std::random_device{}());
+  std::int64_t delay = kReconnectBaseMs;
+  for (int i = 1; i < attempts && delay < kReconnectMaxMs; ++i) delay *= 2;
+  delay = std::min(delay, kReconnectMaxMs);
+  std::uniform_int_distribution<std::int64_t> jitter(0, delay / 4);
+  return delay + jitter(random);
+}
+
+}  // namespace countersign::natsio

@@ -1,0 +1,98 @@
+// One cnats connection (plus its JetStream context) configured the way countersign needs it:
+// a clear failure when no server answers at start, then reconnects forever with backoff.
+#pragma once
+
+#include <nats/nats.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "countersign/config.hpp"
+#include "countersign/result.hpp"
+
+namespace countersign::natsio {
+
+// Receives one line per connection event (disconnected, reconnected, closed, async errors such
+// as a slow consumer). Called on cnats' callback thread: must be quick and thread-safe.
+using Logger = std::function<void(std::string_view)>;
+
+// The Errc a cnats status stands for (NATS_TIMEOUT -> timeout, connection trouble and no
+// responders -> unavailable, NATS_NOT_FOUND -> not_found, ...).
+Errc errcFor(natsStatus status);
+
+// An Error from a failed cnats call: "<context>: <status text>: <cnats' last error>". Call it on
+// the thread that made the failed call, right after it (cnats keeps the last error per thread).
+Error natsError(natsStatus status, std::string_view context);
+// The same with an explicit code, for statuses whose meaning depends on the call.
+Error natsError(Errc code, natsStatus status, std::string_view context);
+
+// Initialises the cnats library once per process (nats_Open). Connecting does it implicitly;
+// building a natsMsg before any connection exists needs it explicitly.
+Status openNatsLibrary();
+
+// cnats' last error text on this thread, without its "(file.c:123): " prefix ("" if none).
+std::string lastNatsErrorText();
+
+class Connection {
+ public:
+  // Connects to cfg.servers (tried in order, not shuffled) with credentials and TLS from cfg.
+  // The connection name is cfg.name, plus "-<name_suffix>" when not empty. `send_asap` makes
+  // every publish go out at once instead of waiting for the flusher (for the connection that
+  // answers requests). Fails with Errc::unavailable when no server accepts the connection now;
+  // once connected, it reconnects forever (backoff 250 ms doubling to 2 s, plus jitter) and
+  // logs every disconnect and reconnect through `logger`. Requests (and so JetStream calls)
+  // fail at once while disconnected instead of waiting for their timeout.
+  static Result<std::unique_ptr<Connection>> connect(const NatsConfig& cfg,
+                                                     std::string_view name_suffix, bool send_asap,
+                                                     Logger logger = {});
+  ~Connection();  // closes (not drains) and frees everything
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  natsConnection* raw() const { return conn_; }
+  // The JetStream context, created once; JetStream API calls wait up to 5 s by default.
+  jsCtx* js() const { return js_; }
+
+  bool connected() const;
+  // The server's max payload (headers + payload) from its INFO; kept while reconnecting.
+  std::size_t maxPayload() const;
+  // A PING/PONG round trip: everything published before it reached the server.
+  Status flush(std::chrono::milliseconds timeout);
+  // Graceful shutdown: drains subscriptions (their callbacks finish the messages already
+  // received) and pending publishes, then closes. Waits up to `timeout` (plus a second for
+  // the close to be reported); after that, the connection is closed regardless.
+  void drain(std::chrono::milliseconds timeout);
+
+ private:
+  // Shared with cnats' callback thread; it may outlive the Connection (see the destructor).
+  struct Callbacks {
+    Logger logger;
+    std::string name;
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool closed = false;
+    bool orphaned = false;  // the Connection is gone: the closed callback frees this
+    void log(std::string_view line) const;
+  };
+
+  Connection() = default;
+  bool waitClosed(std::chrono::milliseconds timeout);
+
+  static void onDisconnected(natsConnection* nc, void* closure);
+  static void onReconnected(natsConnection* nc, void* closure);
+  static void onClosed(natsConnection* nc, void* closure);
+  static void onError(natsConnection* nc, natsSubscription* sub, natsStatus err, void* closure);
+  static int64_t reconnectDelay(natsConnection* nc, int attempts, void* closure);
+
+  natsConnection* conn_ = nullptr;
+  jsCtx* js_ = nullptr;
+  Callbacks* callbacks_ = nullptr;
+};
+
+}  // namespace countersign::natsio

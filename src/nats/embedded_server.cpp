@@ -1,0 +1,104 @@
+#include "nats/embedded_server.hpp"
+
+#include <thread>
+#include <vector>
+
+#include "nats/child_process.hpp"
+
+namespace countersign::natsio {
+namespace {
+
+constexpr std::chrono::seconds kStartTimeout{10};
+constexpr std::chrono::seconds kStopGrace{10};
+constexpr std::size_t kLogLinesInErrors = 15;
+
+std::string connectHost(const std::string& host) {
+  if (host.empty() || host == "0.0.0.0") return "127.0.0.1";
+  if (host == "::" || host == "[::]") return "::1";
+  return host;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<EmbeddedServer>> EmbeddedServer::start(const std::string& binary,
+                                                              const std::string& host, int port,
+                                                              const std::string& data_dir,
+                                                              Log log) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(data_dir, ec);
+  if (ec) return fail(Errc::io, "nats.data_dir " + data_dir + ": " + ec.message());
+  const fs::path dir = fs::absolute(data_dir, ec);
+  if (ec) return fail(Errc::io, "nats.data_dir " + data_dir + ": " + ec.message());
+
+  std::unique_ptr<EmbeddedServer> self(new EmbeddedServer());
+  self->log_ = std::move(log);
+  self->connect_host_ = connectHost(host);
+  self->log_file_ = dir / "nats-server.log";
+
+  SpawnOptions spawn;
+  spawn.argv = {binary,
+                "-a",
+                host.empty() ? "127.0.0.1" : host,
+                "-p",
+                std::to_string(port > 0 ? port : -1),
+                "-js",
+                "-sd",
+                dir.string(),
+                "--ports_file_dir",
+                dir.string()};
+  spawn.stdout_path = self->log_file_.string();
+  spawn.stderr_path = self->log_file_.string();
+  spawn.death_signal = SIGTERM;
+  auto pid = spawnProcess(spawn);
+  if (!pid) return std::unexpected(pid.error());
+  self->pid_ = *pid;
+  if (self->log_) {
+    self->log_("nats-server started (pid " + std::to_string(*pid) + "), log in " +
+               self->log_file_.string());
+  }
+
+  auto deadline = std::chrono::steady_clock::now() + kStartTimeout;
+  for (;;) {
+    if (auto status = waitProcess(self->pid_, std::chrono::milliseconds(0))) {
+      self->pid_ = -1;
+      return fail(Errc::unavailable, "nats-server exited with status " + std::to_string(*status) +
+                                         " before it was ready; last lines of " +
+                                         self->log_file_.string() + ":\n" +
+                                         tailFile(self->log_file_, kLogLinesInErrors));
+    }
+    if (auto ready_port = readNatsPortsFile(dir, self->pid_)) {
+      if (tcpConnects(self->connect_host_, *ready_port)) {
+        self->port_ = *ready_port;
+        return self;
+      }
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      std::string tail = tailFile(self->log_file_, kLogLinesInErrors);
+      self->stop();
+      return fail(Errc::timeout, "nats-server was not ready after " +
+                                     std::to_string(kStartTimeout.count()) +
+                                     " s; last lines of its log:\n" + tail);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+EmbeddedServer::~EmbeddedServer() {
+  stop();
+}
+
+void EmbeddedServer::stop() {
+  if (pid_ <= 0) return;
+  int status = stopProcess(pid_, kStopGrace);
+  if (log_) log_("nats-server stopped (status " + std::to_string(status) + ")");
+  pid_ = -1;
+}
+
+std::string EmbeddedServer::url() const {
+  std::string host = connect_host_;
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  return "nats://" + host + ":" + std::to_string(port_);
+}
+
+}  // namespace countersign::natsio

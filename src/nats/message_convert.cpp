@@ -1,0 +1,195 @@
+#include "nats/message_convert.hpp"
+
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <string>
+
+#include "nats/connection.hpp"
+
+namespace countersign::natsio {
+namespace {
+
+constexpr std::string_view kHeaderLine = "NATS/1.0\r\n";
+
+// Arrays cnats allocates for us but whose strings it keeps.
+struct ArrayFree {
+  void operator()(const char** array) const { std::free(static_cast<void*>(array)); }
+};
+using CStringArray = std::unique_ptr<const char*, ArrayFree>;
+
+bool hasAny(std::string_view text, std::string_view forbidden) {
+  return text.find_first_of(forbidden) != std::string_view::npos;
+}
+
+std::string_view trimBlanks(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  return text;
+}
+
+// The received header block, read from cnats' buffer: a received natsMsg keeps
+// "<subject>\0[<reply>\0]<header block>\0<payload>\0" after its fields, and the block stays
+// untouched until a natsMsgHeader_* call parses it in place (which writes NULs into it).
+// nullopt when the message has no such block (no headers, or built locally) or the layout is
+// not the expected one: then cnats' accessors are used.
+std::optional<std::string_view> rawHeaderBlock(natsMsg* msg) {
+  const char* subject = natsMsg_GetSubject(msg);
+  const char* data = natsMsg_GetData(msg);
+  if (subject == nullptr || data == nullptr) return std::nullopt;
+  const char* start = subject + std::strlen(subject) + 1;
+  if (const char* reply = natsMsg_GetReply(msg)) {
+    if (reply != start) return std::nullopt;
+    start = reply + std::strlen(reply) + 1;
+  }
+  if (data <= start || data[-1] != '\0') return std::nullopt;
+  std::string_view block(start, static_cast<std::size_t>(data - 1 - start));
+  if (!block.starts_with(kHeaderLine.substr(0, 8)) || block.find('\0') != std::string_view::npos) {
+    return std::nullopt;
+  }
+  return block;
+}
+
+}  // namespace
+
+Result<Headers> parseHeaderBlock(std::string_view block) {
+  using namespace std::string_view_literals;
+  constexpr std::string_view kPrefix = "NATS/1.0";
+  constexpr std::string_view kCrlf = "\r\n";
+  auto bad = [](std::string what) {
+    return fail(Errc::invalid_argument, "message headers: " + std::move(what));
+  };
+  if (!block.starts_with(kPrefix)) return bad("header block does not start with NATS/1.0");
+  std::size_t eol = block.find(kCrlf);
+  if (eol == std::string_view::npos) return bad("unterminated status line");
+
+  Headers headers;
+  std::string_view status = trimBlanks(block.substr(kPrefix.size(), eol - kPrefix.size()));
+  if (!status.empty()) {
+    // "503 No Responders": three digits of status, then an optional description.
+    headers.emplace_back("Status", std::string(status.substr(0, 3)));
+    std::string_view description = status.size() > 3 ? trimBlanks(status.substr(3)) : ""sv;
+    if (!description.empty()) headers.emplace_back("Description", std::string(description));
+  }
+
+  std::size_t pos = eol + kCrlf.size();
+  bool have_previous = false;
+  for (;;) {
+    eol = block.find(kCrlf, pos);
+    if (eol == std::string_view::npos) return bad("header block not terminated by an empty line");
+    std::string_view line = block.substr(pos, eol - pos);
+    pos = eol + kCrlf.size();
+    if (line.empty()) {
+      if (pos != block.size()) return bad("data after the empty line that ends the headers");
+      return headers;
+    }
+    if (hasAny(line, "\r\n\0"sv)) return bad("bare CR, LF or NUL in a header line");
+    if (line.front() == ' ' || line.front() == '\t') {
+      // A folded line continues the previous value.
+      if (!have_previous) return bad("first header line starts with a blank");
+      std::string_view more = trimBlanks(line);
+      if (!more.empty()) {
+        std::string& value = headers.back().second;
+        if (!value.empty()) value += ' ';
+        value += more;
+      }
+      continue;
+    }
+    std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos) return bad("no ':' in header line");
+    std::string_view name = line.substr(0, colon);
+    if (name.empty()) return bad("empty header name");
+    for (unsigned char c : name) {
+      if (c <= 0x20 || c == 0x7f) return bad("blank or control byte in a header name");
+    }
+    headers.emplace_back(std::string(name), std::string(trimBlanks(line.substr(colon + 1))));
+    have_previous = true;
+  }
+}
+
+Result<Message> fromNatsMsg(natsMsg* msg) {
+  Message out;
+  if (const char* subject = natsMsg_GetSubject(msg)) out.subject = subject;
+  if (const char* reply = natsMsg_GetReply(msg)) out.reply = reply;
+  const char* data = natsMsg_GetData(msg);
+  int length = natsMsg_GetDataLength(msg);
+  if (data != nullptr && length > 0) out.payload.assign(data, static_cast<std::size_t>(length));
+
+  if (auto block = rawHeaderBlock(msg)) {
+    auto headers = parseHeaderBlock(*block);
+    if (!headers) return std::unexpected(headers.error());
+    out.headers = std::move(*headers);
+    return out;
+  }
+
+  const char** raw_keys = nullptr;
+  int key_count = 0;
+  natsStatus s = natsMsgHeader_Keys(msg, &raw_keys, &key_count);
+  CStringArray keys(raw_keys);
+  if (s == NATS_NOT_FOUND) return out;  // no headers
+  if (s != NATS_OK) {
+    return std::unexpected(natsError(Errc::invalid_argument, s, "message headers"));
+  }
+  for (int k = 0; k < key_count; ++k) {
+    const char** raw_values = nullptr;
+    int value_count = 0;
+    s = natsMsgHeader_Values(msg, keys.get()[k], &raw_values, &value_count);
+    CStringArray values(raw_values);
+    if (s != NATS_OK) {
+      return std::unexpected(natsError(Errc::invalid_argument, s, "message headers"));
+    }
+    for (int v = 0; v < value_count; ++v) {
+      const char* value = values.get()[v];
+      out.headers.emplace_back(keys.get()[k], value != nullptr ? value : "");
+    }
+  }
+  return out;
+}
+
+Result<NatsMsgPtr> toNatsMsg(const OutMessage& message) {
+  using namespace std::string_view_literals;
+  if (auto ok = openNatsLibrary(); !ok) return std::unexpected(ok.error());
+  if (message.subject.empty()) return fail(Errc::invalid_argument, "message: empty subject");
+  if (hasAny(message.subject, " \t\r\n\0"sv) || hasAny(message.reply, " \t\r\n\0"sv)) {
+    return fail(Errc::invalid_argument, "message: subject or reply with whitespace or NUL");
+  }
+  if (message.payload.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+    return fail(Errc::too_large, "message: payload too large");
+  }
+  std::string subject(message.subject);
+  std::string reply(message.reply);
+  natsMsg* raw = nullptr;
+  natsStatus s = natsMsg_Create(&raw, subject.c_str(), reply.empty() ? nullptr : reply.c_str(),
+                                message.payload.data(), static_cast<int>(message.payload.size()));
+  if (s != NATS_OK) return std::unexpected(natsError(s, "create message"));
+  NatsMsgPtr msg(raw);
+  if (message.headers == nullptr) return msg;
+
+  std::string name;
+  std::string value;
+  for (const auto& [header_name, header_value] : *message.headers) {
+    if (header_name.empty() || hasAny(header_name, ": \t\r\n\0"sv)) {
+      return fail(Errc::invalid_argument, "message: invalid header name \"" + header_name + "\"");
+    }
+    if (hasAny(header_value, "\r\n\0"sv)) {
+      return fail(Errc::invalid_argument,
+                  "message: header " + header_name + " has a value with CR, LF or NUL");
+    }
+    name = header_name;
+    value = header_value;
+    s = natsMsgHeader_Add(msg.get(), name.c_str(), value.c_str());
+    if (s != NATS_OK) return std::unexpected(natsError(s, "message header " + header_name));
+  }
+  return msg;
+}
+
+std::size_t wireSize(const OutMessage& message) {
+  std::size_t size = message.payload.size();
+  if (message.headers == nullptr || message.headers->empty()) return size;
+  size += kHeaderLine.size() + 2;  // status line, then the blank line that ends the block
+  for (const auto& [name, value] : *message.headers) size += name.size() + 2 + value.size() + 2;
+  return size;
+}
+
+}  // namespace countersign::natsio

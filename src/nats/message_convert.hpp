@@ -1,0 +1,49 @@
+// Conversions between cnats messages and the core's Message / OutMessage.
+#pragma once
+
+#include <nats/nats.h>
+
+#include <cstddef>
+#include <memory>
+#include <string_view>
+
+#include "countersign/message.hpp"
+#include "countersign/publisher.hpp"
+#include "countersign/result.hpp"
+
+namespace countersign::natsio {
+
+struct NatsMsgDeleter {
+  void operator()(natsMsg* msg) const { natsMsg_Destroy(msg); }
+};
+using NatsMsgPtr = std::unique_ptr<natsMsg, NatsMsgDeleter>;
+
+// Copies subject, reply, headers and payload bytes. Does not take ownership.
+//
+// Headers of a received message are parsed from the raw header block, in wire order, because
+// cnats 3.4.1's own parser is wrong for empty or all-blank values: it skips the line break and
+// takes the next header line as the value (or fails when it was the last one); fixed upstream
+// in nats.c PR #873. Names are byte-exact; values are trimmed of surrounding spaces and tabs
+// (as cnats and the Go client do); a line starting with a space or tab continues the previous
+// value (joined with one space); an inline status ("NATS/1.0 503 No Responders") becomes the
+// headers Status and Description, as cnats shows it. Only when the raw block cannot be located
+// (messages built locally, or a cnats with another memory layout) do cnats' accessors decide.
+//
+// Errc::invalid_argument when the header block is malformed: a producer can send one that the
+// server passes through (a line without ':', a name with blanks or control bytes, a bare CR or
+// LF), and such a message has no trustworthy headers.
+Result<Message> fromNatsMsg(natsMsg* msg);
+
+// The header parser used by fromNatsMsg, on a complete block ("NATS/1.0...\r\n\r\n").
+Result<Headers> parseHeaderBlock(std::string_view block);
+
+// A new natsMsg with the subject, reply, payload and every header value (natsMsgHeader_Add per
+// value, in order). Errc::invalid_argument for an empty subject or header name, or for a name or
+// value that cannot go on the wire (CR, LF, NUL; ':' or space in a name).
+Result<NatsMsgPtr> toNatsMsg(const OutMessage& message);
+
+// Bytes the message takes against the server's max payload: the payload plus, when there are
+// headers, the encoded header block ("NATS/1.0\r\n", "Name: value\r\n" per value, "\r\n").
+std::size_t wireSize(const OutMessage& message);
+
+}  // namespace countersign::natsio

@@ -1,0 +1,83 @@
+// An asynchronous core NATS subscription that hands countersign Messages to a handler.
+#pragma once
+
+#include <nats/nats.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "countersign/message.hpp"
+#include "countersign/result.hpp"
+#include "nats/connection.hpp"
+
+namespace countersign::natsio {
+
+class Subscription {
+ public:
+  using Handler = std::function<void(Message&&)>;
+  // A message whose header block cnats cannot parse (a producer can send one): it comes with
+  // subject, reply and payload but no headers, and the parse error. Without this handler such
+  // messages are dropped (and counted in badMessages()).
+  using BadMessageHandler = std::function<void(Message&&, const Error&)>;
+
+  // Subscribes to `subject` (wildcards allowed), in queue group `queue` unless it is empty.
+  // Threading: the handlers run on the subscription's own cnats delivery thread, one message
+  // at a time, in the order the server sent them; never inline in this call. A handler must not
+  // throw (an exception is caught and dropped, counted in badMessages()). Pending limits are
+  // 1M messages / 1 GiB so that bursts wait instead of being dropped as a slow consumer.
+  // The Connection must outlive the Subscription.
+  static Result<std::unique_ptr<Subscription>> subscribe(Connection& connection,
+                                                         const std::string& subject,
+                                                         const std::string& queue, Handler handler,
+                                                         BadMessageHandler on_bad = {});
+  // Unsubscribes and waits until no handler runs any more (see unsubscribe()).
+  ~Subscription();
+  Subscription(const Subscription&) = delete;
+  Subscription& operator=(const Subscription&) = delete;
+
+  // Stops delivery at once: messages still queued are dropped. Returns when no handler runs any
+  // more (at most 10 s), except when called from a handler of this subscription, where it only
+  // stops the delivery of further messages.
+  void unsubscribe();
+  // Graceful stop: removes interest, then lets the handler finish every message already
+  // received. Errc::timeout if that takes longer than `timeout` (the rest are dropped);
+  // Errc::invalid_argument when called from a handler of this subscription (it would wait for
+  // itself).
+  Status drain(std::chrono::milliseconds timeout);
+
+  const std::string& subject() const { return subject_; }
+  // Messages dropped because their headers were malformed (without BadMessageHandler) or a
+  // handler threw.
+  std::uint64_t badMessages() const { return state_->bad.load(); }
+
+ private:
+  // Shared with the delivery thread; freed by whichever of the Subscription and the
+  // completion callback finishes last.
+  struct State {
+    Handler handler;
+    BadMessageHandler on_bad;
+    std::atomic<std::uint64_t> bad{0};
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool complete = false;  // cnats will not call the handler again
+    bool orphaned = false;  // the Subscription is gone
+  };
+
+  Subscription() = default;
+  bool onDeliveryThread() const;
+  bool waitComplete(std::chrono::milliseconds timeout);
+  static void onMessage(natsConnection* nc, natsSubscription* sub, natsMsg* msg, void* closure);
+  static void onComplete(void* closure);
+
+  natsSubscription* sub_ = nullptr;
+  State* state_ = nullptr;
+  std::string subject_;
+};
+
+}  // namespace countersign::natsio

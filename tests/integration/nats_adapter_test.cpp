@@ -1,0 +1,1302 @@
+// The cnats adapters (src/nats/) and the harness itself, against real nats-server processes.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest-spi.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "integration/harness/harness.hpp"
+#include "nats/child_process.hpp"
+#include "nats/connection.hpp"
+#include "nats/embedded_server.hpp"
+#include "nats/kv_bucket.hpp"
+#include "nats/message_convert.hpp"
+#include "nats/nats_publisher.hpp"
+#include "nats/subscriber.hpp"
+
+namespace countersign::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using natsio::Connection;
+using natsio::EmbeddedServer;
+using natsio::KvBucket;
+using natsio::NatsPublisher;
+using natsio::Subscription;
+
+// ---- helpers --------------------------------------------------------------------------------
+
+NatsConfig configFor(const std::string& url) {
+  NatsConfig config;
+  config.servers = {url};
+  config.name = "countersign-it";
+  return config;
+}
+
+std::unique_ptr<Connection> connectTo(const std::string& url, natsio::Logger logger = {}) {
+  auto connection = Connection::connect(configFor(url), "test", false, std::move(logger));
+  if (!connection) throw std::runtime_error("connect: " + connection.error().message);
+  return std::move(*connection);
+}
+
+std::unique_ptr<KvBucket> openBucket(Connection& connection,
+                                     const std::string& bucket = "approvals",
+                                     std::chrono::seconds max_age = std::chrono::seconds(0)) {
+  StoreConfig config;
+  config.bucket = bucket;
+  config.max_age = max_age;
+  auto kv = KvBucket::open(connection, config);
+  if (!kv) throw std::runtime_error("open bucket: " + kv.error().message);
+  return std::move(*kv);
+}
+
+// A port nobody listens on right now (bound to 0, then released).
+int freePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    throw std::runtime_error("bind");
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// A socket listening on a free loopback port until destroyed.
+struct Listener {
+  int fd = -1;
+  int port = 0;
+  Listener() {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 4) != 0) {
+      throw std::runtime_error("listen");
+    }
+    socklen_t len = sizeof addr;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    port = ntohs(addr.sin_port);
+  }
+  ~Listener() { ::close(fd); }
+};
+
+// Sends one HPUB with a raw header block over a bare protocol connection (what a careless or
+// hostile producer can do), waiting for the server's PONG so that it was processed.
+void rawHeaderPublish(int port, const std::string& subject, const std::string& header_block,
+                      const std::string& payload) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  std::string frame = "CONNECT {\"headers\":true,\"verbose\":false,\"pedantic\":false}\r\n";
+  frame += "HPUB " + subject + " " + std::to_string(header_block.size()) + " " +
+           std::to_string(header_block.size() + payload.size()) + "\r\n" + header_block + payload +
+           "\r\nPING\r\n";
+  ASSERT_EQ(::write(fd, frame.data(), frame.size()), static_cast<ssize_t>(frame.size()));
+  std::string received;
+  char buffer[4096];
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (received.find("PONG") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    ssize_t got = ::recv(fd, buffer, sizeof buffer, MSG_DONTWAIT);
+    if (got > 0) {
+      received.append(buffer, static_cast<std::size_t>(got));
+    } else {
+      std::this_thread::sleep_for(5ms);
+    }
+  }
+  ::close(fd);
+  ASSERT_NE(received.find("PONG"), std::string::npos) << received;
+}
+
+std::vector<std::string> valuesOf(const Headers& headers, const std::string& name) {
+  std::vector<std::string> values;
+  for (const auto& [n, v] : headers) {
+    if (n == name) values.push_back(v);
+  }
+  return values;
+}
+
+template <class Predicate>
+bool eventually(Predicate predicate, std::chrono::milliseconds timeout = 10s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (predicate()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return predicate();
+}
+
+// Collects what a Subscription handler receives.
+struct Inbox {
+  std::mutex mutex;
+  std::vector<Message> messages;
+  std::vector<std::thread::id> threads;
+  Subscription::Handler handler() {
+    return [this](Message&& m) {
+      std::lock_guard lock(mutex);
+      messages.push_back(std::move(m));
+      threads.push_back(std::this_thread::get_id());
+    };
+  }
+  std::size_t size() {
+    std::lock_guard lock(mutex);
+    return messages.size();
+  }
+  std::vector<Message> copy() {
+    std::lock_guard lock(mutex);
+    return messages;
+  }
+};
+
+class NatsAdapterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server = NatsServer::start();
+    connection = connectTo(server->url());
+  }
+  std::unique_ptr<NatsServer> server;
+  std::unique_ptr<Connection> connection;
+};
+
+// ---- Connection -----------------------------------------------------------------------------
+
+TEST(NatsConnection, FailsClearlyWhenNoServerListens) {
+  const int port = freePort();
+  const auto started = std::chrono::steady_clock::now();
+  auto connection =
+      Connection::connect(configFor("nats://127.0.0.1:" + std::to_string(port)), "", false);
+  ASSERT_FALSE(connection.has_value());
+  EXPECT_EQ(connection.error().code, Errc::unavailable);
+  EXPECT_NE(connection.error().message.find(std::to_string(port)), std::string::npos)
+      << connection.error().message;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
+}
+
+TEST(NatsConnection, RefusesAnEmptyServerList) {
+  NatsConfig config;
+  config.servers.clear();
+  auto connection = Connection::connect(config, "", false);
+  ASSERT_FALSE(connection.has_value());
+  EXPECT_EQ(connection.error().code, Errc::invalid_argument);
+}
+
+TEST(NatsConnection, RefusesAMissingCredentialsFile) {
+  auto server = NatsServer::start();
+  NatsConfig config = configFor(server->url());
+  config.credentials = "/nonexistent/countersign.creds";
+  auto connection = Connection::connect(config, "", false);
+  EXPECT_FALSE(connection.has_value());
+}
+
+TEST_F(NatsAdapterTest, ReportsMaxPayloadConnectedAndFlush) {
+  EXPECT_TRUE(connection->connected());
+  EXPECT_EQ(connection->maxPayload(), 1024u * 1024u);
+  EXPECT_TRUE(connection->flush(2s).has_value());
+  EXPECT_NE(connection->js(), nullptr);
+  EXPECT_NE(connection->raw(), nullptr);
+}
+
+TEST(NatsConnection, MaxPayloadFollowsTheServer) {
+  NatsServerOptions options;
+  options.extra_config = "max_payload: 4096";
+  auto server = NatsServer::start(options);
+  auto connection = connectTo(server->url());
+  EXPECT_EQ(connection->maxPayload(), 4096u);
+}
+
+TEST(NatsConnection, LogsDisconnectAndReconnectAcrossAServerRestart) {
+  auto server = NatsServer::start();
+  std::mutex mutex;
+  std::vector<std::string> lines;
+  auto connection = connectTo(server->url(), [&](std::string_view line) {
+    std::lock_guard lock(mutex);
+    lines.emplace_back(line);
+  });
+  auto logged = [&](const std::string& word) {
+    std::lock_guard lock(mutex);
+    return std::any_of(lines.begin(), lines.end(),
+                       [&](const std::string& l) { return l.find(word) != std::string::npos; });
+  };
+  server->stop();
+  EXPECT_TRUE(eventually([&] { return logged("disconnected"); }));
+  EXPECT_FALSE(connection->connected());
+  server->restart();
+  EXPECT_TRUE(eventually([&] { return logged("reconnected"); }));
+  EXPECT_TRUE(eventually([&] { return connection->connected(); }));
+  EXPECT_TRUE(connection->flush(2s).has_value());
+  // The connection name carries the suffix given at connect.
+  std::lock_guard lock(mutex);
+  EXPECT_TRUE(std::any_of(lines.begin(), lines.end(), [](const std::string& l) {
+    return l.find("countersign-it-test") != std::string::npos;
+  }));
+}
+
+TEST_F(NatsAdapterTest, DrainDeliversPendingMessagesThenCloses) {
+  Client client(server->url());
+  std::atomic<int> handled{0};
+  auto sub = Subscription::subscribe(*connection, "slow.>", "", [&](Message&&) {
+    std::this_thread::sleep_for(2ms);
+    handled.fetch_add(1);
+  });
+  ASSERT_TRUE(sub.has_value()) << sub.error().message;
+  ASSERT_TRUE(connection->flush(2s).has_value());
+  for (int i = 0; i < 100; ++i) client.publish("slow.x", std::to_string(i));
+  client.flush();
+  // Wait until the server handed them all over, then drain: none may be lost.
+  ASSERT_TRUE(connection->flush(2s).has_value());
+  connection->drain(10s);
+  EXPECT_EQ(handled.load(), 100);
+  EXPECT_FALSE(connection->connected());
+}
+
+// ---- KvBucket -------------------------------------------------------------------------------
+
+TEST_F(NatsAdapterTest, BucketIsCreatedWithHistoryOneFileStorageAndMaxAge) {
+  auto kv = openBucket(*connection, "made_here", std::chrono::seconds(3600));
+  jsStreamInfo* info = nullptr;
+  jsErrCode js_error{};
+  ASSERT_EQ(js_GetStreamInfo(&info, connection->js(), "KV_made_here", nullptr, &js_error), NATS_OK);
+  EXPECT_EQ(info->Config->MaxMsgsPerSubject, 1);
+  EXPECT_EQ(info->Config->Storage, js_FileStorage);
+  EXPECT_EQ(info->Config->Replicas, 1);
+  EXPECT_EQ(info->Config->MaxAge, 3600LL * 1000 * 1000 * 1000);
+  jsStreamInfo_Destroy(info);
+
+  // A second open binds to the same bucket and sees its data.
+  ASSERT_TRUE(kv->create("k", "v").has_value());
+  auto again = openBucket(*connection, "made_here");
+  auto entry = again->get("k");
+  ASSERT_TRUE(entry.has_value());
+  EXPECT_EQ(entry->value, "v");
+}
+
+TEST_F(NatsAdapterTest, KvCreateGetUpdateSemantics) {
+  auto kv = openBucket(*connection);
+  auto first = kv->create("job-1", "one");
+  ASSERT_TRUE(first.has_value()) << first.error().message;
+  EXPECT_GT(*first, 0u);
+
+  auto twice = kv->create("job-1", "other");
+  ASSERT_FALSE(twice.has_value());
+  EXPECT_EQ(twice.error().code, Errc::exists);
+
+  auto entry = kv->get("job-1");
+  ASSERT_TRUE(entry.has_value());
+  EXPECT_EQ(entry->value, "one");
+  EXPECT_EQ(entry->revision, *first);
+
+  auto updated = kv->update("job-1", "two", *first);
+  ASSERT_TRUE(updated.has_value()) << updated.error().message;
+  EXPECT_GT(*updated, *first);
+
+  auto stale = kv->update("job-1", "three", *first);
+  ASSERT_FALSE(stale.has_value());
+  EXPECT_EQ(stale.error().code, Errc::wrong_revision);
+  entry = kv->get("job-1");
+  ASSERT_TRUE(entry.has_value());
+  EXPECT_EQ(entry->value, "two");
+  EXPECT_EQ(entry->revision, *updated);
+
+  auto missing = kv->get("nope");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code, Errc::not_found);
+
+  auto update_missing = kv->update("nope", "x", 5);
+  ASSERT_FALSE(update_missing.has_value());
+  EXPECT_EQ(update_missing.error().code, Errc::wrong_revision);
+  EXPECT_EQ(kv->get("nope").error().code, Errc::not_found);
+}
+
+TEST_F(NatsAdapterTest, KvUpdateWithRevisionZeroIsRefusedNotAnUnconditionalPut) {
+  auto kv = openBucket(*connection);
+  ASSERT_TRUE(kv->create("k", "original").has_value());
+  auto zero = kv->update("k", "overwritten", 0);
+  ASSERT_FALSE(zero.has_value());
+  EXPECT_EQ(zero.error().code, Errc::invalid_argument);
+  EXPECT_EQ(kv->get("k")->value, "original");
+  EXPECT_EQ(kv->update("fresh", "x", 0).error().code, Errc::invalid_argument);
+  EXPECT_EQ(kv->get("fresh").error().code, Errc::not_found);
+}
+
+TEST_F(NatsAdapterTest, KvKeysWithSlashesAndBinaryValues) {
+  auto kv = openBucket(*connection);
+  const std::string binary("a\0b\xff\r\n", 6);
+  ASSERT_TRUE(kv->create("id-1/decision", binary).has_value());
+  ASSERT_TRUE(kv->create("id-1/replay/1", "").has_value());
+  EXPECT_EQ(kv->get("id-1/decision")->value, binary);
+  EXPECT_EQ(kv->get("id-1/replay/1")->value, "");
+}
+
+TEST_F(NatsAdapterTest, KvRefusesInvalidKeys) {
+  auto kv = openBucket(*connection);
+  for (const std::string key :
+       {"", "has space", ".leading", "trailing.", "two..dots", "star*", "gt>"}) {
+    auto created = kv->create(key, "v");
+    ASSERT_FALSE(created.has_value()) << key;
+    EXPECT_EQ(created.error().code, Errc::invalid_argument) << key;
+  }
+}
+
+TEST_F(NatsAdapterTest, KvDeletedKeyIsNotFoundAndNotListed) {
+  auto kv = openBucket(*connection);
+  ASSERT_TRUE(kv->create("gone", "v").has_value());
+  ASSERT_TRUE(kv->create("kept", "v").has_value());
+  kvStore* raw = nullptr;
+  ASSERT_EQ(js_KeyValue(&raw, connection->js(), "approvals"), NATS_OK);
+  ASSERT_EQ(kvStore_Delete(raw, "gone"), NATS_OK);
+  kvStore_Destroy(raw);
+  EXPECT_EQ(kv->get("gone").error().code, Errc::not_found);
+  auto keys = kv->keys();
+  ASSERT_TRUE(keys.has_value());
+  EXPECT_EQ(*keys, std::vector<std::string>{"kept"});
+}
+
+TEST_F(NatsAdapterTest, KvKeysOfEmptyBucketIsEmptyThenListsEveryKey) {
+  auto kv = openBucket(*connection);
+  auto none = kv->keys();
+  ASSERT_TRUE(none.has_value()) << none.error().message;
+  EXPECT_TRUE(none->empty());
+  std::set<std::string> expected;
+  for (int i = 0; i < 50; ++i) {
+    std::string key = "k" + std::to_string(i);
+    ASSERT_TRUE(kv->create(key, "v").has_value());
+    expected.insert(key);
+  }
+  ASSERT_TRUE(kv->update("k7", "w", kv->get("k7")->revision).has_value());
+  auto keys = kv->keys();
+  ASSERT_TRUE(keys.has_value());
+  EXPECT_EQ(std::set<std::string>(keys->begin(), keys->end()), expected);
+  EXPECT_EQ(keys->size(), expected.size());
+}
+
+TEST_F(NatsAdapterTest, KvCreateRaceHasExactlyOneWinner) {
+  constexpr int kRacers = 8;
+  constexpr int kRounds = 40;
+  // Each racer on its own connection, as separate countersign replicas would be.
+  std::vector<std::unique_ptr<Connection>> connections;
+  std::vector<std::unique_ptr<KvBucket>> buckets;
+  for (int r = 0; r < kRacers; ++r) {
+    connections.push_back(connectTo(server->url()));
+    buckets.push_back(openBucket(*connections.back()));
+  }
+  for (int round = 0; round < kRounds; ++round) {
+    const std::string key = "race-" + std::to_string(round) + "/decision";
+    std::atomic<int> wins{0};
+    std::atomic<int> exists{0};
+    std::atomic<int> other{0};
+    std::barrier start(kRacers);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < kRacers; ++r) {
+      threads.emplace_back([&, r] {
+        start.arrive_and_wait();
+        auto created =
+            buckets[static_cast<std::size_t>(r)]->create(key, "racer-" + std::to_string(r));
+        if (created) {
+          wins.fetch_add(1);
+        } else if (created.error().code == Errc::exists) {
+          exists.fetch_add(1);
+        } else {
+          other.fetch_add(1);
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    ASSERT_EQ(wins.load(), 1) << "round " << round;
+    ASSERT_EQ(exists.load(), kRacers - 1) << "round " << round;
+    ASSERT_EQ(other.load(), 0) << "round " << round;
+  }
+}
+
+TEST_F(NatsAdapterTest, KvIsUnavailableWhileTheServerIsDown) {
+  auto kv = openBucket(*connection);
+  ASSERT_TRUE(kv->create("k", "v").has_value());
+  server->stop();
+  ASSERT_TRUE(eventually([&] { return !connection->connected(); }));
+  const auto started = std::chrono::steady_clock::now();
+  auto got = kv->get("k");
+  ASSERT_FALSE(got.has_value());
+  EXPECT_EQ(got.error().code, Errc::unavailable) << got.error().message;
+  auto created = kv->create("k2", "v");
+  ASSERT_FALSE(created.has_value());
+  EXPECT_EQ(created.error().code, Errc::unavailable) << created.error().message;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 3s);
+
+  // Back again (same store): the data survived and calls work after the reconnect.
+  server->restart();
+  ASSERT_TRUE(eventually([&] { return connection->connected(); }));
+  auto after = kv->get("k");
+  ASSERT_TRUE(after.has_value()) << after.error().message;
+  EXPECT_EQ(after->value, "v");
+}
+
+TEST(NatsKv, OpenWithoutJetStreamIsUnavailable) {
+  NatsServerOptions options;
+  options.jetstream = false;
+  auto server = NatsServer::start(options);
+  auto connection = connectTo(server->url());
+  StoreConfig config;
+  auto kv = KvBucket::open(*connection, config);
+  ASSERT_FALSE(kv.has_value());
+  EXPECT_EQ(kv.error().code, Errc::unavailable) << kv.error().message;
+}
+
+TEST_F(NatsAdapterTest, KvOpenRefusesAnInvalidBucketName) {
+  StoreConfig config;
+  config.bucket = "bad.name";
+  auto kv = KvBucket::open(*connection, config);
+  ASSERT_FALSE(kv.has_value());
+  EXPECT_EQ(kv.error().code, Errc::invalid_argument) << kv.error().message;
+}
+
+// ---- NatsPublisher --------------------------------------------------------------------------
+
+TEST_F(NatsAdapterTest, CorePublishDeliversPayloadHeadersAndReply) {
+  Client client(server->url());
+  Collector jobs(client, "jobs.>");
+  NatsPublisher publisher(*connection);
+  Headers headers{{"X-Trace", "t1"}, {"X-Multi", "a"}, {"X-Multi", "b"}};
+  OutMessage out{"jobs.a", "_INBOX.reply.1", &headers, "payload-core"};
+  auto ack = publisher.publish(out, Delivery::core, 2s);
+  ASSERT_TRUE(ack.has_value()) << ack.error().message;
+  EXPECT_EQ(ack->sequence, 0u);
+  EXPECT_TRUE(ack->stream.empty());
+  ASSERT_TRUE(connection->flush(2s).has_value());
+  auto got = jobs.waitFor(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].subject, "jobs.a");
+  EXPECT_EQ(got[0].reply, "_INBOX.reply.1");
+  EXPECT_EQ(got[0].payload, "payload-core");
+  EXPECT_EQ(valuesOf(got[0].headers, "X-Trace"), std::vector<std::string>{"t1"});
+  EXPECT_EQ(valuesOf(got[0].headers, "X-Multi"), (std::vector<std::string>{"a", "b"}));
+}
+
+TEST_F(NatsAdapterTest, CoreFlushPublishHasReachedTheServerWhenItReturns) {
+  Client client(server->url());
+  Collector jobs(client, "jobs.>");
+  NatsPublisher publisher(*connection);
+  for (int i = 0; i < 20; ++i) {
+    std::string payload = "m" + std::to_string(i);
+    auto ack =
+        publisher.publish(OutMessage{"jobs.flush", "", nullptr, payload}, Delivery::core_flush, 2s);
+    ASSERT_TRUE(ack.has_value()) << ack.error().message;
+  }
+  auto got = jobs.waitFor(20);
+  ASSERT_EQ(got.size(), 20u);
+  for (int i = 0; i < 20; ++i)
+    EXPECT_EQ(got[static_cast<std::size_t>(i)].payload, "m" + std::to_string(i));
+}
+
+TEST_F(NatsAdapterTest, JetStreamPublishReturnsPubAckAndDeduplicatesByMsgId) {
+  Client client(server->url());
+  client.addStream("JOBS", {"jobs.>"});
+  NatsPublisher publisher(*connection);
+  Headers headers{{"Nats-Msg-Id", "countersign:pay-1"}, {"Countersign-Approval", "granted"}};
+  OutMessage out{"jobs.finance.payment.execute", "", &headers, R"({"amount":10})"};
+
+  auto first = publisher.publish(out, Delivery::jetstream, 5s);
+  ASSERT_TRUE(first.has_value()) << first.error().message;
+  EXPECT_EQ(first->stream, "JOBS");
+  EXPECT_EQ(first->sequence, 1u);
+  EXPECT_FALSE(first->duplicate);
+
+  auto again = publisher.publish(out, Delivery::jetstream, 5s);
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  EXPECT_TRUE(again->duplicate);
+  EXPECT_EQ(again->sequence, 1u);
+  EXPECT_EQ(client.streamMessageCount("JOBS"), 1u);
+
+  Headers other{{"Nats-Msg-Id", "countersign:pay-2"}};
+  auto second = publisher.publish(OutMessage{"jobs.x", "", &other, "p"}, Delivery::jetstream, 5s);
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->sequence, 2u);
+  EXPECT_FALSE(second->duplicate);
+  EXPECT_EQ(client.streamMessageCount("JOBS"), 2u);
+}
+
+TEST_F(NatsAdapterTest, JetStreamPublishWithoutAStreamFailsQuickly) {
+  NatsPublisher publisher(*connection);
+  const auto started = std::chrono::steady_clock::now();
+  auto ack =
+      publisher.publish(OutMessage{"nostream.here", "", nullptr, "x"}, Delivery::jetstream, 3s);
+  ASSERT_FALSE(ack.has_value());
+  EXPECT_TRUE(ack.error().code == Errc::unavailable || ack.error().code == Errc::timeout)
+      << ack.error().message;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 3500ms);
+}
+
+TEST_F(NatsAdapterTest, TooLargeIsRefusedBeforeSendingAndTheConnectionSurvives) {
+  Client client(server->url());
+  Collector jobs(client, "jobs.>");
+  NatsPublisher publisher(*connection);
+  const std::size_t max = publisher.maxPayload();
+  ASSERT_EQ(max, 1024u * 1024u);
+
+  const std::string too_big(max + 1, 'x');
+  for (Delivery delivery : {Delivery::core, Delivery::core_flush, Delivery::jetstream}) {
+    auto ack = publisher.publish(OutMessage{"jobs.big", "", nullptr, too_big}, delivery, 2s);
+    ASSERT_FALSE(ack.has_value());
+    EXPECT_EQ(ack.error().code, Errc::too_large);
+  }
+  // Headers count: payload of exactly max bytes plus one header is too large.
+  Headers headers{{"H", "v"}};
+  const std::string exactly(max, 'y');
+  auto with_headers =
+      publisher.publish(OutMessage{"jobs.big", "", &headers, exactly}, Delivery::core, 2s);
+  ASSERT_FALSE(with_headers.has_value());
+  EXPECT_EQ(with_headers.error().code, Errc::too_large);
+
+  // Exactly at the limit goes through (the server would cut the connection if we were wrong).
+  auto fits =
+      publisher.publish(OutMessage{"jobs.fits", "", nullptr, exactly}, Delivery::core_flush, 5s);
+  ASSERT_TRUE(fits.has_value()) << fits.error().message;
+  auto got = jobs.waitFor(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].subject, "jobs.fits");
+  EXPECT_EQ(got[0].payload.size(), max);
+  EXPECT_TRUE(connection->connected());
+}
+
+TEST(NatsPublisherLimits, HeaderBlockSizeMatchesTheServersCount) {
+  // With a small max payload, a message whose computed wire size is exactly the limit must be
+  // accepted by the server (an underestimate would make the server close the connection).
+  NatsServerOptions options;
+  options.extra_config = "max_payload: 1000";
+  auto server = NatsServer::start(options);
+  auto connection = connectTo(server->url());
+  Client client(server->url());
+  Collector jobs(client, "jobs.>");
+  NatsPublisher publisher(*connection);
+  Headers headers{{"Name-One", "value"}, {"Name-One", "second"}, {"Other", ""}};
+  OutMessage probe{"jobs.limit", "", &headers, ""};
+  const std::size_t header_bytes = natsio::wireSize(probe);
+  EXPECT_EQ(
+      header_bytes,
+      std::string("NATS/1.0\r\nName-One: value\r\nName-One: second\r\nOther: \r\n\r\n").size());
+  const std::string payload(1000 - header_bytes, 'p');
+  OutMessage exact{"jobs.limit", "", &headers, payload};
+  ASSERT_EQ(natsio::wireSize(exact), 1000u);
+  auto ack = publisher.publish(exact, Delivery::core_flush, 5s);
+  ASSERT_TRUE(ack.has_value()) << ack.error().message;
+  ASSERT_EQ(jobs.waitFor(1).size(), 1u);
+  const std::string one_more = payload + "p";
+  auto over =
+      publisher.publish(OutMessage{"jobs.limit", "", &headers, one_more}, Delivery::core_flush, 5s);
+  ASSERT_FALSE(over.has_value());
+  EXPECT_EQ(over.error().code, Errc::too_large);
+  EXPECT_TRUE(connection->connected());
+}
+
+TEST_F(NatsAdapterTest, PublishRefusesBadSubjectsAndHeaders) {
+  NatsPublisher publisher(*connection);
+  Headers bad_name{{"Bad Name", "v"}};
+  Headers colon_name{{"Bad:Name", "v"}};
+  Headers crlf_value{{"X", "a\r\nInjected: yes"}};
+  Headers empty_name{{"", "v"}};
+  for (const Headers* headers : {&bad_name, &colon_name, &crlf_value, &empty_name}) {
+    auto ack = publisher.publish(OutMessage{"jobs.x", "", headers, "p"}, Delivery::core, 1s);
+    ASSERT_FALSE(ack.has_value());
+    EXPECT_EQ(ack.error().code, Errc::invalid_argument);
+  }
+  for (const char* subject : {"", "has space", "tab\there"}) {
+    auto ack = publisher.publish(OutMessage{subject, "", nullptr, "p"}, Delivery::core, 1s);
+    ASSERT_FALSE(ack.has_value()) << subject;
+    EXPECT_EQ(ack.error().code, Errc::invalid_argument);
+  }
+  EXPECT_TRUE(connection->connected());
+}
+
+TEST_F(NatsAdapterTest, PublishWhileTheServerIsDownIsNotConfirmed) {
+  Client client(server->url());
+  client.addStream("JOBS", {"jobs.>"});
+  NatsPublisher publisher(*connection);
+  server->stop();
+  ASSERT_TRUE(eventually([&] { return !connection->connected(); }));
+  const auto started = std::chrono::steady_clock::now();
+  auto js = publisher.publish(OutMessage{"jobs.a", "", nullptr, "x"}, Delivery::jetstream, 1s);
+  ASSERT_FALSE(js.has_value());
+  EXPECT_TRUE(js.error().code == Errc::unavailable || js.error().code == Errc::timeout)
+      << js.error().message;
+  auto flushed =
+      publisher.publish(OutMessage{"jobs.a", "", nullptr, "x"}, Delivery::core_flush, 500ms);
+  ASSERT_FALSE(flushed.has_value());
+  EXPECT_TRUE(flushed.error().code == Errc::unavailable || flushed.error().code == Errc::timeout)
+      << flushed.error().message;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 1s);
+  // A core publish is buffered by cnats and reported as done: never proof of delivery.
+  EXPECT_TRUE(
+      publisher.publish(OutMessage{"jobs.a", "", nullptr, "x"}, Delivery::core, 1s).has_value());
+}
+
+TEST_F(NatsAdapterTest, CheckStreamReturnsTheDuplicateWindow) {
+  Client client(server->url());
+  client.addStream("JOBS", {"jobs.>"}, std::chrono::seconds(30));
+  auto window = natsio::checkStream(*connection, "JOBS");
+  ASSERT_TRUE(window.has_value()) << window.error().message;
+  EXPECT_EQ(*window, std::chrono::seconds(30));
+
+  auto missing = natsio::checkStream(*connection, "NOPE");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code, Errc::unavailable);
+  EXPECT_NE(missing.error().message.find("NOPE"), std::string::npos);
+}
+
+// ---- Subscription ---------------------------------------------------------------------------
+
+TEST_F(NatsAdapterTest, QueueGroupDeliversEachMessageOnceAcrossSubscribers) {
+  auto second_connection = connectTo(server->url());
+  Inbox a;
+  Inbox b;
+  auto sub_a = Subscription::subscribe(*connection, "agents.jobs.>", "countersign", a.handler());
+  auto sub_b =
+      Subscription::subscribe(*second_connection, "agents.jobs.>", "countersign", b.handler());
+  ASSERT_TRUE(sub_a.has_value() && sub_b.has_value());
+  ASSERT_TRUE(connection->flush(2s).has_value());
+  ASSERT_TRUE(second_connection->flush(2s).has_value());
+
+  Client client(server->url());
+  constexpr int kCount = 400;
+  for (int i = 0; i < kCount; ++i) client.publish("agents.jobs.t", std::to_string(i));
+  client.flush();
+  ASSERT_TRUE(eventually([&] { return a.size() + b.size() >= kCount; }));
+  std::this_thread::sleep_for(200ms);  // a duplicate would show up by now
+  std::multiset<std::string> seen;
+  for (auto& m : a.copy()) seen.insert(m.payload);
+  for (auto& m : b.copy()) seen.insert(m.payload);
+  EXPECT_EQ(seen.size(), static_cast<std::size_t>(kCount));
+  for (int i = 0; i < kCount; ++i) EXPECT_EQ(seen.count(std::to_string(i)), 1u) << i;
+  EXPECT_GT(a.size(), 0u);
+  EXPECT_GT(b.size(), 0u);
+}
+
+TEST_F(NatsAdapterTest, PlainSubscriptionsEachGetEveryMessageInOrderOffTheCallerThread) {
+  Inbox a;
+  Inbox b;
+  auto sub_a = Subscription::subscribe(*connection, "events.>", "", a.handler());
+  auto sub_b = Subscription::subscribe(*connection, "events.>", "", b.handler());
+  ASSERT_TRUE(sub_a.has_value() && sub_b.has_value());
+  ASSERT_TRUE(connection->flush(2s).has_value());
+  Client client(server->url());
+  for (int i = 0; i < 100; ++i) client.publish("events.e", std::to_string(i));
+  client.flush();
+  ASSERT_TRUE(eventually([&] { return a.size() == 100 && b.size() == 100; }));
+  auto messages = a.copy();
+  for (int i = 0; i < 100; ++i)
+    EXPECT_EQ(messages[static_cast<std::size_t>(i)].payload, std::to_string(i));
+  std::lock_guard lock(a.mutex);
+  for (auto id : a.threads) EXPECT_NE(id, std::this_thread::get_id());
+}
+
+TEST_F(NatsAdapterTest, UnsubscribeStopsDelivery) {
+  Inbox inbox;
+  auto sub = Subscription::subscribe(*connection, "stop.>", "", inbox.handler());
+  ASSERT_TRUE(sub.has_value());
+  ASSERT_TRUE(connection->flush(2s).has_value());
+  Client client(server->url());
+  Collector witness(client, "stop.>");
+  client.publish("stop.a", "before");
+  client.flush();
+  ASSERT_TRUE(eventually([&] { return inbox.size() == 1; }));
+  (*sub)->unsubscribe();
+  ASSERT_TRUE(connection->flush(2s).has_value());
+  client.publish("stop.a", "after");
+  client.flush();
+  ASSERT_EQ(witness.waitFor(2).size(), 2u);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(inbox.size(), 1u);
+}
+
+TEST_F(NatsAdapterTest, DestructorWaitsForTheRunningHandler) {
+  std::atomic<bool> started{false};
+  std::atomic<bool> finished{false};
+  auto sub = Subscription::subscribe(*connection, "wait.>", "", [&](Message&&) {
+    started = true;
+    std::this_thread::sleep_for(300ms);
+    finished = true;
+  });
+  ASSERT_TRUE(sub.has_value());
+  ASSERT_TRUE(connection->flush(2s).has_value());
+  Client client(server->url());
+  client.publish("wait.a", "x");
+  client.flush();
+  ASSERT_TRUE(eventually([&] { return started.load(); }));
+  sub->reset();
+  EXPECT_TRUE(finished.load());
+}
+
+TEST_F(NatsAdapterTest, HandlerMayDestroyItsOwnSubscription) {
+  std::unique_ptr<Subscription> self;
+  std::atomic<int> calls{0};
+  std::mutex mutex;
+  auto sub = Subscription::subscribe(*connection, "self.>", "", [&](Message&&) {
+    calls.fetch_add(1);
+    std::lock_guard lock(mutex);
+    self.reset();  // must not deadlock
+  });
+  ASSERT_TRUE(sub.has_value());
+  {
+    std::lock_guard lock(mutex);
+    self = std::move(*sub);
+  }
+  ASSERT_TRUE(connection->flush(2s).has_value());
+  Client client(server->url());
+  client.publish("self.a", "1");
+  client.publish("self.a", "2");
+  client.flush();
+  ASSERT_TRUE(eventually([&] { return calls.load() >= 1; }));
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(calls.load(), 1);
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(self, nullptr);
+}
+
+TEST_F(NatsAdapterTest, SubscriptionDrainFinishesReceivedMessages) {
+  std::atomic<int> handled{0};
+  auto sub = Subscription::subscribe(*connection, "drain.>", "", [&](Message&&) {
+    std::this_thread::sleep_for(1ms);
+    handled.fetch_add(1);
+  });
+  ASSERT_TRUE(sub.has_value());
+  ASSERT_TRUE(connection->flush(2s).has_value());
+  Client client(server->url());
+  for (int i = 0; i < 200; ++i) client.publish("drain.a", "x");
+  client.flush();
+  ASSERT_TRUE(connection->flush(2s).has_value());
+  auto drained = (*sub)->drain(10s);
+  ASSERT_TRUE(drained.has_value()) << drained.error().message;
+  EXPECT_EQ(handled.load(), 200);
+  // Nothing more after the drain.
+  client.publish("drain.a", "late");
+  client.flush();
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(handled.load(), 200);
+  // A second drain, unsubscribe and destruction after it are harmless.
+  EXPECT_TRUE((*sub)->drain(1s).has_value());
+  (*sub)->unsubscribe();
+}
+
+TEST_F(NatsAdapterTest, SubscriptionSurvivesItsConnectionClosingFirst) {
+  Inbox inbox;
+  auto sub = Subscription::subscribe(*connection, "x.>", "", inbox.handler());
+  ASSERT_TRUE(sub.has_value());
+  connection->drain(2s);
+  (*sub)->unsubscribe();
+  EXPECT_TRUE((*sub)->drain(1s).has_value());
+  sub->reset();
+  connection.reset();
+}
+
+TEST_F(NatsAdapterTest, MalformedHeadersGoToTheBadMessageHandlerOrAreCounted) {
+  std::mutex mutex;
+  std::vector<std::pair<Message, Error>> bad;
+  Inbox good;
+  auto with_handler = Subscription::subscribe(*connection, "raw.>", "", good.handler(),
+                                              [&](Message&& m, const Error& e) {
+                                                std::lock_guard lock(mutex);
+                                                bad.emplace_back(std::move(m), e);
+                                              });
+  Inbox good_only;
+  auto without = Subscription::subscribe(*connection, "raw.>", "", good_only.handler());
+  ASSERT_TRUE(with_handler.has_value() && without.has_value());
+  ASSERT_TRUE(connection->flush(2s).has_value());
+
+  rawHeaderPublish(server->port(), "raw.bad", "NATS/1.0\r\nno-colon-here\r\n\r\n", "payload-1");
+  rawHeaderPublish(server->port(), "raw.ok", "NATS/1.0\r\nA: 1\r\nA: 2\r\n\r\n", "payload-2");
+  ASSERT_TRUE(eventually([&] { return good.size() == 1 && good_only.size() == 1; }));
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(mutex);
+    return bad.size() == 1;
+  }));
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(bad[0].first.subject, "raw.bad");
+    EXPECT_EQ(bad[0].first.payload, "payload-1");
+    EXPECT_TRUE(bad[0].first.headers.empty());
+    EXPECT_EQ(bad[0].second.code, Errc::invalid_argument);
+  }
+  EXPECT_TRUE(eventually([&] { return (*without)->badMessages() == 1; }));
+  EXPECT_EQ((*with_handler)->badMessages(), 0u);
+  auto ok = good.copy();
+  EXPECT_EQ(ok[0].subject, "raw.ok");
+  EXPECT_EQ(valuesOf(ok[0].headers, "A"), (std::vector<std::string>{"1", "2"}));
+}
+
+TEST_F(NatsAdapterTest, EmptyAndBlankHeaderValuesArriveIntact) {
+  // cnats 3.4.1's own parser would take the next line as the value of an empty one, and fail
+  // on a trailing one (nats.c PR #873): the adapter parses the raw block itself.
+  Inbox inbox;
+  auto sub = Subscription::subscribe(*connection, "hdr.>", "", inbox.handler());
+  ASSERT_TRUE(sub.has_value());
+  ASSERT_TRUE(connection->flush(2s).has_value());
+  rawHeaderPublish(server->port(), "hdr.a",
+                   "NATS/1.0\r\nEmpty:\r\nNext: n\r\nBlank:   \r\nMulti: 1\r\nMulti:2\r\n"
+                   "Spaced:  v  w \r\nLast: \r\n\r\n",
+                   "p");
+  ASSERT_TRUE(eventually([&] { return inbox.size() == 1; }));
+  Message got = inbox.copy()[0];
+  EXPECT_EQ(got.headers, (Headers{{"Empty", ""},
+                                  {"Next", "n"},
+                                  {"Blank", ""},
+                                  {"Multi", "1"},
+                                  {"Multi", "2"},
+                                  {"Spaced", "v  w"},
+                                  {"Last", ""}}));
+  EXPECT_EQ(got.payload, "p");
+  EXPECT_EQ((*sub)->badMessages(), 0u);
+}
+
+TEST(HeaderBlock, ParsesStatusFoldingAndRefusesMalformedBlocks) {
+  auto status = natsio::parseHeaderBlock("NATS/1.0 503 No Responders\r\n\r\n");
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(*status, (Headers{{"Status", "503"}, {"Description", "No Responders"}}));
+  auto code_only = natsio::parseHeaderBlock("NATS/1.0 404\r\nA: b\r\n\r\n");
+  ASSERT_TRUE(code_only.has_value());
+  EXPECT_EQ(*code_only, (Headers{{"Status", "404"}, {"A", "b"}}));
+  auto folded = natsio::parseHeaderBlock("NATS/1.0\r\nA: one\r\n  two\r\n\tthree\r\n\r\n");
+  ASSERT_TRUE(folded.has_value());
+  EXPECT_EQ(*folded, (Headers{{"A", "one two three"}}));
+  auto none = natsio::parseHeaderBlock("NATS/1.0\r\n\r\n");
+  ASSERT_TRUE(none.has_value());
+  EXPECT_TRUE(none->empty());
+  auto colon_in_value = natsio::parseHeaderBlock("NATS/1.0\r\nUrl: http://x:1/a\r\n\r\n");
+  ASSERT_TRUE(colon_in_value.has_value());
+  EXPECT_EQ(*colon_in_value, (Headers{{"Url", "http://x:1/a"}}));
+
+  for (std::string_view bad : {
+           std::string_view("GARBAGE\r\n\r\n"),
+           std::string_view("NATS/1.0\r\nno-colon\r\n\r\n"),
+           std::string_view("NATS/1.0\r\n: empty-name\r\n\r\n"),
+           std::string_view("NATS/1.0\r\nBad Name: v\r\n\r\n"),
+           std::string_view("NATS/1.0\r\n continuation-first\r\n\r\n"),
+           std::string_view("NATS/1.0\r\nA: bare\rCR\r\n\r\n"),
+           std::string_view("NATS/1.0\r\nA: bare\nLF\r\n\r\n"),
+           std::string_view("NATS/1.0\r\nA: 1\r\n"),
+           std::string_view("NATS/1.0\r\nA: 1\r\n\r\nB: 2\r\n\r\n"),
+           std::string_view("NATS/1.0"),
+           std::string_view("NATS/1.0\r\nA: nul\0inside\r\n\r\n", 27),
+       }) {
+    auto parsed = natsio::parseHeaderBlock(bad);
+    ASSERT_FALSE(parsed.has_value()) << ::testing::PrintToString(std::string(bad));
+    EXPECT_EQ(parsed.error().code, Errc::invalid_argument);
+  }
+}
+
+TEST_F(NatsAdapterTest, AThrowingHandlerIsCountedAndDeliveryGoesOn) {
+  std::atomic<int> calls{0};
+  auto sub = Subscription::subscribe(*connection, "throw.>", "", [&](Message&& m) {
+    calls.fetch_add(1);
+    if (m.payload == "boom") throw std::runtime_error("boom");
+  });
+  ASSERT_TRUE(sub.has_value());
+  ASSERT_TRUE(connection->flush(2s).has_value());
+  Client client(server->url());
+  client.publish("throw.a", "boom");
+  client.publish("throw.a", "fine");
+  client.flush();
+  ASSERT_TRUE(eventually([&] { return calls.load() == 2; }));
+  EXPECT_EQ((*sub)->badMessages(), 1u);
+}
+
+TEST_F(NatsAdapterTest, SubscribeRefusesBadInput) {
+  auto no_handler = Subscription::subscribe(*connection, "a.b", "", {});
+  ASSERT_FALSE(no_handler.has_value());
+  EXPECT_EQ(no_handler.error().code, Errc::invalid_argument);
+  auto bad_subject = Subscription::subscribe(*connection, "", "", [](Message&&) {});
+  ASSERT_FALSE(bad_subject.has_value());
+  EXPECT_EQ(bad_subject.error().code, Errc::invalid_argument);
+  auto bad_queue = Subscription::subscribe(*connection, "a.b", "bad queue", [](Message&&) {});
+  ASSERT_FALSE(bad_queue.has_value());
+  EXPECT_EQ(bad_queue.error().code, Errc::invalid_argument);
+}
+
+// ---- message conversion ---------------------------------------------------------------------
+
+TEST_F(NatsAdapterTest, RoundTripKeepsMultiValuedHeadersInOrderAndBinaryPayload) {
+  Inbox inbox;
+  auto sub = Subscription::subscribe(*connection, "rt.>", "", inbox.handler());
+  ASSERT_TRUE(sub.has_value());
+  ASSERT_TRUE(connection->flush(2s).has_value());
+  NatsPublisher publisher(*connection);
+  Headers headers{{"X-Multi", "first"}, {"x-multi", "lower"}, {"X-Multi", "second"},
+                  {"Empty", ""},        {"X-Multi", "third"}, {"Unicode", "caf\xc3\xa9"}};
+  const std::string payload("\x00\x01binary\xff\x00", 10);
+  auto ack = publisher.publish(OutMessage{"rt.one", "_INBOX.r", &headers, payload},
+                               Delivery::core_flush, 2s);
+  ASSERT_TRUE(ack.has_value()) << ack.error().message;
+  ASSERT_TRUE(eventually([&] { return inbox.size() == 1; }));
+  Message got = inbox.copy()[0];
+  EXPECT_EQ(got.subject, "rt.one");
+  EXPECT_EQ(got.reply, "_INBOX.r");
+  EXPECT_EQ(got.payload, payload);
+  EXPECT_EQ(valuesOf(got.headers, "X-Multi"),
+            (std::vector<std::string>{"first", "second", "third"}));
+  EXPECT_EQ(valuesOf(got.headers, "x-multi"), std::vector<std::string>{"lower"});
+  EXPECT_EQ(valuesOf(got.headers, "Empty"), std::vector<std::string>{""});
+  EXPECT_EQ(valuesOf(got.headers, "Unicode"), std::vector<std::string>{"caf\xc3\xa9"});
+  EXPECT_EQ(got.headers.size(), headers.size());
+}
+
+TEST(MessageConvert, LocalRoundTripWithoutAServer) {
+  Headers headers{{"A", "1"}, {"B", "x"}, {"A", "2"}};
+  auto msg = natsio::toNatsMsg(OutMessage{"s.t", "r.t", &headers, "body"});
+  ASSERT_TRUE(msg.has_value());
+  auto back = natsio::fromNatsMsg(msg->get());
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->subject, "s.t");
+  EXPECT_EQ(back->reply, "r.t");
+  EXPECT_EQ(back->payload, "body");
+  EXPECT_EQ(valuesOf(back->headers, "A"), (std::vector<std::string>{"1", "2"}));
+  EXPECT_EQ(valuesOf(back->headers, "B"), std::vector<std::string>{"x"});
+
+  auto bare = natsio::toNatsMsg(OutMessage{"s", "", nullptr, ""});
+  ASSERT_TRUE(bare.has_value());
+  auto bare_back = natsio::fromNatsMsg(bare->get());
+  ASSERT_TRUE(bare_back.has_value());
+  EXPECT_TRUE(bare_back->headers.empty());
+  EXPECT_TRUE(bare_back->reply.empty());
+  EXPECT_TRUE(bare_back->payload.empty());
+  EXPECT_EQ(natsio::wireSize(OutMessage{"s", "", nullptr, "12345"}), 5u);
+  Headers none;
+  EXPECT_EQ(natsio::wireSize(OutMessage{"s", "", &none, "12345"}), 5u);
+}
+
+// ---- EmbeddedServer -------------------------------------------------------------------------
+
+TEST(EmbeddedServerTest, StartsOnAFreePortWithJetStreamAndStops) {
+  TempDir dir;
+  const fs::path data = dir.path() / "nested" / "data";
+  const int port = freePort();
+  std::vector<std::string> lines;
+  auto server = EmbeddedServer::start(NATS_SERVER_BIN, "127.0.0.1", port, data.string(),
+                                      [&](std::string_view line) { lines.emplace_back(line); });
+  ASSERT_TRUE(server.has_value()) << server.error().message;
+  EXPECT_TRUE((*server)->running());
+  EXPECT_EQ((*server)->port(), port);
+  EXPECT_EQ((*server)->url(), "nats://127.0.0.1:" + std::to_string(port));
+  EXPECT_TRUE(fs::exists(data / "nats-server.log"));
+  {
+    auto connection = connectTo((*server)->url());
+    auto kv = openBucket(*connection);
+    EXPECT_TRUE(kv->create("k", "v").has_value());
+  }
+  EXPECT_TRUE(fs::exists(data / "jetstream"));
+  const pid_t pid = (*server)->pid();
+  (*server)->stop();
+  EXPECT_FALSE((*server)->running());
+  EXPECT_FALSE(natsio::tcpConnects("127.0.0.1", port));
+  EXPECT_NE(::kill(pid, 0), 0);  // reaped, not a zombie
+  EXPECT_FALSE(lines.empty());
+
+  // Started again on the same data: the KV data is still there.
+  auto again = EmbeddedServer::start(NATS_SERVER_BIN, "127.0.0.1", port, data.string(), {});
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  auto connection = connectTo((*again)->url());
+  auto kv = openBucket(*connection);
+  auto entry = kv->get("k");
+  ASSERT_TRUE(entry.has_value()) << entry.error().message;
+  EXPECT_EQ(entry->value, "v");
+}
+
+TEST(EmbeddedServerTest, RefusesAPortInUseQuicklyQuotingTheLog) {
+  TempDir dir;
+  Listener busy;
+  const auto started = std::chrono::steady_clock::now();
+  auto server =
+      EmbeddedServer::start(NATS_SERVER_BIN, "127.0.0.1", busy.port, dir.path().string(), {});
+  ASSERT_FALSE(server.has_value());
+  EXPECT_EQ(server.error().code, Errc::unavailable);
+  EXPECT_NE(server.error().message.find("address already in use"), std::string::npos)
+      << server.error().message;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
+}
+
+TEST(EmbeddedServerTest, PicksAPortWhenGivenNone) {
+  TempDir dir;
+  auto server = EmbeddedServer::start(NATS_SERVER_BIN, "127.0.0.1", -1, dir.path().string(), {});
+  ASSERT_TRUE(server.has_value()) << server.error().message;
+  EXPECT_GT((*server)->port(), 0);
+  auto connection = connectTo((*server)->url());
+  EXPECT_TRUE(connection->connected());
+}
+
+TEST(EmbeddedServerTest, FailsClearlyForAMissingBinaryOrUnusableDataDir) {
+  TempDir dir;
+  auto missing =
+      EmbeddedServer::start("/nonexistent/nats-server", "127.0.0.1", -1, dir.path().string(), {});
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_NE(missing.error().message.find("/nonexistent/nats-server"), std::string::npos);
+
+  auto not_on_path =
+      EmbeddedServer::start("no-such-nats-server-binary", "127.0.0.1", -1, dir.path().string(), {});
+  ASSERT_FALSE(not_on_path.has_value());
+
+  const fs::path file = dir.write("a-file", "x");
+  auto bad_dir =
+      EmbeddedServer::start(NATS_SERVER_BIN, "127.0.0.1", -1, (file / "sub").string(), {});
+  ASSERT_FALSE(bad_dir.has_value());
+  EXPECT_EQ(bad_dir.error().code, Errc::io);
+}
+
+TEST(EmbeddedServerTest, ServerExitingAtStartIsReportedWithItsLog) {
+  TempDir dir;
+  // An address nats-server cannot bind: it exits at once.
+  auto server =
+      EmbeddedServer::start(NATS_SERVER_BIN, "192.0.2.1", freePort(), dir.path().string(), {});
+  ASSERT_FALSE(server.has_value());
+  EXPECT_NE(server.error().message.find("exited"), std::string::npos) << server.error().message;
+}
+
+// ---- child processes ------------------------------------------------------------------------
+
+TEST(ChildProcess, ReportsExitCodesSignalsAndOutput) {
+  TempDir dir;
+  natsio::SpawnOptions spawn;
+  spawn.argv = {"sh", "-c", "echo out; echo err >&2; echo $CS_TEST_VAR; exit 7"};
+  spawn.env = std::vector<std::string>{"CS_TEST_VAR=hello", "PATH=/usr/bin:/bin"};
+  spawn.stdout_path = (dir.path() / "out").string();
+  spawn.stderr_path = (dir.path() / "err").string();
+  auto pid = natsio::spawnProcess(spawn);
+  ASSERT_TRUE(pid.has_value()) << pid.error().message;
+  EXPECT_EQ(natsio::waitProcess(*pid, 5s), 7);
+  EXPECT_EQ(natsio::tailFile(dir.path() / "out", 10), "out\nhello\n");
+  EXPECT_EQ(natsio::tailFile(dir.path() / "err", 10), "err\n");
+
+  natsio::SpawnOptions sleeper;
+  sleeper.argv = {"sleep", "30"};
+  auto sleeping = natsio::spawnProcess(sleeper);
+  ASSERT_TRUE(sleeping.has_value());
+  EXPECT_EQ(natsio::waitProcess(*sleeping, 50ms), std::nullopt);
+  EXPECT_EQ(natsio::stopProcess(*sleeping, 5s), 128 + SIGTERM);
+}
+
+TEST(ChildProcess, ChildDoesNotInheritBlockedSignalsOrDescriptors) {
+  // countersign blocks SIGTERM for sigtimedwait: its nats-server child must still stop on it.
+  sigset_t block;
+  sigemptyset(&block);
+  sigaddset(&block, SIGTERM);
+  sigset_t old;
+  pthread_sigmask(SIG_BLOCK, &block, &old);
+  int made[2];
+  ASSERT_EQ(::pipe(made), 0);
+  // Not close-on-exec on purpose, and numbered far from what the child opens itself.
+  int pipe_fds[2] = {::fcntl(made[0], F_DUPFD, 200), ::fcntl(made[1], F_DUPFD, 200)};
+  ::close(made[0]);
+  ::close(made[1]);
+  ASSERT_GE(pipe_fds[0], 200);
+  ASSERT_GE(pipe_fds[1], 200);
+  TempDir dir;
+  natsio::SpawnOptions spawn;
+  spawn.argv = {"sh", "-c", "ls /proc/self/fd; exec sleep 30"};
+  spawn.stdout_path = (dir.path() / "fds").string();
+  auto pid = natsio::spawnProcess(spawn);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  ASSERT_TRUE(pid.has_value());
+  ASSERT_TRUE(eventually([&] { return fs::file_size(dir.path() / "fds") > 0; }));
+  EXPECT_EQ(natsio::stopProcess(*pid, 5s), 128 + SIGTERM);
+  std::string fds = natsio::tailFile(dir.path() / "fds", 100);
+  EXPECT_EQ(fds.find(std::to_string(pipe_fds[0]) + "\n"), std::string::npos) << fds;
+  EXPECT_EQ(fds.find(std::to_string(pipe_fds[1]) + "\n"), std::string::npos) << fds;
+  ::close(pipe_fds[0]);
+  ::close(pipe_fds[1]);
+}
+
+TEST(ChildProcess, WorksWhenTheParentHasNoStdin) {
+  // A daemon may run with fd 0 closed: then the files spawnProcess opens land on 0..2.
+  const int saved = ::dup(STDIN_FILENO);
+  ASSERT_GE(saved, 0);
+  ::close(STDIN_FILENO);
+  TempDir dir;
+  natsio::SpawnOptions spawn;
+  spawn.argv = {"sh", "-c", "test -r /dev/stdin && echo in-ok; echo out-ok; echo err-ok >&2"};
+  spawn.stdout_path = (dir.path() / "out").string();
+  spawn.stderr_path = (dir.path() / "err").string();
+  auto pid = natsio::spawnProcess(spawn);
+  ::dup2(saved, STDIN_FILENO);
+  ::close(saved);
+  ASSERT_TRUE(pid.has_value()) << pid.error().message;
+  EXPECT_EQ(natsio::waitProcess(*pid, 5s), 0);
+  EXPECT_EQ(natsio::tailFile(dir.path() / "out", 10), "in-ok\nout-ok\n");
+  EXPECT_EQ(natsio::tailFile(dir.path() / "err", 10), "err-ok\n");
+}
+
+// ---- the harness itself ---------------------------------------------------------------------
+
+TEST(Harness, NatsServerRestartKeepsPortAndStore) {
+  auto server = NatsServer::start();
+  const int port = server->port();
+  ASSERT_GT(port, 0);
+  EXPECT_EQ(server->url(), "nats://127.0.0.1:" + std::to_string(port));
+  Client client(server->url());
+  client.kvPut("harness", "k", "v1");
+  server->restart();
+  EXPECT_EQ(server->port(), port);
+  EXPECT_TRUE(server->running());
+  ASSERT_TRUE(eventually(
+      [&] { return natsConnection_Status(client.raw()) == NATS_CONN_STATUS_CONNECTED; }));
+  EXPECT_EQ(client.kvGet("harness", "k"), std::optional<std::string>("v1"));
+  EXPECT_EQ(client.kvGet("harness", "missing"), std::nullopt);
+  EXPECT_EQ(client.kvGet("no_such_bucket", "k"), std::nullopt);
+  EXPECT_TRUE(fs::exists(server->storeDir() / "jetstream"));
+
+  server->kill9();
+  EXPECT_FALSE(server->running());
+  EXPECT_FALSE(natsio::tcpConnects("127.0.0.1", port));
+  server->restart();
+  EXPECT_EQ(server->port(), port);
+  EXPECT_TRUE(natsio::tcpConnects("127.0.0.1", port));
+}
+
+TEST(Harness, TwoServersGetDifferentPortsAndExtraConfigApplies) {
+  NatsServerOptions options;
+  options.extra_config = "max_payload: 2048";
+  auto a = NatsServer::start(options);
+  auto b = NatsServer::start();
+  EXPECT_NE(a->port(), b->port());
+  EXPECT_EQ(connectTo(a->url())->maxPayload(), 2048u);
+}
+
+TEST(Harness, BrokenServerConfigThrowsWithTheLog) {
+  NatsServerOptions options;
+  options.extra_config = "this is { not valid";
+  try {
+    auto server = NatsServer::start(options);
+    FAIL() << "expected an exception";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("exited"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Harness, ClientRequestCollectorResponderAndStreams) {
+  auto server = NatsServer::start();
+  Client client(server->url());
+  EXPECT_EQ(client.request("nobody.home", "x", {}, 500ms), std::nullopt);
+
+  Responder worker(client, "work.>", "done");
+  Collector all(client, "work.>");
+  auto reply = client.request("work.a", "job", {{"H", "1"}, {"H", "2"}}, 2s);
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->payload, "done");
+  auto received = worker.received();
+  ASSERT_EQ(received.size(), 1u);
+  EXPECT_EQ(received[0].payload, "job");
+  EXPECT_EQ(valuesOf(received[0].headers, "H"), (std::vector<std::string>{"1", "2"}));
+  EXPECT_FALSE(received[0].reply.empty());
+
+  client.publish("work.b", "p", {{"K", "v"}}, "reply.here");
+  client.flush();
+  auto got = all.waitFor(2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1].subject, "work.b");
+  EXPECT_EQ(got[1].reply, "reply.here");
+  EXPECT_EQ(all.count(), 2u);
+  EXPECT_EQ(all.messages().size(), 2u);
+  // waitFor returns what it has when the timeout passes.
+  EXPECT_EQ(all.waitFor(5, 100ms).size(), 2u);
+
+  client.addStream("S", {"s.>"}, std::chrono::seconds(10));
+  EXPECT_EQ(client.streamMessageCount("S"), 0u);
+  client.publish("s.x", "1");
+  client.flush();
+  EXPECT_TRUE(eventually([&] { return client.streamMessageCount("S") == 1u; }));
+  EXPECT_THROW(client.streamMessageCount("NOPE"), std::runtime_error);
+}
+
+TEST(Harness, ClientCannotConnectThrows) {
+  EXPECT_THROW(Client("nats://127.0.0.1:" + std::to_string(freePort())), std::runtime_error);
+}
+
+TEST(Harness, TempDirWritesAndIsRemoved) {
+  fs::path where;
+  {
+    TempDir dir;
+    where = dir.path();
+    auto file = dir.write("a.txt", "hello");
+    EXPECT_EQ(natsio::tailFile(file, 5), "hello\n");
+    EXPECT_TRUE(fs::is_directory(where));
+  }
+  if (std::getenv("KEEP_TEST_DIRS") == nullptr) {
+    EXPECT_FALSE(fs::exists(where));
+  }
+}
+
+TEST(Harness, JsonFieldsFlattensOneLevel) {
+  auto fields = jsonFields(R"({"status":"approval_required","code":202,"ok":true,"n":null,)"
+                           R"("obj":{"a":[1,2]},"s":"with \"quote\""})");
+  EXPECT_EQ(fields["status"], "approval_required");
+  EXPECT_EQ(fields["code"], "202");
+  EXPECT_EQ(fields["ok"], "true");
+  EXPECT_EQ(fields["n"], "null");
+  EXPECT_EQ(fields["obj"], R"({"a":[1,2]})");
+  EXPECT_EQ(fields["s"], "with \"quote\"");
+}
+
+TEST(Harness, JsonFieldsFailsTheTestOnInvalidJson) {
+  // The failure is expected: check it is reported, then keep this test green.
+  ::testing::TestPartResultArray failures;
+  {
+    ::testing::ScopedFakeTestPartResultReporter reporter(
+        ::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ONLY_CURRENT_THREAD, &failures);
+    EXPECT_TRUE(jsonFields("not json").empty());
+    EXPECT_TRUE(jsonFields("[1,2]").empty());
+  }
+  EXPECT_EQ(failures.size(), 2);
+}
+
+TEST(Harness, BasicConfigAndSeedPolicy) {
+  std::string config = basicConfig("nats://127.0.0.1:1234", "release:\n  lease: 1s");
+  EXPECT_NE(config.find("nats://127.0.0.1:1234"), std::string::npos);
+  EXPECT_NE(config.find("agents.jobs.>"), std::string::npos);
+  EXPECT_NE(config.find("file: policy.yaml"), std::string::npos);
+  EXPECT_NE(config.find("embedded: false"), std::string::npos);
+  EXPECT_TRUE(config.ends_with("\nrelease:\n  lease: 1s\n")) << config;
+  EXPECT_TRUE(basicConfig("nats://x:1").ends_with("listen: \"\"\n"));
+  EXPECT_NE(seedPolicy().find("require-approval-prod-finance"), std::string::npos);
+}
+
+TEST(Harness, RunCountersignHelp) {
+  if (!fs::exists(COUNTERSIGN_BIN)) GTEST_SKIP() << "countersign binary not built yet";
+  CommandResult result = runCountersign({"--help"});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("run"), std::string::npos) << result.out;
+  CommandResult bad = runCountersign({"no-such-subcommand"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_FALSE(bad.err.empty() && bad.out.empty());
+}
+
+TEST(Harness, RunCountersignPassesEnvironmentAndKillsOnTimeout) {
+  if (!fs::exists(COUNTERSIGN_BIN)) GTEST_SKIP() << "countersign binary not built yet";
+  // `run` against a server that does not exist exits with an error naming the URL from the
+  // environment override, which shows that `env` reached the child.
+  TempDir dir;
+  auto config = dir.write("c.yaml", basicConfig("nats://127.0.0.1:1"));
+  dir.write("policy.yaml", seedPolicy());
+  const std::string url = "nats://127.0.0.1:" + std::to_string(freePort());
+  CommandResult result =
+      runCountersign({"run", "--config", config.string()}, {{"COUNTERSIGN_NATS_URL", url}}, 20s);
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE((result.out + result.err).find(url), std::string::npos) << result.out << result.err;
+}
+
+}  // namespace
+}  // namespace countersign::testing
