@@ -44,6 +44,10 @@ struct RouteConfig {
   std::string to_stream;  // empty: releases are core publishes (at most once)
   std::string queue = "countersign";  // queue group shared by replicas
   Labels labels;
+  // mode: jetstream only. Empty: COUNTERSIGN_<NAME> (upper-cased, '-' -> '_') and
+  // countersign-<name>.
+  std::string ingress_stream;
+  std::string durable;
 };
 
 struct ControlConfig {
@@ -70,7 +74,20 @@ struct ReleaseConfig {
 };
 
 struct EventsConfig {
-  bool allowed = false;  // `allowed` events are off by default (volume)
+  bool allowed = false;          // `allowed` events are off by default (volume)
+  bool include_payload = false;  // put the job's payload (redacted) into held/approved events
+  // Payload fields replaced by "[REDACTED]" in events and in get/show: dotted JSON paths
+  // ("card.number", "customer.email").
+  std::vector<std::string> redact;
+};
+
+// The audit trail: a JetStream stream over <prefix>.events.> (created at start when missing;
+// file storage, deny delete and purge). Events carry a hash chain (docs/audit.md).
+struct AuditConfig {
+  bool enabled = true;
+  std::string stream = "COUNTERSIGN_AUDIT";
+  int replicas = 1;
+  std::chrono::seconds max_age{0};  // 0: kept forever
 };
 
 struct Config {
@@ -82,6 +99,7 @@ struct Config {
   AdminConfig admin;
   ReleaseConfig release;
   EventsConfig events;
+  AuditConfig audit;
   std::string source;  // the file it came from, for messages
 };
 

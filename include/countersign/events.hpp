@@ -1,8 +1,12 @@
-// Decision events on <prefix>.events.<event>.<topic> (DESIGN.md section 9).
+// Decision events on <prefix>.events.<event>.<topic> (DESIGN.md section 9), and the audit
+// trail's hash chain (docs/audit.md).
 #pragma once
 
+#include <cstdint>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "countersign/clock.hpp"
 #include "countersign/log.hpp"
@@ -21,25 +25,43 @@ struct Event {
   std::string_view policy_snapshot;
   std::string_view actor;
   std::string_view reason;
+  std::string_view payload;  // the job's payload; used only with include_payload
 };
 
-// Publishes events as core messages (fire and forget: an event never blocks or fails a
-// decision). Thread-safe.
+struct EventOptions {
+  std::string prefix = "countersign";
+  bool allowed_events = false;
+  bool include_payload = false;
+  std::vector<std::string> redact;
+  // Audit chain: every event carries {"chain": chain_id, "seq": n, "prev": sha256 of the previous
+  // event body of this chain}, and Nats-Msg-Id <approval id>:<event>:<chain_id>-<n>.
+  bool chained = false;
+  std::string chain_id;
+  // Decisive events (approved, rejected, released, replayed, expired, release_unknown) are
+  // JetStream publishes that wait for the audit stream's PubAck; the others are core publishes
+  // (captured by the same stream) so that the intake path never waits for them.
+  bool durable_decisions = false;
+};
+
+// Thread-safe. An event never fails or blocks a decision beyond its publish.
 class EventSink {
  public:
-  EventSink(Publisher& publisher, const Clock& clock, Logger& log, std::string prefix,
-            bool allowed_events);
+  EventSink(Publisher& publisher, const Clock& clock, Logger& log, EventOptions options);
   void emit(const Event& event);
-  bool allowedEvents() const { return allowed_events_; }
-  // The JSON body of an event, as published (exposed for tests and the audit trail).
-  std::string body(const Event& event) const;
+  bool allowedEvents() const { return options_.allowed_events; }
+  // The JSON body of an unchained event (for tests).
+  std::string body(const Event& event) const { return body(event, 0, {}); }
 
  private:
+  std::string body(const Event& event, std::uint64_t seq, std::string_view prev) const;
+
   Publisher& publisher_;
   const Clock& clock_;
   Logger& log_;
-  std::string prefix_;
-  bool allowed_events_;
+  EventOptions options_;
+  std::mutex chain_mutex_;
+  std::uint64_t seq_ = 0;
+  std::string prev_;
 };
 
 }  // namespace countersign

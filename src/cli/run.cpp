@@ -26,6 +26,7 @@
 #include "countersign/releaser.hpp"
 #include "countersign/replayer.hpp"
 #include "countersign/services.hpp"
+#include "nats/audit_stream.hpp"
 #include "nats/connection.hpp"
 #include "nats/embedded_server.hpp"
 #include "nats/kv_bucket.hpp"
@@ -80,7 +81,7 @@ struct Plane {
 };
 
 Result<Plane> openPlane(const Config& config, std::string_view name, bool send_asap, Logger& log,
-                        const Clock& clock) {
+                        const Clock& clock, const std::string& chain_id) {
   Plane plane;
   auto connection = natsio::Connection::connect(
       config.nats, name, send_asap, [&log](std::string_view line) { log.warn(line); });
@@ -90,8 +91,14 @@ Result<Plane> openPlane(const Config& config, std::string_view name, bool send_a
   auto store = natsio::KvBucket::open(*plane.connection, config.store);
   if (!store) return std::unexpected(store.error());
   plane.store = std::move(*store);
-  plane.events = std::make_unique<EventSink>(*plane.publisher, clock, log, config.control.prefix,
-                                             config.events.allowed);
+  EventOptions events{.prefix = config.control.prefix,
+                      .allowed_events = config.events.allowed,
+                      .include_payload = config.events.include_payload,
+                      .redact = config.events.redact,
+                      .chained = config.audit.enabled,
+                      .chain_id = chain_id + "-" + std::string(name),
+                      .durable_decisions = config.audit.enabled};
+  plane.events = std::make_unique<EventSink>(*plane.publisher, clock, log, std::move(events));
   return plane;
 }
 
@@ -154,15 +161,24 @@ int runGateway(const RunOptions& options) {
 
   // Two connections: intake (high volume, buffered publishes) and control (answers requests at
   // once: send_asap, so cnats does not hold replies for the flusher).
-  auto intake_plane = openPlane(config, "intake", false, log, clock);
+  // This process's audit chains (one per connection) start anew at every start.
+  const std::string chain_id = ids.newId().substr(0, 12);
+  auto intake_plane = openPlane(config, "intake", false, log, clock, chain_id);
   if (!intake_plane) {
     std::cerr << "countersign: cannot start: " << intake_plane.error().message << '\n';
     return kExitStart;
   }
-  auto control_plane = openPlane(config, "control", true, log, clock);
+  auto control_plane = openPlane(config, "control", true, log, clock, chain_id);
   if (!control_plane) {
     std::cerr << "countersign: cannot start: " << control_plane.error().message << '\n';
     return kExitStart;
+  }
+  if (config.audit.enabled) {
+    if (auto audit = natsio::ensureAuditStream(*control_plane->connection, config.audit, config.control.prefix);
+        !audit) {
+      std::cerr << "countersign: audit.stream: " << audit.error().message << '\n';
+      return kExitStart;
+    }
   }
   ReplayerOptions replay_options{.lease = config.release.lease};
   for (std::size_t i = 0; i < config.routes.size(); ++i) {

@@ -398,7 +398,7 @@ ControlReply Control::snapshotChanged(const ApprovalRecord& record, const Policy
   if (!rebound) return lockBusy(record.id);
   s_.events.emit(Event{.event = "held", .approval_id = record.id, .topic = record.topic,
                        .subject = record.subject, .rule = rule, .job_hash = record.job_hash,
-                       .policy_snapshot = policy.snapshot(), .reason = "snapshot_changed"});
+                       .policy_snapshot = policy.snapshot(), .reason = "snapshot_changed", .payload = record.payload});
   auto w = start("conflict", 409);
   w.field("approval_id", record.id).field("reason", "snapshot_changed")
       .field("policy_snapshot", policy.snapshot());

@@ -1,18 +1,23 @@
 #include "countersign/events.hpp"
 
+#include "countersign/json.hpp"
+#include "countersign/redact.hpp"
 #include "json_writer.hpp"
 
 namespace countersign {
+namespace {
 
-EventSink::EventSink(Publisher& publisher, const Clock& clock, Logger& log, std::string prefix,
-                     bool allowed_events)
-    : publisher_(publisher),
-      clock_(clock),
-      log_(log),
-      prefix_(std::move(prefix)),
-      allowed_events_(allowed_events) {}
+bool decisive(std::string_view event) {
+  return event == "approved" || event == "rejected" || event == "released" || event == "replayed" ||
+         event == "expired" || event == "release_unknown";
+}
 
-std::string EventSink::body(const Event& e) const {
+}  // namespace
+
+EventSink::EventSink(Publisher& publisher, const Clock& clock, Logger& log, EventOptions options)
+    : publisher_(publisher), clock_(clock), log_(log), options_(std::move(options)) {}
+
+std::string EventSink::body(const Event& e, std::uint64_t seq, std::string_view prev) const {
   detail::JsonObjectWriter w;
   w.field("event", e.event)
       .optional("approval_id", e.approval_id)
@@ -24,19 +29,57 @@ std::string EventSink::body(const Event& e) const {
       .field("actor", e.actor.empty() ? std::string_view("countersign") : e.actor)
       .optional("reason", e.reason)
       .field("at", formatRfc3339(clock_.now()));
+  if (options_.include_payload && !e.payload.empty()) {
+    if (json::parseStrict(e.payload)) {
+      w.field("payload", redactPayload(e.payload, options_.redact));
+    } else if (options_.redact.empty()) {
+      w.field("payload_b64", json::base64Encode(e.payload));
+    } else {
+      w.field("payload", kRedacted);  // bytes cannot be redacted field by field
+    }
+  }
+  if (seq > 0) {
+    w.field("chain", options_.chain_id).field("seq", seq).field("prev", prev);
+  }
   return w.finish();
 }
 
 void EventSink::emit(const Event& e) {
-  if (e.event == "allowed" && !allowed_events_) return;
-  std::string subject = prefix_;
+  if (e.event == "allowed" && !options_.allowed_events) return;
+  std::string subject = options_.prefix;
   subject += ".events.";
   subject += e.event;
   subject += '.';
   subject += e.topic.empty() ? std::string_view("_") : e.topic;
-  const std::string payload = body(e);
-  OutMessage out{.subject = subject, .reply = {}, .headers = nullptr, .payload = payload};
-  auto sent = publisher_.publish(out, Delivery::core, std::chrono::milliseconds(0));
+
+  std::string payload;
+  Headers headers;
+  if (options_.chained) {
+    std::uint64_t seq = 0;
+    {
+      // The chain's order is the seq order, fixed here; publishes may reach the stream in
+      // another order (verification sorts by seq).
+      const std::lock_guard lock(chain_mutex_);
+      seq = ++seq_;
+      payload = body(e, seq, prev_);
+      prev_ = "sha256:" + json::sha256Hex(payload);
+    }
+    std::string id(e.approval_id.empty() ? std::string_view("-") : e.approval_id);
+    id += ':';
+    id += e.event;
+    id += ':';
+    id += options_.chain_id;
+    id += '-';
+    id += std::to_string(seq);
+    headers.emplace_back("Nats-Msg-Id", std::move(id));
+  } else {
+    payload = body(e, 0, {});
+  }
+  const bool durable = options_.durable_decisions && decisive(e.event);
+  OutMessage out{.subject = subject, .reply = {}, .headers = headers.empty() ? nullptr : &headers,
+                 .payload = payload};
+  auto sent = publisher_.publish(out, durable ? Delivery::jetstream : Delivery::core,
+                                 std::chrono::milliseconds(5000));
   if (!sent) {
     log_.warn("event not published",
               {{"event", e.event}, {"approval_id", e.approval_id}, {"error", sent.error().message}});

@@ -288,7 +288,7 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
 
   s_.events.emit(Event{.event = "held", .approval_id = record.id, .topic = job.topic,
                        .subject = job.msg.subject, .rule = rule.id, .job_hash = record.job_hash,
-                       .policy_snapshot = record.policy_snapshot});
+                       .policy_snapshot = record.policy_snapshot, .payload = record.payload});
   JsonObjectWriter w;
   w.field("status", "approval_required")
       .field("code", 202)

@@ -64,7 +64,7 @@ class GatewayTest : public ::testing::Test {
     auto policy = Policy::parse(kPolicy);
     ASSERT_TRUE(policy) << policy.error().message;
     policy_ = std::make_unique<PolicyHolder>(*policy);
-    events_ = std::make_unique<EventSink>(pub_, clock_, log_, "countersign", false);
+    events_ = std::make_unique<EventSink>(pub_, clock_, log_, EventOptions{});
     const Services services{config_, kv_, pub_, clock_, ids_, *policy_, throttler_, *events_, log_, metrics_};
     intake_ = std::make_unique<Intake>(services);
     releaser_ = std::make_unique<Releaser>(services);
