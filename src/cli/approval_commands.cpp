@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "client.hpp"
 #include "commands.hpp"
 #include "countersign/config.hpp"
 #include "countersign/json.hpp"
@@ -18,56 +19,16 @@
 namespace countersign::cli {
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitRefused = 1;      // a 4xx/5xx answer
-constexpr int kExitUsage = 2;        // bad options or config
-constexpr int kExitUnreachable = 3;  // no server or no answer
-
-struct Target {
-  std::string server;
-  std::string prefix = "countersign";
-};
-
-std::optional<Target> resolve(const ClientOptions& options) {
-  Target target;
-  std::string config_path = options.config_path;
-  if (config_path.empty() && std::filesystem::exists("config/countersign.yaml")) {
-    config_path = "config/countersign.yaml";
-  }
-  if (!config_path.empty()) {
-    auto config = loadConfig(config_path, processEnvironment());
-    if (!config) {
-      std::cerr << "countersign: " << config.error().message << '\n';
-      if (!options.config_path.empty()) return std::nullopt;
-    } else {
-      target.server = config->nats.servers.front();
-      target.prefix = config->control.prefix;
-    }
-  }
-  if (const char* env = std::getenv("NATS_URL"); env != nullptr && *env != '\0') target.server = env;
-  if (!options.server.empty()) target.server = options.server;
-  if (target.server.empty()) target.server = "nats://127.0.0.1:4222";
-  if (!options.prefix.empty()) target.prefix = options.prefix;
-  return target;
-}
-
 // Sends one control request; prints the answer; returns the exit code.
 int request(const ClientOptions& options, std::string_view op, const std::string& body,
             const std::function<void(const rapidjson::Document&)>& print_human) {
-  const auto target = resolve(options);
+  const auto target = resolveTarget(options);
   if (!target) return kExitUsage;
-  NatsConfig nats;
-  nats.servers = {target->server};
-  nats.name = "countersign-cli";
-  auto connection = natsio::Connection::connect(nats, "", false);
-  if (!connection) {
-    std::cerr << "countersign: cannot connect to " << target->server << ": "
-              << connection.error().message << "\n(set --server, NATS_URL or --config)\n";
-    return kExitUnreachable;
-  }
+  auto connection = connectTo(*target);
+  if (!connection) return kExitUnreachable;
   const std::string subject = target->prefix + ".control." + std::string(op);
   natsMsg* reply = nullptr;
-  const natsStatus status = natsConnection_Request(&reply, (*connection)->raw(), subject.c_str(),
+  const natsStatus status = natsConnection_Request(&reply, connection->raw(), subject.c_str(),
                                                    body.data(), static_cast<int>(body.size()),
                                                    options.timeout_ms);
   if (status != NATS_OK) {
@@ -172,6 +133,55 @@ int pendingCommand(const ClientOptions& client, const std::string& state, int li
                   str(item, "topic").c_str(), str(item, "rule").c_str(), str(item, "created_at").c_str());
     }
   });
+}
+
+}  // namespace countersign::cli
+
+namespace countersign::cli {
+
+int releaseCommand(const ClientOptions& client, const std::string& id, const std::string& who,
+                   const std::string& mode, const std::string& reason) {
+  detail::JsonObjectWriter w;
+  w.field("id", id).field("operator", who).field("mode", mode).optional("reason", reason);
+  return request(client, "release", w.finish(), printStatus);
+}
+
+int submitCommand(const ClientOptions& options, const std::string& subject, const std::string& payload,
+                  const std::vector<std::string>& headers) {
+  const auto target = resolveTarget(options);
+  if (!target) return kExitUsage;
+  auto connection = connectTo(*target);
+  if (!connection) return kExitUnreachable;
+  natsMsg* msg = nullptr;
+  if (natsMsg_Create(&msg, subject.c_str(), nullptr, payload.data(), static_cast<int>(payload.size())) != NATS_OK) {
+    std::cerr << "countersign: not a valid subject: " << subject << '\n';
+    return kExitUsage;
+  }
+  for (const auto& header : headers) {
+    const auto eq = header.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      std::cerr << "countersign: --header: expected K=V, got \"" << header << "\"\n";
+      natsMsg_Destroy(msg);
+      return kExitUsage;
+    }
+    natsMsgHeader_Add(msg, header.substr(0, eq).c_str(), header.substr(eq + 1).c_str());
+  }
+  natsMsg* reply = nullptr;
+  const natsStatus status = natsConnection_RequestMsg(&reply, connection->raw(), msg, options.timeout_ms);
+  natsMsg_Destroy(msg);
+  if (status != NATS_OK) {
+    std::cerr << "countersign: no answer on " << subject << " (" << natsStatus_GetText(status)
+              << "): is countersign running, and is a worker subscribed for allowed jobs?\n";
+    return kExitUnreachable;
+  }
+  const char* word = nullptr;
+  natsMsgHeader_Get(reply, "Countersign-Status", &word);
+  std::cout << std::string(natsMsg_GetData(reply), static_cast<std::size_t>(natsMsg_GetDataLength(reply))) << '\n';
+  const std::string status_word = word ? word : "";
+  natsMsg_Destroy(reply);
+  const bool refused = status_word == "denied" || status_word == "throttled" || status_word == "conflict" ||
+                       status_word == "too_large" || status_word == "unavailable";
+  return refused ? kExitRefused : kExitOk;
 }
 
 }  // namespace countersign::cli

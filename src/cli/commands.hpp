@@ -40,5 +40,14 @@ int rejectCommand(const ClientOptions& client, const std::string& id, const std:
                   const std::string& reason);
 int showCommand(const ClientOptions& client, const std::string& id);
 int pendingCommand(const ClientOptions& client, const std::string& state, int limit);
+// Operator decision on an approved job whose release is unknown: mode force | mark_released.
+int releaseCommand(const ClientOptions& client, const std::string& id, const std::string& who,
+                   const std::string& mode, const std::string& reason);
+// Publishes one job as a request (what a producer does) and prints the answer.
+int submitCommand(const ClientOptions& client, const std::string& subject, const std::string& payload,
+                  const std::vector<std::string>& headers);
+// The event trail of one approval, and the verification of every audit chain.
+int auditCommand(const ClientOptions& client, const std::string& id);
+int auditVerifyCommand(const ClientOptions& client);
 
 }  // namespace countersign::cli

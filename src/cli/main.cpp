@@ -79,6 +79,36 @@ int main(int argc, char** argv) {
   pending_cmd->add_option("--limit", limit, "at most this many")->check(CLI::Range(1, 1000))->capture_default_str();
   addClientOptions(pending_cmd, client);
 
+  std::string who = approver;
+  std::string mode;
+  auto* release_cmd = app.add_subcommand("release", "operator decision on an approved job whose release is unknown");
+  release_cmd->add_option("id", id, "approval id")->required();
+  auto* mode_group = release_cmd->add_option_group("mode", "what to do");
+  bool force = false;
+  bool mark = false;
+  mode_group->add_flag("--force", force, "publish it again (same Nats-Msg-Id), whatever the duplicate window");
+  mode_group->add_flag("--mark-released", mark, "record it as released without publishing (you checked the worker got it)");
+  mode_group->require_option(1);
+  release_cmd->add_option("--as", who, "operator name recorded with the decision (default: $USER)");
+  release_cmd->add_option("--reason,-r", reason, "why");
+  addClientOptions(release_cmd, client);
+
+  std::string submit_subject;
+  std::string submit_payload;
+  std::vector<std::string> submit_headers;
+  auto* submit_cmd = app.add_subcommand("submit", "publish a job as a producer would, and print the answer");
+  submit_cmd->add_option("subject", submit_subject, "e.g. agents.jobs.finance.payment.execute")->required();
+  submit_cmd->add_option("payload", submit_payload, "the job's payload (JSON or any text)");
+  submit_cmd->add_option("--header", submit_headers, "a header K=V (repeatable)");
+  addClientOptions(submit_cmd, client);
+
+  auto* audit_cmd = app.add_subcommand("audit", "the event trail of one approval; `audit verify` checks the chains");
+  std::string audit_id;
+  audit_cmd->add_option("id", audit_id, "approval id");
+  auto* verify_cmd = audit_cmd->add_subcommand("verify", "verify the audit stream's hash chains");
+  addClientOptions(audit_cmd, client);
+  addClientOptions(verify_cmd, client);
+
   CLI11_PARSE(app, argc, argv);
 
   if (run_cmd->parsed()) return runGateway(run);
@@ -88,6 +118,16 @@ int main(int argc, char** argv) {
   if (reject_cmd->parsed()) return rejectCommand(client, id, approver, reason);
   if (show_cmd->parsed()) return showCommand(client, id);
   if (pending_cmd->parsed()) return pendingCommand(client, state, limit);
+  if (release_cmd->parsed()) return releaseCommand(client, id, who, force ? "force" : "mark_released", reason);
+  if (submit_cmd->parsed()) return submitCommand(client, submit_subject, submit_payload, submit_headers);
+  if (verify_cmd->parsed()) return auditVerifyCommand(client);
+  if (audit_cmd->parsed()) {
+    if (audit_id.empty()) {
+      std::cerr << "countersign audit: give an approval id, or `audit verify`\n";
+      return 2;
+    }
+    return auditCommand(client, audit_id);
+  }
   std::cerr << app.help();
   return 2;
 }
