@@ -7,6 +7,7 @@
 #include "countersign/faults.hpp"
 #include "countersign/job.hpp"
 #include "countersign/json.hpp"
+#include "countersign/redact.hpp"
 #include "json_writer.hpp"
 
 namespace countersign {
@@ -533,8 +534,15 @@ ControlReply Control::get(const Request& request) {
       }
     }
   }
+  // What leaves countersign is redacted as configured (the stored record keeps the bytes).
+  const bool redacted = !s_.config.events.redact.empty();
+  if (redacted) {
+    record->payload = redactPayload(record->payload, s_.config.events.redact);
+    record->payload_is_json = true;
+  }
   auto w = start("ok", 200);
   w.raw("record", toJson(*record));
+  if (redacted) w.field("payload_redacted", true);
   return reply("ok", 200, w);
 }
 

@@ -7,7 +7,9 @@ namespace {
 
 rapidjson::Value* child(rapidjson::Value* node, std::string_view segment) {
   if (node->IsObject()) {
-    const auto it = node->FindMember(rapidjson::StringRef(segment.data(), segment.size()));
+    // A Value, not a StringRef: a StringRef would convert to `const char*` and be read to its NUL.
+    const rapidjson::Value key(rapidjson::StringRef(segment.data(), segment.size()));
+    const auto it = node->FindMember(key);
     return it == node->MemberEnd() ? nullptr : &it->value;
   }
   if (node->IsArray() && !segment.empty() &&

@@ -10,6 +10,7 @@
 #include "countersign/events.hpp"
 #include "countersign/intake.hpp"
 #include "countersign/job.hpp"
+#include "countersign/json.hpp"
 #include "countersign/releaser.hpp"
 #include "countersign/replayer.hpp"
 #include "fakes.hpp"

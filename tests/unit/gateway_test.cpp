@@ -395,6 +395,53 @@ TEST_F(GatewayTest, MetricsCountDecisionsAndApprovals) {
   EXPECT_NE(text.find("countersign_released_total 1"), std::string::npos);
 }
 
+TEST_F(GatewayTest, GetRedactsConfiguredPayloadFields) {
+  send("finance.payment.execute", R"({"id":"pay-r","card":{"number":"4111"},"labels":{"env":"production"}})");
+  config_.events.redact = {"card.number"};
+  auto doc = parse(control_->handle(ControlOp::get, R"({"id":"pay-r"})").body);
+  const std::string shown = doc["record"]["payload"].GetString();
+  EXPECT_EQ(shown.find("4111"), std::string::npos);
+  EXPECT_NE(shown.find("[REDACTED]"), std::string::npos);
+  EXPECT_TRUE(doc["payload_redacted"].GetBool());
+  // The stored record keeps the bytes, so the approval still verifies and releases them.
+  EXPECT_EQ(approve("pay-r").code, 200);
+  EXPECT_NE(pub_.on("jobs.")[0].payload.find("4111"), std::string::npos);
+}
+
+TEST_F(GatewayTest, HeldEventsCarryRedactedPayloadOnlyWhenConfigured) {
+  holdPayment();
+  EXPECT_EQ(pub_.on("countersign.events.held.")[0].payload.find("amount"), std::string::npos);
+  EventOptions options;
+  options.include_payload = true;
+  options.redact = {"amount"};
+  EventSink sink(pub_, clock_, log_, options);
+  sink.emit(Event{.event = "held", .approval_id = "x", .topic = "t", .payload = R"({"amount":10,"to":"bob"})"});
+  const auto events = pub_.on("countersign.events.held.t");
+  ASSERT_EQ(events.size(), 1u);
+  auto body = parse(events[0].payload);
+  EXPECT_EQ(std::string(body["payload"].GetString()), R"({"amount":"[REDACTED]","to":"bob"})");
+}
+
+TEST_F(GatewayTest, ChainedEventsLinkEachToThePrevious) {
+  EventOptions options;
+  options.chained = true;
+  options.chain_id = "c1";
+  EventSink sink(pub_, clock_, log_, options);
+  sink.emit(Event{.event = "held", .approval_id = "a", .topic = "t"});
+  sink.emit(Event{.event = "approved", .approval_id = "a", .topic = "t"});
+  const auto first = pub_.on("countersign.events.held.t");
+  const auto second = pub_.on("countersign.events.approved.t");
+  ASSERT_EQ(first.size(), 1u);
+  ASSERT_EQ(second.size(), 1u);
+  auto a = parse(first[0].payload);
+  auto b = parse(second[0].payload);
+  EXPECT_EQ(a["seq"].GetUint64(), 1u);
+  EXPECT_EQ(std::string(a["prev"].GetString()), "");
+  EXPECT_EQ(b["seq"].GetUint64(), 2u);
+  EXPECT_EQ(std::string(b["prev"].GetString()), "sha256:" + json::sha256Hex(first[0].payload));
+  EXPECT_EQ(*findHeader(second[0].headers, "Nats-Msg-Id"), "a:approved:c1-2");
+}
+
 TEST_F(GatewayTest, ConcurrentApprovalsReleaseExactlyOnce) {
   const std::string id = holdPayment();
   std::atomic<int> approved{0};

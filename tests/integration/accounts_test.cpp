@@ -1,0 +1,457 @@
+// The deploy configs in deploy/nats/ run for real: nats-server with the very account and user
+// blocks we ship (accounts-block.conf, accounts-replies-block.conf, users-block.conf), the real
+// countersign connecting with its own user's credentials in the URL, and producers, workers and
+// approvers each connecting as their own user. What is asserted is what the configs promise:
+// jobs reach workers only through countersign, held jobs wait for an approver, and producers
+// can neither approve nor bypass countersign.
+#include <gtest/gtest.h>
+#include <nats/nats.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "integration/harness/harness.hpp"
+
+namespace countersign::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kBucket = "countersign_approvals";
+constexpr const char* kPayment =
+    R"({"labels":{"env":"production"},"amount":1200,"currency":"EUR","to":"ACME"})";
+
+// The passwords the deploy blocks read from $NATS_*_PASSWORD. Defined as config variables in
+// front of the block, so that the server does not depend on the test's environment.
+constexpr const char* kPasswords =
+    "NATS_COUNTERSIGN_PASSWORD: \"countersign-secret\"\n"
+    "NATS_APPROVER_PASSWORD: \"approver-secret\"\n"
+    "NATS_PRODUCER_PASSWORD: \"producer-secret\"\n"
+    "NATS_WORKER_PASSWORD: \"worker-secret\"\n";
+
+std::string deployFile(const std::string& name) {
+  const fs::path path = fs::path(COUNTERSIGN_SOURCE_DIR) / "deploy" / "nats" / name;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("deploy file missing: " + path.string());
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string userUrl(const NatsServer& server, const std::string& user) {
+  return "nats://" + user + ":" + user + "-secret@127.0.0.1:" + std::to_string(server.port());
+}
+
+std::string lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+std::vector<std::string> headerValues(const Message& msg, std::string_view name) {
+  std::vector<std::string> out;
+  const std::string wanted = lower(name);
+  for (const auto& [key, value] : msg.headers) {
+    if (lower(key) == wanted) out.push_back(value);
+  }
+  return out;
+}
+
+std::vector<std::string> one(std::string value) {
+  return {std::move(value)};
+}
+
+std::size_t countOn(const std::vector<Message>& messages, const std::string& subject) {
+  std::size_t n = 0;
+  for (const auto& m : messages) n += m.subject == subject ? 1 : 0;
+  return n;
+}
+
+// Publishes a marker read job and waits until the worker has it: every job the producer sent
+// before it has then been decided by countersign (one process, one intake subscription).
+void drainThrough(Client& producer, const std::string& subject, Collector& worker,
+                  std::size_t expected_total) {
+  producer.publish(subject, "marker");
+  producer.flush();
+  ASSERT_GE(worker.waitFor(expected_total, 10s).size(), expected_total)
+      << "the marker job did not reach the worker";
+  std::this_thread::sleep_for(200ms);
+}
+
+// A connection that records the server's asynchronous errors (-ERR 'Permissions Violation ...'):
+// cnats reports a refused publish only there, the publish call itself returns OK.
+class WatchedConnection {
+ public:
+  explicit WatchedConnection(const std::string& url) {
+    natsOptions* opts = nullptr;
+    natsStatus s = natsOptions_Create(&opts);
+    if (s == NATS_OK) s = natsOptions_SetURL(opts, url.c_str());
+    if (s == NATS_OK) s = natsOptions_SetErrorHandler(opts, &WatchedConnection::onError, this);
+    if (s == NATS_OK) s = natsConnection_Connect(&conn_, opts);
+    natsOptions_Destroy(opts);
+    if (s != NATS_OK) {
+      conn_ = nullptr;
+      throw std::runtime_error(std::string("cannot connect: ") + natsStatus_GetText(s));
+    }
+  }
+  ~WatchedConnection() {
+    natsConnection_Close(conn_);
+    natsConnection_Destroy(conn_);
+  }
+  WatchedConnection(const WatchedConnection&) = delete;
+  WatchedConnection& operator=(const WatchedConnection&) = delete;
+
+  natsStatus publish(const std::string& subject, const std::string& payload) {
+    natsStatus s = natsConnection_Publish(conn_, subject.c_str(), payload.data(),
+                                          static_cast<int>(payload.size()));
+    if (s == NATS_OK) s = natsConnection_FlushTimeout(conn_, 5000);
+    return s;
+  }
+
+  // The first asynchronous error text, waited for up to `timeout`; empty when none came.
+  std::string waitError(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex_);
+    cv_.wait_for(lock, timeout, [this] { return !errors_.empty(); });
+    return errors_.empty() ? std::string() : errors_.front();
+  }
+
+ private:
+  static void onError(natsConnection* nc, natsSubscription*, natsStatus err, void* closure) {
+    auto* self = static_cast<WatchedConnection*>(closure);
+    const char* text = nullptr;
+    natsConnection_GetLastError(nc, &text);
+    std::lock_guard lock(self->mutex_);
+    self->errors_.push_back(std::string(natsStatus_GetText(err)) + ": " +
+                            (text != nullptr ? text : ""));
+    self->cv_.notify_all();
+  }
+
+  natsConnection* conn_ = nullptr;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<std::string> errors_;
+};
+
+// ---- accounts-block.conf: PRODUCERS -> COUNTERSIGN -> WORKERS with stream imports -------------
+
+class AccountsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    NatsServerOptions server_options;
+    server_options.extra_config = std::string(kPasswords) + deployFile("accounts-block.conf");
+    server_ = NatsServer::start(server_options);
+    producer_ = std::make_unique<Client>(userUrl(*server_, "producer"));
+    worker_ = std::make_unique<Client>(userUrl(*server_, "worker"));
+    approver_ = std::make_unique<Client>(userUrl(*server_, "approver"));
+    CountersignOptions options;
+    options.config_yaml = basicConfig(userUrl(*server_, "countersign"));
+    options.policy_yaml = seedPolicy();
+    options.nats_url = userUrl(*server_, "approver");  // readiness: control.list as an approver
+    countersign_ = CountersignProcess::start(options);
+    // Reads the KV bucket with countersign's own user: the store lives in COUNTERSIGN.
+    store_reader_ = std::make_unique<Client>(userUrl(*server_, "countersign"));
+  }
+
+  std::unique_ptr<NatsServer> server_;
+  std::unique_ptr<Client> producer_;
+  std::unique_ptr<Client> worker_;
+  std::unique_ptr<Client> approver_;
+  std::unique_ptr<CountersignProcess> countersign_;
+  std::unique_ptr<Client> store_reader_;
+};
+
+TEST_F(AccountsTest, ProducersUnchangedSubjectReachesWorkersThroughCountersign) {
+  Collector jobs(*worker_, "jobs.>");
+  const std::string read = R"({"query":"quarterly revenue"})";
+  producer_->publish("jobs.knowledge.read", read, {{"Trace", "t-1"}});
+  producer_->flush();
+  auto got = jobs.waitFor(1, 10s);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].subject, "jobs.knowledge.read");
+  EXPECT_EQ(got[0].payload, read);
+  EXPECT_EQ(headerValues(got[0], "Countersign-Decision"), one("allow"));
+  EXPECT_EQ(headerValues(got[0], "Countersign-Rule"), one("allow-readonly"));
+  EXPECT_EQ(headerValues(got[0], "Trace"), one("t-1"));
+}
+
+TEST_F(AccountsTest, HeldPaymentWaitsForAnApproverAndIsDeliveredOnce) {
+  Collector jobs(*worker_, "jobs.>");
+  Collector producer_events(*producer_, "countersign.events.>");
+  producer_->publish("jobs.finance.payment.execute", kPayment, {{"Nats-Msg-Id", "acc-pay-1"}});
+  producer_->flush();
+
+  // The producer learns about the hold through the events COUNTERSIGN exports to it.
+  auto events = producer_events.waitFor(1, 10s);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].subject, "countersign.events.held.finance.payment.execute");
+  EXPECT_EQ(jsonFields(events[0].payload)["approval_id"], "acc-pay-1");
+  // The record is in COUNTERSIGN's bucket, pending.
+  auto record = store_reader_->kvGet(kBucket, "acc-pay-1");
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(jsonFields(*record)["state"], "pending");
+  // Not delivered.
+  drainThrough(*producer_, "jobs.knowledge.read", jobs, 1);
+  EXPECT_EQ(countOn(jobs.messages(), "jobs.finance.payment.execute"), 0u);
+
+  // The approver (a COUNTERSIGN user) approves over the control subject.
+  auto approved = approver_->request("countersign.control.approve",
+                                     R"({"id":"acc-pay-1","approver":"alice"})", {}, 10s);
+  ASSERT_TRUE(approved.has_value());
+  EXPECT_EQ(jsonFields(approved->payload)["status"], "approved");
+  EXPECT_EQ(jsonFields(approved->payload)["code"], "200");
+  auto again = approver_->request("countersign.control.approve",
+                                  R"({"id":"acc-pay-1","approver":"alice"})", {}, 10s);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(jsonFields(again->payload)["status"], "already_approved");
+
+  jobs.waitFor(2, 10s);
+  drainThrough(*producer_, "jobs.knowledge.read", jobs, 3);
+  const auto got = jobs.messages();
+  ASSERT_EQ(countOn(got, "jobs.finance.payment.execute"), 1u);
+  for (const auto& m : got) {
+    if (m.subject != "jobs.finance.payment.execute") continue;
+    EXPECT_EQ(m.payload, kPayment);
+    EXPECT_EQ(headerValues(m, "Countersign-Approval"), one("granted"));
+    EXPECT_EQ(headerValues(m, "Countersign-Approved-By"), one("alice"));
+    EXPECT_EQ(headerValues(m, "Nats-Msg-Id"), one("countersign:acc-pay-1"));
+  }
+}
+
+TEST_F(AccountsTest, ProducerCannotApprove) {
+  Collector jobs(*worker_, "jobs.>");
+  Collector producer_events(*producer_, "countersign.events.>");
+  producer_->publish("jobs.finance.payment.execute", kPayment, {{"Nats-Msg-Id", "acc-pay-2"}});
+  producer_->flush();
+  ASSERT_EQ(producer_events.waitFor(1, 10s).size(), 1u);
+
+  // The server refuses the publish: the producer's user may publish jobs.> only.
+  WatchedConnection rogue(userUrl(*server_, "producer"));
+  EXPECT_EQ(rogue.publish("countersign.control.approve", R"({"id":"acc-pay-2","approver":"eve"})"),
+            NATS_OK)
+      << "cnats reports a refused publish asynchronously, not from the call";
+  const std::string error = rogue.waitError(5s);
+  EXPECT_NE(error.find("Permissions Violation for Publish to \"countersign.control.approve\""),
+            std::string::npos)
+      << "error: " << error;
+  // Asked as a request, nothing answers either.
+  EXPECT_FALSE(
+      producer_
+          ->request("countersign.control.approve", R"({"id":"acc-pay-2","approver":"eve"})", {}, 1s)
+          .has_value());
+
+  // Nothing was approved, nothing released.
+  drainThrough(*producer_, "jobs.knowledge.read", jobs, 1);
+  EXPECT_EQ(countOn(jobs.messages(), "jobs.finance.payment.execute"), 0u);
+  auto record = store_reader_->kvGet(kBucket, "acc-pay-2");
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(jsonFields(*record)["state"], "pending");
+  EXPECT_FALSE(store_reader_->kvGet(kBucket, "acc-pay-2/decision").has_value());
+}
+
+TEST_F(AccountsTest, WorkersNeverSeeJobsCountersignDidNotForward) {
+  Collector jobs(*worker_, "jobs.>");
+  Collector producer_events(*producer_, "countersign.events.denied.>");
+  // Matches no rule: denied. A payload `topic` does not help.
+  producer_->publish("jobs.finance.payment.execute", R"({"labels":{"env":"staging"}})");
+  producer_->publish("jobs.admin.delete_all", R"({"topic":"knowledge.read"})");
+  producer_->flush();
+  auto denied = producer_events.waitFor(2, 10s);
+  ASSERT_EQ(denied.size(), 2u);
+  drainThrough(*producer_, "jobs.knowledge.read", jobs, 1);
+  auto got = jobs.messages();
+  ASSERT_EQ(got.size(), 1u) << "only the marker may pass; first: " << got[0].subject;
+  EXPECT_EQ(got[0].payload, "marker");
+
+  // Without countersign there is no path from producers to workers at all.
+  ASSERT_EQ(countersign_->stop(), 0);
+  producer_->publish("jobs.knowledge.read", "bypass");
+  producer_->flush();
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(jobs.count(), 1u);
+}
+
+// ---- accounts-replies-block.conf: the same, plus request-reply across the accounts ------------
+
+class AccountsRepliesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    NatsServerOptions server_options;
+    server_options.extra_config =
+        std::string(kPasswords) + deployFile("accounts-replies-block.conf");
+    server_ = NatsServer::start(server_options);
+    producer_ = std::make_unique<Client>(userUrl(*server_, "producer"));
+    worker_ = std::make_unique<Client>(userUrl(*server_, "worker"));
+    approver_ = std::make_unique<Client>(userUrl(*server_, "approver"));
+    CountersignOptions options;
+    // Approvers reach countersign through a service import: their reply subjects are _R_.*.
+    options.config_yaml = basicConfig(userUrl(*server_, "countersign"),
+                                      "control:\n"
+                                      "  reply_subjects: [\"_INBOX.>\", \"_R_.>\"]\n");
+    options.policy_yaml = seedPolicy();
+    options.nats_url = userUrl(*server_, "approver");
+    countersign_ = CountersignProcess::start(options);
+  }
+
+  std::unique_ptr<NatsServer> server_;
+  std::unique_ptr<Client> producer_;
+  std::unique_ptr<Client> worker_;
+  std::unique_ptr<Client> approver_;
+  std::unique_ptr<CountersignProcess> countersign_;
+};
+
+TEST_F(AccountsRepliesTest, ProducerRequestsGetCountersignAndWorkerAnswers) {
+  Responder responder(*worker_, "jobs.knowledge.read", R"({"answer":42})");
+  Collector payments(*worker_, "jobs.finance.>");
+
+  // Allowed: the worker's own reply comes back to the producer.
+  auto read = producer_->request("jobs.knowledge.read", R"({"query":"q"})", {}, 10s);
+  ASSERT_TRUE(read.has_value());
+  EXPECT_EQ(read->payload, R"({"answer":42})");
+  ASSERT_EQ(responder.received().size(), 1u);
+  EXPECT_EQ(headerValues(responder.received()[0], "Countersign-Decision"), one("allow"));
+
+  // Held: countersign's 202.
+  auto held = producer_->request("jobs.finance.payment.execute", kPayment,
+                                 {{"Nats-Msg-Id", "rep-pay-1"}}, 10s);
+  ASSERT_TRUE(held.has_value());
+  EXPECT_EQ(headerValues(*held, "Countersign-Status"), one("approval_required"));
+  EXPECT_EQ(jsonFields(held->payload)["code"], "202");
+  EXPECT_EQ(jsonFields(held->payload)["approval_id"], "rep-pay-1");
+
+  // Denied: countersign's 403.
+  auto denied = producer_->request("jobs.finance.payment.execute",
+                                   R"({"labels":{"env":"staging"}})", {}, 10s);
+  ASSERT_TRUE(denied.has_value());
+  EXPECT_EQ(jsonFields(denied->payload)["code"], "403");
+
+  // The approver, in its own account, approves; the worker gets the payment once.
+  EXPECT_EQ(payments.count(), 0u);
+  auto approved = approver_->request("countersign.control.approve",
+                                     R"({"id":"rep-pay-1","approver":"alice"})", {}, 10s);
+  ASSERT_TRUE(approved.has_value());
+  EXPECT_EQ(jsonFields(approved->payload)["status"], "approved");
+  ASSERT_EQ(payments.waitFor(1, 10s).size(), 1u);
+  EXPECT_EQ(headerValues(payments.messages()[0], "Countersign-Approval"), one("granted"));
+
+  // The producer still cannot approve.
+  WatchedConnection rogue(userUrl(*server_, "producer"));
+  EXPECT_EQ(rogue.publish("countersign.control.reject", R"({"id":"rep-pay-1","approver":"eve"})"),
+            NATS_OK);
+  EXPECT_NE(rogue.waitError(5s).find("Permissions Violation for Publish"), std::string::npos);
+}
+
+// Disabled: fails with the current binary, and that failure is why accounts-replies-block.conf is
+// marked "not for production". countersign's own JetStream traffic (KV PubAcks, direct gets,
+// watcher deliveries: the held records with their payloads) is answered on countersign's
+// _INBOX.<nuid> inbox, and the server carries those internal answers over the _INBOX.> bridge
+// into PRODUCERS (seen here: 12 of them next to the 2 legitimate answers). Enable it once
+// countersign can use its own inbox prefix (cnats natsOptions_SetCustomInboxPrefix, e.g. a
+// `nats.inbox_prefix` config key): set it in the fixture's config and narrow the countersign
+// user's `_INBOX.>` subscribe permission in the block to that prefix.
+TEST_F(AccountsRepliesTest, DISABLED_ReplyBridgeCarriesOnlyAnswersToProducers) {
+  // A producer listening on every inbox of its account sees what the bridge carries.
+  Client spy(userUrl(*server_, "producer"));
+  Collector inboxes(spy, "_INBOX.>");
+  Responder responder(*worker_, "jobs.knowledge.read", "answer");
+
+  ASSERT_TRUE(producer_->request("jobs.knowledge.read", "q", {}, 10s).has_value());
+  ASSERT_TRUE(
+      producer_
+          ->request("jobs.finance.payment.execute", kPayment, {{"Nats-Msg-Id", "rep-pay-2"}}, 10s)
+          .has_value());
+  // countersign's KV traffic (create, get) and its answers to the approver stay out of PRODUCERS.
+  auto got = approver_->request("countersign.control.get", R"({"id":"rep-pay-2"})", {}, 10s);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(jsonFields(got->payload)["status"], "ok") << got->payload;
+  ASSERT_TRUE(approver_
+                  ->request("countersign.control.approve",
+                            R"({"id":"rep-pay-2","approver":"alice"})", {}, 10s)
+                  .has_value());
+  std::this_thread::sleep_for(300ms);
+
+  const auto seen = inboxes.messages();
+  ASSERT_EQ(seen.size(), 2u) << "the worker's answer and the 202, nothing else";
+  EXPECT_EQ(seen[0].payload, "answer");
+  EXPECT_EQ(headerValues(seen[1], "Countersign-Status"), one("approval_required"));
+  for (const auto& m : seen) {
+    EXPECT_EQ(m.payload.find("KV_countersign_approvals"), std::string::npos) << m.payload;
+    EXPECT_EQ(m.payload.find("\"state\""), std::string::npos) << m.payload;
+  }
+}
+
+// ---- users-block.conf: one account, four users ----------------------------------------------
+
+class SingleServerUsersTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    NatsServerOptions server_options;
+    server_options.extra_config = std::string(kPasswords) + deployFile("users-block.conf");
+    server_ = NatsServer::start(server_options);
+    producer_ = std::make_unique<Client>(userUrl(*server_, "producer"));
+    worker_ = std::make_unique<Client>(userUrl(*server_, "worker"));
+    approver_ = std::make_unique<Client>(userUrl(*server_, "approver"));
+    CountersignOptions options;
+    // The credentials come from the environment, as in deploy/systemd and deploy/kubernetes: the
+    // config file names the server without them.
+    options.config_yaml = basicConfig(server_->url());
+    options.env["COUNTERSIGN_NATS_URL"] = userUrl(*server_, "countersign");
+    options.policy_yaml = seedPolicy();
+    options.nats_url = userUrl(*server_, "approver");
+    countersign_ = CountersignProcess::start(options);
+  }
+
+  std::unique_ptr<NatsServer> server_;
+  std::unique_ptr<Client> producer_;
+  std::unique_ptr<Client> worker_;
+  std::unique_ptr<Client> approver_;
+  std::unique_ptr<CountersignProcess> countersign_;
+};
+
+TEST_F(SingleServerUsersTest, EachUserDoesOnlyItsPart) {
+  Responder responder(*worker_, "jobs.knowledge.read", "answer");
+  Collector payments(*worker_, "jobs.finance.>");
+
+  auto read = producer_->request("agents.jobs.knowledge.read", "q", {}, 10s);
+  ASSERT_TRUE(read.has_value());
+  EXPECT_EQ(read->payload, "answer");
+  auto held = producer_->request("agents.jobs.finance.payment.execute", kPayment,
+                                 {{"Nats-Msg-Id", "one-pay-1"}}, 10s);
+  ASSERT_TRUE(held.has_value());
+  EXPECT_EQ(jsonFields(held->payload)["code"], "202");
+
+  // A producer may neither approve nor publish to the workers' subjects directly.
+  WatchedConnection rogue(userUrl(*server_, "producer"));
+  EXPECT_EQ(rogue.publish("countersign.control.approve", R"({"id":"one-pay-1","approver":"eve"})"),
+            NATS_OK);
+  EXPECT_NE(rogue.waitError(5s).find("countersign.control.approve"), std::string::npos);
+  WatchedConnection bypass(userUrl(*server_, "producer"));
+  EXPECT_EQ(bypass.publish("jobs.finance.payment.execute", kPayment), NATS_OK);
+  EXPECT_NE(bypass.waitError(5s).find("jobs.finance.payment.execute"), std::string::npos);
+  // A worker may not answer what it did not receive.
+  WatchedConnection forger(userUrl(*server_, "worker"));
+  EXPECT_EQ(forger.publish("_INBOX.someone", "forged"), NATS_OK);
+  EXPECT_NE(forger.waitError(5s).find("Permissions Violation"), std::string::npos);
+
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(payments.count(), 0u);
+  auto approved = approver_->request("countersign.control.approve",
+                                     R"({"id":"one-pay-1","approver":"alice"})", {}, 10s);
+  ASSERT_TRUE(approved.has_value());
+  EXPECT_EQ(jsonFields(approved->payload)["status"], "approved");
+  ASSERT_EQ(payments.waitFor(1, 10s).size(), 1u);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(payments.count(), 1u);
+}
+
+}  // namespace
+}  // namespace countersign::testing
