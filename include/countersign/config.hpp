@@ -21,6 +21,10 @@ struct NatsConfig {
   std::string tls_cert;          // optional
   std::string tls_key;           // optional
   std::string name = "countersign";  // connection name shown by the server
+  // Prefix of countersign's own reply inboxes (KV, JetStream and request replies). Empty:
+  // cnats' "_INBOX". Give countersign its own (e.g. "_CS_INBOX") so that producers allowed to
+  // subscribe "_INBOX.>" cannot read answers meant for countersign (deploy/nats/README.md).
+  std::string inbox_prefix;
 };
 
 struct PolicyConfig {

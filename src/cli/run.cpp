@@ -65,6 +65,18 @@ bool hostPort(const std::string& url, std::string& host, int& port) {
   return !host.empty() && port > 0 && port < 65536;
 }
 
+// A server URL fit for logs: credentials in it ("user:pass@", "token@") are masked.
+std::string safeUrl(const std::string& url) {
+  const auto scheme = url.find("://");
+  const std::size_t start = scheme == std::string::npos ? 0 : scheme + 3;
+  const auto at = url.find('@', start);
+  if (at == std::string::npos) return url;
+  const auto colon = url.find(':', start);
+  const std::string user = colon != std::string::npos && colon < at ? url.substr(start, colon - start) + ":***"
+                                                                      : std::string("***");
+  return url.substr(0, start) + user + url.substr(at);
+}
+
 std::optional<std::filesystem::file_time_type> modified(const std::string& path) {
   std::error_code ec;
   const auto t = std::filesystem::last_write_time(path, ec);
@@ -156,7 +168,7 @@ int runGateway(const RunOptions& options) {
       return kExitStart;
     }
     embedded = std::move(*started);
-    log.info("embedded nats-server started", {{"url", config.nats.servers.front()}, {"data_dir", config.nats.data_dir}});
+    log.info("embedded nats-server started", {{"url", safeUrl(config.nats.servers.front())}, {"data_dir", config.nats.data_dir}});
   }
 
   // Two connections: intake (high volume, buffered publishes) and control (answers requests at
@@ -241,7 +253,7 @@ int runGateway(const RunOptions& options) {
   }
 
   std::string servers;
-  for (const auto& s : config.nats.servers) servers += (servers.empty() ? "" : ",") + s;
+  for (const auto& s : config.nats.servers) servers += (servers.empty() ? "" : ",") + safeUrl(s);
   std::cout << "countersign ready: nats " << servers << (config.nats.embedded ? " (embedded)" : "")
             << ", policy " << policy.current()->snapshot() << ", control " << config.control.prefix
             << ".control.{approve,reject,get,list}\n";

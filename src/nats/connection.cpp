@@ -138,6 +138,9 @@ Result<std::unique_ptr<Connection>> Connection::connect(const NatsConfig& cfg,
   if (ok) ok = step(natsOptions_SetReconnectedCB(opts, &Connection::onReconnected, cb), "nats");
   if (ok) ok = step(natsOptions_SetClosedCB(opts, &Connection::onClosed, cb), "nats");
   if (ok) ok = step(natsOptions_SetErrorHandler(opts, &Connection::onError, cb), "nats");
+  if (ok && !cfg.inbox_prefix.empty()) {
+    ok = step(natsOptions_SetCustomInboxPrefix(opts, cfg.inbox_prefix.c_str()), "nats.inbox_prefix");
+  }
   if (ok && !cfg.credentials.empty()) {
     ok = step(natsOptions_SetUserCredentialsFromFiles(opts, cfg.credentials.c_str(), nullptr),
               "nats.credentials");
