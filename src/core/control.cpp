@@ -286,8 +286,15 @@ ControlReply Control::counted(ControlReply answer) {
 
 ControlReply Control::fromDecision(ControlOp op, const std::string& id, const DecisionRecord& decision) {
   if (decision.decision == FinalDecision::expired) {
+    // Every 410 names the deadline (the record's; the decision's time if it cannot be read).
+    std::string expires_at = decision.at;
+    if (auto entry = s_.store.get(id)) {
+      if (auto record = parseApprovalRecord(entry->value); record && !record->expires_at.empty()) {
+        expires_at = record->expires_at;
+      }
+    }
     auto w = start("expired", 410);
-    w.field("approval_id", id).field("decided_at", decision.at);
+    w.field("approval_id", id).field("expires_at", expires_at).field("decided_at", decision.at);
     return reply("expired", 410, w);
   }
   const bool same = (op == ControlOp::approve) == (decision.decision == FinalDecision::approved);
