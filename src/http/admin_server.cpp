@@ -1,0 +1,398 @@
+// The only translation unit that compiles Asio and Beast: keep it that way (build time).
+#include "http/admin_server.hpp"
+
+#include <algorithm>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/beast/core/bind_handler.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <cctype>
+#include <charconv>
+#include <chrono>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+namespace countersign::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+// After a reply with `Connection: close`, unread request bytes are read and dropped for a
+// while, so that closing does not reset the connection before the client has read the reply.
+constexpr std::chrono::seconds kLingerTimeout{5};
+constexpr std::size_t kLingerBytes = std::size_t{1024} * 1024;
+constexpr std::uint32_t kHeaderLimit = 16 * 1024;
+constexpr std::chrono::milliseconds kAcceptRetry{100};
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const auto x = static_cast<unsigned char>(a[i]);
+    const auto y = static_cast<unsigned char>(b[i]);
+    if (std::tolower(x) != std::tolower(y)) return false;
+  }
+  return true;
+}
+
+// Beast 1.74 speaks boost::string_view.
+std::string_view view(beast::string_view text) {
+  return {text.data(), text.size()};
+}
+
+struct ListenAddress {
+  std::string host;
+  std::string port;
+};
+
+// "host:port", "[v6]:port", ":port" (all IPv4 interfaces).
+Result<ListenAddress> parseListen(std::string_view listen) {
+  const auto colon = listen.rfind(':');
+  if (colon == std::string_view::npos) {
+    return fail(Errc::invalid_argument,
+                "admin.listen: expected host:port, got \"" + std::string(listen) + "\"");
+  }
+  std::string_view host = listen.substr(0, colon);
+  const std::string_view port = listen.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string_view::npos) {
+    return fail(Errc::invalid_argument,
+                "admin.listen: an IPv6 address needs brackets ([::1]:9464), got \"" +
+                    std::string(listen) + "\"");
+  }
+  int number = -1;
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), number);
+  if (port.empty() || ec != std::errc() || end != port.data() + port.size() || number < 0 ||
+      number > 65535) {
+    return fail(Errc::invalid_argument,
+                "admin.listen: expected a port 0-65535, got \"" + std::string(port) + "\"");
+  }
+  return ListenAddress{host.empty() ? std::string("0.0.0.0") : std::string(host),
+                       std::string(port)};
+}
+
+}  // namespace
+
+struct AdminServer::Impl {
+  Impl(const AdminConfig& config, AdminHandlers handlers, Logger& logger,
+       const AdminServerOptions& opts)
+      : log(logger), router(config, std::move(handlers), logger), options(opts) {
+    ioc.emplace();
+    pool.emplace(static_cast<std::size_t>(std::max(1, options.control_workers)));
+    acceptor.emplace(*ioc);
+    retry.emplace(*ioc);
+  }
+
+  Status bind(const std::string& listen);
+  void accept();
+  void run();
+  void stop();
+
+  Logger& log;
+  const AdminRouter router;
+  const AdminServerOptions options;
+  // Optional so that stop() can tear them down in a safe order: the pool (whose queued tasks
+  // may own sessions) before the io_context that owns the sessions' sockets.
+  std::optional<asio::io_context> ioc;
+  std::optional<asio::thread_pool> pool;
+  std::optional<tcp::acceptor> acceptor;
+  std::optional<asio::steady_timer> retry;
+  std::thread thread;
+  int port = 0;
+  std::mutex stop_mutex;
+  bool stopped = false;
+};
+
+namespace {
+
+// One connection: read a request, answer it, repeat while keep-alive. Everything here runs on
+// the I/O thread; only router.route() for REST requests runs on the pool.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, const AdminRouter& router, asio::thread_pool& pool,
+          std::chrono::milliseconds io_timeout)
+      : stream_(std::move(socket)), router_(router), pool_(pool), io_timeout_(io_timeout) {}
+
+  void start() { readHeader(); }
+
+ private:
+  void readHeader() {
+    parser_.emplace();
+    parser_->body_limit(kMaxRequestBody);
+    parser_->header_limit(kHeaderLimit);
+    stream_.expires_after(io_timeout_);
+    bhttp::async_read_header(stream_, buffer_, *parser_,
+                             beast::bind_front_handler(&Session::onHeader, shared_from_this()));
+  }
+
+  void onHeader(beast::error_code ec, std::size_t) {
+    if (ec) return onReadError(ec);
+    const auto& request = parser_->get();
+    if (request.version() >= 11 && iequals(view(request[bhttp::field::expect]), "100-continue")) {
+      interim_.emplace(bhttp::status::continue_, request.version());
+      stream_.expires_after(io_timeout_);
+      bhttp::async_write(stream_, *interim_,
+                         beast::bind_front_handler(&Session::onContinue, shared_from_this()));
+      return;
+    }
+    readBody();
+  }
+
+  void onContinue(beast::error_code ec, std::size_t) {
+    if (ec) return close();
+    readBody();
+  }
+
+  void readBody() {
+    stream_.expires_after(io_timeout_);
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      beast::bind_front_handler(&Session::onRead, shared_from_this()));
+  }
+
+  void onReadError(beast::error_code ec) {
+    if (ec == bhttp::error::body_limit) return reply(AdminRouter::tooLarge(), 11, false, false);
+    if (ec == bhttp::error::header_limit) {
+      return reply(AdminRouter::headersTooLarge(), 11, false, false);
+    }
+    if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message) return close();
+    if (ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category()) {
+      return reply(AdminRouter::malformed(ec.message()), 11, false, false);
+    }
+    close();  // timeout, reset: nobody to answer
+  }
+
+  void onRead(beast::error_code ec, std::size_t) {
+    if (ec) return onReadError(ec);
+    auto request = parser_->release();
+    Pending pending;
+    pending.version = request.version();
+    pending.keep_alive = request.keep_alive();
+    pending.head = request.method() == bhttp::verb::head;
+    pending.method = std::string(view(request.method_string()));
+    pending.target = std::string(view(request.target()));
+    for (const auto& field : request) {
+      pending.headers.emplace_back(view(field.name_string()), view(field.value()));
+    }
+    pending.body = std::move(request.body());
+
+    if (!AdminRouter::callsControl(pending.target)) {
+      HttpResponse response = route(router_, pending);
+      return reply(std::move(response), pending.version, pending.keep_alive, pending.head);
+    }
+    // Control waits for NATS: answer on a worker, write back on the I/O thread.
+    asio::post(pool_, [self = shared_from_this(), pending = std::move(pending)]() mutable {
+      HttpResponse response = route(self->router_, pending);
+      auto executor = self->stream_.get_executor();
+      asio::post(executor, [self = std::move(self), pending = std::move(pending),
+                            response = std::move(response)]() mutable {
+        self->reply(std::move(response), pending.version, pending.keep_alive, pending.head);
+      });
+    });
+  }
+
+  struct Pending {
+    unsigned version = 11;
+    bool keep_alive = true;
+    bool head = false;
+    std::string method;
+    std::string target;
+    HttpHeaders headers;
+    std::string body;
+  };
+
+  static HttpResponse route(const AdminRouter& router, const Pending& p) {
+    try {
+      return router.route(p.method, p.target, p.headers, p.body);
+    } catch (...) {  // route() catches the handlers' exceptions; this is allocation failure
+      return HttpResponse{500, "text/plain; charset=utf-8", "internal error\n", {}};
+    }
+  }
+
+  void reply(HttpResponse response, unsigned version, bool keep_alive, bool head) {
+    response_.emplace();
+    response_->version(version);
+    response_->result(static_cast<unsigned>(response.status));
+    response_->set(bhttp::field::server, "countersign");
+    if (!response.content_type.empty()) {
+      response_->set(bhttp::field::content_type, response.content_type);
+    }
+    for (auto& [name, value] : response.headers) response_->insert(name, value);
+    response_->body() = std::move(response.body);
+    response_->keep_alive(keep_alive);
+    response_->prepare_payload();
+    if (head) response_->body().clear();  // Content-Length stays: what GET would send
+    stream_.expires_after(io_timeout_);
+    bhttp::async_write(
+        stream_, *response_,
+        beast::bind_front_handler(&Session::onWrite, shared_from_this(), keep_alive));
+  }
+
+  void onWrite(bool keep_alive, beast::error_code ec, std::size_t) {
+    response_.reset();
+    if (ec) return close();
+    if (keep_alive) return readHeader();
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    linger_.resize(4096);
+    lingered_ = 0;
+    stream_.expires_after(kLingerTimeout);
+    drain();
+  }
+
+  void drain() {
+    stream_.async_read_some(asio::buffer(linger_),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              self->lingered_ += n;
+                              if (ec || self->lingered_ > kLingerBytes) return self->close();
+                              self->drain();
+                            });
+  }
+
+  void close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.close();
+  }
+
+  beast::tcp_stream stream_;
+  const AdminRouter& router_;
+  asio::thread_pool& pool_;  // runs the requests that call control
+  const std::chrono::milliseconds io_timeout_;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::optional<bhttp::response<bhttp::empty_body>> interim_;
+  std::optional<bhttp::response<bhttp::string_body>> response_;
+  std::vector<char> linger_;
+  std::size_t lingered_ = 0;
+};
+
+}  // namespace
+
+Status AdminServer::Impl::bind(const std::string& listen) {
+  auto address = parseListen(listen);
+  if (!address) return std::unexpected(address.error());
+  beast::error_code ec;
+  tcp::resolver resolver(*ioc);
+  const auto endpoints = resolver.resolve(
+      address->host, address->port, tcp::resolver::passive | tcp::resolver::numeric_service, ec);
+  if (ec) return fail(Errc::invalid_argument, "admin.listen " + listen + ": " + ec.message());
+  for (const auto& entry : endpoints) {
+    beast::error_code bind_ec;
+    acceptor->close(bind_ec);
+    acceptor->open(entry.endpoint().protocol(), bind_ec);
+    if (!bind_ec) acceptor->set_option(asio::socket_base::reuse_address(true), bind_ec);
+    if (!bind_ec) acceptor->bind(entry.endpoint(), bind_ec);
+    if (!bind_ec) acceptor->listen(asio::socket_base::max_listen_connections, bind_ec);
+    if (!bind_ec) {
+      port = acceptor->local_endpoint().port();
+      return {};
+    }
+    ec = bind_ec;
+  }
+  acceptor->close();
+  return fail(Errc::unavailable, "admin.listen " + listen + ": cannot listen: " +
+                                     (ec ? ec.message() : std::string("no address")));
+}
+
+void AdminServer::Impl::accept() {
+  acceptor->async_accept([this](beast::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted) return;
+    if (ec) {
+      // Out of file descriptors and the like: try again shortly instead of spinning.
+      log.warn("admin: accept failed", {{"error", ec.message()}});
+      retry->expires_after(kAcceptRetry);
+      retry->async_wait([this](beast::error_code wait_ec) {
+        if (!wait_ec) accept();
+      });
+      return;
+    }
+    beast::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    std::make_shared<Session>(std::move(socket), router, *pool, options.io_timeout)->start();
+    accept();
+  });
+}
+
+void AdminServer::Impl::run() {
+  while (true) {
+    try {
+      ioc->run();
+      return;
+    } catch (const std::exception& e) {
+      log.error("admin: I/O loop error", {{"error", e.what()}});
+    } catch (...) {
+      log.error("admin: I/O loop error");
+    }
+  }
+}
+
+void AdminServer::Impl::stop() {
+  const std::lock_guard lock(stop_mutex);
+  if (stopped) return;
+  stopped = true;
+  ioc->stop();
+  if (thread.joinable()) thread.join();
+  pool->stop();  // queued requests are dropped; running ones finish
+  pool->join();
+  pool.reset();
+  retry.reset();
+  acceptor.reset();
+  ioc.reset();  // destroys the pending handlers, hence the sessions and their sockets
+}
+
+Result<std::unique_ptr<AdminServer>> AdminServer::start(const AdminConfig& config,
+                                                        AdminHandlers handlers, Logger& log,
+                                                        AdminServerOptions options) {
+  try {
+    auto impl = std::make_unique<Impl>(config, std::move(handlers), log, options);
+    if (auto bound = impl->bind(config.listen); !bound) {
+      impl->stop();
+      return std::unexpected(bound.error());
+    }
+    impl->accept();
+    Impl* raw = impl.get();
+    impl->thread = std::thread([raw] { raw->run(); });
+    log.info("admin HTTP listening",
+             {{"listen", config.listen}, {"port", std::to_string(impl->port)}});
+    if (!impl->router.hasTokens()) {
+      log.warn("admin API has no tokens (admin.tokens): every /api/ request is refused with 401");
+    }
+    return std::unique_ptr<AdminServer>(new AdminServer(std::move(impl)));
+  } catch (const std::exception& e) {
+    return fail(Errc::internal, std::string("admin HTTP: cannot start: ") + e.what());
+  }
+}
+
+AdminServer::AdminServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+AdminServer::~AdminServer() {
+  stop();
+}
+
+int AdminServer::port() const {
+  return impl_->port;
+}
+
+void AdminServer::stop() {
+  impl_->stop();
+}
+
+}  // namespace countersign::http
