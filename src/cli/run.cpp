@@ -26,6 +26,7 @@
 #include "countersign/releaser.hpp"
 #include "countersign/replayer.hpp"
 #include "countersign/services.hpp"
+#include "http/admin_server.hpp"
 #include "nats/audit_stream.hpp"
 #include "nats/connection.hpp"
 #include "nats/embedded_server.hpp"
@@ -252,18 +253,6 @@ int runGateway(const RunOptions& options) {
     }
   }
 
-  std::string servers;
-  for (const auto& s : config.nats.servers) servers += (servers.empty() ? "" : ",") + safeUrl(s);
-  std::cout << "countersign ready: nats " << servers << (config.nats.embedded ? " (embedded)" : "")
-            << ", policy " << policy.current()->snapshot() << ", control " << config.control.prefix
-            << ".control.{approve,reject,get,list}\n";
-  for (const auto& route : config.routes) {
-    std::cout << "  route " << route.name << ": " << route.from << " -> " << route.to
-              << (route.to_stream.empty() ? "" : " (stream " + route.to_stream + ")") << '\n';
-  }
-  std::cout << std::flush;
-  log.info("ready", {{"policy_snapshot", policy.current()->snapshot()}, {"servers", servers}});
-
   auto reload = [&](std::string_view why) {
     auto next = Policy::loadFile(config.policy.file);
     metrics.policyReload(next.has_value());
@@ -281,11 +270,13 @@ int runGateway(const RunOptions& options) {
   std::mutex replay_mutex;
   std::condition_variable replay_wake;
   bool stopping = false;
+  std::atomic<bool> store_reachable{true};  // the last scan could read the bucket
   std::thread replay_thread([&] {
     std::unique_lock lock(replay_mutex);
     while (!stopping) {
       lock.unlock();
       auto scanned = replayer.scan();
+      store_reachable.store(scanned.has_value());
       if (!scanned) {
         log.warn("replay scan failed", {{"error", scanned.error().message}});
       } else if (scanned->replayed + scanned->release_unknown + scanned->expired > 0) {
@@ -297,6 +288,45 @@ int runGateway(const RunOptions& options) {
       replay_wake.wait_for(lock, config.release.replay_interval, [&] { return stopping; });
     }
   });
+
+  // Admin HTTP: health, readiness, metrics and the REST API (same decisions as control).
+  std::unique_ptr<http::AdminServer> admin;
+  if (!config.admin.listen.empty()) {
+    http::AdminHandlers handlers{
+        .readiness =
+            [&] {
+              http::Readiness r;
+              if (!intake_plane->connection->connected()) r.failing.push_back("nats: intake connection down");
+              if (!control_plane->connection->connected()) r.failing.push_back("nats: control connection down");
+              if (!store_reachable.load()) r.failing.push_back("store: bucket " + config.store.bucket + " not readable");
+              r.ready = r.failing.empty();
+              return r;
+            },
+        .metrics = [&] { return metrics.renderPrometheus(); },
+        .control = [&](ControlOp op, std::string body) { return control.handle(op, body); }};
+    auto started = http::AdminServer::start(config.admin, std::move(handlers), log);
+    if (!started) {
+      std::cerr << "countersign: admin.listen: " << started.error().message << '\n';
+      return kExitStart;
+    }
+    admin = std::move(*started);
+  }
+
+  std::string servers;
+  for (const auto& s : config.nats.servers) servers += (servers.empty() ? "" : ",") + safeUrl(s);
+  std::cout << "countersign ready: nats " << servers << (config.nats.embedded ? " (embedded)" : "")
+            << ", policy " << policy.current()->snapshot() << ", control " << config.control.prefix
+            << ".control.{approve,reject,get,list}\n";
+  for (const auto& route : config.routes) {
+    std::cout << "  route " << route.name << ": " << route.from << " -> " << route.to
+              << (route.to_stream.empty() ? "" : " (stream " + route.to_stream + ")") << '\n';
+  }
+  if (admin) {
+    std::cout << "  admin http://" << config.admin.listen.substr(0, config.admin.listen.rfind(':')) << ':'
+              << admin->port() << " (/healthz /readyz /metrics /api/v1/approvals)\n";
+  }
+  std::cout << std::flush;
+  log.info("ready", {{"policy_snapshot", policy.current()->snapshot()}, {"servers", servers}});
 
   auto last_modified = modified(config.policy.file);
   while (true) {
@@ -320,6 +350,7 @@ int runGateway(const RunOptions& options) {
     }
   }
 
+  if (admin) admin->stop();
   {
     const std::lock_guard lock(replay_mutex);
     stopping = true;
