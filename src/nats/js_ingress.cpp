@@ -1,0 +1,619 @@
+// Why acks are not confirmed one by one (IngressOptions::confirm_each_ack = false):
+//
+// Correctness does not need it. The handler returns only once its decision is durable (the KV
+// create of a hold returned, a forward got its PubAck), and only then is the ack sent. Whether
+// the ack is confirmed or not, the process can die before the server has it; the job is then
+// redelivered after ack_wait and intake decides it again idempotently (the same job id and hash
+// make no second record; a forward carries Nats-Msg-Id countersign-in:<stream>:<sequence>). So a
+// confirmation adds knowledge, not safety, and costs a round trip per job on the only thread.
+//
+// Measured with it_js_ingress_test ThroughputWithATrivialHandler (20000 queued messages of
+// ~10 B, one fetch thread, batch 64, Debug build, loopback, 2 vCPUs shared with parallel builds
+// at a load average of 6-9, so noisy; 8 runs): natsMsg_Ack with one flush (PING/PONG) per batch
+// 15k-40k msg/s, typically ~33k; natsMsg_AckSync per message 1.9k-7.2k msg/s, typically ~4.3k:
+// about 8 times slower, a round trip per job. Skipping the per-batch flush made no measurable
+// difference, so it stays: after each batch every ack has reached the server (or the failure
+// is logged), which bounds the redeliveries after a crash to one batch and makes stop() clean.
+#include "nats/js_ingress.hpp"
+
+#include <algorithm>
+#include <exception>
+#include <set>
+#include <utility>
+
+#include "countersign/faults.hpp"
+#include "nats/message_convert.hpp"
+
+namespace countersign::natsio {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// A fetch that finds nothing returns after this long: it bounds how long stop() waits.
+constexpr std::int64_t kFetchWaitMs = 500;
+constexpr milliseconds kBackoffMin{250};
+constexpr milliseconds kBackoffMax{2000};
+constexpr std::int64_t kFlushWaitMs = 2000;
+// How often an idle ingress makes sure its consumer still exists (one JetStream API request).
+constexpr milliseconds kIdleCheckInterval{2000};
+// A handler that throws or a message without metadata: try again later, never drop it.
+constexpr std::int64_t kRetryDelayMs = 1000;
+constexpr int kMaxBatch = 10000;
+constexpr int kMaxReplicas = 5;
+
+struct StreamInfoFree {
+  void operator()(jsStreamInfo* info) const { jsStreamInfo_Destroy(info); }
+};
+struct ConsumerInfoFree {
+  void operator()(jsConsumerInfo* info) const { jsConsumerInfo_Destroy(info); }
+};
+struct MetaDataFree {
+  void operator()(jsMsgMetaData* meta) const { jsMsgMetaData_Destroy(meta); }
+};
+using StreamInfoPtr = std::unique_ptr<jsStreamInfo, StreamInfoFree>;
+using ConsumerInfoPtr = std::unique_ptr<jsConsumerInfo, ConsumerInfoFree>;
+
+// JetStream API failures that are not about the request itself are the environment's.
+Error jsError(natsStatus s, std::string_view context) {
+  Errc code = errcFor(s);
+  if (code == Errc::internal || code == Errc::not_found) code = Errc::unavailable;
+  return natsError(code, s, context);
+}
+
+bool hasBlankOrControl(std::string_view text) {
+  return std::any_of(text.begin(), text.end(),
+                     [](char c) { return static_cast<unsigned char>(c) <= ' ' || c == 0x7f; });
+}
+
+// A stream or consumer name: JetStream refuses '.', '*', '>' and blanks (and the names become
+// file names on the server, hence the path separators).
+Status checkName(std::string_view what, std::string_view name) {
+  if (name.empty()) return fail(Errc::invalid_argument, std::string(what) + ": empty");
+  if (hasBlankOrControl(name) || name.find_first_of(".*>/\\") != std::string_view::npos) {
+    return fail(Errc::invalid_argument,
+                std::string(what) + ": \"" + std::string(name) +
+                    "\" may not contain '.', '*', '>', '/', '\\' or blanks");
+  }
+  return {};
+}
+
+// A subscription subject: non-empty tokens, '>' only as the last token, wildcards whole tokens.
+Status checkSubject(std::string_view subject) {
+  auto bad = [&](std::string_view why) {
+    return fail(Errc::invalid_argument,
+                "ingress subject \"" + std::string(subject) + "\": " + std::string(why));
+  };
+  if (subject.empty()) return bad("empty");
+  if (hasBlankOrControl(subject)) return bad("contains blanks or control characters");
+  std::size_t start = 0;
+  for (;;) {
+    std::size_t dot = subject.find('.', start);
+    std::string_view token =
+        subject.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
+    if (token.empty()) return bad("empty token");
+    if (token.size() > 1 && token.find_first_of("*>") != std::string_view::npos) {
+      return bad("wildcards must be whole tokens");
+    }
+    if (token == ">" && dot != std::string_view::npos) return bad("'>' must be the last token");
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
+  }
+  return {};
+}
+
+Status checkOptions(const IngressOptions& o) {
+  if (auto ok = checkName("ingress stream", o.stream); !ok) return ok;
+  if (auto ok = checkName("ingress durable", o.durable); !ok) return ok;
+  if (o.subjects.empty()) return fail(Errc::invalid_argument, "ingress subjects: empty");
+  for (const auto& subject : o.subjects) {
+    if (auto ok = checkSubject(subject); !ok) return ok;
+  }
+  if (std::set<std::string>(o.subjects.begin(), o.subjects.end()).size() != o.subjects.size()) {
+    return fail(Errc::invalid_argument, "ingress subjects: listed twice");
+  }
+  if (o.replicas < 1 || o.replicas > kMaxReplicas) {
+    return fail(Errc::invalid_argument,
+                "ingress replicas: expected 1 to 5, got " + std::to_string(o.replicas));
+  }
+  if (o.ack_wait < milliseconds(1)) {
+    return fail(Errc::invalid_argument, "ingress ack_wait: must be at least 1 ms");
+  }
+  if (o.batch < 1 || o.batch > kMaxBatch) {
+    return fail(Errc::invalid_argument,
+                "ingress batch: expected 1 to 10000, got " + std::to_string(o.batch));
+  }
+  if (o.max_ack_pending < 1) {
+    return fail(Errc::invalid_argument, "ingress max_ack_pending: must be positive, got " +
+                                            std::to_string(o.max_ack_pending));
+  }
+  return {};
+}
+
+std::string joined(const std::vector<std::string>& items) {
+  std::string text = "[";
+  for (const auto& item : items) text += (text.size() > 1 ? ", " : "") + item;
+  return text + "]";
+}
+
+std::string retentionName(jsRetentionPolicy retention) {
+  switch (retention) {
+    case js_LimitsPolicy:
+      return "limits";
+    case js_InterestPolicy:
+      return "interest";
+    case js_WorkQueuePolicy:
+      return "workqueue";
+  }
+  return "unknown";
+}
+
+std::int64_t nanos(milliseconds duration) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(duration).count();
+}
+
+bool streamOrConsumerMissing(natsStatus s, jsErrCode js_error) {
+  return s == NATS_NOT_FOUND || js_error == JSStreamNotFoundErr ||
+         js_error == JSConsumerNotFoundErr;
+}
+
+}  // namespace
+
+JetStreamIngress::JetStreamIngress(Connection& connection, IngressOptions options,
+                                   IngressHandler handler, Logger log)
+    : connection_(connection),
+      options_(std::move(options)),
+      handler_(std::move(handler)),
+      log_(std::move(log)) {}
+
+Result<std::unique_ptr<JetStreamIngress>> JetStreamIngress::start(Connection& connection,
+                                                                  IngressOptions options,
+                                                                  IngressHandler handler,
+                                                                  Logger log) {
+  if (auto ok = checkOptions(options); !ok) return std::unexpected(ok.error());
+  if (!handler) return fail(Errc::invalid_argument, "ingress: no handler");
+  std::unique_ptr<JetStreamIngress> self(
+      new JetStreamIngress(connection, std::move(options), std::move(handler), std::move(log)));
+  if (auto ok = self->setUp(); !ok) return std::unexpected(ok.error());
+  self->thread_ = std::thread([raw = self.get()] { raw->run(); });
+  return self;
+}
+
+JetStreamIngress::~JetStreamIngress() {
+  stop();
+}
+
+void JetStreamIngress::stop() {
+  std::lock_guard stop_lock(stop_mutex_);
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  stop_requested_ = true;
+  wake_.notify_all();
+  if (thread_.joinable()) {
+    if (thread_.get_id() == std::this_thread::get_id()) return;  // documented misuse: no join
+    thread_.join();
+  }
+  // Destroy only: Unsubscribe or Drain on a JetStream subscription can delete its consumer.
+  if (sub_ != nullptr) {
+    natsSubscription_Destroy(sub_);
+    sub_ = nullptr;
+  }
+}
+
+IngressStats JetStreamIngress::stats() const {
+  IngressStats s;
+  s.handled = counters_.handled.load();
+  s.acked = counters_.acked.load();
+  s.naked = counters_.naked.load();
+  s.terminated = counters_.terminated.load();
+  s.malformed = counters_.malformed.load();
+  s.ack_failures = counters_.ack_failures.load();
+  s.fetch_errors = counters_.fetch_errors.load();
+  s.rebinds = counters_.rebinds.load();
+  return s;
+}
+
+void JetStreamIngress::log(const std::string& line) const {
+  if (log_) log_(line);
+}
+
+// ---- set-up: stream, consumer, subscription ------------------------------------------------
+
+Status JetStreamIngress::ensureStream() {
+  const std::string& name = options_.stream;
+  jsStreamInfo* raw = nullptr;
+  jsErrCode js_error{};
+  natsStatus s = js_GetStreamInfo(&raw, connection_.js(), name.c_str(), nullptr, &js_error);
+  StreamInfoPtr info(raw);
+  if (streamOrConsumerMissing(s, js_error)) {
+    std::vector<const char*> subjects;
+    for (const auto& subject : options_.subjects) subjects.push_back(subject.c_str());
+    jsStreamConfig config;
+    jsStreamConfig_Init(&config);
+    config.Name = name.c_str();
+    config.Subjects = subjects.data();
+    config.SubjectsLen = static_cast<int>(subjects.size());
+    config.Retention = js_WorkQueuePolicy;
+    config.Storage = js_FileStorage;
+    config.Replicas = options_.replicas;
+    raw = nullptr;
+    js_error = {};
+    s = js_AddStream(&raw, connection_.js(), &config, nullptr, &js_error);
+    info.reset(raw);
+    if (s == NATS_OK) {
+      log("ingress: created stream " + name + " (workqueue, file, subjects " +
+          joined(options_.subjects) + ")");
+      return {};
+    }
+    if (js_error == JSStreamSubjectOverlapErr) {
+      return std::unexpected(natsError(
+          Errc::invalid_argument, s,
+          "cannot create ingress stream " + name + " on subjects " + joined(options_.subjects)));
+    }
+    // Another replica may have created it meanwhile: look at what is there now.
+    Error create_error = jsError(s, "cannot create ingress stream " + name);
+    raw = nullptr;
+    js_error = {};
+    s = js_GetStreamInfo(&raw, connection_.js(), name.c_str(), nullptr, &js_error);
+    info.reset(raw);
+    if (s != NATS_OK) return std::unexpected(std::move(create_error));
+  } else if (s != NATS_OK) {
+    return std::unexpected(jsError(s, "cannot read ingress stream " + name));
+  }
+
+  const jsStreamConfig* config = info->Config;
+  if (config == nullptr) return fail(Errc::unavailable, "ingress stream " + name + ": no config");
+  std::vector<std::string> existing;
+  for (int i = 0; i < config->SubjectsLen; ++i) existing.emplace_back(config->Subjects[i]);
+  const std::set<std::string> have(existing.begin(), existing.end());
+  const std::set<std::string> want(options_.subjects.begin(), options_.subjects.end());
+  if (config->Retention != js_WorkQueuePolicy || have != want) {
+    return fail(Errc::invalid_argument,
+                "ingress stream " + name + " exists with retention " +
+                    retentionName(config->Retention) + " and subjects " + joined(existing) +
+                    ", but the route needs retention workqueue and subjects " +
+                    joined(options_.subjects) +
+                    "; countersign does not edit streams: change the stream or the route's "
+                    "stream name");
+  }
+  if (config->Storage != js_FileStorage) {
+    log("ingress: warning: stream " + name +
+        " uses memory storage: jobs are lost when the "
+        "server restarts");
+  }
+  return {};
+}
+
+Status JetStreamIngress::ensureConsumer() {
+  const std::string& stream = options_.stream;
+  const std::string& durable = options_.durable;
+  const std::string what = "ingress consumer " + durable + " on stream " + stream;
+  jsConsumerInfo* raw = nullptr;
+  jsErrCode js_error{};
+  natsStatus s = js_GetConsumerInfo(&raw, connection_.js(), stream.c_str(), durable.c_str(),
+                                    nullptr, &js_error);
+  ConsumerInfoPtr info(raw);
+  if (streamOrConsumerMissing(s, js_error)) {
+    jsConsumerConfig config;
+    jsConsumerConfig_Init(&config);
+    config.Durable = durable.c_str();
+    config.AckPolicy = js_AckExplicit;
+    config.DeliverPolicy = js_DeliverAll;
+    config.AckWait = nanos(options_.ack_wait);
+    config.MaxAckPending = options_.max_ack_pending;
+    config.MaxDeliver = -1;  // unlimited: a job is never dropped for being retried often
+    raw = nullptr;
+    js_error = {};
+    s = js_AddConsumer(&raw, connection_.js(), stream.c_str(), &config, nullptr, &js_error);
+    info.reset(raw);
+    if (s == NATS_OK) {
+      log("ingress: created " + what + " (pull, explicit ack, ack_wait " +
+          std::to_string(options_.ack_wait.count()) + " ms)");
+      return {};
+    }
+    // Another replica may have created it meanwhile (with other settings): use it.
+    Error create_error = jsError(s, "cannot create " + what);
+    raw = nullptr;
+    js_error = {};
+    s = js_GetConsumerInfo(&raw, connection_.js(), stream.c_str(), durable.c_str(), nullptr,
+                           &js_error);
+    info.reset(raw);
+    if (s != NATS_OK) return std::unexpected(std::move(create_error));
+  } else if (s != NATS_OK) {
+    return std::unexpected(jsError(s, "cannot read " + what));
+  }
+
+  const jsConsumerConfig* config = info->Config;
+  if (config == nullptr) return fail(Errc::unavailable, what + ": no config");
+  if (config->DeliverSubject != nullptr && config->DeliverSubject[0] != '\0') {
+    return fail(Errc::invalid_argument,
+                what +
+                    " exists as a push consumer; the ingress needs a pull consumer: delete it "
+                    "or choose another durable name");
+  }
+  if (config->AckPolicy != js_AckExplicit) {
+    return fail(Errc::invalid_argument, what +
+                                            " exists without explicit acks; the ingress "
+                                            "needs explicit acks: delete it or choose another "
+                                            "durable name");
+  }
+  const bool filter_ok =
+      config->FilterSubject == nullptr || config->FilterSubject[0] == '\0' ||
+      (options_.subjects.size() == 1 && options_.subjects.front() == config->FilterSubject);
+  if (!filter_ok) {
+    return fail(Errc::invalid_argument, what + " exists with filter subject " +
+                                            config->FilterSubject +
+                                            ", which would leave jobs "
+                                            "unread: delete it or choose another durable name");
+  }
+  if (config->AckWait != nanos(options_.ack_wait) ||
+      config->MaxAckPending != options_.max_ack_pending) {
+    log("ingress: " + what + " exists with ack_wait " +
+        std::to_string(config->AckWait / 1'000'000) + " ms and max_ack_pending " +
+        std::to_string(config->MaxAckPending) + "; using it as it is");
+  }
+  return {};
+}
+
+Status JetStreamIngress::bind() {
+  if (sub_ != nullptr) {
+    natsSubscription_Destroy(sub_);  // never Unsubscribe: see stop()
+    sub_ = nullptr;
+  }
+  jsSubOptions sub_options;
+  jsSubOptions_Init(&sub_options);
+  sub_options.Stream = options_.stream.c_str();
+  sub_options.Consumer = options_.durable.c_str();
+  jsErrCode js_error{};
+  natsStatus s = js_PullSubscribe(&sub_, connection_.js(), nullptr, options_.durable.c_str(),
+                                  nullptr, &sub_options, &js_error);
+  if (s != NATS_OK) {
+    sub_ = nullptr;
+    return std::unexpected(jsError(s, "cannot bind to ingress consumer " + options_.durable +
+                                          " on stream " + options_.stream));
+  }
+  return {};
+}
+
+Status JetStreamIngress::setUp() {
+  // cnats would buffer these requests while reconnecting and let them time out.
+  if (!connection_.connected()) {
+    return fail(Errc::unavailable, "ingress stream " + options_.stream + ": not connected to NATS");
+  }
+  if (auto ok = ensureStream(); !ok) return ok;
+  if (auto ok = ensureConsumer(); !ok) return ok;
+  return bind();
+}
+
+// ---- the fetch loop -------------------------------------------------------------------------
+
+bool JetStreamIngress::sleepUnlessStopping(milliseconds delay) {
+  std::unique_lock lock(mutex_);
+  return !wake_.wait_for(lock, delay, [this] { return stopping_; });
+}
+
+void JetStreamIngress::run() {
+  milliseconds backoff = kBackoffMin;
+  auto wait = [&] {
+    sleepUnlessStopping(backoff);
+    backoff = std::min(backoff * 2, kBackoffMax);
+  };
+  while (!stop_requested_) {
+    if (need_setup_) {
+      if (auto ok = setUp(); !ok) {
+        if (!degraded_) {
+          log("ingress: cannot set up stream " + options_.stream +
+              " again (retrying): " + ok.error().message);
+        }
+        degraded_ = true;
+        wait();
+        continue;
+      }
+      need_setup_ = false;
+      degraded_ = false;
+      ++counters_.rebinds;
+      log("ingress: stream " + options_.stream + " and consumer " + options_.durable +
+          " are back; fetching again");
+    }
+    if (!connection_.connected()) {
+      if (!degraded_) log("ingress: connection down, fetching paused");
+      degraded_ = true;
+      wait();
+      continue;
+    }
+    natsMsgList list{};
+    jsErrCode js_error{};
+    natsStatus s = natsSubscription_Fetch(&list, sub_, options_.batch, kFetchWaitMs, &js_error);
+    if (s == NATS_OK || s == NATS_TIMEOUT || s == NATS_NOT_FOUND) {
+      if (degraded_) log("ingress: fetching from " + options_.stream + " again");
+      degraded_ = false;
+      backoff = kBackoffMin;
+      if (s == NATS_OK) {
+        last_verified_ = Clock::now();
+        handleBatch(list);
+      } else {
+        checkWhileIdle();
+      }
+      natsMsgList_Destroy(&list);
+      continue;
+    }
+    onFetchError(s, js_error);
+    wait();
+  }
+}
+
+void JetStreamIngress::checkWhileIdle() {
+  // A pull request to a consumer that no longer exists gets no answer at all (seen with
+  // nats-server 2.9.10: no message, no 503), just like an idle one: only asking for the
+  // consumer tells them apart.
+  if (Clock::now() - last_verified_ < kIdleCheckInterval) return;
+  last_verified_ = Clock::now();
+  if (consumerIsGone()) {
+    log("ingress: consumer " + options_.durable + " on stream " + options_.stream +
+        " is gone; creating it again");
+    need_setup_ = true;
+  }
+}
+
+void JetStreamIngress::onFetchError(natsStatus status, jsErrCode js_error) {
+  ++counters_.fetch_errors;
+  if (!degraded_) {
+    log("ingress: " + natsError(status, "fetch from " + options_.stream).message +
+        (js_error != 0 ? " (JetStream error " + std::to_string(js_error) + ")" : ""));
+  }
+  degraded_ = true;
+  // A failed pull ("409 Consumer Deleted" to a waiting request, ...): the consumer or the whole
+  // stream may be gone, e.g. a server that restarted without its store. Only a definite
+  // "not found" rebuilds them.
+  if (consumerIsGone()) {
+    log("ingress: consumer " + options_.durable + " on stream " + options_.stream +
+        " is gone; creating it again");
+    need_setup_ = true;
+  }
+}
+
+bool JetStreamIngress::consumerIsGone() {
+  // While reconnecting cnats would buffer the request and let it time out: no answer, no news.
+  if (!connection_.connected()) return false;
+  jsConsumerInfo* raw = nullptr;
+  jsErrCode js_error{};
+  natsStatus s = js_GetConsumerInfo(&raw, connection_.js(), options_.stream.c_str(),
+                                    options_.durable.c_str(), nullptr, &js_error);
+  ConsumerInfoPtr info(raw);
+  return streamOrConsumerMissing(s, js_error);
+}
+
+void JetStreamIngress::handleBatch(natsMsgList& list) {
+  // A long batch must not outlive its messages' ack deadline: tell the server the remaining
+  // ones are in progress when half of ack_wait has passed since they were fetched (or touched).
+  auto touched = Clock::now();
+  const auto touch_after = options_.ack_wait / 2;
+  for (int i = 0; i < list.Count; ++i) {
+    natsMsg* msg = list.Msgs[i];
+    if (stop_requested_) {
+      // Not taken: let another replica have it at once instead of after ack_wait.
+      if (natsMsg_Nak(msg, nullptr) == NATS_OK) {
+        ++counters_.naked;
+      } else {
+        ++counters_.ack_failures;
+      }
+      continue;
+    }
+    if (Clock::now() - touched > touch_after) {
+      for (int j = i; j < list.Count; ++j) (void)natsMsg_InProgress(list.Msgs[j], nullptr);
+      touched = Clock::now();
+    }
+    handleOne(msg);
+  }
+  flushAcks();
+}
+
+void JetStreamIngress::handleOne(natsMsg* msg) {
+  jsMsgMetaData* raw_meta = nullptr;
+  natsStatus s = natsMsg_GetMetaData(&raw_meta, msg);
+  std::unique_ptr<jsMsgMetaData, MetaDataFree> meta(raw_meta);
+  if (s != NATS_OK || meta->Stream == nullptr) {
+    // Every message on this subscription comes from the consumer; never drop one.
+    log("ingress: " + natsError(s, "message without JetStream metadata").message +
+        "; redelivering it later");
+    if (natsMsg_NakWithDelay(msg, kRetryDelayMs, nullptr) == NATS_OK) {
+      ++counters_.naked;
+    } else {
+      ++counters_.ack_failures;
+    }
+    return;
+  }
+  IngressPosition position{meta->Stream, meta->Sequence.Stream};
+
+  auto converted = fromNatsMsg(msg);
+  if (!converted) {
+    // A producer sent a header block nobody can trust: it can never be taken.
+    ++counters_.malformed;
+    log("ingress: stream " + position.stream + " sequence " + std::to_string(position.sequence) +
+        ": " + converted.error().message + "; terminated");
+    IntakeOutcome refused;
+    refused.status = "malformed";
+    refused.ack = IngressAck::term;
+    settle(msg, refused, position.sequence);
+    return;
+  }
+  // The reply is JetStream's ack subject, never the producer's.
+  converted->reply.clear();
+  IntakeOutcome outcome = callHandler(std::move(*converted), position);
+  ++counters_.handled;
+  if (outcome.status == "approval_required") crashPoint("after_hold_before_ack");
+  settle(msg, outcome, position.sequence);
+}
+
+IntakeOutcome JetStreamIngress::callHandler(Message&& message, const IngressPosition& position) {
+  std::string failure;
+  try {
+    return handler_(std::move(message), position);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  } catch (...) {
+    failure = "unknown exception";
+  }
+  log("ingress: handler failed on stream " + position.stream + " sequence " +
+      std::to_string(position.sequence) + ": " + failure + "; redelivering it later");
+  IntakeOutcome outcome;
+  outcome.status = "unavailable";
+  outcome.ack = IngressAck::nak;
+  outcome.redeliver_after = milliseconds(kRetryDelayMs);
+  return outcome;
+}
+
+void JetStreamIngress::settle(natsMsg* msg, const IntakeOutcome& outcome, std::uint64_t sequence) {
+  natsStatus s = NATS_OK;
+  jsErrCode js_error{};
+  const char* what = "ack";
+  switch (outcome.ack) {
+    case IngressAck::ack:
+      if (options_.confirm_each_ack) {
+        s = natsMsg_AckSync(msg, nullptr, &js_error);
+      } else {
+        s = natsMsg_Ack(msg, nullptr);
+        ++unflushed_acks_;
+      }
+      if (s == NATS_OK) ++counters_.acked;
+      break;
+    case IngressAck::nak:
+      what = "nak";
+      s = outcome.redeliver_after.count() > 0
+              ? natsMsg_NakWithDelay(msg, outcome.redeliver_after.count(), nullptr)
+              : natsMsg_Nak(msg, nullptr);
+      ++unflushed_acks_;
+      if (s == NATS_OK) ++counters_.naked;
+      break;
+    case IngressAck::term:
+      what = "term";
+      s = natsMsg_Term(msg, nullptr);
+      ++unflushed_acks_;
+      if (s == NATS_OK) ++counters_.terminated;
+      break;
+  }
+  if (s != NATS_OK) {
+    // Not fatal: the server redelivers after ack_wait and intake's decision is idempotent.
+    ++counters_.ack_failures;
+    log("ingress: " +
+        natsError(s, std::string(what) + " of stream " + options_.stream + " sequence " +
+                         std::to_string(sequence))
+            .message +
+        "; it will be redelivered after ack_wait");
+  }
+}
+
+void JetStreamIngress::flushAcks() {
+  if (unflushed_acks_ == 0) return;
+  unflushed_acks_ = 0;
+  if (!connection_.connected()) return;  // cnats sends them after the reconnect
+  natsStatus s = natsConnection_FlushTimeout(connection_.raw(), kFlushWaitMs);
+  if (s != NATS_OK) {
+    log("ingress: " + natsError(s, "flushing acks").message +
+        "; unconfirmed acks may be redelivered after ack_wait");
+  }
+}
+
+}  // namespace countersign::natsio
