@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <cctype>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -30,6 +31,7 @@
 #include "nats/audit_stream.hpp"
 #include "nats/connection.hpp"
 #include "nats/embedded_server.hpp"
+#include "nats/js_ingress.hpp"
 #include "nats/kv_bucket.hpp"
 #include "nats/nats_publisher.hpp"
 #include "nats/subscriber.hpp"
@@ -64,6 +66,16 @@ bool hostPort(const std::string& url, std::string& host, int& port) {
     }
   }
   return !host.empty() && port > 0 && port < 65536;
+}
+
+// The ingress stream of a jetstream route: routes[].ingress_stream, else COUNTERSIGN_<NAME>.
+std::string ingressStreamName(const RouteConfig& route) {
+  if (!route.ingress_stream.empty()) return route.ingress_stream;
+  std::string name = "COUNTERSIGN_";
+  for (const char c : route.name) {
+    name += c == '-' || c == '.' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  }
+  return name;
 }
 
 // A server URL fit for logs: credentials in it ("user:pass@", "token@") are masked.
@@ -237,7 +249,24 @@ int runGateway(const RunOptions& options) {
     control_subs.push_back(std::move(*sub));
   }
   std::vector<std::unique_ptr<natsio::Subscription>> intake_subs;
+  std::vector<std::unique_ptr<natsio::JetStreamIngress>> ingresses;
   for (const RouteConfig& route : config.routes) {
+    if (route.mode == RouteMode::jetstream) {
+      natsio::IngressOptions ingress{.stream = ingressStreamName(route),
+                                     .subjects = {route.from},
+                                     .durable = route.durable.empty() ? "countersign-" + route.name : route.durable,
+                                     .replicas = config.store.replicas};
+      auto started = natsio::JetStreamIngress::start(
+          *intake_plane->connection, std::move(ingress),
+          [&intake, &route](Message&& m, const IngressPosition& at) { return intake.onJob(route, std::move(m), &at); },
+          [&log](std::string_view line) { log.warn(line); });
+      if (!started) {
+        std::cerr << "countersign: route " << route.name << ": " << started.error().message << '\n';
+        return kExitStart;
+      }
+      ingresses.push_back(std::move(*started));
+      continue;
+    }
     auto sub = natsio::Subscription::subscribe(*intake_plane->connection, route.from, route.queue,
                                                [&intake, &route](Message&& m) { intake.onJob(route, std::move(m)); });
     if (!sub) {
@@ -319,7 +348,8 @@ int runGateway(const RunOptions& options) {
             << ".control.{approve,reject,get,list}\n";
   for (const auto& route : config.routes) {
     std::cout << "  route " << route.name << ": " << route.from << " -> " << route.to
-              << (route.to_stream.empty() ? "" : " (stream " + route.to_stream + ")") << '\n';
+              << (route.mode == RouteMode::jetstream ? " (jetstream intake, stream " + ingressStreamName(route) + ")" : "")
+              << (route.to_stream.empty() ? "" : " (to_stream " + route.to_stream + ")") << '\n';
   }
   if (admin) {
     std::cout << "  admin http://" << config.admin.listen.substr(0, config.admin.listen.rfind(':')) << ':'
@@ -358,6 +388,7 @@ int runGateway(const RunOptions& options) {
   replay_wake.notify_all();
   replay_thread.join();
   // Stop intake first and let in-flight jobs finish, then control, then the connections.
+  for (auto& ingress : ingresses) ingress->stop();
   for (auto& sub : intake_subs) (void)sub->drain(kDrainTimeout);
   for (auto& sub : control_subs) (void)sub->drain(kDrainTimeout);
   intake_plane->connection->drain(kDrainTimeout);
