@@ -444,6 +444,12 @@ TEST_F(GatewayTest, ChainedEventsLinkEachToThePrevious) {
   EXPECT_EQ(*findHeader(second[0].headers, "Nats-Msg-Id"), "a:approved:c1-2");
 }
 
+TEST_F(GatewayTest, LabelsOfAnEmptyPayloadComeFromHeaders) {
+  EXPECT_EQ(send("finance.payment.execute", "", {{"env", "production"}}).code, 202);
+  // Bytes that are not strict JSON could hide a label from the policy: the header does not count.
+  EXPECT_EQ(send("finance.payment.execute", R"({"env":"x","env":"y"})", {{"env", "production"}}).code, 403);
+}
+
 TEST_F(GatewayTest, ConcurrentApprovalsReleaseExactlyOnce) {
   const std::string id = holdPayment();
   std::atomic<int> approved{0};
