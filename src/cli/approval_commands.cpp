@@ -12,6 +12,7 @@
 #include "client.hpp"
 #include "commands.hpp"
 #include "countersign/config.hpp"
+#include "countersign/clock.hpp"
 #include "countersign/json.hpp"
 #include "nats/connection.hpp"
 #include "core/json_writer.hpp"
@@ -65,6 +66,30 @@ std::string str(const rapidjson::Value& obj, const char* name) {
   return it != obj.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
 }
 
+// "3m12s"-style durations for tables; "-" when unknown.
+std::string humanDuration(std::chrono::seconds s) {
+  if (s.count() < 0) return "overdue";
+  const long long total = s.count();
+  char buf[32];
+  if (total < 60) {
+    std::snprintf(buf, sizeof buf, "%llds", total);
+  } else if (total < 3600) {
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", total / 60, total % 60);
+  } else if (total < 86400) {
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", total / 3600, (total % 3600) / 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%lldd%02lldh", total / 86400, (total % 86400) / 3600);
+  }
+  return buf;
+}
+
+std::string since(const std::string& rfc3339, bool until) {
+  std::chrono::system_clock::time_point t;
+  if (rfc3339.empty() || !parseRfc3339(rfc3339, t)) return "-";
+  const auto now = std::chrono::system_clock::now();
+  return humanDuration(std::chrono::duration_cast<std::chrono::seconds>(until ? t - now : now - t));
+}
+
 void printStatus(const rapidjson::Document& doc) {
   std::cout << str(doc, "status") << " (" << doc["code"].GetInt() << ") " << str(doc, "approval_id");
   if (!str(doc, "msg_id").empty()) std::cout << " msg_id=" << str(doc, "msg_id");
@@ -103,6 +128,13 @@ int showCommand(const ClientOptions& client, const std::string& id) {
       const std::string value = str(r, field);
       if (!value.empty()) std::printf("%-16s %s\n", field, value.c_str());
     }
+    if (const auto votes = r.FindMember("approvals"); votes != r.MemberEnd() && votes->value.IsArray()) {
+      for (const auto& vote : votes->value.GetArray()) {
+        std::printf("%-16s %s at %s%s%s\n", "approval", str(vote, "approver").c_str(), str(vote, "at").c_str(),
+                    str(vote, "reason").empty() ? "" : ": ", str(vote, "reason").c_str());
+      }
+    }
+    if (doc.HasMember("payload_redacted")) std::printf("%-16s %s\n", "payload", "(redacted as configured)");
     std::string payload = str(r, "payload");
     if (str(r, "payload_encoding") == "json") {
       rapidjson::Document parsed;
@@ -120,17 +152,22 @@ int showCommand(const ClientOptions& client, const std::string& id) {
   });
 }
 
-int pendingCommand(const ClientOptions& client, const std::string& state, int limit) {
+int pendingCommand(const ClientOptions& client, const std::string& state, int limit,
+                   const std::string& after) {
   detail::JsonObjectWriter w;
   if (state != "all") w.field("state", state);
-  w.field("limit", limit);
+  w.field("limit", limit).optional("after", after);
   return request(client, "list", w.finish(), [](const rapidjson::Document& doc) {
     const auto it = doc.FindMember("items");
     if (it == doc.MemberEnd() || !it->value.IsArray()) return;
-    std::printf("%-40s %-10s %-32s %-28s %s\n", "ID", "STATE", "TOPIC", "RULE", "CREATED");
+    std::printf("%-36s %-10s %-30s %-30s %-8s %s\n", "ID", "STATE", "TOPIC", "RULE", "AGE", "EXPIRES IN");
     for (const auto& item : it->value.GetArray()) {
-      std::printf("%-40s %-10s %-32s %-28s %s\n", str(item, "id").c_str(), str(item, "state").c_str(),
-                  str(item, "topic").c_str(), str(item, "rule").c_str(), str(item, "created_at").c_str());
+      std::printf("%-36s %-10s %-30s %-30s %-8s %s\n", str(item, "id").c_str(), str(item, "state").c_str(),
+                  str(item, "topic").c_str(), str(item, "rule").c_str(),
+                  since(str(item, "created_at"), false).c_str(), since(str(item, "expires_at"), true).c_str());
+    }
+    if (const auto next = doc.FindMember("next_after"); next != doc.MemberEnd() && next->value.IsString()) {
+      std::printf("(more: --after %s)\n", next->value.GetString());
     }
   });
 }

@@ -39,7 +39,8 @@ int approveCommand(const ClientOptions& client, const std::string& id, const std
 int rejectCommand(const ClientOptions& client, const std::string& id, const std::string& approver,
                   const std::string& reason);
 int showCommand(const ClientOptions& client, const std::string& id);
-int pendingCommand(const ClientOptions& client, const std::string& state, int limit);
+int pendingCommand(const ClientOptions& client, const std::string& state, int limit,
+                   const std::string& after);
 // Operator decision on an approved job whose release is unknown: mode force | mark_released.
 int releaseCommand(const ClientOptions& client, const std::string& id, const std::string& who,
                    const std::string& mode, const std::string& reason);

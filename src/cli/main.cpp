@@ -77,6 +77,8 @@ int main(int argc, char** argv) {
   pending_cmd->add_option("--state", state, "pending, approved, released, rejected, expired, release_unknown or all")
       ->capture_default_str();
   pending_cmd->add_option("--limit", limit, "at most this many")->check(CLI::Range(1, 1000))->capture_default_str();
+  std::string after;
+  pending_cmd->add_option("--after", after, "start after this approval id (paging)");
   addClientOptions(pending_cmd, client);
 
   std::string who = approver;
@@ -117,7 +119,7 @@ int main(int argc, char** argv) {
   if (approve_cmd->parsed()) return approveCommand(client, id, approver, reason, job_hash);
   if (reject_cmd->parsed()) return rejectCommand(client, id, approver, reason);
   if (show_cmd->parsed()) return showCommand(client, id);
-  if (pending_cmd->parsed()) return pendingCommand(client, state, limit);
+  if (pending_cmd->parsed()) return pendingCommand(client, state, limit, after);
   if (release_cmd->parsed()) return releaseCommand(client, id, who, force ? "force" : "mark_released", reason);
   if (submit_cmd->parsed()) return submitCommand(client, submit_subject, submit_payload, submit_headers);
   if (verify_cmd->parsed()) return auditVerifyCommand(client);
