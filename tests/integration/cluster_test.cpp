@@ -1,0 +1,520 @@
+// Cluster (issue 3): a 3-node nats-server 2.9.10 cluster on loopback, the KV bucket and the JOBS
+// stream at 3 replicas, 3 countersign replicas each connected to a different node, and 8 racing
+// approvers per held job spread across the nodes. Every job must get exactly one `approved`
+// answer and be delivered exactly once (JOBS and a core subscription).
+//
+// This is the proof that the lock (the create of a never-used `<id>/decision` key, DESIGN.md
+// section 6) holds on nats-server 2.9.10 with replicas 3, where nats-server issue #4320 breaks
+// locks built on kvStore_Update with an expected revision.
+//
+// 300 jobs by default (it takes well under the 2-minute budget on 2 cores); COUNTERSIGN_SOAK=1
+// runs 1,000. CLUSTER_JOBS=<n> overrides both.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <nats/nats.h>
+#include <netinet/in.h>
+#include <rapidjson/document.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <iostream>
+#include <latch>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "integration/harness/harness.hpp"
+#include "nats/message_convert.hpp"
+
+namespace countersign::testing {
+namespace {
+
+constexpr const char* kBucket = "countersign_approvals";
+constexpr const char* kJobsStream = "JOBS";
+constexpr int kNodes = 3;
+constexpr int kRacers = 8;
+
+constexpr const char* kPolicy = R"(version: v1
+rules:
+  - id: hold-risky
+    when: { topic: "risky.>" }
+    decision: require_human
+)";
+
+int jobCount() {
+  if (const char* n = std::getenv("CLUSTER_JOBS"); n != nullptr && std::atoi(n) > 0) {
+    return std::atoi(n);
+  }
+  const char* soak = std::getenv("COUNTERSIGN_SOAK");
+  return soak != nullptr && std::string(soak) == "1" ? 1000 : 300;
+}
+
+std::string lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+std::string header(const Message& msg, std::string_view name) {
+  const std::string wanted = lower(name);
+  for (const auto& [key, value] : msg.headers) {
+    if (lower(key) == wanted) return value;
+  }
+  return {};
+}
+
+rapidjson::Document parseJson(const std::string& text) {
+  rapidjson::Document doc;
+  doc.Parse(text.c_str(), text.size());
+  if (doc.HasParseError() || !doc.IsObject()) doc.SetObject();
+  return doc;
+}
+
+std::string str(const rapidjson::Value& obj, const char* key) {
+  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsString()) return "<missing>";
+  return obj[key].GetString();
+}
+
+std::int64_t num(const rapidjson::Value& obj, const char* key) {
+  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsInt64()) return -1;
+  return obj[key].GetInt64();
+}
+
+bool waitUntil(const std::function<bool()>& done, std::chrono::milliseconds timeout,
+               std::chrono::milliseconds poll = 100ms) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (done()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(poll);
+  }
+}
+
+// A loopback TCP port that is free right now. nats-server 2.9.10 accepts `listen: ...:-1` for
+// the cluster port, but JetStream in a cluster then refuses to start without routes, and routes
+// need the other nodes' ports up front: so the test picks them.
+int freePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw std::runtime_error("socket");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ::close(fd);
+    throw std::runtime_error("bind port 0");
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// Every message a stream stores, read by sequence (STREAM.MSG.GET, answered by the leader).
+std::vector<Message> readStream(Client& client, const std::string& stream) {
+  std::vector<Message> out;
+  jsStreamInfo* info = nullptr;
+  jsErrCode js_error{};
+  natsStatus s = js_GetStreamInfo(&info, client.js(), stream.c_str(), nullptr, &js_error);
+  if (s != NATS_OK) {
+    ADD_FAILURE() << "stream info " << stream << ": " << natsStatus_GetText(s);
+    return out;
+  }
+  const std::uint64_t first = info->State.FirstSeq;
+  const std::uint64_t last = info->State.LastSeq;
+  jsStreamInfo_Destroy(info);
+  for (std::uint64_t seq = first; seq <= last && last > 0; ++seq) {
+    natsMsg* raw = nullptr;
+    s = js_GetMsg(&raw, client.js(), stream.c_str(), seq, nullptr, &js_error);
+    natsio::NatsMsgPtr owned(raw);
+    if (s == NATS_NOT_FOUND) continue;
+    if (s != NATS_OK) {
+      ADD_FAILURE() << stream << " seq " << seq << ": " << natsStatus_GetText(s);
+      continue;
+    }
+    auto converted = natsio::fromNatsMsg(raw);
+    if (converted) out.push_back(std::move(*converted));
+  }
+  return out;
+}
+
+// The stream's configured replica count, or -1 when it cannot be read.
+std::int64_t streamReplicas(Client& client, const std::string& stream, bool* allow_direct) {
+  jsStreamInfo* info = nullptr;
+  jsErrCode js_error{};
+  if (js_GetStreamInfo(&info, client.js(), stream.c_str(), nullptr, &js_error) != NATS_OK) {
+    return -1;
+  }
+  const std::int64_t replicas = info->Config->Replicas;
+  if (allow_direct != nullptr) *allow_direct = info->Config->AllowDirect;
+  jsStreamInfo_Destroy(info);
+  return replicas;
+}
+
+// JOBS over jobs.> at 3 replicas; retried while the cluster is still forming.
+bool addReplicatedStream(Client& client, const std::string& name, const std::string& subject) {
+  const char* subjects[] = {subject.c_str()};
+  jsStreamConfig config;
+  jsStreamConfig_Init(&config);
+  config.Name = name.c_str();
+  config.Subjects = subjects;
+  config.SubjectsLen = 1;
+  config.Storage = js_FileStorage;
+  config.Replicas = kNodes;
+  std::string last_error;
+  const bool ok = waitUntil(
+      [&] {
+        jsStreamInfo* info = nullptr;
+        jsErrCode js_error{};
+        natsStatus s = js_AddStream(&info, client.js(), &config, nullptr, &js_error);
+        jsStreamInfo_Destroy(info);
+        if (s != NATS_OK) {
+          last_error = std::string(natsStatus_GetText(s)) + " (" + std::to_string(js_error) + ")";
+        }
+        return s == NATS_OK;
+      },
+      30s, 250ms);
+  if (!ok) ADD_FAILURE() << "cannot create " << name << " at R3: " << last_error;
+  return ok;
+}
+
+struct NatsCluster {
+  std::vector<std::unique_ptr<NatsServer>> nodes;
+  std::vector<std::unique_ptr<Client>> clients;  // one per node
+};
+
+NatsCluster startCluster() {
+  std::vector<int> route_ports;
+  for (int i = 0; i < kNodes; ++i) route_ports.push_back(freePort());
+  NatsCluster c;
+  for (int i = 0; i < kNodes; ++i) {
+    std::string routes;
+    for (int j = 0; j < kNodes; ++j) {
+      if (j == i) continue;
+      routes += (routes.empty() ? "\"" : ", \"") + std::string("nats-route://127.0.0.1:") +
+                std::to_string(route_ports[static_cast<std::size_t>(j)]) + "\"";
+    }
+    NatsServerOptions options;
+    options.extra_config = "server_name: n" + std::to_string(i) +
+                           "\n"
+                           "cluster {\n"
+                           "  name: countersign-it\n"
+                           "  listen: \"127.0.0.1:" +
+                           std::to_string(route_ports[static_cast<std::size_t>(i)]) +
+                           "\"\n"
+                           "  routes: [" +
+                           routes +
+                           "]\n"
+                           "}\n";
+    c.nodes.push_back(NatsServer::start(options));
+  }
+  for (const auto& node : c.nodes) c.clients.push_back(std::make_unique<Client>(node->url()));
+  // JetStream answers only once the meta leader is elected: ask every node.
+  for (std::size_t i = 0; i < c.clients.size(); ++i) {
+    const bool ready = waitUntil(
+        [&] {
+          jsAccountInfo* info = nullptr;
+          jsErrCode js_error{};
+          natsStatus s = js_GetAccountInfo(&info, c.clients[i]->js(), nullptr, &js_error);
+          jsAccountInfo_Destroy(info);
+          return s == NATS_OK;
+        },
+        30s, 200ms);
+    if (!ready)
+      throw std::runtime_error("JetStream meta leader not elected on node " + std::to_string(i));
+  }
+  return c;
+}
+
+std::string replicaConfig(const std::string& url) {
+  return "nats:\n"
+         "  servers: [\"" +
+         url +
+         "\"]\n"
+         "policy:\n"
+         "  file: policy.yaml\n"
+         "store:\n"
+         "  bucket: countersign_approvals\n"
+         "  replicas: 3\n"
+         "routes:\n"
+         "  - name: jobs\n"
+         "    from: \"agents.jobs.>\"\n"
+         "    to: \"jobs.>\"\n"
+         "    mode: core\n"
+         "    to_stream: JOBS\n"
+         "admin:\n"
+         "  listen: \"\"\n"
+         "release:\n"
+         "  replay_interval: 200ms\n"
+         "  lease: 1s\n";
+}
+
+long long msSince(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               since)
+      .count();
+}
+
+std::unique_ptr<CountersignProcess> startReplica(const std::string& url) {
+  CountersignOptions options;
+  options.config_yaml = replicaConfig(url);
+  options.policy_yaml = kPolicy;
+  options.nats_url = url;
+  options.wait_ready = false;
+  auto process = CountersignProcess::start(options);
+  const bool ready = waitUntil(
+      [&] { return process->logs().find("countersign ready") != std::string::npos; }, 30s);
+  if (!ready) ADD_FAILURE() << "countersign on " << url << " not ready:\n" << process->logs();
+  return process;
+}
+
+TEST(ClusterTest, EightRacersPerJobOnThreeNodesApproveAndDeliverExactlyOnce) {
+  const int jobs = jobCount();
+  const auto started = std::chrono::steady_clock::now();
+  NatsCluster cluster = startCluster();
+  ASSERT_TRUE(addReplicatedStream(*cluster.clients[0], kJobsStream, "jobs.>"));
+
+  // The first replica creates the bucket at R3; the others open it.
+  std::vector<std::unique_ptr<CountersignProcess>> replicas;
+  for (int i = 0; i < kNodes; ++i) {
+    replicas.push_back(startReplica(cluster.nodes[static_cast<std::size_t>(i)]->url()));
+  }
+  bool allow_direct = false;
+  ASSERT_EQ(streamReplicas(*cluster.clients[1], std::string("KV_") + kBucket, &allow_direct), 3)
+      << "the test must run against a bucket at replicas 3";
+  ASSERT_EQ(streamReplicas(*cluster.clients[2], kJobsStream, nullptr), 3);
+  std::cout << "[cluster] bucket at R3, allow_direct " << (allow_direct ? "true" : "false")
+            << "; cluster up in " << msSince(started) << " ms\n";
+
+  std::vector<std::unique_ptr<Client>> racers;
+  for (int i = 0; i < kRacers; ++i) {
+    racers.push_back(
+        std::make_unique<Client>(cluster.nodes[static_cast<std::size_t>(i % kNodes)]->url()));
+  }
+  Collector deliveries(*cluster.clients[1], "jobs.>");
+
+  // Hold every job first (producers on all three nodes).
+  std::vector<std::string> ids;
+  for (int j = 0; j < jobs; ++j) {
+    const std::string id = "cl-" + std::to_string(j);
+    Client& producer = *cluster.clients[static_cast<std::size_t>(j % kNodes)];
+    auto held =
+        producer.request("agents.jobs.risky.transfer", R"({"job":)" + std::to_string(j) + "}",
+                         {{"Nats-Msg-Id", id}}, 10s);
+    ASSERT_TRUE(held.has_value()) << id << ": no answer to the hold";
+    ASSERT_EQ(num(parseJson(held->payload), "code"), 202) << id << ": " << held->payload;
+    ids.push_back(id);
+  }
+  const auto hold_ms = msSince(started);
+  const auto race_started = std::chrono::steady_clock::now();
+
+  int not_one_winner = 0;   // jobs without exactly one `approved` answer
+  int incoherent_jobs = 0;  // jobs where a loser got anything but already_approved(winner)
+  std::map<std::string, int> totals;
+  for (const auto& id : ids) {
+    std::vector<std::optional<Message>> replies(kRacers);
+    std::latch go(kRacers + 1);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kRacers; ++i) {
+      threads.emplace_back([&, i] {
+        const std::string body =
+            R"({"id":")" + id + R"(","approver":"racer-)" + std::to_string(i) + R"("})";
+        go.arrive_and_wait();
+        replies[static_cast<std::size_t>(i)] = racers[static_cast<std::size_t>(i)]->request(
+            "countersign.control.approve", body, {}, 15s);
+      });
+    }
+    go.arrive_and_wait();
+    for (auto& t : threads) t.join();
+
+    std::map<std::string, int> tally;
+    std::string winner;
+    bool losers_coherent = true;
+    for (int i = 0; i < kRacers; ++i) {
+      const auto& reply = replies[static_cast<std::size_t>(i)];
+      if (!reply) {
+        ++tally["<no answer>"];
+        continue;
+      }
+      auto body = parseJson(reply->payload);
+      std::string key = str(body, "status") + "/" + std::to_string(num(body, "code"));
+      if (str(body, "status") == "conflict") key += "/" + str(body, "reason");
+      ++tally[key];
+      if (str(body, "status") == "approved") winner = "racer-" + std::to_string(i);
+    }
+    for (int i = 0; i < kRacers; ++i) {
+      const auto& reply = replies[static_cast<std::size_t>(i)];
+      if (!reply || "racer-" + std::to_string(i) == winner) continue;
+      auto body = parseJson(reply->payload);
+      losers_coherent = losers_coherent && str(body, "status") == "already_approved" &&
+                        num(body, "code") == 200 && str(body, "decided_by") == winner;
+    }
+    for (const auto& [key, n] : tally) totals[key] += n;
+    if (tally["approved/200"] != 1 && ++not_one_winner <= 10) {
+      ADD_FAILURE() << id << ": not exactly one approved answer "
+                    << ::testing::PrintToString(tally);
+    }
+    if (!losers_coherent && ++incoherent_jobs <= 10) {
+      ADD_FAILURE() << id << ": a losing racer got something else than already_approved naming "
+                    << winner << ": " << ::testing::PrintToString(tally);
+    }
+  }
+  const auto race_ms = msSince(race_started);
+  std::cout << "[cluster] answers " << ::testing::PrintToString(totals) << "\n";
+  EXPECT_EQ(not_one_winner, 0) << "jobs without exactly one approved answer";
+  // A decided job is not "lock_busy": the store confirmed someone's decision (docs/protocol.md
+  // says lock_busy means the store did not confirm). Seen on this cluster: cnats 3.4.1 follows a
+  // failed create with a get that, answered by a lagging replica (the bucket allows direct gets),
+  // clears the "wrong last sequence" text, so the loser looks like a store failure; and the
+  // loser's read of `<id>/decision` can come from a replica that does not have it yet.
+  EXPECT_EQ(incoherent_jobs, 0) << "jobs where a loser was not told already_approved";
+
+  // Deliveries: JOBS (R3) and the core subscription; give stray releases time to show.
+  deliveries.waitFor(static_cast<std::size_t>(jobs), 30s);
+  std::this_thread::sleep_for(2500ms);
+  std::map<std::string, int> in_stream;
+  for (const auto& m : readStream(*cluster.clients[2], kJobsStream)) {
+    ++in_stream[header(m, "Countersign-Approval-Id")];
+  }
+  std::map<std::string, int> on_subject;
+  for (const auto& m : deliveries.messages()) ++on_subject[header(m, "Countersign-Approval-Id")];
+  int wrong_stream = 0;
+  int wrong_subject = 0;
+  for (const auto& id : ids) {
+    if (in_stream[id] != 1 && ++wrong_stream <= 10) {
+      ADD_FAILURE() << id << " stored " << in_stream[id] << " times in JOBS";
+    }
+    if (on_subject[id] != 1 && ++wrong_subject <= 10) {
+      ADD_FAILURE() << id << " published " << on_subject[id] << " times on jobs.>";
+    }
+  }
+  EXPECT_EQ(in_stream.size(), ids.size()) << "JOBS holds ids that were never held";
+  EXPECT_EQ(wrong_stream, 0);
+  EXPECT_EQ(wrong_subject, 0);
+  for (auto& replica : replicas) EXPECT_FALSE(replica->waitExit(0ms).has_value());
+  std::cout << "[cluster] " << jobs << " jobs: held after " << hold_ms << " ms, race " << race_ms
+            << " ms, total " << msSince(started) << " ms\n";
+}
+
+// A reviewer who approves the moment the hold is answered, through another node, must find the
+// job (the record is read from that node's replica of the bucket). Seen failing about once in 7
+// runs with not_found 404: the record was read from a replica that did not have it yet.
+TEST(ClusterTest, ApprovalRightAfterTheHoldThroughAnotherNodeFindsTheJob) {
+  NatsCluster cluster = startCluster();
+  ASSERT_TRUE(addReplicatedStream(*cluster.clients[0], kJobsStream, "jobs.>"));
+  std::vector<std::unique_ptr<CountersignProcess>> replicas;
+  for (int i = 0; i < kNodes; ++i) {
+    replicas.push_back(startReplica(cluster.nodes[static_cast<std::size_t>(i)]->url()));
+  }
+  std::map<std::string, int> tally;
+  std::vector<std::string> odd;  // answers other than approved/200
+  constexpr int kJobs = 150;
+  for (int j = 0; j < kJobs; ++j) {
+    const std::string id = "quick-" + std::to_string(j);
+    auto held = cluster.clients[static_cast<std::size_t>(j % kNodes)]->request(
+        "agents.jobs.risky.transfer", "{}", {{"Nats-Msg-Id", id}}, 10s);
+    ASSERT_TRUE(held.has_value()) << id;
+    ASSERT_EQ(num(parseJson(held->payload), "code"), 202) << held->payload;
+    auto approved = cluster.clients[static_cast<std::size_t>((j + 1) % kNodes)]->request(
+        "countersign.control.approve", R"({"id":")" + id + R"(","approver":"quick"})", {}, 10s);
+    ASSERT_TRUE(approved.has_value()) << id;
+    auto body = parseJson(approved->payload);
+    ++tally[str(body, "status") + "/" + std::to_string(num(body, "code"))];
+    if (num(body, "code") != 200) odd.push_back(id + ": " + approved->payload);
+  }
+  EXPECT_EQ(tally["approved/200"], kJobs)
+      << ::testing::PrintToString(tally) << "; " << ::testing::PrintToString(odd);
+  EXPECT_TRUE(
+      waitUntil([&] { return cluster.clients[0]->streamMessageCount(kJobsStream) >= kJobs; }, 10s));
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(cluster.clients[0]->streamMessageCount(kJobsStream), static_cast<std::uint64_t>(kJobs));
+}
+
+// The fact the design rests on (DESIGN.md section 10), at the cnats level on this server: on a
+// bucket at replicas 3, of 8 concurrent creates of a never-used key exactly one wins. Also
+// counts how the losers are told (cnats 3.4.1 follows a failed create with a get that, answered
+// by a lagging replica, clears the "wrong last sequence" text) and how often a read right after
+// a win, through another node, does not see it yet.
+TEST(ClusterTest, CreateOfANeverUsedKeyIsExclusiveAtReplicasThree) {
+  NatsCluster cluster = startCluster();
+  kvStore* admin = nullptr;
+  {
+    kvConfig config;
+    kvConfig_Init(&config);
+    config.Bucket = "lockfacts";
+    config.History = 1;
+    config.StorageType = js_FileStorage;
+    config.Replicas = kNodes;
+    ASSERT_EQ(js_CreateKeyValue(&admin, cluster.clients[0]->js(), &config), NATS_OK);
+  }
+  std::vector<std::unique_ptr<Client>> connections;
+  std::vector<kvStore*> handles;
+  for (int i = 0; i < kRacers; ++i) {
+    connections.push_back(
+        std::make_unique<Client>(cluster.nodes[static_cast<std::size_t>(i % kNodes)]->url()));
+    kvStore* kv = nullptr;
+    ASSERT_EQ(js_KeyValue(&kv, connections.back()->js(), "lockfacts"), NATS_OK);
+    handles.push_back(kv);
+  }
+  constexpr int kRounds = 300;
+  std::mutex mutex;
+  std::map<std::string, int> outcomes;
+  int rounds_without_one_winner = 0;
+  int stale_reads = 0;
+  for (int r = 0; r < kRounds; ++r) {
+    const std::string key = "k" + std::to_string(r);
+    std::latch go(kRacers + 1);
+    std::vector<std::thread> threads;
+    int winners = 0;
+    for (int i = 0; i < kRacers; ++i) {
+      threads.emplace_back([&, i] {
+        go.arrive_and_wait();
+        natsStatus s =
+            kvStore_Create(nullptr, handles[static_cast<std::size_t>(i)], key.c_str(), "v", 1);
+        std::string what = "created";
+        if (s == NATS_OK) {
+          kvEntry* entry = nullptr;
+          natsStatus got = kvStore_Get(&entry, handles[static_cast<std::size_t>((i + 1) % kRacers)],
+                                       key.c_str());
+          kvEntry_Destroy(entry);
+          std::lock_guard lock(mutex);
+          ++winners;
+          if (got == NATS_NOT_FOUND) ++stale_reads;
+        } else {
+          natsStatus ignored = NATS_OK;
+          const char* text = nats_GetLastError(&ignored);
+          const std::string detail = text != nullptr ? text : "";
+          what = std::string("lost: ") + natsStatus_GetText(s) + ", " +
+                 (detail.find("wrong last sequence") != std::string::npos ? "wrong last sequence"
+                  : detail.empty()                                        ? "no error text"
+                                                                          : detail);
+        }
+        std::lock_guard lock(mutex);
+        ++outcomes[what];
+      });
+    }
+    go.arrive_and_wait();
+    for (auto& t : threads) t.join();
+    if (winners != 1) ++rounds_without_one_winner;
+  }
+  std::cout << "[cluster] " << kRounds << " rounds x " << kRacers
+            << " creates: " << ::testing::PrintToString(outcomes)
+            << "; reads right after a win that did not see it: " << stale_reads << "\n";
+  EXPECT_EQ(rounds_without_one_winner, 0);
+  EXPECT_EQ(outcomes["created"], kRounds);
+  for (auto* kv : handles) kvStore_Destroy(kv);
+  kvStore_Destroy(admin);
+}
+
+}  // namespace
+}  // namespace countersign::testing

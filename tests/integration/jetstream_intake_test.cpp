@@ -1,0 +1,336 @@
+// JetStream intake end to end (DESIGN.md sections 2 and 5, route `mode: jetstream`), with the real
+// binary: jobs wait in the ingress stream (a work queue) until countersign has decided them, so
+// nothing is lost while countersign is down; forwards carry `Nats-Msg-Id:
+// countersign-in:<stream>:<seq>` so that a redelivery is deduplicated by the target stream;
+// throttled jobs come back later instead of being dropped; denied jobs are acked and never
+// forwarded; answers go to an allowed `Countersign-Reply-To`.
+//
+// The crash-point and kill -9 tests of JetStream intake are in faults_test.cpp.
+#include <gtest/gtest.h>
+#include <nats/nats.h>
+#include <rapidjson/document.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "integration/harness/harness.hpp"
+#include "nats/message_convert.hpp"
+
+namespace countersign::testing {
+namespace {
+
+constexpr const char* kJobsStream = "JOBS";
+constexpr const char* kIngressStream = "COUNTERSIGN_JOBS";  // the default for route "jobs"
+constexpr const char* kIngressDurable = "countersign-jobs";
+
+constexpr const char* kPolicy = R"(version: v1
+rules:
+  - id: hold-risky
+    when: { topic: "risky.>" }
+    decision: require_human
+  - id: allow-safe
+    when: { topic: "safe.>" }
+    decision: allow
+  - id: slow-bulk
+    when: { topic: "bulk.>" }
+    decision: throttle
+    rate: "10/s"
+    burst: 1
+)";
+
+std::string lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+std::string header(const Message& msg, std::string_view name) {
+  const std::string wanted = lower(name);
+  for (const auto& [key, value] : msg.headers) {
+    if (lower(key) == wanted) return value;
+  }
+  return {};
+}
+
+rapidjson::Document parseJson(const std::string& text) {
+  rapidjson::Document doc;
+  doc.Parse(text.c_str(), text.size());
+  if (doc.HasParseError() || !doc.IsObject()) doc.SetObject();
+  return doc;
+}
+
+std::string str(const rapidjson::Value& obj, const char* key) {
+  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsString()) return "<missing>";
+  return obj[key].GetString();
+}
+
+std::int64_t num(const rapidjson::Value& obj, const char* key) {
+  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsInt64()) return -1;
+  return obj[key].GetInt64();
+}
+
+bool waitUntil(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (done()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(100ms);
+  }
+}
+
+// Every message a stream stores, with its sequence, read by sequence (STREAM.MSG.GET).
+std::vector<std::pair<std::uint64_t, Message>> readStream(Client& client,
+                                                          const std::string& stream) {
+  std::vector<std::pair<std::uint64_t, Message>> out;
+  jsStreamInfo* info = nullptr;
+  jsErrCode js_error{};
+  natsStatus s = js_GetStreamInfo(&info, client.js(), stream.c_str(), nullptr, &js_error);
+  if (s != NATS_OK) {
+    ADD_FAILURE() << "stream info " << stream << ": " << natsStatus_GetText(s);
+    return out;
+  }
+  const std::uint64_t first = info->State.FirstSeq;
+  const std::uint64_t last = info->State.LastSeq;
+  jsStreamInfo_Destroy(info);
+  for (std::uint64_t seq = first; seq <= last && last > 0; ++seq) {
+    natsMsg* raw = nullptr;
+    s = js_GetMsg(&raw, client.js(), stream.c_str(), seq, nullptr, &js_error);
+    natsio::NatsMsgPtr owned(raw);
+    if (s == NATS_NOT_FOUND) continue;
+    if (s != NATS_OK) {
+      ADD_FAILURE() << stream << " seq " << seq << ": " << natsStatus_GetText(s);
+      continue;
+    }
+    if (auto converted = natsio::fromNatsMsg(raw)) out.emplace_back(seq, std::move(*converted));
+  }
+  return out;
+}
+
+// A JetStream publish into the ingress stream, retried until the PubAck; the stream sequence
+// the job got (0: never confirmed).
+std::uint64_t publishDurably(Client& client, const std::string& subject, const std::string& payload,
+                             const Headers& headers = {}) {
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    OutMessage out{.subject = subject, .reply = {}, .headers = &headers, .payload = payload};
+    auto msg = natsio::toNatsMsg(out);
+    if (!msg) return 0;
+    jsPubAck* ack = nullptr;
+    jsErrCode js_error{};
+    natsStatus s = js_PublishMsg(&ack, client.js(), msg->get(), nullptr, &js_error);
+    const std::uint64_t seq = s == NATS_OK ? ack->Sequence : 0;
+    jsPubAck_Destroy(ack);
+    if (s == NATS_OK) return seq;
+    std::this_thread::sleep_for(100ms);
+  }
+  return 0;
+}
+
+// The ingress consumer has delivered everything and nothing waits for an ack.
+bool ingressSettled(Client& client) {
+  jsConsumerInfo* consumer = nullptr;
+  jsErrCode js_error{};
+  if (js_GetConsumerInfo(&consumer, client.js(), kIngressStream, kIngressDurable, nullptr,
+                         &js_error) != NATS_OK) {
+    return false;
+  }
+  const bool settled = consumer->NumPending == 0 && consumer->NumAckPending == 0;
+  jsConsumerInfo_Destroy(consumer);
+  return settled;
+}
+
+std::string gatewayConfig(const std::string& url) {
+  return "nats:\n"
+         "  servers: [\"" +
+         url +
+         "\"]\n"
+         "policy:\n"
+         "  file: policy.yaml\n"
+         "routes:\n"
+         "  - name: jobs\n"
+         "    from: \"agents.jobs.>\"\n"
+         "    to: \"jobs.>\"\n"
+         "    mode: jetstream\n"
+         "    to_stream: JOBS\n"
+         "admin:\n"
+         "  listen: \"\"\n"
+         "release:\n"
+         "  replay_interval: 200ms\n"
+         "  lease: 1s\n";
+}
+
+class JetStreamIntakeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = NatsServer::start();
+    client_ = std::make_unique<Client>(server_->url());
+    client_->addStream(kJobsStream, {"jobs.>"});
+  }
+
+  std::unique_ptr<CountersignProcess> startGateway() {
+    CountersignOptions options;
+    options.config_yaml = gatewayConfig(server_->url());
+    options.policy_yaml = kPolicy;
+    options.nats_url = server_->url();
+    auto process = CountersignProcess::start(options);
+    EXPECT_TRUE(waitUntil(
+        [&] { return process->logs().find("countersign ready") != std::string::npos; }, 15s));
+    return process;
+  }
+
+  std::unique_ptr<NatsServer> server_;
+  std::unique_ptr<Client> client_;
+};
+
+// Jobs published while no countersign runs wait in the ingress stream; once countersign is back
+// every one is decided: allowed ones forwarded exactly once, risky ones held exactly once (and
+// released exactly once after approval). Nothing is forwarded before a decision.
+TEST_F(JetStreamIntakeTest, JobsPublishedWhileCountersignIsDownAreAllDecidedWhenItIsBack) {
+  // The first start creates the ingress stream and the durable consumer; then countersign is
+  // killed, and the producers go on.
+  auto first = startGateway();
+  first->kill9();
+  constexpr int kJobs = 200;
+  std::map<std::uint64_t, std::string> safe_by_seq;  // ingress sequence -> job id
+  std::set<std::string> risky;
+  for (int i = 0; i < kJobs; ++i) {
+    const bool is_risky = i % 2 == 1;
+    const std::string id = "down-" + std::to_string(i);
+    const std::uint64_t seq =
+        publishDurably(*client_, is_risky ? "agents.jobs.risky.transfer" : "agents.jobs.safe.read",
+                       R"({"id":")" + id + R"("})");
+    ASSERT_GT(seq, 0u) << id << " not stored in the ingress stream";
+    if (is_risky) {
+      risky.insert(id);
+    } else {
+      safe_by_seq[seq] = id;
+    }
+  }
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(client_->streamMessageCount(kJobsStream), 0u) << "forwarded without countersign";
+
+  auto second = startGateway();
+  EXPECT_TRUE(waitUntil([&] { return ingressSettled(*client_); }, 30s));
+  EXPECT_TRUE(waitUntil([&] { return client_->streamMessageCount(kIngressStream) == 0; }, 10s))
+      << "decided jobs must leave the work queue";
+
+  // Allowed: each once, with the ingress position as its message id, and no reply subject.
+  std::map<std::string, int> forwarded;
+  for (const auto& [seq, m] : readStream(*client_, kJobsStream)) {
+    const std::string id = str(parseJson(m.payload), "id");
+    ++forwarded[id];
+    EXPECT_EQ(header(m, "Countersign-Decision"), "allow") << id;
+    EXPECT_TRUE(m.reply.empty());
+  }
+  EXPECT_EQ(forwarded.size(), safe_by_seq.size());
+  for (const auto& [seq, id] : safe_by_seq) EXPECT_EQ(forwarded[id], 1) << id;
+  // Each allowed job carries the sequence it had in the ingress stream.
+  for (const auto& [seq, m] : readStream(*client_, kJobsStream)) {
+    const std::string id = str(parseJson(m.payload), "id");
+    std::uint64_t ingress_seq = 0;
+    for (const auto& [s, sid] : safe_by_seq) {
+      if (sid == id) ingress_seq = s;
+    }
+    EXPECT_EQ(header(m, "Nats-Msg-Id"),
+              std::string("countersign-in:") + kIngressStream + ":" + std::to_string(ingress_seq));
+  }
+
+  // Held: one record each, pending.
+  auto list =
+      client_->request("countersign.control.list", R"({"state":"pending","limit":1000})", {}, 10s);
+  ASSERT_TRUE(list.has_value());
+  auto body = parseJson(list->payload);
+  ASSERT_TRUE(body.HasMember("items") && body["items"].IsArray()) << list->payload;
+  std::set<std::string> pending;
+  for (const auto& item : body["items"].GetArray()) pending.insert(str(item, "id"));
+  EXPECT_EQ(pending, risky);
+
+  for (const auto& id : risky) {
+    auto approved = client_->request("countersign.control.approve",
+                                     R"({"id":")" + id + R"(","approver":"alice"})", {}, 10s);
+    ASSERT_TRUE(approved.has_value()) << id;
+    EXPECT_EQ(num(parseJson(approved->payload), "code"), 200) << approved->payload;
+  }
+  std::this_thread::sleep_for(1500ms);
+  std::map<std::string, int> stored;
+  for (const auto& [seq, m] : readStream(*client_, kJobsStream)) {
+    ++stored[str(parseJson(m.payload), "id")];
+  }
+  EXPECT_EQ(stored.size(), static_cast<std::size_t>(kJobs));
+  for (const auto& [id, n] : stored) EXPECT_EQ(n, 1) << id;
+}
+
+// A throttled job is not dropped in JetStream mode: it is NAKed with a delay and comes back
+// until the rate lets it through. 30 jobs at 10/s with burst 1 all arrive, each once.
+TEST_F(JetStreamIntakeTest, ThrottledJobsComeBackLaterAndNoneIsLost) {
+  auto gateway = startGateway();
+  Collector throttled(*client_, "countersign.events.throttled.>");
+  constexpr int kJobs = 30;
+  for (int i = 0; i < kJobs; ++i) {
+    ASSERT_GT(publishDurably(*client_, "agents.jobs.bulk.import",
+                             R"({"id":"bulk-)" + std::to_string(i) + R"("})"),
+              0u);
+  }
+  EXPECT_TRUE(waitUntil([&] { return client_->streamMessageCount(kJobsStream) >= kJobs; }, 30s))
+      << client_->streamMessageCount(kJobsStream) << " of " << kJobs << " forwarded";
+  EXPECT_TRUE(waitUntil([&] { return ingressSettled(*client_); }, 10s));
+  std::this_thread::sleep_for(500ms);
+  std::map<std::string, int> forwarded;
+  for (const auto& [seq, m] : readStream(*client_, kJobsStream)) {
+    ++forwarded[str(parseJson(m.payload), "id")];
+    EXPECT_EQ(header(m, "Countersign-Rule"), "slow-bulk");
+  }
+  EXPECT_EQ(forwarded.size(), static_cast<std::size_t>(kJobs));
+  for (const auto& [id, n] : forwarded) EXPECT_EQ(n, 1) << id;
+  EXPECT_GT(throttled.count(), 0u) << "the rate never held a job back: the test proves nothing";
+}
+
+// A denied job is acked (it leaves the work queue) and never forwarded; a held job answers on
+// an allowed Countersign-Reply-To (the message's own reply subject belongs to JetStream), and a
+// Countersign-Reply-To under the control prefix is not used.
+TEST_F(JetStreamIntakeTest, DeniedJobsLeaveTheQueueAndHeldJobsAnswerOnCountersignReplyTo) {
+  auto gateway = startGateway();
+  Collector answers(*client_, "_INBOX.jsintake.>");
+  Collector control(*client_, "countersign.>");
+  ASSERT_GT(publishDurably(*client_, "agents.jobs.other.delete", R"({"id":"denied-1"})",
+                           {{"Countersign-Reply-To", "_INBOX.jsintake.denied"}}),
+            0u);
+  ASSERT_GT(publishDurably(*client_, "agents.jobs.risky.transfer", R"({"id":"held-1"})",
+                           {{"Countersign-Reply-To", "_INBOX.jsintake.held"}}),
+            0u);
+  ASSERT_GT(publishDurably(*client_, "agents.jobs.risky.transfer", R"({"id":"held-2"})",
+                           {{"Countersign-Reply-To", "countersign.control.approve"}}),
+            0u);
+  auto got = answers.waitFor(2, 10s);
+  ASSERT_EQ(got.size(), 2u);
+  std::map<std::string, std::string> by_subject;
+  for (const auto& m : got) by_subject[m.subject] = m.payload;
+  auto denied = parseJson(by_subject["_INBOX.jsintake.denied"]);
+  EXPECT_EQ(str(denied, "status"), "denied") << by_subject["_INBOX.jsintake.denied"];
+  EXPECT_EQ(num(denied, "code"), 403);
+  auto held = parseJson(by_subject["_INBOX.jsintake.held"]);
+  EXPECT_EQ(str(held, "status"), "approval_required") << by_subject["_INBOX.jsintake.held"];
+  EXPECT_EQ(str(held, "approval_id"), "held-1");
+
+  EXPECT_TRUE(waitUntil([&] { return ingressSettled(*client_); }, 10s));
+  EXPECT_TRUE(waitUntil([&] { return client_->streamMessageCount(kIngressStream) == 0; }, 10s));
+  EXPECT_EQ(client_->streamMessageCount(kJobsStream), 0u);
+  // held-2 is held all the same, but nothing was published on the control subject it named.
+  auto record = client_->request("countersign.control.get", R"({"id":"held-2"})", {}, 5s);
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(num(parseJson(record->payload), "code"), 200) << record->payload;
+  for (const auto& m : control.messages()) {
+    EXPECT_NE(m.subject, "countersign.control.approve") << m.payload;
+  }
+}
+
+}  // namespace
+}  // namespace countersign::testing
