@@ -252,7 +252,16 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
     auto existing = s_.store.get(record.id);
     auto stored = existing ? parseApprovalRecord(existing->value) : std::unexpected(existing.error());
     if (stored && stored->job_hash == record.job_hash) {
-      // The same job again (a producer retry): answer exactly as the first time.
+      // The same job again (a producer retry, or a JetStream redelivery after a crash that may
+      // have lost the first `held` event): tell reviewers again while it is undecided, and
+      // answer exactly as the first time.
+      if (auto decided = s_.store.get(decisionKey(stored->id));
+          !decided && decided.error().code == Errc::not_found) {
+        s_.events.emit(Event{.event = "held", .approval_id = stored->id, .topic = stored->topic,
+                             .subject = stored->subject, .rule = stored->rule, .job_hash = stored->job_hash,
+                             .policy_snapshot = stored->policy_snapshot, .reason = "redelivered",
+                             .payload = stored->payload});
+      }
       JsonObjectWriter w;
       w.field("status", "approval_required")
           .field("code", 202)

@@ -7,10 +7,6 @@
 namespace countersign::natsio {
 namespace {
 
-struct EntryFree {
-  void operator()(kvEntry* entry) const { kvEntry_Destroy(entry); }
-};
-
 // A compare-and-swap that lost: the server answers "wrong last sequence: N" (JetStream error
 // 10071) and cnats reports it as a generic NATS_ERR.
 bool lostCompareAndSwap(natsStatus s) {
@@ -79,28 +75,38 @@ Result<std::uint64_t> KvBucket::create(std::string_view key, std::string_view va
       kvStore_Create(&revision, kv_, k.c_str(), value.data(), static_cast<int>(value.size()));
   if (s == NATS_OK) return revision;
   if (lostCompareAndSwap(s)) return fail(Errc::exists, "key " + k + " exists");
-  return std::unexpected(kvError(s, "KV create " + k));
+  Error error = kvError(s, "KV create " + k);
+  // On a replicated bucket cnats 3.4.1 checks a lost create with a direct get, which a lagging
+  // replica may answer "not found", and then reports a bare error. Ask the stream leader.
+  if (auto existing = get(key)) return fail(Errc::exists, "key " + k + " exists");
+  return std::unexpected(std::move(error));
 }
 
 Result<KvEntry> KvBucket::get(std::string_view key) {
   std::string k(key);
   if (auto ok = checkConnected("KV get " + k); !ok) return std::unexpected(ok.error());
-  kvEntry* raw = nullptr;
-  natsStatus s = kvStore_Get(&raw, kv_, k.c_str());
-  std::unique_ptr<kvEntry, EntryFree> entry(raw);
+  // Read through the stream leader (STREAM.MSG.GET), not kvStore_Get: cnats 3.4.1 uses direct
+  // gets on buckets that allow them, and on a replicated bucket a lagging replica answers those
+  // (seen: 14-30 of 300 reads right after a create through another node missed the key). The
+  // decisions read here must see every create that was confirmed.
+  const std::string stream = "KV_" + bucket_;
+  const std::string subject = "$KV." + bucket_ + "." + k;
+  natsMsg* raw = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetLastMsg(&raw, connection_.js(), stream.c_str(), subject.c_str(), nullptr, &code);
+  std::unique_ptr<natsMsg, decltype(&natsMsg_Destroy)> msg(raw, &natsMsg_Destroy);
   if (s == NATS_NOT_FOUND) return fail(Errc::not_found, "key " + k + " not found");
   if (s != NATS_OK) return std::unexpected(kvError(s, "KV get " + k));
-  kvOperation op = kvEntry_Operation(entry.get());
-  if (op == kvOp_Delete || op == kvOp_Purge) {
+  const char* operation = nullptr;
+  if (natsMsgHeader_Get(msg.get(), "KV-Operation", &operation) == NATS_OK && operation != nullptr &&
+      (std::string_view(operation) == "DEL" || std::string_view(operation) == "PURGE")) {
     return fail(Errc::not_found, "key " + k + " deleted");
   }
   KvEntry out;
-  const void* data = kvEntry_Value(entry.get());
-  int length = kvEntry_ValueLen(entry.get());
-  if (data != nullptr && length > 0) {
-    out.value.assign(static_cast<const char*>(data), static_cast<std::size_t>(length));
-  }
-  out.revision = kvEntry_Revision(entry.get());
+  const char* data = natsMsg_GetData(msg.get());
+  const int length = natsMsg_GetDataLength(msg.get());
+  if (data != nullptr && length > 0) out.value.assign(data, static_cast<std::size_t>(length));
+  out.revision = natsMsg_GetSequence(msg.get());
   return out;
 }
 

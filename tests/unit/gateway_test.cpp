@@ -107,6 +107,8 @@ TEST_F(GatewayTest, HoldCreatesOneRecordPerJobId) {
   EXPECT_EQ(field(again, "approval_id"), "pay-1");
   EXPECT_EQ(field(again, "job_hash"), field(first, "job_hash"));
   EXPECT_EQ(kv_.size(), keys);
+  // Undecided: reviewers are told again (the first `held` event may have been lost in a crash).
+  EXPECT_EQ(pub_.on("countersign.events.held.").size(), 2u);
 
   // Same id, other content: refused.
   send("finance.payment.execute", R"({"id":"pay-1","amount":99,"labels":{"env":"production"}})");
