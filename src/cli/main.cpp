@@ -111,7 +111,14 @@ int main(int argc, char** argv) {
   addClientOptions(audit_cmd, client);
   addClientOptions(verify_cmd, client);
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);  // --help, --version
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);  // prints the message and the usage
+    return 2;     // usage errors always exit 2 (docs/configuration.md)
+  }
 
   if (run_cmd->parsed()) return runGateway(run);
   if (check_cmd->parsed()) return policyCheck(check_file);

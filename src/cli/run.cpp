@@ -2,6 +2,7 @@
 #include <pthread.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <condition_variable>
@@ -389,10 +390,21 @@ int runGateway(const RunOptions& options) {
   replay_thread.join();
   // Stop intake first and let in-flight jobs finish, then control, then the connections.
   for (auto& ingress : ingresses) ingress->stop();
-  for (auto& sub : intake_subs) (void)sub->drain(kDrainTimeout);
-  for (auto& sub : control_subs) (void)sub->drain(kDrainTimeout);
-  intake_plane->connection->drain(kDrainTimeout);
-  control_plane->connection->drain(kDrainTimeout);
+  // One deadline for the whole drain; with NATS down there is nothing to drain through, and
+  // waiting would outlast the supervisor's grace period (Kubernetes: 30 s).
+  const auto deadline = std::chrono::steady_clock::now() + kDrainTimeout;
+  const auto left = [&] {
+    return std::max(std::chrono::milliseconds(1), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                      deadline - std::chrono::steady_clock::now()));
+  };
+  if (intake_plane->connection->connected()) {
+    for (auto& sub : intake_subs) (void)sub->drain(left());
+    intake_plane->connection->drain(left());
+  }
+  if (control_plane->connection->connected()) {
+    for (auto& sub : control_subs) (void)sub->drain(left());
+    control_plane->connection->drain(left());
+  }
   if (embedded) embedded->stop();
   log.info("stopped");
   return 0;
