@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "integration/harness/harness.hpp"
+#include "integration/harness/wire.hpp"
 
 namespace countersign::testing {
 namespace {
@@ -48,33 +49,6 @@ std::string deployFile(const std::string& name) {
 
 std::string userUrl(const NatsServer& server, const std::string& user) {
   return "nats://" + user + ":" + user + "-secret@127.0.0.1:" + std::to_string(server.port());
-}
-
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
-std::vector<std::string> headerValues(const Message& msg, std::string_view name) {
-  std::vector<std::string> out;
-  const std::string wanted = lower(name);
-  for (const auto& [key, value] : msg.headers) {
-    if (lower(key) == wanted) out.push_back(value);
-  }
-  return out;
-}
-
-std::vector<std::string> one(std::string value) {
-  return {std::move(value)};
-}
-
-std::size_t countOn(const std::vector<Message>& messages, const std::string& subject) {
-  std::size_t n = 0;
-  for (const auto& m : messages) n += m.subject == subject ? 1 : 0;
-  return n;
 }
 
 // Publishes a marker read job and waits until the worker has it: every job the producer sent

@@ -1,10 +1,6 @@
 // Black-box tests of the binary's configuration and policy commands (DESIGN.md sections 2
 // and 3): `run --check`, `policy check`, `policy explain`, and `run` without a server.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <regex>
@@ -12,26 +8,13 @@
 #include <vector>
 
 #include "integration/harness/harness.hpp"
+#include "integration/harness/wire.hpp"
 
 namespace countersign::testing {
 namespace {
 
-// A TCP port on 127.0.0.1 where nothing listens (bound once by the kernel's choice, closed).
-int unusedPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 std::string deadUrl() {
-  return "nats://127.0.0.1:" + std::to_string(unusedPort());
+  return "nats://127.0.0.1:" + std::to_string(freePort());
 }
 
 // A complete valid config; `routes` replaces the routes block, `control` is added to the

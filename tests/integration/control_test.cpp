@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "integration/harness/harness.hpp"
+#include "integration/harness/wire.hpp"
 
 namespace countersign::testing {
 namespace {
@@ -75,38 +76,7 @@ rules:
     decision: require_human
 )";
 
-// ---- helpers: replies are parsed with RapidJSON, headers read by name ----------------------
-
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
-std::vector<std::string> headerValues(const Message& msg, std::string_view name) {
-  std::vector<std::string> out;
-  const std::string wanted = lower(name);
-  for (const auto& [key, value] : msg.headers) {
-    if (lower(key) == wanted) out.push_back(value);
-  }
-  return out;
-}
-
-std::vector<std::string> one(std::string value) {
-  return {std::move(value)};
-}
-
-rapidjson::Document parseJson(const std::string& text) {
-  rapidjson::Document doc;
-  doc.Parse(text.c_str(), text.size());
-  if (doc.HasParseError() || !doc.IsObject()) {
-    ADD_FAILURE() << "not a JSON object: " << text;
-    doc.SetObject();
-  }
-  return doc;
-}
+// ---- helpers --------------------------------------------------------------------------------
 
 std::string toJson(const rapidjson::Value& value) {
   rapidjson::StringBuffer buffer;
@@ -115,65 +85,8 @@ std::string toJson(const rapidjson::Value& value) {
   return std::string(buffer.GetString(), buffer.GetSize());
 }
 
-std::string str(const rapidjson::Value& obj, const char* key) {
-  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsString()) return "<missing>";
-  return obj[key].GetString();
-}
-std::int64_t num(const rapidjson::Value& obj, const char* key) {
-  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsInt64()) return -1;
-  return obj[key].GetInt64();
-}
-bool flag(const rapidjson::Value& obj, const char* key) {
-  return obj.IsObject() && obj.HasMember(key) && obj[key].IsBool() && obj[key].GetBool();
-}
-
-// A countersign reply: its JSON body and the Countersign-Status header, which must be present
-// exactly once and equal the body's status (checked here for every reply a test reads).
-struct Reply {
-  std::string raw;
-  rapidjson::Document body;
-  std::string status() const { return str(body, "status"); }
-  std::int64_t code() const { return num(body, "code"); }
-  std::string field(const char* key) const { return str(body, key); }
-  bool isTrue(const char* key) const { return flag(body, key); }
-  bool has(const char* key) const { return body.IsObject() && body.HasMember(key); }
-};
-
-Reply toReply(const std::optional<Message>& msg) {
-  Reply reply;
-  reply.body.SetObject();
-  if (!msg) {
-    ADD_FAILURE() << "no reply from countersign";
-    return reply;
-  }
-  reply.raw = msg->payload;
-  reply.body = parseJson(msg->payload);
-  EXPECT_EQ(headerValues(*msg, "Countersign-Status"), one(reply.status()))
-      << "Countersign-Status header must equal the body's status; body: " << msg->payload;
-  return reply;
-}
-
-std::string snapshotOf(const std::filesystem::path& policy_file) {
-  CommandResult result = runCountersign({"policy", "check", policy_file.string()});
-  EXPECT_EQ(result.exit_code, 0) << result.out << result.err;
-  std::istringstream in(result.out);
-  std::string ok, snapshot;
-  in >> ok >> snapshot;
-  EXPECT_EQ(ok, "ok") << result.out;
-  return snapshot;
-}
-
-std::size_t countOn(const std::vector<Message>& messages, const std::string& subject) {
-  std::size_t n = 0;
-  for (const auto& m : messages) n += m.subject == subject ? 1 : 0;
-  return n;
-}
-
-struct Stack {
-  std::unique_ptr<NatsServer> server;
-  std::unique_ptr<Client> client;
-  std::unique_ptr<CountersignProcess> countersign;
-
+// The stack with the control requests these tests send.
+struct ControlStack : Stack {
   Reply control(const std::string& verb, const std::string& body) {
     return toReply(client->request("countersign.control." + verb, body, {}, 10s));
   }
@@ -192,45 +105,16 @@ struct Stack {
   }
 };
 
-Stack startStack(const std::string& policy = kPolicy) {
-  Stack s;
-  s.server = NatsServer::start();
-  s.client = std::make_unique<Client>(s.server->url());
-  CountersignOptions options;
-  options.config_yaml = basicConfig(s.server->url());
-  options.policy_yaml = policy;
-  options.nats_url = s.server->url();
-  s.countersign = CountersignProcess::start(options);
-  return s;
-}
-
-// Publishes an allowed marker job and waits until it reached the worker side (`jobs` must
-// collect jobs.>), then 300 ms more. Used before asserting that something did NOT arrive.
-void settle(Stack& s, Collector& jobs) {
-  static int counter = 0;
-  const std::string marker = "marker-" + std::to_string(++counter);
-  s.client->publish("agents.jobs.knowledge.read", marker);
-  s.client->flush();
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  bool seen = false;
-  while (!seen && std::chrono::steady_clock::now() < deadline) {
-    for (const auto& m : jobs.waitFor(jobs.count() + 1, 200ms)) seen |= m.payload == marker;
-  }
-  ASSERT_TRUE(seen) << "the allowed marker job never reached jobs.knowledge.read";
-  std::this_thread::sleep_for(300ms);
+ControlStack startStack(const std::string& policy = kPolicy) {
+  return ControlStack{Stack::start(policy)};
 }
 
 // Polls `probe` every 100 ms until it returns true or `timeout` passes.
 bool eventually(const std::function<bool()>& probe, std::chrono::milliseconds timeout = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (probe()) return true;
-    std::this_thread::sleep_for(100ms);
-  }
-  return probe();
+  return waitUntil(probe, timeout);
 }
 
-std::string recordState(Stack& s, const std::string& id) {
+std::string recordState(ControlStack& s, const std::string& id) {
   Reply r = s.control("get", R"({"id":")" + id + R"("})");
   if (!r.has("record")) return "<no record>";
   return str(r.body["record"], "state");
@@ -238,7 +122,8 @@ std::string recordState(Stack& s, const std::string& id) {
 
 // Replaces the policy file atomically and sends SIGHUP, then waits until fresh held probe jobs
 // are judged under `expected_snapshot`.
-void reloadPolicy(Stack& s, const std::string& policy, const std::string& expected_snapshot) {
+void reloadPolicy(ControlStack& s, const std::string& policy,
+                  const std::string& expected_snapshot) {
   const auto path = s.countersign->policyPath();
   const auto temp = path.string() + ".new";
   {
@@ -263,7 +148,7 @@ const std::string kPayPayload = "{\"amount\": 250, \"currency\":\"EUR\"}";
 // ---- approve ---------------------------------------------------------------------------
 
 TEST(ControlTest, ApproveReleasesTheJobOnceWithApprovalHeaders) {
-  Stack s = startStack();
+  ControlStack s = startStack();
   Collector jobs(*s.client, "jobs.>");
   s.client->flush();
   Reply held = s.hold(kPayTopic, "pay-1", kPayPayload,
@@ -316,7 +201,7 @@ TEST(ControlTest, ApproveReleasesTheJobOnceWithApprovalHeaders) {
 }
 
 TEST(ControlTest, ApproveWithoutReplySubjectIsStillApplied) {
-  Stack s = startStack();
+  ControlStack s = startStack();
   Collector jobs(*s.client, "jobs.>");
   s.client->flush();
   ASSERT_EQ(s.hold(kPayTopic, "quiet-1", kPayPayload).code(), 202);
@@ -332,7 +217,7 @@ TEST(ControlTest, ApproveWithoutReplySubjectIsStillApplied) {
 // ---- reject ----------------------------------------------------------------------------
 
 TEST(ControlTest, RejectThenRejectAgainThenApproveIsRefused) {
-  Stack s = startStack();
+  ControlStack s = startStack();
   Collector jobs(*s.client, "jobs.>");
   s.client->flush();
   ASSERT_EQ(s.hold(kPayTopic, "rej-1", kPayPayload).code(), 202);
@@ -362,7 +247,7 @@ TEST(ControlTest, RejectThenRejectAgainThenApproveIsRefused) {
 }
 
 TEST(ControlTest, RejectAfterApproveIs409AlreadyApproved) {
-  Stack s = startStack();
+  ControlStack s = startStack();
   Collector jobs(*s.client, "jobs.>");
   s.client->flush();
   ASSERT_EQ(s.hold(kPayTopic, "ra-1", kPayPayload).code(), 202);
@@ -378,7 +263,7 @@ TEST(ControlTest, RejectAfterApproveIs409AlreadyApproved) {
 // ---- snapshot_changed ------------------------------------------------------------------
 
 TEST(ControlTest, SnapshotChangedRebindsHeldAgainAndASecondApproveReleases) {
-  Stack s = startStack();
+  ControlStack s = startStack();
   Collector jobs(*s.client, "jobs.>");
   Collector held_events(*s.client, "countersign.events.held.>");
   s.client->flush();
@@ -387,7 +272,7 @@ TEST(ControlTest, SnapshotChangedRebindsHeldAgainAndASecondApproveReleases) {
   const std::string old_snapshot = held.field("policy_snapshot");
 
   TempDir scratch;
-  const std::string new_snapshot = snapshotOf(scratch.write("p.yaml", kPolicyStillHeld));
+  const std::string new_snapshot = policySnapshot(scratch.write("p.yaml", kPolicyStillHeld));
   ASSERT_NE(new_snapshot, old_snapshot);
   reloadPolicy(s, kPolicyStillHeld, new_snapshot);
   if (::testing::Test::HasFatalFailure()) return;
@@ -434,14 +319,14 @@ TEST(ControlTest, SnapshotChangedRebindsHeldAgainAndASecondApproveReleases) {
 }
 
 TEST(ControlTest, SnapshotChangedToADenyingPolicyRejectsTheRecord) {
-  Stack s = startStack();
+  ControlStack s = startStack();
   Collector jobs(*s.client, "jobs.>");
   s.client->flush();
   Reply held = s.hold(kPayTopic, "snapdeny-1", kPayPayload);
   ASSERT_EQ(held.code(), 202) << held.raw;
 
   TempDir scratch;
-  const std::string new_snapshot = snapshotOf(scratch.write("p.yaml", kPolicyDenies));
+  const std::string new_snapshot = policySnapshot(scratch.write("p.yaml", kPolicyDenies));
   reloadPolicy(s, kPolicyDenies, new_snapshot);
   if (::testing::Test::HasFatalFailure()) return;
 
@@ -463,7 +348,7 @@ TEST(ControlTest, SnapshotChangedToADenyingPolicyRejectsTheRecord) {
 // ---- job_changed -----------------------------------------------------------------------
 
 TEST(ControlTest, RecordAlteredInKvIs409JobChangedAndNothingIsReleased) {
-  Stack s = startStack();
+  ControlStack s = startStack();
   Collector jobs(*s.client, "jobs.>");
   s.client->flush();
   Reply held = s.hold(kPayTopic, "tamper-1", kPayPayload);
@@ -490,7 +375,7 @@ TEST(ControlTest, RecordAlteredInKvIs409JobChangedAndNothingIsReleased) {
 }
 
 TEST(ControlTest, ReviewerSawAnotherHashIs409JobChanged) {
-  Stack s = startStack();
+  ControlStack s = startStack();
   Collector jobs(*s.client, "jobs.>");
   s.client->flush();
   Reply held = s.hold(kPayTopic, "rev-1", kPayPayload);
@@ -525,7 +410,7 @@ TEST(ControlTest, ReviewerSawAnotherHashIs409JobChanged) {
 // ---- not_found, bad_request, expired ---------------------------------------------------
 
 TEST(ControlTest, UnknownIdIs404) {
-  Stack s = startStack();
+  ControlStack s = startStack();
   for (const std::string verb : {"approve", "reject", "get"}) {
     Reply r = s.control(verb, R"({"id":"no-such-id","approver":"alice"})");
     EXPECT_EQ(r.status(), "not_found") << verb << ": " << r.raw;
@@ -535,7 +420,7 @@ TEST(ControlTest, UnknownIdIs404) {
 }
 
 TEST(ControlTest, MalformedRequestsAre400NamingTheField) {
-  Stack s = startStack();
+  ControlStack s = startStack();
   ASSERT_EQ(s.hold(kPayTopic, "br-1", kPayPayload).code(), 202);
   struct Case {
     const char* verb;
@@ -583,7 +468,7 @@ TEST(ControlTest, MalformedRequestsAre400NamingTheField) {
 // job id, which maps to its approval id; an empty body is an empty request) must still never
 // reach a key other than a record.
 TEST(ControlTest, JobIdsAreMappedToApprovalIdsAndNeverReachOtherKeys) {
-  Stack s = startStack();
+  ControlStack s = startStack();
   Collector jobs(*s.client, "jobs.>");
   s.client->flush();
   Reply held = s.hold(kPayTopic, "order 42/a", kPayPayload);
@@ -611,7 +496,7 @@ TEST(ControlTest, JobIdsAreMappedToApprovalIdsAndNeverReachOtherKeys) {
 }
 
 TEST(ControlTest, ApproveAfterTheDeadlineIs410) {
-  Stack s = startStack();
+  ControlStack s = startStack();
   Collector jobs(*s.client, "jobs.>");
   s.client->flush();
   Reply held = s.hold("quick.expiry", "exp-1", "{\"v\":1}");
@@ -638,7 +523,7 @@ TEST(ControlTest, ApproveAfterTheDeadlineIs410) {
 // ---- get and list ----------------------------------------------------------------------
 
 TEST(ControlTest, GetReturnsTheRecordWithItsPayload) {
-  Stack s = startStack();
+  ControlStack s = startStack();
   Reply held = s.hold(kPayTopic, "get-1", kPayPayload, {{"X-Trace", "7"}});
   ASSERT_EQ(held.code(), 202) << held.raw;
   Reply r = s.get("get-1");
@@ -670,7 +555,7 @@ std::vector<std::string> itemIds(const Reply& r) {
 }
 
 TEST(ControlTest, ListFiltersByStateAndPages) {
-  Stack s = startStack();
+  ControlStack s = startStack();
   for (const std::string id : {"l-c", "l-a", "l-b"}) {
     ASSERT_EQ(s.hold(kPayTopic, id, "{\"id\":\"" + id + "\"}").code(), 202);
   }
@@ -717,7 +602,7 @@ TEST(ControlTest, ListFiltersByStateAndPages) {
 // ---- events ----------------------------------------------------------------------------
 
 TEST(ControlTest, DecisionsAreEmittedAsEvents) {
-  Stack s = startStack();
+  ControlStack s = startStack();
   Collector events(*s.client, "countersign.events.>");
   s.client->flush();
   Reply held_a = s.hold(kPayTopic, "ev-a", kPayPayload);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "integration/harness/harness.hpp"
+#include "integration/harness/wire.hpp"
 
 namespace countersign::testing {
 namespace {
@@ -41,127 +42,17 @@ rules:
     decision: require_human
 )";
 
-// ---- helpers: replies are parsed with RapidJSON, headers read by name ----------------------
+// ---- helpers --------------------------------------------------------------------------------
 
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
-// Every value of every header whose name equals `name` in any ASCII case, in wire order.
-std::vector<std::string> headerValues(const Message& msg, std::string_view name) {
-  std::vector<std::string> out;
-  const std::string wanted = lower(name);
-  for (const auto& [key, value] : msg.headers) {
-    if (lower(key) == wanted) out.push_back(value);
-  }
-  return out;
-}
-
-std::vector<std::string> one(std::string value) {
-  return {std::move(value)};
-}
-
-rapidjson::Document parseJson(const std::string& text) {
-  rapidjson::Document doc;
-  doc.Parse(text.c_str(), text.size());
-  if (doc.HasParseError() || !doc.IsObject()) {
-    ADD_FAILURE() << "not a JSON object: " << text;
-    doc.SetObject();
-  }
-  return doc;
-}
-
-std::string str(const rapidjson::Value& obj, const char* key) {
-  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsString()) return "<missing>";
-  return obj[key].GetString();
-}
-std::int64_t num(const rapidjson::Value& obj, const char* key) {
-  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsInt64()) return -1;
-  return obj[key].GetInt64();
-}
-
-// A countersign reply: its JSON body and the Countersign-Status header, which must be present
-// exactly once and equal the body's status (checked here for every reply a test reads).
-struct Reply {
-  bool received = false;
-  std::string raw;
-  rapidjson::Document body;
-  std::string status() const { return str(body, "status"); }
-  std::int64_t code() const { return num(body, "code"); }
-  std::string field(const char* key) const { return str(body, key); }
-  std::int64_t number(const char* key) const { return num(body, key); }
-  bool has(const char* key) const { return body.IsObject() && body.HasMember(key); }
-};
-
-Reply toReply(const std::optional<Message>& msg) {
-  Reply reply;
-  reply.body.SetObject();
-  if (!msg) {
-    ADD_FAILURE() << "no reply from countersign";
-    return reply;
-  }
-  reply.received = true;
-  reply.raw = msg->payload;
-  reply.body = parseJson(msg->payload);
-  EXPECT_EQ(headerValues(*msg, "Countersign-Status"), one(reply.status()))
-      << "Countersign-Status header must equal the body's status; body: " << msg->payload;
-  return reply;
-}
-
+// The snapshot `policy check` prints, which must have the v1:sha256 form.
 std::string snapshotOf(const std::filesystem::path& policy_file) {
-  CommandResult result = runCountersign({"policy", "check", policy_file.string()});
-  EXPECT_EQ(result.exit_code, 0) << result.out << result.err;
-  std::istringstream in(result.out);
-  std::string ok, snapshot;
-  in >> ok >> snapshot;
-  EXPECT_EQ(ok, "ok") << result.out;
+  const std::string snapshot = policySnapshot(policy_file);
   EXPECT_TRUE(std::regex_match(snapshot, std::regex("v1:sha256:[0-9a-f]{64}"))) << snapshot;
   return snapshot;
 }
 
-std::size_t countOn(const std::vector<Message>& messages, const std::string& subject) {
-  std::size_t n = 0;
-  for (const auto& m : messages) n += m.subject == subject ? 1 : 0;
-  return n;
-}
-
-struct Stack {
-  std::unique_ptr<NatsServer> server;
-  std::unique_ptr<Client> client;
-  std::unique_ptr<CountersignProcess> countersign;
-};
-
 Stack startStack(const std::string& policy = kPolicy, NatsServerOptions server_options = {}) {
-  Stack s;
-  s.server = NatsServer::start(server_options);
-  s.client = std::make_unique<Client>(s.server->url());
-  CountersignOptions options;
-  options.config_yaml = basicConfig(s.server->url());
-  options.policy_yaml = policy;
-  options.nats_url = s.server->url();
-  s.countersign = CountersignProcess::start(options);
-  return s;
-}
-
-// Publishes an allowed marker job and waits until it reached the worker side (`jobs` must
-// collect jobs.>), then 300 ms more: whatever countersign decided before the marker has had
-// its chance to arrive. Used before asserting that something did NOT arrive.
-void settle(Stack& s, Collector& jobs) {
-  static int counter = 0;
-  const std::string marker = "marker-" + std::to_string(++counter);
-  s.client->publish("agents.jobs.knowledge.read", marker);
-  s.client->flush();
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  bool seen = false;
-  while (!seen && std::chrono::steady_clock::now() < deadline) {
-    for (const auto& m : jobs.waitFor(jobs.count() + 1, 200ms)) seen |= m.payload == marker;
-  }
-  ASSERT_TRUE(seen) << "the allowed marker job never reached jobs.knowledge.read";
-  std::this_thread::sleep_for(300ms);
+  return Stack::start(policy, std::move(server_options));
 }
 
 Reply hold(Stack& s, const std::string& topic, const std::string& payload, const Headers& headers) {

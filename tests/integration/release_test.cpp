@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "integration/harness/harness.hpp"
+#include "integration/harness/wire.hpp"
 
 namespace countersign::testing {
 namespace {
@@ -31,70 +32,11 @@ rules:
     decision: require_human
 )";
 
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
-std::vector<std::string> headerValues(const Message& msg, std::string_view name) {
-  std::vector<std::string> out;
-  const std::string wanted = lower(name);
-  for (const auto& [key, value] : msg.headers) {
-    if (lower(key) == wanted) out.push_back(value);
-  }
-  return out;
-}
-
-rapidjson::Document parseJson(const std::string& text) {
-  rapidjson::Document doc;
-  doc.Parse(text.c_str(), text.size());
-  if (doc.HasParseError() || !doc.IsObject()) doc.SetObject();
-  return doc;
-}
-
-std::string str(const rapidjson::Value& obj, const char* key) {
-  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsString()) return "<missing>";
-  return obj[key].GetString();
-}
-std::int64_t num(const rapidjson::Value& obj, const char* key) {
-  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsInt64()) return -1;
-  return obj[key].GetInt64();
-}
-
 // A countersign reply's body; its Countersign-Status header must equal the body's status.
 rapidjson::Document replyBody(const Message& reply) {
-  auto body = parseJson(reply.payload);
-  EXPECT_EQ(headerValues(reply, "Countersign-Status"),
-            std::vector<std::string>{str(body, "status")})
-      << reply.payload;
+  auto body = parseJsonQuiet(reply.payload);
+  EXPECT_EQ(headerValues(reply, "Countersign-Status"), one(str(body, "status"))) << reply.payload;
   return body;
-}
-
-// The one route releases through the JOBS stream; no admin listener, so replicas can share
-// the machine.
-std::string replicaConfig(const std::string& url) {
-  return "nats:\n"
-         "  servers: [\"" +
-         url +
-         "\"]\n"
-         "policy:\n"
-         "  file: policy.yaml\n"
-         "store:\n"
-         "  bucket: countersign_approvals\n"
-         "  replicas: 1\n"
-         "routes:\n"
-         "  - name: jobs\n"
-         "    from: \"agents.jobs.>\"\n"
-         "    to: \"jobs.>\"\n"
-         "    mode: core\n"
-         "    to_stream: JOBS\n"
-         "control:\n"
-         "  prefix: countersign\n"
-         "admin:\n"
-         "  listen: \"\"\n";
 }
 
 struct Cluster {
@@ -111,13 +53,14 @@ Cluster startCluster() {
   c.server = NatsServer::start();
   c.client = std::make_unique<Client>(c.server->url());
   c.client->addStream("JOBS", {"jobs.>"});
-  for (int i = 0; i < 2; ++i) {
-    CountersignOptions options;
-    options.config_yaml = replicaConfig(c.server->url());
-    options.policy_yaml = kPolicy;
-    options.nats_url = c.server->url();
-    c.replicas.push_back(CountersignProcess::start(options));
-  }
+  // The one route releases through the JOBS stream; no admin listener, so replicas can share
+  // the machine.
+  CountersignOptions options;
+  options.config_yaml =
+      gatewayConfig({.servers = {c.server->url()}, .store_replicas = 1, .control_block = true});
+  options.policy_yaml = kPolicy;
+  options.nats_url = c.server->url();
+  c.replicas = startReplicas(2, options);
   for (int i = 0; i < kApprovers; ++i) {
     c.approvers.push_back(std::make_unique<Client>(c.server->url()));
   }
