@@ -43,7 +43,9 @@ class JobView {
 
   // Label lookup: route label, else payload labels.<name>, else payload top-level <name>,
   // else header <name>. Returns nullptr when missing; the value is a JSON value (string for
-  // route labels and headers).
+  // route labels and headers). When the payload is not JSON only route labels are read: the
+  // header must not stand in for a label the worker may find in the payload bytes. An empty
+  // payload carries no labels, so there the header is read.
   const rapidjson::Value* label(std::string_view name) const;
 
  private:

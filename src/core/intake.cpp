@@ -136,7 +136,9 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
       return outcome;
     }
     case Decision::deny: {
-      std::string reason = verdict.rule == nullptr ? "no_rule_matched"
+      // An indeterminate verdict (a condition that could not be checked) fails closed.
+      std::string reason = verdict.indeterminate ? "policy_indeterminate"
+                           : verdict.rule == nullptr ? "no_rule_matched"
                            : verdict.rule->reason.empty() ? "policy_denied"
                                                           : verdict.rule->reason;
       JsonObjectWriter w;
