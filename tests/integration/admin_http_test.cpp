@@ -6,9 +6,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <spawn.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -26,8 +24,7 @@
 #include "countersign/json.hpp"
 #include "http/admin_server.hpp"
 #include "integration/harness/harness.hpp"
-
-extern char** environ;
+#include "integration/harness/wire.hpp"
 
 namespace countersign::testing {
 namespace {
@@ -41,21 +38,7 @@ constexpr const char* kReaderToken = "reader-19c2-token";
 
 // --- a parsed HTTP response ---------------------------------------------------------------------
 
-struct Response {
-  int status = 0;
-  std::map<std::string, std::string> headers;  // lower-case names
-  std::string body;
-
-  std::string header(const std::string& name) const {
-    const auto it = headers.find(name);
-    return it == headers.end() ? std::string() : it->second;
-  }
-};
-
-std::string lowerCase(std::string text) {
-  for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return text;
-}
+using Response = HttpResponse;
 
 // Parses one response head ("HTTP/1.1 200 OK\r\nName: value\r\n..."), without the blank line.
 Response parseHead(const std::string& head) {
@@ -73,7 +56,7 @@ Response parseHead(const std::string& head) {
     if (colon == std::string::npos) continue;
     std::string value = line.substr(colon + 1);
     while (!value.empty() && value.front() == ' ') value.erase(0, 1);
-    r.headers[lowerCase(line.substr(0, colon))] = value;
+    r.headers[lower(line.substr(0, colon))] = value;
   }
   return r;
 }
@@ -98,47 +81,15 @@ Response parseCurlOutput(const std::string& out) {
 
 // --- curl ---------------------------------------------------------------------------------------
 
-// Runs curl (no shell) and parses its `-i` output. Proxies from the environment are ignored.
-Response curl(std::vector<std::string> args) {
-  std::vector<std::string> argv{"curl", "-s", "-i", "--noproxy", "*", "--max-time", "20"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  std::vector<char*> raw;
-  for (auto& a : argv) raw.push_back(a.data());
-  raw.push_back(nullptr);
-
-  int fds[2];
-  if (::pipe(fds) != 0) {
-    ADD_FAILURE() << "pipe: " << std::strerror(errno);
+// Runs curl and parses its `-i` output.
+Response curl(const std::vector<std::string>& args) {
+  const auto run = runCurl(args);
+  if (!run) return {};
+  if (run->exit_code != 0) {
+    ADD_FAILURE() << "curl failed (exit code " << run->exit_code << "): " << run->out;
     return {};
   }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-  posix_spawn_file_actions_addclose(&actions, fds[0]);
-  posix_spawn_file_actions_addclose(&actions, fds[1]);
-  pid_t pid = -1;
-  const int spawned = ::posix_spawnp(&pid, "curl", &actions, nullptr, raw.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  ::close(fds[1]);
-  std::string out;
-  if (spawned == 0) {
-    char buffer[4096];
-    ssize_t n;
-    while ((n = ::read(fds[0], buffer, sizeof buffer)) > 0)
-      out.append(buffer, static_cast<std::size_t>(n));
-  }
-  ::close(fds[0]);
-  if (spawned != 0) {
-    ADD_FAILURE() << "cannot run curl: " << std::strerror(spawned);
-    return {};
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    ADD_FAILURE() << "curl failed (status " << status << "): " << out;
-    return {};
-  }
-  return parseCurlOutput(out);
+  return parseCurlOutput(run->out);
 }
 
 // --- raw sockets --------------------------------------------------------------------------------
@@ -499,7 +450,7 @@ TEST_F(AdminHttpTest, ConnectionCloseIsHonoured) {
   const auto r = c.read();
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->status, 200);
-  EXPECT_EQ(lowerCase(r->header("connection")), "close");
+  EXPECT_EQ(lower(r->header("connection")), "close");
   EXPECT_TRUE(c.closedByPeer());
 
   RawConnection old(server_->port());

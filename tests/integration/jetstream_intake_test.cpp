@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "integration/harness/harness.hpp"
+#include "integration/harness/wire.hpp"
 #include "nats/message_convert.hpp"
 
 namespace countersign::testing {
@@ -45,76 +46,6 @@ rules:
     burst: 1
 )";
 
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
-std::string header(const Message& msg, std::string_view name) {
-  const std::string wanted = lower(name);
-  for (const auto& [key, value] : msg.headers) {
-    if (lower(key) == wanted) return value;
-  }
-  return {};
-}
-
-rapidjson::Document parseJson(const std::string& text) {
-  rapidjson::Document doc;
-  doc.Parse(text.c_str(), text.size());
-  if (doc.HasParseError() || !doc.IsObject()) doc.SetObject();
-  return doc;
-}
-
-std::string str(const rapidjson::Value& obj, const char* key) {
-  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsString()) return "<missing>";
-  return obj[key].GetString();
-}
-
-std::int64_t num(const rapidjson::Value& obj, const char* key) {
-  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsInt64()) return -1;
-  return obj[key].GetInt64();
-}
-
-bool waitUntil(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    if (done()) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(100ms);
-  }
-}
-
-// Every message a stream stores, with its sequence, read by sequence (STREAM.MSG.GET).
-std::vector<std::pair<std::uint64_t, Message>> readStream(Client& client,
-                                                          const std::string& stream) {
-  std::vector<std::pair<std::uint64_t, Message>> out;
-  jsStreamInfo* info = nullptr;
-  jsErrCode js_error{};
-  natsStatus s = js_GetStreamInfo(&info, client.js(), stream.c_str(), nullptr, &js_error);
-  if (s != NATS_OK) {
-    ADD_FAILURE() << "stream info " << stream << ": " << natsStatus_GetText(s);
-    return out;
-  }
-  const std::uint64_t first = info->State.FirstSeq;
-  const std::uint64_t last = info->State.LastSeq;
-  jsStreamInfo_Destroy(info);
-  for (std::uint64_t seq = first; seq <= last && last > 0; ++seq) {
-    natsMsg* raw = nullptr;
-    s = js_GetMsg(&raw, client.js(), stream.c_str(), seq, nullptr, &js_error);
-    natsio::NatsMsgPtr owned(raw);
-    if (s == NATS_NOT_FOUND) continue;
-    if (s != NATS_OK) {
-      ADD_FAILURE() << stream << " seq " << seq << ": " << natsStatus_GetText(s);
-      continue;
-    }
-    if (auto converted = natsio::fromNatsMsg(raw)) out.emplace_back(seq, std::move(*converted));
-  }
-  return out;
-}
-
 // A JetStream publish into the ingress stream, retried until the PubAck; the stream sequence
 // the job got (0: never confirmed).
 std::uint64_t publishDurably(Client& client, const std::string& subject, const std::string& payload,
@@ -136,35 +67,7 @@ std::uint64_t publishDurably(Client& client, const std::string& subject, const s
 
 // The ingress consumer has delivered everything and nothing waits for an ack.
 bool ingressSettled(Client& client) {
-  jsConsumerInfo* consumer = nullptr;
-  jsErrCode js_error{};
-  if (js_GetConsumerInfo(&consumer, client.js(), kIngressStream, kIngressDurable, nullptr,
-                         &js_error) != NATS_OK) {
-    return false;
-  }
-  const bool settled = consumer->NumPending == 0 && consumer->NumAckPending == 0;
-  jsConsumerInfo_Destroy(consumer);
-  return settled;
-}
-
-std::string gatewayConfig(const std::string& url) {
-  return "nats:\n"
-         "  servers: [\"" +
-         url +
-         "\"]\n"
-         "policy:\n"
-         "  file: policy.yaml\n"
-         "routes:\n"
-         "  - name: jobs\n"
-         "    from: \"agents.jobs.>\"\n"
-         "    to: \"jobs.>\"\n"
-         "    mode: jetstream\n"
-         "    to_stream: JOBS\n"
-         "admin:\n"
-         "  listen: \"\"\n"
-         "release:\n"
-         "  replay_interval: 200ms\n"
-         "  lease: 1s\n";
+  return consumerSettled(client, kIngressStream, kIngressDurable);
 }
 
 class JetStreamIntakeTest : public ::testing::Test {
@@ -177,12 +80,12 @@ class JetStreamIntakeTest : public ::testing::Test {
 
   std::unique_ptr<CountersignProcess> startGateway() {
     CountersignOptions options;
-    options.config_yaml = gatewayConfig(server_->url());
+    options.config_yaml =
+        gatewayConfig({.servers = {server_->url()}, .mode = "jetstream", .lease = "1s"});
     options.policy_yaml = kPolicy;
     options.nats_url = server_->url();
     auto process = CountersignProcess::start(options);
-    EXPECT_TRUE(waitUntil(
-        [&] { return process->logs().find("countersign ready") != std::string::npos; }, 15s));
+    EXPECT_TRUE(saysReady(*process, 15s));
     return process;
   }
 
@@ -225,7 +128,7 @@ TEST_F(JetStreamIntakeTest, JobsPublishedWhileCountersignIsDownAreAllDecidedWhen
   // Allowed: each once, with the ingress position as its message id, and no reply subject.
   std::map<std::string, int> forwarded;
   for (const auto& [seq, m] : readStream(*client_, kJobsStream)) {
-    const std::string id = str(parseJson(m.payload), "id");
+    const std::string id = str(parseJsonQuiet(m.payload), "id");
     ++forwarded[id];
     EXPECT_EQ(header(m, "Countersign-Decision"), "allow") << id;
     EXPECT_TRUE(m.reply.empty());
@@ -234,7 +137,7 @@ TEST_F(JetStreamIntakeTest, JobsPublishedWhileCountersignIsDownAreAllDecidedWhen
   for (const auto& [seq, id] : safe_by_seq) EXPECT_EQ(forwarded[id], 1) << id;
   // Each allowed job carries the sequence it had in the ingress stream.
   for (const auto& [seq, m] : readStream(*client_, kJobsStream)) {
-    const std::string id = str(parseJson(m.payload), "id");
+    const std::string id = str(parseJsonQuiet(m.payload), "id");
     std::uint64_t ingress_seq = 0;
     for (const auto& [s, sid] : safe_by_seq) {
       if (sid == id) ingress_seq = s;
@@ -247,7 +150,7 @@ TEST_F(JetStreamIntakeTest, JobsPublishedWhileCountersignIsDownAreAllDecidedWhen
   auto list =
       client_->request("countersign.control.list", R"({"state":"pending","limit":1000})", {}, 10s);
   ASSERT_TRUE(list.has_value());
-  auto body = parseJson(list->payload);
+  auto body = parseJsonQuiet(list->payload);
   ASSERT_TRUE(body.HasMember("items") && body["items"].IsArray()) << list->payload;
   std::set<std::string> pending;
   for (const auto& item : body["items"].GetArray()) pending.insert(str(item, "id"));
@@ -257,12 +160,12 @@ TEST_F(JetStreamIntakeTest, JobsPublishedWhileCountersignIsDownAreAllDecidedWhen
     auto approved = client_->request("countersign.control.approve",
                                      R"({"id":")" + id + R"(","approver":"alice"})", {}, 10s);
     ASSERT_TRUE(approved.has_value()) << id;
-    EXPECT_EQ(num(parseJson(approved->payload), "code"), 200) << approved->payload;
+    EXPECT_EQ(num(parseJsonQuiet(approved->payload), "code"), 200) << approved->payload;
   }
   std::this_thread::sleep_for(1500ms);
   std::map<std::string, int> stored;
   for (const auto& [seq, m] : readStream(*client_, kJobsStream)) {
-    ++stored[str(parseJson(m.payload), "id")];
+    ++stored[str(parseJsonQuiet(m.payload), "id")];
   }
   EXPECT_EQ(stored.size(), static_cast<std::size_t>(kJobs));
   for (const auto& [id, n] : stored) EXPECT_EQ(n, 1) << id;
@@ -285,7 +188,7 @@ TEST_F(JetStreamIntakeTest, ThrottledJobsComeBackLaterAndNoneIsLost) {
   std::this_thread::sleep_for(500ms);
   std::map<std::string, int> forwarded;
   for (const auto& [seq, m] : readStream(*client_, kJobsStream)) {
-    ++forwarded[str(parseJson(m.payload), "id")];
+    ++forwarded[str(parseJsonQuiet(m.payload), "id")];
     EXPECT_EQ(header(m, "Countersign-Rule"), "slow-bulk");
   }
   EXPECT_EQ(forwarded.size(), static_cast<std::size_t>(kJobs));
@@ -313,10 +216,10 @@ TEST_F(JetStreamIntakeTest, DeniedJobsLeaveTheQueueAndHeldJobsAnswerOnCountersig
   ASSERT_EQ(got.size(), 2u);
   std::map<std::string, std::string> by_subject;
   for (const auto& m : got) by_subject[m.subject] = m.payload;
-  auto denied = parseJson(by_subject["_INBOX.jsintake.denied"]);
+  auto denied = parseJsonQuiet(by_subject["_INBOX.jsintake.denied"]);
   EXPECT_EQ(str(denied, "status"), "denied") << by_subject["_INBOX.jsintake.denied"];
   EXPECT_EQ(num(denied, "code"), 403);
-  auto held = parseJson(by_subject["_INBOX.jsintake.held"]);
+  auto held = parseJsonQuiet(by_subject["_INBOX.jsintake.held"]);
   EXPECT_EQ(str(held, "status"), "approval_required") << by_subject["_INBOX.jsintake.held"];
   EXPECT_EQ(str(held, "approval_id"), "held-1");
 
@@ -326,7 +229,7 @@ TEST_F(JetStreamIntakeTest, DeniedJobsLeaveTheQueueAndHeldJobsAnswerOnCountersig
   // held-2 is held all the same, but nothing was published on the control subject it named.
   auto record = client_->request("countersign.control.get", R"({"id":"held-2"})", {}, 5s);
   ASSERT_TRUE(record.has_value());
-  EXPECT_EQ(num(parseJson(record->payload), "code"), 200) << record->payload;
+  EXPECT_EQ(num(parseJsonQuiet(record->payload), "code"), 200) << record->payload;
   for (const auto& m : control.messages()) {
     EXPECT_NE(m.subject, "countersign.control.approve") << m.payload;
   }

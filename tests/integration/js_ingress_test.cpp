@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -26,6 +27,7 @@
 #include <vector>
 
 #include "integration/harness/harness.hpp"
+#include "integration/harness/wire.hpp"
 #include "nats/child_process.hpp"
 #include "nats/connection.hpp"
 
@@ -62,14 +64,9 @@ IngressOptions defaultOptions() {
   return options;
 }
 
-template <class Predicate>
-bool eventually(Predicate predicate, std::chrono::milliseconds timeout = 10s) {
-  const auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    if (predicate()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return predicate();
+// Polls `predicate` every 10 ms until it holds or `timeout` passes.
+bool eventually(const std::function<bool()>& predicate, std::chrono::milliseconds timeout = 10s) {
+  return waitUntil(predicate, timeout, 10ms);
 }
 
 IntakeOutcome outcome(IngressAck ack, std::chrono::milliseconds delay = 0ms,
@@ -213,35 +210,6 @@ bool streamExists(Client& client, const std::string& stream = kStream) {
   natsStatus s = js_GetStreamInfo(&info, client.js(), stream.c_str(), nullptr, &js_error);
   jsStreamInfo_Destroy(info);
   return s == NATS_OK;
-}
-
-// Sends one HPUB with a raw (here: malformed) header block, like a careless producer can.
-void rawHeaderPublish(int port, const std::string& subject, const std::string& header_block,
-                      const std::string& payload) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  std::string frame = "CONNECT {\"headers\":true,\"verbose\":false,\"pedantic\":false}\r\n";
-  frame += "HPUB " + subject + " " + std::to_string(header_block.size()) + " " +
-           std::to_string(header_block.size() + payload.size()) + "\r\n" + header_block + payload +
-           "\r\nPING\r\n";
-  ASSERT_EQ(::write(fd, frame.data(), frame.size()), static_cast<ssize_t>(frame.size()));
-  std::string received;
-  char buffer[1024];
-  const auto deadline = Clock::now() + 5s;
-  while (received.find("PONG") == std::string::npos && Clock::now() < deadline) {
-    ssize_t got = ::recv(fd, buffer, sizeof buffer, MSG_DONTWAIT);
-    if (got > 0) {
-      received.append(buffer, static_cast<std::size_t>(got));
-    } else {
-      std::this_thread::sleep_for(5ms);
-    }
-  }
-  ::close(fd);
-  ASSERT_NE(received.find("PONG"), std::string::npos) << received;
 }
 
 std::unique_ptr<JetStreamIngress> startIngress(Connection& connection, IngressOptions options,

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "integration/harness/harness.hpp"
+#include "integration/harness/wire.hpp"
 #include "nats/child_process.hpp"
 #include "nats/connection.hpp"
 #include "nats/embedded_server.hpp"
@@ -65,21 +67,6 @@ std::unique_ptr<KvBucket> openBucket(Connection& connection,
   return std::move(*kv);
 }
 
-// A port nobody listens on right now (bound to 0, then released).
-int freePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-    throw std::runtime_error("bind");
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 // A socket listening on a free loopback port until destroyed.
 struct Listener {
   int fd = -1;
@@ -99,37 +86,6 @@ struct Listener {
   ~Listener() { ::close(fd); }
 };
 
-// Sends one HPUB with a raw header block over a bare protocol connection (what a careless or
-// hostile producer can do), waiting for the server's PONG so that it was processed.
-void rawHeaderPublish(int port, const std::string& subject, const std::string& header_block,
-                      const std::string& payload) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  std::string frame = "CONNECT {\"headers\":true,\"verbose\":false,\"pedantic\":false}\r\n";
-  frame += "HPUB " + subject + " " + std::to_string(header_block.size()) + " " +
-           std::to_string(header_block.size() + payload.size()) + "\r\n" + header_block + payload +
-           "\r\nPING\r\n";
-  ASSERT_EQ(::write(fd, frame.data(), frame.size()), static_cast<ssize_t>(frame.size()));
-  std::string received;
-  char buffer[4096];
-  const auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (received.find("PONG") == std::string::npos &&
-         std::chrono::steady_clock::now() < deadline) {
-    ssize_t got = ::recv(fd, buffer, sizeof buffer, MSG_DONTWAIT);
-    if (got > 0) {
-      received.append(buffer, static_cast<std::size_t>(got));
-    } else {
-      std::this_thread::sleep_for(5ms);
-    }
-  }
-  ::close(fd);
-  ASSERT_NE(received.find("PONG"), std::string::npos) << received;
-}
-
 std::vector<std::string> valuesOf(const Headers& headers, const std::string& name) {
   std::vector<std::string> values;
   for (const auto& [n, v] : headers) {
@@ -138,14 +94,9 @@ std::vector<std::string> valuesOf(const Headers& headers, const std::string& nam
   return values;
 }
 
-template <class Predicate>
-bool eventually(Predicate predicate, std::chrono::milliseconds timeout = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (predicate()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return predicate();
+// Polls `predicate` every 10 ms until it holds or `timeout` passes.
+bool eventually(const std::function<bool()>& predicate, std::chrono::milliseconds timeout = 10s) {
+  return waitUntil(predicate, timeout, 10ms);
 }
 
 // Collects what a Subscription handler receives.

@@ -5,12 +5,7 @@
 // text on request, never a payload byte or a token).
 #include <gtest/gtest.h>
 #include <nats/nats.h>
-#include <netinet/in.h>
 #include <rapidjson/document.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <csignal>
@@ -28,9 +23,8 @@
 #include <vector>
 
 #include "integration/harness/harness.hpp"
+#include "integration/harness/wire.hpp"
 #include "nats/child_process.hpp"
-
-extern char** environ;
 
 namespace countersign::testing {
 namespace {
@@ -97,72 +91,16 @@ bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
-rapidjson::Document parseObject(const std::string& text) {
-  rapidjson::Document doc;
-  doc.Parse(text.data(), text.size());
-  if (doc.HasParseError() || !doc.IsObject()) {
-    ADD_FAILURE() << "not a JSON object: " << text;
-    doc.SetObject();
-  }
-  return doc;
-}
-
-std::string str(const rapidjson::Value& obj, const char* key) {
-  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsString()) return "<missing>";
-  return obj[key].GetString();
-}
-
-std::int64_t num(const rapidjson::Value& obj, const char* key) {
-  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsInt64()) return -1;
-  return obj[key].GetInt64();
-}
-
-// Polls `done` every 50 ms until it holds or `timeout` passes; returns its last value.
+// Polls `done` every 50 ms until it holds or `timeout` passes.
 bool eventually(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    if (done()) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(50ms);
-  }
-}
-
-// A TCP port on 127.0.0.1 that nothing listens on (bound, read back, closed).
-int deadPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  int port = -1;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  if (port <= 0) ADD_FAILURE() << "cannot find a free port";
-  return port;
+  return waitUntil(done, timeout, 50ms);
 }
 
 // --- curl ------------------------------------------------------------------------------------
 
-struct HttpReply {
+struct HttpReply : HttpResponse {
   int curl_exit = -1;  // 0: curl got an answer
-  int status = 0;
-  std::map<std::string, std::string> headers;  // lower-case names
-  std::string body;
-
-  std::string header(const std::string& name) const {
-    const auto it = headers.find(name);
-    return it == headers.end() ? std::string() : it->second;
-  }
 };
-
-std::string lowerCase(std::string text) {
-  for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return text;
-}
 
 // `curl -i` output: the final head (1xx interim heads skipped) and the body.
 void parseCurlOutput(const std::string& out, HttpReply& reply) {
@@ -183,7 +121,7 @@ void parseCurlOutput(const std::string& out, HttpReply& reply) {
       std::string value = line.substr(colon + 1);
       while (!value.empty() && (value.front() == ' ')) value.erase(0, 1);
       while (!value.empty() && (value.back() == '\r' || value.back() == ' ')) value.pop_back();
-      reply.headers[lowerCase(line.substr(0, colon))] = value;
+      reply.headers[lower(line.substr(0, colon))] = value;
     }
     if (reply.status >= 200) {
       reply.body = out.substr(offset);
@@ -192,47 +130,13 @@ void parseCurlOutput(const std::string& out, HttpReply& reply) {
   }
 }
 
-// Runs the curl binary (no shell) with `-s -i`; proxies from the environment are ignored.
+// Runs the curl binary with `-s -i`; proxies from the environment are ignored.
 HttpReply curl(const std::vector<std::string>& args, int max_time_s = 20) {
-  std::vector<std::string> argv{
-      "curl", "-s", "-i", "--noproxy", "*", "--max-time", std::to_string(max_time_s)};
-  argv.insert(argv.end(), args.begin(), args.end());
-  std::vector<char*> raw;
-  for (auto& a : argv) raw.push_back(a.data());
-  raw.push_back(nullptr);
-
   HttpReply reply;
-  int fds[2];
-  if (::pipe(fds) != 0) {
-    ADD_FAILURE() << "pipe: " << std::strerror(errno);
-    return reply;
-  }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-  posix_spawn_file_actions_addclose(&actions, fds[0]);
-  posix_spawn_file_actions_addclose(&actions, fds[1]);
-  pid_t pid = -1;
-  const int spawned = ::posix_spawnp(&pid, "curl", &actions, nullptr, raw.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  ::close(fds[1]);
-  std::string out;
-  if (spawned == 0) {
-    char buffer[4096];
-    ssize_t n;
-    while ((n = ::read(fds[0], buffer, sizeof buffer)) > 0) {
-      out.append(buffer, static_cast<std::size_t>(n));
-    }
-  }
-  ::close(fds[0]);
-  if (spawned != 0) {
-    ADD_FAILURE() << "cannot run curl: " << std::strerror(spawned);
-    return reply;
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  reply.curl_exit = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  if (reply.curl_exit == 0) parseCurlOutput(out, reply);
+  const auto run = runCurl(args, max_time_s);
+  if (!run) return reply;
+  reply.curl_exit = run->exit_code;
+  if (reply.curl_exit == 0) parseCurlOutput(run->out, reply);
   return reply;
 }
 
@@ -260,47 +164,12 @@ const std::string kReleasedSeries = "countersign_released_total";
 
 // --- the audit stream, read directly ---------------------------------------------------------
 
-struct StoredEvent {
-  std::uint64_t stream_seq = 0;
-  std::string subject;
-  std::string body;
-};
-
-std::vector<StoredEvent> readStream(Client& client, const std::string& stream) {
-  std::vector<StoredEvent> out;
-  jsStreamInfo* info = nullptr;
-  jsErrCode code{};
-  if (js_GetStreamInfo(&info, client.js(), stream.c_str(), nullptr, &code) != NATS_OK) {
-    ADD_FAILURE() << "no stream " << stream;
-    return out;
-  }
-  const std::uint64_t first = info->State.FirstSeq;
-  const std::uint64_t last = info->State.LastSeq;
-  const std::uint64_t count = info->State.Msgs;
-  jsStreamInfo_Destroy(info);
-  if (count == 0) return out;
-  for (std::uint64_t seq = first; seq <= last; ++seq) {
-    natsMsg* msg = nullptr;
-    const natsStatus s = js_GetMsg(&msg, client.js(), stream.c_str(), seq, nullptr, &code);
-    if (s == NATS_NOT_FOUND) continue;
-    if (s != NATS_OK) {
-      ADD_FAILURE() << "cannot read " << stream << " #" << seq << ": " << natsStatus_GetText(s);
-      continue;
-    }
-    out.push_back(StoredEvent{
-        seq, natsMsg_GetSubject(msg),
-        std::string(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)))});
-    natsMsg_Destroy(msg);
-  }
-  return out;
-}
-
 // The events of one approval stored in the audit stream, by name, in stream order.
 std::vector<std::string> storedEventsOf(Client& client, const std::string& id) {
   std::vector<std::string> names;
   for (const auto& e : readStream(client, kAuditStream)) {
     rapidjson::Document doc;
-    doc.Parse(e.body.data(), e.body.size());
+    doc.Parse(e.msg.payload.data(), e.msg.payload.size());
     if (!doc.HasParseError() && doc.IsObject() && str(doc, "approval_id") == id) {
       names.push_back(str(doc, "event"));
     }
@@ -370,7 +239,7 @@ class OperateTest : public ::testing::Test {
       none.SetObject();
       return none;
     }
-    auto body = parseObject(reply->payload);
+    auto body = parseJson(reply->payload);
     EXPECT_EQ(str(body, "status"), "approval_required") << reply->payload;
     EXPECT_EQ(num(body, "code"), 202) << reply->payload;
     EXPECT_EQ(str(body, "approval_id"), id) << reply->payload;
@@ -405,7 +274,7 @@ class OperateTest : public ::testing::Test {
 TEST_F(OperateTest, CliSubmitHoldsAndPendingListsTheJob) {
   const auto submitted = cli({"submit", kPaymentSubject, payment("pay-cli-1")});
   ASSERT_EQ(submitted.exit_code, 0) << submitted.out << submitted.err;
-  auto reply = parseObject(submitted.out);
+  auto reply = parseJson(submitted.out);
   EXPECT_EQ(str(reply, "status"), "approval_required");
   EXPECT_EQ(num(reply, "code"), 202);
   EXPECT_EQ(str(reply, "approval_id"), "pay-cli-1");
@@ -416,7 +285,7 @@ TEST_F(OperateTest, CliSubmitHoldsAndPendingListsTheJob) {
   const auto denied =
       cli({"submit", kPaymentSubject, R"({"id":"pay-staging","labels":{"env":"staging"}})"});
   EXPECT_EQ(denied.exit_code, 1) << denied.out << denied.err;
-  EXPECT_EQ(str(parseObject(denied.out), "status"), "denied") << denied.out;
+  EXPECT_EQ(str(parseJson(denied.out), "status"), "denied") << denied.out;
 
   const auto table = cli({"pending"});
   ASSERT_EQ(table.exit_code, 0) << table.out << table.err;
@@ -438,7 +307,7 @@ TEST_F(OperateTest, CliSubmitHoldsAndPendingListsTheJob) {
 
   const auto listed = cli({"pending", "--json"});
   ASSERT_EQ(listed.exit_code, 0) << listed.out << listed.err;
-  auto doc = parseObject(listed.out);
+  auto doc = parseJson(listed.out);
   EXPECT_EQ(str(doc, "status"), "ok");
   ASSERT_TRUE(doc.HasMember("items") && doc["items"].IsArray()) << listed.out;
   ASSERT_EQ(doc["items"].Size(), 1u) << listed.out;
@@ -527,7 +396,7 @@ TEST_F(OperateTest, CliApproveOnceAgainRejectAfterAndUnknownId) {
   // The record names the approver and the reason of the one decision.
   const auto shown = cli({"show", "pay-approve-1", "--json"});
   ASSERT_EQ(shown.exit_code, 0) << shown.err;
-  auto doc = parseObject(shown.out);
+  auto doc = parseJson(shown.out);
   ASSERT_TRUE(doc.HasMember("record")) << shown.out;
   EXPECT_EQ(str(doc["record"], "decided_by"), "alice") << shown.out;
   EXPECT_EQ(str(doc["record"], "reason"), "r") << shown.out;
@@ -540,7 +409,7 @@ TEST_F(OperateTest, CliApproveOnceAgainRejectAfterAndUnknownId) {
 }
 
 TEST_F(OperateTest, CliExitsThreeWithAMessageWhenTheServerIsDead) {
-  const std::string dead = "nats://127.0.0.1:" + std::to_string(deadPort());
+  const std::string dead = "nats://127.0.0.1:" + std::to_string(freePort());
   const std::vector<std::vector<std::string>> commands{
       {"submit", kPaymentSubject, payment("pay-dead")},
       {"pending"},
@@ -562,7 +431,7 @@ TEST_F(OperateTest, CliExitsThreeWithAMessageWhenTheServerIsDead) {
 
 TEST_F(OperateTest, CliHonoursNatsUrlAndServerOverridesIt) {
   hold("pay-env-1");
-  const std::string dead = "nats://127.0.0.1:" + std::to_string(deadPort());
+  const std::string dead = "nats://127.0.0.1:" + std::to_string(freePort());
 
   const auto from_env = runCountersign({"pending", "--json"}, {{"NATS_URL", server_->url()}});
   ASSERT_EQ(from_env.exit_code, 0) << from_env.out << from_env.err;
@@ -575,7 +444,7 @@ TEST_F(OperateTest, CliHonoursNatsUrlAndServerOverridesIt) {
   const auto submit_env = runCountersign({"submit", kPaymentSubject, payment("pay-env-2")},
                                          {{"NATS_URL", server_->url()}});
   EXPECT_EQ(submit_env.exit_code, 0) << submit_env.out << submit_env.err;
-  EXPECT_EQ(str(parseObject(submit_env.out), "approval_id"), "pay-env-2") << submit_env.out;
+  EXPECT_EQ(str(parseJson(submit_env.out), "approval_id"), "pay-env-2") << submit_env.out;
 
   const auto overridden =
       runCountersign({"pending", "--json", "--server", server_->url()}, {{"NATS_URL", dead}});
@@ -735,7 +604,7 @@ TEST_F(OperateTest, HttpArticleApproveFlowWithCurl) {
   EXPECT_EQ(approved.status, 200) << approved.body;
   EXPECT_EQ(approved.header("content-type"), "application/json");
   EXPECT_EQ(approved.header("countersign-status"), "approved");
-  auto body = parseObject(approved.body);
+  auto body = parseJson(approved.body);
   EXPECT_EQ(str(body, "status"), "approved");
   EXPECT_EQ(num(body, "code"), 200);
   EXPECT_EQ(str(body, "approval_id"), "pay-article-1");
@@ -748,7 +617,7 @@ TEST_F(OperateTest, HttpArticleApproveFlowWithCurl) {
   ASSERT_EQ(again.curl_exit, 0);
   EXPECT_EQ(again.status, 200) << again.body;
   EXPECT_EQ(again.header("countersign-status"), "already_approved");
-  auto again_body = parseObject(again.body);
+  auto again_body = parseJson(again.body);
   EXPECT_EQ(str(again_body, "status"), "already_approved");
   EXPECT_EQ(str(again_body, "decided_by"), "alice");
 
@@ -763,7 +632,7 @@ TEST_F(OperateTest, HttpArticleApproveFlowWithCurl) {
   // The reason the reviewer gave is the record's.
   const auto record = get("/api/v1/approvals/pay-article-1", kReaderToken);
   ASSERT_EQ(record.status, 200) << record.body;
-  auto doc = parseObject(record.body);
+  auto doc = parseJson(record.body);
   ASSERT_TRUE(doc.HasMember("record")) << record.body;
   EXPECT_EQ(str(doc["record"], "reason"), "validated invoice and policy context");
   EXPECT_EQ(str(doc["record"], "decided_by"), "alice");
@@ -798,7 +667,7 @@ TEST_F(OperateTest, HttpTokensScopesListAndGet) {
   const auto list = get("/api/v1/approvals?state=pending", kReaderToken);
   ASSERT_EQ(list.status, 200) << list.body;
   EXPECT_EQ(list.header("content-type"), "application/json");
-  auto doc = parseObject(list.body);
+  auto doc = parseJson(list.body);
   ASSERT_TRUE(doc.HasMember("items") && doc["items"].IsArray()) << list.body;
   ASSERT_EQ(doc["items"].Size(), 1u) << list.body;
   EXPECT_EQ(str(doc["items"][0], "id"), "pay-auth-1");
@@ -808,7 +677,7 @@ TEST_F(OperateTest, HttpTokensScopesListAndGet) {
 
   const auto one = get("/api/v1/approvals/pay-auth-1", kAliceToken);
   ASSERT_EQ(one.status, 200) << one.body;
-  auto record = parseObject(one.body);
+  auto record = parseJson(one.body);
   ASSERT_TRUE(record.HasMember("record")) << one.body;
   EXPECT_EQ(str(record["record"], "id"), "pay-auth-1");
   EXPECT_EQ(str(record["record"], "state"), "pending");
@@ -828,7 +697,7 @@ TEST_F(OperateTest, HttpTokensScopesListAndGet) {
   EXPECT_EQ(ok.status, 200) << ok.body;
   const auto after = get("/api/v1/approvals?state=pending", kReaderToken);
   ASSERT_EQ(after.status, 200) << after.body;
-  auto after_doc = parseObject(after.body);
+  auto after_doc = parseJson(after.body);
   ASSERT_TRUE(after_doc.HasMember("items") && after_doc["items"].IsArray()) << after.body;
   EXPECT_EQ(after_doc["items"].Size(), 0u) << after.body;
 }
@@ -867,7 +736,7 @@ TEST_F(OperateTest, AuditTrailListsHeldApprovedReleasedAndVerifies) {
   const auto json_rows = lines(as_json.out);
   ASSERT_EQ(json_rows.size(), 3u) << as_json.out;
   for (const auto& row : json_rows) {
-    auto event = parseObject(row);
+    auto event = parseJson(row);
     EXPECT_EQ(str(event, "approval_id"), "pay-audit-1");
     EXPECT_NE(str(event, "chain"), "<missing>") << row;
     EXPECT_GE(num(event, "seq"), 1) << row;
@@ -886,7 +755,7 @@ TEST_F(OperateTest, AuditTrailListsHeldApprovedReleasedAndVerifies) {
   const auto events = readStream(*client_, kAuditStream);
   ASSERT_FALSE(events.empty());
   jsErrCode code{};
-  EXPECT_NE(js_DeleteMsg(client_->js(), kAuditStream, events.front().stream_seq, nullptr, &code),
+  EXPECT_NE(js_DeleteMsg(client_->js(), kAuditStream, events.front().sequence, nullptr, &code),
             NATS_OK);
   const auto still = cli({"audit", "verify"});
   EXPECT_EQ(still.exit_code, 0) << still.out << still.err;
@@ -916,14 +785,14 @@ class AuditTamperTest : public OperateTest {
     EXPECT_TRUE(
         eventually([&] { return client_->streamMessageCount(kAuditStream) == before + 1; }, 10s));
     const auto events = readStream(*client_, kAuditStream);
-    return events.empty() ? 0 : events.back().stream_seq;
+    return events.empty() ? 0 : events.back().sequence;
   }
 
   // The stored event of the approval with this name.
   rapidjson::Document storedEvent(const std::string& name) {
     for (const auto& e : readStream(*client_, kAuditStream)) {
       rapidjson::Document doc;
-      doc.Parse(e.body.data(), e.body.size());
+      doc.Parse(e.msg.payload.data(), e.msg.payload.size());
       if (!doc.HasParseError() && doc.IsObject() && str(doc, "approval_id") == "pay-tamper-1" &&
           str(doc, "event") == name) {
         return doc;
@@ -1020,14 +889,14 @@ TEST_F(ExistingAuditStreamTest, DeletedMiddleEventFailsVerify) {
   EXPECT_FALSE(streamDeniesDelete(*client_, kAuditStream)) << "countersign edited the stream";
   for (const char* id : {"pay-del-1", "pay-del-2", "pay-del-3"}) hold(id);
   // Three held events on the intake chain, seq 1..3 (core publishes the stream captures).
-  std::map<std::int64_t, StoredEvent> intake;
+  std::map<std::int64_t, StoredMessage> intake;
   std::string chain;
   ASSERT_TRUE(eventually(
       [&] {
         intake.clear();
         for (const auto& e : readStream(*client_, kAuditStream)) {
           rapidjson::Document doc;
-          doc.Parse(e.body.data(), e.body.size());
+          doc.Parse(e.msg.payload.data(), e.msg.payload.size());
           if (doc.HasParseError() || !doc.IsObject() || str(doc, "event") != "held") continue;
           chain = str(doc, "chain");
           intake[num(doc, "seq")] = e;
@@ -1042,8 +911,7 @@ TEST_F(ExistingAuditStreamTest, DeletedMiddleEventFailsVerify) {
   ASSERT_EQ(before.exit_code, 0) << before.out << before.err;
 
   jsErrCode code{};
-  ASSERT_EQ(js_DeleteMsg(client_->js(), kAuditStream, intake[2].stream_seq, nullptr, &code),
-            NATS_OK);
+  ASSERT_EQ(js_DeleteMsg(client_->js(), kAuditStream, intake[2].sequence, nullptr, &code), NATS_OK);
   const auto after = cli({"audit", "verify"});
   EXPECT_EQ(after.exit_code, 1) << after.out << after.err;
   EXPECT_TRUE(contains(after.err, "chain " + chain + " seq 3")) << after.err;
@@ -1070,12 +938,12 @@ TEST_F(OperateTest, LogsAreJsonLinesAndCarryNoPayloadOrToken) {
   auto conflict = client_->request(
       kPaymentSubject, payment("pay-log-1", R"("memo":")" + marker + R"(-other")"), {}, 10s);
   ASSERT_TRUE(conflict.has_value());
-  EXPECT_EQ(str(parseObject(conflict->payload), "status"), "conflict") << conflict->payload;
+  EXPECT_EQ(str(parseJson(conflict->payload), "status"), "conflict") << conflict->payload;
   client_->publish("agents.jobs.knowledge.read", R"({"memo":")" + marker + R"("})");
   auto denied = client_->request(
       kPaymentSubject, R"({"labels":{"env":"staging"},"memo":")" + marker + R"("})", {}, 10s);
   ASSERT_TRUE(denied.has_value());
-  EXPECT_EQ(str(parseObject(denied->payload), "status"), "denied");
+  EXPECT_EQ(str(parseJson(denied->payload), "status"), "denied");
   client_->publish(kPaymentSubject, R"({"labels":{"env":"staging"},"memo":")" + marker + R"("})",
                    {}, "not.an.inbox");
   client_->flush();
@@ -1157,7 +1025,7 @@ TEST(OperateLogFormatTest, TextFormatIsNotJson) {
   auto held = client.request(kPaymentSubject, payment("pay-text-1", R"("memo":")" + marker + "\""),
                              {}, 10s);
   ASSERT_TRUE(held.has_value());
-  EXPECT_EQ(str(parseObject(held->payload), "status"), "approval_required");
+  EXPECT_EQ(str(parseJson(held->payload), "status"), "approval_required");
   auto approved = client.request("countersign.control.approve",
                                  R"({"id":"pay-text-1","approver":"alice"})", {}, 10s);
   ASSERT_TRUE(approved.has_value());

@@ -3,15 +3,21 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <spawn.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
 
 #include "nats/message_convert.hpp"
+
+extern char** environ;
 
 namespace countersign::testing {
 
@@ -251,6 +257,49 @@ void settle(Stack& s, Collector& jobs) {
   }
   ASSERT_TRUE(seen) << "the allowed marker job never reached jobs.knowledge.read";
   std::this_thread::sleep_for(300ms);
+}
+
+// ---- HTTP -----------------------------------------------------------------------------------
+
+std::optional<CurlRun> runCurl(const std::vector<std::string>& args, int max_time_s) {
+  std::vector<std::string> argv{
+      "curl", "-s", "-i", "--noproxy", "*", "--max-time", std::to_string(max_time_s)};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> raw;
+  for (auto& a : argv) raw.push_back(a.data());
+  raw.push_back(nullptr);
+
+  int fds[2];
+  if (::pipe(fds) != 0) {
+    ADD_FAILURE() << "pipe: " << std::strerror(errno);
+    return std::nullopt;
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, fds[0]);
+  posix_spawn_file_actions_addclose(&actions, fds[1]);
+  pid_t pid = -1;
+  const int spawned = ::posix_spawnp(&pid, "curl", &actions, nullptr, raw.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(fds[1]);
+  CurlRun run;
+  if (spawned == 0) {
+    char buffer[4096];
+    ssize_t n;
+    while ((n = ::read(fds[0], buffer, sizeof buffer)) > 0) {
+      run.out.append(buffer, static_cast<std::size_t>(n));
+    }
+  }
+  ::close(fds[0]);
+  if (spawned != 0) {
+    ADD_FAILURE() << "cannot run curl: " << std::strerror(spawned);
+    return std::nullopt;
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return run;
 }
 
 // ---- sockets --------------------------------------------------------------------------------

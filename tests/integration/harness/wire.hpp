@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -122,6 +123,28 @@ struct Stack {
 // decided before the marker has had its chance to arrive. Used before asserting that something
 // did NOT arrive.
 void settle(Stack& s, Collector& jobs);
+
+// ---- HTTP -----------------------------------------------------------------------------------
+
+// One HTTP response as the tests see it.
+struct HttpResponse {
+  int status = 0;
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;
+
+  std::string header(const std::string& name) const {
+    const auto it = headers.find(name);
+    return it == headers.end() ? std::string() : it->second;
+  }
+};
+
+struct CurlRun {
+  int exit_code = -1;  // 128 + signal when curl was killed by one
+  std::string out;     // stdout: with -i, the heads and the body
+};
+// Runs the curl binary (no shell) as `curl -s -i --noproxy * --max-time <max_time_s> <args>`:
+// proxies from the environment are ignored. nullopt (and a test failure) when curl cannot run.
+std::optional<CurlRun> runCurl(const std::vector<std::string>& args, int max_time_s = 20);
 
 // ---- sockets --------------------------------------------------------------------------------
 
