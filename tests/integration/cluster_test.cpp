@@ -9,13 +9,9 @@
 //
 // 300 jobs by default (it takes well under the 2-minute budget on 2 cores); COUNTERSIGN_SOAK=1
 // runs 1,000. CLUSTER_JOBS=<n> overrides both.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <nats/nats.h>
-#include <netinet/in.h>
 #include <rapidjson/document.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
@@ -32,7 +28,7 @@
 #include <vector>
 
 #include "integration/harness/harness.hpp"
-#include "nats/message_convert.hpp"
+#include "integration/harness/wire.hpp"
 
 namespace countersign::testing {
 namespace {
@@ -53,99 +49,7 @@ int jobCount() {
   if (const char* n = std::getenv("CLUSTER_JOBS"); n != nullptr && std::atoi(n) > 0) {
     return std::atoi(n);
   }
-  const char* soak = std::getenv("COUNTERSIGN_SOAK");
-  return soak != nullptr && std::string(soak) == "1" ? 1000 : 300;
-}
-
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
-std::string header(const Message& msg, std::string_view name) {
-  const std::string wanted = lower(name);
-  for (const auto& [key, value] : msg.headers) {
-    if (lower(key) == wanted) return value;
-  }
-  return {};
-}
-
-rapidjson::Document parseJson(const std::string& text) {
-  rapidjson::Document doc;
-  doc.Parse(text.c_str(), text.size());
-  if (doc.HasParseError() || !doc.IsObject()) doc.SetObject();
-  return doc;
-}
-
-std::string str(const rapidjson::Value& obj, const char* key) {
-  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsString()) return "<missing>";
-  return obj[key].GetString();
-}
-
-std::int64_t num(const rapidjson::Value& obj, const char* key) {
-  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsInt64()) return -1;
-  return obj[key].GetInt64();
-}
-
-bool waitUntil(const std::function<bool()>& done, std::chrono::milliseconds timeout,
-               std::chrono::milliseconds poll = 100ms) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    if (done()) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(poll);
-  }
-}
-
-// A loopback TCP port that is free right now. nats-server 2.9.10 accepts `listen: ...:-1` for
-// the cluster port, but JetStream in a cluster then refuses to start without routes, and routes
-// need the other nodes' ports up front: so the test picks them.
-int freePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) throw std::runtime_error("socket");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ::close(fd);
-    throw std::runtime_error("bind port 0");
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-// Every message a stream stores, read by sequence (STREAM.MSG.GET, answered by the leader).
-std::vector<Message> readStream(Client& client, const std::string& stream) {
-  std::vector<Message> out;
-  jsStreamInfo* info = nullptr;
-  jsErrCode js_error{};
-  natsStatus s = js_GetStreamInfo(&info, client.js(), stream.c_str(), nullptr, &js_error);
-  if (s != NATS_OK) {
-    ADD_FAILURE() << "stream info " << stream << ": " << natsStatus_GetText(s);
-    return out;
-  }
-  const std::uint64_t first = info->State.FirstSeq;
-  const std::uint64_t last = info->State.LastSeq;
-  jsStreamInfo_Destroy(info);
-  for (std::uint64_t seq = first; seq <= last && last > 0; ++seq) {
-    natsMsg* raw = nullptr;
-    s = js_GetMsg(&raw, client.js(), stream.c_str(), seq, nullptr, &js_error);
-    natsio::NatsMsgPtr owned(raw);
-    if (s == NATS_NOT_FOUND) continue;
-    if (s != NATS_OK) {
-      ADD_FAILURE() << stream << " seq " << seq << ": " << natsStatus_GetText(s);
-      continue;
-    }
-    auto converted = natsio::fromNatsMsg(raw);
-    if (converted) out.push_back(std::move(*converted));
-  }
-  return out;
+  return soak() ? 1000 : 300;
 }
 
 // The stream's configured replica count, or -1 when it cannot be read.
@@ -236,29 +140,6 @@ NatsCluster startCluster() {
   return c;
 }
 
-std::string replicaConfig(const std::string& url) {
-  return "nats:\n"
-         "  servers: [\"" +
-         url +
-         "\"]\n"
-         "policy:\n"
-         "  file: policy.yaml\n"
-         "store:\n"
-         "  bucket: countersign_approvals\n"
-         "  replicas: 3\n"
-         "routes:\n"
-         "  - name: jobs\n"
-         "    from: \"agents.jobs.>\"\n"
-         "    to: \"jobs.>\"\n"
-         "    mode: core\n"
-         "    to_stream: JOBS\n"
-         "admin:\n"
-         "  listen: \"\"\n"
-         "release:\n"
-         "  replay_interval: 200ms\n"
-         "  lease: 1s\n";
-}
-
 long long msSince(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                since)
@@ -267,14 +148,13 @@ long long msSince(std::chrono::steady_clock::time_point since) {
 
 std::unique_ptr<CountersignProcess> startReplica(const std::string& url) {
   CountersignOptions options;
-  options.config_yaml = replicaConfig(url);
+  options.config_yaml = gatewayConfig({.servers = {url}, .store_replicas = kNodes, .lease = "1s"});
   options.policy_yaml = kPolicy;
   options.nats_url = url;
   options.wait_ready = false;
   auto process = CountersignProcess::start(options);
-  const bool ready = waitUntil(
-      [&] { return process->logs().find("countersign ready") != std::string::npos; }, 30s);
-  if (!ready) ADD_FAILURE() << "countersign on " << url << " not ready:\n" << process->logs();
+  if (!saysReady(*process, 30s))
+    ADD_FAILURE() << "countersign on " << url << " not ready:\n" << process->logs();
   return process;
 }
 
@@ -312,7 +192,7 @@ TEST(ClusterTest, EightRacersPerJobOnThreeNodesApproveAndDeliverExactlyOnce) {
         producer.request("agents.jobs.risky.transfer", R"({"job":)" + std::to_string(j) + "}",
                          {{"Nats-Msg-Id", id}}, 10s);
     ASSERT_TRUE(held.has_value()) << id << ": no answer to the hold";
-    ASSERT_EQ(num(parseJson(held->payload), "code"), 202) << id << ": " << held->payload;
+    ASSERT_EQ(num(parseJsonQuiet(held->payload), "code"), 202) << id << ": " << held->payload;
     ids.push_back(id);
   }
   const auto hold_ms = msSince(started);
@@ -346,7 +226,7 @@ TEST(ClusterTest, EightRacersPerJobOnThreeNodesApproveAndDeliverExactlyOnce) {
         ++tally["<no answer>"];
         continue;
       }
-      auto body = parseJson(reply->payload);
+      auto body = parseJsonQuiet(reply->payload);
       std::string key = str(body, "status") + "/" + std::to_string(num(body, "code"));
       if (str(body, "status") == "conflict") key += "/" + str(body, "reason");
       ++tally[key];
@@ -355,7 +235,7 @@ TEST(ClusterTest, EightRacersPerJobOnThreeNodesApproveAndDeliverExactlyOnce) {
     for (int i = 0; i < kRacers; ++i) {
       const auto& reply = replies[static_cast<std::size_t>(i)];
       if (!reply || "racer-" + std::to_string(i) == winner) continue;
-      auto body = parseJson(reply->payload);
+      auto body = parseJsonQuiet(reply->payload);
       losers_coherent = losers_coherent && str(body, "status") == "already_approved" &&
                         num(body, "code") == 200 && str(body, "decided_by") == winner;
     }
@@ -383,7 +263,7 @@ TEST(ClusterTest, EightRacersPerJobOnThreeNodesApproveAndDeliverExactlyOnce) {
   deliveries.waitFor(static_cast<std::size_t>(jobs), 30s);
   std::this_thread::sleep_for(2500ms);
   std::map<std::string, int> in_stream;
-  for (const auto& m : readStream(*cluster.clients[2], kJobsStream)) {
+  for (const auto& [seq, m] : readStream(*cluster.clients[2], kJobsStream)) {
     ++in_stream[header(m, "Countersign-Approval-Id")];
   }
   std::map<std::string, int> on_subject;
@@ -424,11 +304,11 @@ TEST(ClusterTest, ApprovalRightAfterTheHoldThroughAnotherNodeFindsTheJob) {
     auto held = cluster.clients[static_cast<std::size_t>(j % kNodes)]->request(
         "agents.jobs.risky.transfer", "{}", {{"Nats-Msg-Id", id}}, 10s);
     ASSERT_TRUE(held.has_value()) << id;
-    ASSERT_EQ(num(parseJson(held->payload), "code"), 202) << held->payload;
+    ASSERT_EQ(num(parseJsonQuiet(held->payload), "code"), 202) << held->payload;
     auto approved = cluster.clients[static_cast<std::size_t>((j + 1) % kNodes)]->request(
         "countersign.control.approve", R"({"id":")" + id + R"(","approver":"quick"})", {}, 10s);
     ASSERT_TRUE(approved.has_value()) << id;
-    auto body = parseJson(approved->payload);
+    auto body = parseJsonQuiet(approved->payload);
     ++tally[str(body, "status") + "/" + std::to_string(num(body, "code"))];
     if (num(body, "code") != 200) odd.push_back(id + ": " + approved->payload);
   }

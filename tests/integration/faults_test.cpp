@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "integration/harness/harness.hpp"
+#include "integration/harness/wire.hpp"
 #include "nats/message_convert.hpp"
 
 namespace countersign::testing {
@@ -54,74 +55,7 @@ rules:
     decision: allow
 )";
 
-bool soak() {
-  const char* value = std::getenv("COUNTERSIGN_SOAK");
-  return value != nullptr && std::string(value) == "1";
-}
-
-// ---- replies, headers, JSON -----------------------------------------------------------------
-
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
-std::vector<std::string> headerValues(const Message& msg, std::string_view name) {
-  std::vector<std::string> out;
-  const std::string wanted = lower(name);
-  for (const auto& [key, value] : msg.headers) {
-    if (lower(key) == wanted) out.push_back(value);
-  }
-  return out;
-}
-
-std::string header(const Message& msg, std::string_view name) {
-  auto values = headerValues(msg, name);
-  return values.empty() ? std::string() : values.front();
-}
-
-rapidjson::Document parseJson(const std::string& text) {
-  rapidjson::Document doc;
-  doc.Parse(text.c_str(), text.size());
-  if (doc.HasParseError() || !doc.IsObject()) doc.SetObject();
-  return doc;
-}
-
-std::string str(const rapidjson::Value& obj, const char* key) {
-  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsString()) return "<missing>";
-  return obj[key].GetString();
-}
-
-std::int64_t num(const rapidjson::Value& obj, const char* key) {
-  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsInt64()) return -1;
-  return obj[key].GetInt64();
-}
-
-std::optional<bool> flag(const rapidjson::Value& obj, const char* key) {
-  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsBool()) return std::nullopt;
-  return obj[key].GetBool();
-}
-
-// Polls `done` until it holds or the deadline passes; true when it held.
-bool waitUntil(const std::function<bool()>& done, std::chrono::milliseconds timeout,
-               std::chrono::milliseconds poll = 50ms) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    if (done()) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(poll);
-  }
-}
-
 // ---- reading what a stream stores -------------------------------------------------------------
-
-struct StoredMessage {
-  std::uint64_t sequence = 0;
-  Message msg;
-};
 
 // Reads a stream message by message (STREAM.MSG.GET by sequence), remembering where it stopped so
 // that polling reads only what is new.
@@ -276,15 +210,7 @@ std::string ingressState(Client& client) {
 
 // True when the ingress consumer has nothing left to deliver and nothing waiting for an ack.
 bool ingressSettled(Client& client) {
-  jsConsumerInfo* consumer = nullptr;
-  jsErrCode js_error{};
-  if (js_GetConsumerInfo(&consumer, client.js(), kIngressStream, kIngressDurable, nullptr,
-                         &js_error) != NATS_OK) {
-    return false;
-  }
-  const bool settled = consumer->NumPending == 0 && consumer->NumAckPending == 0;
-  jsConsumerInfo_Destroy(consumer);
-  return settled;
+  return consumerSettled(client, kIngressStream, kIngressDurable);
 }
 
 // Publishes into the ingress stream and waits for the PubAck, retrying for up to 30 s (a
@@ -306,51 +232,23 @@ int publishDurably(Client& client, const std::string& subject, const std::string
   }
 }
 
-std::string gatewayConfig(const GatewaySettings& g) {
-  std::string servers;
-  for (const auto& url : g.servers) servers += (servers.empty() ? "\"" : ", \"") + url + "\"";
-  std::string config =
-      "nats:\n"
-      "  servers: [" +
-      servers +
-      "]\n"
-      "policy:\n"
-      "  file: policy.yaml\n"
-      "store:\n"
-      "  bucket: countersign_approvals\n"
-      "  replicas: 1\n"
-      "routes:\n"
-      "  - name: jobs\n"
-      "    from: \"agents.jobs.>\"\n"
-      "    to: \"jobs.>\"\n"
-      "    mode: " +
-      std::string(g.intake == Intake::core ? "core" : "jetstream") + "\n";
-  if (g.to_stream) config += "    to_stream: JOBS\n";
-  config +=
-      "control:\n"
-      "  prefix: countersign\n"
-      "admin:\n"
-      "  listen: \"\"\n"
-      "release:\n"
-      "  replay_interval: 200ms\n"
-      "  lease: " +
-      g.lease + "\n";
-  return config;
-}
-
 // Starts a replica and waits until it says it is ready itself (the harness's probe is answered
 // by any replica of the queue group, which says nothing about this one).
 std::unique_ptr<CountersignProcess> startGateway(const GatewaySettings& g, const std::string& url,
                                                  std::map<std::string, std::string> env = {}) {
   CountersignOptions options;
-  options.config_yaml = gatewayConfig(g);
+  options.config_yaml = gatewayConfig({.servers = g.servers,
+                                       .store_replicas = 1,
+                                       .mode = g.intake == Intake::core ? "core" : "jetstream",
+                                       .to_stream = g.to_stream ? "JOBS" : "",
+                                       .control_block = true,
+                                       .lease = g.lease});
   options.policy_yaml = kPolicy;
   options.nats_url = url;
   options.env = std::move(env);
   auto process = CountersignProcess::start(options);
-  const bool ready = waitUntil(
-      [&] { return process->logs().find("countersign ready") != std::string::npos; }, 15s);
-  if (!ready) ADD_FAILURE() << "countersign never said it was ready:\n" << process->logs();
+  if (!saysReady(*process, 15s, 50ms))
+    ADD_FAILURE() << "countersign never said it was ready:\n" << process->logs();
   return process;
 }
 
@@ -364,7 +262,7 @@ std::string approveBody(const std::string& id, const std::string& approver) {
 std::string stateOf(Client& client, const std::string& id) {
   auto reply = client.request("countersign.control.get", R"({"id":")" + id + R"("})", {}, 5s);
   if (!reply) return "<no reply>";
-  auto body = parseJson(reply->payload);
+  auto body = parseJsonQuiet(reply->payload);
   if (num(body, "code") != 200 || !body.HasMember("record")) return reply->payload;
   return str(body["record"], "state");
 }
@@ -374,7 +272,7 @@ std::string holdJob(Client& client, const std::string& id) {
   auto reply = client.request("agents.jobs.risky.transfer", R"({"amount":100,"job":")" + id + "\"}",
                               {{"Nats-Msg-Id", id}}, 10s);
   if (!reply) return "no reply";
-  auto body = parseJson(reply->payload);
+  auto body = parseJsonQuiet(reply->payload);
   if (num(body, "code") != 202 || str(body, "approval_id") != id) return reply->payload;
   return "";
 }
@@ -382,7 +280,7 @@ std::string holdJob(Client& client, const std::string& id) {
 std::optional<std::string> decisionOf(Client& client, const std::string& id) {
   auto value = client.kvGet(kBucket, id + "/decision");
   if (!value) return std::nullopt;
-  auto doc = parseJson(*value);
+  auto doc = parseJsonQuiet(*value);
   return str(doc, "decision");
 }
 
@@ -434,8 +332,9 @@ TEST_P(CrashPointTest, ReplayerFinishesTheReleaseExactlyOnce) {
   for (int i = 0; i < param.restarted_replicas; ++i) {
     fresh.push_back(startGateway(settings, server->url()));
   }
-  const bool finished = waitUntil(
-      [&] { return client.kvGet(kBucket, victim + "/released").has_value(); }, kRestartDeadline);
+  const bool finished =
+      waitUntil([&] { return client.kvGet(kBucket, victim + "/released").has_value(); },
+                kRestartDeadline, 50ms);
   EXPECT_TRUE(finished) << victim << " not released within 10 s of the restart";
 
   // Give stray replays (a second replayer, a later scan) time to show before counting.
@@ -462,7 +361,7 @@ TEST_P(CrashPointTest, ReplayerFinishesTheReleaseExactlyOnce) {
   EXPECT_EQ(stateOf(client, victim), "released");
   auto again = client.request("countersign.control.approve", approveBody(victim, "bob"), {}, 5s);
   ASSERT_TRUE(again.has_value()) << "second approve: no answer";
-  auto body = parseJson(again->payload);
+  auto body = parseJsonQuiet(again->payload);
   EXPECT_EQ(str(body, "status"), "already_approved") << again->payload;
   EXPECT_EQ(num(body, "code"), 200) << again->payload;
   EXPECT_EQ(str(body, "decided_by"), "alice") << again->payload;
@@ -502,7 +401,7 @@ TEST(ReleaseUnknownTest, CrashOnARouteWithoutStreamWaitsForTheOperator) {
 
   auto fresh = startGateway(settings, server->url());
   EXPECT_TRUE(waitUntil([&] { return stateOf(client, "nostream-1") == "release_unknown"; },
-                        kRestartDeadline))
+                        kRestartDeadline, 50ms))
       << "state " << stateOf(client, "nostream-1");
   std::this_thread::sleep_for(1500ms);  // more scans: still nothing may be published
   EXPECT_EQ(jobs.count(), 0u) << "a release without dedup was guessed";
@@ -514,7 +413,7 @@ TEST(ReleaseUnknownTest, CrashOnARouteWithoutStreamWaitsForTheOperator) {
   auto forced = client.request("countersign.control.release",
                                R"({"id":"nostream-1","operator":"olga","mode":"force"})", {}, 5s);
   ASSERT_TRUE(forced.has_value());
-  auto body = parseJson(forced->payload);
+  auto body = parseJsonQuiet(forced->payload);
   EXPECT_EQ(str(body, "status"), "released") << forced->payload;
   EXPECT_EQ(flag(body, "published"), std::optional<bool>(true)) << forced->payload;
   auto got = jobs.waitFor(1, 5s);
@@ -526,13 +425,13 @@ TEST(ReleaseUnknownTest, CrashOnARouteWithoutStreamWaitsForTheOperator) {
   auto twice = client.request("countersign.control.release",
                               R"({"id":"nostream-1","operator":"olga","mode":"force"})", {}, 5s);
   ASSERT_TRUE(twice.has_value());
-  EXPECT_EQ(str(parseJson(twice->payload), "status"), "already_released") << twice->payload;
+  EXPECT_EQ(str(parseJsonQuiet(twice->payload), "status"), "already_released") << twice->payload;
   // Forcing a job nobody approved is refused.
   auto unapproved =
       client.request("countersign.control.release",
                      R"({"id":"nostream-2","operator":"olga","mode":"force"})", {}, 5s);
   ASSERT_TRUE(unapproved.has_value());
-  EXPECT_EQ(num(parseJson(unapproved->payload), "code"), 409) << unapproved->payload;
+  EXPECT_EQ(num(parseJsonQuiet(unapproved->payload), "code"), 409) << unapproved->payload;
   std::this_thread::sleep_for(1500ms);
   EXPECT_EQ(jobs.count(), 1u);
 }
@@ -554,8 +453,8 @@ TEST(ReleaseUnknownTest, CrashPastTheDuplicateWindowIsNotRepublished) {
   EXPECT_EQ(client.streamMessageCount(kJobsStream), 1u);
 
   auto fresh = startGateway(settings, server->url());
-  EXPECT_TRUE(
-      waitUntil([&] { return stateOf(client, "window-1") == "release_unknown"; }, kRestartDeadline))
+  EXPECT_TRUE(waitUntil([&] { return stateOf(client, "window-1") == "release_unknown"; },
+                        kRestartDeadline, 50ms))
       << "state " << stateOf(client, "window-1");
   std::this_thread::sleep_for(1500ms);
   EXPECT_EQ(client.streamMessageCount(kJobsStream), 1u) << "republished past the duplicate window";
@@ -565,7 +464,7 @@ TEST(ReleaseUnknownTest, CrashPastTheDuplicateWindowIsNotRepublished) {
       client.request("countersign.control.release",
                      R"({"id":"window-1","operator":"olga","mode":"mark_released"})", {}, 5s);
   ASSERT_TRUE(marked.has_value());
-  auto body = parseJson(marked->payload);
+  auto body = parseJsonQuiet(marked->payload);
   EXPECT_EQ(str(body, "status"), "released") << marked->payload;
   EXPECT_EQ(flag(body, "published"), std::optional<bool>(false)) << marked->payload;
   EXPECT_EQ(stateOf(client, "window-1"), "released");
@@ -645,7 +544,7 @@ class AutoApprover {
     const auto events = held_.messages();
     std::lock_guard lock(mutex_);
     for (; consumed_ < events.size(); ++consumed_) {
-      const std::string id = str(parseJson(events[consumed_].payload), "approval_id");
+      const std::string id = str(parseJsonQuiet(events[consumed_].payload), "approval_id");
       if (seen_.insert(id).second) queue_.push_back(id);
     }
   }
@@ -659,7 +558,7 @@ class AutoApprover {
       std::this_thread::sleep_for(100ms);
       return false;
     }
-    auto body = parseJson(reply->payload);
+    auto body = parseJsonQuiet(reply->payload);
     const std::string status = str(body, "status");
     const auto code = num(body, "code");
     if ((status == "approved" && (code == 200 || code == 202)) ||
@@ -809,7 +708,7 @@ RunOutcome settle(Client& client, AutoApprover& approver, Producer& producer,
       client.request("countersign.control.list", R"({"state":"pending","limit":1000})", {}, 10s);
   EXPECT_TRUE(list.has_value()) << "list pending: no answer";
   if (list) {
-    auto body = parseJson(list->payload);
+    auto body = parseJsonQuiet(list->payload);
     if (body.HasMember("items") && body["items"].IsArray()) {
       for (const auto& item : body["items"].GetArray()) {
         if (approver.add(str(item, "id"))) ++outcome.held_without_event;
@@ -854,7 +753,7 @@ void verifyDeliveries(Client& client, const RunPlan& plan, Producer& producer,
   int allowed = 0;
   int released = 0;
   for (const auto& m : stored) {
-    auto payload = parseJson(m.msg.payload);
+    auto payload = parseJsonQuiet(m.msg.payload);
     const std::string id = str(payload, "id");
     ++deliveries[id];
     const std::int64_t n = num(payload, "n");
@@ -1101,7 +1000,7 @@ bool holdAfterRestart(Client& client, Intake intake, const std::string& id, std:
   if (intake == Intake::core) {
     auto reply = client.request("agents.jobs.risky.transfer", payload, {}, 2s);
     last = reply ? reply->payload : "no reply";
-    return reply && num(parseJson(reply->payload), "code") == 202;
+    return reply && num(parseJsonQuiet(reply->payload), "code") == 202;
   }
   if (publishDurably(client, "agents.jobs.risky.transfer", payload) == 0) {
     last = "no PubAck";
@@ -1209,19 +1108,19 @@ TEST(JetStreamIntakeCrashTest, CrashAfterHoldBeforeAckHoldsOnceAndReleasesOnce) 
   EXPECT_EQ(client.streamMessageCount(kIngressStream), 1u) << "the held job must stay unacked";
 
   auto fresh = startGateway(settings, server->url());
-  EXPECT_TRUE(
-      waitUntil([&] { return client.streamMessageCount(kIngressStream) == 0; }, kRestartDeadline))
+  EXPECT_TRUE(waitUntil([&] { return client.streamMessageCount(kIngressStream) == 0; },
+                        kRestartDeadline, 50ms))
       << "the redelivered job was not acked";
   EXPECT_EQ(stateOf(client, "ack-1"), "pending");
   auto list = client.request("countersign.control.list", R"({"limit":1000})", {}, 5s);
   ASSERT_TRUE(list.has_value());
-  auto items = parseJson(list->payload);
+  auto items = parseJsonQuiet(list->payload);
   ASSERT_TRUE(items.HasMember("items") && items["items"].IsArray()) << list->payload;
   EXPECT_EQ(items["items"].Size(), 1u) << "one record for the job: " << list->payload;
 
   int held_events = 0;
   for (const auto& m : held.messages()) {
-    held_events += str(parseJson(m.payload), "approval_id") == "ack-1" ? 1 : 0;
+    held_events += str(parseJsonQuiet(m.payload), "approval_id") == "ack-1" ? 1 : 0;
   }
   EXPECT_GE(held_events, 1) << "no `held` event for ack-1: reviewers never hear of it (the first "
                                "process died before its event went out, the redelivery to the "
@@ -1230,7 +1129,7 @@ TEST(JetStreamIntakeCrashTest, CrashAfterHoldBeforeAckHoldsOnceAndReleasesOnce) 
   auto approved =
       client.request("countersign.control.approve", approveBody("ack-1", "alice"), {}, 5s);
   ASSERT_TRUE(approved.has_value());
-  EXPECT_EQ(str(parseJson(approved->payload), "status"), "approved") << approved->payload;
+  EXPECT_EQ(str(parseJsonQuiet(approved->payload), "status"), "approved") << approved->payload;
   std::this_thread::sleep_for(1500ms);
   StreamReader reader(client, kJobsStream);
   const auto stored = reader.read();

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "integration/harness/harness.hpp"
-#include "nats/message_convert.hpp"
+#include "integration/harness/wire.hpp"
 
 namespace countersign::testing {
 namespace {
@@ -38,101 +38,6 @@ rules:
     decision: require_human
 )";
 
-bool soak() {
-  const char* value = std::getenv("COUNTERSIGN_SOAK");
-  return value != nullptr && std::string(value) == "1";
-}
-
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
-std::string header(const Message& msg, std::string_view name) {
-  const std::string wanted = lower(name);
-  for (const auto& [key, value] : msg.headers) {
-    if (lower(key) == wanted) return value;
-  }
-  return {};
-}
-
-rapidjson::Document parseJson(const std::string& text) {
-  rapidjson::Document doc;
-  doc.Parse(text.c_str(), text.size());
-  if (doc.HasParseError() || !doc.IsObject()) doc.SetObject();
-  return doc;
-}
-
-std::string str(const rapidjson::Value& obj, const char* key) {
-  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsString()) return "<missing>";
-  return obj[key].GetString();
-}
-
-std::int64_t num(const rapidjson::Value& obj, const char* key) {
-  if (!obj.IsObject() || !obj.HasMember(key) || !obj[key].IsInt64()) return -1;
-  return obj[key].GetInt64();
-}
-
-bool waitUntil(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    if (done()) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(50ms);
-  }
-}
-
-// Every message a stream stores, read by sequence (STREAM.MSG.GET).
-std::vector<Message> readStream(Client& client, const std::string& stream) {
-  std::vector<Message> out;
-  jsStreamInfo* info = nullptr;
-  jsErrCode js_error{};
-  natsStatus s = js_GetStreamInfo(&info, client.js(), stream.c_str(), nullptr, &js_error);
-  if (s != NATS_OK) {
-    ADD_FAILURE() << "stream info " << stream << ": " << natsStatus_GetText(s);
-    return out;
-  }
-  const std::uint64_t first = info->State.FirstSeq;
-  const std::uint64_t last = info->State.LastSeq;
-  jsStreamInfo_Destroy(info);
-  for (std::uint64_t seq = first; seq <= last && last > 0; ++seq) {
-    natsMsg* raw = nullptr;
-    s = js_GetMsg(&raw, client.js(), stream.c_str(), seq, nullptr, &js_error);
-    natsio::NatsMsgPtr owned(raw);
-    if (s == NATS_NOT_FOUND) continue;
-    if (s != NATS_OK) {
-      ADD_FAILURE() << stream << " seq " << seq << ": " << natsStatus_GetText(s);
-      continue;
-    }
-    auto converted = natsio::fromNatsMsg(raw);
-    if (converted) out.push_back(std::move(*converted));
-  }
-  return out;
-}
-
-std::string replicaConfig(const std::string& url) {
-  return "nats:\n"
-         "  servers: [\"" +
-         url +
-         "\"]\n"
-         "policy:\n"
-         "  file: policy.yaml\n"
-         "routes:\n"
-         "  - name: jobs\n"
-         "    from: \"agents.jobs.>\"\n"
-         "    to: \"jobs.>\"\n"
-         "    mode: core\n"
-         "    to_stream: JOBS\n"
-         "admin:\n"
-         "  listen: \"\"\n"
-         "release:\n"
-         "  replay_interval: 200ms\n"
-         "  lease: 1s\n";
-}
-
 struct Answer {
   bool answered = false;
   std::string status;
@@ -148,7 +53,7 @@ Answer readAnswer(const std::optional<Message>& reply) {
   if (!reply) return a;
   a.answered = true;
   a.body = reply->payload;
-  auto doc = parseJson(reply->payload);
+  auto doc = parseJsonQuiet(reply->payload);
   a.status = str(doc, "status");
   a.code = num(doc, "code");
   if (a.status == "conflict") a.reason = str(doc, "reason");
@@ -162,19 +67,13 @@ TEST(StormTest, HundredApprovalsAndOneRejectDecideOnceAndDeliverAtMostOnce) {
   auto server = NatsServer::start();
   Client client(server->url());
   client.addStream(kJobsStream, {"jobs.>"});
-  std::vector<std::unique_ptr<CountersignProcess>> replicas;
-  for (int i = 0; i < kReplicas; ++i) {
-    CountersignOptions options;
-    options.config_yaml = replicaConfig(server->url());
-    options.policy_yaml = kPolicy;
-    options.nats_url = server->url();
-    replicas.push_back(CountersignProcess::start(options));
-  }
+  CountersignOptions options;
+  options.config_yaml = gatewayConfig({.servers = {server->url()}, .lease = "1s"});
+  options.policy_yaml = kPolicy;
+  options.nats_url = server->url();
+  auto replicas = startReplicas(kReplicas, options);
   // Both replicas must be in the queue group before the storm, or one takes it all.
-  for (auto& replica : replicas) {
-    ASSERT_TRUE(waitUntil(
-        [&] { return replica->logs().find("countersign ready") != std::string::npos; }, 15s));
-  }
+  for (auto& replica : replicas) ASSERT_TRUE(saysReady(*replica, 15s, 50ms));
   std::vector<std::unique_ptr<Client>> callers;
   for (int i = 0; i <= kApprovers; ++i) callers.push_back(std::make_unique<Client>(server->url()));
   Collector deliveries(client, "jobs.>");
@@ -189,7 +88,7 @@ TEST(StormTest, HundredApprovalsAndOneRejectDecideOnceAndDeliverAtMostOnce) {
         client.request("agents.jobs.risky.transfer", R"({"amount":)" + std::to_string(round) + "}",
                        {{"Nats-Msg-Id", id}}, 10s);
     ASSERT_TRUE(held.has_value()) << id << ": not held";
-    ASSERT_EQ(num(parseJson(held->payload), "code"), 202) << held->payload;
+    ASSERT_EQ(num(parseJsonQuiet(held->payload), "code"), 202) << held->payload;
 
     // Every fourth round the approvers start a moment late, so that the reject also wins
     // sometimes; the assertions below hold whoever wins.
@@ -216,7 +115,7 @@ TEST(StormTest, HundredApprovalsAndOneRejectDecideOnceAndDeliverAtMostOnce) {
     // The one decision, as the store has it.
     auto decision_value = client.kvGet(kBucket, id + "/decision");
     ASSERT_TRUE(decision_value.has_value()) << id << ": no decision after the storm";
-    auto decision_doc = parseJson(*decision_value);
+    auto decision_doc = parseJsonQuiet(*decision_value);
     const std::string decision = str(decision_doc, "decision");
     const std::string by = str(decision_doc, "by");
     decided[id] = decision;
@@ -267,7 +166,7 @@ TEST(StormTest, HundredApprovalsAndOneRejectDecideOnceAndDeliverAtMostOnce) {
   deliveries.waitFor(static_cast<std::size_t>(approved_rounds), 10s);
   std::this_thread::sleep_for(2500ms);
   std::map<std::string, int> in_stream;
-  for (const auto& m : readStream(client, kJobsStream)) {
+  for (const auto& [seq, m] : readStream(client, kJobsStream)) {
     EXPECT_EQ(header(m, "Countersign-Approval"), "granted") << m.payload;
     const std::string id = header(m, "Countersign-Approval-Id");
     ++in_stream[id];
