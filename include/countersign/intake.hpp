@@ -41,7 +41,9 @@ struct IntakeOutcome {
 
 class Intake {
  public:
-  explicit Intake(Services services);
+  // `replies`: where answers to producers go (default: services.publisher). Give it a
+  // connection that sends at once (send_asap) while forwards keep the batching one.
+  explicit Intake(Services services, Publisher* replies = nullptr);
   // Core intake: `message.reply` is the producer's reply subject.
   // JetStream intake (`ingress` set): the caller has cleared `message.reply` (it was the ack
   // subject); forwards wait for the PubAck of to_stream and carry a dedup id derived from the
@@ -59,6 +61,7 @@ class Intake {
   bool reply(const Job& job, std::string_view status, const std::string& body);
 
   Services s_;
+  Publisher& replies_;
   ReplyGuard guard_;
 };
 

@@ -25,8 +25,10 @@ class Releaser {
  public:
   explicit Releaser(Services services) : s_(services) {}
   // `by`: "approve" or "replay" (recorded in <id>/released).
+  // `vote`: the approval that decided it, folded into the record's view in the same write
+  // (one compare-and-swap instead of two on the approve path).
   ReleaseOutcome release(const ApprovalRecord& record, const DecisionRecord& decision,
-                         std::string_view by);
+                         std::string_view by, const ApprovalVote* vote = nullptr);
   // The message a release publishes (headers included), for tests and `show`.
   static Headers releaseHeaders(const ApprovalRecord& record, const DecisionRecord& decision);
 

@@ -18,6 +18,9 @@ namespace countersign {
 
 struct ReplayerOptions {
   std::chrono::milliseconds lease{5000};  // wait this long after first seeing an unfinished release
+  // New undecided records whose deadline is read per scan: spreads the first scan of a large
+  // backlog over several intervals instead of stalling one.
+  int max_record_reads_per_scan = 2000;
   // Duplicate window of each to_stream, by stream name (from the stream's config at start).
   std::map<std::string, std::chrono::nanoseconds, std::less<>> duplicate_windows;
 };
@@ -48,6 +51,7 @@ class Replayer {
   Releaser& releaser_;
   ReplayerOptions options_;
   std::unordered_map<std::string, Sighting> sightings_;
+  int record_reads_ = 0;  // in the current scan
   // Deadlines of undecided records (nullopt: none), read once per id.
   std::unordered_map<std::string, std::optional<std::chrono::system_clock::time_point>> deadlines_;
 };

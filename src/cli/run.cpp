@@ -222,7 +222,9 @@ int runGateway(const RunOptions& options) {
                                  policy, throttler, *intake_plane->events, log, metrics};
   const Services control_services{config, *control_plane->store, *control_plane->publisher, clock, ids,
                                   policy, throttler, *control_plane->events, log, metrics};
-  Intake intake(intake_services);
+  // Answers to producers go out at once on the control connection (send_asap); forwards keep
+  // the intake connection's batching.
+  Intake intake(intake_services, control_plane->publisher.get());
   Releaser releaser(control_services);
   Control control(control_services, releaser);
   Replayer replayer(control_services, releaser, replay_options);
@@ -305,7 +307,12 @@ int runGateway(const RunOptions& options) {
     std::unique_lock lock(replay_mutex);
     while (!stopping) {
       lock.unlock();
+      const auto scan_started = std::chrono::steady_clock::now();
       auto scanned = replayer.scan();
+      // A scan lists the whole bucket: on a large one, leave the server (and us) time between.
+      const auto pause = std::max(config.release.replay_interval,
+                                  std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      2 * (std::chrono::steady_clock::now() - scan_started)));
       store_reachable.store(scanned.has_value());
       if (!scanned) {
         log.warn("replay scan failed", {{"error", scanned.error().message}});
@@ -315,7 +322,7 @@ int runGateway(const RunOptions& options) {
                                  {"expired", std::to_string(scanned->expired)}});
       }
       lock.lock();
-      replay_wake.wait_for(lock, config.release.replay_interval, [&] { return stopping; });
+      replay_wake.wait_for(lock, pause, [&] { return stopping; });
     }
   });
 

@@ -455,23 +455,24 @@ ControlReply Control::approve(const Request& request) {
                                 .policy_snapshot = record->policy_snapshot, .job_hash = record->job_hash};
   if (auto answered = decide(ControlOp::approve, id, decision)) return *answered;
   crashPoint("after_approve_cas");
-
-  (void)updateRecord(s_.store, id, [&](ApprovalRecord& r) {
-    if (r.state == ApprovalState::pending) r.state = ApprovalState::approved;
-    r.decided_by = decision.by;
-    r.decided_at = decision.at;
-    r.reason = decision.reason;
-    r.approvals.push_back(ApprovalVote{decision.by, decision.at, decision.reason});
-    return true;
-  });
+  const ApprovalVote vote{decision.by, decision.at, decision.reason};
   s_.events.emit(Event{.event = "approved", .approval_id = id, .topic = record->topic,
                        .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                        .policy_snapshot = record->policy_snapshot, .actor = decision.by,
                        .reason = decision.reason});
 
-  const ReleaseOutcome released = releaser_.release(*record, decision, "approve");
+  const ReleaseOutcome released = releaser_.release(*record, decision, "approve", &vote);
   if (released.published) s_.metrics.observeApproveToRelease(s_.clock.steady() - started);
   if (!released.published) {
+    // The view says approved (the decision key already does); the replayer finishes it.
+    (void)updateRecord(s_.store, id, [&](ApprovalRecord& r) {
+      if (r.state == ApprovalState::pending) r.state = ApprovalState::approved;
+      r.decided_by = decision.by;
+      r.decided_at = decision.at;
+      r.reason = decision.reason;
+      r.approvals.push_back(vote);
+      return true;
+    });
     auto w = start("approved", 202);
     w.field("approval_id", id).field("released", false).field("retryable", false);
     if (released.error) w.field("error", released.error->message);

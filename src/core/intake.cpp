@@ -48,13 +48,14 @@ constexpr std::size_t kReleaseHeaderHeadroom = 1024;
 
 }  // namespace
 
-Intake::Intake(Services services) : s_(services), guard_(services.config) {}
+Intake::Intake(Services services, Publisher* replies)
+    : s_(services), replies_(replies ? *replies : services.publisher), guard_(services.config) {}
 
 bool Intake::reply(const Job& job, std::string_view status, const std::string& body) {
   if (job.reply_to.empty()) return false;
   Headers headers{{"Countersign-Status", std::string(status)}};
   OutMessage out{.subject = job.reply_to, .reply = {}, .headers = &headers, .payload = body};
-  auto sent = s_.publisher.publish(out, Delivery::core, std::chrono::milliseconds(0));
+  auto sent = replies_.publish(out, Delivery::core, std::chrono::milliseconds(0));
   if (!sent) {
     s_.log.warn("reply not sent", {{"subject", job.msg.subject}, {"error", sent.error().message}});
     return false;

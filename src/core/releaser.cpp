@@ -18,7 +18,7 @@ Headers Releaser::releaseHeaders(const ApprovalRecord& record, const DecisionRec
 }
 
 ReleaseOutcome Releaser::release(const ApprovalRecord& record, const DecisionRecord& decision,
-                                 std::string_view by) {
+                                 std::string_view by, const ApprovalVote* vote) {
   ReleaseOutcome outcome;
   outcome.msg_id = "countersign:" + record.id;
   const RouteConfig* route = routeFor(s_.config, record);
@@ -59,7 +59,9 @@ ReleaseOutcome Releaser::release(const ApprovalRecord& record, const DecisionRec
     if (r.decided_by.empty()) {
       r.decided_by = decision.by;
       r.decided_at = decision.at;
+      r.reason = decision.reason;
     }
+    if (vote != nullptr) r.approvals.push_back(*vote);
     return true;
   });
   if (!view) {

@@ -39,6 +39,7 @@ Result<ScanResult> Replayer::scan() {
   }
 
   ScanResult result;
+  record_reads_ = 0;
   for (const auto& id : decided) {
     if (released.contains(id)) continue;
     const auto it = claims.find(id);
@@ -130,6 +131,8 @@ void Replayer::finishRelease(const std::string& id, int claims, ScanResult& resu
 void Replayer::expireIfDue(const std::string& id, ScanResult& result) {
   auto cached = deadlines_.find(id);
   if (cached == deadlines_.end()) {
+    if (record_reads_ >= options_.max_record_reads_per_scan) return;  // next scan
+    ++record_reads_;
     std::optional<std::chrono::system_clock::time_point> deadline;
     auto entry = s_.store.get(id);
     if (!entry) return;

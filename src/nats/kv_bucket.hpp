@@ -41,11 +41,9 @@ class KvBucket : public KvStore {
   // an unconditional put; use create().
   Result<std::uint64_t> update(std::string_view key, std::string_view value,
                                std::uint64_t expected_revision) override;
-  // Keys that currently have a value; an empty bucket gives an empty list. Gives up after
-  // keys_timeout (Errc::timeout).
+  // Keys that currently have a value; an empty bucket gives an empty list.
   Result<std::vector<std::string>> keys() override;
 
-  void setKeysTimeout(std::chrono::milliseconds timeout) { keys_timeout_ = timeout; }
   const std::string& bucket() const { return bucket_; }
 
  private:
@@ -55,7 +53,6 @@ class KvBucket : public KvStore {
   Connection& connection_;
   kvStore* kv_;
   std::string bucket_;
-  std::chrono::milliseconds keys_timeout_{30000};
 };
 
 }  // namespace countersign::natsio

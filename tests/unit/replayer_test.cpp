@@ -133,6 +133,18 @@ TEST_F(ReplayerTest, ExpiresHeldJobsPastTheirDeadline) {
   EXPECT_FALSE(kv_.value(pay + "/decision"));
 }
 
+TEST_F(ReplayerTest, LargeBacklogsAreReadOverSeveralScans) {
+  for (int i = 0; i < 5; ++i) send("ops.restart", R"({"id":"r-)" + std::to_string(i) + R"("})");
+  clock_.advance(11s);
+  ReplayerOptions options;
+  options.max_record_reads_per_scan = 2;
+  auto replay = replayer(options);
+  EXPECT_EQ(replay->scan()->expired, 2);
+  EXPECT_EQ(replay->scan()->expired, 2);
+  EXPECT_EQ(replay->scan()->expired, 1);
+  EXPECT_EQ(replay->scan()->pending, 0);
+}
+
 TEST_F(ReplayerTest, OnTimeoutAllowReleasesAtTheDeadline) {
   ASSERT_EQ(send("ops.lowrisk", R"({"id":"low-1"})").code, 202);
   auto replay = replayer();
