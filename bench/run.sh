@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# Builds the benchmarks (Release, in build-bench/) and regenerates bench/RESULTS.md: countersign
+# against raw NATS in the same run (bench_system) plus the micro-benchmarks (bench_micro).
+#
+#   bench/run.sh            full run (about 5 minutes on 2 cores; must stay under 10)
+#   bench/run.sh --quick    about one minute: shorter windows, one round, no 100k scale step
+#   bench/run.sh --no-build use the binaries already in the build dir
+#   bench/run.sh --profile  also run countersign and the bare relays under callgrind (allow, hold,
+#                           approve phases) and write annotated profiles to <build dir>/profile/
+#   bench/run.sh --out FILE write the results somewhere else than bench/RESULTS.md
+#
+# Environment: BENCH_BUILD_DIR (default build-bench), BENCH_COUNTERSIGN_EXTRA_YAML,
+# BENCH_COUNTERSIGN_WRAPPER and BENCH_RELAY_WRAPPER (see bench/README.md).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build_dir=${BENCH_BUILD_DIR:-$root/build-bench}
+out=$root/bench/RESULTS.md
+quick=0
+build=1
+profile=0
+command_line="bench/run.sh${*:+ $*}"
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --quick) quick=1 ;;
+    --no-build) build=0 ;;
+    --profile) profile=1 ;;
+    --out) out=$2; shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [[ $build == 1 ]]; then
+  # Warnings stay on but are not errors here: GCC 12 at -O2/-O3 reports a false -Wrestrict in
+  # std::string concatenation (src/nats/connection.cpp), which would stop a Release build.
+  cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DCOUNTERSIGN_WERROR=OFF \
+    -DCOUNTERSIGN_TESTS=OFF >/dev/null
+  cmake --build "$build_dir" --target countersign bench_micro bench_system -j"$(nproc)" >/dev/null
+fi
+bench_system=$build_dir/bench/bench_system
+bench_micro=$build_dir/bench/bench_micro
+for binary in "$bench_system" "$bench_micro"; do
+  [[ -x $binary ]] || { echo "run.sh: $binary is missing (run without --no-build)" >&2; exit 1; }
+done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/countersign-bench-run-XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+started=$(date +%s)
+date_utc=$(date -u +"%Y-%m-%d %H:%M UTC")
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+system_args=(run --out "$work/system.md")
+micro_time=0.5
+if [[ $quick == 1 ]]; then
+  system_args+=(--quick)
+  micro_time=0.05
+fi
+
+echo "run.sh: system benchmarks ($([[ $quick == 1 ]] && echo quick || echo full) run)" >&2
+"$bench_system" "${system_args[@]}"
+echo "run.sh: micro-benchmarks" >&2
+"$bench_micro" --benchmark_min_time="$micro_time" --benchmark_format=json --benchmark_out="$work/micro.json" \
+  --benchmark_out_format=json >/dev/null
+"$bench_system" micro-table "$work/micro.json" >"$work/micro.md"
+finished=$(date +%s)
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# "<inclusive instructions> <calls>" of the first function whose name contains $2, from callgrind
+# output $1 (calls summed over its callers); nothing when it is not there. awk reads to the end:
+# an early exit would kill callgrind_annotate with SIGPIPE, which pipefail turns into a failure.
+ir_and_calls() {
+  callgrind_annotate --inclusive=yes --tree=caller --threshold=100 "$1" 2>/dev/null | awk -v pat="$2" '
+    /^ *$/ { calls = 0; next }
+    /^ *[0-9,]+ \([ 0-9.]+%\)  < / {
+      s = $0
+      if (sub(/.*\(/, "", s) && sub(/x\).*/, "", s)) { gsub(",", "", s); calls += s }
+      next
+    }
+    /^ *[0-9,]+ \([ 0-9.]+%\)  \*  / {
+      if (!done && index($0, pat) > 0 && calls > 0) { ir = $1; gsub(",", "", ir); print ir, calls; done = 1 }
+      calls = 0
+    }'
+}
+program_total() {
+  # awk reads to the end: an early exit would kill callgrind_annotate with SIGPIPE (pipefail).
+  callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done { gsub(",", "", $1); print $1; done = 1 }'
+}
+# One table row: what, file, function; per call and, with $4 = "total", the whole process per call.
+profile_row() {
+  local what=$1 file=$2 fn=$3 with_total=${4:-}
+  local role
+  role=$(grep -m1 '^cmd:' "$file" | sed -nE 's|.*/(cs-[^/ ]*)/countersign.yaml.*|\1|p')
+  [[ -n $role ]] && what="$what ($role)"
+  local ir="" calls=""
+  read -r ir calls < <(ir_and_calls "$file" "$fn") || true
+  [[ -n ${calls:-} && ${calls:-0} -gt 0 ]] || return 0
+  local total=-
+  if [[ $with_total == total ]]; then total=$(($(program_total "$file") / calls)); fi
+  echo "| $what | \`$fn\` | $calls | $((ir / calls)) | $total |"
+}
+
+if [[ $profile == 1 ]]; then
+  profile_dir=$build_dir/profile
+  rm -rf "$profile_dir"
+  mkdir -p "$profile_dir/allow" "$profile_dir/control"
+  echo "run.sh: profiling countersign and the relays under callgrind into $profile_dir" >&2
+  BENCH_COUNTERSIGN_WRAPPER="valgrind --tool=callgrind --callgrind-out-file=$profile_dir/allow/countersign.%p" \
+    BENCH_RELAY_WRAPPER="valgrind --tool=callgrind --callgrind-out-file=$profile_dir/allow/relay.%p" \
+    "$bench_system" run --quick --only allow --out "$profile_dir/allow/system.md"
+  BENCH_COUNTERSIGN_WRAPPER="valgrind --tool=callgrind --callgrind-out-file=$profile_dir/control/countersign.%p" \
+    "$bench_system" run --quick --only hold,approve --out "$profile_dir/control/system.md"
+  for file in "$profile_dir"/*/countersign.[0-9]* "$profile_dir"/*/relay.[0-9]*; do
+    callgrind_annotate --inclusive=yes "$file" >"$file.inclusive.txt" 2>/dev/null || true
+    callgrind_annotate "$file" >"$file.self.txt" 2>/dev/null || true
+  done
+  {
+    echo "### 7. Instructions per operation (callgrind)"
+    echo
+    echo "\`bench/run.sh --profile\`: the quick allow, hold and approve phases again with countersign and the"
+    echo "relay under \`valgrind --tool=callgrind\` (annotated files in \`$(basename "$build_dir")/profile/\`)."
+    echo "Instruction counts do not depend on the machine's load. \"Process\" divides the whole process's"
+    echo "instructions (all threads: cnats reader and flusher, replayer, start-up) by the calls."
+    echo
+    echo "| operation | function | calls | instructions per call | process instructions per call |"
+    echo "|---|---|---|---|---|"
+    for file in "$profile_dir"/allow/relay.[0-9]*; do
+      [[ $file == *.txt ]] || profile_row "allowed message, bare relay" "$file" "relayMessage" total
+    done
+    for file in "$profile_dir"/allow/countersign.[0-9]*; do
+      [[ $file == *.txt ]] || {
+        profile_row "allowed message, countersign" "$file" "countersign::natsio::Subscription::onMessage" total
+        profile_row "  of which Intake::forward" "$file" "countersign::Intake::forward"
+        profile_row "  of which toNatsMsg" "$file" "countersign::natsio::toNatsMsg"
+        profile_row "  of which topicOf + targetFor: topicOf" "$file" "countersign::subject::topicOf"
+        profile_row "  of which topicOf + targetFor: targetFor" "$file" "countersign::subject::targetFor"
+        profile_row "  of which fromNatsMsg" "$file" "countersign::natsio::fromNatsMsg"
+        profile_row "  of which Policy::evaluate" "$file" "countersign::Policy::evaluate"
+      }
+    done
+    for file in "$profile_dir"/control/countersign.[0-9]*; do
+      [[ $file == *.txt ]] || {
+        profile_row "hold" "$file" "countersign::Intake::hold"
+        profile_row "  of which EventSink::emit" "$file" "countersign::EventSink::emit"
+        profile_row "  of which jobHash" "$file" "countersign::jobHash"
+        profile_row "replayer: one pending record in one scan (cached after its first get)" "$file" "countersign::Replayer::expireIfDue"
+        profile_row "approve" "$file" "countersign::Control::approve"
+        profile_row "  of which Releaser::release" "$file" "countersign::Releaser::release"
+        profile_row "  of which updateRecord (record view)" "$file" "countersign::updateRecord"
+        profile_row "  of which parseApprovalRecord" "$file" "countersign::parseApprovalRecord"
+        profile_row "replayer scan" "$file" "countersign::Replayer::scan"
+      }
+    done
+    echo
+  } >"$work/profile.md"
+fi
+
+cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+memory=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
+nats_version=$(nats-server --version 2>/dev/null || echo unknown)
+libnats=$(dpkg-query -W -f='${Version}' libnats-dev 2>/dev/null || echo unknown)
+compiler=$(${CXX:-c++} --version 2>/dev/null | head -1)
+commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=$(git -C "$root" status --porcelain 2>/dev/null | grep -c . || true)
+
+{
+  echo "# countersign benchmark results"
+  echo
+  echo "Generated by \`$command_line\` (bench/run.sh; method in bench/README.md). Do not edit by hand."
+  echo
+  echo "| | |"
+  echo "|---|---|"
+  echo "| date | $date_utc |"
+  echo "| run | $([[ $quick == 1 ]] && echo "quick (--quick: one round, short windows, scale up to 10k)" || echo full) |"
+  echo "| duration | $((finished - started)) s (system + micro benchmarks, build excluded) |"
+  echo "| machine | $(nproc) x $cpu_model, $memory RAM, $(uname -sr) |"
+  echo "| load average (1/5/15 min) | before: $load_before; after: $load_after (shared machine: other builds and tests ran at the same time; compare ratios, not absolute numbers) |"
+  echo "| software | $nats_version, libnats $libnats, $compiler, CMake Release (-O3), tree at $commit ($dirty files changed or new) |"
+  echo
+  cat "$work/system.md"
+  echo "### 6. Micro-benchmarks (bench_micro, Google Benchmark, --benchmark_min_time=$micro_time)"
+  echo
+  echo "Aims: policy evaluation under 1 µs per job; job hash of a 1 KiB payload under 10 µs (parse included"
+  echo "where the name says Parse). Judged on CPU time."
+  echo
+  cat "$work/micro.md"
+  echo
+  if [[ -f $work/profile.md ]]; then cat "$work/profile.md"; fi
+} >"$out"
+
+echo "run.sh: wrote $out in $((finished - started)) s" >&2

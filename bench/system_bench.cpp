@@ -1,0 +1,2388 @@
+// System benchmarks (issue 5): what countersign costs compared with NATS doing the same work
+// without it, measured in the same run against the same nats-server, reported as ratios.
+//
+//   bench_system run [--quick] [--out FILE] [--only allow,latency,hold,approve,scale]
+//   bench_system micro-table FILE.json     (Google Benchmark JSON -> markdown table)
+//   bench_system relay URL FROM_PREFIX TO_PREFIX SEND_ASAP   (internal: the bare relay process)
+//
+// Everything it starts (nats-server, countersign, relays) lives in a temp dir and is stopped on
+// exit; children die with this process (PR_SET_PDEATHSIG). The measurements and their baselines
+// are described in bench/README.md; bench/run.sh turns the output into bench/RESULTS.md.
+#include <arpa/inet.h>
+#include <nats/nats.h>
+#include <netinet/in.h>
+#include <rapidjson/document.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iomanip>
+#include <iostream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "countersign/clock.hpp"
+#include "countersign/job.hpp"
+#include "countersign/json.hpp"
+#include "countersign/policy.hpp"
+#include "countersign/record.hpp"
+#include "nats/child_process.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using SteadyClock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+namespace natsio = countersign::natsio;
+
+// ---- small utilities ------------------------------------------------------------------------
+
+const SteadyClock::time_point kProgramStart = SteadyClock::now();
+
+std::int64_t nowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now().time_since_epoch())
+      .count();
+}
+
+void note(const std::string& text) {
+  const double t = std::chrono::duration<double>(SteadyClock::now() - kProgramStart).count();
+  std::cerr << "[bench " << std::fixed << std::setprecision(1) << t << "s] " << text << std::endl;
+}
+
+[[noreturn]] void die(const std::string& what) {
+  std::cerr << "bench_system: " << what << std::endl;
+  std::exit(1);
+}
+
+std::string natsText(natsStatus s) {
+  std::string text = natsStatus_GetText(s);
+  if (const char* last = nats_GetLastError(nullptr); last != nullptr && *last != '\0') {
+    text += " (" + std::string(last) + ")";
+  }
+  return text;
+}
+
+void check(natsStatus s, const std::string& what) {
+  if (s != NATS_OK) die(what + ": " + natsText(s));
+}
+
+std::string fmt(double value, int precision = 1) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(precision) << value;
+  return out.str();
+}
+
+std::string fmtRate(double per_second) {
+  if (per_second >= 10000) return fmt(per_second / 1000.0, 1) + "k/s";
+  return fmt(per_second, 0) + "/s";
+}
+
+std::string fmtUs(double ns) {
+  return fmt(ns / 1000.0, std::abs(ns) < 10'000 ? 1 : 0) + " µs";
+}
+
+std::string readFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+void writeFile(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  if (!out) die("cannot write " + path.string());
+}
+
+std::string loadAverage() {
+  std::string text = readFile("/proc/loadavg");
+  std::istringstream in(text);
+  std::string one, five, fifteen;
+  in >> one >> five >> fifteen;
+  return one + " " + five + " " + fifteen;
+}
+
+// CPU seconds (user + system) a process has used so far; 0 when it cannot be read.
+double cpuSeconds(pid_t pid) {
+  const std::string stat = readFile("/proc/" + std::to_string(pid) + "/stat");
+  const auto paren = stat.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::istringstream in(stat.substr(paren + 2));
+  std::vector<std::string> fields;
+  for (std::string field; in >> field;) fields.push_back(field);
+  // Fields after "(comm)" start at field 3 (state): utime is field 14, stime 15.
+  if (fields.size() < 13) return 0;
+  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  return (std::stod(fields[11]) + std::stod(fields[12])) / ticks;
+}
+
+// Resident memory in KiB (VmRSS), 0 when it cannot be read.
+long rssKb(pid_t pid) {
+  std::istringstream in(readFile("/proc/" + std::to_string(pid) + "/status"));
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return 0;
+}
+
+struct Percentiles {
+  std::size_t count = 0;
+  double p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;  // nanoseconds
+};
+
+Percentiles percentiles(std::vector<std::int64_t> values) {
+  Percentiles out;
+  out.count = values.size();
+  if (values.empty()) return out;
+  std::sort(values.begin(), values.end());
+  auto at = [&](double q) {
+    const auto index = std::min(values.size() - 1,
+                                static_cast<std::size_t>(q * static_cast<double>(values.size())));
+    return static_cast<double>(values[index]);
+  };
+  out.p50 = at(0.50);
+  out.p90 = at(0.90);
+  out.p99 = at(0.99);
+  out.p999 = at(0.999);
+  out.max = static_cast<double>(values.back());
+  return out;
+}
+
+double median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
+
+// A minimal HTTP/1.0 GET on 127.0.0.1 (nats-server monitoring, countersign /metrics).
+std::optional<std::string> httpGet(int port, const std::string& path) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return std::nullopt;
+  timeval timeout{2, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::optional<std::string> body;
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0) {
+    const std::string request =
+        "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+        static_cast<ssize_t>(request.size())) {
+      std::string response;
+      char buffer[16384];
+      for (;;) {
+        const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+        if (n <= 0) break;
+        response.append(buffer, static_cast<std::size_t>(n));
+      }
+      if (const auto end = response.find("\r\n\r\n"); end != std::string::npos)
+        body = response.substr(end + 4);
+    }
+  }
+  ::close(fd);
+  return body;
+}
+
+// ---- processes ------------------------------------------------------------------------------
+
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string pattern =
+        std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/countersign-bench-XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr)
+      die("mkdtemp " + pattern + ": " + std::strerror(errno));
+    path_ = pattern;
+  }
+  ~TempDir() {
+    if (std::getenv("KEEP_BENCH_DIRS") != nullptr) {
+      std::cerr << "[bench] keeping " << path_ << '\n';
+      return;
+    }
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// Waits until `file` contains `needle` (or the process exits, or the timeout passes).
+bool waitForLine(const fs::path& file, const std::string& needle, pid_t pid,
+                 std::chrono::milliseconds timeout) {
+  const auto deadline = SteadyClock::now() + timeout;
+  while (SteadyClock::now() < deadline) {
+    if (readFile(file).find(needle) != std::string::npos) return true;
+    if (natsio::waitProcess(pid, 0ms)) return false;
+    std::this_thread::sleep_for(2ms);
+  }
+  return false;
+}
+
+class Child {
+ public:
+  Child() = default;
+  Child(pid_t pid, fs::path log) : pid_(pid), log_(std::move(log)) {}
+  ~Child() { stop(); }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  pid_t pid() const { return pid_; }
+  const fs::path& log() const { return log_; }
+  void stop() {
+    if (pid_ > 0) natsio::stopProcess(pid_, 10s);
+    pid_ = -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  fs::path log_;
+};
+
+struct NatsServer {
+  std::unique_ptr<Child> process;
+  std::string url;
+  int port = 0;
+  int monitor_port = 0;
+
+  static std::unique_ptr<NatsServer> start(const fs::path& dir) {
+    fs::create_directories(dir);
+    std::ostringstream conf;
+    conf << "host: 127.0.0.1\nport: -1\nhttp_port: -1\n";
+    conf << "jetstream {\n  store_dir: \"" << (dir / "store").string() << "\"\n}\n";
+    writeFile(dir / "nats-server.conf", conf.str());
+    natsio::SpawnOptions spawn;
+    spawn.argv = {NATS_SERVER_BIN, "-c", (dir / "nats-server.conf").string(), "--ports_file_dir",
+                  dir.string()};
+    spawn.stdout_path = (dir / "nats-server.log").string();
+    spawn.stderr_path = spawn.stdout_path;
+    spawn.death_signal = SIGKILL;
+    auto pid = natsio::spawnProcess(spawn);
+    if (!pid) die("nats-server: " + pid.error().message);
+    auto server = std::make_unique<NatsServer>();
+    server->process = std::make_unique<Child>(*pid, dir / "nats-server.log");
+    const auto deadline = SteadyClock::now() + 15s;
+    while (SteadyClock::now() < deadline) {
+      for (const auto& entry : fs::directory_iterator(dir)) {
+        if (entry.path().extension() != ".ports") continue;
+        rapidjson::Document doc;
+        const std::string text = readFile(entry.path());
+        doc.Parse(text.data(), text.size());
+        if (doc.HasParseError() || !doc.IsObject()) continue;
+        auto portOf = [&](const char* key) {
+          const auto it = doc.FindMember(key);
+          if (it == doc.MemberEnd() || !it->value.IsArray() || it->value.Empty()) return 0;
+          const std::string url = it->value[0].GetString();
+          return std::atoi(url.substr(url.rfind(':') + 1).c_str());
+        };
+        server->port = portOf("nats");
+        server->monitor_port = portOf("monitoring");
+      }
+      if (server->port > 0 && natsio::tcpConnects("127.0.0.1", server->port)) {
+        server->url = "nats://127.0.0.1:" + std::to_string(server->port);
+        return server;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    die("nats-server not ready:\n" + natsio::tailFile(dir / "nats-server.log", 30));
+  }
+
+  pid_t pid() const { return process->pid(); }
+
+  // Slow consumers the server has seen (it disconnects them), from /varz.
+  std::int64_t slowConsumers() const {
+    auto body = httpGet(monitor_port, "/varz");
+    if (!body) return -1;
+    rapidjson::Document doc;
+    doc.Parse(body->data(), body->size());
+    if (doc.HasParseError() || !doc.IsObject()) return -1;
+    const auto it = doc.FindMember("slow_consumers");
+    return it != doc.MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : -1;
+  }
+};
+
+std::string selfExe() {
+  std::error_code ec;
+  auto path = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) die("cannot read /proc/self/exe");
+  return path.string();
+}
+
+struct CountersignOptions {
+  std::string url;
+  std::string bucket = "countersign_approvals";
+  std::string to_stream;   // empty: core route
+  bool admin = false;      // admin listener on a free port (for /metrics)
+  std::string extra_yaml;  // appended to the config (e.g. a release: block)
+};
+
+// Diagnosis hooks (bench/README.md): BENCH_COUNTERSIGN_EXTRA_YAML is appended to every
+// countersign config (e.g. "release:\n  replay_interval: 1h\n"); BENCH_COUNTERSIGN_WRAPPER is a
+// command put in front of the binary (e.g. "valgrind --tool=callgrind"); BENCH_RELAY_WRAPPER the
+// same for the bare relay processes.
+std::string envOr(const char* name, const std::string& fallback = "") {
+  const char* value = std::getenv(name);
+  return value != nullptr ? std::string(value) : fallback;
+}
+
+struct Countersign {
+  std::unique_ptr<Child> process;
+  fs::path dir;
+  double startup_ms = 0;  // spawn until the "countersign ready" line
+  long rss_at_ready_kb = 0;
+  int admin_port = 0;
+
+  static std::unique_ptr<Countersign> start(const fs::path& dir,
+                                            const CountersignOptions& options) {
+    fs::create_directories(dir);
+    std::ostringstream config;
+    config << "nats:\n  servers: [\"" << options.url << "\"]\n  embedded: false\n"
+           << "policy:\n  file: policy.yaml\n"
+           << "store:\n  bucket: " << options.bucket << "\n"
+           << "routes:\n  - name: jobs\n    from: \"agents.jobs.>\"\n    to: \"jobs.>\"\n    mode: "
+              "core\n";
+    if (!options.to_stream.empty()) config << "    to_stream: " << options.to_stream << "\n";
+    config << "admin:\n  listen: \"" << (options.admin ? "127.0.0.1:0" : "") << "\"\n";
+    config << options.extra_yaml << envOr("BENCH_COUNTERSIGN_EXTRA_YAML");
+    writeFile(dir / "countersign.yaml", config.str());
+    writeFile(dir / "policy.yaml",
+              readFile(fs::path(COUNTERSIGN_SOURCE_DIR) / "policies" / "approval-policy.yaml"));
+
+    natsio::SpawnOptions spawn;
+    std::istringstream wrapper(envOr("BENCH_COUNTERSIGN_WRAPPER"));
+    for (std::string word; wrapper >> word;) spawn.argv.push_back(word);
+    spawn.argv.insert(spawn.argv.end(),
+                      {COUNTERSIGN_BIN, "run", "--config", (dir / "countersign.yaml").string()});
+    spawn.working_dir = dir.string();
+    spawn.stdout_path = (dir / "stdout.log").string();
+    spawn.stderr_path = (dir / "stderr.log").string();
+    spawn.death_signal = SIGKILL;
+    const auto started = SteadyClock::now();
+    auto pid = natsio::spawnProcess(spawn);
+    if (!pid) die("countersign: " + pid.error().message);
+    auto cs = std::make_unique<Countersign>();
+    cs->dir = dir;
+    cs->process = std::make_unique<Child>(*pid, dir / "stderr.log");
+    if (!waitForLine(dir / "stdout.log", "countersign ready", *pid, 300s)) {
+      die("countersign not ready:\n" + natsio::tailFile(dir / "stdout.log", 20) +
+          natsio::tailFile(dir / "stderr.log", 20));
+    }
+    cs->startup_ms =
+        std::chrono::duration<double, std::milli>(SteadyClock::now() - started).count();
+    cs->rss_at_ready_kb = rssKb(*pid);
+    if (options.admin) {
+      const std::string marker = "admin http://127.0.0.1:";
+      if (!waitForLine(dir / "stdout.log", marker, *pid, 10s))
+        die("countersign printed no admin address");
+      const std::string out = readFile(dir / "stdout.log");
+      cs->admin_port = std::atoi(out.c_str() + out.find(marker) + marker.size());
+    }
+    return cs;
+  }
+
+  pid_t pid() const { return process->pid(); }
+
+  // A gauge or counter from /metrics (first sample of that name); nullopt when unreadable.
+  std::optional<double> metric(const std::string& name) const {
+    auto body = httpGet(admin_port, "/metrics");
+    if (!body) return std::nullopt;
+    std::istringstream in(*body);
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
+    }
+    return std::nullopt;
+  }
+
+  // Log lines that mention a slow consumer or a disconnect (countersign logs cnats' errors).
+  std::size_t troubleLines() const {
+    std::size_t count = 0;
+    std::istringstream in(readFile(dir / "stdout.log") + readFile(dir / "stderr.log"));
+    for (std::string line; std::getline(in, line);) {
+      if (line.find("slow consumer") != std::string::npos ||
+          line.find("Slow Consumer") != std::string::npos ||
+          line.find("disconnected") != std::string::npos) {
+        ++count;
+      }
+    }
+    return count;
+  }
+};
+
+std::unique_ptr<Child> startRelay(const fs::path& dir, const std::string& url,
+                                  const std::string& from_prefix, bool send_asap) {
+  fs::create_directories(dir);
+  natsio::SpawnOptions spawn;
+  std::istringstream wrapper(envOr("BENCH_RELAY_WRAPPER"));
+  for (std::string word; wrapper >> word;) spawn.argv.push_back(word);
+  spawn.argv.insert(spawn.argv.end(),
+                    {selfExe(), "relay", url, from_prefix, "jobs.", send_asap ? "1" : "0"});
+  spawn.stdout_path = (dir / "relay.log").string();
+  spawn.stderr_path = spawn.stdout_path;
+  spawn.death_signal = SIGKILL;
+  auto pid = natsio::spawnProcess(spawn);
+  if (!pid) die("relay: " + pid.error().message);
+  auto child = std::make_unique<Child>(*pid, dir / "relay.log");
+  if (!waitForLine(dir / "relay.log", "relay ready", *pid, 15s)) {
+    die("relay not ready:\n" + natsio::tailFile(dir / "relay.log", 20));
+  }
+  return child;
+}
+
+// ---- NATS client side -----------------------------------------------------------------------
+
+std::atomic<std::int64_t> g_client_slow_consumers{0};
+std::atomic<std::int64_t> g_client_disconnects{0};
+
+void onClientError(natsConnection*, natsSubscription*, natsStatus err, void*) {
+  if (err == NATS_SLOW_CONSUMER) g_client_slow_consumers.fetch_add(1);
+}
+void onClientDisconnect(natsConnection*, void*) {
+  g_client_disconnects.fetch_add(1);
+}
+
+class Connection {
+ public:
+  Connection(const std::string& url, const std::string& name, bool send_asap) {
+    natsOptions* opts = nullptr;
+    check(natsOptions_Create(&opts), "nats options");
+    check(natsOptions_SetURL(opts, url.c_str()), "nats url");
+    check(natsOptions_SetName(opts, name.c_str()), "nats name");
+    check(natsOptions_SetSendAsap(opts, send_asap), "nats send asap");
+    check(natsOptions_SetErrorHandler(opts, &onClientError, nullptr), "nats error handler");
+    check(natsOptions_SetDisconnectedCB(opts, &onClientDisconnect, nullptr),
+          "nats disconnect handler");
+    // Large producer bursts: let the client buffer rather than fail a publish.
+    check(natsOptions_SetIOBufSize(opts, 1 << 20), "nats io buffer");
+    check(natsConnection_Connect(&conn_, opts), "connect " + url);
+    natsOptions_Destroy(opts);
+    jsOptions js_opts;
+    jsOptions_Init(&js_opts);
+    js_opts.PublishAsync.MaxPending = 4096;
+    js_opts.PublishAsync.ErrHandler = &Connection::onAsyncError;
+    js_opts.PublishAsync.ErrHandlerClosure = this;
+    check(natsConnection_JetStream(&js_, conn_, &js_opts), "jetstream context");
+  }
+  ~Connection() {
+    jsCtx_Destroy(js_);
+    natsConnection_Close(conn_);
+    natsConnection_Destroy(conn_);
+  }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  natsConnection* raw() const { return conn_; }
+  jsCtx* js() const { return js_; }
+  void flush() { check(natsConnection_FlushTimeout(conn_, 30000), "flush"); }
+  std::int64_t asyncErrors() const { return async_errors_.load(); }
+
+ private:
+  static void onAsyncError(jsCtx*, jsPubAckErr* pae, void* closure) {
+    auto* self = static_cast<Connection*>(closure);
+    if (self->async_errors_.fetch_add(1) == 0) {
+      std::cerr << "[bench] async publish failed: " << natsStatus_GetText(pae->Err)
+                << (pae->ErrText != nullptr ? std::string(" ") + pae->ErrText : std::string())
+                << '\n';
+    }
+  }
+  natsConnection* conn_ = nullptr;
+  jsCtx* js_ = nullptr;
+  std::atomic<std::int64_t> async_errors_{0};
+};
+
+using MsgPtr = std::unique_ptr<natsMsg, decltype(&natsMsg_Destroy)>;
+
+MsgPtr makeMsg(const std::string& subject, const char* reply, const std::string& payload,
+               const std::vector<std::pair<std::string, std::string>>& headers) {
+  natsMsg* msg = nullptr;
+  check(natsMsg_Create(&msg, subject.c_str(), reply, payload.data(),
+                       static_cast<int>(payload.size())),
+        "message to " + subject);
+  for (const auto& [name, value] : headers)
+    check(natsMsgHeader_Set(msg, name.c_str(), value.c_str()), "header");
+  return MsgPtr(msg, &natsMsg_Destroy);
+}
+
+// A cnats subscription with a std::function handler; unsubscribes and waits for completion.
+class Subscription {
+ public:
+  using Handler = std::function<void(natsMsg*)>;
+  Subscription(Connection& conn, const std::string& subject, Handler handler)
+      : handler_(std::move(handler)) {
+    check(natsConnection_Subscribe(&sub_, conn.raw(), subject.c_str(), &Subscription::onMessage,
+                                   this),
+          "subscribe " + subject);
+    check(natsSubscription_SetOnCompleteCB(sub_, &Subscription::onComplete, this), "on complete");
+    check(natsSubscription_SetPendingLimits(sub_, 1'000'000, 1 << 30), "pending limits");
+    conn.flush();
+  }
+  ~Subscription() {
+    natsSubscription_Unsubscribe(sub_);
+    std::unique_lock lock(mutex_);
+    cv_.wait_for(lock, 10s, [this] { return closed_; });
+    lock.unlock();
+    natsSubscription_Destroy(sub_);
+  }
+  Subscription(const Subscription&) = delete;
+  Subscription& operator=(const Subscription&) = delete;
+
+  std::int64_t dropped() const {
+    std::int64_t n = 0;
+    natsSubscription_GetDropped(sub_, &n);
+    return n;
+  }
+
+ private:
+  static void onMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+    static_cast<Subscription*>(closure)->handler_(msg);
+    natsMsg_Destroy(msg);
+  }
+  static void onComplete(void* closure) {
+    auto* self = static_cast<Subscription*>(closure);
+    std::lock_guard lock(self->mutex_);
+    self->closed_ = true;
+    self->cv_.notify_all();
+  }
+  Handler handler_;
+  natsSubscription* sub_ = nullptr;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool closed_ = false;
+};
+
+// ---- payloads and records -------------------------------------------------------------------
+
+constexpr std::size_t kPayloadSize = 256;
+constexpr std::size_t kSentNsOffset = 11;  // {"sent_ns":<19 digits>,...
+const std::vector<std::pair<std::string, std::string>> kProducerHeaders{{"X-Agent", "agent-7"}};
+
+std::string padTo(std::string head, std::size_t size) {
+  // head ends with `"note":"`; fill the string and close it.
+  const std::size_t tail = 2;  // "}
+  if (head.size() + tail > size) die("payload template too long");
+  head.append(size - head.size() - tail, 'x');
+  head += "\"}";
+  return head;
+}
+
+// 256 B JSON; bytes [11, 30) hold the send time (steady clock, ns), patched per message.
+std::string allowPayload() {
+  std::string p =
+      padTo(R"({"sent_ns":0000000000000000000,"id":"kb-query","op":"search",)"
+            R"("labels":{"team":"knowledge"},"query":"exactly once release semantics","note":")",
+            kPayloadSize);
+  if (p.compare(kSentNsOffset, 19, "0000000000000000000") != 0) die("payload layout");
+  return p;
+}
+
+void stampPayload(std::string& payload, std::int64_t ns) {
+  char digits[20];
+  std::snprintf(digits, sizeof digits, "%019lld", static_cast<long long>(ns));
+  std::memcpy(payload.data() + kSentNsOffset, digits, 19);
+}
+
+std::int64_t payloadStamp(natsMsg* msg) {
+  const char* data = natsMsg_GetData(msg);
+  if (data == nullptr || natsMsg_GetDataLength(msg) < static_cast<int>(kSentNsOffset + 19))
+    return 0;
+  std::int64_t value = 0;
+  for (std::size_t i = kSentNsOffset; i < kSentNsOffset + 19; ++i)
+    value = value * 10 + (data[i] - '0');
+  return value;
+}
+
+// A payment job held by the seed policy (finance.payment.execute + env production), 256 B.
+std::string holdPayload(const std::string& id) {
+  return padTo(R"({"id":")" + id +
+                   R"(","amount":{"value":125.5,"currency":"EUR"},)"
+                   R"("labels":{"env":"production","team":"treasury"},"note":")",
+               kPayloadSize);
+}
+
+const std::string kHoldSubject = "agents.jobs.finance.payment.execute";
+const std::string kHoldTarget = "jobs.finance.payment.execute";
+
+// The record countersign's intake would store for holdPayload(id) (same fields and hash).
+std::string heldRecordJson(const std::string& id, const std::string& snapshot) {
+  countersign::ApprovalRecord record;
+  record.id = id;
+  record.route = "jobs";
+  record.subject = kHoldSubject;
+  record.target = kHoldTarget;
+  record.topic = "finance.payment.execute";
+  record.headers = {{"X-Agent", "agent-7"}};
+  record.payload = holdPayload(id);
+  record.payload_is_json = true;
+  record.job_id = id;
+  auto parsed = countersign::json::parseStrict(record.payload);
+  if (!parsed) die("hold payload is not JSON");
+  record.job_hash =
+      countersign::jobHash(record.subject, record.target, record.headers, &*parsed, record.payload);
+  record.policy_snapshot = snapshot;
+  record.rule = "require-approval-prod-finance";
+  record.created_at = countersign::formatRfc3339(std::chrono::system_clock::now());
+  return countersign::toJson(record);
+}
+
+std::string seedSnapshot() {
+  auto policy = countersign::Policy::loadFile(std::string(COUNTERSIGN_SOURCE_DIR) +
+                                              "/policies/approval-policy.yaml");
+  if (!policy) die("seed policy: " + policy.error().message);
+  return (*policy)->snapshot();
+}
+
+kvStore* openBucket(Connection& conn, const std::string& bucket) {
+  kvStore* kv = nullptr;
+  natsStatus s = js_KeyValue(&kv, conn.js(), bucket.c_str());
+  if (s == NATS_NOT_FOUND) {
+    // The settings countersign's KvBucket::open uses.
+    kvConfig config;
+    kvConfig_Init(&config);
+    config.Bucket = bucket.c_str();
+    config.History = 1;
+    config.StorageType = js_FileStorage;
+    config.Replicas = 1;
+    s = js_CreateKeyValue(&kv, conn.js(), &config);
+  }
+  check(s, "KV bucket " + bucket);
+  return kv;
+}
+
+// Writes `ids` as held records straight into the bucket's stream (async JetStream publishes to
+// $KV.<bucket>.<id>): the same bytes countersign's hold would store, much faster.
+double seedRecords(Connection& conn, const std::string& bucket, const std::vector<std::string>& ids,
+                   const std::string& snapshot) {
+  kvStore* kv = openBucket(conn, bucket);
+  kvStore_Destroy(kv);
+  const auto started = SteadyClock::now();
+  const std::int64_t errors_before = conn.asyncErrors();
+  for (const auto& id : ids) {
+    const std::string value = heldRecordJson(id, snapshot);
+    natsMsg* msg = nullptr;
+    check(natsMsg_Create(&msg, ("$KV." + bucket + "." + id).c_str(), nullptr, value.data(),
+                         static_cast<int>(value.size())),
+          "seed message");
+    natsStatus s = js_PublishMsgAsync(conn.js(), &msg, nullptr);
+    if (s != NATS_OK) {
+      natsMsg_Destroy(msg);
+      die("seed publish: " + natsText(s));
+    }
+  }
+  jsPubOptions wait;
+  jsPubOptions_Init(&wait);
+  wait.MaxWait = 120000;
+  check(js_PublishAsyncComplete(conn.js(), &wait), "seed publish complete");
+  if (conn.asyncErrors() != errors_before) die("seeding " + bucket + " failed");
+  return std::chrono::duration<double>(SteadyClock::now() - started).count();
+}
+
+void deleteBucket(Connection& conn, const std::string& bucket) {
+  natsStatus s = js_DeleteKeyValue(conn.js(), bucket.c_str());
+  if (s != NATS_OK && s != NATS_NOT_FOUND)
+    note("cannot delete bucket " + bucket + ": " + natsText(s));
+}
+
+void addJobsStream(Connection& conn) {
+  const char* subjects[] = {"jobs.>"};
+  jsStreamConfig config;
+  jsStreamConfig_Init(&config);
+  config.Name = "JOBS";
+  config.Subjects = subjects;
+  config.SubjectsLen = 1;
+  config.Storage = js_FileStorage;
+  jsStreamInfo* info = nullptr;
+  jsErrCode error{};
+  check(js_AddStream(&info, conn.js(), &config, nullptr, &error), "add stream JOBS");
+  jsStreamInfo_Destroy(info);
+}
+
+// ---- the relay process (the baseline of the allow path) -------------------------------------
+
+struct RelayState {
+  natsConnection* conn = nullptr;
+  std::string from_prefix;
+  std::string to_prefix;
+};
+
+// The headers countersign adds to an allowed job, with values of the same length, so that the
+// relay and countersign put the same bytes on the wire.
+const std::vector<std::pair<std::string, std::string>> kAllowHeaders{
+    {"Countersign-Decision", "allow"},
+    {"Countersign-Approval", "none"},
+    {"Countersign-Rule", "allow-readonly"},
+    {"Countersign-Policy-Snapshot",
+     "v1:sha256:0000000000000000000000000000000000000000000000000000000000000000"}};
+
+void relayMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+  auto* state = static_cast<RelayState*>(closure);
+  const char* subject = natsMsg_GetSubject(msg);
+  const std::string target = state->to_prefix + (subject + state->from_prefix.size());
+  natsMsg* out = nullptr;
+  if (natsMsg_Create(&out, target.c_str(), natsMsg_GetReply(msg), natsMsg_GetData(msg),
+                     natsMsg_GetDataLength(msg)) == NATS_OK) {
+    const char** keys = nullptr;
+    int key_count = 0;
+    if (natsMsgHeader_Keys(msg, &keys, &key_count) == NATS_OK) {
+      for (int k = 0; k < key_count; ++k) {
+        const char** values = nullptr;
+        int value_count = 0;
+        if (natsMsgHeader_Values(msg, keys[k], &values, &value_count) != NATS_OK) continue;
+        for (int v = 0; v < value_count; ++v) natsMsgHeader_Add(out, keys[k], values[v]);
+        std::free(static_cast<void*>(values));
+      }
+      std::free(static_cast<void*>(keys));
+    }
+    for (const auto& [name, value] : kAllowHeaders)
+      natsMsgHeader_Set(out, name.c_str(), value.c_str());
+    natsConnection_PublishMsg(state->conn, out);
+    natsMsg_Destroy(out);
+  }
+  natsMsg_Destroy(msg);
+}
+
+int runRelay(int argc, char** argv) {
+  if (argc != 6) die("usage: bench_system relay URL FROM_PREFIX TO_PREFIX SEND_ASAP");
+  RelayState state;
+  state.from_prefix = argv[3];
+  state.to_prefix = argv[4];
+  const bool send_asap = std::string(argv[5]) == "1";
+  natsOptions* opts = nullptr;
+  check(natsOptions_Create(&opts), "options");
+  check(natsOptions_SetURL(opts, argv[2]), "url");
+  check(natsOptions_SetName(opts, "bench-relay"), "name");
+  check(natsOptions_SetSendAsap(opts, send_asap), "send asap");
+  check(natsConnection_Connect(&state.conn, opts), "relay connect");
+  natsSubscription* sub = nullptr;
+  // Like countersign's intake: a queue subscription with the same pending limits.
+  check(natsConnection_QueueSubscribe(&sub, state.conn, (state.from_prefix + ">").c_str(), "relay",
+                                      &relayMessage, &state),
+        "relay subscribe");
+  check(natsSubscription_SetPendingLimits(sub, 1'000'000, 1 << 30), "pending limits");
+  check(natsConnection_FlushTimeout(state.conn, 5000), "relay flush");
+  std::cout << "relay ready" << std::endl;
+  for (;;) ::pause();  // SIGTERM ends it
+}
+
+// ---- the worker: counts (and times) what reaches jobs.> --------------------------------------
+
+class Worker {
+ public:
+  enum class Mode { count, latency, approval };
+
+  explicit Worker(const std::string& url) : conn_(url, "bench-worker", false) {
+    sub_ =
+        std::make_unique<Subscription>(conn_, "jobs.>", [this](natsMsg* msg) { onMessage(msg); });
+  }
+
+  std::uint64_t received() const { return received_.load(std::memory_order_relaxed); }
+  std::int64_t dropped() const { return sub_->dropped(); }
+
+  void countOnly() {
+    std::lock_guard lock(mutex_);
+    mode_ = Mode::count;
+    on_release_ = nullptr;
+  }
+  // Records (receive - send) for messages sent at or after `from_ns`.
+  void timeFrom(std::int64_t from_ns) {
+    std::lock_guard lock(mutex_);
+    mode_ = Mode::latency;
+    latency_from_ns_ = from_ns;
+    latencies_.clear();
+  }
+  std::vector<std::int64_t> takeLatencies() {
+    std::lock_guard lock(mutex_);
+    return std::move(latencies_);
+  }
+  // Approval mode: a released job names its approval id in Countersign-Approval-Id.
+  void expectApprovals(std::function<void(const std::string& id, std::int64_t at_ns)> on_release) {
+    std::lock_guard lock(mutex_);
+    mode_ = Mode::approval;
+    on_release_ = std::move(on_release);
+  }
+
+ private:
+  void onMessage(natsMsg* msg) {
+    const std::int64_t at = nowNs();
+    received_.fetch_add(1, std::memory_order_relaxed);
+    // The handler runs under the lock: once countOnly() returns, no handler (and nothing it
+    // refers to) is in use any more.
+    std::lock_guard lock(mutex_);
+    if (mode_ == Mode::latency) {
+      const std::int64_t sent = payloadStamp(msg);
+      if (sent >= latency_from_ns_) latencies_.push_back(at - sent);
+    } else if (mode_ == Mode::approval) {
+      const char* id = nullptr;
+      if (natsMsgHeader_Get(msg, "Countersign-Approval-Id", &id) == NATS_OK && id != nullptr) {
+        on_release_(id, at);
+      }
+    }
+  }
+
+  Connection conn_;
+  std::unique_ptr<Subscription> sub_;
+  std::atomic<std::uint64_t> received_{0};
+  std::mutex mutex_;
+  Mode mode_ = Mode::count;
+  std::int64_t latency_from_ns_ = 0;
+  std::vector<std::int64_t> latencies_;
+  std::function<void(const std::string&, std::int64_t)> on_release_;
+};
+
+// ---- results --------------------------------------------------------------------------------
+
+struct Settings {
+  bool quick = false;
+  std::set<std::string> only;  // empty: everything
+  fs::path out;
+  bool wants(const std::string& phase) const { return only.empty() || only.contains(phase); }
+};
+
+struct Target {
+  std::string measure;
+  std::string baseline;
+  std::string countersign;
+  std::string ratio;
+  std::string target;
+  std::optional<bool> met;  // nullopt: not measured
+  bool info = false;        // no target: shown for information
+  std::string verdict;      // when set, shown instead of met/missed (e.g. inconclusive)
+};
+
+struct Report {
+  std::vector<Target> summary;
+  std::ostringstream details;
+  std::vector<std::string> findings;
+};
+
+std::string yesNo(const Target& t) {
+  if (t.info) return "-";
+  if (!t.verdict.empty()) return t.verdict;
+  const auto& met = t.met;
+  if (!met) return "not run";
+  return *met ? "**met**" : "**missed**";
+}
+
+// ---- 1. allow path throughput ---------------------------------------------------------------
+
+struct Rig {
+  NatsServer& server;
+  TempDir& dir;
+  const Settings& settings;
+  Report& report;
+  std::string snapshot;
+};
+
+struct ThroughputRound {
+  double rate = 0;           // messages the worker received per second in the window
+  double proc_cpu_us = 0;    // relay/countersign CPU per message
+  double server_cpu_us = 0;  // nats-server CPU per message
+  std::uint64_t published = 0;
+  std::uint64_t received = 0;  // by the end of the drain
+  std::uint64_t lost = 0;
+};
+
+// Publishes 256 B jobs to `subject` as fast as the pipeline takes them: at most `window`
+// messages in flight (published but not yet received by the worker), so no queue grows without
+// bound and nothing is dropped for overload. Counts what the worker gets in a fixed window.
+ThroughputRound throughputRound(Connection& producer, Worker& worker, const std::string& subject,
+                                pid_t proc, pid_t server, std::chrono::milliseconds warmup,
+                                std::chrono::milliseconds window) {
+  constexpr std::uint64_t kInFlight = 20000;
+  worker.countOnly();
+  const std::uint64_t received_before = worker.received();
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> published{0};
+  std::thread sender([&] {
+    std::string payload = allowPayload();
+    auto msg = makeMsg(subject, nullptr, payload, kProducerHeaders);
+    std::uint64_t sent = 0;
+    while (!stop.load(std::memory_order_relaxed)) {
+      if (sent - (worker.received() - received_before) >= kInFlight) {
+        std::this_thread::sleep_for(50us);
+        continue;
+      }
+      for (int i = 0; i < 64; ++i) {
+        check(natsConnection_PublishMsg(producer.raw(), msg.get()), "publish");
+        ++sent;
+      }
+      published.store(sent, std::memory_order_relaxed);
+    }
+    published.store(sent);
+  });
+  std::this_thread::sleep_for(warmup);
+  const std::uint64_t r0 = worker.received();
+  const double p0 = cpuSeconds(proc), s0 = cpuSeconds(server);
+  const auto t0 = SteadyClock::now();
+  std::this_thread::sleep_for(window);
+  const std::uint64_t r1 = worker.received();
+  const double p1 = cpuSeconds(proc), s1 = cpuSeconds(server);
+  const auto t1 = SteadyClock::now();
+  stop = true;
+  sender.join();
+  producer.flush();
+  const auto drain_deadline = SteadyClock::now() + 10s;
+  while (worker.received() - received_before < published.load() &&
+         SteadyClock::now() < drain_deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  ThroughputRound round;
+  const double seconds = std::chrono::duration<double>(t1 - t0).count();
+  const double messages = static_cast<double>(r1 - r0);
+  round.rate = messages / seconds;
+  round.proc_cpu_us = messages > 0 ? (p1 - p0) * 1e6 / messages : 0;
+  round.server_cpu_us = messages > 0 ? (s1 - s0) * 1e6 / messages : 0;
+  round.published = published.load();
+  round.received = worker.received() - received_before;
+  round.lost = round.published > round.received ? round.published - round.received : 0;
+  return round;
+}
+
+struct AllowResult {
+  double relay_rate = 0;
+  double cs_rate = 0;
+};
+
+AllowResult allowThroughput(Rig& rig, Countersign& cs, Child& relay, Worker& worker) {
+  const bool quick = rig.settings.quick;
+  const int rounds = quick ? 1 : 3;
+  const auto warmup = quick ? 300ms : 500ms;
+  const auto window = quick ? 1500ms : 3000ms;
+  Connection producer(rig.server.url, "bench-producer", false);
+  std::vector<ThroughputRound> relay_rounds, cs_rounds;
+  const std::int64_t slow_before = rig.server.slowConsumers();
+  for (int r = 0; r < rounds; ++r) {
+    relay_rounds.push_back(throughputRound(producer, worker, "relay1.jobs.knowledge.read",
+                                           relay.pid(), rig.server.pid(), warmup, window));
+    note("allow round " + std::to_string(r + 1) + " relay: " + fmtRate(relay_rounds.back().rate));
+    cs_rounds.push_back(throughputRound(producer, worker, "agents.jobs.knowledge.read", cs.pid(),
+                                        rig.server.pid(), warmup, window));
+    note("allow round " + std::to_string(r + 1) +
+         " countersign: " + fmtRate(cs_rounds.back().rate));
+  }
+  const std::int64_t slow_after = rig.server.slowConsumers();
+
+  auto med = [](const std::vector<ThroughputRound>& rounds_of, double ThroughputRound::*field) {
+    std::vector<double> values;
+    for (const auto& round : rounds_of) values.push_back(round.*field);
+    return median(values);
+  };
+  auto sum = [](const std::vector<ThroughputRound>& rounds_of,
+                std::uint64_t ThroughputRound::*field) {
+    std::uint64_t total = 0;
+    for (const auto& round : rounds_of) total += round.*field;
+    return total;
+  };
+  AllowResult result;
+  result.relay_rate = med(relay_rounds, &ThroughputRound::rate);
+  result.cs_rate = med(cs_rounds, &ThroughputRound::rate);
+  const double ratio = result.relay_rate > 0 ? result.cs_rate / result.relay_rate : 0;
+  rig.report.summary.push_back({"1. allow path throughput (msg/s at the worker)",
+                                fmtRate(result.relay_rate), fmtRate(result.cs_rate),
+                                fmt(ratio, 2) + "x", ">= 0.7x", ratio >= 0.7});
+
+  auto& d = rig.report.details;
+  d << "### 1. Allow path throughput\n\n"
+    << "Producer -> `agents.jobs.knowledge.read` -> countersign (core route, seed policy, rule "
+       "`allow-readonly`) "
+       "-> `jobs.knowledge.read` -> worker, against a bare cnats relay process "
+       "(`relay1.jobs.>` -> `jobs.>`: queue subscription, copies the headers, adds the same four "
+       "`Countersign-*` headers, republishes) on the same server. 256 B JSON payloads, one "
+       "producer "
+       "connection publishing as fast as the pipeline drains (at most 20000 messages in flight = "
+       "published "
+       "minus received, so no queue grows without bound). Rate = messages the worker received in a "
+    << window.count() << " ms window after " << warmup.count() << " ms warm-up; " << rounds
+    << " alternating round(s), median. CPU per message from /proc/<pid>/stat over the window.\n\n"
+    << "| | rate (median) | rounds | CPU µs/msg (relay or countersign) | nats-server CPU µs/msg | "
+       "published | lost |\n"
+    << "|---|---|---|---|---|---|---|\n";
+  auto rowOf = [&](const std::string& name, const std::vector<ThroughputRound>& rs) {
+    std::string all;
+    for (const auto& round : rs) all += (all.empty() ? "" : ", ") + fmtRate(round.rate);
+    d << "| " << name << " | " << fmtRate(med(rs, &ThroughputRound::rate)) << " | " << all << " | "
+      << fmt(med(rs, &ThroughputRound::proc_cpu_us), 2) << " | "
+      << fmt(med(rs, &ThroughputRound::server_cpu_us), 2) << " | "
+      << sum(rs, &ThroughputRound::published) << " | " << sum(rs, &ThroughputRound::lost) << " |\n";
+  };
+  rowOf("bare relay", relay_rounds);
+  rowOf("countersign", cs_rounds);
+  d << "\nServer-side slow consumers during the phase: " << (slow_after - slow_before)
+    << "; client-side drops at the worker: " << worker.dropped()
+    << "; countersign log lines about slow consumers/disconnects: " << cs.troubleLines() << ".\n\n";
+  const double cpu_ratio = med(relay_rounds, &ThroughputRound::proc_cpu_us) > 0
+                               ? med(cs_rounds, &ThroughputRound::proc_cpu_us) /
+                                     med(relay_rounds, &ThroughputRound::proc_cpu_us)
+                               : 0;
+  d << "countersign spends " << fmt(cpu_ratio, 2) << "x the relay's CPU per message.\n\n";
+  return result;
+}
+
+// ---- 2. allow path latency ------------------------------------------------------------------
+
+struct LatencyRun {
+  std::vector<std::int64_t> samples;
+  double offered = 0;  // the rate actually published
+  std::uint64_t lost = 0;
+};
+
+// Paced publisher: every 100 µs it publishes the messages due at `rate`; each carries its send
+// time; the worker records receive - send for those sent after the warm-up.
+LatencyRun latencyRound(Connection& producer, Worker& worker, const std::string& subject,
+                        double rate, std::chrono::milliseconds warmup,
+                        std::chrono::milliseconds window) {
+  std::string payload = allowPayload();
+  const std::uint64_t received_before = worker.received();
+  const std::int64_t start = nowNs();
+  const std::int64_t measure_from =
+      start + std::chrono::duration_cast<std::chrono::nanoseconds>(warmup).count();
+  const std::int64_t end =
+      measure_from + std::chrono::duration_cast<std::chrono::nanoseconds>(window).count();
+  worker.timeFrom(measure_from);
+  std::uint64_t sent = 0;
+  timespec next{};
+  clock_gettime(CLOCK_MONOTONIC, &next);
+  for (;;) {
+    const std::int64_t now = nowNs();
+    if (now >= end) break;
+    const auto due = static_cast<std::uint64_t>(static_cast<double>(now - start) * rate / 1e9);
+    while (sent < due) {
+      stampPayload(payload, nowNs());
+      auto msg = makeMsg(subject, nullptr, payload, kProducerHeaders);
+      check(natsConnection_PublishMsg(producer.raw(), msg.get()), "publish");
+      ++sent;
+    }
+    next.tv_nsec += 100'000;
+    if (next.tv_nsec >= 1'000'000'000) {
+      next.tv_nsec -= 1'000'000'000;
+      ++next.tv_sec;
+    }
+    clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, nullptr);
+  }
+  producer.flush();
+  const auto drain_deadline = SteadyClock::now() + 10s;
+  while (worker.received() - received_before < sent && SteadyClock::now() < drain_deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  LatencyRun run;
+  run.samples = worker.takeLatencies();
+  run.offered = static_cast<double>(sent) / (static_cast<double>(end - start) / 1e9);
+  const std::uint64_t got = worker.received() - received_before;
+  run.lost = sent > got ? sent - got : 0;
+  worker.countOnly();
+  return run;
+}
+
+void allowLatency(Rig& rig, Worker& worker, const AllowResult& allow) {
+  const bool quick = rig.settings.quick;
+  const int rounds = quick ? 1 : 2;
+  const auto warmup = 300ms;
+  const auto window = quick ? 1500ms : 3000ms;
+  Connection producer(rig.server.url, "bench-paced-producer", false);
+  struct Variant {
+    std::string name;
+    std::string subject;
+    std::vector<std::int64_t> samples;
+    std::vector<double> round_p99;
+    std::uint64_t lost = 0;
+  };
+  struct Level {
+    std::string label;
+    double rate;
+    std::vector<Variant> variants;
+  };
+  // The target is judged at 50% of the relay's maximum; 10% shows the cost per message without
+  // queueing, and what cnats' flusher adds (send_asap relay).
+  std::vector<Level> levels{{"50% of the relay's maximum",
+                             allow.relay_rate / 2,
+                             {{"bare relay", "relay1.jobs.knowledge.read", {}, {}, 0},
+                              {"countersign", "agents.jobs.knowledge.read", {}, {}, 0}}},
+                            {"10% of the relay's maximum",
+                             allow.relay_rate / 10,
+                             {{"bare relay", "relay1.jobs.knowledge.read", {}, {}, 0},
+                              {"bare relay, send_asap", "relay2.jobs.knowledge.read", {}, {}, 0},
+                              {"countersign", "agents.jobs.knowledge.read", {}, {}, 0}}}};
+  for (auto& level : levels) {
+    for (int r = 0; r < rounds; ++r) {
+      for (auto& v : level.variants) {
+        auto run = latencyRound(producer, worker, v.subject, level.rate, warmup, window);
+        v.samples.insert(v.samples.end(), run.samples.begin(), run.samples.end());
+        v.lost += run.lost;
+        const auto p = percentiles(run.samples);
+        v.round_p99.push_back(p.p99);
+        note("latency at " + fmtRate(level.rate) + " round " + std::to_string(r + 1) + " " +
+             v.name + ": p50 " + fmtUs(p.p50) + " p99 " + fmtUs(p.p99));
+      }
+    }
+  }
+  auto& d = rig.report.details;
+  d << "### 2. Allow path latency\n\n"
+    << "Same pipeline and payloads, publisher paced: every 100 µs it publishes the messages due at "
+       "the rate "
+       "(cnats default connection, so its flusher thread batches writes for up to 1 ms, the same "
+       "for every "
+       "variant); each payload carries its send time (steady clock) and the worker records receive "
+       "minus send. "
+    << rounds << " round(s) of " << window.count() << " ms after " << warmup.count()
+    << " ms warm-up per variant, interleaved. The relay uses cnats defaults like countersign's "
+       "intake connection "
+       "(its outgoing messages also wait for the flusher); the send_asap relay shows what that "
+       "flusher costs. "
+       "countersign's own maximum in section 1 was "
+    << fmtRate(allow.cs_rate) << ".\n\n";
+  for (std::size_t i = 0; i < levels.size(); ++i) {
+    const auto& level = levels[i];
+    d << "At " << fmtRate(level.rate) << " (" << level.label << "):\n\n"
+      << "| | samples | p50 | p90 | p99 | p99.9 | max | lost "
+         "|\n|---|---|---|---|---|---|---|---|\n";
+    for (const auto& v : level.variants) {
+      const auto p = percentiles(v.samples);
+      d << "| " << v.name << " | " << p.count << " | " << fmtUs(p.p50) << " | " << fmtUs(p.p90)
+        << " | " << fmtUs(p.p99) << " | " << fmtUs(p.p999) << " | " << fmtUs(p.max) << " | "
+        << v.lost << " |\n";
+    }
+    const auto relay = percentiles(level.variants.front().samples);
+    const auto cs = percentiles(level.variants.back().samples);
+    const double added_p99 = cs.p99 - relay.p99;
+    // The rounds' own spread says how small a difference this run can resolve.
+    auto spread = [](const std::vector<double>& values) {
+      if (values.size() < 2) return std::numeric_limits<double>::infinity();
+      return *std::max_element(values.begin(), values.end()) -
+             *std::min_element(values.begin(), values.end());
+    };
+    const double noise =
+        std::max(spread(level.variants.front().round_p99), spread(level.variants.back().round_p99));
+    std::string per_round;
+    for (const auto& v : level.variants) {
+      per_round += (per_round.empty() ? "" : "; ") + v.name + ":";
+      for (const double p99 : v.round_p99) {
+        per_round += ' ';
+        per_round += fmtUs(p99);
+      }
+    }
+    d << "\nAdded by countersign over the bare relay: p50 " << fmtUs(cs.p50 - relay.p50) << ", p99 "
+      << fmtUs(added_p99) << ". p99 per round (" << per_round
+      << "); the largest round-to-round spread, "
+      << (std::isinf(noise) ? std::string("unknown with one round") : fmtUs(noise))
+      << ", is what this run can resolve.\n\n";
+    Target target{
+        "2. allow path latency p50 / p99 at " + fmtRate(level.rate) + " (" + level.label + ")",
+        fmtUs(relay.p50) + " / " + fmtUs(relay.p99),
+        fmtUs(cs.p50) + " / " + fmtUs(cs.p99),
+        "p99 " + std::string(added_p99 >= 0 ? "+" : "") + fmtUs(added_p99),
+        "added p99 < 100 µs",
+        std::nullopt};
+    if (added_p99 < 100'000 && noise < 100'000) {
+      target.met = true;
+    } else if (added_p99 - (std::isinf(noise) ? 0 : noise) >= 100'000 && !std::isinf(noise)) {
+      target.met = false;
+    } else {
+      target.verdict = "inconclusive (round-to-round p99 spread " +
+                       (std::isinf(noise) ? std::string("unknown") : fmtUs(noise)) + ")";
+    }
+    if (i > 0) {
+      target.target = "(information)";
+      target.met.reset();
+      target.info = true;
+    }
+    rig.report.summary.push_back(target);
+  }
+}
+
+// ---- 3. hold rate ---------------------------------------------------------------------------
+
+struct RateRound {
+  double rate = 0;
+  std::uint64_t ok = 0;
+  std::uint64_t failed = 0;
+  std::string first_failure;
+  Percentiles latency;
+  double proc_cpu_us = 0;
+  double server_cpu_us = 0;
+};
+
+// Keeps `concurrency` requests in flight against `subject` (async, one connection, replies on a
+// wildcard inbox); `build(i)` gives payload i; `ok(status)` says whether the reply is a success.
+RateRound requestRound(Connection& conn, const std::string& tag, const std::string& subject,
+                       int concurrency, const std::function<std::string(std::uint64_t)>& build,
+                       const std::function<bool(const std::string&)>& ok, pid_t proc, pid_t server,
+                       std::chrono::milliseconds warmup, std::chrono::milliseconds window) {
+  std::mutex mutex;
+  std::condition_variable cv;
+  int outstanding = 0;
+  std::unordered_map<std::uint64_t, std::int64_t> started;
+  std::vector<std::int64_t> latencies;
+  std::atomic<std::uint64_t> done{0}, good{0}, bad{0};
+  std::string first_failure;
+  std::int64_t measure_from = INT64_MAX, measure_to = INT64_MAX;
+  std::uint64_t ok_in_window = 0;
+  const std::string inbox = "_INBOX.bench." + tag + ".";
+  Subscription replies(conn, inbox + "*", [&](natsMsg* msg) {
+    const std::int64_t at = nowNs();
+    const char* status = nullptr;
+    natsMsgHeader_Get(msg, "Countersign-Status", &status);
+    const std::string reply_subject = natsMsg_GetSubject(msg);
+    const std::uint64_t index = std::strtoull(reply_subject.c_str() + inbox.size(), nullptr, 10);
+    const bool success = ok(status != nullptr ? status : "");
+    std::lock_guard lock(mutex);
+    if (success) {
+      good.fetch_add(1);
+      if (at >= measure_from && at < measure_to) ++ok_in_window;
+    } else if (bad.fetch_add(1) == 0) {
+      first_failure = std::string(natsMsg_GetData(msg) != nullptr ? natsMsg_GetData(msg) : "",
+                                  static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+    }
+    if (auto it = started.find(index); it != started.end()) {
+      if (it->second >= measure_from && at < measure_to) latencies.push_back(at - it->second);
+      started.erase(it);
+    }
+    --outstanding;
+    done.fetch_add(1);
+    cv.notify_one();
+  });
+  const std::int64_t t_start = nowNs();
+  {
+    std::lock_guard lock(mutex);
+    measure_from = t_start + std::chrono::duration_cast<std::chrono::nanoseconds>(warmup).count();
+    measure_to =
+        measure_from + std::chrono::duration_cast<std::chrono::nanoseconds>(window).count();
+  }
+  double p0 = 0, s0 = 0;
+  bool sampled_start = false;
+  std::uint64_t sent = 0;
+  for (;;) {
+    std::unique_lock lock(mutex);
+    cv.wait(lock, [&] { return outstanding < concurrency; });
+    const std::int64_t now = nowNs();
+    if (!sampled_start && now >= measure_from) {
+      p0 = cpuSeconds(proc);
+      s0 = cpuSeconds(server);
+      sampled_start = true;
+    }
+    if (now >= measure_to) break;
+    ++outstanding;
+    started[sent] = now;
+    lock.unlock();
+    const std::string reply = inbox + std::to_string(sent);
+    auto msg = makeMsg(subject, reply.c_str(), build(sent), kProducerHeaders);
+    check(natsConnection_PublishMsg(conn.raw(), msg.get()), "request");
+    ++sent;
+  }
+  const double p1 = cpuSeconds(proc), s1 = cpuSeconds(server);
+  std::unique_lock lock(mutex);
+  if (!cv.wait_for(lock, 30s, [&] { return outstanding == 0; }))
+    note(tag + ": " + std::to_string(outstanding) + " requests unanswered");
+  RateRound round;
+  const double seconds = static_cast<double>(measure_to - measure_from) / 1e9;
+  round.rate = static_cast<double>(ok_in_window) / seconds;
+  round.ok = good.load();
+  round.failed = bad.load() + static_cast<std::uint64_t>(outstanding);
+  round.first_failure = first_failure;
+  round.latency = percentiles(latencies);
+  const double n = static_cast<double>(ok_in_window);
+  round.proc_cpu_us = n > 0 ? (p1 - p0) * 1e6 / n : 0;
+  round.server_cpu_us = n > 0 ? (s1 - s0) * 1e6 / n : 0;
+  return round;
+}
+
+// `concurrency` threads each looping a synchronous operation; counts successes in the window.
+RateRound threadsRound(
+    int concurrency, const std::function<bool(int thread, std::uint64_t i, std::string& error)>& op,
+    pid_t server, std::chrono::milliseconds warmup, std::chrono::milliseconds window,
+    std::uint64_t limit = UINT64_MAX) {
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> next{0};
+  std::mutex mutex;
+  std::vector<std::int64_t> latencies;
+  std::uint64_t ok_in_window = 0, good = 0, bad = 0;
+  std::string first_failure;
+  const std::int64_t t_start = nowNs();
+  const std::int64_t measure_from =
+      t_start + std::chrono::duration_cast<std::chrono::nanoseconds>(warmup).count();
+  const std::int64_t measure_to =
+      measure_from + std::chrono::duration_cast<std::chrono::nanoseconds>(window).count();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < concurrency; ++t) {
+    threads.emplace_back([&, t] {
+      while (!stop.load()) {
+        const std::uint64_t i = next.fetch_add(1);
+        if (i >= limit) break;
+        const std::int64_t begin = nowNs();
+        if (begin >= measure_to) break;
+        std::string error;
+        const bool success = op(t, i, error);
+        const std::int64_t end = nowNs();
+        std::lock_guard lock(mutex);
+        if (success) {
+          ++good;
+          if (end >= measure_from && end < measure_to) ++ok_in_window;
+          if (begin >= measure_from && end < measure_to) latencies.push_back(end - begin);
+        } else if (bad++ == 0) {
+          first_failure = error;
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_until(SteadyClock::time_point(std::chrono::nanoseconds(measure_from)));
+  const double s0 = cpuSeconds(server), c0 = cpuSeconds(::getpid());
+  std::this_thread::sleep_until(SteadyClock::time_point(std::chrono::nanoseconds(measure_to)));
+  const double s1 = cpuSeconds(server), c1 = cpuSeconds(::getpid());
+  stop = true;
+  for (auto& thread : threads) thread.join();
+  RateRound round;
+  const double seconds = static_cast<double>(measure_to - measure_from) / 1e9;
+  round.rate = static_cast<double>(ok_in_window) / seconds;
+  round.ok = good;
+  round.failed = bad;
+  round.first_failure = first_failure;
+  round.latency = percentiles(latencies);
+  const double n = static_cast<double>(ok_in_window);
+  round.proc_cpu_us =
+      n > 0 ? (c1 - c0) * 1e6 / n : 0;  // the bench process itself (the bare client)
+  round.server_cpu_us = n > 0 ? (s1 - s0) * 1e6 / n : 0;
+  return round;
+}
+
+// The replayer lists the whole bucket every second (and, in this version, fails to once it holds a
+// few thousand keys): the "replayer idle" variants run countersign with this block so that the
+// cost of the intake and approve paths themselves shows apart from it.
+const std::string kReplayerIdle = "release:\n  replay_interval: 3600s\n";
+
+struct RatePair {
+  std::string variant;
+  int n = 0;
+  std::vector<RateRound> raw;
+  std::vector<RateRound> cs;
+};
+
+double medianOf(const std::vector<RateRound>& rounds,
+                const std::function<double(const RateRound&)>& getter) {
+  std::vector<double> values;
+  for (const auto& round : rounds) values.push_back(getter(round));
+  return median(values);
+}
+
+struct HoldSetup {
+  const std::vector<int>& levels;
+  int rounds;
+  std::chrono::milliseconds warmup;
+  std::chrono::milliseconds window;
+};
+
+// Holds through `cs` against raw KV creates, alternating, for each N.
+std::vector<RatePair> measureHold(Rig& rig, Connection& conn, kvStore* raw_kv, Countersign& cs,
+                                  const std::string& variant, const HoldSetup& setup,
+                                  const std::string& record_template) {
+  static int phase = 0;
+  ++phase;
+  const std::string placeholder = "ID_PLACEHOLDER_0000000000";
+  std::vector<RatePair> rows;
+  for (const int n : setup.levels) {
+    RatePair row{variant, n, {}, {}};
+    for (int r = 0; r < setup.rounds; ++r) {
+      std::string prefix = "p";
+      prefix += std::to_string(phase) + "n" + std::to_string(n) + "r" + std::to_string(r) + "-";
+      row.raw.push_back(threadsRound(
+          n,
+          [&](int, std::uint64_t i, std::string& error) {
+            const std::string id = "raw-" + prefix + std::to_string(i);
+            std::string value = record_template;
+            value.replace(value.find(placeholder), placeholder.size(), id);
+            std::uint64_t revision = 0;
+            natsStatus s = kvStore_Create(&revision, raw_kv, id.c_str(), value.data(),
+                                          static_cast<int>(value.size()));
+            if (s != NATS_OK) error = natsText(s);
+            return s == NATS_OK;
+          },
+          rig.server.pid(), setup.warmup, setup.window));
+      row.cs.push_back(requestRound(
+          conn, "hold" + prefix.substr(0, prefix.size() - 1), kHoldSubject, n,
+          [&](std::uint64_t i) { return holdPayload("cs-" + prefix + std::to_string(i)); },
+          [](const std::string& status) { return status == "approval_required"; }, cs.pid(),
+          rig.server.pid(), setup.warmup, setup.window));
+      note("hold (" + variant + ") N=" + std::to_string(n) + " round " + std::to_string(r + 1) +
+           ": raw " + fmtRate(row.raw.back().rate) + ", countersign " +
+           fmtRate(row.cs.back().rate));
+      if (row.cs.back().failed > 0)
+        note("  countersign failures, first: " + row.cs.back().first_failure);
+    }
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+// Request-reply through a bare responder, with or without send_asap on the responder's
+// connection: what a reply published on a connection like countersign's intake costs.
+Percentiles echoLatency(const std::string& url, bool send_asap, int count) {
+  Connection responder(url, "bench-echo", send_asap);
+  Subscription sub(responder, "bench.echo", [&](natsMsg* msg) {
+    if (const char* reply = natsMsg_GetReply(msg))
+      natsConnection_Publish(responder.raw(), reply, "ok", 2);
+  });
+  Connection requester(url, "bench-echo-client", true);
+  std::vector<std::int64_t> samples;
+  for (int i = 0; i < count; ++i) {
+    natsMsg* reply = nullptr;
+    const std::int64_t t0 = nowNs();
+    if (natsConnection_RequestString(&reply, requester.raw(), "bench.echo", "x", 5000) == NATS_OK) {
+      samples.push_back(nowNs() - t0);
+    }
+    natsMsg_Destroy(reply);
+  }
+  return percentiles(samples);
+}
+
+void holdRate(Rig& rig, std::unique_ptr<Countersign>& cs) {
+  const bool quick = rig.settings.quick;
+  const std::vector<int> levels = quick ? std::vector<int>{16} : std::vector<int>{1, 16};
+  const HoldSetup setup{levels, quick ? 1 : 2, 300ms, quick ? 1500ms : 2500ms};
+  Connection conn(rig.server.url, "bench-hold", true);
+  kvStore* raw_kv = openBucket(conn, "bench_raw_hold");
+  // The value a bare client writes: the record countersign stores for the same job.
+  const std::string record_template = heldRecordJson("ID_PLACEHOLDER_0000000000", rig.snapshot);
+
+  std::vector<RatePair> rows =
+      measureHold(rig, conn, raw_kv, *cs, "default", setup, record_template);
+  // The same at N=1 on a connection without send_asap, as countersign's intake connection is.
+  Connection no_asap(rig.server.url, "bench-hold-flusher", false);
+  kvStore* flusher_kv = openBucket(no_asap, "bench_raw_hold");
+  std::vector<RateRound> flusher_rounds;
+  for (int r = 0; r < setup.rounds; ++r) {
+    flusher_rounds.push_back(threadsRound(
+        1,
+        [&](int, std::uint64_t i, std::string& error) {
+          const std::string id = "rawflush-r" + std::to_string(r) + "-" + std::to_string(i);
+          std::string value = record_template;
+          value.replace(value.find("ID_PLACEHOLDER_0000000000"), 25, id);
+          std::uint64_t revision = 0;
+          natsStatus s = kvStore_Create(&revision, flusher_kv, id.c_str(), value.data(),
+                                        static_cast<int>(value.size()));
+          if (s != NATS_OK) error = natsText(s);
+          return s == NATS_OK;
+        },
+        rig.server.pid(), setup.warmup, setup.window));
+  }
+  kvStore_Destroy(flusher_kv);
+  note("hold: raw N=1 without send_asap: " +
+       fmtRate(medianOf(flusher_rounds, [](const RateRound& x) { return x.rate; })));
+  const int echoes = quick ? 300 : 1000;
+  const Percentiles echo_default = echoLatency(rig.server.url, false, echoes);
+  const Percentiles echo_asap = echoLatency(rig.server.url, true, echoes);
+  note("hold: bare responder p50 without send_asap " + fmtUs(echo_default.p50) + ", with " +
+       fmtUs(echo_asap.p50));
+
+  // Again with the replayer idle (a fresh countersign on a fresh bucket; the two must not run at
+  // the same time: they share the intake queue group).
+  cs->process->stop();
+  cs = Countersign::start(
+      rig.dir.path() / "cs-hold-replayer-idle",
+      {.url = rig.server.url, .bucket = "cs_hold_idle", .extra_yaml = kReplayerIdle});
+  auto idle_rows = measureHold(rig, conn, raw_kv, *cs, "replayer idle", setup, record_template);
+  rows.insert(rows.end(), idle_rows.begin(), idle_rows.end());
+  kvStore_Destroy(raw_kv);
+  deleteBucket(conn, "bench_raw_hold");
+  deleteBucket(conn, "cs_hold_idle");
+
+  auto& d = rig.report.details;
+  d << "### 3. Hold rate\n\n"
+    << "countersign: requests with a reply subject to `agents.jobs.finance.payment.execute` (seed "
+       "rule "
+       "`require-approval-prod-finance`, 256 B JSON with a unique `id`), N requests in flight on "
+       "one connection; "
+       "a hold = a `202 approval_required` reply (KV create of the record + `held` event + reply). "
+       "Baseline: N threads on one connection (send_asap) looping `kvStore_Create` of the same "
+       "record JSON (~"
+    << record_template.size() << " B) into another bucket with the same settings. Rate over a "
+    << setup.window.count() << " ms window after " << setup.warmup.count() << " ms warm-up, "
+    << setup.rounds
+    << " alternating round(s), median. Latency is per request (countersign) / per create "
+       "(baseline). "
+       "`default` is countersign as configured; `replayer idle` is a fresh countersign with "
+       "`release.replay_interval: 3600s` (the replayer scans once at start only), to show the hold "
+       "path's own "
+       "cost.\n\n"
+    << "| countersign | N in flight | raw KV creates/s | countersign holds/s | ratio | raw p50 / "
+       "p99 | "
+       "countersign p50 / p99 | countersign CPU µs/hold | server CPU µs/op raw / countersign | "
+       "failures raw / "
+       "countersign |\n"
+    << "|---|---|---|---|---|---|---|---|---|---|\n";
+  bool all_met = true;
+  std::string summary_baseline, summary_cs, summary_ratio;
+  for (const auto& row : rows) {
+    const double raw_rate = medianOf(row.raw, [](const RateRound& x) { return x.rate; });
+    const double cs_rate = medianOf(row.cs, [](const RateRound& x) { return x.rate; });
+    const double ratio = raw_rate > 0 ? cs_rate / raw_rate : 0;
+    std::uint64_t raw_failed = 0, cs_failed = 0;
+    for (const auto& x : row.raw) raw_failed += x.failed;
+    for (const auto& x : row.cs) cs_failed += x.failed;
+    d << "| " << row.variant << " | " << row.n << " | " << fmtRate(raw_rate) << " | "
+      << fmtRate(cs_rate) << " | " << fmt(ratio, 2) << "x | "
+      << fmtUs(medianOf(row.raw, [](const RateRound& x) { return x.latency.p50; })) << " / "
+      << fmtUs(medianOf(row.raw, [](const RateRound& x) { return x.latency.p99; })) << " | "
+      << fmtUs(medianOf(row.cs, [](const RateRound& x) { return x.latency.p50; })) << " / "
+      << fmtUs(medianOf(row.cs, [](const RateRound& x) { return x.latency.p99; })) << " | "
+      << fmt(medianOf(row.cs, [](const RateRound& x) { return x.proc_cpu_us; }), 1) << " | "
+      << fmt(medianOf(row.raw, [](const RateRound& x) { return x.server_cpu_us; }), 1) << " / "
+      << fmt(medianOf(row.cs, [](const RateRound& x) { return x.server_cpu_us; }), 1) << " | "
+      << raw_failed << " / " << cs_failed << " |\n";
+    if (row.variant != "default") continue;
+    all_met = all_met && ratio >= 0.7;
+    const std::string sep = summary_baseline.empty() ? "" : "; ";
+    summary_baseline += sep + "N=" + std::to_string(row.n) + ": " + fmtRate(raw_rate);
+    summary_cs += sep + "N=" + std::to_string(row.n) + ": " + fmtRate(cs_rate);
+    summary_ratio += sep + fmt(ratio, 2) + "x";
+  }
+  d << "\nWhere the N=1 time goes (countersign answers a producer's request with a plain publish "
+       "on its intake "
+       "connection, which has no send_asap: src/cli/run.cpp openPlane(config, \"intake\", false, "
+       "...)): a bare "
+       "request-reply responder answers in p50 "
+    << fmtUs(echo_default.p50) << " / p99 " << fmtUs(echo_default.p99)
+    << " on a connection without send_asap and in p50 " << fmtUs(echo_asap.p50) << " / p99 "
+    << fmtUs(echo_asap.p99) << " with it (" << echoes
+    << " requests each): cnats' flusher thread waits 1 ms before it writes a buffered publish. "
+       "Requests are "
+       "flushed at once either way: raw KV creates at N=1 on a connection without send_asap ran at "
+    << fmtRate(medianOf(flusher_rounds, [](const RateRound& x) { return x.rate; })) << " (p50 "
+    << fmtUs(medianOf(flusher_rounds, [](const RateRound& x) { return x.latency.p50; }))
+    << "), so the hold's KV create itself is not delayed.\n\n";
+  rig.report.summary.push_back({"3. hold rate (held/s vs KV creates/s)", summary_baseline,
+                                summary_cs, summary_ratio, ">= 0.7x at each N", all_met});
+}
+
+// ---- 4. approve to release ------------------------------------------------------------------
+
+// Tracks approvals in flight: done when both the reply (or the bare sequence) and the worker's
+// receipt of the released job are in.
+class ApprovalTracker {
+ public:
+  void start(const std::string& id, std::int64_t at) {
+    std::lock_guard lock(mutex_);
+    entries_[id].started = at;
+  }
+  void released(const std::string& id, std::int64_t at) {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) return;
+    it->second.released = at;
+    finishIfDone(it);
+  }
+  void answered(const std::string& id, bool ok, const std::string& failure) {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) return;
+    it->second.answered = true;
+    if (!ok) {
+      if (failures_++ == 0) first_failure_ = failure;
+      entries_.erase(it);
+      cv_.notify_all();
+      return;
+    }
+    finishIfDone(it);
+  }
+  // Waits until `id` is done (worker got it and it was answered); false on timeout.
+  bool waitDone(const std::string& id, std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, timeout, [&] { return !entries_.contains(id); });
+  }
+  void waitBelow(std::size_t n) {
+    std::unique_lock lock(mutex_);
+    cv_.wait_for(lock, 30s, [&] { return entries_.size() < n; });
+  }
+  void setWindow(std::int64_t from, std::int64_t to) {
+    std::lock_guard lock(mutex_);
+    from_ = from;
+    to_ = to;
+  }
+  std::uint64_t doneInWindow() const {
+    std::lock_guard lock(mutex_);
+    return done_in_window_;
+  }
+  std::vector<std::int64_t> latencies() const {
+    std::lock_guard lock(mutex_);
+    return latencies_;
+  }
+  std::uint64_t failures() const {
+    std::lock_guard lock(mutex_);
+    return failures_ + entries_.size();
+  }
+  std::string firstFailure() const {
+    std::lock_guard lock(mutex_);
+    return first_failure_;
+  }
+
+ private:
+  struct Entry {
+    std::int64_t started = 0;
+    std::int64_t released = 0;
+    bool answered = false;
+  };
+  void finishIfDone(std::unordered_map<std::string, Entry>::iterator it) {
+    if (!it->second.answered || it->second.released == 0) return;
+    const Entry& e = it->second;
+    if (e.released >= from_ && e.released < to_) {
+      ++done_in_window_;
+      if (e.started >= from_) latencies_.push_back(e.released - e.started);
+    }
+    entries_.erase(it);
+    cv_.notify_all();
+  }
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::unordered_map<std::string, Entry> entries_;
+  std::int64_t from_ = INT64_MAX, to_ = INT64_MAX;
+  std::uint64_t done_in_window_ = 0;
+  std::vector<std::int64_t> latencies_;
+  std::uint64_t failures_ = 0;
+  std::string first_failure_;
+};
+
+struct ApproveRound {
+  double rate = 0;
+  Percentiles latency;
+  std::uint64_t failures = 0;
+  std::string first_failure;
+  std::size_t used = 0;  // ids consumed
+  double proc_cpu_us = 0;
+  double server_cpu_us = 0;
+};
+
+// countersign: approve requests with `concurrency` in flight, ids taken in order from `ids`.
+ApproveRound approveRound(Connection& conn, Worker& worker, const std::vector<std::string>& ids,
+                          std::size_t& cursor, int concurrency, pid_t proc, pid_t server,
+                          std::chrono::milliseconds warmup, std::chrono::milliseconds window,
+                          bool warn_if_exhausted = true) {
+  ApprovalTracker tracker;
+  worker.expectApprovals([&](const std::string& id, std::int64_t at) { tracker.released(id, at); });
+  static std::atomic<int> round_counter{0};
+  const std::string inbox =
+      "_INBOX.bench.approve" + std::to_string(round_counter.fetch_add(1)) + ".";
+  Subscription replies(conn, inbox + "*", [&](natsMsg* msg) {
+    const std::string id = natsMsg_GetSubject(msg) + inbox.size();
+    const char* status = nullptr;
+    natsMsgHeader_Get(msg, "Countersign-Status", &status);
+    const std::string body(natsMsg_GetData(msg) != nullptr ? natsMsg_GetData(msg) : "",
+                           static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+    const bool ok = status != nullptr && std::string(status) == "approved" &&
+                    body.find("\"code\":200") != std::string::npos;
+    tracker.answered(id, ok, body);
+  });
+  const std::int64_t from =
+      nowNs() + std::chrono::duration_cast<std::chrono::nanoseconds>(warmup).count();
+  const std::int64_t to =
+      from + std::chrono::duration_cast<std::chrono::nanoseconds>(window).count();
+  tracker.setWindow(from, to);
+  const std::size_t first = cursor;
+  double p0 = 0, s0 = 0;
+  bool sampled = false;
+  while (cursor < ids.size()) {
+    tracker.waitBelow(static_cast<std::size_t>(concurrency));
+    const std::int64_t now = nowNs();
+    if (!sampled && now >= from) {
+      p0 = cpuSeconds(proc);
+      s0 = cpuSeconds(server);
+      sampled = true;
+    }
+    if (now >= to) break;
+    const std::string& id = ids[cursor++];
+    tracker.start(id, now);
+    const std::string body = R"({"id":")" + id + R"(","approver":"bench","reason":"benchmark"})";
+    auto msg = makeMsg("countersign.control.approve", (inbox + id).c_str(), body, {});
+    check(natsConnection_PublishMsg(conn.raw(), msg.get()), "approve request");
+  }
+  const double p1 = cpuSeconds(proc), s1 = cpuSeconds(server);
+  tracker.waitBelow(1);
+  worker.countOnly();
+  ApproveRound round;
+  const double seconds = static_cast<double>(std::min(nowNs(), to) - from) / 1e9;
+  const double n = static_cast<double>(tracker.doneInWindow());
+  round.rate = seconds > 0 ? n / seconds : 0;
+  round.latency = percentiles(tracker.latencies());
+  round.failures = tracker.failures();
+  round.first_failure = tracker.firstFailure();
+  round.used = cursor - first;
+  round.proc_cpu_us = n > 0 ? (p1 - p0) * 1e6 / n : 0;
+  round.server_cpu_us = n > 0 ? (s1 - s0) * 1e6 / n : 0;
+  if (warn_if_exhausted && cursor >= ids.size())
+    note("approve: ran out of pending records; the window was cut short");
+  return round;
+}
+
+// The bare client: KV get + KV create <id>/decision + JetStream publish (PubAck) + KV create
+// <id>/released, `concurrency` threads; done when the worker has the job.
+ApproveRound rawApproveRound(Connection& conn, kvStore* kv, Worker& worker,
+                             const std::vector<std::string>& ids, std::size_t& cursor,
+                             int concurrency, pid_t server, std::chrono::milliseconds warmup,
+                             std::chrono::milliseconds window) {
+  ApprovalTracker tracker;
+  worker.expectApprovals([&](const std::string& id, std::int64_t at) { tracker.released(id, at); });
+  const std::size_t first = cursor;
+  const std::int64_t from =
+      nowNs() + std::chrono::duration_cast<std::chrono::nanoseconds>(warmup).count();
+  const std::int64_t to =
+      from + std::chrono::duration_cast<std::chrono::nanoseconds>(window).count();
+  tracker.setWindow(from, to);
+  std::atomic<std::size_t> next{cursor};
+  auto sequence = [&](const std::string& id, std::string& error) {
+    kvEntry* entry = nullptr;
+    natsStatus s = kvStore_Get(&entry, kv, id.c_str());
+    if (s != NATS_OK) {
+      error = "get: " + natsText(s);
+      return false;
+    }
+    auto record = countersign::parseApprovalRecord(
+        std::string_view(static_cast<const char*>(kvEntry_Value(entry)),
+                         static_cast<std::size_t>(kvEntry_ValueLen(entry))));
+    kvEntry_Destroy(entry);
+    if (!record) {
+      error = "record: " + record.error().message;
+      return false;
+    }
+    const std::string at = countersign::formatRfc3339(std::chrono::system_clock::now());
+    const countersign::DecisionRecord decision{.decision = countersign::FinalDecision::approved,
+                                               .by = "bench",
+                                               .at = at,
+                                               .reason = "benchmark",
+                                               .policy_snapshot = record->policy_snapshot,
+                                               .job_hash = record->job_hash};
+    const std::string decision_json = countersign::toJson(decision);
+    std::uint64_t revision = 0;
+    s = kvStore_Create(&revision, kv, countersign::decisionKey(id).c_str(), decision_json.data(),
+                       static_cast<int>(decision_json.size()));
+    if (s != NATS_OK) {
+      error = "create decision: " + natsText(s);
+      return false;
+    }
+    std::vector<std::pair<std::string, std::string>> headers = record->headers;
+    headers.insert(headers.end(), {{"Nats-Msg-Id", "countersign:" + id},
+                                   {"Countersign-Decision", "require_human"},
+                                   {"Countersign-Approval", "granted"},
+                                   {"Countersign-Approval-Id", id},
+                                   {"Countersign-Approved-By", "bench"},
+                                   {"Countersign-Rule", record->rule},
+                                   {"Countersign-Policy-Snapshot", record->policy_snapshot},
+                                   {"Countersign-Job-Hash", record->job_hash}});
+    auto msg = makeMsg(record->target, nullptr, record->payload, headers);
+    jsPubOptions options;
+    jsPubOptions_Init(&options);
+    options.MaxWait = 5000;
+    jsPubAck* ack = nullptr;
+    jsErrCode js_error{};
+    s = js_PublishMsg(&ack, conn.js(), msg.get(), &options, &js_error);
+    const std::string stream = ack != nullptr && ack->Stream != nullptr ? ack->Stream : "";
+    const std::uint64_t sequence_number = ack != nullptr ? ack->Sequence : 0;
+    jsPubAck_Destroy(ack);
+    if (s != NATS_OK) {
+      error = "publish: " + natsText(s);
+      return false;
+    }
+    const countersign::ReleasedRecord released{.at = at,
+                                               .msg_id = "countersign:" + id,
+                                               .stream = stream,
+                                               .sequence = sequence_number,
+                                               .by = "approve"};
+    const std::string released_json = countersign::toJson(released);
+    s = kvStore_Create(&revision, kv, countersign::releasedKey(id).c_str(), released_json.data(),
+                       static_cast<int>(released_json.size()));
+    if (s != NATS_OK) {
+      error = "create released: " + natsText(s);
+      return false;
+    }
+    return true;
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < concurrency; ++t) {
+    threads.emplace_back([&] {
+      for (;;) {
+        const std::size_t i = next.fetch_add(1);
+        if (i >= ids.size()) break;
+        const std::int64_t begin = nowNs();
+        if (begin >= to) break;
+        const std::string& id = ids[i];
+        tracker.start(id, begin);
+        std::string error;
+        const bool ok = sequence(id, error);
+        tracker.answered(id, ok, error);
+        if (ok && !tracker.waitDone(id, 5s)) note("raw approve: the worker never got " + id);
+      }
+    });
+  }
+  std::this_thread::sleep_until(SteadyClock::time_point(std::chrono::nanoseconds(from)));
+  const double c0 = cpuSeconds(::getpid()), s0 = cpuSeconds(server);
+  std::this_thread::sleep_until(SteadyClock::time_point(std::chrono::nanoseconds(to)));
+  const double c1 = cpuSeconds(::getpid()), s1 = cpuSeconds(server);
+  for (auto& thread : threads) thread.join();
+  worker.countOnly();
+  cursor = std::min(next.load(), ids.size());
+  ApproveRound round;
+  const double n = static_cast<double>(tracker.doneInWindow());
+  round.rate = n / (static_cast<double>(to - from) / 1e9);
+  round.latency = percentiles(tracker.latencies());
+  round.failures = tracker.failures();
+  round.first_failure = tracker.firstFailure();
+  round.used = cursor - first;
+  round.proc_cpu_us = n > 0 ? (c1 - c0) * 1e6 / n : 0;
+  round.server_cpu_us = n > 0 ? (s1 - s0) * 1e6 / n : 0;
+  return round;
+}
+
+std::vector<std::string> makeIds(const std::string& prefix, std::size_t count) {
+  std::vector<std::string> ids;
+  ids.reserve(count);
+  char buffer[32];
+  for (std::size_t i = 0; i < count; ++i) {
+    std::snprintf(buffer, sizeof buffer, "%08zu", i);
+    ids.push_back(prefix + buffer);
+  }
+  return ids;
+}
+
+struct ApprovePair {
+  std::string variant;
+  int n = 0;
+  std::vector<ApproveRound> raw;
+  std::vector<ApproveRound> cs;
+};
+
+double medianOf(const std::vector<ApproveRound>& rounds,
+                const std::function<double(const ApproveRound&)>& getter) {
+  std::vector<double> values;
+  for (const auto& round : rounds) values.push_back(getter(round));
+  return median(values);
+}
+
+// Seeds fresh buckets, starts a countersign with `extra_yaml`, and compares it with the bare
+// sequence for each N (alternating rounds).
+std::vector<ApprovePair> measureApprove(Rig& rig, Worker& worker, Connection& conn,
+                                        const std::string& variant, const std::string& extra_yaml,
+                                        const std::vector<int>& levels, int rounds,
+                                        std::chrono::milliseconds warmup,
+                                        std::chrono::milliseconds window, std::size_t per_bucket) {
+  static int phase = 0;
+  ++phase;
+  const std::string tag = std::to_string(phase);
+  const auto cs_ids = makeIds("appr" + tag + "-", per_bucket);
+  const auto raw_ids = makeIds("rawappr" + tag + "-", per_bucket);
+  const std::string cs_bucket = "cs_approve_" + tag;
+  const std::string raw_bucket = "bench_raw_approve_" + tag;
+  note("approve (" + variant + "): seeding " + std::to_string(per_bucket) +
+       " held records in each bucket");
+  seedRecords(conn, cs_bucket, cs_ids, rig.snapshot);
+  seedRecords(conn, raw_bucket, raw_ids, rig.snapshot);
+  kvStore* raw_kv = openBucket(conn, raw_bucket);
+  auto cs = Countersign::start(
+      rig.dir.path() / ("cs-approve-" + tag),
+      {.url = rig.server.url, .bucket = cs_bucket, .to_stream = "JOBS", .extra_yaml = extra_yaml});
+  std::size_t cs_cursor = 0, raw_cursor = 0;
+  std::vector<ApprovePair> rows;
+  for (const int n : levels) {
+    ApprovePair row{variant, n, {}, {}};
+    for (int r = 0; r < rounds; ++r) {
+      row.raw.push_back(rawApproveRound(conn, raw_kv, worker, raw_ids, raw_cursor, n,
+                                        rig.server.pid(), warmup, window));
+      row.cs.push_back(approveRound(conn, worker, cs_ids, cs_cursor, n, cs->pid(), rig.server.pid(),
+                                    warmup, window));
+      note("approve (" + variant + ") N=" + std::to_string(n) + " round " + std::to_string(r + 1) +
+           ": raw " + fmtRate(row.raw.back().rate) + " p99 " + fmtUs(row.raw.back().latency.p99) +
+           ", countersign " + fmtRate(row.cs.back().rate) + " p99 " +
+           fmtUs(row.cs.back().latency.p99));
+      if (row.cs.back().failures > 0)
+        note("  countersign failures, first: " + row.cs.back().first_failure);
+      if (row.raw.back().failures > 0)
+        note("  raw failures, first: " + row.raw.back().first_failure);
+    }
+    rows.push_back(std::move(row));
+  }
+  cs->process->stop();
+  kvStore_Destroy(raw_kv);
+  deleteBucket(conn, cs_bucket);
+  deleteBucket(conn, raw_bucket);
+  return rows;
+}
+
+void approveToRelease(Rig& rig, Worker& worker) {
+  const bool quick = rig.settings.quick;
+  const std::vector<int> levels = quick ? std::vector<int>{1} : std::vector<int>{1, 8};
+  const int rounds = quick ? 1 : 2;
+  const auto warmup = 300ms;
+  const auto window = quick ? 1500ms : 2500ms;
+  const std::size_t per_bucket = quick ? 6000 : 20000;
+  Connection conn(rig.server.url, "bench-approver", true);
+  auto rows =
+      measureApprove(rig, worker, conn, "default", "", levels, rounds, warmup, window, per_bucket);
+  auto idle_rows = measureApprove(rig, worker, conn, "replayer idle", kReplayerIdle, levels, rounds,
+                                  warmup, window, per_bucket);
+  rows.insert(rows.end(), idle_rows.begin(), idle_rows.end());
+
+  auto& d = rig.report.details;
+  d << "### 4. Approve to release\n\n"
+    << "countersign (route with `to_stream: JOBS`, stream JOBS on `jobs.>`, file storage) approves "
+       "held records "
+       "(written straight into a fresh bucket in the record format, "
+    << per_bucket
+    << " per bucket): requests to `countersign.control.approve`, N in flight; an approval counts "
+       "when "
+       "its `200 approved` reply is in and the worker (core subscriber on `jobs.>`) has the "
+       "released job. Latency = "
+       "approve request sent -> worker receives the job. Baseline: N threads running the bare "
+       "sequence KV get + KV "
+       "create `<id>/decision` + JetStream publish with the release headers (waits for the PubAck) "
+       "+ KV create "
+       "`<id>/released` on another bucket with the same records; latency = start of the sequence "
+       "-> worker receives "
+       "the job. "
+    << window.count() << " ms windows after " << warmup.count() << " ms warm-up, " << rounds
+    << " alternating round(s), median. `replayer idle`: a second countersign with "
+       "`release.replay_interval: "
+       "3600s` on fresh buckets.\n\n"
+    << "| countersign | N in flight | raw approvals/s | countersign approvals/s | ratio | raw p50 "
+       "/ p99 | countersign "
+       "p50 / p99 | countersign CPU µs/approval | server CPU µs/approval raw / countersign | "
+       "failures raw / "
+       "countersign |\n"
+    << "|---|---|---|---|---|---|---|---|---|---|\n";
+  bool all_met = true;
+  std::string summary_baseline, summary_cs, summary_ratio;
+  for (const auto& row : rows) {
+    const double raw_rate = medianOf(row.raw, [](const ApproveRound& x) { return x.rate; });
+    const double cs_rate = medianOf(row.cs, [](const ApproveRound& x) { return x.rate; });
+    const double ratio = raw_rate > 0 ? cs_rate / raw_rate : 0;
+    std::uint64_t raw_failed = 0, cs_failed = 0;
+    for (const auto& x : row.raw) raw_failed += x.failures;
+    for (const auto& x : row.cs) cs_failed += x.failures;
+    d << "| " << row.variant << " | " << row.n << " | " << fmtRate(raw_rate) << " | "
+      << fmtRate(cs_rate) << " | " << fmt(ratio, 2) << "x | "
+      << fmtUs(medianOf(row.raw, [](const ApproveRound& x) { return x.latency.p50; })) << " / "
+      << fmtUs(medianOf(row.raw, [](const ApproveRound& x) { return x.latency.p99; })) << " | "
+      << fmtUs(medianOf(row.cs, [](const ApproveRound& x) { return x.latency.p50; })) << " / "
+      << fmtUs(medianOf(row.cs, [](const ApproveRound& x) { return x.latency.p99; })) << " | "
+      << fmt(medianOf(row.cs, [](const ApproveRound& x) { return x.proc_cpu_us; }), 0) << " | "
+      << fmt(medianOf(row.raw, [](const ApproveRound& x) { return x.server_cpu_us; }), 0) << " / "
+      << fmt(medianOf(row.cs, [](const ApproveRound& x) { return x.server_cpu_us; }), 0) << " | "
+      << raw_failed << " / " << cs_failed << " |\n";
+    if (row.variant != "default") continue;
+    all_met = all_met && ratio >= 0.7;
+    const std::string sep = summary_baseline.empty() ? "" : "; ";
+    summary_baseline += sep + "N=" + std::to_string(row.n) + ": " + fmtRate(raw_rate);
+    summary_cs += sep + "N=" + std::to_string(row.n) + ": " + fmtRate(cs_rate);
+    summary_ratio += sep + fmt(ratio, 2) + "x";
+  }
+  d << "\ncountersign's approve path makes these synchronous round trips to the server per "
+       "approval "
+       "(src/core/control.cpp Control::approve, src/core/releaser.cpp Releaser::release, "
+       "src/core/events.cpp EventSink::emit): KV get record, KV get `<id>/decision`, KV create "
+       "`<id>/decision`, "
+       "KV get + update of the record view, JetStream publish of the `approved` audit event, "
+       "JetStream publish "
+       "of the job, KV create `<id>/released`, KV get + update of the record view, JetStream "
+       "publish of the "
+       "`released` audit event: 10, against the baseline's 4. Approvals are handled one at a time "
+       "(one control "
+       "subscription), so N in flight only queues them.\n\n";
+  rig.report.summary.push_back({"4. approve to release (approvals/s)", summary_baseline, summary_cs,
+                                summary_ratio, ">= 0.7x", all_met});
+}
+
+// ---- 5. scale -------------------------------------------------------------------------------
+
+struct ScaleRow {
+  std::size_t pending = 0;
+  double seed_s = 0;
+  double ready_ms = 0;
+  std::optional<double> first_scan_ms;
+  std::size_t failed_scans_at_start = 0;  // "replay scan failed" lines before the idle window
+  std::size_t failed_scans_idle = 0;      // ... during the idle window
+  long rss_ready_kb = 0;
+  long rss_scanned_kb = 0;
+  long rss_end_kb = 0;
+  double idle_cs_cpu = 0;           // fraction of one core
+  double idle_server_cpu = 0;       // fraction of one core
+  std::string keys_as_countersign;  // kvStore_Keys with countersign's Timeout (30000)
+  double keys_unbounded_ms = 0;     // kvStore_Keys with Timeout 0 (no deadline)
+  double gets_per_second =
+      0;  // sequential kvStore_Get of records (the first scan's per-record get)
+  ApproveRound approve;
+};
+
+// One kvStore_Keys over the bucket from a bare client: "OK n ms" or the error.
+std::string listKeys(Connection& conn, const std::string& bucket, std::int64_t timeout_ms,
+                     double& elapsed_ms) {
+  kvStore* kv = openBucket(conn, bucket);
+  kvWatchOptions options;
+  kvWatchOptions_Init(&options);
+  options.Timeout = timeout_ms;
+  kvKeysList list{};
+  const auto started = SteadyClock::now();
+  natsStatus s = kvStore_Keys(&list, kv, &options);
+  elapsed_ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - started).count();
+  const int count = list.Count;
+  kvKeysList_Destroy(&list);
+  kvStore_Destroy(kv);
+  if (s != NATS_OK)
+    return std::string(natsStatus_GetText(s)) + " after " + fmt(elapsed_ms, 0) + " ms";
+  return "OK, " + std::to_string(count) + " keys in " + fmt(elapsed_ms, 0) + " ms";
+}
+
+double sequentialGets(Connection& conn, const std::string& bucket,
+                      const std::vector<std::string>& ids, std::size_t count) {
+  kvStore* kv = openBucket(conn, bucket);
+  const auto started = SteadyClock::now();
+  std::size_t done = 0;
+  for (std::size_t i = 0; i < count && i < ids.size(); ++i) {
+    kvEntry* entry = nullptr;
+    if (kvStore_Get(&entry, kv, ids[i].c_str()) == NATS_OK) ++done;
+    kvEntry_Destroy(entry);
+  }
+  const double seconds = std::chrono::duration<double>(SteadyClock::now() - started).count();
+  kvStore_Destroy(kv);
+  return seconds > 0 ? static_cast<double>(done) / seconds : 0;
+}
+
+std::size_t countLines(const Countersign& cs, const std::string& needle) {
+  std::size_t count = 0;
+  std::istringstream in(readFile(cs.dir / "stdout.log") + readFile(cs.dir / "stderr.log"));
+  for (std::string line; std::getline(in, line);)
+    count += line.find(needle) != std::string::npos ? 1 : 0;
+  return count;
+}
+
+void scale(Rig& rig, Worker& worker) {
+  const bool quick = rig.settings.quick;
+  const std::vector<std::size_t> sizes =
+      quick ? std::vector<std::size_t>{1000, 10000} : std::vector<std::size_t>{1000, 10000, 100000};
+  const auto idle = quick ? 2000ms : 4000ms;
+  const std::size_t approvals = quick ? 100 : 300;
+  const std::size_t sample_gets = quick ? 1000 : 3000;
+  Connection conn(rig.server.url, "bench-scale", true);
+  std::vector<ScaleRow> rows;
+  for (const std::size_t n : sizes) {
+    ScaleRow row;
+    row.pending = n;
+    const std::string bucket = "cs_scale_" + std::to_string(n);
+    const auto ids = makeIds("s" + std::to_string(n) + "-", n);
+    note("scale " + std::to_string(n) + ": seeding");
+    row.seed_s = seedRecords(conn, bucket, ids, rig.snapshot);
+    double ignored = 0;
+    row.keys_as_countersign = listKeys(conn, bucket, 30000, ignored);
+    listKeys(conn, bucket, 0, row.keys_unbounded_ms);
+    row.gets_per_second = sequentialGets(conn, bucket, ids, sample_gets);
+    note("scale " + std::to_string(n) + ": seeded in " + fmt(row.seed_s, 1) +
+         " s; kvStore_Keys(Timeout 30000): " + row.keys_as_countersign + "; Timeout 0: " +
+         fmt(row.keys_unbounded_ms, 0) + " ms; gets " + fmtRate(row.gets_per_second));
+    const auto started = SteadyClock::now();
+    auto cs = Countersign::start(
+        rig.dir.path() / ("cs-scale-" + std::to_string(n)),
+        {.url = rig.server.url, .bucket = bucket, .to_stream = "JOBS", .admin = true});
+    row.ready_ms = cs->startup_ms;
+    row.rss_ready_kb = cs->rss_at_ready_kb;
+    // The replayer's first successful scan sets the pending gauge; stop waiting once scans
+    // keep failing.
+    const auto deadline = started + 300s;
+    while (SteadyClock::now() < deadline) {
+      auto pending = cs->metric("countersign_pending_approvals");
+      if (pending && static_cast<std::size_t>(*pending) == n) {
+        row.first_scan_ms =
+            std::chrono::duration<double, std::milli>(SteadyClock::now() - started).count();
+        break;
+      }
+      if (countLines(*cs, "replay scan failed") >= 3) break;
+      std::this_thread::sleep_for(20ms);
+    }
+    row.failed_scans_at_start = countLines(*cs, "replay scan failed");
+    row.rss_scanned_kb = rssKb(cs->pid());
+    note("scale " + std::to_string(n) + ": ready " + fmt(row.ready_ms, 0) + " ms, first scan " +
+         (row.first_scan_ms ? fmt(*row.first_scan_ms, 0) + " ms" : std::string("not done")) +
+         ", failed scans " + std::to_string(row.failed_scans_at_start));
+    const double c0 = cpuSeconds(cs->pid()), s0 = cpuSeconds(rig.server.pid());
+    std::this_thread::sleep_for(idle);
+    const double c1 = cpuSeconds(cs->pid()), s1 = cpuSeconds(rig.server.pid());
+    row.failed_scans_idle = countLines(*cs, "replay scan failed") - row.failed_scans_at_start;
+    const double seconds = std::chrono::duration<double>(idle).count();
+    row.idle_cs_cpu = (c1 - c0) / seconds;
+    row.idle_server_cpu = (s1 - s0) / seconds;
+    // Approve ids spread over the whole key space, one at a time.
+    std::vector<std::string> picks;
+    for (std::size_t i = 0; i < approvals && i < n; ++i) picks.push_back(ids[(i * n) / approvals]);
+    std::size_t cursor = 0;
+    row.approve =
+        approveRound(conn, worker, picks, cursor, 1, cs->pid(), rig.server.pid(), 0ms, 120s, false);
+    row.rss_end_kb = rssKb(cs->pid());
+    note("scale " + std::to_string(n) + ": approve p50 " + fmtUs(row.approve.latency.p50) +
+         " p99 " + fmtUs(row.approve.latency.p99) + ", idle CPU countersign " +
+         fmt(row.idle_cs_cpu * 100, 0) + "%, server " + fmt(row.idle_server_cpu * 100, 0) +
+         "%, RSS " + std::to_string(row.rss_end_kb) + " KiB");
+    cs->process->stop();
+    deleteBucket(conn, bucket);
+    rows.push_back(row);
+  }
+
+  auto& d = rig.report.details;
+  d << "### 5. Scale with pending records\n\n"
+    << "For each size a fresh bucket is filled with that many pending records, written straight "
+       "into the bucket "
+       "in the record format (async JetStream publishes to `$KV.<bucket>.<id>`: the same bytes a "
+       "hold stores, "
+       "faster than holding through countersign), then countersign starts on it (route with "
+       "`to_stream: JOBS`, "
+       "admin listener for /metrics). Ready = spawn -> stdout line `countersign ready`; first scan "
+       "= spawn -> "
+       "`countersign_pending_approvals` on /metrics equals the size (set at the end of a "
+       "successful replayer "
+       "scan; the wait stops after 3 logged `replay scan failed`). Idle CPU over "
+    << idle.count()
+    << " ms with no traffic (the replayer scans every `release.replay_interval` = 1 s). Then "
+    << approvals
+    << " approvals one at a time over ids spread across the bucket; latency = request -> worker "
+       "receives the job. Before countersign starts, a bare client lists the keys with "
+       "`kvStore_Keys` twice "
+       "(with `Timeout = 30000` as src/nats/kv_bucket.cpp KvBucket::keys sets it, and with "
+       "`Timeout = 0`) and "
+       "times "
+    << sample_gets
+    << " sequential `kvStore_Get`s (the per-record get of the replayer's first scan).\n\n"
+    << "| pending | seed | kvStore_Keys, Timeout 30000 | kvStore_Keys, Timeout 0 | sequential gets "
+       "| ready | first "
+       "scan done | failed scans (start / idle) | RSS ready / after scan / end | idle CPU "
+       "countersign / nats-server "
+       "| approve p50 / p99 | approvals/s | failures |\n"
+    << "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const auto& row : rows) {
+    d << "| " << row.pending << " | " << fmt(row.seed_s, 1) << " s | " << row.keys_as_countersign
+      << " | " << fmt(row.keys_unbounded_ms, 0) << " ms | " << fmtRate(row.gets_per_second) << " | "
+      << fmt(row.ready_ms, 0) << " ms | "
+      << (row.first_scan_ms ? fmt(*row.first_scan_ms, 0) + " ms" : std::string("never")) << " | "
+      << row.failed_scans_at_start << " / " << row.failed_scans_idle << " | "
+      << row.rss_ready_kb / 1024 << " / " << row.rss_scanned_kb / 1024 << " / "
+      << row.rss_end_kb / 1024 << " MiB | " << fmt(row.idle_cs_cpu * 100, 0) << "% / "
+      << fmt(row.idle_server_cpu * 100, 0) << "% | " << fmtUs(row.approve.latency.p50) << " / "
+      << fmtUs(row.approve.latency.p99) << " | " << fmtRate(row.approve.rate) << " | "
+      << row.approve.failures << " |\n";
+  }
+  if (rows.size() >= 2) {
+    const auto& small = rows.front();
+    const auto& large = rows.back();
+    const double growth =
+        small.approve.latency.p50 > 0 ? large.approve.latency.p50 / small.approve.latency.p50 : 0;
+    const double rate_drop = large.approve.rate > 0 ? small.approve.rate / large.approve.rate : 0;
+    const double bytes_per_record = static_cast<double>(large.rss_end_kb - small.rss_end_kb) *
+                                    1024.0 / static_cast<double>(large.pending - small.pending);
+    const bool flat = growth > 0 && growth <= 1.5 && rate_drop > 0 && rate_drop <= 1.5;
+    const bool lean = bytes_per_record < 256;  // less than one payload per record
+    d << "\nApprove p50 at " << large.pending << " pending is " << fmt(growth, 2) << "x the p50 at "
+      << small.pending << ", approvals/s (one at a time, so 1 / mean latency) "
+      << fmt(rate_drop > 0 ? 1 / rate_drop : 0, 2)
+      << "x (aim: p50 at most 1.5x, rate at least 1/1.5). RSS grows by " << fmt(bytes_per_record, 0)
+      << " bytes per pending record (payloads are 256 B; aim: less than one payload per record). "
+         "A scan that fails early holds no per-record state, so RSS is only meaningful where the "
+         "first scan "
+         "completed.\n\n";
+    rig.report.summary.push_back(
+        {"5. scale: approve p50 and approvals/s " + std::to_string(small.pending) + " -> " +
+             std::to_string(large.pending) + " pending; RSS per pending record",
+         fmtUs(small.approve.latency.p50) + ", " + fmtRate(small.approve.rate),
+         fmtUs(large.approve.latency.p50) + ", " + fmtRate(large.approve.rate),
+         "p50 " + fmt(growth, 2) + "x, rate " + fmt(rate_drop > 0 ? 1 / rate_drop : 0, 2) + "x; " +
+             fmt(bytes_per_record, 0) + " B/record",
+         "p50 <= 1.5x, rate >= 0.67x; < 256 B/record", flat && lean});
+    bool scans_fail = false;
+    for (const auto& row : rows) scans_fail = scans_fail || !row.first_scan_ms;
+    rig.report.summary.push_back(
+        {"5. scale: replayer first scan at " + std::to_string(large.pending) + " pending", "-",
+         large.first_scan_ms ? fmt(*large.first_scan_ms / 1000, 1) + " s after spawn"
+                             : std::string("never completes"),
+         "-", "completes", !scans_fail});
+    std::ostringstream f;
+    f << "Replayer (src/core/replayer.cpp Replayer::scan via src/nats/kv_bucket.cpp "
+         "KvBucket::keys): ";
+    for (const auto& row : rows) {
+      f << row.pending << " pending: first scan "
+        << (row.first_scan_ms
+                ? "done " + fmt(*row.first_scan_ms / 1000, 2) + " s after spawn"
+                : "never done (" +
+                      std::to_string(row.failed_scans_at_start + row.failed_scans_idle) +
+                      " `replay scan failed` in the first seconds)")
+        << ", kvStore_Keys with Timeout 30000: " << row.keys_as_countersign << "; ";
+    }
+    f << "with Timeout 0 the same listing of " << large.pending << " keys takes "
+      << fmt(large.keys_unbounded_ms, 0)
+      << " ms. A working first scan would also get every pending record once "
+         "(Replayer::expireIfDue, even without "
+         "an expiry rule): at the measured "
+      << fmtRate(large.gets_per_second) << " sequential gets that is about "
+      << fmt(static_cast<double>(large.pending) / std::max(1.0, large.gets_per_second), 1)
+      << " s at " << large.pending << " pending. Idle CPU at " << large.pending
+      << " pending: countersign " << fmt(large.idle_cs_cpu * 100, 0) << "%, nats-server "
+      << fmt(large.idle_server_cpu * 100, 0) << "% of a core (at " << small.pending << ": "
+      << fmt(small.idle_cs_cpu * 100, 0) << "% / " << fmt(small.idle_server_cpu * 100, 0) << "%).";
+    rig.report.findings.push_back(f.str());
+  }
+}
+
+// ---- the run --------------------------------------------------------------------------------
+
+void writeReport(const Settings& settings, const Report& report, const std::string& load_before) {
+  std::ostringstream out;
+  out << "## Summary\n\n"
+      << "| measure | raw NATS baseline | countersign | ratio / added | target | met "
+         "|\n|---|---|---|---|---|---|\n";
+  for (const auto& t : report.summary) {
+    out << "| " << t.measure << " | " << t.baseline << " | " << t.countersign << " | " << t.ratio
+        << " | " << t.target << " | " << yesNo(t) << " |\n";
+  }
+  out << "\nLoad average (1/5/15 min) when the system benchmarks started: " << load_before
+      << "; when they ended: " << loadAverage() << ".\n\n";
+  if (!report.findings.empty()) {
+    out << "## Measured findings\n\n";
+    for (const auto& f : report.findings) out << "- " << f << "\n";
+    out << "\n";
+  }
+  out << "## Details\n\n" << report.details.str();
+  if (settings.out.empty()) {
+    std::cout << out.str();
+  } else {
+    writeFile(settings.out, out.str());
+  }
+}
+
+int runAll(const Settings& settings) {
+  nats_Open(-1);
+  const std::string load_before = loadAverage();
+  TempDir dir;
+  note("starting nats-server in " + dir.path().string());
+  auto server = NatsServer::start(dir.path() / "nats");
+  Report report;
+  Rig rig{*server, dir, settings, report, seedSnapshot()};
+  auto worker = std::make_unique<Worker>(server->url);
+
+  if (settings.wants("allow") || settings.wants("latency") || settings.wants("hold")) {
+    auto cs = Countersign::start(dir.path() / "cs-allow", {.url = server->url});
+    note("countersign ready in " + fmt(cs->startup_ms, 0) + " ms");
+    if (settings.wants("allow") || settings.wants("latency")) {
+      auto relay = startRelay(dir.path() / "relay1", server->url, "relay1.jobs.", false);
+      auto relay_asap = startRelay(dir.path() / "relay2", server->url, "relay2.jobs.", true);
+      const AllowResult allow = allowThroughput(rig, *cs, *relay, *worker);
+      if (settings.wants("latency")) allowLatency(rig, *worker, allow);
+    }
+    if (settings.wants("hold")) holdRate(rig, cs);
+  }
+  if (settings.wants("approve") || settings.wants("scale")) {
+    Connection admin(server->url, "bench-admin", true);
+    addJobsStream(admin);
+    if (settings.wants("approve")) approveToRelease(rig, *worker);
+    if (settings.wants("scale")) scale(rig, *worker);
+  }
+  worker.reset();
+  writeReport(settings, report, load_before);
+  note("done");
+  return 0;
+}
+
+// ---- micro-benchmark table ------------------------------------------------------------------
+
+int microTable(const std::string& path) {
+  const std::string text = readFile(path);
+  rapidjson::Document doc;
+  doc.Parse(text.data(), text.size());
+  if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("benchmarks"))
+    die("not Google Benchmark JSON: " + path);
+  struct Aim {
+    const char* prefix;
+    double ns;
+    const char* text;
+  };
+  const std::vector<Aim> aims{{"BM_PolicySeed", 1000, "< 1 µs"},
+                              {"BM_Policy50Rules", 1000, "< 1 µs"},
+                              {"BM_JobHashJson", 10000, "< 10 µs (1 KiB)"},
+                              {"BM_ParseAndJobHashJson", 10000, "< 10 µs (1 KiB)"},
+                              {"BM_ParseAndJobHashBytes", 10000, "< 10 µs (1 KiB)"},
+                              {"BM_JobHashBytes/1024", 10000, "< 10 µs (1 KiB)"}};
+  std::cout << "| benchmark | time per op | CPU per op | iterations | aim | met "
+               "|\n|---|---|---|---|---|---|\n";
+  for (const auto& b : doc["benchmarks"].GetArray()) {
+    if (b.HasMember("run_type") && std::string(b["run_type"].GetString()) != "iteration") continue;
+    const std::string name = b["name"].GetString();
+    double scale_to_ns = 1;
+    const std::string unit = b.HasMember("time_unit") ? b["time_unit"].GetString() : "ns";
+    if (unit == "us") scale_to_ns = 1e3;
+    if (unit == "ms") scale_to_ns = 1e6;
+    const double real_ns = b["real_time"].GetDouble() * scale_to_ns;
+    const double cpu_ns = b["cpu_time"].GetDouble() * scale_to_ns;
+    std::string aim = "-", met = "-";
+    for (const auto& a : aims) {
+      if (name.rfind(a.prefix, 0) == 0) {
+        aim = a.text;
+        met = cpu_ns < a.ns ? "**met**" : "**missed**";
+        break;
+      }
+    }
+    auto show = [](double ns) {
+      return ns < 1000 ? fmt(ns, 0) + " ns" : fmt(ns / 1000, 2) + " µs";
+    };
+    std::cout << "| " << name << " | " << show(real_ns) << " | " << show(cpu_ns) << " | "
+              << b["iterations"].GetInt64() << " | " << aim << " | " << met << " |\n";
+  }
+  return 0;
+}
+
+int usage() {
+  std::cerr << "usage: bench_system run [--quick] [--out FILE] [--only "
+               "allow,latency,hold,approve,scale]\n"
+               "       bench_system micro-table FILE.json\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return usage();
+  const std::string command = argv[1];
+  if (command == "relay") return runRelay(argc, argv);
+  if (command == "micro-table") return argc == 3 ? microTable(argv[2]) : usage();
+  if (command != "run") return usage();
+  Settings settings;
+  for (int i = 2; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--quick") {
+      settings.quick = true;
+    } else if (arg == "--out" && i + 1 < argc) {
+      settings.out = argv[++i];
+    } else if (arg == "--only" && i + 1 < argc) {
+      std::istringstream in(argv[++i]);
+      for (std::string phase; std::getline(in, phase, ',');) settings.only.insert(phase);
+    } else {
+      return usage();
+    }
+  }
+  std::signal(SIGPIPE, SIG_IGN);
+  return runAll(settings);
+}
