@@ -45,32 +45,17 @@ std::string payment(const std::string& id, const std::string& extra = "") {
          (extra.empty() ? "" : "," + extra) + "}";
 }
 
-// The full config: basicConfig() already has an `admin:` key, so this one is written whole.
+// basicConfig() with an admin listener on a free port and two tokens.
 std::string operateConfig(const std::string& nats_url) {
-  return "nats:\n"
-         "  servers: [\"" +
-         nats_url +
-         "\"]\n"
-         "  embedded: false\n"
-         "policy:\n"
-         "  file: policy.yaml\n"
-         "routes:\n"
-         "  - name: jobs\n"
-         "    from: \"agents.jobs.>\"\n"
-         "    to: \"jobs.>\"\n"
-         "admin:\n"
-         "  listen: \"127.0.0.1:0\"\n"
-         "  tokens:\n"
-         "    - approver: alice\n"
-         "      token: \"" +
-         std::string(kAliceToken) +
-         "\"\n"
-         "      scope: approve\n"
-         "    - approver: reader\n"
-         "      token: \"" +
-         std::string(kReaderToken) +
-         "\"\n"
-         "      scope: read\n";
+  std::string admin =
+      "admin:\n"
+      "  listen: \"127.0.0.1:0\"\n"
+      "  tokens:\n";
+  admin += std::string("    - approver: alice\n      token: \"") + kAliceToken +
+           "\"\n      scope: approve\n";
+  admin += std::string("    - approver: reader\n      token: \"") + kReaderToken +
+           "\"\n      scope: read\n";
+  return basicConfig(nats_url, "", admin);
 }
 
 std::string readFile(const fs::path& path) {

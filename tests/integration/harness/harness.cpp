@@ -101,6 +101,19 @@ kvStore* bindBucket(jsCtx* js, const std::string& bucket, bool create) {
   return kv;
 }
 
+// Unsubscribes and waits until cnats has called the subscription's onComplete callback (which
+// sets `closed` under `mutex` and notifies `cv`), then destroys it: only then may the callbacks'
+// closure go away.
+void closeSubscription(natsSubscription* sub, std::mutex& mutex, std::condition_variable& cv,
+                       const bool& closed) {
+  natsSubscription_Unsubscribe(sub);
+  {
+    std::unique_lock lock(mutex);
+    cv.wait_for(lock, kCompleteWait, [&] { return closed; });
+  }
+  natsSubscription_Destroy(sub);
+}
+
 }  // namespace
 
 // ---- TempDir --------------------------------------------------------------------------------
@@ -341,24 +354,13 @@ Collector::Collector(Client& client, const std::string& subject) {
   if (s == NATS_OK) s = natsConnection_FlushTimeout(client.raw(), 5000);
   if (s != NATS_OK) {
     std::string what = natsFailure(s, "collect " + subject);
-    if (sub_ != nullptr) {
-      natsSubscription_Unsubscribe(sub_);
-      std::unique_lock lock(mutex_);
-      cv_.wait_for(lock, kCompleteWait, [this] { return closed_; });
-      lock.unlock();
-      natsSubscription_Destroy(sub_);
-    }
+    if (sub_ != nullptr) closeSubscription(sub_, mutex_, cv_, closed_);
     setupFailure(what);
   }
 }
 
 Collector::~Collector() {
-  natsSubscription_Unsubscribe(sub_);
-  {
-    std::unique_lock lock(mutex_);
-    cv_.wait_for(lock, kCompleteWait, [this] { return closed_; });
-  }
-  natsSubscription_Destroy(sub_);
+  closeSubscription(sub_, mutex_, cv_, closed_);
 }
 
 void Collector::onMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
@@ -403,24 +405,13 @@ Responder::Responder(Client& client, const std::string& subject, std::string rep
   if (s == NATS_OK) s = natsConnection_FlushTimeout(conn_, 5000);
   if (s != NATS_OK) {
     std::string what = natsFailure(s, "respond on " + subject);
-    if (sub_ != nullptr) {
-      natsSubscription_Unsubscribe(sub_);
-      std::unique_lock lock(mutex_);
-      cv_.wait_for(lock, kCompleteWait, [this] { return closed_; });
-      lock.unlock();
-      natsSubscription_Destroy(sub_);
-    }
+    if (sub_ != nullptr) closeSubscription(sub_, mutex_, cv_, closed_);
     setupFailure(what);
   }
 }
 
 Responder::~Responder() {
-  natsSubscription_Unsubscribe(sub_);
-  {
-    std::unique_lock lock(mutex_);
-    cv_.wait_for(lock, kCompleteWait, [this] { return closed_; });
-  }
-  natsSubscription_Destroy(sub_);
+  closeSubscription(sub_, mutex_, cv_, closed_);
 }
 
 void Responder::onMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
@@ -580,7 +571,8 @@ CommandResult runCountersign(const std::vector<std::string>& args,
   return result;
 }
 
-std::string basicConfig(const std::string& nats_url, const std::string& extra) {
+std::string basicConfig(const std::string& nats_url, const std::string& extra,
+                        const std::string& admin) {
   std::string config =
       "nats:\n"
       "  servers: [\"" +
@@ -592,9 +584,8 @@ std::string basicConfig(const std::string& nats_url, const std::string& extra) {
       "routes:\n"
       "  - name: jobs\n"
       "    from: \"agents.jobs.>\"\n"
-      "    to: \"jobs.>\"\n"
-      "admin:\n"
-      "  listen: \"\"\n";
+      "    to: \"jobs.>\"\n" +
+      admin;
   if (!extra.empty()) {
     config += extra;
     if (extra.back() != '\n') config += "\n";

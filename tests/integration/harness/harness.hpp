@@ -79,8 +79,8 @@ class Client {
   natsConnection* raw() const { return conn_; }
   jsCtx* js() const { return js_; }
 
-  void publish(const std::string& subject, const std::string& payload,
-               const Headers& headers = {}, const std::string& reply = "");
+  void publish(const std::string& subject, const std::string& payload, const Headers& headers = {},
+               const std::string& reply = "");
   void flush();
   // Request-reply with a fresh inbox; nullopt on timeout or no responders.
   std::optional<Message> request(const std::string& subject, const std::string& payload,
@@ -150,8 +150,8 @@ struct CountersignOptions {
   std::string config_yaml;  // written to <dir>/countersign.yaml; may refer to "policy.yaml"
   std::string policy_yaml;  // written to <dir>/policy.yaml
   std::map<std::string, std::string> env;  // extra environment variables
-  std::string prefix = "countersign";       // control prefix used for the readiness probe
-  std::string nats_url;                     // for the readiness probe
+  std::string prefix = "countersign";      // control prefix used for the readiness probe
+  std::string nats_url;                    // for the readiness probe
   bool wait_ready = true;
 };
 
@@ -193,9 +193,11 @@ CommandResult runCountersign(const std::vector<std::string>& args,
                              const std::map<std::string, std::string>& env = {},
                              std::chrono::milliseconds timeout = 30s);
 
-// A config for one route agents.jobs.> -> jobs.> against `nats_url`, policy at "policy.yaml".
-// `extra` is appended verbatim (e.g. a `release:` block).
-std::string basicConfig(const std::string& nats_url, const std::string& extra = "");
+// A config for one route agents.jobs.> -> jobs.> against `nats_url`, policy at "policy.yaml",
+// and `admin` as the whole admin block (by default: no listener). `extra` is appended verbatim
+// (e.g. a `release:` block).
+std::string basicConfig(const std::string& nats_url, const std::string& extra = "",
+                        const std::string& admin = "admin:\n  listen: \"\"\n");
 
 // The seed policy (policies/approval-policy.yaml in the source tree).
 std::string seedPolicy();
