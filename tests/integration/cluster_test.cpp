@@ -335,7 +335,11 @@ TEST(ClusterTest, CreateOfANeverUsedKeyIsExclusiveAtReplicasThree) {
     config.History = 1;
     config.StorageType = js_FileStorage;
     config.Replicas = kNodes;
-    ASSERT_EQ(js_CreateKeyValue(&admin, cluster.clients[0]->js(), &config), NATS_OK);
+    // A freshly formed cluster may not place a replicas-3 stream yet (seen under load in CI:
+    // NATS_ERR after 0.6 s): retry until it can, within a deadline.
+    ASSERT_TRUE(waitUntil(
+        [&] { return js_CreateKeyValue(&admin, cluster.clients[0]->js(), &config) == NATS_OK; },
+        30s, 250ms));
   }
   std::vector<std::unique_ptr<Client>> connections;
   std::vector<kvStore*> handles;
