@@ -51,6 +51,8 @@ class Control {
   ControlReply expire(const ApprovalRecord& record);
   ControlReply snapshotChanged(const ApprovalRecord& record, const Policy& policy);
   ControlReply jobChanged(const ApprovalRecord& record, std::string_view detail);
+  // The answer when <id>/decision exists already (or the store cannot tell); nullopt if undecided.
+  std::optional<ControlReply> answerFromDecision(ControlOp op, const std::string& id);
   // Creates <id>/decision; on losing the race, answers from the winner's decision.
   std::optional<ControlReply> decide(ControlOp op, const std::string& id, const DecisionRecord& decision);
 

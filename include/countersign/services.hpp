@@ -72,6 +72,12 @@ struct Services {
 Result<ApprovalRecord> updateRecord(KvStore& store, std::string_view id,
                                     const std::function<bool(ApprovalRecord&)>& change);
 
+// Writes a decision into the record's view (state, decided_by/at, reason, and the vote when
+// given), after the <id>/decision key that makes it true. Only a pending view moves: the view
+// never goes back. Best effort: the keys decide, a failed view update is repaired by later ones.
+void markDecided(KvStore& store, std::string_view id, ApprovalState state,
+                 const DecisionRecord& decision, const ApprovalVote* vote = nullptr);
+
 // The route that holds `record`: by name, else the first whose `to` matches its target.
 const RouteConfig* routeFor(const Config& config, const ApprovalRecord& record);
 

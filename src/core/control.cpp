@@ -311,6 +311,18 @@ ControlReply Control::fromDecision(ControlOp op, const std::string& id, const De
   return reply(status, 200, w);
 }
 
+std::optional<ControlReply> Control::answerFromDecision(ControlOp op, const std::string& id) {
+  // A decision that exists answers every later call, whatever the record says.
+  auto existing = s_.store.get(decisionKey(id));
+  if (!existing) {
+    if (existing.error().code == Errc::not_found) return std::nullopt;
+    return lockBusy(id);
+  }
+  auto parsed = parseDecisionRecord(existing->value);
+  if (!parsed) return conflict(id, "job_changed");
+  return fromDecision(op, id, *parsed);
+}
+
 std::optional<ControlReply> Control::decide(ControlOp op, const std::string& id,
                                             const DecisionRecord& decision) {
   auto created = s_.store.create(decisionKey(id), toJson(decision));
@@ -334,14 +346,7 @@ ControlReply Control::expire(const ApprovalRecord& record) {
                                 .at = formatRfc3339(s_.clock.now()), .reason = "timeout",
                                 .policy_snapshot = record.policy_snapshot, .job_hash = record.job_hash};
   if (auto answered = decide(ControlOp::approve, record.id, decision)) return *answered;
-  (void)updateRecord(s_.store, record.id, [&](ApprovalRecord& r) {
-    if (r.state != ApprovalState::pending) return false;
-    r.state = ApprovalState::expired;
-    r.decided_by = decision.by;
-    r.decided_at = decision.at;
-    r.reason = decision.reason;
-    return true;
-  });
+  markDecided(s_.store, record.id, ApprovalState::expired, decision);
   s_.events.emit(Event{.event = "expired", .approval_id = record.id, .topic = record.topic,
                        .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
                        .policy_snapshot = record.policy_snapshot, .reason = "timeout"});
@@ -379,13 +384,7 @@ ControlReply Control::snapshotChanged(const ApprovalRecord& record, const Policy
       }
       return *answered;
     }
-    (void)updateRecord(s_.store, record.id, [&](ApprovalRecord& r) {
-      r.state = ApprovalState::rejected;
-      r.decided_by = decision.by;
-      r.decided_at = decision.at;
-      r.reason = decision.reason;
-      return true;
-    });
+    markDecided(s_.store, record.id, ApprovalState::rejected, decision);
     s_.events.emit(Event{.event = "rejected", .approval_id = record.id, .topic = record.topic,
                          .subject = record.subject, .rule = verdict.ruleId(), .job_hash = record.job_hash,
                          .policy_snapshot = policy.snapshot(), .reason = "policy_denied"});
@@ -419,14 +418,7 @@ ControlReply Control::approve(const Request& request) {
   auto entry = s_.store.get(id);
   if (!entry) return entry.error().code == Errc::not_found ? notFound(id) : lockBusy(id);
 
-  // A decision that exists answers every later call, whatever the record says.
-  if (auto existing = s_.store.get(decisionKey(id))) {
-    auto parsed = parseDecisionRecord(existing->value);
-    if (!parsed) return conflict(id, "job_changed");
-    return fromDecision(ControlOp::approve, id, *parsed);
-  } else if (existing.error().code != Errc::not_found) {
-    return lockBusy(id);
-  }
+  if (auto answered = answerFromDecision(ControlOp::approve, id)) return *answered;
 
   auto record = parseApprovalRecord(entry->value);
   if (!record || record->id != id) {
@@ -465,14 +457,7 @@ ControlReply Control::approve(const Request& request) {
   if (released.published) s_.metrics.observeApproveToRelease(s_.clock.steady() - started);
   if (!released.published) {
     // The view says approved (the decision key already does); the replayer finishes it.
-    (void)updateRecord(s_.store, id, [&](ApprovalRecord& r) {
-      if (r.state == ApprovalState::pending) r.state = ApprovalState::approved;
-      r.decided_by = decision.by;
-      r.decided_at = decision.at;
-      r.reason = decision.reason;
-      r.approvals.push_back(vote);
-      return true;
-    });
+    markDecided(s_.store, id, ApprovalState::approved, decision, &vote);
     auto w = start("approved", 202);
     w.field("approval_id", id).field("released", false).field("retryable", false);
     if (released.error) w.field("error", released.error->message);
@@ -488,13 +473,7 @@ ControlReply Control::reject(const Request& request) {
   const std::string& id = request.id;
   auto entry = s_.store.get(id);
   if (!entry) return entry.error().code == Errc::not_found ? notFound(id) : lockBusy(id);
-  if (auto existing = s_.store.get(decisionKey(id))) {
-    auto parsed = parseDecisionRecord(existing->value);
-    if (!parsed) return conflict(id, "job_changed");
-    return fromDecision(ControlOp::reject, id, *parsed);
-  } else if (existing.error().code != Errc::not_found) {
-    return lockBusy(id);
-  }
+  if (auto answered = answerFromDecision(ControlOp::reject, id)) return *answered;
   auto record = parseApprovalRecord(entry->value);
   ApprovalRecord fallback;
   fallback.id = id;
@@ -505,13 +484,7 @@ ControlReply Control::reject(const Request& request) {
                                 .at = formatRfc3339(s_.clock.now()), .reason = request.reason,
                                 .policy_snapshot = r.policy_snapshot, .job_hash = r.job_hash};
   if (auto answered = decide(ControlOp::reject, id, decision)) return *answered;
-  (void)updateRecord(s_.store, id, [&](ApprovalRecord& view) {
-    view.state = ApprovalState::rejected;
-    view.decided_by = decision.by;
-    view.decided_at = decision.at;
-    view.reason = decision.reason;
-    return true;
-  });
+  markDecided(s_.store, id, ApprovalState::rejected, decision);
   s_.events.emit(Event{.event = "rejected", .approval_id = id, .topic = r.topic, .subject = r.subject,
                        .rule = r.rule, .job_hash = r.job_hash, .policy_snapshot = r.policy_snapshot,
                        .actor = decision.by, .reason = decision.reason});

@@ -164,14 +164,7 @@ void Replayer::expireIfDue(const std::string& id, ScanResult& result) {
     ++result.expired;
     return;
   }
-  (void)updateRecord(s_.store, id, [&](ApprovalRecord& r) {
-    if (r.state != ApprovalState::pending) return false;
-    r.state = ApprovalState::expired;
-    r.decided_by = decision.by;
-    r.decided_at = decision.at;
-    r.reason = decision.reason;
-    return true;
-  });
+  markDecided(s_.store, id, ApprovalState::expired, decision);
   s_.events.emit(Event{.event = "expired", .approval_id = id, .topic = record->topic,
                        .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                        .policy_snapshot = record->policy_snapshot, .reason = "timeout"});

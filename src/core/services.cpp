@@ -42,6 +42,19 @@ Result<ApprovalRecord> updateRecord(KvStore& store, std::string_view id,
   return fail(Errc::wrong_revision, "record " + std::string(id) + " kept moving under update");
 }
 
+void markDecided(KvStore& store, std::string_view id, ApprovalState state,
+                 const DecisionRecord& decision, const ApprovalVote* vote) {
+  (void)updateRecord(store, id, [&](ApprovalRecord& r) {
+    if (r.state != ApprovalState::pending) return false;
+    r.state = state;
+    r.decided_by = decision.by;
+    r.decided_at = decision.at;
+    r.reason = decision.reason;
+    if (vote != nullptr) r.approvals.push_back(*vote);
+    return true;
+  });
+}
+
 const RouteConfig* routeFor(const Config& config, const ApprovalRecord& record) {
   for (const auto& route : config.routes) {
     if (route.name == record.route) return &route;
