@@ -526,14 +526,16 @@ TEST_F(JsIngressTest, ConsumerAndStreamThatDisappearAreCreatedAgain) {
   ASSERT_EQ(js_DeleteConsumer(client->js(), kStream, kDurable, nullptr, &js_error), NATS_OK);
   ASSERT_TRUE(eventually([&] { return consumerState(*client).exists; }, 15s));
   publishDurably(*client, subjectFor(1), 1);
-  ASSERT_TRUE(eventually([&] { return recorder.calls() == 2; }, 15s));
+  // Job 0 may come again first: its ack can reach the server after the consumer was deleted,
+  // and the new consumer delivers what the work queue still holds (at least once, by design).
+  ASSERT_TRUE(eventually([&] { return recorder.indexes().contains(1); }, 15s));
 
   // As if the server had restarted without its store: the stream is gone too.
   ASSERT_EQ(js_DeleteStream(client->js(), kStream, nullptr, &js_error), NATS_OK);
   ASSERT_TRUE(
       eventually([&] { return streamExists(*client) && consumerState(*client).exists; }, 15s));
   publishDurably(*client, subjectFor(2), 2);
-  ASSERT_TRUE(eventually([&] { return recorder.calls() == 3; }, 15s));
+  ASSERT_TRUE(eventually([&] { return recorder.indexes().contains(2); }, 15s));
   EXPECT_EQ(recorder.indexes(), (std::set<int>{0, 1, 2}));
   EXPECT_GE(ingress->stats().rebinds, 2u);
 }
