@@ -52,6 +52,8 @@ struct RouteConfig {
   // countersign-<name>.
   std::string ingress_stream;
   std::string durable;
+  // mode: jetstream only: how long a taken job may stay unacked before it is redelivered.
+  std::chrono::milliseconds ack_wait{30000};
 };
 
 struct ControlConfig {

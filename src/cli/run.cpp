@@ -258,7 +258,8 @@ int runGateway(const RunOptions& options) {
       natsio::IngressOptions ingress{.stream = ingressStreamName(route),
                                      .subjects = {route.from},
                                      .durable = route.durable.empty() ? "countersign-" + route.name : route.durable,
-                                     .replicas = config.store.replicas};
+                                     .replicas = config.store.replicas,
+                                     .ack_wait = route.ack_wait};
       auto started = natsio::JetStreamIngress::start(
           *intake_plane->connection, std::move(ingress),
           [&intake, &route](Message&& m, const IngressPosition& at) { return intake.onJob(route, std::move(m), &at); },

@@ -231,7 +231,7 @@ void readStore(const yaml::Value& value, StoreConfig& store) {
 
 void readRoute(const yaml::Value& value, RouteConfig& route) {
   const yaml::MapReader map(value, {"name", "from", "to", "mode", "to_stream", "queue", "labels",
-                                    "ingress_stream", "durable"});
+                                    "ingress_stream", "durable", "ack_wait"});
   if (!map.valid()) return;
   if (const auto name = map.require("name")) {
     if (auto text = name->string()) {
@@ -289,6 +289,15 @@ void readRoute(const yaml::Value& value, RouteConfig& route) {
         } else {
           *out = std::move(*text);
         }
+      }
+    }
+  }
+  if (const auto ack_wait = map.get("ack_wait")) {
+    if (const auto duration = ack_wait->duration()) {
+      if (*duration < std::chrono::seconds(1)) {
+        ack_wait->fail("expected at least 1s, got " + ack_wait->describe());
+      } else {
+        route.ack_wait = *duration;
       }
     }
   }

@@ -77,11 +77,19 @@ nats: { inbox_prefix: _CS_INBOX }
 
   auto routes = parseConfig(R"(policy: { file: p.yaml }
 routes:
-  - { name: jobs, from: "agents.jobs.>", to: "jobs.>", mode: jetstream, ingress_stream: IN_JOBS, durable: cs-jobs }
+  - { name: jobs, from: "agents.jobs.>", to: "jobs.>", mode: jetstream, ingress_stream: IN_JOBS, durable: cs-jobs, ack_wait: 45s }
 )", "t.yaml", "/etc");
   ASSERT_TRUE(routes) << routes.error().message;
   EXPECT_EQ(routes->routes[0].ingress_stream, "IN_JOBS");
   EXPECT_EQ(routes->routes[0].durable, "cs-jobs");
+  EXPECT_EQ(routes->routes[0].ack_wait, std::chrono::seconds(45));
+  auto short_wait = parseConfig(R"(policy: { file: p.yaml }
+routes:
+  - { name: jobs, from: "agents.jobs.>", to: "jobs.>", mode: jetstream, ack_wait: 10ms }
+)", "t.yaml", "/etc");
+  ASSERT_FALSE(short_wait);
+  EXPECT_NE(short_wait.error().message.find("routes[0].ack_wait: expected at least 1s"), std::string::npos)
+      << short_wait.error().message;
 
   for (const auto& [yaml, path] : std::vector<std::pair<std::string, std::string>>{
            {"audit: { replicas: 9 }\n", "audit.replicas"},

@@ -252,7 +252,7 @@ INSTANTIATE_TEST_SUITE_P(
                     "routes[0].mode: expected core or jetstream, got \"jetsream\""},
         RefusalCase{"UnknownRouteKey", with(kRouteEnd, kRouteEnd + "    modee: core\n"),
                     "routes[0].modee: unknown key (expected one of: name, from, to, mode, "
-                    "to_stream, queue, labels, ingress_stream, durable)"},
+                    "to_stream, queue, labels, ingress_stream, durable, ack_wait)"},
         RefusalCase{"ReplicasWord", plus("store: {replicas: three}\n"),
                     "store.replicas: expected an integer, got \"three\""},
         RefusalCase{"ReplicasQuoted", plus("store: {replicas: \"3\"}\n"),
