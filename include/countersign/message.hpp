@@ -19,6 +19,10 @@ struct Message {
   std::string payload;
 };
 
+// The bytes NATS counts against max_payload for a message: the header block ("NATS/1.0\r\n",
+// one "Name: value\r\n" per value, a closing "\r\n"; none without headers) plus the payload.
+std::size_t wireSize(const Headers& headers, std::size_t payload_size);
+
 // ASCII case-insensitive prefix test used for the untrusted-header rules.
 bool startsWithIgnoreCase(std::string_view text, std::string_view prefix);
 bool equalsIgnoreCase(std::string_view a, std::string_view b);

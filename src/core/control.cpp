@@ -50,15 +50,9 @@ ControlReply lockBusy(std::string_view id) {
   return reply("conflict", 409, w, "lock_busy");
 }
 
-bool isHashedApprovalId(std::string_view id) {
-  if (id.size() != 34 || !id.starts_with("h-")) return false;
-  return std::all_of(id.begin() + 2, id.end(),
-                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
-
 // Reviewers may name a job by its approval id or by its original job id.
 std::string normaliseId(std::string_view id) {
-  if (isValidApprovalId(id) || isHashedApprovalId(id)) return std::string(id);
+  if (isValidApprovalId(id)) return std::string(id);  // includes the h-<32 hex> form
   return approvalIdFor(id);
 }
 

@@ -35,14 +35,6 @@ bool reservedMsgId(const Headers& headers) {
   return false;
 }
 
-// The bytes NATS counts against max_payload for a message with these headers and payload.
-std::size_t wireSize(const Headers& headers, std::size_t payload_size) {
-  if (headers.empty()) return payload_size;
-  std::size_t size = 12 + 2;  // "NATS/1.0\r\n" ... "\r\n"
-  for (const auto& [name, value] : headers) size += name.size() + 2 + value.size() + 2;
-  return size + payload_size;
-}
-
 // Headroom for the headers countersign adds on release (ids, snapshot, hash, approver).
 constexpr std::size_t kReleaseHeaderHeadroom = 1024;
 

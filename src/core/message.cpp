@@ -34,4 +34,11 @@ void setHeader(Headers& headers, std::string_view name, std::string value) {
   headers.emplace_back(std::string(name), std::move(value));
 }
 
+std::size_t wireSize(const Headers& headers, std::size_t payload_size) {
+  if (headers.empty()) return payload_size;
+  std::size_t size = std::string_view("NATS/1.0\r\n").size() + 2;
+  for (const auto& [name, value] : headers) size += name.size() + 2 + value.size() + 2;
+  return size + payload_size;
+}
+
 }  // namespace countersign

@@ -185,11 +185,8 @@ Result<NatsMsgPtr> toNatsMsg(const OutMessage& message) {
 }
 
 std::size_t wireSize(const OutMessage& message) {
-  std::size_t size = message.payload.size();
-  if (message.headers == nullptr || message.headers->empty()) return size;
-  size += kHeaderLine.size() + 2;  // status line, then the blank line that ends the block
-  for (const auto& [name, value] : *message.headers) size += name.size() + 2 + value.size() + 2;
-  return size;
+  if (message.headers == nullptr) return message.payload.size();
+  return countersign::wireSize(*message.headers, message.payload.size());
 }
 
 }  // namespace countersign::natsio
