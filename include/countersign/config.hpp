@@ -96,6 +96,12 @@ struct AuditConfig {
   std::chrono::seconds max_age{0};  // 0: kept forever
 };
 
+// How much work runs at the same time (each a thread with its own KV round trips in flight).
+struct ConcurrencyConfig {
+  int holds = 1024;  // core-route holds whose KV create is in flight at once (then intake waits)
+  int control = 8;   // control requests (approve, reject, get, list, release) handled at once
+};
+
 struct Config {
   NatsConfig nats;
   PolicyConfig policy;
@@ -106,6 +112,7 @@ struct Config {
   ReleaseConfig release;
   EventsConfig events;
   AuditConfig audit;
+  ConcurrencyConfig concurrency;
   std::string source;  // the file it came from, for messages
 };
 

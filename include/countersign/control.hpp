@@ -34,6 +34,9 @@ class Control {
   // the release without publishing. Subject <prefix>.control.release.
   ControlReply operatorRelease(std::string_view body);
 
+  // The approval id a request body names (normalised as handle() does), or "" when it names
+  // none: requests with the same key must be handled in order (see WorkPool).
+  static std::string requestKey(std::string_view body);
   // handle() plus publishing the reply (with Countersign-Status) when the reply subject is
   // allowed. A request without a reply subject is still applied.
   ControlReply onRequest(ControlOp op, const Message& request);

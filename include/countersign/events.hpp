@@ -26,6 +26,10 @@ struct Event {
   std::string_view actor;
   std::string_view reason;
   std::string_view payload;  // the job's payload; used only with include_payload
+  // A decisive event that a later decisive event of the same sink confirms (it follows on the
+  // same connection into the same stream, and the server stores them in order): sent without
+  // waiting for its own PubAck. The approve path uses it for `approved`, confirmed by `released`.
+  bool confirmed_by_next = false;
 };
 
 struct EventOptions {

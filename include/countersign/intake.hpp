@@ -9,7 +9,9 @@
 #include "countersign/config.hpp"
 #include "countersign/events.hpp"
 #include "countersign/message.hpp"
+#include "countersign/record.hpp"
 #include "countersign/services.hpp"
+#include "countersign/work_pool.hpp"
 
 namespace countersign {
 
@@ -29,7 +31,8 @@ struct IngressPosition {
 // What intake did with one job (for the caller's metrics and for tests).
 struct IntakeOutcome {
   std::string status;  // allowed, denied, throttled, approval_required, conflict, too_large,
-                       // unavailable, unroutable
+                       // unavailable, unroutable; queued: a hold handed to the hold pool (its
+                       // reply, events and metrics follow from there)
   int code = 0;
   std::string rule;
   std::string approval_id;
@@ -43,7 +46,12 @@ class Intake {
  public:
   // `replies`: where answers to producers go (default: services.publisher). Give it a
   // connection that sends at once (send_asap) while forwards keep the batching one.
-  explicit Intake(Services services, Publisher* replies = nullptr);
+  // `hold_pool`: when set, core intake does not wait for a hold's KV create: onJob returns
+  // "queued" and the reply, events and metrics follow when the store answers (createAsync); a
+  // repeated id is checked on the pool (keyed by approval id). Wait for the store's creates,
+  // then drain the pool, before the services go away. JetStream intake always holds in line
+  // (its ack waits for the outcome).
+  explicit Intake(Services services, Publisher* replies = nullptr, WorkPool* hold_pool = nullptr);
   // Core intake: `message.reply` is the producer's reply subject.
   // JetStream intake (`ingress` set): the caller has cleared `message.reply` (it was the ack
   // subject); forwards wait for the PubAck of to_stream and carry a dedup id derived from the
@@ -53,8 +61,12 @@ class Intake {
 
  private:
   struct Job;
+  struct PendingHold;
+  void count(const IntakeOutcome& outcome);
+  // Answers a hold from the outcome of its record's create.
+  IntakeOutcome settle(const Job& job, const ApprovalRecord& record, Result<std::uint64_t> created);
   IntakeOutcome decide(const RouteConfig& route, Message&& message, const IngressPosition* ingress);
-  IntakeOutcome forward(const Job& job, std::string_view rule);
+  IntakeOutcome forward(Job& job, std::string_view rule);
   IntakeOutcome hold(Job& job, const JobView& view, const Policy& policy, const Rule& rule);
   IntakeOutcome refuse(const Job& job, std::string_view status, int code, std::string body,
                        const Event& event);
@@ -63,6 +75,7 @@ class Intake {
   Services s_;
   Publisher& replies_;
   ReplyGuard guard_;
+  WorkPool* hold_pool_ = nullptr;
 };
 
 }  // namespace countersign

@@ -26,9 +26,11 @@ class Releaser {
   explicit Releaser(Services services) : s_(services) {}
   // `by`: "approve" or "replay" (recorded in <id>/released).
   // `vote`: the approval that decided it, folded into the record's view in the same write
-  // (one compare-and-swap instead of two on the approve path).
+  // (one compare-and-swap instead of two on the approve path). `entry`: the record's KV entry
+  // as the caller read it, so that the view's update need not read it again.
   ReleaseOutcome release(const ApprovalRecord& record, const DecisionRecord& decision,
-                         std::string_view by, const ApprovalVote* vote = nullptr);
+                         std::string_view by, const ApprovalVote* vote = nullptr,
+                         const KvEntry* entry = nullptr);
   // The message a release publishes (headers included), for tests and `show`.
   static Headers releaseHeaders(const ApprovalRecord& record, const DecisionRecord& decision);
 

@@ -68,9 +68,11 @@ struct Services {
 
 // Reads, changes and compare-and-swaps the record under `id`, retrying when a concurrent
 // writer moved it on (they converge: every writer applies the same monotone change).
-// `change` returns false to leave the record as it is.
+// `change` returns false to leave the record as it is. `known`: the entry the caller read last;
+// the first attempt starts from it instead of reading again (a stale one only costs a retry).
 Result<ApprovalRecord> updateRecord(KvStore& store, std::string_view id,
-                                    const std::function<bool(ApprovalRecord&)>& change);
+                                    const std::function<bool(ApprovalRecord&)>& change,
+                                    const KvEntry* known = nullptr);
 
 // Writes a decision into the record's view (state, decided_by/at, reason, and the vote when
 // given), after the <id>/decision key that makes it true. Only a pending view moves: the view

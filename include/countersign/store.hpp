@@ -1,8 +1,9 @@
 // The key-value store the approval state lives in (a JetStream KV bucket in production, an
-// in-memory map in unit tests). All calls are synchronous and thread-safe.
+// in-memory map in unit tests). All calls are thread-safe and synchronous, except createAsync.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,6 +35,14 @@ class KvStore {
 
   // Keys that currently have a value, in any order.
   virtual Result<std::vector<std::string>> keys() = 0;
+
+  // create() without waiting for the answer: `done` gets exactly what create() would return,
+  // exactly once, on any thread (possibly before this call returns). It must not block: it may
+  // run on the client library's delivery thread. The default runs create() in the caller.
+  using CreateDone = std::function<void(Result<std::uint64_t>)>;
+  virtual void createAsync(std::string_view key, std::string_view value, CreateDone done) {
+    done(create(key, value));
+  }
 };
 
 }  // namespace countersign

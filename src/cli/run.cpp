@@ -28,6 +28,7 @@
 #include "countersign/releaser.hpp"
 #include "countersign/replayer.hpp"
 #include "countersign/services.hpp"
+#include "countersign/work_pool.hpp"
 #include "http/admin_server.hpp"
 #include "nats/audit_stream.hpp"
 #include "nats/connection.hpp"
@@ -114,7 +115,7 @@ Result<Plane> openPlane(const Config& config, std::string_view name, bool send_a
   if (!connection) return std::unexpected(connection.error());
   plane.connection = std::move(*connection);
   plane.publisher = std::make_unique<natsio::NatsPublisher>(*plane.connection);
-  auto store = natsio::KvBucket::open(*plane.connection, config.store);
+  auto store = natsio::KvBucket::open(*plane.connection, config.store, config.concurrency.holds);
   if (!store) return std::unexpected(store.error());
   plane.store = std::move(*store);
   EventOptions events{.prefix = config.control.prefix,
@@ -222,18 +223,40 @@ int runGateway(const RunOptions& options) {
                                  policy, throttler, *intake_plane->events, log, metrics};
   const Services control_services{config, *control_plane->store, *control_plane->publisher, clock, ids,
                                   policy, throttler, *control_plane->events, log, metrics};
+  // Control requests run on a pool (concurrency.control threads), each on the thread chosen by
+  // its approval id, so that one id's requests stay in order. Holds do not wait for their KV
+  // create (concurrency.holds in flight); the few that find their id taken are checked on the
+  // hold pool.
+  constexpr std::size_t kHoldCheckThreads = 4;
+  WorkPool hold_pool(kHoldCheckThreads);
+  WorkPool control_pool(static_cast<std::size_t>(config.concurrency.control));
   // Answers to producers go out at once on the control connection (send_asap); forwards keep
   // the intake connection's batching.
-  Intake intake(intake_services, control_plane->publisher.get());
+  Intake intake(intake_services, control_plane->publisher.get(), &hold_pool);
   Releaser releaser(control_services);
   Control control(control_services, releaser);
   Replayer replayer(control_services, releaser, replay_options);
+  // On every way out: the subscriptions (declared below) stop first, then what they queued
+  // finishes here, while intake and control still exist.
+  struct DrainPools {
+    natsio::KvBucket& intake_store;
+    WorkPool& holds;
+    WorkPool& control;
+    ~DrainPools() {
+      (void)intake_store.waitForCreates(std::chrono::seconds(10));
+      holds.drain();
+      control.drain();
+    }
+  } drain_pools{*intake_plane->store, hold_pool, control_pool};
 
   std::vector<std::unique_ptr<natsio::Subscription>> control_subs;
   for (const auto op : {ControlOp::approve, ControlOp::reject, ControlOp::get, ControlOp::list}) {
     const std::string subject = config.control.prefix + ".control." + std::string(toString(op));
-    auto sub = natsio::Subscription::subscribe(*control_plane->connection, subject, "countersign",
-                                               [&control, op](Message&& m) { control.onRequest(op, m); });
+    auto sub = natsio::Subscription::subscribe(
+        *control_plane->connection, subject, "countersign", [&control, &control_pool, op](Message&& m) {
+          std::string key = Control::requestKey(m.payload);
+          control_pool.submit(key, [&control, op, request = std::move(m)] { control.onRequest(op, request); });
+        });
     if (!sub) {
       std::cerr << "countersign: cannot subscribe to " << subject << ": " << sub.error().message << '\n';
       return kExitStart;
@@ -244,7 +267,12 @@ int runGateway(const RunOptions& options) {
     const std::string subject = config.control.prefix + ".control.release";
     auto sub = natsio::Subscription::subscribe(
         *control_plane->connection, subject, "countersign",
-        [&control](Message&& m) { control.answer(m, control.operatorRelease(m.payload)); });
+        [&control, &control_pool](Message&& m) {
+          std::string key = Control::requestKey(m.payload);
+          control_pool.submit(key, [&control, request = std::move(m)] {
+            control.answer(request, control.operatorRelease(request.payload));
+          });
+        });
     if (!sub) {
       std::cerr << "countersign: cannot subscribe to " << subject << ": " << sub.error().message << '\n';
       return kExitStart;
@@ -405,14 +433,20 @@ int runGateway(const RunOptions& options) {
     return std::max(std::chrono::milliseconds(1), std::chrono::duration_cast<std::chrono::milliseconds>(
                                                       deadline - std::chrono::steady_clock::now()));
   };
+  // Holds queued by intake answer producers on the control connection: both pools finish
+  // before either connection closes.
   if (intake_plane->connection->connected()) {
     for (auto& sub : intake_subs) (void)sub->drain(left());
-    intake_plane->connection->drain(left());
   }
+  (void)intake_plane->store->waitForCreates(left());
+  hold_pool.drain();
+  if (intake_plane->connection->connected()) intake_plane->connection->drain(left());
   if (control_plane->connection->connected()) {
     for (auto& sub : control_subs) (void)sub->drain(left());
-    control_plane->connection->drain(left());
   }
+  control_pool.drain();
+  control_plane->store->stopWatching();
+  if (control_plane->connection->connected()) control_plane->connection->drain(left());
   if (embedded) embedded->stop();
   log.info("stopped");
   return 0;

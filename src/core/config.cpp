@@ -406,7 +406,7 @@ void readToken(const yaml::Value& value, ApiToken& token, const std::string& bas
 void readSections(const yaml::Value& root, Config& config, const std::string& base_dir,
                   const Environment& env) {
   const yaml::MapReader top(root, {"nats", "policy", "store", "routes", "control", "admin",
-                                   "release", "events", "audit"});
+                                   "release", "events", "audit", "concurrency"});
   if (!top.valid()) return;
   if (const auto nats = top.get("nats")) readNats(*nats, config.nats);
   if (const auto policy = top.require("policy")) readPolicy(*policy, config.policy);
@@ -458,6 +458,13 @@ void readSections(const yaml::Value& root, Config& config, const std::string& ba
           config.audit.max_age = std::chrono::duration_cast<std::chrono::seconds>(*duration);
         }
       }
+    }
+  }
+  if (const auto concurrency = top.get("concurrency")) {
+    const yaml::MapReader map(*concurrency, {"holds", "control"});
+    if (map.valid()) {
+      map.read("holds", config.concurrency.holds, 1, 65536);
+      map.read("control", config.concurrency.control, 1, 256);
     }
   }
   if (const auto release = top.get("release")) {

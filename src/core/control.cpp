@@ -110,6 +110,17 @@ struct Control::Request {
 Control::Control(Services services, Releaser& releaser)
     : s_(services), releaser_(releaser), guard_(services.config) {}
 
+std::string Control::requestKey(std::string_view body) {
+  auto parsed = json::parseStrict(body);
+  if (!parsed || !parsed->IsObject()) return {};
+  const auto it = parsed->FindMember("id");
+  if (it == parsed->MemberEnd() || !it->value.IsString() || it->value.GetStringLength() == 0 ||
+      it->value.GetStringLength() > 1024) {
+    return {};
+  }
+  return normaliseId(std::string_view(it->value.GetString(), it->value.GetStringLength()));
+}
+
 ControlReply Control::onRequest(ControlOp op, const Message& request) {
   ControlReply reply_to_send = handle(op, request.payload);
   answer(request, reply_to_send);
@@ -412,28 +423,35 @@ ControlReply Control::approve(const Request& request) {
   auto entry = s_.store.get(id);
   if (!entry) return entry.error().code == Errc::not_found ? notFound(id) : lockBusy(id);
 
-  if (auto answered = answerFromDecision(ControlOp::approve, id)) return *answered;
-
   auto record = parseApprovalRecord(entry->value);
-  if (!record || record->id != id) {
-    ApprovalRecord shell;
-    shell.id = id;
-    return jobChanged(shell, record ? "record id differs from its key" : record.error().message);
-  }
-  // With on_timeout: allow the deadline releases the job; a human may still decide before that.
-  if (record->on_timeout != "allow" && pastDeadline(*record, s_.clock.now())) return expire(*record);
-  if (request.job_hash && *request.job_hash != record->job_hash) {
-    return jobChanged(*record, "the reviewer saw another job hash");
-  }
-  bool payload_ok = true;
-  const std::string actual_hash = recomputeHash(*record, payload_ok);
-  if (!payload_ok || actual_hash != record->job_hash) {
-    return jobChanged(*record, "the record no longer hashes to its job hash");
-  }
   const auto policy = s_.policy.current();
-  if (record->policy_snapshot != policy->snapshot()) return snapshotChanged(*record, *policy);
-  if (request.policy_snapshot && *request.policy_snapshot != record->policy_snapshot) {
-    return conflict(id, "snapshot_changed");
+  bool payload_ok = true;
+  const bool hash_ok = record && recomputeHash(*record, payload_ok) == record->job_hash && payload_ok;
+  // The usual case (a pending record that passes every check) goes straight to the create of
+  // <id>/decision, which finds an earlier decision by itself. Every other outcome first looks
+  // for one: a decision that exists answers every later call, whatever the record says.
+  const bool clean = record && record->id == id && record->state == ApprovalState::pending && hash_ok &&
+                     !(record->on_timeout != "allow" && pastDeadline(*record, s_.clock.now())) &&
+                     (!request.job_hash || *request.job_hash == record->job_hash) &&
+                     record->policy_snapshot == policy->snapshot() &&
+                     (!request.policy_snapshot || *request.policy_snapshot == record->policy_snapshot);
+  if (!clean) {
+    if (auto answered = answerFromDecision(ControlOp::approve, id)) return *answered;
+    if (!record || record->id != id) {
+      ApprovalRecord shell;
+      shell.id = id;
+      return jobChanged(shell, record ? "record id differs from its key" : record.error().message);
+    }
+    // With on_timeout: allow the deadline releases the job; a human may still decide before that.
+    if (record->on_timeout != "allow" && pastDeadline(*record, s_.clock.now())) return expire(*record);
+    if (request.job_hash && *request.job_hash != record->job_hash) {
+      return jobChanged(*record, "the reviewer saw another job hash");
+    }
+    if (!hash_ok) return jobChanged(*record, "the record no longer hashes to its job hash");
+    if (record->policy_snapshot != policy->snapshot()) return snapshotChanged(*record, *policy);
+    if (request.policy_snapshot && *request.policy_snapshot != record->policy_snapshot) {
+      return conflict(id, "snapshot_changed");
+    }
   }
 
   const DecisionRecord decision{.decision = FinalDecision::approved, .by = request.approver,
@@ -445,9 +463,9 @@ ControlReply Control::approve(const Request& request) {
   s_.events.emit(Event{.event = "approved", .approval_id = id, .topic = record->topic,
                        .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                        .policy_snapshot = record->policy_snapshot, .actor = decision.by,
-                       .reason = decision.reason});
+                       .reason = decision.reason, .confirmed_by_next = true});
 
-  const ReleaseOutcome released = releaser_.release(*record, decision, "approve", &vote);
+  const ReleaseOutcome released = releaser_.release(*record, decision, "approve", &vote, &*entry);
   if (released.published) s_.metrics.observeApproveToRelease(s_.clock.steady() - started);
   if (!released.published) {
     // The view says approved (the decision key already does); the replayer finishes it.

@@ -75,7 +75,7 @@ void EventSink::emit(const Event& e) {
   } else {
     payload = body(e, 0, {});
   }
-  const bool durable = options_.durable_decisions && decisive(e.event);
+  const bool durable = options_.durable_decisions && decisive(e.event) && !e.confirmed_by_next;
   OutMessage out{.subject = subject, .reply = {}, .headers = headers.empty() ? nullptr : &headers,
                  .payload = payload};
   auto sent = publisher_.publish(out, durable ? Delivery::jetstream : Delivery::core,

@@ -1,5 +1,6 @@
 #include "countersign/intake.hpp"
 
+#include <memory>
 #include <optional>
 
 #include "countersign/events.hpp"
@@ -40,9 +41,6 @@ constexpr std::size_t kReleaseHeaderHeadroom = 1024;
 
 }  // namespace
 
-Intake::Intake(Services services, Publisher* replies)
-    : s_(services), replies_(replies ? *replies : services.publisher), guard_(services.config) {}
-
 bool Intake::reply(const Job& job, std::string_view status, const std::string& body) {
   if (job.reply_to.empty()) return false;
   Headers headers{{"Countersign-Status", std::string(status)}};
@@ -63,11 +61,26 @@ IntakeOutcome Intake::refuse(const Job& job, std::string_view status, int code, 
   return outcome;
 }
 
+struct Intake::PendingHold {
+  Job job;
+  ApprovalRecord record;
+  std::string value;
+};
+
+Intake::Intake(Services services, Publisher* replies, WorkPool* hold_pool)
+    : s_(services), replies_(replies ? *replies : services.publisher), guard_(services.config),
+      hold_pool_(hold_pool) {}
+
 IntakeOutcome Intake::onJob(const RouteConfig& route, Message&& message,
                             const IngressPosition* ingress) {
   IntakeOutcome outcome = decide(route, std::move(message), ingress);
-  s_.metrics.decision(outcome.status == "approval_required" ? "held" : outcome.status, outcome.rule);
+  count(outcome);
   return outcome;
+}
+
+void Intake::count(const IntakeOutcome& outcome) {
+  if (outcome.status == "queued") return;  // counted when the hold pool has stored it
+  s_.metrics.decision(outcome.status == "approval_required" ? "held" : outcome.status, outcome.rule);
 }
 
 IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
@@ -151,8 +164,10 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
   return IntakeOutcome{.status = "unroutable", .code = 500};
 }
 
-IntakeOutcome Intake::forward(const Job& job, std::string_view rule) {
-  Headers headers = job.msg.headers;
+IntakeOutcome Intake::forward(Job& job, std::string_view rule) {
+  // The job is not needed in its received form any more: its headers go out with it.
+  Headers headers = std::move(job.msg.headers);
+  headers.reserve(headers.size() + 5);
   headers.emplace_back("Countersign-Decision", "allow");
   headers.emplace_back("Countersign-Approval", "none");
   headers.emplace_back("Countersign-Rule", std::string(rule));
@@ -228,7 +243,7 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
     record.on_timeout = rule.human.on_timeout;
   }
 
-  const std::string value = toJson(record);
+  std::string value = toJson(record);
   const std::size_t max_payload = s_.publisher.maxPayload();
   if (value.size() > max_payload ||
       wireSize(record.headers, record.payload.size()) + kReleaseHeaderHeadroom > max_payload) {
@@ -242,7 +257,28 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
     return outcome;
   }
 
-  auto created = s_.store.create(record.id, value);
+  if (hold_pool_ != nullptr && job.ingress == nullptr) {
+    // Core intake: the delivery thread does not wait for the KV create; it takes the next job
+    // while many creates are in flight. JetStream intake stays in line: its ack waits.
+    IntakeOutcome queued{.status = "queued", .code = 0, .rule = record.rule, .approval_id = record.id};
+    auto pending = std::make_shared<PendingHold>(PendingHold{std::move(job), std::move(record), std::move(value)});
+    s_.store.createAsync(pending->record.id, pending->value, [this, pending](Result<std::uint64_t> created) {
+      if (!created && created.error().code == Errc::exists) {
+        // The id is held already: telling a repeat from a conflict takes reads, which must
+        // not wait on the store's answer thread.
+        hold_pool_->submit(pending->record.id, [this, pending, created = std::move(created)]() mutable {
+          count(settle(pending->job, pending->record, std::move(created)));
+        });
+        return;
+      }
+      count(settle(pending->job, pending->record, std::move(created)));
+    });
+    return queued;
+  }
+  return settle(job, record, s_.store.create(record.id, value));
+}
+
+IntakeOutcome Intake::settle(const Job& job, const ApprovalRecord& record, Result<std::uint64_t> created) {
   if (!created && created.error().code == Errc::exists) {
     auto existing = s_.store.get(record.id);
     auto stored = existing ? parseApprovalRecord(existing->value) : std::unexpected(existing.error());
@@ -274,7 +310,7 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
       w.field("status", "conflict").field("code", 409).field("reason", "id_conflict").field("approval_id", record.id);
       return refuse(job, "conflict", 409, w.finish(),
                     Event{.event = "conflict", .approval_id = record.id, .topic = job.topic,
-                          .subject = job.msg.subject, .rule = rule.id, .job_hash = record.job_hash,
+                          .subject = job.msg.subject, .rule = record.rule, .job_hash = record.job_hash,
                           .reason = "id_conflict"});
     }
     created = std::unexpected(stored.error());
@@ -282,7 +318,7 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
   if (!created) {
     // Fail closed: nothing forwarded, nothing held; the producer may send again.
     s_.log.error("hold failed", {{"approval_id", record.id}, {"error", created.error().message}});
-    IntakeOutcome outcome{.status = "unavailable", .code = 503, .rule = rule.id, .approval_id = record.id,
+    IntakeOutcome outcome{.status = "unavailable", .code = 503, .rule = record.rule, .approval_id = record.id,
                           .ack = IngressAck::nak, .redeliver_after = std::chrono::milliseconds(1000)};
     JsonObjectWriter w;
     w.field("status", "unavailable").field("code", 503).field("retryable", true);
@@ -291,7 +327,7 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
   }
 
   s_.events.emit(Event{.event = "held", .approval_id = record.id, .topic = job.topic,
-                       .subject = job.msg.subject, .rule = rule.id, .job_hash = record.job_hash,
+                       .subject = job.msg.subject, .rule = record.rule, .job_hash = record.job_hash,
                        .policy_snapshot = record.policy_snapshot, .payload = record.payload});
   JsonObjectWriter w;
   w.field("status", "approval_required")
@@ -299,8 +335,8 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
       .field("approval_id", record.id)
       .field("job_hash", record.job_hash)
       .field("policy_snapshot", record.policy_snapshot)
-      .field("rule", rule.id);
-  IntakeOutcome outcome{.status = "approval_required", .code = 202, .rule = rule.id, .approval_id = record.id};
+      .field("rule", record.rule);
+  IntakeOutcome outcome{.status = "approval_required", .code = 202, .rule = record.rule, .approval_id = record.id};
   outcome.replied = reply(job, "approval_required", w.finish());
   return outcome;
 }

@@ -18,7 +18,8 @@ Headers Releaser::releaseHeaders(const ApprovalRecord& record, const DecisionRec
 }
 
 ReleaseOutcome Releaser::release(const ApprovalRecord& record, const DecisionRecord& decision,
-                                 std::string_view by, const ApprovalVote* vote) {
+                                 std::string_view by, const ApprovalVote* vote,
+                                 const KvEntry* entry) {
   ReleaseOutcome outcome;
   outcome.msg_id = "countersign:" + record.id;
   const RouteConfig* route = routeFor(s_.config, record);
@@ -63,7 +64,7 @@ ReleaseOutcome Releaser::release(const ApprovalRecord& record, const DecisionRec
     }
     if (vote != nullptr) r.approvals.push_back(*vote);
     return true;
-  });
+  }, entry);
   if (!view) {
     s_.log.warn("record view not updated", {{"approval_id", record.id}, {"error", view.error().message}});
   }

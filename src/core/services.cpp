@@ -27,10 +27,11 @@ bool ReplyGuard::allowed(std::string_view reply_subject) const {
 }
 
 Result<ApprovalRecord> updateRecord(KvStore& store, std::string_view id,
-                                    const std::function<bool(ApprovalRecord&)>& change) {
+                                    const std::function<bool(ApprovalRecord&)>& change,
+                                    const KvEntry* known) {
   constexpr int kAttempts = 16;
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
-    auto entry = store.get(id);
+    Result<KvEntry> entry = attempt == 0 && known != nullptr ? Result<KvEntry>(*known) : store.get(id);
     if (!entry) return std::unexpected(entry.error());
     auto record = parseApprovalRecord(entry->value);
     if (!record) return std::unexpected(record.error());

@@ -1,8 +1,14 @@
 #include "nats/kv_bucket.hpp"
 
 #include <algorithm>
+#include <condition_variable>
 #include <limits>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
 
 namespace countersign::natsio {
 namespace {
@@ -27,10 +33,211 @@ Status checkValueSize(std::string_view value) {
   return {};
 }
 
+// The keys cnats' kvStore accepts: A-Z a-z 0-9 _ - / = \ and '.' (not first, last or twice
+// in a row).
+bool validKey(std::string_view key) {
+  if (key.empty() || key.front() == '.' || key.back() == '.') return false;
+  char previous = 0;
+  for (const char c : key) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                    c == '-' || c == '/' || c == '=' || c == '\\' || (c == '.' && previous != '.');
+    if (!ok) return false;
+    previous = c;
+  }
+  return true;
+}
+
+constexpr std::chrono::milliseconds kAsyncCreateTimeout{5000};
+constexpr std::chrono::milliseconds kAsyncSweepEvery{100};
+constexpr jsErrCode kWrongLastSequence = static_cast<jsErrCode>(10071);
+
 }  // namespace
 
+constexpr std::chrono::seconds kFullListingEvery{30};
+constexpr std::int64_t kWatchWaitMs = 500;
+
+// The bucket's keys as a watcher (meta only) reports them, so that keys() need not list the
+// whole bucket every time.
+struct KvBucket::KeyIndex {
+  mutable std::mutex mutex;
+  std::unordered_set<std::string> keys;
+  bool live = false;  // the watcher delivered the initial state and still runs
+  std::chrono::steady_clock::time_point last_full{};
+  bool listing = false;
+  std::vector<std::string> added_while_listing;
+  std::mutex listing_mutex;  // one full listing at a time
+  std::atomic<bool> stopping{false};
+  kvWatcher* watcher = nullptr;  // guarded by mutex
+  std::once_flag started;  // the watcher starts with the first keys() call
+  std::thread thread;
+
+  bool active = false;  // keys() was called: from then on the index is kept
+
+  void add(const std::string& key) {
+    const std::lock_guard lock(mutex);
+    if (!active) return;
+    keys.insert(key);
+    if (listing) added_while_listing.push_back(key);
+  }
+};
+
+// Creates in flight: a JetStream context of its own (its PubAck handler is ours), the callback
+// of every unanswered publish by its message, and a thread that times out the unanswered ones.
+struct KvBucket::AsyncCreates {
+  using Clock = std::chrono::steady_clock;
+  struct Pending {
+    CreateDone done;
+    Clock::time_point deadline;
+    std::string key;
+  };
+
+  KeyIndex* index = nullptr;
+
+  jsCtx* js = nullptr;
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::unordered_map<const natsMsg*, Pending> pending;
+  std::size_t abandoned = 0;  // timed out here, maybe still awaited by cnats
+  bool stopping = false;
+  std::thread sweeper;
+
+  static void onAck(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* error, void* closure) {
+    auto* self = static_cast<AsyncCreates*>(closure);
+    Pending entry;
+    bool found = false;
+    {
+      const std::lock_guard lock(self->mutex);
+      if (auto it = self->pending.find(msg); it != self->pending.end()) {
+        entry = std::move(it->second);
+        self->pending.erase(it);
+        found = true;
+      } else if (self->abandoned > 0) {
+        --self->abandoned;  // the answer to one that timed out
+      }
+    }
+    if (found) {
+      if (ack != nullptr) {
+        if (self->index != nullptr) self->index->add(entry.key);
+        entry.done(ack->Sequence);
+      } else if (error != nullptr && error->ErrCode == kWrongLastSequence) {
+        entry.done(fail(Errc::exists, "key " + entry.key + " exists"));
+      } else {
+        const natsStatus s = error != nullptr ? error->Err : NATS_ERR;
+        std::string text = error != nullptr && error->ErrText != nullptr ? error->ErrText : natsStatus_GetText(s);
+        Errc code = errcFor(s);
+        if (code == Errc::internal) code = Errc::unavailable;
+        entry.done(fail(code, "KV create " + entry.key + ": " + text));
+      }
+      self->changed.notify_all();
+    }
+    natsMsg_Destroy(msg);
+  }
+
+  void sweep() {
+    std::unique_lock lock(mutex);
+    while (!stopping) {
+      changed.wait_for(lock, kAsyncSweepEvery);
+      const auto now = Clock::now();
+      std::vector<Pending> expired;
+      for (auto it = pending.begin(); it != pending.end();) {
+        if (it->second.deadline <= now) {
+          expired.push_back(std::move(it->second));
+          it = pending.erase(it);
+          ++abandoned;
+        } else {
+          ++it;
+        }
+      }
+      if (expired.empty()) continue;
+      lock.unlock();
+      for (auto& entry : expired) {
+        entry.done(fail(Errc::timeout, "KV create " + entry.key + ": no PubAck within " +
+                                           std::to_string(kAsyncCreateTimeout.count()) + " ms"));
+      }
+      changed.notify_all();
+      lock.lock();
+    }
+  }
+};
+
+Status KvBucket::startAsync(int max_pending) {
+  auto state = std::make_unique<AsyncCreates>();
+  jsOptions options;
+  jsOptions_Init(&options);
+  options.Wait = kAsyncCreateTimeout.count();
+  options.PublishAsync.AckHandler = &AsyncCreates::onAck;
+  options.PublishAsync.AckHandlerClosure = state.get();
+  options.PublishAsync.MaxPending = std::max(1, max_pending);
+  options.PublishAsync.StallWait = kAsyncCreateTimeout.count();
+  natsStatus s = natsConnection_JetStream(&state->js, connection_.raw(), &options);
+  if (s != NATS_OK) return std::unexpected(natsError(s, "JetStream context for KV creates"));
+  state->index = index_.get();
+  state->sweeper = std::thread([raw = state.get()] { raw->sweep(); });
+  async_ = state.release();
+  return {};
+}
+
+void KvBucket::watchKeys() {
+  KeyIndex& index = *index_;
+  auto pause = [&](std::chrono::milliseconds delay) {
+    const auto until = std::chrono::steady_clock::now() + delay;
+    while (!index.stopping && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  };
+  while (!index.stopping) {
+    if (!connection_.connected()) {
+      pause(std::chrono::milliseconds(200));
+      continue;
+    }
+    kvWatchOptions options;
+    kvWatchOptions_Init(&options);
+    options.MetaOnly = true;
+    kvWatcher* watcher = nullptr;
+    if (kvStore_WatchAll(&watcher, kv_, &options) != NATS_OK) {
+      pause(std::chrono::milliseconds(1000));
+      continue;
+    }
+    {
+      const std::lock_guard lock(index.mutex);
+      index.watcher = watcher;
+    }
+    while (!index.stopping) {
+      kvEntry* entry = nullptr;
+      const natsStatus s = kvWatcher_Next(&entry, watcher, kWatchWaitMs);
+      if (s == NATS_TIMEOUT) continue;
+      if (s != NATS_OK) break;  // stopped, or the subscription failed: start a new watcher
+      if (entry == nullptr) {
+        const std::lock_guard lock(index.mutex);
+        index.live = true;  // the initial state is in
+        continue;
+      }
+      const std::string key = kvEntry_Key(entry);
+      const bool put = kvEntry_Operation(entry) == kvOp_Put;
+      kvEntry_Destroy(entry);
+      if (put) {
+        index.add(key);
+      } else {
+        const std::lock_guard lock(index.mutex);
+        index.keys.erase(key);
+      }
+    }
+    {
+      const std::lock_guard lock(index.mutex);
+      index.watcher = nullptr;
+      index.live = false;
+    }
+    kvWatcher_Destroy(watcher);
+  }
+}
+
+bool KvBucket::indexLive() const {
+  const std::lock_guard lock(index_->mutex);
+  return index_->live;
+}
+
 Result<std::unique_ptr<KvBucket>> KvBucket::open(Connection& connection,
-                                                 const StoreConfig& config) {
+                                                 const StoreConfig& config, int max_async_creates) {
   kvStore* kv = nullptr;
   natsStatus s = js_KeyValue(&kv, connection.js(), config.bucket.c_str());
   if (s == NATS_NOT_FOUND) {
@@ -54,11 +261,90 @@ Result<std::unique_ptr<KvBucket>> KvBucket::open(Connection& connection,
   if (s != NATS_OK) {
     return std::unexpected(kvError(s, "cannot open KV bucket " + config.bucket));
   }
-  return std::unique_ptr<KvBucket>(new KvBucket(connection, kv, config.bucket));
+  std::unique_ptr<KvBucket> bucket(new KvBucket(connection, kv, config.bucket));
+  if (auto started = bucket->startAsync(max_async_creates); !started) return std::unexpected(started.error());
+  return bucket;
+}
+
+KvBucket::KvBucket(Connection& connection, kvStore* kv, std::string bucket)
+    : connection_(connection), kv_(kv), bucket_(std::move(bucket)), index_(std::make_unique<KeyIndex>()) {}
+
+void KvBucket::stopWatching() {
+  // Also keeps keys() from starting a watcher later.
+  std::call_once(index_->started, [] {});
+  index_->stopping = true;
+  {
+    const std::lock_guard lock(index_->mutex);
+    if (index_->watcher != nullptr) kvWatcher_Stop(index_->watcher);
+    index_->live = false;
+  }
+  if (index_->thread.joinable()) index_->thread.join();
 }
 
 KvBucket::~KvBucket() {
+  stopWatching();
+  if (async_ != nullptr) {
+    (void)waitForCreates(kAsyncCreateTimeout);
+    std::size_t abandoned = 0;
+    std::vector<AsyncCreates::Pending> left;
+    {
+      const std::lock_guard lock(async_->mutex);
+      async_->stopping = true;
+      for (auto& [msg, entry] : async_->pending) left.push_back(std::move(entry));
+      abandoned = async_->abandoned + async_->pending.size();
+      async_->pending.clear();
+      async_->abandoned = abandoned;
+    }
+    async_->changed.notify_all();
+    async_->sweeper.join();
+    for (auto& entry : left) entry.done(fail(Errc::unavailable, "KV create " + entry.key + ": bucket closed"));
+    jsCtx_Destroy(async_->js);
+    // cnats may still hold unanswered publishes whose PubAck would come to this state: then it
+    // stays (a few bytes, only after lost PubAcks) rather than be freed under a late callback.
+    if (abandoned == 0) delete async_;
+  }
   kvStore_Destroy(kv_);
+}
+
+bool KvBucket::waitForCreates(std::chrono::milliseconds timeout) {
+  if (async_ == nullptr) return true;
+  std::unique_lock lock(async_->mutex);
+  return async_->changed.wait_for(lock, timeout, [this] { return async_->pending.empty(); });
+}
+
+void KvBucket::createAsync(std::string_view key, std::string_view value, CreateDone done) {
+  if (auto ok = checkValueSize(value); !ok) return done(std::unexpected(ok.error()));
+  std::string k(key);
+  if (!validKey(k)) return done(fail(Errc::invalid_argument, "KV create: invalid key \"" + k + "\""));
+  if (auto ok = checkConnected("KV create " + k); !ok) return done(std::unexpected(ok.error()));
+  const std::string subject = "$KV." + bucket_ + "." + k;
+  natsMsg* msg = nullptr;
+  natsStatus s = natsMsg_Create(&msg, subject.c_str(), nullptr, value.data(), static_cast<int>(value.size()));
+  if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Nats-Expected-Last-Subject-Sequence", "0");
+  if (s != NATS_OK) {
+    natsMsg_Destroy(msg);
+    return done(std::unexpected(kvError(s, "KV create " + k)));
+  }
+  const natsMsg* id = msg;
+  {
+    const std::lock_guard lock(async_->mutex);
+    async_->pending.emplace(id, AsyncCreates::Pending{std::move(done),
+                                                      AsyncCreates::Clock::now() + kAsyncCreateTimeout, k});
+  }
+  // On success cnats owns the message (and sets `msg` to null); the PubAck may already have
+  // been handled when this returns.
+  s = js_PublishMsgAsync(async_->js, &msg, nullptr);
+  if (s == NATS_OK) return;
+  CreateDone failed;
+  {
+    const std::lock_guard lock(async_->mutex);
+    if (auto it = async_->pending.find(id); it != async_->pending.end()) {
+      failed = std::move(it->second.done);
+      async_->pending.erase(it);
+    }
+  }
+  natsMsg_Destroy(msg);
+  if (failed) failed(std::unexpected(kvError(s, "KV create " + k)));
 }
 
 Status KvBucket::checkConnected(std::string_view what) const {
@@ -73,7 +359,10 @@ Result<std::uint64_t> KvBucket::create(std::string_view key, std::string_view va
   std::uint64_t revision = 0;
   natsStatus s =
       kvStore_Create(&revision, kv_, k.c_str(), value.data(), static_cast<int>(value.size()));
-  if (s == NATS_OK) return revision;
+  if (s == NATS_OK) {
+    index_->add(k);
+    return revision;
+  }
   if (lostCompareAndSwap(s)) return fail(Errc::exists, "key " + k + " exists");
   Error error = kvError(s, "KV create " + k);
   // On a replicated bucket cnats 3.4.1 checks a lost create with a direct get, which a lagging
@@ -131,6 +420,39 @@ Result<std::uint64_t> KvBucket::update(std::string_view key, std::string_view va
 }
 
 Result<std::vector<std::string>> KvBucket::keys() {
+  std::call_once(index_->started, [this] {
+    {
+      const std::lock_guard lock(index_->mutex);
+      index_->active = true;
+    }
+    index_->thread = std::thread([this] { watchKeys(); });
+  });
+  {
+    const std::lock_guard lock(index_->mutex);
+    if (index_->live && std::chrono::steady_clock::now() - index_->last_full < kFullListingEvery) {
+      return std::vector<std::string>(index_->keys.begin(), index_->keys.end());
+    }
+  }
+  // Rebuild from a full listing; keys the watcher or our creates add meanwhile are kept.
+  const std::lock_guard listing(index_->listing_mutex);
+  {
+    const std::lock_guard lock(index_->mutex);
+    index_->listing = true;
+    index_->added_while_listing.clear();
+  }
+  auto listed = listKeys();
+  const std::lock_guard lock(index_->mutex);
+  index_->listing = false;
+  if (!listed) return listed;
+  std::unordered_set<std::string> keys(listed->begin(), listed->end());
+  keys.insert(index_->added_while_listing.begin(), index_->added_while_listing.end());
+  index_->added_while_listing.clear();
+  index_->keys = std::move(keys);
+  index_->last_full = std::chrono::steady_clock::now();
+  return std::vector<std::string>(index_->keys.begin(), index_->keys.end());
+}
+
+Result<std::vector<std::string>> KvBucket::listKeys() {
   if (auto ok = checkConnected("KV keys of " + bucket_); !ok) return std::unexpected(ok.error());
   // No Timeout: with one set, cnats 3.4.1's kvStore_Keys gives up early on larger buckets
   // (nats-io/nats.c#916: failed from about 2,000 keys with 30 s); with none it listed 100k keys

@@ -22,7 +22,9 @@ class KvBucket : public KvStore {
   // Every call fails at once with Errc::unavailable while the connection is down (instead of
   // being buffered by cnats and sent, maybe after the caller gave up, once it reconnects).
   // Errc::timeout (no answer within the JetStream context's 5 s) leaves the outcome unknown.
-  static Result<std::unique_ptr<KvBucket>> open(Connection& connection, const StoreConfig& config);
+  // `max_async_creates`: createAsync calls in flight before the next one waits for room.
+  static Result<std::unique_ptr<KvBucket>> open(Connection& connection, const StoreConfig& config,
+                                                int max_async_creates = 1024);
   ~KvBucket() override;
   KvBucket(const KvBucket&) = delete;
   KvBucket& operator=(const KvBucket&) = delete;
@@ -41,18 +43,42 @@ class KvBucket : public KvStore {
   // an unconditional put; use create().
   Result<std::uint64_t> update(std::string_view key, std::string_view value,
                                std::uint64_t expected_revision) override;
-  // Keys that currently have a value; an empty bucket gives an empty list.
+  // Keys that currently have a value; an empty bucket gives an empty list. Served from an
+  // index that a KV watcher (started by the first call) keeps current, plus this process's own
+  // creates, so that periodic
+  // scans do not read the whole bucket again; the index is rebuilt from a full listing when the
+  // watcher is not running or the last listing is older than 30 s. A key created by another
+  // process may show up a few milliseconds late.
   Result<std::vector<std::string>> keys() override;
+  // The full listing (kvStore_Keys), bypassing the index.
+  Result<std::vector<std::string>> listKeys();
+  // Whether the watcher has delivered the bucket's state and is running (for tests).
+  bool indexLive() const;
+  // Stops the watcher (keys() lists the bucket from then on). Call it before draining the
+  // connection: a watcher's subscription does not drain while it runs.
+  void stopWatching();
+  // An asynchronous JetStream publish to the key's subject with "expected last subject
+  // sequence 0" (what kvStore_Create sends, without its retry over a delete marker: countersign
+  // never deletes keys). `done` runs on cnats' PubAck delivery thread; Errc::timeout when no
+  // PubAck came within 5 s (the outcome is then unknown, as for create()).
+  void createAsync(std::string_view key, std::string_view value, CreateDone done) override;
+  // Waits until every createAsync has called its `done` (true), or `timeout` passed (false).
+  bool waitForCreates(std::chrono::milliseconds timeout);
 
   const std::string& bucket() const { return bucket_; }
 
  private:
-  KvBucket(Connection& connection, kvStore* kv, std::string bucket)
-      : connection_(connection), kv_(kv), bucket_(std::move(bucket)) {}
+  struct AsyncCreates;
+  struct KeyIndex;
+  KvBucket(Connection& connection, kvStore* kv, std::string bucket);
   Status checkConnected(std::string_view what) const;
+  Status startAsync(int max_pending);
+  void watchKeys();
   Connection& connection_;
   kvStore* kv_;
   std::string bucket_;
+  AsyncCreates* async_ = nullptr;  // see ~KvBucket for why it is not a unique_ptr
+  std::unique_ptr<KeyIndex> index_;
 };
 
 }  // namespace countersign::natsio

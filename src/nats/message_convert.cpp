@@ -166,8 +166,6 @@ Result<NatsMsgPtr> toNatsMsg(const OutMessage& message) {
   NatsMsgPtr msg(raw);
   if (message.headers == nullptr) return msg;
 
-  std::string name;
-  std::string value;
   for (const auto& [header_name, header_value] : *message.headers) {
     if (header_name.empty() || hasAny(header_name, ": \t\r\n\0"sv)) {
       return fail(Errc::invalid_argument, "message: invalid header name \"" + header_name + "\"");
@@ -176,9 +174,7 @@ Result<NatsMsgPtr> toNatsMsg(const OutMessage& message) {
       return fail(Errc::invalid_argument,
                   "message: header " + header_name + " has a value with CR, LF or NUL");
     }
-    name = header_name;
-    value = header_value;
-    s = natsMsgHeader_Add(msg.get(), name.c_str(), value.c_str());
+    s = natsMsgHeader_Add(msg.get(), header_name.c_str(), header_value.c_str());
     if (s != NATS_OK) return std::unexpected(natsError(s, "message header " + header_name));
   }
   return msg;

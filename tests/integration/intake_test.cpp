@@ -290,6 +290,51 @@ TEST(IntakeTest, SameIdAndSameContentGetsTheSame202AndOneRecord) {
   EXPECT_EQ(str(parseJson(*stored), "payload"), payload) << "the first job's bytes are kept";
 }
 
+TEST(IntakeTest, ConcurrentHoldsAreEachStoredOnceAndAnswered) {
+  // Holds do not wait for their KV create in line: 16 producers, 150 jobs each sent twice
+  // (by two producers at about the same time). Every request gets its job's 202, every job
+  // has exactly one record, and nothing is forwarded.
+  Stack s = startStack();
+  Collector forwarded(*s.client, "jobs.>");
+  constexpr int kJobs = 150;
+  std::vector<std::vector<Reply>> replies(16);
+  std::vector<std::thread> producers;
+  for (int p = 0; p < 16; ++p) {
+    producers.emplace_back([&, p] {
+      for (int i = p % 8; i < kJobs; i += 8) {
+        const std::string payload = "{\"id\":\"pay-" + std::to_string(i) +
+                                    "\",\"amount\":" + std::to_string(i) + ",\"labels\":{\"env\":\"production\"}}";
+        replies[static_cast<std::size_t>(p)].push_back(
+            toReply(s.client->request("agents.jobs.finance.payment.execute", payload, {}, 10s)));
+      }
+    });
+  }
+  for (auto& producer : producers) producer.join();
+  std::size_t answered = 0;
+  for (int p = 0; p < 16; ++p) {
+    int i = p % 8;
+    for (const Reply& r : replies[static_cast<std::size_t>(p)]) {
+      EXPECT_EQ(r.code(), 202) << r.raw;
+      EXPECT_EQ(r.field("approval_id"), "pay-" + std::to_string(i)) << r.raw;
+      ++answered;
+      i += 8;
+    }
+  }
+  EXPECT_EQ(answered, 2u * kJobs);
+  for (int i = 0; i < kJobs; ++i) {
+    auto stored = s.client->kvGet(kBucket, "pay-" + std::to_string(i));
+    ASSERT_TRUE(stored.has_value()) << i;
+    const auto record = parseJson(*stored);
+    EXPECT_EQ(str(record, "id"), "pay-" + std::to_string(i));
+    EXPECT_NE(str(record, "payload").find("\"amount\":" + std::to_string(i) + ","), std::string::npos);
+  }
+  Reply list = toReply(s.client->request("countersign.control.list", "{\"limit\":1000}", {}, 10s));
+  ASSERT_TRUE(list.has("items") && list.body["items"].IsArray()) << list.raw;
+  EXPECT_EQ(list.body["items"].Size(), static_cast<unsigned>(kJobs));
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(forwarded.count(), 0u);
+}
+
 TEST(IntakeTest, SameIdWithOtherContentIs409IdConflict) {
   Stack s = startStack();
   Collector jobs(*s.client, "jobs.>");

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <barrier>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <filesystem>
 #include <functional>
@@ -310,6 +311,26 @@ TEST_F(NatsAdapterTest, KvRefusesInvalidKeys) {
   }
 }
 
+// createAsync's answers, collected for a test.
+struct AsyncAnswers {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::map<std::string, std::vector<Result<std::uint64_t>>> by_key;
+  std::size_t count = 0;
+  KvStore::CreateDone collect(const std::string& key) {
+    return [this, key](Result<std::uint64_t> result) {
+      const std::lock_guard lock(mutex);
+      by_key[key].push_back(std::move(result));
+      ++count;
+      changed.notify_all();
+    };
+  }
+  bool waitFor(std::size_t n, std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex);
+    return changed.wait_for(lock, timeout, [&] { return count >= n; });
+  }
+};
+
 TEST_F(NatsAdapterTest, KvDeletedKeyIsNotFoundAndNotListed) {
   auto kv = openBucket(*connection);
   ASSERT_TRUE(kv->create("gone", "v").has_value());
@@ -319,9 +340,43 @@ TEST_F(NatsAdapterTest, KvDeletedKeyIsNotFoundAndNotListed) {
   ASSERT_EQ(kvStore_Delete(raw, "gone"), NATS_OK);
   kvStore_Destroy(raw);
   EXPECT_EQ(kv->get("gone").error().code, Errc::not_found);
-  auto keys = kv->keys();
-  ASSERT_TRUE(keys.has_value());
-  EXPECT_EQ(*keys, std::vector<std::string>{"kept"});
+  auto listed = kv->listKeys();
+  ASSERT_TRUE(listed.has_value());
+  EXPECT_EQ(*listed, std::vector<std::string>{"kept"});
+  // The index hears of the delete from its watcher (another client deleted it).
+  EXPECT_TRUE(eventually([&] {
+    auto keys = kv->keys();
+    return keys && *keys == std::vector<std::string>{"kept"};
+  }));
+}
+
+TEST_F(NatsAdapterTest, KvKeysComeFromAWatchedIndexThatFollowsOtherWriters) {
+  auto kv = openBucket(*connection);
+  EXPECT_FALSE(kv->indexLive());        // nothing watched before anyone asks for keys
+  ASSERT_TRUE(kv->keys().has_value());  // the first call lists the bucket once, starts the watcher
+  ASSERT_TRUE(eventually([&] { return kv->indexLive(); }));
+  auto other_connection = connectTo(server->url());
+  auto other = openBucket(*other_connection);
+  auto contains = [&](const std::string& key) {
+    auto keys = kv->keys();
+    return keys && std::find(keys->begin(), keys->end(), key) != keys->end();
+  };
+  ASSERT_TRUE(other->create("from-other", "v").has_value());
+  EXPECT_TRUE(eventually([&] { return contains("from-other"); }));
+  // This process's own creates are there at once, sync or async.
+  ASSERT_TRUE(kv->create("own", "v").has_value());
+  EXPECT_TRUE(contains("own"));
+  AsyncAnswers answers;
+  kv->createAsync("own-async", "v", answers.collect("own-async"));
+  ASSERT_TRUE(answers.waitFor(1, 5s));
+  EXPECT_TRUE(contains("own-async"));
+  EXPECT_TRUE(kv->indexLive());
+  // Across a server restart (store kept) the watcher comes back and follows again.
+  server->restart();
+  ASSERT_TRUE(eventually([&] { return connection->connected() && other_connection->connected(); }));
+  ASSERT_TRUE(eventually([&] { return other->create("after-restart", "v").has_value(); }));
+  EXPECT_TRUE(eventually([&] { return contains("after-restart"); }, 10s));
+  for (const std::string key : {"from-other", "own", "own-async"}) EXPECT_TRUE(contains(key)) << key;
 }
 
 TEST_F(NatsAdapterTest, KvKeysOfEmptyBucketIsEmptyThenListsEveryKey) {
@@ -400,6 +455,107 @@ TEST_F(NatsAdapterTest, KvIsUnavailableWhileTheServerIsDown) {
   auto after = kv->get("k");
   ASSERT_TRUE(after.has_value()) << after.error().message;
   EXPECT_EQ(after->value, "v");
+}
+
+TEST_F(NatsAdapterTest, KvCreateAsyncHasCreateSemantics) {
+  auto kv = openBucket(*connection);
+  AsyncAnswers answers;
+  kv->createAsync("job-1", "one", answers.collect("job-1"));
+  ASSERT_TRUE(answers.waitFor(1, 5s));
+  ASSERT_TRUE(answers.by_key["job-1"][0].has_value()) << answers.by_key["job-1"][0].error().message;
+  const auto entry = kv->get("job-1");
+  ASSERT_TRUE(entry.has_value());
+  EXPECT_EQ(entry->value, "one");
+  EXPECT_EQ(entry->revision, *answers.by_key["job-1"][0]);
+  // Taken (by a sync or an async create): exists, and the value stays.
+  kv->createAsync("job-1", "other", answers.collect("job-1"));
+  ASSERT_TRUE(answers.waitFor(2, 5s));
+  ASSERT_FALSE(answers.by_key["job-1"][1].has_value());
+  EXPECT_EQ(answers.by_key["job-1"][1].error().code, Errc::exists);
+  EXPECT_EQ(kv->get("job-1")->value, "one");
+  ASSERT_TRUE(kv->create("sync", "s").has_value());
+  kv->createAsync("sync", "a", answers.collect("sync"));
+  ASSERT_TRUE(answers.waitFor(3, 5s));
+  EXPECT_EQ(answers.by_key["sync"][0].error().code, Errc::exists);
+  // Bad keys are refused before anything is sent, like create()'s.
+  for (const std::string key : {"", "has space", "star*", "gt>", "two..dots"}) {
+    kv->createAsync(key, "v", answers.collect("bad:" + key));
+  }
+  ASSERT_TRUE(answers.waitFor(8, 1s));
+  for (const std::string key : {"", "has space", "star*", "gt>", "two..dots"}) {
+    EXPECT_EQ(answers.by_key["bad:" + key][0].error().code, Errc::invalid_argument) << key;
+  }
+  EXPECT_TRUE(kv->waitForCreates(1s));
+}
+
+TEST_F(NatsAdapterTest, KvCreateAsyncRaceHasExactlyOneWinnerPerKey) {
+  // 300 keys, each created 4 times at once from 4 threads: every call answers once, exactly one
+  // per key wins, and the stored value is the winner's.
+  auto kv = openBucket(*connection);
+  AsyncAnswers answers;
+  constexpr int kKeys = 300;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kKeys; ++i) {
+        const std::string key = "k" + std::to_string(i);
+        kv->createAsync(key, "writer-" + std::to_string(t), answers.collect(key));
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  ASSERT_TRUE(answers.waitFor(4 * kKeys, 20s)) << answers.count;
+  EXPECT_TRUE(kv->waitForCreates(1s));
+  for (int i = 0; i < kKeys; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    const auto& results = answers.by_key[key];
+    ASSERT_EQ(results.size(), 4u) << key;
+    int wins = 0;
+    for (const auto& result : results) {
+      if (result) {
+        ++wins;
+      } else {
+        EXPECT_EQ(result.error().code, Errc::exists) << key << ": " << result.error().message;
+      }
+    }
+    EXPECT_EQ(wins, 1) << key;
+  }
+}
+
+TEST_F(NatsAdapterTest, KvCreateAsyncTimesOutWhenTheServerDoesNotAnswer) {
+  auto kv = openBucket(*connection);
+  AsyncAnswers answers;
+  server->pause();
+  const auto started = std::chrono::steady_clock::now();
+  kv->createAsync("late", "v", answers.collect("late"));
+  EXPECT_FALSE(kv->waitForCreates(1s));
+  ASSERT_TRUE(answers.waitFor(1, 10s));
+  const auto waited = std::chrono::steady_clock::now() - started;
+  server->resume();
+  ASSERT_FALSE(answers.by_key["late"][0].has_value());
+  EXPECT_EQ(answers.by_key["late"][0].error().code, Errc::timeout) << answers.by_key["late"][0].error().message;
+  EXPECT_GE(waited, 4500ms);
+  EXPECT_LT(waited, 8s);
+  EXPECT_TRUE(kv->waitForCreates(1s));
+  // The server took the publish once it ran again: the outcome of a timeout is unknown, and a
+  // late PubAck is dropped without a second answer.
+  ASSERT_TRUE(eventually([&] { return kv->get("late").has_value(); }));
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(answers.count, 1u);
+  // And the bucket works as before.
+  kv->createAsync("after", "v", answers.collect("after"));
+  ASSERT_TRUE(answers.waitFor(2, 5s));
+  EXPECT_TRUE(answers.by_key["after"][0].has_value());
+}
+
+TEST_F(NatsAdapterTest, KvCreateAsyncIsUnavailableAtOnceWhileTheServerIsDown) {
+  auto kv = openBucket(*connection);
+  server->stop();
+  ASSERT_TRUE(eventually([&] { return !connection->connected(); }));
+  AsyncAnswers answers;
+  kv->createAsync("k", "v", answers.collect("k"));
+  ASSERT_TRUE(answers.waitFor(1, 100ms));
+  EXPECT_EQ(answers.by_key["k"][0].error().code, Errc::unavailable);
 }
 
 TEST(NatsKv, OpenWithoutJetStreamIsUnavailable) {

@@ -121,6 +121,8 @@ TEST(ConfigParse, DefaultsFillTheRest) {
   EXPECT_EQ(config.release.lease, std::chrono::milliseconds(5000));
   EXPECT_EQ(config.release.publish_timeout, std::chrono::milliseconds(5000));
   EXPECT_FALSE(config.events.allowed);
+  EXPECT_EQ(config.concurrency.holds, 1024);
+  EXPECT_EQ(config.concurrency.control, 8);
 }
 
 TEST(ConfigParse, EveryField) {
@@ -162,6 +164,9 @@ release:
   publish_timeout: 2s
 events:
   allowed: true
+concurrency:
+  holds: 32
+  control: 1
 )");
   EXPECT_THAT(config.nats.servers, ElementsAre("nats://a:4222", "tls://b:4223"));
   EXPECT_TRUE(config.nats.embedded);
@@ -191,6 +196,8 @@ events:
   EXPECT_EQ(config.release.lease, std::chrono::seconds(10));
   EXPECT_EQ(config.release.publish_timeout, std::chrono::seconds(2));
   EXPECT_TRUE(config.events.allowed);
+  EXPECT_EQ(config.concurrency.holds, 32);
+  EXPECT_EQ(config.concurrency.control, 1);
 }
 
 TEST(ConfigParse, EmptyAdminListenDisablesIt) {
@@ -247,7 +254,13 @@ INSTANTIATE_TEST_SUITE_P(
         RefusalCase{"BadSyntax", "policy: {file: a\nroutes: [\n", "test.yaml:"},
         RefusalCase{"UnknownTopLevelKey", plus("polcy: {}\n"),
                     "polcy: unknown key (expected one of: nats, policy, store, routes, control, "
-                    "admin, release, events, audit)"},
+                    "admin, release, events, audit, concurrency)"},
+        RefusalCase{"ConcurrencyZero", plus("concurrency: {holds: 0}\n"),
+                    "concurrency.holds: expected an integer from 1 to 65536, got 0"},
+        RefusalCase{"ConcurrencyWord", plus("concurrency: {control: many}\n"),
+                    "concurrency.control: expected an integer, got \"many\""},
+        RefusalCase{"ConcurrencyUnknownKey", plus("concurrency: {approvals: 4}\n"),
+                    "concurrency.approvals: unknown key (expected one of: holds, control)"},
         RefusalCase{"ModeTypo", with(kRouteEnd, kRouteEnd + "    mode: jetsream\n"),
                     "routes[0].mode: expected core or jetstream, got \"jetsream\""},
         RefusalCase{"UnknownRouteKey", with(kRouteEnd, kRouteEnd + "    modee: core\n"),

@@ -20,6 +20,7 @@ class MemoryKv final : public KvStore {
  public:
   Result<std::uint64_t> create(std::string_view key, std::string_view value) override {
     const std::lock_guard lock(mutex_);
+    ++creates;
     if (auto e = injected()) return std::unexpected(*e);
     if (!fail_create_suffix.empty() && key.ends_with(fail_create_suffix)) {
       return fail(Errc::timeout, "injected timeout");
@@ -30,6 +31,7 @@ class MemoryKv final : public KvStore {
   }
   Result<KvEntry> get(std::string_view key) override {
     const std::lock_guard lock(mutex_);
+    ++gets;
     if (auto e = injected()) return std::unexpected(*e);
     const auto it = data_.find(std::string(key));
     if (it == data_.end()) return fail(Errc::not_found, "no such key");
@@ -38,6 +40,7 @@ class MemoryKv final : public KvStore {
   Result<std::uint64_t> update(std::string_view key, std::string_view value,
                                std::uint64_t expected) override {
     const std::lock_guard lock(mutex_);
+    ++updates;
     if (auto e = injected()) return std::unexpected(*e);
     const auto it = data_.find(std::string(key));
     const std::uint64_t current = it == data_.end() ? 0 : it->second.revision;
@@ -69,6 +72,10 @@ class MemoryKv final : public KvStore {
     return data_.size();
   }
   std::string fail_create_suffix;  // creates of keys ending with this time out
+  // Calls made (failed ones included), for tests of how many round trips a path takes.
+  std::atomic<int> gets{0};
+  std::atomic<int> creates{0};
+  std::atomic<int> updates{0};
 
   void failNext(Errc code, int calls = 1) {
     const std::lock_guard lock(mutex_);

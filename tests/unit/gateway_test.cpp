@@ -175,6 +175,43 @@ TEST_F(GatewayTest, ToStreamRoutesReleaseWithJetStream) {
   EXPECT_NE(kv_.value("pay-1/released")->find("\"stream\":\"JOBS\""), std::string::npos);
 }
 
+TEST_F(GatewayTest, ApproveTakesFourStoreRoundTrips) {
+  // get the record, create <id>/decision, create <id>/released, update the view from the entry
+  // read first: no read of <id>/decision and no second read of the record.
+  const std::string id = holdPayment();
+  kv_.gets = 0;
+  kv_.creates = 0;
+  kv_.updates = 0;
+  EXPECT_EQ(approve(id).status, "approved");
+  EXPECT_EQ(kv_.gets.load(), 1);
+  EXPECT_EQ(kv_.creates.load(), 2);
+  EXPECT_EQ(kv_.updates.load(), 1);
+  auto record = parseApprovalRecord(*kv_.value(id));
+  ASSERT_TRUE(record);
+  EXPECT_EQ(record->state, ApprovalState::released);
+  ASSERT_EQ(record->approvals.size(), 1u);
+  EXPECT_EQ(record->approvals[0].approver, "alice");
+}
+
+TEST_F(GatewayTest, AnExistingDecisionAnswersBeforeAnyOtherCheck) {
+  // Decided by another replica whose view update has not landed: the record still says pending.
+  const std::string id = holdPayment();
+  const DecisionRecord decision{.decision = FinalDecision::approved, .by = "carol", .at = "2026-01-01T00:00:00Z",
+                                .reason = "", .policy_snapshot = policy_->current()->snapshot(),
+                                .job_hash = parseApprovalRecord(*kv_.value(id))->job_hash};
+  kv_.put(decisionKey(id), toJson(decision));
+  // Even with a policy change and a reviewer hash that differs, the decision answers.
+  auto changed = Policy::parse(std::string(testing::kPolicy) + "  - id: extra\n    when: { topic: x }\n    decision: deny\n");
+  ASSERT_TRUE(changed) << changed.error().message;
+  policy_->replace(*changed);
+  const auto answer = approve(id, R"(,"job_hash":"sha256:other")");
+  EXPECT_EQ(answer.status, "already_approved");
+  EXPECT_EQ(answer.code, 200);
+  // Nothing re-bound, nothing released by this call.
+  EXPECT_EQ(parseApprovalRecord(*kv_.value(id))->policy_snapshot, decision.policy_snapshot);
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+}
+
 TEST_F(GatewayTest, RejectAndApproveExcludeEachOther) {
   const std::string id = holdPayment();
   EXPECT_EQ(reject(id).status, "rejected");
@@ -263,6 +300,17 @@ TEST_F(GatewayTest, ExpiredApprovalIs410) {
   EXPECT_EQ(field(parse(again.body), "expires_at"), parseApprovalRecord(*kv_.value("r-1"))->expires_at);
   EXPECT_EQ(reject("r-1").code, 410);
   EXPECT_TRUE(pub_.on("jobs.").empty());
+}
+
+TEST(ControlRequestKey, NamesTheNormalisedApprovalIdOrNothing) {
+  EXPECT_EQ(Control::requestKey(R"({"id":"pay-1","approver":"a"})"), "pay-1");
+  // A job id that is not a valid approval id is keyed by its hashed form, as handle() uses it.
+  EXPECT_EQ(Control::requestKey(R"({"id":"a b"})"), approvalIdFor("a b"));
+  EXPECT_EQ(Control::requestKey(R"({"id":""})"), "");
+  EXPECT_EQ(Control::requestKey(R"({"id":7})"), "");
+  EXPECT_EQ(Control::requestKey(R"({"state":"pending"})"), "");
+  EXPECT_EQ(Control::requestKey("not json"), "");
+  EXPECT_EQ(Control::requestKey(""), "");
 }
 
 TEST_F(GatewayTest, NotFoundAndBadRequests) {
@@ -426,6 +474,19 @@ TEST_F(GatewayTest, HeldEventsCarryRedactedPayloadOnlyWhenConfigured) {
   EXPECT_EQ(std::string(body["payload"].GetString()), R"({"amount":"[REDACTED]","to":"bob"})");
 }
 
+TEST_F(GatewayTest, ApprovedIsConfirmedByTheReleasedEventThatFollows) {
+  EventSink sink(pub_, clock_, log_, EventOptions{.chained = true, .chain_id = "c", .durable_decisions = true});
+  sink.emit(Event{.event = "approved", .approval_id = "a", .confirmed_by_next = true});
+  sink.emit(Event{.event = "released", .approval_id = "a"});
+  sink.emit(Event{.event = "rejected", .approval_id = "b"});
+  sink.emit(Event{.event = "held", .approval_id = "c"});
+  ASSERT_EQ(pub_.on("countersign.events.approved.").size(), 1u);
+  EXPECT_EQ(pub_.on("countersign.events.approved.")[0].delivery, Delivery::core);
+  EXPECT_EQ(pub_.on("countersign.events.released.")[0].delivery, Delivery::jetstream);
+  EXPECT_EQ(pub_.on("countersign.events.rejected.")[0].delivery, Delivery::jetstream);
+  EXPECT_EQ(pub_.on("countersign.events.held.")[0].delivery, Delivery::core);
+}
+
 TEST_F(GatewayTest, ChainedEventsLinkEachToThePrevious) {
   EventOptions options;
   options.chained = true;
@@ -468,6 +529,71 @@ TEST_F(GatewayTest, ConcurrentApprovalsReleaseExactlyOnce) {
   EXPECT_EQ(approved.load(), 1);
   EXPECT_EQ(already.load(), 15);
   EXPECT_EQ(pub_.on("jobs.").size(), 1u);
+}
+
+
+// Core intake with a hold pool: the delivery thread hands the KV round trip over and goes on.
+class PooledHoldTest : public GatewayTest {
+ protected:
+  void SetUp() override {
+    GatewayTest::SetUp();
+    pool_ = std::make_unique<WorkPool>(4);
+    const Services services{config_, kv_, pub_, clock_, ids_, *policy_, throttler_, *events_, log_, metrics_};
+    intake_ = std::make_unique<Intake>(services, nullptr, pool_.get());
+  }
+  void TearDown() override { pool_->drain(); }
+  std::unique_ptr<WorkPool> pool_;
+};
+
+TEST_F(PooledHoldTest, HoldIsQueuedThenStoredAnsweredAndCounted) {
+  const auto outcome = send("finance.payment.execute", kPayment);
+  EXPECT_EQ(outcome.status, "queued");
+  EXPECT_EQ(outcome.approval_id, "pay-1");
+  pool_->drain();
+  const auto answer = lastReply();
+  EXPECT_EQ(answer["code"].GetInt(), 202);
+  EXPECT_EQ(field(answer, "approval_id"), "pay-1");
+  ASSERT_TRUE(kv_.value("pay-1"));
+  EXPECT_EQ(pub_.on("countersign.events.held.").size(), 1u);
+  EXPECT_EQ(metrics_.decisionCount("held", "require-approval-prod-finance"), 1u);
+  EXPECT_EQ(metrics_.decisionCount("queued", "require-approval-prod-finance"), 0u);
+  // Other decisions stay in line: answered before onJob returns.
+  EXPECT_EQ(send("knowledge.read", "{}", {}, "_INBOX.r2").status, "allowed");
+  EXPECT_EQ(send("nothing.matches", "{}", {}, "_INBOX.r3").status, "denied");
+  EXPECT_EQ(lastReply("_INBOX.r3")["code"].GetInt(), 403);
+}
+
+TEST_F(PooledHoldTest, ManyJobsAreHeldOnceEachAndRepeatsAnswerTheSame) {
+  // 200 distinct jobs, each sent twice, the second copy with other reply subjects: every copy
+  // gets a 202 with its job's id, and each job has exactly one record and one held event
+  // plus one re-announcement (undecided repeat).
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < 200; ++i) {
+      const std::string id = "pay-" + std::to_string(i);
+      send("finance.payment.execute", R"({"id":")" + id + R"(","labels":{"env":"production"}})", {},
+           "_INBOX." + std::to_string(round) + "." + std::to_string(i) + ".r");
+    }
+  }
+  pool_->drain();
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < 200; ++i) {
+      const auto answer = lastReply("_INBOX." + std::to_string(round) + "." + std::to_string(i) + ".r");
+      EXPECT_EQ(answer["code"].GetInt(), 202);
+      EXPECT_EQ(field(answer, "approval_id"), "pay-" + std::to_string(i));
+    }
+  }
+  EXPECT_EQ(kv_.size(), 200u);
+  EXPECT_EQ(pub_.on("countersign.events.held.").size(), 400u);
+  EXPECT_EQ(metrics_.decisionCount("held", "require-approval-prod-finance"), 400u);
+}
+
+TEST_F(PooledHoldTest, StoreDownFailsClosedFromThePool) {
+  kv_.failNext(Errc::unavailable, 5);
+  EXPECT_EQ(send("finance.payment.execute", kPayment).status, "queued");
+  pool_->drain();
+  EXPECT_EQ(lastReply()["code"].GetInt(), 503);
+  EXPECT_EQ(kv_.size(), 0u);
+  EXPECT_EQ(metrics_.decisionCount("unavailable", "require-approval-prod-finance"), 1u);
 }
 
 }  // namespace

@@ -228,6 +228,14 @@ void NatsServer::kill9() {
   pid_ = -1;
 }
 
+void NatsServer::pause() {
+  if (running()) ::kill(pid_, SIGSTOP);
+}
+
+void NatsServer::resume() {
+  if (running()) ::kill(pid_, SIGCONT);
+}
+
 void NatsServer::restart() {
   stop();
   launch();

@@ -57,6 +57,9 @@ class NatsServer {
   void stop();     // SIGTERM and wait
   void kill9();    // SIGKILL and wait
   void restart();  // start again on the same port with the same store dir, wait until ready
+  // SIGSTOP / SIGCONT: the server keeps its connections open but answers nothing meanwhile.
+  void pause();
+  void resume();
   bool running() const { return pid_ > 0; }
 
  private:
