@@ -99,7 +99,7 @@ struct AuditConfig {
 // How much work runs at the same time (each a thread with its own KV round trips in flight).
 struct ConcurrencyConfig {
   int holds = 1024;  // core-route holds whose KV create is in flight at once (then intake waits)
-  int control = 8;   // control requests (approve, reject, get, list, release) handled at once
+  int control = 8;   // queue subscribers per control subject (approve, reject, ...) and process
 };
 
 struct Config {

@@ -2,6 +2,7 @@
 // decisive step is the create of a never-used key, so any number of replicas may answer.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,13 +21,17 @@ struct ControlReply {
   int code = 0;
   std::string body;    // the JSON reply
   std::string reason;  // for conflicts (409): snapshot_changed, job_changed, lock_busy, ...
+  // Work that does not decide the answer (the record's view, the `released` event): run after
+  // the reply has been sent. handle() runs it before it returns.
+  std::function<void()> after;
 };
 
 class Control {
  public:
   Control(Services services, Releaser& releaser);
 
-  // Decides a request body and returns the reply (does not publish it).
+  // Decides a request body and returns the reply (does not publish it), with every follow-up
+  // done.
   ControlReply handle(ControlOp op, std::string_view body);
   // Operator decision on an approved job whose release is not recorded (release_unknown, or a
   // 202): body {"id", "operator", "mode": "force" | "mark_released", "reason"?}. `force`
@@ -34,17 +39,16 @@ class Control {
   // the release without publishing. Subject <prefix>.control.release.
   ControlReply operatorRelease(std::string_view body);
 
-  // The approval id a request body names (normalised as handle() does), or "" when it names
-  // none: requests with the same key must be handled in order (see WorkPool).
-  static std::string requestKey(std::string_view body);
   // handle() plus publishing the reply (with Countersign-Status) when the reply subject is
-  // allowed. A request without a reply subject is still applied.
+  // allowed, before the follow-up work (ControlReply::after). A request without a reply subject
+  // is still applied.
   ControlReply onRequest(ControlOp op, const Message& request);
   // Publishes `answer` on the request's reply subject when allowed.
   void answer(const Message& request, const ControlReply& answer);
 
  private:
   struct Request;
+  ControlReply decideRequest(ControlOp op, std::string_view body);
   ControlReply counted(ControlReply answer);
   ControlReply approve(const Request& request);
   ControlReply reject(const Request& request);

@@ -2,6 +2,7 @@
 // headers, then records <id>/released and moves the record's view to `released`.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -27,10 +28,12 @@ class Releaser {
   // `by`: "approve" or "replay" (recorded in <id>/released).
   // `vote`: the approval that decided it, folded into the record's view in the same write
   // (one compare-and-swap instead of two on the approve path). `entry`: the record's KV entry
-  // as the caller read it, so that the view's update need not read it again.
+  // as the caller read it, so that the view's update need not read it again. `tail`: when
+  // given and the release was recorded, the view's update and the `released` event are not
+  // done here but handed back to run later (after answering the approver).
   ReleaseOutcome release(const ApprovalRecord& record, const DecisionRecord& decision,
                          std::string_view by, const ApprovalVote* vote = nullptr,
-                         const KvEntry* entry = nullptr);
+                         const KvEntry* entry = nullptr, std::function<void()>* tail = nullptr);
   // The message a release publishes (headers included), for tests and `show`.
   static Headers releaseHeaders(const ApprovalRecord& record, const DecisionRecord& decision);
 

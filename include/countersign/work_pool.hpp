@@ -1,7 +1,8 @@
 // A fixed set of threads that run tasks with keys: tasks with the same key run one at a time, in
 // the order they were submitted (a key always lands on the same thread); tasks with different
-// keys run in parallel. Used to keep several KV round trips in flight (holds, approvals) without
-// letting two tasks for the same approval id overtake each other.
+// keys run in parallel. Used for the holds whose id is taken already (telling a repeat from a
+// conflict takes reads, which must not run on the store's answer thread), keyed by approval id
+// so that two copies of one job are settled in order.
 #pragma once
 
 #include <atomic>

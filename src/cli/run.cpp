@@ -103,21 +103,23 @@ std::optional<std::filesystem::file_time_type> modified(const std::string& path)
 struct Plane {
   std::unique_ptr<natsio::Connection> connection;
   std::unique_ptr<natsio::NatsPublisher> publisher;
-  std::unique_ptr<natsio::KvBucket> store;
+  std::unique_ptr<natsio::KvBucket> store;  // control plane only: intake uses it too
   std::unique_ptr<EventSink> events;
 };
 
-Result<Plane> openPlane(const Config& config, std::string_view name, bool send_asap, Logger& log,
-                        const Clock& clock, const std::string& chain_id) {
+Result<Plane> openPlane(const Config& config, std::string_view name, bool send_asap, bool with_store,
+                        Logger& log, const Clock& clock, const std::string& chain_id) {
   Plane plane;
   auto connection = natsio::Connection::connect(
       config.nats, name, send_asap, [&log](std::string_view line) { log.warn(line); });
   if (!connection) return std::unexpected(connection.error());
   plane.connection = std::move(*connection);
   plane.publisher = std::make_unique<natsio::NatsPublisher>(*plane.connection);
-  auto store = natsio::KvBucket::open(*plane.connection, config.store, config.concurrency.holds);
-  if (!store) return std::unexpected(store.error());
-  plane.store = std::move(*store);
+  if (with_store) {
+    auto store = natsio::KvBucket::open(*plane.connection, config.store, config.concurrency.holds);
+    if (!store) return std::unexpected(store.error());
+    plane.store = std::move(*store);
+  }
   EventOptions events{.prefix = config.control.prefix,
                       .allowed_events = config.events.allowed,
                       .include_payload = config.events.include_payload,
@@ -190,12 +192,12 @@ int runGateway(const RunOptions& options) {
   // once: send_asap, so cnats does not hold replies for the flusher).
   // This process's audit chains (one per connection) start anew at every start.
   const std::string chain_id = ids.newId().substr(0, 12);
-  auto intake_plane = openPlane(config, "intake", false, log, clock, chain_id);
+  auto intake_plane = openPlane(config, "intake", false, false, log, clock, chain_id);
   if (!intake_plane) {
     std::cerr << "countersign: cannot start: " << intake_plane.error().message << '\n';
     return kExitStart;
   }
-  auto control_plane = openPlane(config, "control", true, log, clock, chain_id);
+  auto control_plane = openPlane(config, "control", true, true, log, clock, chain_id);
   if (!control_plane) {
     std::cerr << "countersign: cannot start: " << control_plane.error().message << '\n';
     return kExitStart;
@@ -219,65 +221,58 @@ int runGateway(const RunOptions& options) {
     replay_options.duplicate_windows[route.to_stream] = *window;
   }
 
-  const Services intake_services{config, *intake_plane->store, *intake_plane->publisher, clock, ids,
+  // Intake's KV calls (a hold's create, sent without waiting) go out on the control connection
+  // too: it writes at once (send_asap), where the intake connection's flusher would hold an
+  // asynchronous publish up to a millisecond. Forwards and events keep the intake connection.
+  const Services intake_services{config, *control_plane->store, *intake_plane->publisher, clock, ids,
                                  policy, throttler, *intake_plane->events, log, metrics};
   const Services control_services{config, *control_plane->store, *control_plane->publisher, clock, ids,
                                   policy, throttler, *control_plane->events, log, metrics};
-  // Control requests run on a pool (concurrency.control threads), each on the thread chosen by
-  // its approval id, so that one id's requests stay in order. Holds do not wait for their KV
-  // create (concurrency.holds in flight); the few that find their id taken are checked on the
-  // hold pool.
+  // Holds do not wait for their KV create (concurrency.holds in flight); the few that find
+  // their id taken are checked on this pool, by approval id.
   constexpr std::size_t kHoldCheckThreads = 4;
   WorkPool hold_pool(kHoldCheckThreads);
-  WorkPool control_pool(static_cast<std::size_t>(config.concurrency.control));
   // Answers to producers go out at once on the control connection (send_asap); forwards keep
   // the intake connection's batching.
   Intake intake(intake_services, control_plane->publisher.get(), &hold_pool);
   Releaser releaser(control_services);
   Control control(control_services, releaser);
   Replayer replayer(control_services, releaser, replay_options);
-  // On every way out: the subscriptions (declared below) stop first, then what they queued
-  // finishes here, while intake and control still exist.
-  struct DrainPools {
-    natsio::KvBucket& intake_store;
-    WorkPool& holds;
-    WorkPool& control;
-    ~DrainPools() {
-      (void)intake_store.waitForCreates(std::chrono::seconds(10));
-      holds.drain();
-      control.drain();
+  // On every way out: the subscriptions (declared below) stop first, then the holds they
+  // started finish here, while intake still exists.
+  struct DrainHolds {
+    natsio::KvBucket& store;
+    WorkPool& pool;
+    ~DrainHolds() {
+      (void)store.waitForCreates(std::chrono::seconds(10));
+      pool.drain();
     }
-  } drain_pools{*intake_plane->store, hold_pool, control_pool};
+  } drain_holds{*control_plane->store, hold_pool};
 
+  // Each control subject gets concurrency.control members of the queue group "countersign"
+  // (as other replicas have theirs): each member has its own delivery thread, so that many
+  // requests are decided at once without a hand-over to another thread.
   std::vector<std::unique_ptr<natsio::Subscription>> control_subs;
+  auto subscribeControl = [&](const std::string& subject, natsio::Subscription::Handler handler) {
+    for (int i = 0; i < config.concurrency.control; ++i) {
+      auto sub = natsio::Subscription::subscribe(*control_plane->connection, subject, "countersign", handler);
+      if (!sub) {
+        std::cerr << "countersign: cannot subscribe to " << subject << ": " << sub.error().message << '\n';
+        return false;
+      }
+      control_subs.push_back(std::move(*sub));
+    }
+    return true;
+  };
   for (const auto op : {ControlOp::approve, ControlOp::reject, ControlOp::get, ControlOp::list}) {
-    const std::string subject = config.control.prefix + ".control." + std::string(toString(op));
-    auto sub = natsio::Subscription::subscribe(
-        *control_plane->connection, subject, "countersign", [&control, &control_pool, op](Message&& m) {
-          std::string key = Control::requestKey(m.payload);
-          control_pool.submit(key, [&control, op, request = std::move(m)] { control.onRequest(op, request); });
-        });
-    if (!sub) {
-      std::cerr << "countersign: cannot subscribe to " << subject << ": " << sub.error().message << '\n';
+    if (!subscribeControl(config.control.prefix + ".control." + std::string(toString(op)),
+                          [&control, op](Message&& m) { control.onRequest(op, m); })) {
       return kExitStart;
     }
-    control_subs.push_back(std::move(*sub));
   }
-  {
-    const std::string subject = config.control.prefix + ".control.release";
-    auto sub = natsio::Subscription::subscribe(
-        *control_plane->connection, subject, "countersign",
-        [&control, &control_pool](Message&& m) {
-          std::string key = Control::requestKey(m.payload);
-          control_pool.submit(key, [&control, request = std::move(m)] {
-            control.answer(request, control.operatorRelease(request.payload));
-          });
-        });
-    if (!sub) {
-      std::cerr << "countersign: cannot subscribe to " << subject << ": " << sub.error().message << '\n';
-      return kExitStart;
-    }
-    control_subs.push_back(std::move(*sub));
+  if (!subscribeControl(config.control.prefix + ".control.release",
+                        [&control](Message&& m) { control.answer(m, control.operatorRelease(m.payload)); })) {
+    return kExitStart;
   }
   std::vector<std::unique_ptr<natsio::Subscription>> intake_subs;
   std::vector<std::unique_ptr<natsio::JetStreamIngress>> ingresses;
@@ -438,13 +433,12 @@ int runGateway(const RunOptions& options) {
   if (intake_plane->connection->connected()) {
     for (auto& sub : intake_subs) (void)sub->drain(left());
   }
-  (void)intake_plane->store->waitForCreates(left());
+  (void)control_plane->store->waitForCreates(left());
   hold_pool.drain();
   if (intake_plane->connection->connected()) intake_plane->connection->drain(left());
   if (control_plane->connection->connected()) {
     for (auto& sub : control_subs) (void)sub->drain(left());
   }
-  control_pool.drain();
   control_plane->store->stopWatching();
   if (control_plane->connection->connected()) control_plane->connection->drain(left());
   if (embedded) embedded->stop();

@@ -1,5 +1,7 @@
 #include "countersign/control.hpp"
 
+#include <utility>
+
 #include <algorithm>
 #include <set>
 #include <unordered_set>
@@ -110,20 +112,10 @@ struct Control::Request {
 Control::Control(Services services, Releaser& releaser)
     : s_(services), releaser_(releaser), guard_(services.config) {}
 
-std::string Control::requestKey(std::string_view body) {
-  auto parsed = json::parseStrict(body);
-  if (!parsed || !parsed->IsObject()) return {};
-  const auto it = parsed->FindMember("id");
-  if (it == parsed->MemberEnd() || !it->value.IsString() || it->value.GetStringLength() == 0 ||
-      it->value.GetStringLength() > 1024) {
-    return {};
-  }
-  return normaliseId(std::string_view(it->value.GetString(), it->value.GetStringLength()));
-}
-
 ControlReply Control::onRequest(ControlOp op, const Message& request) {
-  ControlReply reply_to_send = handle(op, request.payload);
+  ControlReply reply_to_send = decideRequest(op, request.payload);
   answer(request, reply_to_send);
+  if (reply_to_send.after) std::exchange(reply_to_send.after, nullptr)();
   return reply_to_send;
 }
 
@@ -212,6 +204,12 @@ ControlReply Control::operatorRelease(std::string_view body) {
 }
 
 ControlReply Control::handle(ControlOp op, std::string_view body) {
+  ControlReply answer = decideRequest(op, body);
+  if (answer.after) std::exchange(answer.after, nullptr)();
+  return answer;
+}
+
+ControlReply Control::decideRequest(ControlOp op, std::string_view body) {
   // An empty body is an empty request (useful for `list`).
   auto parsed = json::parseStrict(body.empty() ? std::string_view("{}") : body);
   if (!parsed) return badRequest("body", "not a JSON object: " + parsed.error().message);
@@ -465,7 +463,8 @@ ControlReply Control::approve(const Request& request) {
                        .policy_snapshot = record->policy_snapshot, .actor = decision.by,
                        .reason = decision.reason, .confirmed_by_next = true});
 
-  const ReleaseOutcome released = releaser_.release(*record, decision, "approve", &vote, &*entry);
+  std::function<void()> tail;
+  const ReleaseOutcome released = releaser_.release(*record, decision, "approve", &vote, &*entry, &tail);
   if (released.published) s_.metrics.observeApproveToRelease(s_.clock.steady() - started);
   if (!released.published) {
     // The view says approved (the decision key already does); the replayer finishes it.
@@ -478,7 +477,11 @@ ControlReply Control::approve(const Request& request) {
   auto w = start("approved", 200);
   w.field("approval_id", id).field("released", true).field("msg_id", released.msg_id)
       .field("target", record->target);
-  return reply("approved", 200, w);
+  ControlReply answer = reply("approved", 200, w);
+  // The job is out and <id>/released exists: the approver hears it now; the view and the
+  // `released` event follow.
+  answer.after = std::move(tail);
+  return answer;
 }
 
 ControlReply Control::reject(const Request& request) {

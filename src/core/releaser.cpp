@@ -19,7 +19,7 @@ Headers Releaser::releaseHeaders(const ApprovalRecord& record, const DecisionRec
 
 ReleaseOutcome Releaser::release(const ApprovalRecord& record, const DecisionRecord& decision,
                                  std::string_view by, const ApprovalVote* vote,
-                                 const KvEntry* entry) {
+                                 const KvEntry* entry, std::function<void()>* tail) {
   ReleaseOutcome outcome;
   outcome.msg_id = "countersign:" + record.id;
   const RouteConfig* route = routeFor(s_.config, record);
@@ -52,25 +52,36 @@ ReleaseOutcome Releaser::release(const ApprovalRecord& record, const DecisionRec
     // stream drops as a duplicate within its window.
     s_.log.error("release not recorded", {{"approval_id", record.id}, {"error", marked.error().message}});
   }
-  auto view = updateRecord(s_.store, record.id, [&](ApprovalRecord& r) {
-    if (r.state == ApprovalState::released) return false;
-    r.state = ApprovalState::released;
-    r.released_at = now;
-    r.release_msg_id = outcome.msg_id;
-    if (r.decided_by.empty()) {
-      r.decided_by = decision.by;
-      r.decided_at = decision.at;
-      r.reason = decision.reason;
+  // The view and the event: now, or (with `tail`, once the release is recorded) by the caller
+  // after it has answered. The closure owns copies of what it needs.
+  auto finish = [this, record, decision, now, msg_id = outcome.msg_id,
+                 vote = vote != nullptr ? std::optional<ApprovalVote>(*vote) : std::nullopt,
+                 entry = entry != nullptr ? std::optional<KvEntry>(*entry) : std::nullopt] {
+    auto view = updateRecord(s_.store, record.id, [&](ApprovalRecord& r) {
+      if (r.state == ApprovalState::released) return false;
+      r.state = ApprovalState::released;
+      r.released_at = now;
+      r.release_msg_id = msg_id;
+      if (r.decided_by.empty()) {
+        r.decided_by = decision.by;
+        r.decided_at = decision.at;
+        r.reason = decision.reason;
+      }
+      if (vote) r.approvals.push_back(*vote);
+      return true;
+    }, entry ? &*entry : nullptr);
+    if (!view) {
+      s_.log.warn("record view not updated", {{"approval_id", record.id}, {"error", view.error().message}});
     }
-    if (vote != nullptr) r.approvals.push_back(*vote);
-    return true;
-  }, entry);
-  if (!view) {
-    s_.log.warn("record view not updated", {{"approval_id", record.id}, {"error", view.error().message}});
+    s_.events.emit(Event{.event = "released", .approval_id = record.id, .topic = record.topic,
+                         .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
+                         .policy_snapshot = decision.policy_snapshot, .actor = decision.by});
+  };
+  if (tail != nullptr && (marked || marked.error().code == Errc::exists)) {
+    *tail = std::move(finish);
+  } else {
+    finish();
   }
-  s_.events.emit(Event{.event = "released", .approval_id = record.id, .topic = record.topic,
-                       .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
-                       .policy_snapshot = decision.policy_snapshot, .actor = decision.by});
   return outcome;
 }
 

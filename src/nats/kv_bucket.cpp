@@ -54,7 +54,7 @@ constexpr jsErrCode kWrongLastSequence = static_cast<jsErrCode>(10071);
 }  // namespace
 
 constexpr std::chrono::seconds kFullListingEvery{30};
-constexpr std::int64_t kWatchWaitMs = 500;
+constexpr std::chrono::milliseconds kWatchBatchEvery{100};
 
 // The bucket's keys as a watcher (meta only) reports them, so that keys() need not list the
 // whole bucket every time.
@@ -204,8 +204,14 @@ void KvBucket::watchKeys() {
     }
     while (!index.stopping) {
       kvEntry* entry = nullptr;
-      const natsStatus s = kvWatcher_Next(&entry, watcher, kWatchWaitMs);
-      if (s == NATS_TIMEOUT) continue;
+      // Take what has arrived, then sleep: a thread woken for every key would cost a context
+      // switch per KV write (three per approval), which on a small VM costs more than the rest
+      // of the approval's work on this side.
+      const natsStatus s = kvWatcher_Next(&entry, watcher, 1);
+      if (s == NATS_TIMEOUT) {
+        pause(kWatchBatchEvery);
+        continue;
+      }
       if (s != NATS_OK) break;  // stopped, or the subscription failed: start a new watcher
       if (entry == nullptr) {
         const std::lock_guard lock(index.mutex);
@@ -262,6 +268,13 @@ Result<std::unique_ptr<KvBucket>> KvBucket::open(Connection& connection,
     return std::unexpected(kvError(s, "cannot open KV bucket " + config.bucket));
   }
   std::unique_ptr<KvBucket> bucket(new KvBucket(connection, kv, config.bucket));
+  // The bucket's own replica count (an existing bucket keeps its own): with one, reads may be
+  // direct gets. A bucket scaled up later needs a restart to be read through its leader again.
+  kvStatus* status = nullptr;
+  if (kvStore_Status(&status, kv) == NATS_OK) {
+    bucket->single_replica_ = kvStatus_Replicas(status) == 1;
+    kvStatus_Destroy(status);
+  }
   if (auto started = bucket->startAsync(max_async_creates); !started) return std::unexpected(started.error());
   return bucket;
 }
@@ -374,6 +387,21 @@ Result<std::uint64_t> KvBucket::create(std::string_view key, std::string_view va
 Result<KvEntry> KvBucket::get(std::string_view key) {
   std::string k(key);
   if (auto ok = checkConnected("KV get " + k); !ok) return std::unexpected(ok.error());
+  if (single_replica_) {
+    // One replica: whoever answers a direct get is the stream itself, so it has seen every
+    // confirmed write, and a direct get costs the server and us far less than a leader read.
+    kvEntry* raw = nullptr;
+    natsStatus s = kvStore_Get(&raw, kv_, k.c_str());
+    std::unique_ptr<kvEntry, decltype(&kvEntry_Destroy)> entry(raw, &kvEntry_Destroy);
+    if (s == NATS_NOT_FOUND) return fail(Errc::not_found, "key " + k + " not found");
+    if (s != NATS_OK) return std::unexpected(kvError(s, "KV get " + k));
+    KvEntry out;
+    const auto* data = static_cast<const char*>(kvEntry_Value(entry.get()));
+    const int length = kvEntry_ValueLen(entry.get());
+    if (data != nullptr && length > 0) out.value.assign(data, static_cast<std::size_t>(length));
+    out.revision = kvEntry_Revision(entry.get());
+    return out;
+  }
   // Read through the stream leader (STREAM.MSG.GET), not kvStore_Get: cnats 3.4.1 uses direct
   // gets on buckets that allow them, and on a replicated bucket a lagging replica answers those
   // (seen: 14-30 of 300 reads right after a create through another node missed the key). The

@@ -36,7 +36,9 @@ class KvBucket : public KvStore {
   // deleted or purged, cnats turns the create into an update, which is not a safe lock on
   // replicated buckets before nats-server 2.9.21; countersign never deletes keys.
   Result<std::uint64_t> create(std::string_view key, std::string_view value) override;
-  // Errc::not_found for a key never written, deleted or purged.
+  // Errc::not_found for a key never written, deleted or purged. A bucket with one replica is
+  // read with direct gets; a replicated one through the stream leader (a lagging replica may
+  // answer a direct get without the latest writes).
   Result<KvEntry> get(std::string_view key) override;
   // Errc::wrong_revision when the key's last revision is not `expected_revision` (including a
   // key without value). expected_revision 0 is Errc::invalid_argument: cnats would turn it into
@@ -79,6 +81,7 @@ class KvBucket : public KvStore {
   std::string bucket_;
   AsyncCreates* async_ = nullptr;  // see ~KvBucket for why it is not a unique_ptr
   std::unique_ptr<KeyIndex> index_;
+  bool single_replica_ = false;
 };
 
 }  // namespace countersign::natsio
