@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "countersign/releaser.hpp"
@@ -44,7 +45,12 @@ class Replayer {
     int claims = 0;  // replay claims seen when the lease started
   };
   void finishRelease(const std::string& id, int claims, ScanResult& result);
-  void expireIfDue(const std::string& id, ScanResult& result);
+  void expireIfDue(std::string_view id, ScanResult& result);
+  // Lets the maps below be searched with a string_view (no copy of the key per lookup).
+  struct KeyHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view key) const { return std::hash<std::string_view>{}(key); }
+  };
   std::chrono::nanoseconds duplicateWindow(const ApprovalRecord& record) const;
 
   Services s_;
@@ -53,7 +59,9 @@ class Replayer {
   std::unordered_map<std::string, Sighting> sightings_;
   int record_reads_ = 0;  // in the current scan
   // Deadlines of undecided records (nullopt: none), read once per id.
-  std::unordered_map<std::string, std::optional<std::chrono::system_clock::time_point>> deadlines_;
+  std::unordered_map<std::string, std::optional<std::chrono::system_clock::time_point>, KeyHash,
+                     std::equal_to<>>
+      deadlines_;
 };
 
 }  // namespace countersign

@@ -1,4 +1,5 @@
 // `countersign run`: wires the core (intake, control, release) to NATS and runs until SIGTERM.
+#include <malloc.h>
 #include <pthread.h>
 #include <sys/stat.h>
 
@@ -338,6 +339,10 @@ int runGateway(const RunOptions& options) {
                                   std::chrono::duration_cast<std::chrono::milliseconds>(
                                       2 * (std::chrono::steady_clock::now() - scan_started)));
       store_reachable.store(scanned.has_value());
+      // A scan builds and drops sets as large as the bucket's key list (and the key index's
+      // watcher delivers the whole bucket at start): hand the freed memory back, so that the
+      // process's size follows what it holds (about one key and one deadline per open record).
+      malloc_trim(0);
       if (!scanned) {
         log.warn("replay scan failed", {{"error", scanned.error().message}});
       } else if (scanned->replayed + scanned->release_unknown + scanned->expired > 0) {

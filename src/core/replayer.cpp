@@ -17,18 +17,19 @@ std::chrono::nanoseconds Replayer::duplicateWindow(const ApprovalRecord& record)
 Result<ScanResult> Replayer::scan() {
   auto keys = s_.store.keys();
   if (!keys) return std::unexpected(keys.error());
-  std::unordered_set<std::string> records;
-  std::unordered_set<std::string> decided;
-  std::unordered_set<std::string> released;
-  std::unordered_map<std::string, int> claims;
-  for (const auto& key : *keys) {
+  // Views into `keys`, which outlives them: a scan copies no key again.
+  std::unordered_set<std::string_view> records;
+  std::unordered_set<std::string_view> decided;
+  std::unordered_set<std::string_view> released;
+  std::unordered_map<std::string_view, int> claims;
+  for (const std::string_view key : *keys) {
     const auto slash = key.find('/');
-    if (slash == std::string::npos) {
+    if (slash == std::string_view::npos) {
       records.insert(key);
       continue;
     }
-    const std::string id = key.substr(0, slash);
-    const std::string_view rest = std::string_view(key).substr(slash + 1);
+    const std::string_view id = key.substr(0, slash);
+    const std::string_view rest = key.substr(slash + 1);
     if (rest == "decision") {
       decided.insert(id);
     } else if (rest == "released") {
@@ -40,12 +41,12 @@ Result<ScanResult> Replayer::scan() {
 
   ScanResult result;
   record_reads_ = 0;
-  for (const auto& id : decided) {
+  for (const auto id : decided) {
     if (released.contains(id)) continue;
     const auto it = claims.find(id);
-    finishRelease(id, it == claims.end() ? 0 : it->second, result);
+    finishRelease(std::string(id), it == claims.end() ? 0 : it->second, result);
   }
-  for (const auto& id : records) {
+  for (const auto id : records) {
     if (decided.contains(id)) continue;
     ++result.pending;
     expireIfDue(id, result);
@@ -128,7 +129,7 @@ void Replayer::finishRelease(const std::string& id, int claims, ScanResult& resu
   sightings_.erase(id);
 }
 
-void Replayer::expireIfDue(const std::string& id, ScanResult& result) {
+void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
   auto cached = deadlines_.find(id);
   if (cached == deadlines_.end()) {
     if (record_reads_ >= options_.max_record_reads_per_scan) return;  // next scan
@@ -140,7 +141,7 @@ void Replayer::expireIfDue(const std::string& id, ScanResult& result) {
       std::chrono::system_clock::time_point t;
       if (parseRfc3339(record->expires_at, t)) deadline = t;
     }
-    cached = deadlines_.emplace(id, deadline).first;
+    cached = deadlines_.emplace(std::string(id), deadline).first;
   }
   if (!cached->second || s_.clock.now() < *cached->second) return;
 
