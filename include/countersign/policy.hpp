@@ -83,6 +83,9 @@ struct Rule {
   HumanSpec human;
   std::vector<std::shared_ptr<const Condition>> when;  // all must hold
   bool reads_payload = false;  // some condition reads a payload field or a label
+  // What a job forwarded under this rule carries (Countersign-Decision: allow, -Approval: none,
+  // -Rule, -Policy-Snapshot), built once with the policy.
+  Headers forward_headers;
 };
 
 struct Verdict {
@@ -118,6 +121,10 @@ class Policy {
   // First rule whose conditions all hold; cheap conditions (topic, subject, header) are tried
   // before payload ones so that jobs decided by topic never parse their payload.
   Verdict evaluate(const JobView& job) const;
+  // Rule::forward_headers, or those of the synthetic rule "default" when `rule` is null.
+  const Headers& forwardHeaders(const Rule* rule) const {
+    return rule != nullptr ? rule->forward_headers : default_forward_headers_;
+  }
   Explanation explain(const JobView& job) const;
 
  private:
@@ -127,6 +134,7 @@ class Policy {
   std::string canonical_;
   std::vector<Rule> rules_;
   Decision default_decision_ = Decision::deny;
+  Headers default_forward_headers_;
 };
 
 // Token buckets per throttle rule (and key), surviving policy reloads (keyed by rule id).

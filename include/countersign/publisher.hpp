@@ -16,6 +16,8 @@ struct OutMessage {
   std::string_view reply;  // empty: none
   const Headers* headers = nullptr;  // nullptr: no headers
   std::string_view payload;
+  // More headers sent after `headers` (lets a fixed set be added without copying either list).
+  const Headers* more_headers = nullptr;
 };
 
 enum class Delivery {

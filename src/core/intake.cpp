@@ -123,10 +123,10 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
 
   switch (verdict.decision) {
     case Decision::allow:
-      return forward(job, rule_id);
+      return forward(job, verdict.rule);
     case Decision::throttle: {
       const auto admission = s_.throttler.admit(*verdict.rule, view, s_.clock.steady());
-      if (admission.admitted) return forward(job, rule_id);
+      if (admission.admitted) return forward(job, verdict.rule);
       JsonObjectWriter w;
       w.field("status", "throttled")
           .field("code", 429)
@@ -164,14 +164,11 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
   return IntakeOutcome{.status = "unroutable", .code = 500};
 }
 
-IntakeOutcome Intake::forward(Job& job, std::string_view rule) {
-  // The job is not needed in its received form any more: its headers go out with it.
+IntakeOutcome Intake::forward(Job& job, const Rule* matched) {
+  const std::string_view rule = matched != nullptr ? std::string_view(matched->id) : "default";
+  // The job is not needed in its received form any more: its headers go out with it, followed
+  // by the rule's Countersign-* headers (built once with the policy).
   Headers headers = std::move(job.msg.headers);
-  headers.reserve(headers.size() + 5);
-  headers.emplace_back("Countersign-Decision", "allow");
-  headers.emplace_back("Countersign-Approval", "none");
-  headers.emplace_back("Countersign-Rule", std::string(rule));
-  headers.emplace_back("Countersign-Policy-Snapshot", job.policy->snapshot());
   Delivery delivery = Delivery::core;
   if (job.ingress != nullptr) {
     // Acked only once the forward is confirmed: a PubAck from to_stream, else a flush.
@@ -186,7 +183,8 @@ IntakeOutcome Intake::forward(Job& job, std::string_view rule) {
   OutMessage out{.subject = job.target,
                  .reply = job.forward_reply ? std::string_view(job.msg.reply) : std::string_view(),
                  .headers = &headers,
-                 .payload = job.msg.payload};
+                 .payload = job.msg.payload,
+                 .more_headers = &job.policy->forwardHeaders(matched)};
   auto sent = s_.publisher.publish(out, delivery, s_.config.release.publish_timeout);
   if (!sent) {
     if (sent.error().code == Errc::too_large) {

@@ -308,6 +308,14 @@ Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view yaml_text,
     add(normal, "rules", std::move(list), allocator);
     policy->canonical_ = json::canonicalize(normal);
     policy->snapshot_ = policy->version_ + ":sha256:" + json::sha256Hex(policy->canonical_);
+    auto forwardHeaders = [&](std::string_view rule_id) {
+      return Headers{{"Countersign-Decision", "allow"},
+                     {"Countersign-Approval", "none"},
+                     {"Countersign-Rule", std::string(rule_id)},
+                     {"Countersign-Policy-Snapshot", policy->snapshot_}};
+    };
+    for (auto& rule : policy->rules_) rule.forward_headers = forwardHeaders(rule.id);
+    policy->default_forward_headers_ = forwardHeaders("default");
     return std::shared_ptr<const Policy>(std::move(policy));
   } catch (const std::exception& e) {
     return fail(Errc::invalid_argument, std::string(source) + ": " + e.what());

@@ -1,5 +1,6 @@
 #include "countersign/subject.hpp"
 
+#include <optional>
 #include <vector>
 
 namespace countersign::subject {
@@ -18,6 +19,15 @@ std::vector<std::string_view> tokens(std::string_view text) {
     out.push_back(text.substr(start, dot - start));
     start = dot + 1;
   }
+}
+
+// "a.b.>": a literal prefix and a tail wildcard, the usual route pattern: its prefix, which
+// lets topicOf and targetFor work on whole strings instead of tokens.
+std::optional<std::string_view> tailPrefix(std::string_view pattern) {
+  if (pattern.size() < 3 || !pattern.ends_with(".>")) return std::nullopt;
+  const std::string_view prefix = pattern.substr(0, pattern.size() - 2);
+  if (prefix.find_first_of("*>") != std::string_view::npos) return std::nullopt;
+  return prefix;
 }
 
 }  // namespace
@@ -81,6 +91,8 @@ bool overlaps(std::string_view a, std::string_view b) {
 
 std::optional<std::string> topicOf(std::string_view from, std::string_view subject) {
   if (!matches(from, subject)) return std::nullopt;
+  // The tokens after the prefix, joined again: the rest of the subject as it is.
+  if (const auto prefix = tailPrefix(from)) return std::string(subject.substr(prefix->size() + 1));
   const auto tf = tokens(from);
   const auto ts = tokens(subject);
   std::string topic;
@@ -100,6 +112,13 @@ std::optional<std::string> topicOf(std::string_view from, std::string_view subje
 }
 
 std::optional<std::string> targetFor(std::string_view to, std::string_view topic) {
+  if (const auto prefix = tailPrefix(to)) {
+    if (topic.empty()) return std::nullopt;  // '>' needs at least one token
+    std::string target;
+    target.reserve(prefix->size() + 1 + topic.size());
+    target.append(*prefix).append(1, '.').append(topic);
+    return target;
+  }
   const auto tt = tokens(to);
   const auto parts = topic.empty() ? std::vector<std::string_view>{} : tokens(topic);
   std::string target;

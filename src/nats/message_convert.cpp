@@ -1,5 +1,7 @@
 #include "nats/message_convert.hpp"
 
+#include <array>
+
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -19,8 +21,25 @@ struct ArrayFree {
 };
 using CStringArray = std::unique_ptr<const char*, ArrayFree>;
 
-bool hasAny(std::string_view text, std::string_view forbidden) {
-  return text.find_first_of(forbidden) != std::string_view::npos;
+// A set of bytes looked up in one step per byte (find_first_of compares each byte with every
+// member, and this runs over every header of every forwarded message).
+struct ByteSet {
+  std::array<bool, 256> member{};
+  constexpr explicit ByteSet(std::string_view bytes) {
+    for (const char c : bytes) member[static_cast<unsigned char>(c)] = true;
+  }
+};
+
+using namespace std::string_view_literals;
+constexpr ByteSet kLineBreaks("\r\n\0"sv);
+constexpr ByteSet kSubjectBlanks(" \t\r\n\0"sv);
+constexpr ByteSet kHeaderNameBad(": \t\r\n\0"sv);
+
+bool hasAny(std::string_view text, const ByteSet& forbidden) {
+  for (const char c : text) {
+    if (forbidden.member[static_cast<unsigned char>(c)]) return true;
+  }
+  return false;
 }
 
 std::string_view trimBlanks(std::string_view text) {
@@ -84,7 +103,7 @@ Result<Headers> parseHeaderBlock(std::string_view block) {
       if (pos != block.size()) return bad("data after the empty line that ends the headers");
       return headers;
     }
-    if (hasAny(line, "\r\n\0"sv)) return bad("bare CR, LF or NUL in a header line");
+    if (hasAny(line, kLineBreaks)) return bad("bare CR, LF or NUL in a header line");
     if (line.front() == ' ' || line.front() == '\t') {
       // A folded line continues the previous value.
       if (!have_previous) return bad("first header line starts with a blank");
@@ -151,7 +170,7 @@ Result<NatsMsgPtr> toNatsMsg(const OutMessage& message) {
   using namespace std::string_view_literals;
   if (auto ok = openNatsLibrary(); !ok) return std::unexpected(ok.error());
   if (message.subject.empty()) return fail(Errc::invalid_argument, "message: empty subject");
-  if (hasAny(message.subject, " \t\r\n\0"sv) || hasAny(message.reply, " \t\r\n\0"sv)) {
+  if (hasAny(message.subject, kSubjectBlanks) || hasAny(message.reply, kSubjectBlanks)) {
     return fail(Errc::invalid_argument, "message: subject or reply with whitespace or NUL");
   }
   if (message.payload.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
@@ -164,25 +183,31 @@ Result<NatsMsgPtr> toNatsMsg(const OutMessage& message) {
                                 message.payload.data(), static_cast<int>(message.payload.size()));
   if (s != NATS_OK) return std::unexpected(natsError(s, "create message"));
   NatsMsgPtr msg(raw);
-  if (message.headers == nullptr) return msg;
-
-  for (const auto& [header_name, header_value] : *message.headers) {
-    if (header_name.empty() || hasAny(header_name, ": \t\r\n\0"sv)) {
-      return fail(Errc::invalid_argument, "message: invalid header name \"" + header_name + "\"");
+  for (const Headers* list : {message.headers, message.more_headers}) {
+    if (list == nullptr) continue;
+    for (const auto& [header_name, header_value] : *list) {
+      if (header_name.empty() || hasAny(header_name, kHeaderNameBad)) {
+        return fail(Errc::invalid_argument, "message: invalid header name \"" + header_name + "\"");
+      }
+      if (hasAny(header_value, kLineBreaks)) {
+        return fail(Errc::invalid_argument,
+                    "message: header " + header_name + " has a value with CR, LF or NUL");
+      }
+      s = natsMsgHeader_Add(msg.get(), header_name.c_str(), header_value.c_str());
+      if (s != NATS_OK) return std::unexpected(natsError(s, "message header " + header_name));
     }
-    if (hasAny(header_value, "\r\n\0"sv)) {
-      return fail(Errc::invalid_argument,
-                  "message: header " + header_name + " has a value with CR, LF or NUL");
-    }
-    s = natsMsgHeader_Add(msg.get(), header_name.c_str(), header_value.c_str());
-    if (s != NATS_OK) return std::unexpected(natsError(s, "message header " + header_name));
   }
   return msg;
 }
 
 std::size_t wireSize(const OutMessage& message) {
-  if (message.headers == nullptr) return message.payload.size();
-  return countersign::wireSize(*message.headers, message.payload.size());
+  const Headers none;
+  const Headers& first = message.headers != nullptr ? *message.headers : none;
+  const Headers& more = message.more_headers != nullptr ? *message.more_headers : none;
+  if (more.empty()) return countersign::wireSize(first, message.payload.size());
+  // The header block's frame is counted once, by the first call.
+  return countersign::wireSize(first.empty() ? more : first, message.payload.size()) +
+         (first.empty() ? 0 : countersign::wireSize(more, 0) - std::string_view("NATS/1.0\r\n\r\n").size());
 }
 
 }  // namespace countersign::natsio

@@ -713,6 +713,19 @@ TEST(NatsPublisherLimits, HeaderBlockSizeMatchesTheServersCount) {
   ASSERT_FALSE(over.has_value());
   EXPECT_EQ(over.error().code, Errc::too_large);
   EXPECT_TRUE(connection->connected());
+
+  // The same headers split over `headers` and `more_headers`: the same size, the same message.
+  Headers first{{"Name-One", "value"}};
+  Headers more{{"Name-One", "second"}, {"Other", ""}};
+  OutMessage split{"jobs.limit", "", &first, payload, &more};
+  EXPECT_EQ(natsio::wireSize(split), 1000u);
+  OutMessage only_more{"jobs.limit", "", nullptr, "", &headers};
+  EXPECT_EQ(natsio::wireSize(only_more), header_bytes);
+  ASSERT_TRUE(publisher.publish(split, Delivery::core_flush, 5s).has_value());
+  const auto got = jobs.waitFor(2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(headerValues(got[1], "Name-One"), (std::vector<std::string>{"value", "second"}));
+  EXPECT_EQ(headerValues(got[1], "Other"), std::vector<std::string>{""});
 }
 
 TEST_F(NatsAdapterTest, PublishRefusesBadSubjectsAndHeaders) {

@@ -111,13 +111,13 @@ class CapturingPublisher final : public Publisher {
                              std::chrono::milliseconds) override {
     const std::lock_guard lock(mutex_);
     std::size_t size = m.payload.size();
-    if (m.headers) {
-      for (const auto& [k, v] : *m.headers) size += k.size() + v.size() + 4;
-    }
+    Headers headers = m.headers ? *m.headers : Headers{};
+    if (m.more_headers) headers.insert(headers.end(), m.more_headers->begin(), m.more_headers->end());
+    for (const auto& [k, v] : headers) size += k.size() + v.size() + 4;
     if (size > max_payload) return fail(Errc::too_large, "too large");
     if (fail_delivery && *fail_delivery == delivery) return fail(Errc::timeout, "injected timeout");
-    messages_.push_back(Published{std::string(m.subject), std::string(m.reply),
-                                  m.headers ? *m.headers : Headers{}, std::string(m.payload), delivery});
+    messages_.push_back(Published{std::string(m.subject), std::string(m.reply), std::move(headers),
+                                  std::string(m.payload), delivery});
     PublishAck ack;
     if (delivery == Delivery::jetstream) {
       ack.stream = "JOBS";

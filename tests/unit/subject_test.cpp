@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 namespace countersign::subject {
 namespace {
 
@@ -52,6 +55,37 @@ TEST(Subject, TopicAndTarget) {
   EXPECT_EQ(targetFor("w.*.b.>", "x.y.z"), "w.x.b.y.z");
   EXPECT_FALSE(targetFor("w.*", "x.y"));
   EXPECT_FALSE(targetFor("w.*.*", "x"));
+}
+
+// "prefix.>" patterns take a shortcut over whole strings; it must agree with the token walk,
+// which "*.>"-free patterns of the same shape with a leading '*' still take.
+TEST(Subject, TailPatternShortcutAgreesWithTheTokenWalk) {
+  const std::vector<std::string> subjects = {"agents.jobs.x", "agents.jobs.a.b.c", "agents.jobs",
+                                             "agents.jobsx.y", "agents.jobs.", "agents.jobs.a..b",
+                                             "other.jobs.x", "agents", "agents.jobs.>"};
+  for (const auto& subject : subjects) {
+    const auto fast = topicOf("agents.jobs.>", subject);
+    // The same pattern with its first token as a wildcard walks the tokens; on subjects that
+    // start with "agents." both must answer alike.
+    const auto walked = topicOf("*.jobs.>", subject);
+    if (subject.starts_with("agents.")) {
+      ASSERT_EQ(fast.has_value(), walked.has_value()) << subject;
+      if (fast) {
+        // The walk also keeps the '*' token: drop it to compare.
+        EXPECT_EQ("agents." + *fast, *walked) << subject;
+      }
+    } else {
+      EXPECT_FALSE(fast) << subject;
+    }
+  }
+  for (const std::string topic : {"x", "a.b.c", "a..b", ""}) {
+    const auto fast = targetFor("jobs.>", topic);
+    const auto walked = targetFor("*.>", "jobs." + topic);
+    ASSERT_EQ(fast.has_value(), !topic.empty()) << topic;
+    if (fast) {
+      EXPECT_EQ(*fast, *walked) << topic;
+    }
+  }
 }
 
 }  // namespace
