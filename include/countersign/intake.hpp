@@ -4,6 +4,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 
 #include "countersign/config.hpp"
@@ -58,6 +60,11 @@ class Intake {
   // ingress position when the job has none, so a redelivery after a crash is deduplicated.
   IntakeOutcome onJob(const RouteConfig& route, Message&& message,
                       const IngressPosition* ingress = nullptr);
+  // Told of every record this intake created, with its deadline (nullopt: none): lets the
+  // process's replayer skip reading it. Set before the first job arrives.
+  using HeldCallback =
+      std::function<void(std::string_view id, std::optional<std::chrono::system_clock::time_point>)>;
+  void onHeld(HeldCallback callback) { on_held_ = std::move(callback); }
 
  private:
   struct Job;
@@ -76,6 +83,7 @@ class Intake {
   Publisher& replies_;
   ReplyGuard guard_;
   WorkPool* hold_pool_ = nullptr;
+  HeldCallback on_held_;
 };
 
 }  // namespace countersign

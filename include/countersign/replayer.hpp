@@ -7,10 +7,14 @@
 
 #include <chrono>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "countersign/releaser.hpp"
 #include "countersign/services.hpp"
@@ -38,6 +42,9 @@ class Replayer {
  public:
   Replayer(Services services, Releaser& releaser, ReplayerOptions options);
   Result<ScanResult> scan();
+  // A hold this process stored, with its deadline (nullopt: none): the next scan need not read
+  // the record to learn it. Thread-safe (intake calls it while scan() runs).
+  void noteHeld(std::string_view id, std::optional<std::chrono::system_clock::time_point> deadline);
 
  private:
   struct Sighting {
@@ -62,6 +69,11 @@ class Replayer {
   std::unordered_map<std::string, std::optional<std::chrono::system_clock::time_point>, KeyHash,
                      std::equal_to<>>
       deadlines_;
+  // Decided without a release for good (rejected, expired): their decision is read once, not
+  // every scan.
+  std::unordered_set<std::string, KeyHash, std::equal_to<>> settled_;
+  std::mutex noted_mutex_;
+  std::vector<std::pair<std::string, std::optional<std::chrono::system_clock::time_point>>> noted_;
 };
 
 }  // namespace countersign

@@ -33,8 +33,12 @@ class KvStore {
   virtual Result<std::uint64_t> update(std::string_view key, std::string_view value,
                                        std::uint64_t expected_revision) = 0;
 
-  // Keys that currently have a value, in any order.
+  // Keys that currently have a value, in any order. May come from an index that learns of
+  // other processes' writes with a delay (KvBucket): fine for periodic scans.
   virtual Result<std::vector<std::string>> keys() = 0;
+  // The same, read from the bucket now: includes every write confirmed before the call (for
+  // answers to people: `list`, and operator decisions).
+  virtual Result<std::vector<std::string>> listKeys() { return keys(); }
 
   // create() without waiting for the answer: `done` gets exactly what create() would return,
   // exactly once, on any thread (possibly before this call returns). It must not block: it may

@@ -239,6 +239,9 @@ int runGateway(const RunOptions& options) {
   Releaser releaser(control_services);
   Control control(control_services, releaser);
   Replayer replayer(control_services, releaser, replay_options);
+  intake.onHeld([&replayer](std::string_view id, std::optional<std::chrono::system_clock::time_point> deadline) {
+    replayer.noteHeld(id, deadline);
+  });
   // On every way out: the subscriptions (declared below) stop first, then the holds they
   // started finish here, while intake still exists.
   struct DrainHolds {

@@ -185,7 +185,7 @@ ControlReply Control::operatorRelease(std::string_view body) {
     return reply("released", 200, w);
   }
   // force: claim the next replay attempt so no replayer publishes at the same time.
-  auto keys = s_.store.keys();
+  auto keys = s_.store.listKeys();
   if (!keys) return lockBusy(id);
   const std::string claim_prefix = id + "/replay/";
   int claims = 0;
@@ -543,7 +543,7 @@ ControlReply Control::get(const Request& request) {
 }
 
 ControlReply Control::list(const Request& request) {
-  auto keys = s_.store.keys();
+  auto keys = s_.store.listKeys();
   if (!keys) {
     auto w = start("unavailable", 503);
     w.field("retryable", true).field("reason", keys.error().message);

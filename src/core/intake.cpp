@@ -324,6 +324,13 @@ IntakeOutcome Intake::settle(const Job& job, const ApprovalRecord& record, Resul
     return outcome;
   }
 
+  if (on_held_) {
+    std::optional<std::chrono::system_clock::time_point> deadline;
+    if (std::chrono::system_clock::time_point at; !record.expires_at.empty() && parseRfc3339(record.expires_at, at)) {
+      deadline = at;
+    }
+    on_held_(record.id, deadline);
+  }
   s_.events.emit(Event{.event = "held", .approval_id = record.id, .topic = job.topic,
                        .subject = job.msg.subject, .rule = record.rule, .job_hash = record.job_hash,
                        .policy_snapshot = record.policy_snapshot, .payload = record.payload});

@@ -14,7 +14,21 @@ std::chrono::nanoseconds Replayer::duplicateWindow(const ApprovalRecord& record)
   return it == options_.duplicate_windows.end() ? std::chrono::nanoseconds(0) : it->second;
 }
 
+void Replayer::noteHeld(std::string_view id,
+                        std::optional<std::chrono::system_clock::time_point> deadline) {
+  const std::lock_guard lock(noted_mutex_);
+  noted_.emplace_back(std::string(id), deadline);
+}
+
 Result<ScanResult> Replayer::scan() {
+  {
+    std::vector<std::pair<std::string, std::optional<std::chrono::system_clock::time_point>>> noted;
+    {
+      const std::lock_guard lock(noted_mutex_);
+      noted.swap(noted_);
+    }
+    for (auto& [id, deadline] : noted) deadlines_.try_emplace(std::move(id), deadline);
+  }
   auto keys = s_.store.keys();
   if (!keys) return std::unexpected(keys.error());
   // Views into `keys`, which outlives them: a scan copies no key again.
@@ -42,7 +56,7 @@ Result<ScanResult> Replayer::scan() {
   ScanResult result;
   record_reads_ = 0;
   for (const auto id : decided) {
-    if (released.contains(id)) continue;
+    if (released.contains(id) || settled_.contains(id)) continue;
     const auto it = claims.find(id);
     finishRelease(std::string(id), it == claims.end() ? 0 : it->second, result);
   }
@@ -58,6 +72,8 @@ Result<ScanResult> Replayer::scan() {
   std::erase_if(deadlines_, [&](const auto& entry) {
     return decided.contains(entry.first) || !records.contains(entry.first);
   });
+  // Aged out of the bucket (an id expired by this scan is not in `decided` yet, but a record).
+  std::erase_if(settled_, [&](const auto& id) { return !decided.contains(id) && !records.contains(id); });
   s_.metrics.setPending(result.pending - result.expired);
   return result;
 }
@@ -66,7 +82,11 @@ void Replayer::finishRelease(const std::string& id, int claims, ScanResult& resu
   auto decision_entry = s_.store.get(decisionKey(id));
   if (!decision_entry) return;
   auto decision = parseDecisionRecord(decision_entry->value);
-  if (!decision || decision->decision != FinalDecision::approved) return;
+  if (!decision) return;
+  if (decision->decision != FinalDecision::approved) {
+    settled_.insert(id);  // rejected or expired: nothing to release, ever
+    return;
+  }
   auto entry = s_.store.get(id);
   if (!entry) return;
   auto record = parseApprovalRecord(entry->value);
@@ -166,6 +186,7 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
     return;
   }
   markDecided(s_.store, id, ApprovalState::expired, decision);
+  settled_.insert(std::string(id));
   s_.events.emit(Event{.event = "expired", .approval_id = id, .topic = record->topic,
                        .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                        .policy_snapshot = record->policy_snapshot, .reason = "timeout"});

@@ -53,7 +53,7 @@ class KvBucket : public KvStore {
   // process may show up a few milliseconds late.
   Result<std::vector<std::string>> keys() override;
   // The full listing (kvStore_Keys), bypassing the index.
-  Result<std::vector<std::string>> listKeys();
+  Result<std::vector<std::string>> listKeys() override;
   // Whether the watcher has delivered the bucket's state and is running (for tests).
   bool indexLive() const;
   // Stops the watcher (keys() lists the bucket from then on). Call it before draining the

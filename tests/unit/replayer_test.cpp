@@ -133,6 +133,46 @@ TEST_F(ReplayerTest, ExpiresHeldJobsPastTheirDeadline) {
   EXPECT_FALSE(kv_.value(pay + "/decision"));
 }
 
+TEST_F(ReplayerTest, HoldsThisProcessMadeAreNotReadAgain) {
+  auto replay = replayer();
+  intake_->onHeld([&](std::string_view id, std::optional<std::chrono::system_clock::time_point> deadline) {
+    replay->noteHeld(id, deadline);
+  });
+  ASSERT_EQ(send("ops.restart", R"({"id":"r-1"})").code, 202);  // deadline in 10 s
+  const std::string pay = holdPayment();                         // none
+  kv_.gets = 0;
+  EXPECT_EQ(replay->scan()->pending, 2);
+  EXPECT_EQ(kv_.gets.load(), 0) << "the deadlines came from intake";
+  clock_.advance(11s);
+  EXPECT_EQ(replay->scan()->expired, 1);
+  EXPECT_EQ(parseDecisionRecord(*kv_.value("r-1/decision"))->decision, FinalDecision::expired);
+  EXPECT_FALSE(kv_.value(pay + "/decision"));
+  // A record another process held is still read once; the expired one is not read again.
+  kv_.put("other-1", *kv_.value(pay));
+  kv_.gets = 0;
+  EXPECT_EQ(replay->scan()->pending, 2);
+  EXPECT_EQ(kv_.gets.load(), 1);
+  kv_.gets = 0;
+  EXPECT_EQ(replay->scan()->pending, 2);
+  EXPECT_EQ(kv_.gets.load(), 0);
+}
+
+TEST_F(ReplayerTest, RejectedJobsAreLookedAtOnceNotEveryScan) {
+  auto replay = replayer();
+  for (int i = 0; i < 3; ++i) {
+    send("finance.payment.execute", R"({"id":"p-)" + std::to_string(i) + R"(","labels":{"env":"production"}})");
+    ASSERT_EQ(reject("p-" + std::to_string(i)).code, 200);
+  }
+  (void)replay->scan();
+  kv_.gets = 0;
+  for (int scan = 0; scan < 5; ++scan) {
+    const auto result = replay->scan();
+    ASSERT_TRUE(result);
+    EXPECT_EQ(result->pending, 0);
+  }
+  EXPECT_EQ(kv_.gets.load(), 0) << "rejected decisions never change: read once";
+}
+
 TEST_F(ReplayerTest, LargeBacklogsAreReadOverSeveralScans) {
   for (int i = 0; i < 5; ++i) send("ops.restart", R"({"id":"r-)" + std::to_string(i) + R"("})");
   clock_.advance(11s);
