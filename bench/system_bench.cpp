@@ -2323,6 +2323,31 @@ void writeReport(const Settings& settings, const Report& report, const std::stri
   }
 }
 
+// Waits (at most `limit`) until each process uses less than 5% of a core over 300 ms: a phase
+// that saturated the pipeline (the latency phase at 50% of a noisy maximum) can leave queues that
+// countersign and the server still work through, which would be charged to the next phase.
+void waitQuiet(const std::vector<pid_t>& pids, const std::string& before,
+               std::chrono::milliseconds limit = 20000ms) {
+  const auto started = std::chrono::steady_clock::now();
+  constexpr auto kWindow = 300ms;
+  while (std::chrono::steady_clock::now() - started < limit) {
+    std::vector<double> at;
+    for (const pid_t pid : pids) at.push_back(cpuSeconds(pid));
+    std::this_thread::sleep_for(kWindow);
+    bool quiet = true;
+    for (std::size_t i = 0; i < pids.size(); ++i) {
+      quiet = quiet && (cpuSeconds(pids[i]) - at[i]) < 0.05 * std::chrono::duration<double>(kWindow).count();
+    }
+    if (quiet) {
+      note("quiet before " + before + " after " +
+           fmt(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), 1) + " s");
+      return;
+    }
+  }
+  note("not quiet before " + before + " after " + fmt(std::chrono::duration<double>(limit).count(), 0) +
+       " s; measuring anyway");
+}
+
 int runAll(const Settings& settings) {
   nats_Open(-1);
   const std::string load_before = loadAverage();
@@ -2340,15 +2365,27 @@ int runAll(const Settings& settings) {
       auto relay = startRelay(dir.path() / "relay1", server->url, "relay1.jobs.", false);
       auto relay_asap = startRelay(dir.path() / "relay2", server->url, "relay2.jobs.", true);
       const AllowResult allow = allowThroughput(rig, *cs, *relay, *worker);
-      if (settings.wants("latency")) allowLatency(rig, *worker, allow);
+      if (settings.wants("latency")) {
+        waitQuiet({cs->pid(), server->pid()}, "latency");
+        allowLatency(rig, *worker, allow);
+      }
     }
-    if (settings.wants("hold")) holdRate(rig, cs);
+    if (settings.wants("hold")) {
+      waitQuiet({cs->pid(), server->pid()}, "hold");
+      holdRate(rig, cs);
+    }
   }
   if (settings.wants("approve") || settings.wants("scale")) {
     Connection admin(server->url, "bench-admin", true);
     addJobsStream(admin);
-    if (settings.wants("approve")) approveToRelease(rig, *worker);
-    if (settings.wants("scale")) scale(rig, *worker);
+    if (settings.wants("approve")) {
+      waitQuiet({server->pid()}, "approve");
+      approveToRelease(rig, *worker);
+    }
+    if (settings.wants("scale")) {
+      waitQuiet({server->pid()}, "scale");
+      scale(rig, *worker);
+    }
   }
   worker.reset();
   writeReport(settings, report, load_before);
