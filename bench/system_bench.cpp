@@ -2032,12 +2032,12 @@ void approveToRelease(Rig& rig, Worker& worker) {
   d << "\ncountersign's approve path (src/core/control.cpp Control::approve, "
        "src/core/releaser.cpp Releaser::release, src/core/events.cpp EventSink::emit) waits for "
        "these server round trips before it answers: KV get of the record, KV create "
-       "`<id>/decision`, JetStream publish of the job (PubAck), KV create `<id>/released` (the "
-       "`approved` audit event goes out in between without waiting); then, after the answer, the "
-       "KV update of the record's view and the `released` audit event (PubAck, which also confirms "
-       "`approved`). That is 4 before the answer, as in the baseline, plus the request and the "
-       "reply through the server, and 2 after it. Approvals run on `concurrency.control` threads "
-       "(8), one approval id per thread at a time.\n\n";
+       "`<id>/decision`, JetStream publish of the job (PubAck; the `approved` audit event goes out "
+       "before it without waiting); then, after the answer, KV create `<id>/released`, the KV "
+       "update of the record's view and the `released` audit event (PubAck, which also confirms "
+       "`approved`). That is 3 before the answer (the baseline's sequence has 4), plus the request "
+       "and the reply through the server, and 3 after it. Each control subject has "
+       "`concurrency.control` (8) queue subscribers per process, each on its own thread.\n\n";
   const Percentiles echo = echoLatency(rig.server.url, true, quick ? 300 : 1000);
   for (const auto& row : rows) {
     if (row.variant != "default") continue;

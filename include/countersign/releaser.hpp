@@ -29,8 +29,8 @@ class Releaser {
   // `vote`: the approval that decided it, folded into the record's view in the same write
   // (one compare-and-swap instead of two on the approve path). `entry`: the record's KV entry
   // as the caller read it, so that the view's update need not read it again. `tail`: when
-  // given and the release was recorded, the view's update and the `released` event are not
-  // done here but handed back to run later (after answering the approver).
+  // given and the publish was confirmed, the create of <id>/released, the view's update and the
+  // `released` event are not done here but handed back to run later (after answering).
   ReleaseOutcome release(const ApprovalRecord& record, const DecisionRecord& decision,
                          std::string_view by, const ApprovalVote* vote = nullptr,
                          const KvEntry* entry = nullptr, std::function<void()>* tail = nullptr);

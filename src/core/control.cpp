@@ -478,8 +478,8 @@ ControlReply Control::approve(const Request& request) {
   w.field("approval_id", id).field("released", true).field("msg_id", released.msg_id)
       .field("target", record->target);
   ControlReply answer = reply("approved", 200, w);
-  // The job is out and <id>/released exists: the approver hears it now; the view and the
-  // `released` event follow.
+  // The job is out (PubAck, or a flush on core routes): the approver hears it now; <id>/released,
+  // the view and the `released` event follow.
   answer.after = std::move(tail);
   return answer;
 }

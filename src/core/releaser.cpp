@@ -46,17 +46,19 @@ ReleaseOutcome Releaser::release(const ApprovalRecord& record, const DecisionRec
   const std::string now = formatRfc3339(s_.clock.now());
   const ReleasedRecord released{.at = now, .msg_id = outcome.msg_id, .stream = sent->stream,
                                 .sequence = sent->sequence, .by = std::string(by)};
-  auto marked = s_.store.create(releasedKey(record.id), toJson(released));
-  if (!marked && marked.error().code != Errc::exists) {
-    // The publish happened; the replayer may publish again with the same Nats-Msg-Id, which the
-    // stream drops as a duplicate within its window.
-    s_.log.error("release not recorded", {{"approval_id", record.id}, {"error", marked.error().message}});
-  }
-  // The view and the event: now, or (with `tail`, once the release is recorded) by the caller
-  // after it has answered. The closure owns copies of what it needs.
-  auto finish = [this, record, decision, now, msg_id = outcome.msg_id,
+  // Recording the release, the view and the event: now, or with `tail` by the caller once it
+  // has answered (the job is out: the answer does not wait for the bookkeeping; a crash before
+  // <id>/released leaves what a crash right after the publish always left, see
+  // docs/exactly-once.md). The closure owns copies of what it needs.
+  auto finish = [this, record, decision, now, released, msg_id = outcome.msg_id,
                  vote = vote != nullptr ? std::optional<ApprovalVote>(*vote) : std::nullopt,
                  entry = entry != nullptr ? std::optional<KvEntry>(*entry) : std::nullopt] {
+    auto marked = s_.store.create(releasedKey(record.id), toJson(released));
+    if (!marked && marked.error().code != Errc::exists) {
+      // The publish happened; the replayer may publish again with the same Nats-Msg-Id, which
+      // the stream drops as a duplicate within its window.
+      s_.log.error("release not recorded", {{"approval_id", record.id}, {"error", marked.error().message}});
+    }
     auto view = updateRecord(s_.store, record.id, [&](ApprovalRecord& r) {
       if (r.state == ApprovalState::released) return false;
       r.state = ApprovalState::released;
@@ -77,7 +79,7 @@ ReleaseOutcome Releaser::release(const ApprovalRecord& record, const DecisionRec
                          .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
                          .policy_snapshot = decision.policy_snapshot, .actor = decision.by});
   };
-  if (tail != nullptr && (marked || marked.error().code == Errc::exists)) {
+  if (tail != nullptr) {
     *tail = std::move(finish);
   } else {
     finish();
