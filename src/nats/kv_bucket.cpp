@@ -98,6 +98,7 @@ struct KvBucket::AsyncCreates {
   std::condition_variable changed;
   std::unordered_map<const natsMsg*, Pending> pending;
   std::size_t abandoned = 0;  // timed out here, maybe still awaited by cnats
+  std::size_t answering = 0;  // `done` callbacks running (waitForCreates waits for them too)
   bool stopping = false;
   std::thread sweeper;
 
@@ -111,6 +112,7 @@ struct KvBucket::AsyncCreates {
         entry = std::move(it->second);
         self->pending.erase(it);
         found = true;
+        ++self->answering;
       } else if (self->abandoned > 0) {
         --self->abandoned;  // the answer to one that timed out
       }
@@ -127,6 +129,10 @@ struct KvBucket::AsyncCreates {
         Errc code = errcFor(s);
         if (code == Errc::internal) code = Errc::unavailable;
         entry.done(fail(code, "KV create " + entry.key + ": " + text));
+      }
+      {
+        const std::lock_guard lock(self->mutex);
+        --self->answering;
       }
       self->changed.notify_all();
     }
@@ -149,13 +155,15 @@ struct KvBucket::AsyncCreates {
         }
       }
       if (expired.empty()) continue;
+      answering += expired.size();
       lock.unlock();
       for (auto& entry : expired) {
         entry.done(fail(Errc::timeout, "KV create " + entry.key + ": no PubAck within " +
                                            std::to_string(kAsyncCreateTimeout.count()) + " ms"));
       }
-      changed.notify_all();
       lock.lock();
+      answering -= expired.size();
+      changed.notify_all();
     }
   }
 };
@@ -322,7 +330,8 @@ KvBucket::~KvBucket() {
 bool KvBucket::waitForCreates(std::chrono::milliseconds timeout) {
   if (async_ == nullptr) return true;
   std::unique_lock lock(async_->mutex);
-  return async_->changed.wait_for(lock, timeout, [this] { return async_->pending.empty(); });
+  return async_->changed.wait_for(lock, timeout,
+                                  [this] { return async_->pending.empty() && async_->answering == 0; });
 }
 
 void KvBucket::createAsync(std::string_view key, std::string_view value, CreateDone done) {
