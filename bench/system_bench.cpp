@@ -1380,19 +1380,64 @@ const std::string kReplayerIdle = "release:\n  replay_interval: 3600s\n";
 // for a PubAck. Shows what JetStream's storing of the audit trail costs per hold / approval.
 const std::string kAuditOff = "audit:\n  enabled: false\n";
 
-struct RatePair {
+// One variant at one concurrency: the baseline's rounds and countersign's.
+template <class Round>
+struct RoundPair {
   std::string variant;
   int n = 0;
-  std::vector<RateRound> raw;
-  std::vector<RateRound> cs;
+  std::vector<Round> raw;
+  std::vector<Round> cs;
 };
 
-double medianOf(const std::vector<RateRound>& rounds,
-                const std::function<double(const RateRound&)>& getter) {
+template <class Round, class Getter>
+double medianOf(const std::vector<Round>& rounds, Getter getter) {
   std::vector<double> values;
   for (const auto& round : rounds) values.push_back(getter(round));
   return median(values);
 }
+
+// The summary line of a ratio measure: its `default` rows against the 0.7x target.
+struct RatioSummary {
+  std::string baseline;
+  std::string cs;
+  std::string ratio;
+  bool all_met = true;
+};
+
+// Writes one table row per pair (medians of its rounds: rates, ratio, latency, CPU, failures)
+// and sums up the `default` rows.
+template <class Round, class Failures>
+RatioSummary writeRatioRows(std::ostream& d, const std::vector<RoundPair<Round>>& rows, Failures failures,
+                            int cpu_digits) {
+  RatioSummary summary;
+  for (const auto& row : rows) {
+    const double raw_rate = medianOf(row.raw, [](const Round& x) { return x.rate; });
+    const double cs_rate = medianOf(row.cs, [](const Round& x) { return x.rate; });
+    const double ratio = raw_rate > 0 ? cs_rate / raw_rate : 0;
+    std::uint64_t raw_failed = 0, cs_failed = 0;
+    for (const auto& x : row.raw) raw_failed += failures(x);
+    for (const auto& x : row.cs) cs_failed += failures(x);
+    d << "| " << row.variant << " | " << row.n << " | " << fmtRate(raw_rate) << " | "
+      << fmtRate(cs_rate) << " | " << fmt(ratio, 2) << "x | "
+      << fmtUs(medianOf(row.raw, [](const Round& x) { return x.latency.p50; })) << " / "
+      << fmtUs(medianOf(row.raw, [](const Round& x) { return x.latency.p99; })) << " | "
+      << fmtUs(medianOf(row.cs, [](const Round& x) { return x.latency.p50; })) << " / "
+      << fmtUs(medianOf(row.cs, [](const Round& x) { return x.latency.p99; })) << " | "
+      << fmt(medianOf(row.cs, [](const Round& x) { return x.proc_cpu_us; }), cpu_digits) << " | "
+      << fmt(medianOf(row.raw, [](const Round& x) { return x.server_cpu_us; }), cpu_digits) << " / "
+      << fmt(medianOf(row.cs, [](const Round& x) { return x.server_cpu_us; }), cpu_digits) << " | "
+      << raw_failed << " / " << cs_failed << " |\n";
+    if (row.variant != "default") continue;
+    summary.all_met = summary.all_met && ratio >= 0.7;
+    const std::string sep = summary.baseline.empty() ? "" : "; ";
+    summary.baseline += sep + "N=" + std::to_string(row.n) + ": " + fmtRate(raw_rate);
+    summary.cs += sep + "N=" + std::to_string(row.n) + ": " + fmtRate(cs_rate);
+    summary.ratio += sep + fmt(ratio, 2) + "x";
+  }
+  return summary;
+}
+
+using RatePair = RoundPair<RateRound>;
 
 struct HoldSetup {
   const std::vector<int>& levels;
@@ -1538,32 +1583,8 @@ void holdRate(Rig& rig, std::unique_ptr<Countersign>& cs) {
        "failures raw / "
        "countersign |\n"
     << "|---|---|---|---|---|---|---|---|---|---|\n";
-  bool all_met = true;
-  std::string summary_baseline, summary_cs, summary_ratio;
-  for (const auto& row : rows) {
-    const double raw_rate = medianOf(row.raw, [](const RateRound& x) { return x.rate; });
-    const double cs_rate = medianOf(row.cs, [](const RateRound& x) { return x.rate; });
-    const double ratio = raw_rate > 0 ? cs_rate / raw_rate : 0;
-    std::uint64_t raw_failed = 0, cs_failed = 0;
-    for (const auto& x : row.raw) raw_failed += x.failed;
-    for (const auto& x : row.cs) cs_failed += x.failed;
-    d << "| " << row.variant << " | " << row.n << " | " << fmtRate(raw_rate) << " | "
-      << fmtRate(cs_rate) << " | " << fmt(ratio, 2) << "x | "
-      << fmtUs(medianOf(row.raw, [](const RateRound& x) { return x.latency.p50; })) << " / "
-      << fmtUs(medianOf(row.raw, [](const RateRound& x) { return x.latency.p99; })) << " | "
-      << fmtUs(medianOf(row.cs, [](const RateRound& x) { return x.latency.p50; })) << " / "
-      << fmtUs(medianOf(row.cs, [](const RateRound& x) { return x.latency.p99; })) << " | "
-      << fmt(medianOf(row.cs, [](const RateRound& x) { return x.proc_cpu_us; }), 1) << " | "
-      << fmt(medianOf(row.raw, [](const RateRound& x) { return x.server_cpu_us; }), 1) << " / "
-      << fmt(medianOf(row.cs, [](const RateRound& x) { return x.server_cpu_us; }), 1) << " | "
-      << raw_failed << " / " << cs_failed << " |\n";
-    if (row.variant != "default") continue;
-    all_met = all_met && ratio >= 0.7;
-    const std::string sep = summary_baseline.empty() ? "" : "; ";
-    summary_baseline += sep + "N=" + std::to_string(row.n) + ": " + fmtRate(raw_rate);
-    summary_cs += sep + "N=" + std::to_string(row.n) + ": " + fmtRate(cs_rate);
-    summary_ratio += sep + fmt(ratio, 2) + "x";
-  }
+  const RatioSummary summary =
+      writeRatioRows(d, rows, [](const RateRound& x) { return x.failed; }, 1);
   d << "\nPer hold the server routes the request to countersign, stores the record, sends the "
        "PubAck, stores the `held` event in the audit stream and routes the reply: two JetStream "
        "writes and three routed messages, against one write and one PubAck for a bare create (server "
@@ -1603,8 +1624,8 @@ void holdRate(Rig& rig, std::unique_ptr<Countersign>& cs) {
            "much of that is the audit stream.\n\n";
     }
   }
-  rig.report.summary.push_back({"3. hold rate (held/s vs KV creates/s)", summary_baseline,
-                                summary_cs, summary_ratio, ">= 0.7x at each N", all_met});
+  rig.report.summary.push_back({"3. hold rate (held/s vs KV creates/s)", summary.baseline, summary.cs,
+                                summary.ratio, ">= 0.7x at each N", summary.all_met});
 }
 
 // ---- 4. approve to release ------------------------------------------------------------------
@@ -1894,19 +1915,7 @@ std::vector<std::string> makeIds(const std::string& prefix, std::size_t count) {
   return ids;
 }
 
-struct ApprovePair {
-  std::string variant;
-  int n = 0;
-  std::vector<ApproveRound> raw;
-  std::vector<ApproveRound> cs;
-};
-
-double medianOf(const std::vector<ApproveRound>& rounds,
-                const std::function<double(const ApproveRound&)>& getter) {
-  std::vector<double> values;
-  for (const auto& round : rounds) values.push_back(getter(round));
-  return median(values);
-}
+using ApprovePair = RoundPair<ApproveRound>;
 
 // Seeds fresh buckets, starts a countersign with `extra_yaml`, and compares it with the bare
 // sequence for each N (alternating rounds).
@@ -2003,32 +2012,8 @@ void approveToRelease(Rig& rig, Worker& worker) {
        "failures raw / "
        "countersign |\n"
     << "|---|---|---|---|---|---|---|---|---|---|\n";
-  bool all_met = true;
-  std::string summary_baseline, summary_cs, summary_ratio;
-  for (const auto& row : rows) {
-    const double raw_rate = medianOf(row.raw, [](const ApproveRound& x) { return x.rate; });
-    const double cs_rate = medianOf(row.cs, [](const ApproveRound& x) { return x.rate; });
-    const double ratio = raw_rate > 0 ? cs_rate / raw_rate : 0;
-    std::uint64_t raw_failed = 0, cs_failed = 0;
-    for (const auto& x : row.raw) raw_failed += x.failures;
-    for (const auto& x : row.cs) cs_failed += x.failures;
-    d << "| " << row.variant << " | " << row.n << " | " << fmtRate(raw_rate) << " | "
-      << fmtRate(cs_rate) << " | " << fmt(ratio, 2) << "x | "
-      << fmtUs(medianOf(row.raw, [](const ApproveRound& x) { return x.latency.p50; })) << " / "
-      << fmtUs(medianOf(row.raw, [](const ApproveRound& x) { return x.latency.p99; })) << " | "
-      << fmtUs(medianOf(row.cs, [](const ApproveRound& x) { return x.latency.p50; })) << " / "
-      << fmtUs(medianOf(row.cs, [](const ApproveRound& x) { return x.latency.p99; })) << " | "
-      << fmt(medianOf(row.cs, [](const ApproveRound& x) { return x.proc_cpu_us; }), 0) << " | "
-      << fmt(medianOf(row.raw, [](const ApproveRound& x) { return x.server_cpu_us; }), 0) << " / "
-      << fmt(medianOf(row.cs, [](const ApproveRound& x) { return x.server_cpu_us; }), 0) << " | "
-      << raw_failed << " / " << cs_failed << " |\n";
-    if (row.variant != "default") continue;
-    all_met = all_met && ratio >= 0.7;
-    const std::string sep = summary_baseline.empty() ? "" : "; ";
-    summary_baseline += sep + "N=" + std::to_string(row.n) + ": " + fmtRate(raw_rate);
-    summary_cs += sep + "N=" + std::to_string(row.n) + ": " + fmtRate(cs_rate);
-    summary_ratio += sep + fmt(ratio, 2) + "x";
-  }
+  const RatioSummary summary =
+      writeRatioRows(d, rows, [](const ApproveRound& x) { return x.failures; }, 0);
   d << "\ncountersign's approve path (src/core/control.cpp Control::approve, "
        "src/core/releaser.cpp Releaser::release, src/core/events.cpp EventSink::emit) waits for "
        "these server round trips before it answers: KV get of the record, KV create "
@@ -2057,8 +2042,8 @@ void approveToRelease(Rig& rig, Worker& worker) {
     }
   }
   d << "\n\n";
-  rig.report.summary.push_back({"4. approve to release (approvals/s)", summary_baseline, summary_cs,
-                                summary_ratio, ">= 0.7x", all_met});
+  rig.report.summary.push_back({"4. approve to release (approvals/s)", summary.baseline, summary.cs,
+                                summary.ratio, ">= 0.7x", summary.all_met});
 }
 
 // ---- 5. scale -------------------------------------------------------------------------------

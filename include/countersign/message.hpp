@@ -22,6 +22,8 @@ struct Message {
 // The bytes NATS counts against max_payload for a message: the header block ("NATS/1.0\r\n",
 // one "Name: value\r\n" per value, a closing "\r\n"; none without headers) plus the payload.
 std::size_t wireSize(const Headers& headers, std::size_t payload_size);
+// The same for a message that carries `more` after `headers` (one header block).
+std::size_t wireSize(const Headers& headers, const Headers& more, std::size_t payload_size);
 
 // ASCII case-insensitive prefix test used for the untrusted-header rules.
 bool startsWithIgnoreCase(std::string_view text, std::string_view prefix);

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -244,14 +245,14 @@ int runGateway(const RunOptions& options) {
   });
   // On every way out: the subscriptions (declared below) stop first, then the holds they
   // started finish here, while intake still exists.
-  struct DrainHolds {
-    natsio::KvBucket& store;
-    WorkPool& pool;
-    ~DrainHolds() {
-      (void)store.waitForCreates(std::chrono::seconds(10));
-      pool.drain();
-    }
-  } drain_holds{*control_plane->store, hold_pool};
+  auto finishHolds = [&](std::chrono::milliseconds wait) {
+    (void)control_plane->store->waitForCreates(wait);
+    hold_pool.drain();
+  };
+  struct OnExit {
+    std::function<void()> run;
+    ~OnExit() { run(); }
+  } finish_holds{[&] { finishHolds(std::chrono::seconds(10)); }};
 
   // Each control subject gets concurrency.control members of the queue group "countersign"
   // (as other replicas have theirs): each member has its own delivery thread, so that many
@@ -436,13 +437,12 @@ int runGateway(const RunOptions& options) {
     return std::max(std::chrono::milliseconds(1), std::chrono::duration_cast<std::chrono::milliseconds>(
                                                       deadline - std::chrono::steady_clock::now()));
   };
-  // Holds queued by intake answer producers on the control connection: both pools finish
-  // before either connection closes.
+  // Holds started by intake answer producers on the control connection: they finish before
+  // either connection closes.
   if (intake_plane->connection->connected()) {
     for (auto& sub : intake_subs) (void)sub->drain(left());
   }
-  (void)control_plane->store->waitForCreates(left());
-  hold_pool.drain();
+  finishHolds(left());
   if (intake_plane->connection->connected()) intake_plane->connection->drain(left());
   if (control_plane->connection->connected()) {
     for (auto& sub : control_subs) (void)sub->drain(left());

@@ -423,32 +423,39 @@ ControlReply Control::approve(const Request& request) {
 
   auto record = parseApprovalRecord(entry->value);
   const auto policy = s_.policy.current();
-  bool payload_ok = true;
-  const bool hash_ok = record && recomputeHash(*record, payload_ok) == record->job_hash && payload_ok;
-  // The usual case (a pending record that passes every check) goes straight to the create of
-  // <id>/decision, which finds an earlier decision by itself. Every other outcome first looks
-  // for one: a decision that exists answers every later call, whatever the record says.
-  const bool clean = record && record->id == id && record->state == ApprovalState::pending && hash_ok &&
-                     !(record->on_timeout != "allow" && pastDeadline(*record, s_.clock.now())) &&
-                     (!request.job_hash || *request.job_hash == record->job_hash) &&
-                     record->policy_snapshot == policy->snapshot() &&
-                     (!request.policy_snapshot || *request.policy_snapshot == record->policy_snapshot);
-  if (!clean) {
-    if (auto answered = answerFromDecision(ControlOp::approve, id)) return *answered;
-    if (!record || record->id != id) {
-      ApprovalRecord shell;
-      shell.id = id;
-      return jobChanged(shell, record ? "record id differs from its key" : record.error().message);
-    }
+  // The first reason not to approve, found without side effects. With none, the create of
+  // <id>/decision is next and finds an earlier decision by itself; with one, an existing
+  // decision answers first: it answers every later call, whatever the record says.
+  enum class Problem { none, unreadable, expired, reviewer_hash, bytes_changed, new_policy, reviewer_snapshot, not_pending };
+  const auto problem = [&] {
+    if (!record || record->id != id) return Problem::unreadable;
     // With on_timeout: allow the deadline releases the job; a human may still decide before that.
-    if (record->on_timeout != "allow" && pastDeadline(*record, s_.clock.now())) return expire(*record);
-    if (request.job_hash && *request.job_hash != record->job_hash) {
-      return jobChanged(*record, "the reviewer saw another job hash");
-    }
-    if (!hash_ok) return jobChanged(*record, "the record no longer hashes to its job hash");
-    if (record->policy_snapshot != policy->snapshot()) return snapshotChanged(*record, *policy);
+    if (record->on_timeout != "allow" && pastDeadline(*record, s_.clock.now())) return Problem::expired;
+    if (request.job_hash && *request.job_hash != record->job_hash) return Problem::reviewer_hash;
+    bool payload_ok = true;
+    if (recomputeHash(*record, payload_ok) != record->job_hash || !payload_ok) return Problem::bytes_changed;
+    if (record->policy_snapshot != policy->snapshot()) return Problem::new_policy;
     if (request.policy_snapshot && *request.policy_snapshot != record->policy_snapshot) {
-      return conflict(id, "snapshot_changed");
+      return Problem::reviewer_snapshot;
+    }
+    if (record->state != ApprovalState::pending) return Problem::not_pending;
+    return Problem::none;
+  }();
+  if (problem != Problem::none) {
+    if (auto answered = answerFromDecision(ControlOp::approve, id)) return *answered;
+    switch (problem) {
+      case Problem::unreadable: {
+        ApprovalRecord shell;
+        shell.id = id;
+        return jobChanged(shell, record ? "record id differs from its key" : record.error().message);
+      }
+      case Problem::expired: return expire(*record);
+      case Problem::reviewer_hash: return jobChanged(*record, "the reviewer saw another job hash");
+      case Problem::bytes_changed: return jobChanged(*record, "the record no longer hashes to its job hash");
+      case Problem::new_policy: return snapshotChanged(*record, *policy);
+      case Problem::reviewer_snapshot: return conflict(id, "snapshot_changed");
+      case Problem::not_pending:  // the view lags the keys: no decision, so decide
+      case Problem::none: break;
     }
   }
 

@@ -35,9 +35,15 @@ void setHeader(Headers& headers, std::string_view name, std::string value) {
 }
 
 std::size_t wireSize(const Headers& headers, std::size_t payload_size) {
-  if (headers.empty()) return payload_size;
+  return wireSize(headers, Headers{}, payload_size);
+}
+
+std::size_t wireSize(const Headers& headers, const Headers& more, std::size_t payload_size) {
+  if (headers.empty() && more.empty()) return payload_size;
   std::size_t size = std::string_view("NATS/1.0\r\n").size() + 2;
-  for (const auto& [name, value] : headers) size += name.size() + 2 + value.size() + 2;
+  for (const Headers* list : {&headers, &more}) {
+    for (const auto& [name, value] : *list) size += name.size() + 2 + value.size() + 2;
+  }
   return size + payload_size;
 }
 

@@ -201,13 +201,10 @@ Result<NatsMsgPtr> toNatsMsg(const OutMessage& message) {
 }
 
 std::size_t wireSize(const OutMessage& message) {
-  const Headers none;
-  const Headers& first = message.headers != nullptr ? *message.headers : none;
-  const Headers& more = message.more_headers != nullptr ? *message.more_headers : none;
-  if (more.empty()) return countersign::wireSize(first, message.payload.size());
-  // The header block's frame is counted once, by the first call.
-  return countersign::wireSize(first.empty() ? more : first, message.payload.size()) +
-         (first.empty() ? 0 : countersign::wireSize(more, 0) - std::string_view("NATS/1.0\r\n\r\n").size());
+  static const Headers kNone;
+  return countersign::wireSize(message.headers != nullptr ? *message.headers : kNone,
+                               message.more_headers != nullptr ? *message.more_headers : kNone,
+                               message.payload.size());
 }
 
 }  // namespace countersign::natsio
