@@ -53,7 +53,10 @@ class Intake {
   // repeated id is checked on the pool (keyed by approval id). Wait for the store's creates,
   // then drain the pool, before the services go away. JetStream intake always holds in line
   // (its ack waits for the outcome).
-  explicit Intake(Services services, Publisher* replies = nullptr, WorkPool* hold_pool = nullptr);
+  // `hold_events`: where `held` events go (default: services.events). Give it the sink of the
+  // send-at-once connection: the event then follows the answer without waking a flusher.
+  explicit Intake(Services services, Publisher* replies = nullptr, WorkPool* hold_pool = nullptr,
+                  EventSink* hold_events = nullptr);
   // Core intake: `message.reply` is the producer's reply subject.
   // JetStream intake (`ingress` set): the caller has cleared `message.reply` (it was the ack
   // subject); forwards wait for the PubAck of to_stream and carry a dedup id derived from the
@@ -81,6 +84,7 @@ class Intake {
 
   Services s_;
   Publisher& replies_;
+  EventSink& hold_events_;
   ReplyGuard guard_;
   WorkPool* hold_pool_ = nullptr;
   HeldCallback on_held_;

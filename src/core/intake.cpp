@@ -67,8 +67,9 @@ struct Intake::PendingHold {
   std::string value;
 };
 
-Intake::Intake(Services services, Publisher* replies, WorkPool* hold_pool)
-    : s_(services), replies_(replies ? *replies : services.publisher), guard_(services.config),
+Intake::Intake(Services services, Publisher* replies, WorkPool* hold_pool, EventSink* hold_events)
+    : s_(services), replies_(replies ? *replies : services.publisher),
+      hold_events_(hold_events ? *hold_events : services.events), guard_(services.config),
       hold_pool_(hold_pool) {}
 
 IntakeOutcome Intake::onJob(const RouteConfig& route, Message&& message,
@@ -286,7 +287,7 @@ IntakeOutcome Intake::settle(const Job& job, const ApprovalRecord& record, Resul
       // answer exactly as the first time.
       if (auto decided = s_.store.get(decisionKey(stored->id));
           !decided && decided.error().code == Errc::not_found) {
-        s_.events.emit(Event{.event = "held", .approval_id = stored->id, .topic = stored->topic,
+        hold_events_.emit(Event{.event = "held", .approval_id = stored->id, .topic = stored->topic,
                              .subject = stored->subject, .rule = stored->rule, .job_hash = stored->job_hash,
                              .policy_snapshot = stored->policy_snapshot, .reason = "redelivered",
                              .payload = stored->payload});
@@ -331,9 +332,6 @@ IntakeOutcome Intake::settle(const Job& job, const ApprovalRecord& record, Resul
     }
     on_held_(record.id, deadline);
   }
-  s_.events.emit(Event{.event = "held", .approval_id = record.id, .topic = job.topic,
-                       .subject = job.msg.subject, .rule = record.rule, .job_hash = record.job_hash,
-                       .policy_snapshot = record.policy_snapshot, .payload = record.payload});
   JsonObjectWriter w;
   w.field("status", "approval_required")
       .field("code", 202)
@@ -342,7 +340,11 @@ IntakeOutcome Intake::settle(const Job& job, const ApprovalRecord& record, Resul
       .field("policy_snapshot", record.policy_snapshot)
       .field("rule", record.rule);
   IntakeOutcome outcome{.status = "approval_required", .code = 202, .rule = record.rule, .approval_id = record.id};
+  // The producer hears first; the event for reviewers follows on the same thread.
   outcome.replied = reply(job, "approval_required", w.finish());
+  hold_events_.emit(Event{.event = "held", .approval_id = record.id, .topic = job.topic,
+                          .subject = job.msg.subject, .rule = record.rule, .job_hash = record.job_hash,
+                          .policy_snapshot = record.policy_snapshot, .payload = record.payload});
   return outcome;
 }
 

@@ -607,6 +607,35 @@ TEST_F(PooledHoldTest, ManyJobsAreHeldOnceEachAndRepeatsAnswerTheSame) {
   EXPECT_EQ(metrics_.decisionCount("held", "require-approval-prod-finance"), 400u);
 }
 
+// As run.cpp wires it: answers and `held` events on the send-at-once connection, everything
+// else on the batching one.
+TEST_F(PooledHoldTest, HeldEventFollowsTheAnswerOnTheAnswerConnection) {
+  fakes::CapturingPublisher asap;
+  EventSink asap_events(asap, clock_, log_, EventOptions{});
+  const Services services{config_, kv_, pub_, clock_, ids_, *policy_, throttler_, *events_, log_, metrics_};
+  intake_ = std::make_unique<Intake>(services, &asap, pool_.get(), &asap_events);
+
+  EXPECT_EQ(send("finance.payment.execute", kPayment).status, "queued");
+  EXPECT_EQ(send("nothing.matches", "{}", {}, "_INBOX.r2").status, "denied");
+  pool_->drain();
+
+  const auto sent = asap.on("");
+  ASSERT_EQ(sent.size(), 3u);  // the 202, the held event and the 403
+  std::size_t answer = sent.size();
+  std::size_t held = sent.size();
+  for (std::size_t i = 0; i < sent.size(); ++i) {
+    if (sent[i].subject == "_INBOX.r1") answer = i;
+    if (sent[i].subject.starts_with("countersign.events.held.")) held = i;
+  }
+  ASSERT_LT(answer, sent.size());
+  ASSERT_LT(held, sent.size());
+  EXPECT_LT(answer, held);  // the producer hears first
+  EXPECT_EQ(field(parse(sent[answer].payload), "status"), "approval_required");
+  EXPECT_EQ(field(parse(sent[held].payload), "approval_id"), "pay-1");
+  EXPECT_TRUE(pub_.on("countersign.events.held.").empty());
+  EXPECT_EQ(pub_.on("countersign.events.denied.").size(), 1u);  // other events stay batched
+}
+
 TEST_F(PooledHoldTest, StoreDownFailsClosedFromThePool) {
   kv_.failNext(Errc::unavailable, 5);
   EXPECT_EQ(send("finance.payment.execute", kPayment).status, "queued");
