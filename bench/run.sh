@@ -2,15 +2,19 @@
 # Builds the benchmarks (Release, in build-bench/) and regenerates bench/RESULTS.md: countersign
 # against raw NATS in the same run (bench_system) plus the micro-benchmarks (bench_micro).
 #
-#   bench/run.sh            full run (about 5 minutes on 2 cores; must stay under 10)
+#   bench/run.sh            full run (about 4.5 minutes on 2 cores plus the build; must stay under 10)
 #   bench/run.sh --quick    about one minute: shorter windows, one round, no 100k scale step
 #   bench/run.sh --no-build use the binaries already in the build dir
 #   bench/run.sh --profile  also run countersign and the bare relays under callgrind (allow, hold,
 #                           approve phases) and write annotated profiles to <build dir>/profile/
 #   bench/run.sh --out FILE write the results somewhere else than bench/RESULTS.md
 #
+# Next to the results it draws the ratio chart with gnuplot (bench/plot.gp): bench/RESULTS.png,
+# or FILE without .md plus .png; without gnuplot it installs gnuplot-nox when run as root, and
+# otherwise skips the chart (the tables stay the record). CI does not run this script.
+#
 # Environment: BENCH_BUILD_DIR (default build-bench), BENCH_COUNTERSIGN_EXTRA_YAML,
-# BENCH_COUNTERSIGN_WRAPPER and BENCH_RELAY_WRAPPER (see bench/README.md).
+# BENCH_COUNTERSIGN_WRAPPER, BENCH_RELAY_WRAPPER and BENCH_SIDECAR_WRAPPER (see bench/README.md).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,7 +30,7 @@ while [[ $# -gt 0 ]]; do
     --no-build) build=0 ;;
     --profile) profile=1 ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -156,6 +160,26 @@ if [[ $profile == 1 ]]; then
   } >"$work/profile.md"
 fi
 
+# The ratio chart: bench_system wrote the ratios next to its report (system.dat).
+png=${out%.md}.png
+png_name=$(basename "$png")
+rm -f "$png"
+if [[ -s $work/system.dat ]]; then
+  if ! command -v gnuplot >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "run.sh: gnuplot is missing; installing gnuplot-nox" >&2
+    apt-get install -y --no-install-recommends gnuplot-nox >/dev/null 2>&1 ||
+      { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends gnuplot-nox >/dev/null 2>&1; } ||
+      true
+  fi
+  if command -v gnuplot >/dev/null 2>&1; then
+    subtitle="$([[ $quick == 1 ]] && echo quick || echo full) run, $date_utc, tree at $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    gnuplot -e "data='$work/system.dat'; out='$png'; subtitle='$subtitle'" "$root/bench/plot.gp" ||
+      { echo "run.sh: gnuplot failed; no chart" >&2; rm -f "$png"; }
+  else
+    echo "run.sh: gnuplot is not installed (and this is not root): no chart $png_name; the tables are the record" >&2
+  fi
+fi
+
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 memory=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
 nats_version=$(nats-server --version 2>/dev/null || echo unknown)
@@ -178,7 +202,15 @@ dirty=$(git -C "$root" status --porcelain 2>/dev/null | grep -c . || true)
   echo "| load average (1/5/15 min) | before: $load_before; after: $load_after (shared machine: other builds and tests ran at the same time; compare ratios, not absolute numbers) |"
   echo "| software | $nats_version, libnats $libnats, $compiler, CMake Release (-O3), tree at $commit ($dirty files changed or new) |"
   echo
-  cat "$work/system.md"
+  if [[ -f $png ]]; then
+    # The chart goes right below the summary table.
+    awk -v img="![ratios]($png_name)" '
+      { print }
+      /^Load average \(1\/5\/15 min\) when the system benchmarks started/ && !done { print ""; print img; done = 1 }
+    ' "$work/system.md"
+  else
+    cat "$work/system.md"
+  fi
   echo "### 6. Micro-benchmarks (bench_micro, Google Benchmark, --benchmark_min_time=$micro_time)"
   echo
   echo "Aims: policy evaluation under 1 µs per job; job hash of a 1 KiB payload under 10 µs (parse included"
@@ -189,4 +221,6 @@ dirty=$(git -C "$root" status --porcelain 2>/dev/null | grep -c . || true)
   if [[ -f $work/profile.md ]]; then cat "$work/profile.md"; fi
 } >"$out"
 
-echo "run.sh: wrote $out in $((finished - started)) s" >&2
+wrote=$out
+[[ -f $png ]] && wrote="$out and $png"
+echo "run.sh: wrote $wrote in $((finished - started)) s" >&2

@@ -4,10 +4,13 @@
 //   bench_system run [--quick] [--out FILE] [--only allow,latency,hold,approve,scale]
 //   bench_system micro-table FILE.json     (Google Benchmark JSON -> markdown table)
 //   bench_system relay URL FROM_PREFIX TO_PREFIX SEND_ASAP   (internal: the bare relay process)
+//   bench_system sidecar URL hold SUBJECT BUCKET             (internal: the bare sidecar, holds)
+//   bench_system sidecar URL approve SUBJECT BUCKET N        (internal: the bare sidecar,
+//   approvals)
 //
-// Everything it starts (nats-server, countersign, relays) lives in a temp dir and is stopped on
-// exit; children die with this process (PR_SET_PDEATHSIG). The measurements and their baselines
-// are described in bench/README.md; bench/run.sh turns the output into bench/RESULTS.md.
+// Everything it starts (nats-server, countersign, relays, sidecars) lives in a temp dir and is
+// stopped on exit; children die with this process (PR_SET_PDEATHSIG). The measurements and their
+// baselines are described in bench/README.md; bench/run.sh turns the output into bench/RESULTS.md.
 #include <arpa/inet.h>
 #include <nats/nats.h>
 #include <netinet/in.h>
@@ -439,24 +442,45 @@ struct Countersign {
   }
 };
 
-std::unique_ptr<Child> startRelay(const fs::path& dir, const std::string& url,
-                                  const std::string& from_prefix, bool send_asap) {
+// A helper process of this binary (relay, sidecar), started like countersign: output to
+// `dir`/<name>.log, waited for until it prints "<name> ready"; `wrapper_env` names the
+// environment variable whose command goes in front of it (e.g. valgrind).
+std::unique_ptr<Child> startHelper(const fs::path& dir, const std::string& name,
+                                   const char* wrapper_env, const std::vector<std::string>& args) {
   fs::create_directories(dir);
   natsio::SpawnOptions spawn;
-  std::istringstream wrapper(envOr("BENCH_RELAY_WRAPPER"));
+  std::istringstream wrapper(envOr(wrapper_env));
   for (std::string word; wrapper >> word;) spawn.argv.push_back(word);
-  spawn.argv.insert(spawn.argv.end(),
-                    {selfExe(), "relay", url, from_prefix, "jobs.", send_asap ? "1" : "0"});
-  spawn.stdout_path = (dir / "relay.log").string();
+  spawn.argv.push_back(selfExe());
+  spawn.argv.push_back(name);
+  spawn.argv.insert(spawn.argv.end(), args.begin(), args.end());
+  const fs::path log = dir / (name + ".log");
+  spawn.stdout_path = log.string();
   spawn.stderr_path = spawn.stdout_path;
   spawn.death_signal = SIGKILL;
   auto pid = natsio::spawnProcess(spawn);
-  if (!pid) die("relay: " + pid.error().message);
-  auto child = std::make_unique<Child>(*pid, dir / "relay.log");
-  if (!waitForLine(dir / "relay.log", "relay ready", *pid, 15s)) {
-    die("relay not ready:\n" + natsio::tailFile(dir / "relay.log", 20));
+  if (!pid) die(name + ": " + pid.error().message);
+  auto child = std::make_unique<Child>(*pid, log);
+  if (!waitForLine(log, name + " ready", *pid, 15s)) {
+    die(name + " not ready:\n" + natsio::tailFile(log, 20));
   }
   return child;
+}
+
+std::unique_ptr<Child> startRelay(const fs::path& dir, const std::string& url,
+                                  const std::string& from_prefix, bool send_asap) {
+  return startHelper(dir, "relay", "BENCH_RELAY_WRAPPER",
+                     {url, from_prefix, "jobs.", send_asap ? "1" : "0"});
+}
+
+// The bare sidecar (runSidecar) for holds or approvals on `subject`, storing in `bucket` (which
+// must exist).
+std::unique_ptr<Child> startSidecar(const fs::path& dir, const std::string& url,
+                                    const std::string& mode, const std::string& subject,
+                                    const std::string& bucket, int concurrency = 0) {
+  std::vector<std::string> args{url, mode, subject, bucket};
+  if (mode == "approve") args.push_back(std::to_string(concurrency));
+  return startHelper(dir, "sidecar", "BENCH_SIDECAR_WRAPPER", args);
 }
 
 // ---- NATS client side -----------------------------------------------------------------------
@@ -661,6 +685,16 @@ std::string seedSnapshot() {
   return (*policy)->snapshot();
 }
 
+// A record template (heldRecordJson(kIdPlaceholder, ...)) with its first id replaced: what the
+// bare client and the bare sidecar store, without building a record per operation.
+const std::string kIdPlaceholder = "ID_PLACEHOLDER_0000000000";
+
+std::string recordFor(const std::string& record_template, const std::string& id) {
+  std::string value = record_template;
+  value.replace(value.find(kIdPlaceholder), kIdPlaceholder.size(), id);
+  return value;
+}
+
 kvStore* openBucket(Connection& conn, const std::string& bucket) {
   kvStore* kv = nullptr;
   natsStatus s = js_KeyValue(&kv, conn.js(), bucket.c_str());
@@ -724,6 +758,80 @@ void addJobsStream(Connection& conn) {
   jsErrCode error{};
   check(js_AddStream(&info, conn.js(), &config, nullptr, &error), "add stream JOBS");
   jsStreamInfo_Destroy(info);
+}
+
+// The NATS work of one approval, as the bare client and the bare sidecar both do it: KV get of
+// the record, KV create `<id>/decision`, JetStream publish of the job with the release headers
+// (waits for the PubAck), then `published` (where a sidecar answers, as countersign does), then
+// KV create `<id>/released`. False, with `error`, at the first step that fails.
+bool approveSequence(jsCtx* js, kvStore* kv, const std::string& id, std::string& error,
+                     const std::function<void(const countersign::ApprovalRecord&)>& published) {
+  kvEntry* entry = nullptr;
+  natsStatus s = kvStore_Get(&entry, kv, id.c_str());
+  if (s != NATS_OK) {
+    error = "get: " + natsText(s);
+    return false;
+  }
+  auto record = countersign::parseApprovalRecord(
+      std::string_view(static_cast<const char*>(kvEntry_Value(entry)),
+                       static_cast<std::size_t>(kvEntry_ValueLen(entry))));
+  kvEntry_Destroy(entry);
+  if (!record) {
+    error = "record: " + record.error().message;
+    return false;
+  }
+  const std::string at = countersign::formatRfc3339(std::chrono::system_clock::now());
+  const countersign::DecisionRecord decision{.decision = countersign::FinalDecision::approved,
+                                             .by = "bench",
+                                             .at = at,
+                                             .reason = "benchmark",
+                                             .policy_snapshot = record->policy_snapshot,
+                                             .job_hash = record->job_hash};
+  const std::string decision_json = countersign::toJson(decision);
+  std::uint64_t revision = 0;
+  s = kvStore_Create(&revision, kv, countersign::decisionKey(id).c_str(), decision_json.data(),
+                     static_cast<int>(decision_json.size()));
+  if (s != NATS_OK) {
+    error = "create decision: " + natsText(s);
+    return false;
+  }
+  std::vector<std::pair<std::string, std::string>> headers = record->headers;
+  headers.insert(headers.end(), {{"Nats-Msg-Id", "countersign:" + id},
+                                 {"Countersign-Decision", "require_human"},
+                                 {"Countersign-Approval", "granted"},
+                                 {"Countersign-Approval-Id", id},
+                                 {"Countersign-Approved-By", "bench"},
+                                 {"Countersign-Rule", record->rule},
+                                 {"Countersign-Policy-Snapshot", record->policy_snapshot},
+                                 {"Countersign-Job-Hash", record->job_hash}});
+  auto msg = makeMsg(record->target, nullptr, record->payload, headers);
+  jsPubOptions options;
+  jsPubOptions_Init(&options);
+  options.MaxWait = 5000;
+  jsPubAck* ack = nullptr;
+  jsErrCode js_error{};
+  s = js_PublishMsg(&ack, js, msg.get(), &options, &js_error);
+  const std::string stream = ack != nullptr && ack->Stream != nullptr ? ack->Stream : "";
+  const std::uint64_t sequence_number = ack != nullptr ? ack->Sequence : 0;
+  jsPubAck_Destroy(ack);
+  if (s != NATS_OK) {
+    error = "publish: " + natsText(s);
+    return false;
+  }
+  if (published) published(*record);
+  const countersign::ReleasedRecord released{.at = at,
+                                             .msg_id = "countersign:" + id,
+                                             .stream = stream,
+                                             .sequence = sequence_number,
+                                             .by = "approve"};
+  const std::string released_json = countersign::toJson(released);
+  s = kvStore_Create(&revision, kv, countersign::releasedKey(id).c_str(), released_json.data(),
+                     static_cast<int>(released_json.size()));
+  if (s != NATS_OK) {
+    error = "create released: " + natsText(s);
+    return false;
+  }
+  return true;
 }
 
 // ---- the relay process (the baseline of the allow path) -------------------------------------
@@ -790,6 +898,212 @@ int runRelay(int argc, char** argv) {
   check(natsSubscription_SetPendingLimits(sub, 1'000'000, 1 << 30), "pending limits");
   check(natsConnection_FlushTimeout(state.conn, 5000), "relay flush");
   std::cout << "relay ready" << std::endl;
+  for (;;) ::pause();  // SIGTERM ends it
+}
+
+// ---- the bare sidecar process (the baseline of a sidecar's position) -------------------------
+//
+// The thinnest cnats program that does the NATS work any sidecar in countersign's position must
+// do, with countersign's mechanisms and nothing else: no policy, no events, no audit stream, no
+// key watcher, no replayer, no metrics. Its numbers against raw NATS show what the position
+// costs (the request-reply hop through the server, cnats' threads); countersign's against it,
+// what countersign's own work costs. It answers on subjects of its own, so it never competes
+// with countersign for the bench's requests.
+
+// Like countersign's connections: cnats defaults apart from send_asap.
+natsConnection* sidecarConnect(const char* url, const char* name, bool send_asap) {
+  natsOptions* opts = nullptr;
+  check(natsOptions_Create(&opts), "options");
+  check(natsOptions_SetURL(opts, url), "url");
+  check(natsOptions_SetName(opts, name), "name");
+  check(natsOptions_SetSendAsap(opts, send_asap), "send asap");
+  natsConnection* conn = nullptr;
+  check(natsConnection_Connect(&conn, opts), "sidecar connect");
+  natsOptions_Destroy(opts);
+  return conn;
+}
+
+// An answer like countersign's: JSON body, status word in Countersign-Status.
+void sidecarAnswer(natsConnection* conn, const char* subject, const char* status,
+                   const std::string& body) {
+  natsMsg* out = nullptr;
+  if (natsMsg_Create(&out, subject, nullptr, body.data(), static_cast<int>(body.size())) != NATS_OK)
+    return;
+  if (natsMsgHeader_Set(out, "Countersign-Status", status) == NATS_OK)
+    natsConnection_PublishMsg(conn, out);
+  natsMsg_Destroy(out);
+}
+
+// The id of a request: hold payloads and approve requests both start with {"id":"<id>".
+std::string requestId(natsMsg* msg) {
+  const char* data = natsMsg_GetData(msg);
+  if (data == nullptr) return {};
+  const std::string_view text(data, static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+  constexpr std::string_view head = R"({"id":")";
+  if (!text.starts_with(head)) return {};
+  const auto end = text.find('"', head.size());
+  return end == std::string_view::npos ? std::string()
+                                       : std::string(text.substr(head.size(), end - head.size()));
+}
+
+const std::string kUnavailable = R"({"status":"unavailable","code":503})";
+
+// Hold: the request is taken on the subscription's delivery thread, which publishes the record
+// asynchronously (a KV create: Nats-Expected-Last-Subject-Sequence 0) on the send_asap
+// connection; the PubAck handler answers 202 on that connection.
+struct SidecarHold {
+  struct Pending {
+    std::string reply;
+    std::string id;
+  };
+  natsConnection* control = nullptr;
+  jsCtx* js = nullptr;
+  std::string subject_prefix;   // $KV.<bucket>.
+  std::string record_template;  // the record countersign stores, with kIdPlaceholder
+  std::string answer_tail;      // the 202 body after the approval id (fixed)
+  std::mutex mutex;
+  std::unordered_map<const natsMsg*, Pending> pending;  // creates awaiting their PubAck
+};
+
+void sidecarHoldRequest(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+  auto* state = static_cast<SidecarHold*>(closure);
+  const char* reply = natsMsg_GetReply(msg);
+  const std::string id = requestId(msg);
+  if (reply != nullptr && !id.empty()) {
+    const std::string value = recordFor(state->record_template, id);
+    natsMsg* create = nullptr;
+    natsStatus s = natsMsg_Create(&create, (state->subject_prefix + id).c_str(), nullptr,
+                                  value.data(), static_cast<int>(value.size()));
+    if (s == NATS_OK) s = natsMsgHeader_Set(create, "Nats-Expected-Last-Subject-Sequence", "0");
+    if (s == NATS_OK) {
+      const natsMsg* key = create;
+      {
+        const std::lock_guard lock(state->mutex);
+        state->pending.emplace(key, SidecarHold::Pending{reply, id});
+      }
+      // On success cnats owns the message (and sets `create` to null).
+      s = js_PublishMsgAsync(state->js, &create, nullptr);
+      if (s != NATS_OK) {
+        const std::lock_guard lock(state->mutex);
+        state->pending.erase(key);
+      }
+    }
+    if (s != NATS_OK) sidecarAnswer(state->control, reply, "unavailable", kUnavailable);
+    natsMsg_Destroy(create);
+  }
+  natsMsg_Destroy(msg);
+}
+
+void sidecarHoldAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
+  auto* state = static_cast<SidecarHold*>(closure);
+  std::optional<SidecarHold::Pending> pending;
+  {
+    const std::lock_guard lock(state->mutex);
+    if (auto it = state->pending.find(msg); it != state->pending.end()) {
+      pending = std::move(it->second);
+      state->pending.erase(it);
+    }
+  }
+  if (pending) {
+    if (pa != nullptr && pae == nullptr) {
+      sidecarAnswer(state->control, pending->reply.c_str(), "approval_required",
+                    R"({"status":"approval_required","code":202,"approval_id":")" + pending->id +
+                        state->answer_tail);
+    } else {
+      sidecarAnswer(state->control, pending->reply.c_str(), "unavailable", kUnavailable);
+    }
+  }
+  natsMsg_Destroy(msg);
+}
+
+// Approve: `concurrency` queue subscribers on the send_asap connection, each on its own
+// delivery thread, each running the bare sequence and answering 200 once the job's publish is
+// confirmed (before `<id>/released`, as countersign does).
+struct SidecarApprove {
+  natsConnection* conn = nullptr;
+  jsCtx* js = nullptr;
+  kvStore* kv = nullptr;
+};
+
+void sidecarApproveRequest(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+  auto* state = static_cast<SidecarApprove*>(closure);
+  const char* reply = natsMsg_GetReply(msg);
+  const std::string id = requestId(msg);
+  if (reply != nullptr && !id.empty()) {
+    bool answered = false;
+    std::string error;
+    approveSequence(state->js, state->kv, id, error,
+                    [&](const countersign::ApprovalRecord& record) {
+                      sidecarAnswer(state->conn, reply, "approved",
+                                    R"({"status":"approved","code":200,"approval_id":")" + id +
+                                        R"(","released":true,"msg_id":"countersign:)" + id +
+                                        R"(","target":")" + record.target + "\"}");
+                      answered = true;
+                    });
+    if (!answered) {
+      sidecarAnswer(state->conn, reply, "unavailable",
+                    R"({"status":"unavailable","code":503,"error":")" + error + "\"}");
+    }
+  }
+  natsMsg_Destroy(msg);
+}
+
+int runSidecar(int argc, char** argv) {
+  const std::string mode = argc >= 6 ? argv[3] : "";
+  if (!((mode == "hold" && argc == 6) || (mode == "approve" && argc == 7))) {
+    die("usage: bench_system sidecar URL hold SUBJECT BUCKET | URL approve SUBJECT BUCKET N");
+  }
+  const char* url = argv[2];
+  const std::string subject = argv[4];
+  const std::string bucket = argv[5];
+  natsConnection* control = sidecarConnect(url, "bench-sidecar-control", true);
+  std::vector<natsSubscription*> subs;
+  if (mode == "hold") {
+    // Requests arrive on a connection with cnats defaults, like countersign's intake.
+    natsConnection* intake = sidecarConnect(url, "bench-sidecar-intake", false);
+    auto* state = new SidecarHold;  // lives until the process is stopped
+    state->control = control;
+    state->subject_prefix = "$KV." + bucket + ".";
+    state->record_template = heldRecordJson(kIdPlaceholder, seedSnapshot());
+    auto record = countersign::parseApprovalRecord(state->record_template);
+    if (!record) die("sidecar: record template: " + record.error().message);
+    state->answer_tail = R"(","job_hash":")" + record->job_hash + R"(","policy_snapshot":")" +
+                         record->policy_snapshot + R"(","rule":")" + record->rule + "\"}";
+    // As countersign's KvBucket::startAsync: a JetStream context whose PubAck handler answers,
+    // at most concurrency.holds (1024) creates in flight, 5 s to wait for a PubAck.
+    jsOptions options;
+    jsOptions_Init(&options);
+    options.Wait = 5000;
+    options.PublishAsync.AckHandler = &sidecarHoldAck;
+    options.PublishAsync.AckHandlerClosure = state;
+    options.PublishAsync.MaxPending = 1024;
+    options.PublishAsync.StallWait = 5000;
+    check(natsConnection_JetStream(&state->js, control, &options), "sidecar JetStream context");
+    natsSubscription* sub = nullptr;
+    check(natsConnection_QueueSubscribe(&sub, intake, subject.c_str(), "sidecar",
+                                        &sidecarHoldRequest, state),
+          "sidecar subscribe");
+    subs.push_back(sub);
+    check(natsConnection_FlushTimeout(intake, 5000), "sidecar flush");
+  } else {
+    auto* state = new SidecarApprove;  // lives until the process is stopped
+    state->conn = control;
+    check(natsConnection_JetStream(&state->js, control, nullptr), "sidecar JetStream context");
+    check(js_KeyValue(&state->kv, state->js, bucket.c_str()), "sidecar KV bucket " + bucket);
+    const int concurrency = std::max(1, std::atoi(argv[6]));
+    for (int i = 0; i < concurrency; ++i) {
+      natsSubscription* sub = nullptr;
+      check(natsConnection_QueueSubscribe(&sub, control, subject.c_str(), "sidecar",
+                                          &sidecarApproveRequest, state),
+            "sidecar subscribe");
+      subs.push_back(sub);
+    }
+  }
+  // The pending limits countersign's subscriptions have.
+  for (natsSubscription* sub : subs)
+    check(natsSubscription_SetPendingLimits(sub, 1'000'000, 1 << 30), "pending limits");
+  check(natsConnection_FlushTimeout(control, 5000), "sidecar flush");
+  std::cout << "sidecar ready" << std::endl;
   for (;;) ::pause();  // SIGTERM ends it
 }
 
@@ -878,8 +1192,18 @@ struct Target {
   std::string verdict;      // when set, shown instead of met/missed (e.g. inconclusive)
 };
 
+// One bar group of the ratio chart (bench/plot.gp): countersign against its baseline, the bare
+// sidecar against raw NATS (where measured), and the target.
+struct PlotPoint {
+  std::string label;
+  double ratio = 0;
+  std::optional<double> side_ratio;
+  double target = 0.7;
+};
+
 struct Report {
   std::vector<Target> summary;
+  std::vector<PlotPoint> plot;
   std::ostringstream details;
   std::vector<std::string> findings;
 };
@@ -1009,6 +1333,7 @@ AllowResult allowThroughput(Rig& rig, Countersign& cs, Child& relay, Worker& wor
   rig.report.summary.push_back({"1. allow path throughput (msg/s at the worker)",
                                 fmtRate(result.relay_rate), fmtRate(result.cs_rate),
                                 fmt(ratio, 2) + "x", ">= 0.7x", ratio >= 0.7});
+  rig.report.plot.push_back({"allow throughput", ratio, std::nullopt, 0.7});
 
   auto& d = rig.report.details;
   d << "### 1. Allow path throughput\n\n"
@@ -1218,6 +1543,35 @@ void allowLatency(Rig& rig, Worker& worker, const AllowResult& allow) {
   }
 }
 
+// Waits (at most `limit`) until each process uses less than 5% of a core over 300 ms: a phase
+// that saturated the pipeline (the latency phase at 50% of a noisy maximum) can leave queues that
+// countersign and the server still work through, which would be charged to the next phase.
+// Returns the seconds waited; says so on stderr unless `quietly` (between rounds).
+double waitQuiet(const std::vector<pid_t>& pids, const std::string& before,
+                 std::chrono::milliseconds limit = 20000ms, bool quietly = false) {
+  const auto started = std::chrono::steady_clock::now();
+  auto waited = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  };
+  constexpr auto kWindow = 300ms;
+  while (std::chrono::steady_clock::now() - started < limit) {
+    std::vector<double> at;
+    for (const pid_t pid : pids) at.push_back(cpuSeconds(pid));
+    std::this_thread::sleep_for(kWindow);
+    bool quiet = true;
+    for (std::size_t i = 0; i < pids.size(); ++i) {
+      quiet = quiet &&
+              (cpuSeconds(pids[i]) - at[i]) < 0.05 * std::chrono::duration<double>(kWindow).count();
+    }
+    if (quiet) {
+      if (!quietly) note("quiet before " + before + " after " + fmt(waited(), 1) + " s");
+      return waited();
+    }
+  }
+  note("not quiet before " + before + " after " + fmt(waited(), 1) + " s; measuring anyway");
+  return waited();
+}
+
 // ---- 3. hold rate ---------------------------------------------------------------------------
 
 struct RateRound {
@@ -1380,13 +1734,15 @@ const std::string kReplayerIdle = "release:\n  replay_interval: 3600s\n";
 // for a PubAck. Shows what JetStream's storing of the audit trail costs per hold / approval.
 const std::string kAuditOff = "audit:\n  enabled: false\n";
 
-// One variant at one concurrency: the baseline's rounds and countersign's.
+// One variant at one concurrency: the baseline's rounds, the bare sidecar's (only where it was
+// measured) and countersign's.
 template <class Round>
 struct RoundPair {
   std::string variant;
   int n = 0;
   std::vector<Round> raw;
   std::vector<Round> cs;
+  std::vector<Round> side;  // empty: no bare sidecar for this variant
 };
 
 template <class Round, class Getter>
@@ -1396,43 +1752,102 @@ double medianOf(const std::vector<Round>& rounds, Getter getter) {
   return median(values);
 }
 
-// The summary line of a ratio measure: its `default` rows against the 0.7x target.
+// The summary line of a ratio measure: its `default` rows against the 0.7x target, and the bare
+// sidecar's ratio to raw.
 struct RatioSummary {
   std::string baseline;
   std::string cs;
   std::string ratio;
+  std::string side_ratio;
   bool all_met = true;
 };
 
-// Writes one table row per pair (medians of its rounds: rates, ratio, latency, CPU, failures)
-// and sums up the `default` rows.
+// What the columns of a ratio table are called: "KV creates/s", "holds/s", "hold".
+struct RatioNames {
+  std::string raw_rate;
+  std::string rate;
+  std::string op;
+};
+
+// Medians of one row, for the table and the text.
+struct RatioRow {
+  double raw_rate = 0, cs_rate = 0, side_rate = 0;
+  double raw_server = 0, cs_server = 0, side_server = 0;  // server CPU µs per op
+  double cs_cpu = 0, side_cpu = 0;                        // countersign / sidecar CPU µs per op
+  double raw_p50 = 0;
+  bool has_side = false;
+  double ratio() const { return raw_rate > 0 ? cs_rate / raw_rate : 0; }
+  double sideRatio() const { return raw_rate > 0 ? side_rate / raw_rate : 0; }
+  double csOfSide() const { return side_rate > 0 ? cs_rate / side_rate : 0; }
+};
+
+template <class Round>
+RatioRow ratioRow(const RoundPair<Round>& row) {
+  auto med = [](const std::vector<Round>& rounds, double Round::*field) {
+    return medianOf(rounds, [field](const Round& x) { return x.*field; });
+  };
+  RatioRow out;
+  out.raw_rate = med(row.raw, &Round::rate);
+  out.cs_rate = med(row.cs, &Round::rate);
+  out.raw_server = med(row.raw, &Round::server_cpu_us);
+  out.cs_server = med(row.cs, &Round::server_cpu_us);
+  out.cs_cpu = med(row.cs, &Round::proc_cpu_us);
+  out.raw_p50 = medianOf(row.raw, [](const Round& x) { return x.latency.p50; });
+  out.has_side = !row.side.empty();
+  if (out.has_side) {
+    out.side_rate = med(row.side, &Round::rate);
+    out.side_server = med(row.side, &Round::server_cpu_us);
+    out.side_cpu = med(row.side, &Round::proc_cpu_us);
+  }
+  return out;
+}
+
+// Writes the table (header and one row per pair: medians of its rounds; "-" where no bare
+// sidecar ran), sums up the `default` rows, and adds their ratios to the plot data.
 template <class Round, class Failures>
-RatioSummary writeRatioRows(std::ostream& d, const std::vector<RoundPair<Round>>& rows, Failures failures,
-                            int cpu_digits) {
+RatioSummary writeRatioRows(std::ostream& d, Report& report, const std::string& plot_label,
+                            const std::vector<RoundPair<Round>>& rows, const RatioNames& names,
+                            Failures failures, int cpu_digits) {
+  d << "| countersign | N in flight | raw " << names.raw_rate << " | bare sidecar " << names.rate
+    << " | countersign " << names.rate
+    << " | ratio countersign / raw | bare sidecar / raw | countersign / bare sidecar | raw p50 / "
+       "p99 | bare sidecar p50 / p99 | countersign p50 / p99 | CPU µs/"
+    << names.op << " bare sidecar / countersign | server CPU µs/" << names.op
+    << " raw / bare sidecar / countersign | failures raw / bare sidecar / countersign |\n"
+    << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   RatioSummary summary;
   for (const auto& row : rows) {
-    const double raw_rate = medianOf(row.raw, [](const Round& x) { return x.rate; });
-    const double cs_rate = medianOf(row.cs, [](const Round& x) { return x.rate; });
-    const double ratio = raw_rate > 0 ? cs_rate / raw_rate : 0;
-    std::uint64_t raw_failed = 0, cs_failed = 0;
-    for (const auto& x : row.raw) raw_failed += failures(x);
-    for (const auto& x : row.cs) cs_failed += failures(x);
-    d << "| " << row.variant << " | " << row.n << " | " << fmtRate(raw_rate) << " | "
-      << fmtRate(cs_rate) << " | " << fmt(ratio, 2) << "x | "
-      << fmtUs(medianOf(row.raw, [](const Round& x) { return x.latency.p50; })) << " / "
-      << fmtUs(medianOf(row.raw, [](const Round& x) { return x.latency.p99; })) << " | "
-      << fmtUs(medianOf(row.cs, [](const Round& x) { return x.latency.p50; })) << " / "
-      << fmtUs(medianOf(row.cs, [](const Round& x) { return x.latency.p99; })) << " | "
-      << fmt(medianOf(row.cs, [](const Round& x) { return x.proc_cpu_us; }), cpu_digits) << " | "
-      << fmt(medianOf(row.raw, [](const Round& x) { return x.server_cpu_us; }), cpu_digits) << " / "
-      << fmt(medianOf(row.cs, [](const Round& x) { return x.server_cpu_us; }), cpu_digits) << " | "
-      << raw_failed << " / " << cs_failed << " |\n";
+    const RatioRow m = ratioRow(row);
+    auto latency = [](const std::vector<Round>& rounds) {
+      if (rounds.empty()) return std::string("-");
+      return fmtUs(medianOf(rounds, [](const Round& x) { return x.latency.p50; })) + " / " +
+             fmtUs(medianOf(rounds, [](const Round& x) { return x.latency.p99; }));
+    };
+    auto failed = [&](const std::vector<Round>& rounds) {
+      if (rounds.empty()) return std::string("-");
+      std::uint64_t total = 0;
+      for (const auto& x : rounds) total += failures(x);
+      return std::to_string(total);
+    };
+    auto sideOr = [&](const std::string& text) { return m.has_side ? text : std::string("-"); };
+    d << "| " << row.variant << " | " << row.n << " | " << fmtRate(m.raw_rate) << " | "
+      << sideOr(fmtRate(m.side_rate)) << " | " << fmtRate(m.cs_rate) << " | " << fmt(m.ratio(), 2)
+      << "x | " << sideOr(fmt(m.sideRatio(), 2) + "x") << " | "
+      << sideOr(fmt(m.csOfSide(), 2) + "x") << " | " << latency(row.raw) << " | "
+      << latency(row.side) << " | " << latency(row.cs) << " | "
+      << sideOr(fmt(m.side_cpu, cpu_digits)) << " / " << fmt(m.cs_cpu, cpu_digits) << " | "
+      << fmt(m.raw_server, cpu_digits) << " / " << sideOr(fmt(m.side_server, cpu_digits)) << " / "
+      << fmt(m.cs_server, cpu_digits) << " | " << failed(row.raw) << " / " << failed(row.side)
+      << " / " << failed(row.cs) << " |\n";
     if (row.variant != "default") continue;
-    summary.all_met = summary.all_met && ratio >= 0.7;
+    summary.all_met = summary.all_met && m.ratio() >= 0.7;
     const std::string sep = summary.baseline.empty() ? "" : "; ";
-    summary.baseline += sep + "N=" + std::to_string(row.n) + ": " + fmtRate(raw_rate);
-    summary.cs += sep + "N=" + std::to_string(row.n) + ": " + fmtRate(cs_rate);
-    summary.ratio += sep + fmt(ratio, 2) + "x";
+    summary.baseline += sep + "N=" + std::to_string(row.n) + ": " + fmtRate(m.raw_rate);
+    summary.cs += sep + "N=" + std::to_string(row.n) + ": " + fmtRate(m.cs_rate);
+    summary.ratio += sep + fmt(m.ratio(), 2) + "x";
+    summary.side_ratio += sep + sideOr(fmt(m.sideRatio(), 2) + "x");
+    report.plot.push_back({plot_label + " N=" + std::to_string(row.n), m.ratio(),
+                           m.has_side ? std::optional<double>(m.sideRatio()) : std::nullopt, 0.7});
   }
   return summary;
 }
@@ -1446,25 +1861,40 @@ struct HoldSetup {
   std::chrono::milliseconds window;
 };
 
-// Holds through `cs` against raw KV creates, alternating, for each N.
+// A bare sidecar measured beside countersign: where its requests go, and its process.
+struct SidecarTarget {
+  std::string subject;
+  pid_t pid = 0;
+};
+
+// Before each round of the ratio phases: until the server and the processes of the phase are
+// quiet (at most 3 s), so that what one round left queued is not charged to the next.
+constexpr auto kRoundQuietLimit = 3000ms;
+
+// Holds through `cs` against raw KV creates (and, with `side`, the bare sidecar's holds), in
+// turn, for each N.
 std::vector<RatePair> measureHold(Rig& rig, Connection& conn, kvStore* raw_kv, Countersign& cs,
                                   const std::string& variant, const HoldSetup& setup,
-                                  const std::string& record_template) {
+                                  const std::string& record_template, const SidecarTarget* side,
+                                  double& quiet_s) {
   static int phase = 0;
   ++phase;
-  const std::string placeholder = "ID_PLACEHOLDER_0000000000";
+  std::vector<pid_t> pids{rig.server.pid(), cs.pid()};
+  if (side != nullptr) pids.push_back(side->pid);
+  auto settle = [&] { quiet_s += waitQuiet(pids, "a hold round", kRoundQuietLimit, true); };
   std::vector<RatePair> rows;
   for (const int n : setup.levels) {
-    RatePair row{variant, n, {}, {}};
+    RatePair row{variant, n, {}, {}, {}};
     for (int r = 0; r < setup.rounds; ++r) {
       std::string prefix = "p";
       prefix += std::to_string(phase) + "n" + std::to_string(n) + "r" + std::to_string(r) + "-";
+      const std::string tag = prefix.substr(0, prefix.size() - 1);
+      settle();
       row.raw.push_back(threadsRound(
           n,
           [&](int, std::uint64_t i, std::string& error) {
             const std::string id = "raw-" + prefix + std::to_string(i);
-            std::string value = record_template;
-            value.replace(value.find(placeholder), placeholder.size(), id);
+            const std::string value = recordFor(record_template, id);
             std::uint64_t revision = 0;
             natsStatus s = kvStore_Create(&revision, raw_kv, id.c_str(), value.data(),
                                           static_cast<int>(value.size()));
@@ -1472,14 +1902,25 @@ std::vector<RatePair> measureHold(Rig& rig, Connection& conn, kvStore* raw_kv, C
             return s == NATS_OK;
           },
           rig.server.pid(), setup.warmup, setup.window));
+      auto held = [](const std::string& status) { return status == "approval_required"; };
+      if (side != nullptr) {
+        settle();
+        row.side.push_back(requestRound(
+            conn, "sidehold" + tag, side->subject, n,
+            [&](std::uint64_t i) { return holdPayload("sc-" + prefix + std::to_string(i)); }, held,
+            side->pid, rig.server.pid(), setup.warmup, setup.window));
+      }
+      settle();
       row.cs.push_back(requestRound(
-          conn, "hold" + prefix.substr(0, prefix.size() - 1), kHoldSubject, n,
-          [&](std::uint64_t i) { return holdPayload("cs-" + prefix + std::to_string(i)); },
-          [](const std::string& status) { return status == "approval_required"; }, cs.pid(),
-          rig.server.pid(), setup.warmup, setup.window));
+          conn, "hold" + tag, kHoldSubject, n,
+          [&](std::uint64_t i) { return holdPayload("cs-" + prefix + std::to_string(i)); }, held,
+          cs.pid(), rig.server.pid(), setup.warmup, setup.window));
       note("hold (" + variant + ") N=" + std::to_string(n) + " round " + std::to_string(r + 1) +
-           ": raw " + fmtRate(row.raw.back().rate) + ", countersign " +
-           fmtRate(row.cs.back().rate));
+           ": raw " + fmtRate(row.raw.back().rate) +
+           (side != nullptr ? ", bare sidecar " + fmtRate(row.side.back().rate) : std::string()) +
+           ", countersign " + fmtRate(row.cs.back().rate));
+      if (side != nullptr && row.side.back().failed > 0)
+        note("  bare sidecar failures, first: " + row.side.back().first_failure);
       if (row.cs.back().failed > 0)
         note("  countersign failures, first: " + row.cs.back().first_failure);
     }
@@ -1509,6 +1950,11 @@ Percentiles echoLatency(const std::string& url, bool send_asap, int count) {
   return percentiles(samples);
 }
 
+// "0.45 x 0.40": how a ratio to raw splits into the sidecar's and countersign's factors.
+std::string splitText(const RatioRow& m) {
+  return fmt(m.ratio(), 2) + "x = " + fmt(m.sideRatio(), 2) + " x " + fmt(m.csOfSide(), 2);
+}
+
 void holdRate(Rig& rig, std::unique_ptr<Countersign>& cs) {
   const bool quick = rig.settings.quick;
   const std::vector<int> levels = quick ? std::vector<int>{16} : std::vector<int>{1, 16};
@@ -1516,10 +1962,17 @@ void holdRate(Rig& rig, std::unique_ptr<Countersign>& cs) {
   Connection conn(rig.server.url, "bench-hold", true);
   kvStore* raw_kv = openBucket(conn, "bench_raw_hold");
   // The value a bare client writes: the record countersign stores for the same job.
-  const std::string record_template = heldRecordJson("ID_PLACEHOLDER_0000000000", rig.snapshot);
+  const std::string record_template = heldRecordJson(kIdPlaceholder, rig.snapshot);
+  // The bare sidecar stores the same record into a bucket of its own with the same settings.
+  kvStore_Destroy(openBucket(conn, "bench_side_hold"));
+  auto sidecar = startSidecar(rig.dir.path() / "sidecar-hold", rig.server.url, "hold",
+                              "sidecar.jobs.>", "bench_side_hold");
+  const SidecarTarget side{"sidecar.jobs.finance.payment.execute", sidecar->pid()};
+  double quiet_s = 0;
 
   std::vector<RatePair> rows =
-      measureHold(rig, conn, raw_kv, *cs, "default", setup, record_template);
+      measureHold(rig, conn, raw_kv, *cs, "default", setup, record_template, &side, quiet_s);
+  sidecar->stop();
   // The same at N=1 on a connection without send_asap, as countersign's intake connection is.
   Connection no_asap(rig.server.url, "bench-hold-flusher", false);
   kvStore* flusher_kv = openBucket(no_asap, "bench_raw_hold");
@@ -1529,8 +1982,7 @@ void holdRate(Rig& rig, std::unique_ptr<Countersign>& cs) {
         1,
         [&](int, std::uint64_t i, std::string& error) {
           const std::string id = "rawflush-r" + std::to_string(r) + "-" + std::to_string(i);
-          std::string value = record_template;
-          value.replace(value.find("ID_PLACEHOLDER_0000000000"), 25, id);
+          const std::string value = recordFor(record_template, id);
           std::uint64_t revision = 0;
           natsStatus s = kvStore_Create(&revision, flusher_kv, id.c_str(), value.data(),
                                         static_cast<int>(value.size()));
@@ -1551,81 +2003,84 @@ void holdRate(Rig& rig, std::unique_ptr<Countersign>& cs) {
   // Again without the audit stream (a fresh countersign on a fresh bucket; the two must not run
   // at the same time: they share the intake queue group).
   cs->process->stop();
-  cs = Countersign::start(rig.dir.path() / "cs-hold-audit-off",
-                          {.url = rig.server.url, .bucket = "cs_hold_audit_off", .extra_yaml = kAuditOff});
-  auto audit_off_rows = measureHold(rig, conn, raw_kv, *cs, "audit off", setup, record_template);
+  cs = Countersign::start(
+      rig.dir.path() / "cs-hold-audit-off",
+      {.url = rig.server.url, .bucket = "cs_hold_audit_off", .extra_yaml = kAuditOff});
+  auto audit_off_rows =
+      measureHold(rig, conn, raw_kv, *cs, "audit off", setup, record_template, nullptr, quiet_s);
   rows.insert(rows.end(), audit_off_rows.begin(), audit_off_rows.end());
   kvStore_Destroy(raw_kv);
   deleteBucket(conn, "bench_raw_hold");
+  deleteBucket(conn, "bench_side_hold");
   deleteBucket(conn, "cs_hold_audit_off");
+  note("hold: waited " + fmt(quiet_s, 1) + " s in all for quiet between rounds");
 
   auto& d = rig.report.details;
   d << "### 3. Hold rate\n\n"
     << "countersign: requests with a reply subject to `agents.jobs.finance.payment.execute` (seed "
-       "rule "
-       "`require-approval-prod-finance`, 256 B JSON with a unique `id`), N requests in flight on "
-       "one connection; "
-       "a hold = a `202 approval_required` reply (KV create of the record, sent without waiting "
-       "on the control connection, then on its PubAck the `held` event and the reply). "
-       "Baseline: N threads on one connection (send_asap) looping `kvStore_Create` of the same "
+       "rule `require-approval-prod-finance`, 256 B JSON with a unique `id`), N requests in flight "
+       "on one connection; a hold = a `202 approval_required` reply (KV create of the record, sent "
+       "without waiting on the control connection, then on its PubAck the `held` event and the "
+       "reply). Raw: N threads on one connection (send_asap) looping `kvStore_Create` of the same "
        "record JSON (~"
-    << record_template.size() << " B) into another bucket with the same settings. Rate over a "
+    << record_template.size()
+    << " B) into another bucket with the same settings. Bare sidecar (`bench_system sidecar`, "
+       "its own process): the same requests to `sidecar.jobs.>`, taken on its subscription's "
+       "delivery thread, which publishes the same record asynchronously as a KV create (header "
+       "`Nats-Expected-Last-Subject-Sequence: 0`) on a send_asap connection into a third bucket; "
+       "its PubAck handler sends the `202` reply; nothing else (no policy, hash, event, audit, "
+       "replayer). Rate over a "
     << setup.window.count() << " ms window after " << setup.warmup.count() << " ms warm-up, "
     << setup.rounds
-    << " alternating round(s), median. Latency is per request (countersign) / per create "
-       "(baseline). "
-       "`default` is countersign as configured; `audit off` is a fresh countersign with "
-       "`audit.enabled: false` (no stream stores the `held` events), to show what the audit trail "
-       "costs the server.\n\n"
-    << "| countersign | N in flight | raw KV creates/s | countersign holds/s | ratio | raw p50 / "
-       "p99 | "
-       "countersign p50 / p99 | countersign CPU µs/hold | server CPU µs/op raw / countersign | "
-       "failures raw / "
-       "countersign |\n"
-    << "|---|---|---|---|---|---|---|---|---|---|\n";
-  const RatioSummary summary =
-      writeRatioRows(d, rows, [](const RateRound& x) { return x.failed; }, 1);
-  d << "\nPer hold the server routes the request to countersign, stores the record, sends the "
-       "PubAck, stores the `held` event in the audit stream and routes the reply: two JetStream "
-       "writes and three routed messages, against one write and one PubAck for a bare create (server "
-       "CPU columns). For comparison, on this server a bare request-reply responder answers in p50 "
-    << fmtUs(echo_default.p50) << " / p99 " << fmtUs(echo_default.p99)
-    << " on a connection without send_asap and in p50 " << fmtUs(echo_asap.p50) << " / p99 "
-    << fmtUs(echo_asap.p99) << " with it (" << echoes
-    << " requests each; cnats' flusher holds buffered publishes up to 1 ms, which is why "
-       "countersign sends answers and KV creates on its send_asap connection), and raw KV creates "
-       "at N=1 on a connection without send_asap ran at "
-    << fmtRate(medianOf(flusher_rounds, [](const RateRound& x) { return x.rate; })) << " (p50 "
-    << fmtUs(medianOf(flusher_rounds, [](const RateRound& x) { return x.latency.p50; })) << ").\n\n";
-  // What the sidecar's position costs, from this run's own numbers.
+    << " round(s) of raw, bare sidecar and countersign in turn, each after the server and the "
+       "processes are quiet (at most "
+    << std::chrono::duration_cast<std::chrono::seconds>(kRoundQuietLimit).count()
+    << " s), median. Latency is per request (sidecar, countersign) / per create (raw). CPU per "
+       "hold of the sidecar and of countersign from /proc/<pid>/stat. `default` is countersign as "
+       "configured; `audit off` is a fresh countersign with `audit.enabled: false` (no stream "
+       "stores the `held` events), to show what the audit trail costs the server.\n\n";
+  const RatioSummary summary = writeRatioRows(
+      d, rig.report, "hold", rows, {"KV creates/s", "holds/s", "hold"},
+      [](const RateRound& x) { return x.failed; }, 1);
+  d << "\n";
+  // Which part of the gap is the sidecar position and which is countersign's own work, from this
+  // run's own numbers.
   for (const auto& row : rows) {
-    if (row.variant != "default") continue;
-    const double raw_p50 = medianOf(row.raw, [](const RateRound& x) { return x.latency.p50; });
-    const double raw_server = medianOf(row.raw, [](const RateRound& x) { return x.server_cpu_us; });
-    const double cs_server = medianOf(row.cs, [](const RateRound& x) { return x.server_cpu_us; });
+    if (row.variant != "default" || row.side.empty()) continue;
+    const RatioRow m = ratioRow(row);
+    d << "N=" << row.n << ": the thinnest cnats sidecar reaches " << fmt(m.sideRatio(), 2)
+      << "x of raw; countersign reaches " << fmt(m.csOfSide(), 2) << "x of the sidecar ("
+      << splitText(m)
+      << "). The sidecar's factor is the position, NATS's cost: the request and the reply "
+         "through the server, cnats' delivery and PubAck threads. ";
     if (row.n == 1) {
-      const double floor_us = raw_p50 + echo_asap.p50;
-      d << "Why N=1 stays low: a hold is a request that countersign answers after its own create, "
-           "so it costs a request-reply hop through the server plus the create. A responder that "
-           "does nothing but answer takes p50 "
-        << fmtUs(echo_asap.p50) << " here and a bare create p50 " << fmtUs(raw_p50)
-        << ": no sidecar can answer a hold faster than about " << fmtUs(floor_us)
-        << ", which caps N=1 at about " << fmt(raw_p50 / floor_us, 2)
-        << "x of the bare create rate. That is NATS's cost of putting any process between the "
-           "producer and the store.\n\n";
-    } else if (cs_server > 0) {
-      d << "Why N=" << row.n << " stays low: the server spends " << fmt(cs_server, 0)
-        << " µs of CPU per hold against " << fmt(raw_server, 0)
-        << " µs per bare create (routing the request to countersign and the answer back, the "
-           "create, the `held` event). On 2 vCPUs shared by the server, countersign and the "
-           "producer, the server's share alone caps holds/s at about "
-        << fmt(raw_server / cs_server, 2)
-        << "x of the bare rate, whatever countersign itself costs. The `audit off` rows show how "
-           "much of that is the audit stream.\n\n";
+      const double floor_us = m.raw_p50 + echo_asap.p50;
+      d << "A bare responder (p50 " << fmtUs(echo_asap.p50) << ") plus a bare create (p50 "
+        << fmtUs(m.raw_p50) << ") predict about " << fmt(m.raw_p50 / floor_us, 2)
+        << "x for it at N=1. ";
     }
+    d << "countersign's factor is its own work: it spends " << fmt(m.cs_cpu, 0)
+      << " µs of CPU per hold against the sidecar's " << fmt(m.side_cpu, 0)
+      << " µs, and the server spends " << fmt(m.cs_server, 0) << " µs per hold for it against "
+      << fmt(m.side_server, 0) << " µs for the sidecar and " << fmt(m.raw_server, 0)
+      << " µs per bare create (the sidecar adds the request and the reply through the server; "
+         "countersign adds the `held` event stored in the audit stream, see the `audit off` "
+         "rows).\n\n";
   }
-  rig.report.summary.push_back({"3. hold rate (held/s vs KV creates/s)", summary.baseline, summary.cs,
-                                summary.ratio, ">= 0.7x at each N", summary.all_met});
+  d << "Send_asap: a bare request-reply responder answers in p50 " << fmtUs(echo_default.p50)
+    << " / p99 " << fmtUs(echo_default.p99) << " on a connection without send_asap and in p50 "
+    << fmtUs(echo_asap.p50) << " / p99 " << fmtUs(echo_asap.p99) << " with it (" << echoes
+    << " requests each; cnats' flusher holds buffered publishes up to 1 ms, which is why "
+       "countersign and the bare sidecar send answers and KV creates on a send_asap connection); "
+       "raw KV creates at N=1 without send_asap ran at "
+    << fmtRate(medianOf(flusher_rounds, [](const RateRound& x) { return x.rate; })) << " (p50 "
+    << fmtUs(medianOf(flusher_rounds, [](const RateRound& x) { return x.latency.p50; }))
+    << ").\n\n";
+  rig.report.summary.push_back(
+      {"3. hold rate (held/s vs KV creates/s; bare sidecar / raw in "
+       "brackets)",
+       summary.baseline, summary.cs, summary.ratio + " (bare sidecar " + summary.side_ratio + ")",
+       ">= 0.7x at each N", summary.all_met});
 }
 
 // ---- 4. approve to release ------------------------------------------------------------------
@@ -1725,11 +2180,15 @@ struct ApproveRound {
   double server_cpu_us = 0;
 };
 
-// countersign: approve requests with `concurrency` in flight, ids taken in order from `ids`.
+const std::string kApproveSubject = "countersign.control.approve";
+
+// countersign (or the bare sidecar, on its own `subject`): approve requests with `concurrency`
+// in flight, ids taken in order from `ids`.
 ApproveRound approveRound(Connection& conn, Worker& worker, const std::vector<std::string>& ids,
                           std::size_t& cursor, int concurrency, pid_t proc, pid_t server,
                           std::chrono::milliseconds warmup, std::chrono::milliseconds window,
-                          bool warn_if_exhausted = true) {
+                          bool warn_if_exhausted = true,
+                          const std::string& subject = kApproveSubject) {
   ApprovalTracker tracker;
   worker.expectApprovals([&](const std::string& id, std::int64_t at) { tracker.released(id, at); });
   static std::atomic<int> round_counter{0};
@@ -1765,7 +2224,7 @@ ApproveRound approveRound(Connection& conn, Worker& worker, const std::vector<st
     const std::string& id = ids[cursor++];
     tracker.start(id, now);
     const std::string body = R"({"id":")" + id + R"(","approver":"bench","reason":"benchmark"})";
-    auto msg = makeMsg("countersign.control.approve", (inbox + id).c_str(), body, {});
+    auto msg = makeMsg(subject, (inbox + id).c_str(), body, {});
     check(natsConnection_PublishMsg(conn.raw(), msg.get()), "approve request");
   }
   const double p1 = cpuSeconds(proc), s1 = cpuSeconds(server);
@@ -1802,71 +2261,7 @@ ApproveRound rawApproveRound(Connection& conn, kvStore* kv, Worker& worker,
   tracker.setWindow(from, to);
   std::atomic<std::size_t> next{cursor};
   auto sequence = [&](const std::string& id, std::string& error) {
-    kvEntry* entry = nullptr;
-    natsStatus s = kvStore_Get(&entry, kv, id.c_str());
-    if (s != NATS_OK) {
-      error = "get: " + natsText(s);
-      return false;
-    }
-    auto record = countersign::parseApprovalRecord(
-        std::string_view(static_cast<const char*>(kvEntry_Value(entry)),
-                         static_cast<std::size_t>(kvEntry_ValueLen(entry))));
-    kvEntry_Destroy(entry);
-    if (!record) {
-      error = "record: " + record.error().message;
-      return false;
-    }
-    const std::string at = countersign::formatRfc3339(std::chrono::system_clock::now());
-    const countersign::DecisionRecord decision{.decision = countersign::FinalDecision::approved,
-                                               .by = "bench",
-                                               .at = at,
-                                               .reason = "benchmark",
-                                               .policy_snapshot = record->policy_snapshot,
-                                               .job_hash = record->job_hash};
-    const std::string decision_json = countersign::toJson(decision);
-    std::uint64_t revision = 0;
-    s = kvStore_Create(&revision, kv, countersign::decisionKey(id).c_str(), decision_json.data(),
-                       static_cast<int>(decision_json.size()));
-    if (s != NATS_OK) {
-      error = "create decision: " + natsText(s);
-      return false;
-    }
-    std::vector<std::pair<std::string, std::string>> headers = record->headers;
-    headers.insert(headers.end(), {{"Nats-Msg-Id", "countersign:" + id},
-                                   {"Countersign-Decision", "require_human"},
-                                   {"Countersign-Approval", "granted"},
-                                   {"Countersign-Approval-Id", id},
-                                   {"Countersign-Approved-By", "bench"},
-                                   {"Countersign-Rule", record->rule},
-                                   {"Countersign-Policy-Snapshot", record->policy_snapshot},
-                                   {"Countersign-Job-Hash", record->job_hash}});
-    auto msg = makeMsg(record->target, nullptr, record->payload, headers);
-    jsPubOptions options;
-    jsPubOptions_Init(&options);
-    options.MaxWait = 5000;
-    jsPubAck* ack = nullptr;
-    jsErrCode js_error{};
-    s = js_PublishMsg(&ack, conn.js(), msg.get(), &options, &js_error);
-    const std::string stream = ack != nullptr && ack->Stream != nullptr ? ack->Stream : "";
-    const std::uint64_t sequence_number = ack != nullptr ? ack->Sequence : 0;
-    jsPubAck_Destroy(ack);
-    if (s != NATS_OK) {
-      error = "publish: " + natsText(s);
-      return false;
-    }
-    const countersign::ReleasedRecord released{.at = at,
-                                               .msg_id = "countersign:" + id,
-                                               .stream = stream,
-                                               .sequence = sequence_number,
-                                               .by = "approve"};
-    const std::string released_json = countersign::toJson(released);
-    s = kvStore_Create(&revision, kv, countersign::releasedKey(id).c_str(), released_json.data(),
-                       static_cast<int>(released_json.size()));
-    if (s != NATS_OK) {
-      error = "create released: " + natsText(s);
-      return false;
-    }
-    return true;
+    return approveSequence(conn.js(), kv, id, error, {});
   };
   std::vector<std::thread> threads;
   for (int t = 0; t < concurrency; ++t) {
@@ -1917,52 +2312,81 @@ std::vector<std::string> makeIds(const std::string& prefix, std::size_t count) {
 
 using ApprovePair = RoundPair<ApproveRound>;
 
-// Seeds fresh buckets, starts a countersign with `extra_yaml`, and compares it with the bare
-// sequence for each N (alternating rounds).
+// Seeds fresh buckets, starts a countersign with `extra_yaml` (and, `with_sidecar`, a bare
+// sidecar on a bucket of its own), and compares them with the bare sequence for each N (raw,
+// sidecar, countersign in turn).
 std::vector<ApprovePair> measureApprove(Rig& rig, Worker& worker, Connection& conn,
                                         const std::string& variant, const std::string& extra_yaml,
                                         const std::vector<int>& levels, int rounds,
                                         std::chrono::milliseconds warmup,
-                                        std::chrono::milliseconds window, std::size_t per_bucket) {
+                                        std::chrono::milliseconds window, std::size_t per_bucket,
+                                        bool with_sidecar, double& quiet_s) {
   static int phase = 0;
   ++phase;
   const std::string tag = std::to_string(phase);
   const auto cs_ids = makeIds("appr" + tag + "-", per_bucket);
   const auto raw_ids = makeIds("rawappr" + tag + "-", per_bucket);
+  const auto side_ids = makeIds("sideappr" + tag + "-", with_sidecar ? per_bucket : 0);
   const std::string cs_bucket = "cs_approve_" + tag;
   const std::string raw_bucket = "bench_raw_approve_" + tag;
+  const std::string side_bucket = "bench_side_approve_" + tag;
   note("approve (" + variant + "): seeding " + std::to_string(per_bucket) +
        " held records in each bucket");
   seedRecords(conn, cs_bucket, cs_ids, rig.snapshot);
   seedRecords(conn, raw_bucket, raw_ids, rig.snapshot);
+  std::unique_ptr<Child> sidecar;
+  const std::string side_subject = "sidecar.control.approve";
+  if (with_sidecar) {
+    seedRecords(conn, side_bucket, side_ids, rig.snapshot);
+    // concurrency.control (8) queue subscribers, like countersign's.
+    sidecar = startSidecar(rig.dir.path() / ("sidecar-approve-" + tag), rig.server.url, "approve",
+                           side_subject, side_bucket, 8);
+  }
   kvStore* raw_kv = openBucket(conn, raw_bucket);
   auto cs = Countersign::start(
       rig.dir.path() / ("cs-approve-" + tag),
       {.url = rig.server.url, .bucket = cs_bucket, .to_stream = "JOBS", .extra_yaml = extra_yaml});
-  std::size_t cs_cursor = 0, raw_cursor = 0;
+  std::vector<pid_t> pids{rig.server.pid(), cs->pid()};
+  if (sidecar) pids.push_back(sidecar->pid());
+  auto settle = [&] { quiet_s += waitQuiet(pids, "an approve round", kRoundQuietLimit, true); };
+  std::size_t cs_cursor = 0, raw_cursor = 0, side_cursor = 0;
   std::vector<ApprovePair> rows;
   for (const int n : levels) {
-    ApprovePair row{variant, n, {}, {}};
+    ApprovePair row{variant, n, {}, {}, {}};
     for (int r = 0; r < rounds; ++r) {
+      settle();
       row.raw.push_back(rawApproveRound(conn, raw_kv, worker, raw_ids, raw_cursor, n,
                                         rig.server.pid(), warmup, window));
+      if (sidecar) {
+        settle();
+        row.side.push_back(approveRound(conn, worker, side_ids, side_cursor, n, sidecar->pid(),
+                                        rig.server.pid(), warmup, window, true, side_subject));
+      }
+      settle();
       row.cs.push_back(approveRound(conn, worker, cs_ids, cs_cursor, n, cs->pid(), rig.server.pid(),
                                     warmup, window));
       note("approve (" + variant + ") N=" + std::to_string(n) + " round " + std::to_string(r + 1) +
            ": raw " + fmtRate(row.raw.back().rate) + " p99 " + fmtUs(row.raw.back().latency.p99) +
+           (sidecar ? ", bare sidecar " + fmtRate(row.side.back().rate) + " p99 " +
+                          fmtUs(row.side.back().latency.p99)
+                    : std::string()) +
            ", countersign " + fmtRate(row.cs.back().rate) + " p99 " +
            fmtUs(row.cs.back().latency.p99));
       if (row.cs.back().failures > 0)
         note("  countersign failures, first: " + row.cs.back().first_failure);
+      if (sidecar && row.side.back().failures > 0)
+        note("  bare sidecar failures, first: " + row.side.back().first_failure);
       if (row.raw.back().failures > 0)
         note("  raw failures, first: " + row.raw.back().first_failure);
     }
     rows.push_back(std::move(row));
   }
   cs->process->stop();
+  if (sidecar) sidecar->stop();
   kvStore_Destroy(raw_kv);
   deleteBucket(conn, cs_bucket);
   deleteBucket(conn, raw_bucket);
+  if (with_sidecar) deleteBucket(conn, side_bucket);
   return rows;
 }
 
@@ -1974,76 +2398,78 @@ void approveToRelease(Rig& rig, Worker& worker) {
   const auto window = quick ? 1500ms : 2500ms;
   const std::size_t per_bucket = quick ? 6000 : 20000;
   Connection conn(rig.server.url, "bench-approver", true);
-  auto rows =
-      measureApprove(rig, worker, conn, "default", "", levels, rounds, warmup, window, per_bucket);
+  double quiet_s = 0;
+  auto rows = measureApprove(rig, worker, conn, "default", "", levels, rounds, warmup, window,
+                             per_bucket, true, quiet_s);
   auto idle_rows = measureApprove(rig, worker, conn, "replayer idle", kReplayerIdle, levels, rounds,
-                                  warmup, window, per_bucket);
+                                  warmup, window, per_bucket, false, quiet_s);
   rows.insert(rows.end(), idle_rows.begin(), idle_rows.end());
   auto audit_off_rows = measureApprove(rig, worker, conn, "audit off", kAuditOff, levels, rounds,
-                                       warmup, window, per_bucket);
+                                       warmup, window, per_bucket, false, quiet_s);
   rows.insert(rows.end(), audit_off_rows.begin(), audit_off_rows.end());
+  note("approve: waited " + fmt(quiet_s, 1) + " s in all for quiet between rounds");
 
   auto& d = rig.report.details;
   d << "### 4. Approve to release\n\n"
     << "countersign (route with `to_stream: JOBS`, stream JOBS on `jobs.>`, file storage) approves "
-       "held records "
-       "(written straight into a fresh bucket in the record format, "
+       "held records (written straight into a fresh bucket in the record format, "
     << per_bucket
     << " per bucket): requests to `countersign.control.approve`, N in flight; an approval counts "
-       "when "
-       "its `200 approved` reply is in and the worker (core subscriber on `jobs.>`) has the "
-       "released job. Latency = "
-       "approve request sent -> worker receives the job. Baseline: N threads running the bare "
-       "sequence KV get + KV "
-       "create `<id>/decision` + JetStream publish with the release headers (waits for the PubAck) "
-       "+ KV create "
-       "`<id>/released` on another bucket with the same records; latency = start of the sequence "
-       "-> worker receives "
-       "the job. "
+       "when its `200 approved` reply is in and the worker (core subscriber on `jobs.>`) has the "
+       "released job. Latency = approve request sent -> worker receives the job. Raw: N threads "
+       "running the bare sequence KV get + KV create `<id>/decision` + JetStream publish with the "
+       "release headers (waits for the PubAck) + KV create `<id>/released` on another bucket with "
+       "the same records; latency = start of the sequence -> worker receives the job. Bare "
+       "sidecar (`bench_system sidecar`, its own process, a third bucket with the same records): "
+       "8 queue subscribers on `sidecar.control.approve` (as countersign's `concurrency.control`), "
+       "each on its own delivery thread and the send_asap connection, run the same sequence per "
+       "request and answer `200` after the publish's PubAck, before `<id>/released`, as "
+       "countersign does; requests and counting as for countersign. "
     << window.count() << " ms windows after " << warmup.count() << " ms warm-up, " << rounds
-    << " alternating round(s), median. `replayer idle`: a second countersign with "
-       "`release.replay_interval: 3600s` on fresh buckets (its replayer reads no records during "
-       "the window; the default one reads each freshly seeded record once, up to 2,000 a second, "
-       "to learn its deadline). `audit off`: a third with `audit.enabled: false` (no audit "
-       "stream, no event waits for a PubAck).\n\n"
-    << "| countersign | N in flight | raw approvals/s | countersign approvals/s | ratio | raw p50 "
-       "/ p99 | countersign "
-       "p50 / p99 | countersign CPU µs/approval | server CPU µs/approval raw / countersign | "
-       "failures raw / "
-       "countersign |\n"
-    << "|---|---|---|---|---|---|---|---|---|---|\n";
-  const RatioSummary summary =
-      writeRatioRows(d, rows, [](const ApproveRound& x) { return x.failures; }, 0);
+    << " round(s) of raw, bare sidecar and countersign in turn, each after the server and the "
+       "processes are quiet (at most "
+    << std::chrono::duration_cast<std::chrono::seconds>(kRoundQuietLimit).count()
+    << " s), median. `replayer idle`: a second countersign with `release.replay_interval: 3600s` "
+       "on fresh buckets (its replayer reads no records during the window; the default one reads "
+       "each freshly seeded record once, up to 2,000 a second, to learn its deadline). `audit "
+       "off`: a third with `audit.enabled: false` (no audit stream, no event waits for a "
+       "PubAck).\n\n";
+  const RatioSummary summary = writeRatioRows(
+      d, rig.report, "approve", rows, {"approvals/s", "approvals/s", "approval"},
+      [](const ApproveRound& x) { return x.failures; }, 0);
   d << "\ncountersign's approve path (src/core/control.cpp Control::approve, "
        "src/core/releaser.cpp Releaser::release, src/core/events.cpp EventSink::emit) waits for "
        "these server round trips before it answers: KV get of the record, KV create "
        "`<id>/decision`, JetStream publish of the job (PubAck; the `approved` audit event goes out "
        "before it without waiting); then, after the answer, KV create `<id>/released`, the KV "
        "update of the record's view and the `released` audit event (PubAck, which also confirms "
-       "`approved`). That is 3 before the answer (the baseline's sequence has 4), plus the request "
-       "and the reply through the server, and 3 after it. Each control subject has "
-       "`concurrency.control` (8) queue subscribers per process, each on its own thread.\n\n";
+       "`approved`). The bare sidecar has the same 3 before the answer and 1 after it.\n\n";
   const Percentiles echo = echoLatency(rig.server.url, true, quick ? 300 : 1000);
   for (const auto& row : rows) {
-    if (row.variant != "default") continue;
-    const double raw_p50 = medianOf(row.raw, [](const ApproveRound& x) { return x.latency.p50; });
-    const double raw_server = medianOf(row.raw, [](const ApproveRound& x) { return x.server_cpu_us; });
-    const double cs_server = medianOf(row.cs, [](const ApproveRound& x) { return x.server_cpu_us; });
+    if (row.variant != "default" || row.side.empty()) continue;
+    const RatioRow m = ratioRow(row);
+    d << "N=" << row.n << ": the thinnest cnats sidecar reaches " << fmt(m.sideRatio(), 2)
+      << "x of raw; countersign reaches " << fmt(m.csOfSide(), 2) << "x of the sidecar ("
+      << splitText(m)
+      << "). The sidecar's factor is the position, NATS's cost: the request and the reply "
+         "through the server, the hand-over to cnats' delivery threads. ";
     if (row.n == 1) {
-      d << "At N=1 an approval is a request to countersign: a bare request-reply responder takes p50 "
-        << fmtUs(echo.p50) << " here, so with the bare sequence's p50 " << fmtUs(raw_p50)
-        << " no sidecar can do better than about " << fmt(raw_p50 / (raw_p50 + echo.p50), 2)
-        << "x of its rate. ";
-    } else if (cs_server > 0) {
-      d << "At N=" << row.n << " the server spends " << fmt(cs_server, 0) << " µs of CPU per approval "
-        << "against " << fmt(raw_server, 0) << " µs for the bare sequence (the request and the answer, "
-        << "the audit events, the record's view, the key index's watcher): that share alone caps "
-        << "approvals/s at about " << fmt(raw_server / cs_server, 2) << "x on these 2 vCPUs.";
+      d << "A bare request-reply responder (p50 " << fmtUs(echo.p50)
+        << ") added to the bare sequence (p50 " << fmtUs(m.raw_p50) << ") predicts about "
+        << fmt(m.raw_p50 / (m.raw_p50 + echo.p50), 2) << "x for it at N=1. ";
     }
+    d << "countersign's factor is its own work: it spends " << fmt(m.cs_cpu, 0)
+      << " µs of CPU per approval against the sidecar's " << fmt(m.side_cpu, 0)
+      << " µs, and the server spends " << fmt(m.cs_server, 0) << " µs per approval for it against "
+      << fmt(m.side_server, 0) << " µs for the sidecar and " << fmt(m.raw_server, 0)
+      << " µs per bare sequence (countersign adds the audit events, the record's view and the key "
+         "index's watcher).\n\n";
   }
-  d << "\n\n";
-  rig.report.summary.push_back({"4. approve to release (approvals/s)", summary.baseline, summary.cs,
-                                summary.ratio, ">= 0.7x", summary.all_met});
+  rig.report.summary.push_back(
+      {"4. approve to release (approvals/s; bare sidecar / raw in "
+       "brackets)",
+       summary.baseline, summary.cs, summary.ratio + " (bare sidecar " + summary.side_ratio + ")",
+       ">= 0.7x", summary.all_met});
 }
 
 // ---- 5. scale -------------------------------------------------------------------------------
@@ -2247,6 +2673,9 @@ void scale(Rig& rig, Worker& worker) {
          "p50 " + fmt(growth, 2) + "x, rate " + fmt(rate_drop > 0 ? 1 / rate_drop : 0, 2) + "x; " +
              fmt(bytes_per_record, 0) + " B/record",
          "p50 <= 1.5x, rate >= 0.67x; < 256 B/record", flat && lean});
+    rig.report.plot.push_back({"scale rate " + std::to_string(large.pending / 1000) + "k/" +
+                                   std::to_string(small.pending / 1000) + "k",
+                               rate_drop > 0 ? 1 / rate_drop : 0, std::nullopt, 1 / 1.5});
     bool scans_fail = false;
     for (const auto& row : rows) scans_fail = scans_fail || !row.first_scan_ms;
     rig.report.summary.push_back(
@@ -2303,34 +2732,20 @@ void writeReport(const Settings& settings, const Report& report, const std::stri
   out << "## Details\n\n" << report.details.str();
   if (settings.out.empty()) {
     std::cout << out.str();
-  } else {
-    writeFile(settings.out, out.str());
+    return;
   }
-}
-
-// Waits (at most `limit`) until each process uses less than 5% of a core over 300 ms: a phase
-// that saturated the pipeline (the latency phase at 50% of a noisy maximum) can leave queues that
-// countersign and the server still work through, which would be charged to the next phase.
-void waitQuiet(const std::vector<pid_t>& pids, const std::string& before,
-               std::chrono::milliseconds limit = 20000ms) {
-  const auto started = std::chrono::steady_clock::now();
-  constexpr auto kWindow = 300ms;
-  while (std::chrono::steady_clock::now() - started < limit) {
-    std::vector<double> at;
-    for (const pid_t pid : pids) at.push_back(cpuSeconds(pid));
-    std::this_thread::sleep_for(kWindow);
-    bool quiet = true;
-    for (std::size_t i = 0; i < pids.size(); ++i) {
-      quiet = quiet && (cpuSeconds(pids[i]) - at[i]) < 0.05 * std::chrono::duration<double>(kWindow).count();
-    }
-    if (quiet) {
-      note("quiet before " + before + " after " +
-           fmt(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), 1) + " s");
-      return;
-    }
+  writeFile(settings.out, out.str());
+  // The ratios with targets, for bench/plot.gp (bench/run.sh draws them): next to the report,
+  // <out>.dat; "-" where no bare sidecar was measured.
+  if (report.plot.empty()) return;
+  std::ostringstream data;
+  data << "# bench_system ratios: measure, countersign / baseline, bare sidecar / raw, target\n";
+  for (const auto& p : report.plot) {
+    data << '"' << p.label << "\" " << fmt(p.ratio, 6) << ' '
+         << (p.side_ratio ? fmt(*p.side_ratio, 6) : std::string("-")) << ' ' << fmt(p.target, 6)
+         << '\n';
   }
-  note("not quiet before " + before + " after " + fmt(std::chrono::duration<double>(limit).count(), 0) +
-       " s; measuring anyway");
+  writeFile(fs::path(settings.out).replace_extension(".dat"), data.str());
 }
 
 int runAll(const Settings& settings) {
@@ -2428,6 +2843,7 @@ int microTable(const std::string& path) {
 int usage() {
   std::cerr << "usage: bench_system run [--quick] [--out FILE] [--only "
                "allow,latency,hold,approve,scale]\n"
+               "       (with --out FILE.md it also writes the chart's ratios to FILE.dat)\n"
                "       bench_system micro-table FILE.json\n";
   return 2;
 }
@@ -2438,6 +2854,7 @@ int main(int argc, char** argv) {
   if (argc < 2) return usage();
   const std::string command = argv[1];
   if (command == "relay") return runRelay(argc, argv);
+  if (command == "sidecar") return runSidecar(argc, argv);
   if (command == "micro-table") return argc == 3 ? microTable(argv[2]) : usage();
   if (command != "run") return usage();
   Settings settings;
