@@ -95,7 +95,11 @@ struct KvBucket::AsyncCreates {
 
   jsCtx* js = nullptr;
   std::mutex mutex;
-  std::condition_variable changed;
+  // Two conditions, so that an answer wakes no one unless someone waits for the creates to
+  // finish: the sweeper sleeps on its own and wakes every kAsyncSweepEvery (or to stop).
+  std::condition_variable drained;  // waitForCreates waits here
+  std::size_t draining = 0;         // threads in waitForCreates
+  std::condition_variable sweeper_wake;
   std::unordered_map<const natsMsg*, Pending> pending;
   std::size_t abandoned = 0;  // timed out here, maybe still awaited by cnats
   std::size_t answering = 0;  // `done` callbacks running (waitForCreates waits for them too)
@@ -130,11 +134,13 @@ struct KvBucket::AsyncCreates {
         if (code == Errc::internal) code = Errc::unavailable;
         entry.done(fail(code, "KV create " + entry.key + ": " + text));
       }
+      bool notify = false;
       {
         const std::lock_guard lock(self->mutex);
         --self->answering;
+        notify = self->draining > 0;
       }
-      self->changed.notify_all();
+      if (notify) self->drained.notify_all();
     }
     natsMsg_Destroy(msg);
   }
@@ -142,7 +148,7 @@ struct KvBucket::AsyncCreates {
   void sweep() {
     std::unique_lock lock(mutex);
     while (!stopping) {
-      changed.wait_for(lock, kAsyncSweepEvery);
+      sweeper_wake.wait_for(lock, kAsyncSweepEvery);
       const auto now = Clock::now();
       std::vector<Pending> expired;
       for (auto it = pending.begin(); it != pending.end();) {
@@ -163,7 +169,7 @@ struct KvBucket::AsyncCreates {
       }
       lock.lock();
       answering -= expired.size();
-      changed.notify_all();
+      if (draining > 0) drained.notify_all();
     }
   }
 };
@@ -316,7 +322,7 @@ KvBucket::~KvBucket() {
       async_->pending.clear();
       async_->abandoned = abandoned;
     }
-    async_->changed.notify_all();
+    async_->sweeper_wake.notify_all();
     async_->sweeper.join();
     for (auto& entry : left) entry.done(fail(Errc::unavailable, "KV create " + entry.key + ": bucket closed"));
     jsCtx_Destroy(async_->js);
@@ -330,8 +336,11 @@ KvBucket::~KvBucket() {
 bool KvBucket::waitForCreates(std::chrono::milliseconds timeout) {
   if (async_ == nullptr) return true;
   std::unique_lock lock(async_->mutex);
-  return async_->changed.wait_for(lock, timeout,
-                                  [this] { return async_->pending.empty() && async_->answering == 0; });
+  ++async_->draining;
+  const bool done = async_->drained.wait_for(
+      lock, timeout, [this] { return async_->pending.empty() && async_->answering == 0; });
+  --async_->draining;
+  return done;
 }
 
 void KvBucket::createAsync(std::string_view key, std::string_view value, CreateDone done) {
@@ -363,10 +372,19 @@ void KvBucket::createAsync(std::string_view key, std::string_view value, CreateD
     if (auto it = async_->pending.find(id); it != async_->pending.end()) {
       failed = std::move(it->second.done);
       async_->pending.erase(it);
+      ++async_->answering;
     }
   }
   natsMsg_Destroy(msg);
-  if (failed) failed(std::unexpected(kvError(s, "KV create " + k)));
+  if (!failed) return;
+  failed(std::unexpected(kvError(s, "KV create " + k)));
+  bool notify = false;
+  {
+    const std::lock_guard lock(async_->mutex);
+    --async_->answering;
+    notify = async_->draining > 0;
+  }
+  if (notify) async_->drained.notify_all();
 }
 
 Status KvBucket::checkConnected(std::string_view what) const {
