@@ -1,4 +1,5 @@
 #include "nats/kv_bucket.hpp"
+#include "nats/message_convert.hpp"
 
 #include <algorithm>
 #include <condition_variable>
@@ -142,7 +143,7 @@ struct KvBucket::AsyncCreates {
       }
       if (notify) self->drained.notify_all();
     }
-    natsMsg_Destroy(msg);
+    freeNatsMsg(msg);  // ours: created in createAsync
   }
 
   void sweep() {

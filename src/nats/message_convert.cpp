@@ -1,7 +1,8 @@
 #include "nats/message_convert.hpp"
 
-#include <array>
+#include <dlfcn.h>
 
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -199,6 +200,38 @@ Result<NatsMsgPtr> toNatsMsg(const OutMessage& message) {
   }
   return msg;
 }
+
+namespace {
+
+using MsgFreeFunction = void (*)(void*);
+
+MsgFreeFunction directMsgFree() {
+  static const MsgFreeFunction function = []() -> MsgFreeFunction {
+    // Checked on 3.4.1 (Debian bookworm): natsMsg_Destroy returns early for messages cnats
+    // keeps, otherwise queues the message for the collector, which calls natsMsg_free.
+    const int version = nats_GetVersionNumber();
+    if (version < 0x030000 || version >= 0x040000) return nullptr;
+    void* symbol = dlsym(RTLD_DEFAULT, "natsMsg_free");
+    MsgFreeFunction found = nullptr;
+    static_assert(sizeof(found) == sizeof(symbol));
+    std::memcpy(&found, &symbol, sizeof(found));  // POSIX: a data pointer holding a function
+    return found;
+  }();
+  return function;
+}
+
+}  // namespace
+
+void freeNatsMsg(natsMsg* msg) {
+  if (msg == nullptr) return;
+  if (const auto free_now = directMsgFree()) {
+    free_now(msg);
+  } else {
+    natsMsg_Destroy(msg);
+  }
+}
+
+bool freesNatsMsgDirectly() { return directMsgFree() != nullptr; }
 
 std::size_t wireSize(const OutMessage& message) {
   static const Headers kNone;

@@ -13,8 +13,20 @@
 
 namespace countersign::natsio {
 
+// Frees a message this process owns (one it created, or one cnats delivered to a core
+// subscription callback of ours) at once, on the calling thread. natsMsg_Destroy hands every
+// message to cnats' collector thread instead and wakes that thread whenever it is idle: at the
+// rates of holds and approvals that is one more thread wake per message, which on a small VM
+// costs about as much as the work around it (bench/README.md). cnats 3.x exports the function
+// its collector calls (natsMsg_free: the headers, then the memory); it is looked up once, and
+// natsMsg_Destroy stays the fallback. Never for a message that cnats still owns (its
+// auto-ack callbacks, its control messages): those go through natsMsg_Destroy.
+void freeNatsMsg(natsMsg* msg);
+// Whether freeNatsMsg frees on the calling thread here (false: it is natsMsg_Destroy).
+bool freesNatsMsgDirectly();
+
 struct NatsMsgDeleter {
-  void operator()(natsMsg* msg) const { natsMsg_Destroy(msg); }
+  void operator()(natsMsg* msg) const { freeNatsMsg(msg); }
 };
 using NatsMsgPtr = std::unique_ptr<natsMsg, NatsMsgDeleter>;
 
