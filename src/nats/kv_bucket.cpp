@@ -283,13 +283,16 @@ Result<std::unique_ptr<KvBucket>> KvBucket::open(Connection& connection,
     return std::unexpected(kvError(s, "cannot open KV bucket " + config.bucket));
   }
   std::unique_ptr<KvBucket> bucket(new KvBucket(connection, kv, config.bucket));
-  // The bucket's own replica count (an existing bucket keeps its own): with one, reads may be
-  // direct gets. A bucket scaled up later needs a restart to be read through its leader again.
-  kvStatus* status = nullptr;
-  if (kvStore_Status(&status, kv) == NATS_OK) {
-    bucket->single_replica_ = kvStatus_Replicas(status) == 1;
-    kvStatus_Destroy(status);
+  // The bucket's own settings (an existing bucket keeps its own): with one replica and direct
+  // gets allowed, reads are direct gets. A bucket scaled up later needs a restart to be read
+  // through its leader again.
+  jsStreamInfo* info = nullptr;
+  const std::string stream = "KV_" + config.bucket;
+  if (js_GetStreamInfo(&info, connection.js(), stream.c_str(), nullptr, nullptr) == NATS_OK && info != nullptr &&
+      info->Config != nullptr) {
+    bucket->direct_gets_ = info->Config->Replicas == 1 && info->Config->AllowDirect;
   }
+  jsStreamInfo_Destroy(info);
   if (auto started = bucket->startAsync(max_async_creates); !started) return std::unexpected(started.error());
   return bucket;
 }
@@ -414,32 +417,32 @@ Result<std::uint64_t> KvBucket::create(std::string_view key, std::string_view va
 
 Result<KvEntry> KvBucket::get(std::string_view key) {
   std::string k(key);
+  // As kvStore_Get does: a wildcard or an empty token would make the request's subject mean
+  // something else than one key.
+  if (!validKey(k)) return fail(Errc::invalid_argument, "KV get: invalid key \"" + k + "\"");
   if (auto ok = checkConnected("KV get " + k); !ok) return std::unexpected(ok.error());
-  if (single_replica_) {
-    // One replica: whoever answers a direct get is the stream itself, so it has seen every
-    // confirmed write, and a direct get costs the server and us far less than a leader read.
-    kvEntry* raw = nullptr;
-    natsStatus s = kvStore_Get(&raw, kv_, k.c_str());
-    std::unique_ptr<kvEntry, decltype(&kvEntry_Destroy)> entry(raw, &kvEntry_Destroy);
-    if (s == NATS_NOT_FOUND) return fail(Errc::not_found, "key " + k + " not found");
-    if (s != NATS_OK) return std::unexpected(kvError(s, "KV get " + k));
-    KvEntry out;
-    const auto* data = static_cast<const char*>(kvEntry_Value(entry.get()));
-    const int length = kvEntry_ValueLen(entry.get());
-    if (data != nullptr && length > 0) out.value.assign(data, static_cast<std::size_t>(length));
-    out.revision = kvEntry_Revision(entry.get());
-    return out;
-  }
-  // Read through the stream leader (STREAM.MSG.GET), not kvStore_Get: cnats 3.4.1 uses direct
-  // gets on buckets that allow them, and on a replicated bucket a lagging replica answers those
-  // (seen: 14-30 of 300 reads right after a create through another node missed the key). The
-  // decisions read here must see every create that was confirmed.
   const std::string stream = "KV_" + bucket_;
   const std::string subject = "$KV." + bucket_ + "." + k;
   natsMsg* raw = nullptr;
-  jsErrCode code = static_cast<jsErrCode>(0);
-  natsStatus s = js_GetLastMsg(&raw, connection_.js(), stream.c_str(), subject.c_str(), nullptr, &code);
-  std::unique_ptr<natsMsg, decltype(&natsMsg_Destroy)> msg(raw, &natsMsg_Destroy);
+  natsStatus s = NATS_OK;
+  if (direct_gets_) {
+    // One replica: whoever answers a direct get is the stream itself, so it has seen every
+    // confirmed write, and a direct get costs the server and us far less than a leader read.
+    // (What kvStore_Get does, but the answer is a message of ours: freed here, not handed to
+    // cnats' collector thread.)
+    jsDirectGetMsgOptions options;
+    jsDirectGetMsgOptions_Init(&options);
+    options.LastBySubject = subject.c_str();
+    s = js_DirectGetMsg(&raw, connection_.js(), stream.c_str(), nullptr, &options);
+  } else {
+    // Read through the stream leader (STREAM.MSG.GET), not kvStore_Get: cnats 3.4.1 uses direct
+    // gets on buckets that allow them, and on a replicated bucket a lagging replica answers
+    // those (seen: 14-30 of 300 reads right after a create through another node missed the
+    // key). The decisions read here must see every create that was confirmed.
+    jsErrCode code = static_cast<jsErrCode>(0);
+    s = js_GetLastMsg(&raw, connection_.js(), stream.c_str(), subject.c_str(), nullptr, &code);
+  }
+  const NatsMsgPtr msg(raw);
   if (s == NATS_NOT_FOUND) return fail(Errc::not_found, "key " + k + " not found");
   if (s != NATS_OK) return std::unexpected(kvError(s, "KV get " + k));
   const char* operation = nullptr;

@@ -81,7 +81,7 @@ class KvBucket : public KvStore {
   std::string bucket_;
   AsyncCreates* async_ = nullptr;  // see ~KvBucket for why it is not a unique_ptr
   std::unique_ptr<KeyIndex> index_;
-  bool single_replica_ = false;
+  bool direct_gets_ = false;  // one replica and allow_direct: reads are direct gets
 };
 
 }  // namespace countersign::natsio

@@ -234,6 +234,7 @@ TEST_F(NatsAdapterTest, BucketIsCreatedWithHistoryOneFileStorageAndMaxAge) {
   EXPECT_EQ(info->Config->Storage, js_FileStorage);
   EXPECT_EQ(info->Config->Replicas, 1);
   EXPECT_EQ(info->Config->MaxAge, 3600LL * 1000 * 1000 * 1000);
+  EXPECT_TRUE(info->Config->AllowDirect);  // so that KvBucket::get may read it with direct gets
   jsStreamInfo_Destroy(info);
 
   // A second open binds to the same bucket and sees its data.
@@ -299,6 +300,50 @@ TEST_F(NatsAdapterTest, KvKeysWithSlashesAndBinaryValues) {
   ASSERT_TRUE(kv->create("id-1/replay/1", "").has_value());
   EXPECT_EQ(kv->get("id-1/decision")->value, binary);
   EXPECT_EQ(kv->get("id-1/replay/1")->value, "");
+}
+
+// Reads are direct gets only where the bucket allows them; a bucket made elsewhere without
+// allow_direct is read through its stream leader, with the same answers.
+TEST_F(NatsAdapterTest, KvBucketWithoutDirectGetsIsReadThroughTheLeader) {
+  const char* subjects[] = {"$KV.nodirect.>"};
+  jsStreamConfig stream;
+  jsStreamConfig_Init(&stream);
+  stream.Name = "KV_nodirect";
+  stream.Subjects = subjects;
+  stream.SubjectsLen = 1;
+  stream.Storage = js_FileStorage;
+  stream.MaxMsgsPerSubject = 1;
+  stream.Discard = js_DiscardNew;
+  stream.DenyDelete = true;
+  stream.AllowRollup = true;
+  stream.AllowDirect = false;
+  jsStreamInfo* info = nullptr;
+  ASSERT_EQ(js_AddStream(&info, connection->js(), &stream, nullptr, nullptr), NATS_OK);
+  jsStreamInfo_Destroy(info);
+
+  auto kv = openBucket(*connection, "nodirect");
+  auto created = kv->create("k1", "first");
+  ASSERT_TRUE(created.has_value()) << created.error().message;
+  auto got = kv->get("k1");
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  EXPECT_EQ(got->value, "first");
+  EXPECT_EQ(got->revision, *created);
+  auto missing = kv->get("k2");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code, Errc::not_found);
+  auto lost = kv->create("k1", "second");
+  ASSERT_FALSE(lost.has_value());
+  EXPECT_EQ(lost.error().code, Errc::exists);
+}
+
+TEST_F(NatsAdapterTest, KvGetRefusesInvalidKeys) {
+  auto kv = openBucket(*connection);
+  ASSERT_TRUE(kv->create("a.b", "v").has_value());
+  for (const std::string key : {"", "has space", ".a", "a.", "a..b", "a.*", "a.>", ">"}) {
+    auto got = kv->get(key);
+    ASSERT_FALSE(got.has_value()) << key;
+    EXPECT_EQ(got.error().code, Errc::invalid_argument) << key;
+  }
 }
 
 TEST_F(NatsAdapterTest, KvRefusesInvalidKeys) {
