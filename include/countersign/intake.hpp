@@ -54,7 +54,8 @@ class Intake {
   // then drain the pool, before the services go away. JetStream intake always holds in line
   // (its ack waits for the outcome).
   // `hold_events`: where `held` events go (default: services.events). Give it the sink of the
-  // send-at-once connection: the event then follows the answer without waking a flusher.
+  // send-at-once connection: the event then goes out just before the answer, without waking a
+  // flusher.
   explicit Intake(Services services, Publisher* replies = nullptr, WorkPool* hold_pool = nullptr,
                   EventSink* hold_events = nullptr);
   // Core intake: `message.reply` is the producer's reply subject.

@@ -234,7 +234,7 @@ int runGateway(const RunOptions& options) {
   // their id taken are checked on this pool, by approval id.
   constexpr std::size_t kHoldCheckThreads = 4;
   WorkPool hold_pool(kHoldCheckThreads);
-  // Answers to producers and the `held` events that follow them go out at once on the control
+  // Answers to producers and the `held` events just before them go out at once on the control
   // connection (send_asap); forwards and the other intake events keep the intake connection's
   // batching.
   Intake intake(intake_services, control_plane->publisher.get(), &hold_pool, control_plane->events.get());

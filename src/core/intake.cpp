@@ -340,11 +340,12 @@ IntakeOutcome Intake::settle(const Job& job, const ApprovalRecord& record, Resul
       .field("policy_snapshot", record.policy_snapshot)
       .field("rule", record.rule);
   IntakeOutcome outcome{.status = "approval_required", .code = 202, .rule = record.rule, .approval_id = record.id};
-  // The producer hears first; the event for reviewers follows on the same thread.
-  outcome.replied = reply(job, "approval_required", w.finish());
+  // The event before the answer: once the producer has the id, an approval may follow at once,
+  // and the audit trail must not show it before the hold.
   hold_events_.emit(Event{.event = "held", .approval_id = record.id, .topic = job.topic,
                           .subject = job.msg.subject, .rule = record.rule, .job_hash = record.job_hash,
                           .policy_snapshot = record.policy_snapshot, .payload = record.payload});
+  outcome.replied = reply(job, "approval_required", w.finish());
   return outcome;
 }
 

@@ -873,7 +873,8 @@ class ExistingAuditStreamTest : public OperateTest {
 TEST_F(ExistingAuditStreamTest, DeletedMiddleEventFailsVerify) {
   EXPECT_FALSE(streamDeniesDelete(*client_, kAuditStream)) << "countersign edited the stream";
   for (const char* id : {"pay-del-1", "pay-del-2", "pay-del-3"}) hold(id);
-  // Three held events on the intake chain, seq 1..3 (core publishes the stream captures).
+  // Three held events on one chain (the control connection's), seq 1..3 (core publishes the
+  // stream captures).
   std::map<std::int64_t, StoredMessage> intake;
   std::string chain;
   ASSERT_TRUE(eventually(
@@ -891,6 +892,7 @@ TEST_F(ExistingAuditStreamTest, DeletedMiddleEventFailsVerify) {
       10s))
       << "held events stored: " << intake.size();
   ASSERT_TRUE(intake.contains(2) && intake.contains(3)) << "held events are not seq 1..3";
+  EXPECT_TRUE(chain.ends_with("-control")) << chain;  // held events go out with the answers
 
   const auto before = cli({"audit", "verify"});
   ASSERT_EQ(before.exit_code, 0) << before.out << before.err;

@@ -608,8 +608,8 @@ TEST_F(PooledHoldTest, ManyJobsAreHeldOnceEachAndRepeatsAnswerTheSame) {
 }
 
 // As run.cpp wires it: answers and `held` events on the send-at-once connection, everything
-// else on the batching one.
-TEST_F(PooledHoldTest, HeldEventFollowsTheAnswerOnTheAnswerConnection) {
+// else on the batching one; the event first, so no approval can precede it in the trail.
+TEST_F(PooledHoldTest, HeldEventPrecedesTheAnswerOnTheAnswerConnection) {
   fakes::CapturingPublisher asap;
   EventSink asap_events(asap, clock_, log_, EventOptions{});
   const Services services{config_, kv_, pub_, clock_, ids_, *policy_, throttler_, *events_, log_, metrics_};
@@ -629,7 +629,7 @@ TEST_F(PooledHoldTest, HeldEventFollowsTheAnswerOnTheAnswerConnection) {
   }
   ASSERT_LT(answer, sent.size());
   ASSERT_LT(held, sent.size());
-  EXPECT_LT(answer, held);  // the producer hears first
+  EXPECT_LT(held, answer);  // reviewers' event first, then the producer's id
   EXPECT_EQ(field(parse(sent[answer].payload), "status"), "approval_required");
   EXPECT_EQ(field(parse(sent[held].payload), "approval_id"), "pay-1");
   EXPECT_TRUE(pub_.on("countersign.events.held.").empty());
