@@ -135,13 +135,10 @@ struct KvBucket::AsyncCreates {
         if (code == Errc::internal) code = Errc::unavailable;
         entry.done(fail(code, "KV create " + entry.key + ": " + text));
       }
-      bool notify = false;
-      {
-        const std::lock_guard lock(self->mutex);
-        --self->answering;
-        notify = self->draining > 0;
-      }
-      if (notify) self->drained.notify_all();
+      // Notified under the lock: once it is released, the destructor may free this state.
+      const std::lock_guard lock(self->mutex);
+      --self->answering;
+      if (self->draining > 0) self->drained.notify_all();
     }
     freeNatsMsg(msg);  // ours: created in createAsync
   }
@@ -330,9 +327,15 @@ KvBucket::~KvBucket() {
     async_->sweeper.join();
     for (auto& entry : left) entry.done(fail(Errc::unavailable, "KV create " + entry.key + ": bucket closed"));
     jsCtx_Destroy(async_->js);
-    // cnats may still hold unanswered publishes whose PubAck would come to this state: then it
-    // stays (a few bytes, only after lost PubAcks) rather than be freed under a late callback.
-    if (abandoned == 0) delete async_;
+    // cnats may still hold unanswered publishes whose PubAck would come to this state, or an
+    // answer may still be running when the wait above timed out: then it stays (a few bytes,
+    // only after lost PubAcks or a stuck callback) rather than be freed under a late callback.
+    bool answering = false;
+    {
+      const std::lock_guard lock(async_->mutex);
+      answering = async_->answering > 0;
+    }
+    if (abandoned == 0 && !answering) delete async_;
   }
   kvStore_Destroy(kv_);
 }
@@ -382,13 +385,9 @@ void KvBucket::createAsync(std::string_view key, std::string_view value, CreateD
   natsMsg_Destroy(msg);
   if (!failed) return;
   failed(std::unexpected(kvError(s, "KV create " + k)));
-  bool notify = false;
-  {
-    const std::lock_guard lock(async_->mutex);
-    --async_->answering;
-    notify = async_->draining > 0;
-  }
-  if (notify) async_->drained.notify_all();
+  const std::lock_guard lock(async_->mutex);
+  --async_->answering;
+  if (async_->draining > 0) async_->drained.notify_all();
 }
 
 Status KvBucket::checkConnected(std::string_view what) const {
@@ -442,7 +441,7 @@ Result<KvEntry> KvBucket::get(std::string_view key) {
     jsErrCode code = static_cast<jsErrCode>(0);
     s = js_GetLastMsg(&raw, connection_.js(), stream.c_str(), subject.c_str(), nullptr, &code);
   }
-  const NatsMsgPtr msg(raw);
+  const OwnedNatsMsg msg(raw);
   if (s == NATS_NOT_FOUND) return fail(Errc::not_found, "key " + k + " not found");
   if (s != NATS_OK) return std::unexpected(kvError(s, "KV get " + k));
   const char* operation = nullptr;

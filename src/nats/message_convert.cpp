@@ -167,7 +167,7 @@ Result<Message> fromNatsMsg(natsMsg* msg) {
   return out;
 }
 
-Result<NatsMsgPtr> toNatsMsg(const OutMessage& message) {
+Result<OwnedNatsMsg> toNatsMsg(const OutMessage& message) {
   using namespace std::string_view_literals;
   if (auto ok = openNatsLibrary(); !ok) return std::unexpected(ok.error());
   if (message.subject.empty()) return fail(Errc::invalid_argument, "message: empty subject");
@@ -183,7 +183,7 @@ Result<NatsMsgPtr> toNatsMsg(const OutMessage& message) {
   natsStatus s = natsMsg_Create(&raw, subject.c_str(), reply.empty() ? nullptr : reply.c_str(),
                                 message.payload.data(), static_cast<int>(message.payload.size()));
   if (s != NATS_OK) return std::unexpected(natsError(s, "create message"));
-  NatsMsgPtr msg(raw);
+  OwnedNatsMsg msg(raw);
   for (const Headers* list : {message.headers, message.more_headers}) {
     if (list == nullptr) continue;
     for (const auto& [header_name, header_value] : *list) {
@@ -208,9 +208,10 @@ using MsgFreeFunction = void (*)(void*);
 MsgFreeFunction directMsgFree() {
   static const MsgFreeFunction function = []() -> MsgFreeFunction {
     // Checked on 3.4.1 (Debian bookworm): natsMsg_Destroy returns early for messages cnats
-    // keeps, otherwise queues the message for the collector, which calls natsMsg_free.
+    // keeps, otherwise queues the message for the collector, which calls natsMsg_free. Other
+    // versions are not assumed to do the same.
     const int version = nats_GetVersionNumber();
-    if (version < 0x030000 || version >= 0x040000) return nullptr;
+    if (version < 0x030400 || version >= 0x030500) return nullptr;
     void* symbol = dlsym(RTLD_DEFAULT, "natsMsg_free");
     MsgFreeFunction found = nullptr;
     static_assert(sizeof(found) == sizeof(symbol));

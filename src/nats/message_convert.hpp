@@ -17,7 +17,7 @@ namespace countersign::natsio {
 // subscription callback of ours) at once, on the calling thread. natsMsg_Destroy hands every
 // message to cnats' collector thread instead and wakes that thread whenever it is idle: at the
 // rates of holds and approvals that is one more thread wake per message, which on a small VM
-// costs about as much as the work around it (bench/README.md). cnats 3.x exports the function
+// costs about as much as the work around it (bench/README.md). cnats 3.4 exports the function
 // its collector calls (natsMsg_free: the headers, then the memory); it is looked up once, and
 // natsMsg_Destroy stays the fallback. Never for a message that cnats still owns (its
 // auto-ack callbacks, its control messages): those go through natsMsg_Destroy.
@@ -25,10 +25,18 @@ void freeNatsMsg(natsMsg* msg);
 // Whether freeNatsMsg frees on the calling thread here (false: it is natsMsg_Destroy).
 bool freesNatsMsgDirectly();
 
+// Any message: natsMsg_Destroy, which leaves alone what cnats still owns.
 struct NatsMsgDeleter {
-  void operator()(natsMsg* msg) const { freeNatsMsg(msg); }
+  void operator()(natsMsg* msg) const { natsMsg_Destroy(msg); }
 };
 using NatsMsgPtr = std::unique_ptr<natsMsg, NatsMsgDeleter>;
+
+// Only a message that is ours (see freeNatsMsg): built by toNatsMsg, handed to a core
+// subscription callback, or a JetStream get's answer.
+struct OwnedNatsMsgDeleter {
+  void operator()(natsMsg* msg) const { freeNatsMsg(msg); }
+};
+using OwnedNatsMsg = std::unique_ptr<natsMsg, OwnedNatsMsgDeleter>;
 
 // Copies subject, reply, headers and payload bytes. Does not take ownership.
 //
@@ -52,7 +60,7 @@ Result<Headers> parseHeaderBlock(std::string_view block);
 // A new natsMsg with the subject, reply, payload and every header value (natsMsgHeader_Add per
 // value, in order). Errc::invalid_argument for an empty subject or header name, or for a name or
 // value that cannot go on the wire (CR, LF, NUL; ':' or space in a name).
-Result<NatsMsgPtr> toNatsMsg(const OutMessage& message);
+Result<OwnedNatsMsg> toNatsMsg(const OutMessage& message);
 
 // Bytes the message takes against the server's max payload: the payload plus, when there are
 // headers, the encoded header block ("NATS/1.0\r\n", "Name: value\r\n" per value, "\r\n").

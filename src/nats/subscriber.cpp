@@ -109,7 +109,7 @@ Status Subscription::drain(std::chrono::milliseconds timeout) {
 
 void Subscription::onMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
   auto* state = static_cast<State*>(closure);
-  NatsMsgPtr owned(msg);
+  OwnedNatsMsg owned(msg);  // a core subscription's message: ours
   t_delivering = state;
   try {
     auto converted = fromNatsMsg(msg);

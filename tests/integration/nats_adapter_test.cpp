@@ -533,6 +533,27 @@ TEST_F(NatsAdapterTest, KvCreateAsyncHasCreateSemantics) {
   EXPECT_TRUE(kv->waitForCreates(1s));
 }
 
+// waitForCreates is woken by the last answer (not by its own timeout) and returns only once
+// every callback has run. A lost wake-up would show as the full 5 s wait.
+TEST_F(NatsAdapterTest, KvWaitForCreatesIsWokenByTheLastAnswer) {
+  auto kv = openBucket(*connection);
+  for (int round = 0; round < 5; ++round) {
+    AsyncAnswers answers;
+    for (int i = 0; i < 200; ++i) {
+      const std::string key = "w" + std::to_string(round) + "-" + std::to_string(i);
+      kv->createAsync(key, "v", answers.collect(key));
+    }
+    const auto started = std::chrono::steady_clock::now();
+    ASSERT_TRUE(kv->waitForCreates(5s));
+    const auto waited = std::chrono::steady_clock::now() - started;
+    {
+      const std::lock_guard lock(answers.mutex);
+      EXPECT_EQ(answers.count, 200u) << "returned before every answer ran";
+    }
+    EXPECT_LT(waited, 2s) << "round " << round << ": not woken by the answers";
+  }
+}
+
 TEST_F(NatsAdapterTest, KvCreateAsyncRaceHasExactlyOneWinnerPerKey) {
   // 300 keys, each created 4 times at once from 4 threads: every call answers once, exactly one
   // per key wins, and the stored value is the winner's.
@@ -730,7 +751,7 @@ TEST_F(NatsAdapterTest, TooLargeIsRefusedBeforeSendingAndTheConnectionSurvives) 
   EXPECT_TRUE(connection->connected());
 }
 
-// The cnats of this platform (3.x) lets countersign free its own messages on the calling thread
+// The cnats of this platform (3.4) lets countersign free its own messages on the calling thread
 // rather than through cnats' collector thread (one thread wake per message when it is idle).
 // Fails when a cnats upgrade takes that away: the hot paths would then pay the wake again.
 TEST(NatsMessages, OwnMessagesAreFreedOnTheCallingThread) {

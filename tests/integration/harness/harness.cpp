@@ -64,7 +64,7 @@ std::vector<std::string> environmentWith(const std::map<std::string, std::string
   return env;
 }
 
-NatsMsgPtr buildMsg(const std::string& subject, const std::string& payload, const Headers& headers,
+natsio::OwnedNatsMsg buildMsg(const std::string& subject, const std::string& payload, const Headers& headers,
                     const std::string& reply) {
   OutMessage out{subject, reply, headers.empty() ? nullptr : &headers, payload};
   auto msg = natsio::toNatsMsg(out);
@@ -276,7 +276,7 @@ Client::~Client() {
 
 void Client::publish(const std::string& subject, const std::string& payload, const Headers& headers,
                      const std::string& reply) {
-  NatsMsgPtr msg = buildMsg(subject, payload, headers, reply);
+  natsio::OwnedNatsMsg msg = buildMsg(subject, payload, headers, reply);
   natsStatus s = natsConnection_PublishMsg(conn_, msg.get());
   if (s != NATS_OK) setupFailure(natsFailure(s, "publish to " + subject));
 }
@@ -288,7 +288,7 @@ void Client::flush() {
 
 std::optional<Message> Client::request(const std::string& subject, const std::string& payload,
                                        const Headers& headers, std::chrono::milliseconds timeout) {
-  NatsMsgPtr msg = buildMsg(subject, payload, headers, "");
+  natsio::OwnedNatsMsg msg = buildMsg(subject, payload, headers, "");
   natsMsg* raw_reply = nullptr;
   natsStatus s = natsConnection_RequestMsg(&raw_reply, conn_, msg.get(),
                                            std::max<std::int64_t>(1, timeout.count()));
