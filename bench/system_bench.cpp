@@ -1955,6 +1955,28 @@ std::string splitText(const RatioRow& m) {
   return fmt(m.ratio(), 2) + "x = " + fmt(m.sideRatio(), 2) + " x " + fmt(m.csOfSide(), 2);
 }
 
+// The words that differ between the hold and the approve paragraphs.
+struct SplitWords {
+  std::string_view op;        // "hold", "approval"
+  std::string_view raw_op;    // what raw does once: "bare create", "bare sequence"
+  std::string_view position;  // what the sidecar position costs
+  std::string_view adds;      // what countersign adds, in brackets
+};
+
+// One paragraph per N: which part of the gap is the sidecar position and which is countersign's
+// own work, from the run's own numbers. `estimate` (N=1 only) is a sentence computed by the caller.
+void writeSplit(std::ostream& d, int n, const RatioRow& m, const SplitWords& w, const std::string& estimate) {
+  d << "N=" << n << ": the thinnest cnats sidecar reaches " << fmt(m.sideRatio(), 2)
+    << "x of raw; countersign reaches " << fmt(m.csOfSide(), 2) << "x of the sidecar (" << splitText(m)
+    << "). The sidecar's factor is the position, NATS's cost: " << w.position << ". ";
+  if (n == 1) d << estimate;
+  d << "countersign's factor is its own work: it spends " << fmt(m.cs_cpu, 0) << " µs of CPU per "
+    << w.op << " against the sidecar's " << fmt(m.side_cpu, 0) << " µs, and the server spends "
+    << fmt(m.cs_server, 0) << " µs per " << w.op << " for it against " << fmt(m.side_server, 0)
+    << " µs for the sidecar and " << fmt(m.raw_server, 0) << " µs per " << w.raw_op << " (" << w.adds
+    << ").\n\n";
+}
+
 void holdRate(Rig& rig, std::unique_ptr<Countersign>& cs) {
   const bool quick = rig.settings.quick;
   const std::vector<int> levels = quick ? std::vector<int>{16} : std::vector<int>{1, 16};
@@ -2045,27 +2067,17 @@ void holdRate(Rig& rig, std::unique_ptr<Countersign>& cs) {
   d << "\n";
   // Which part of the gap is the sidecar position and which is countersign's own work, from this
   // run's own numbers.
+  const SplitWords words{"hold", "bare create",
+                         "the request and the reply through the server, cnats' delivery and PubAck threads",
+                         "the sidecar adds the request and the reply through the server; countersign adds "
+                         "the `held` event stored in the audit stream, see the `audit off` rows"};
   for (const auto& row : rows) {
     if (row.variant != "default" || row.side.empty()) continue;
     const RatioRow m = ratioRow(row);
-    d << "N=" << row.n << ": the thinnest cnats sidecar reaches " << fmt(m.sideRatio(), 2)
-      << "x of raw; countersign reaches " << fmt(m.csOfSide(), 2) << "x of the sidecar ("
-      << splitText(m)
-      << "). The sidecar's factor is the position, NATS's cost: the request and the reply "
-         "through the server, cnats' delivery and PubAck threads. ";
-    if (row.n == 1) {
-      const double floor_us = m.raw_p50 + echo_asap.p50;
-      d << "A bare responder (p50 " << fmtUs(echo_asap.p50) << ") plus a bare create (p50 "
-        << fmtUs(m.raw_p50) << ") predict about " << fmt(m.raw_p50 / floor_us, 2)
-        << "x for it at N=1. ";
-    }
-    d << "countersign's factor is its own work: it spends " << fmt(m.cs_cpu, 0)
-      << " µs of CPU per hold against the sidecar's " << fmt(m.side_cpu, 0)
-      << " µs, and the server spends " << fmt(m.cs_server, 0) << " µs per hold for it against "
-      << fmt(m.side_server, 0) << " µs for the sidecar and " << fmt(m.raw_server, 0)
-      << " µs per bare create (the sidecar adds the request and the reply through the server; "
-         "countersign adds the `held` event stored in the audit stream, see the `audit off` "
-         "rows).\n\n";
+    const double floor_us = m.raw_p50 + echo_asap.p50;
+    writeSplit(d, row.n, m, words,
+               "A bare responder (p50 " + fmtUs(echo_asap.p50) + ") plus a bare create (p50 " +
+                   fmtUs(m.raw_p50) + ") predict about " + fmt(m.raw_p50 / floor_us, 2) + "x for it at N=1. ");
   }
   d << "Send_asap: a bare request-reply responder answers in p50 " << fmtUs(echo_default.p50)
     << " / p99 " << fmtUs(echo_default.p99) << " on a connection without send_asap and in p50 "
@@ -2445,25 +2457,16 @@ void approveToRelease(Rig& rig, Worker& worker) {
        "update of the record's view and the `released` audit event (PubAck, which also confirms "
        "`approved`). The bare sidecar has the same 3 before the answer and 1 after it.\n\n";
   const Percentiles echo = echoLatency(rig.server.url, true, quick ? 300 : 1000);
+  const SplitWords words{"approval", "bare sequence",
+                         "the request and the reply through the server, the hand-over to cnats' delivery threads",
+                         "countersign adds the audit events, the record's view and the key index's watcher"};
   for (const auto& row : rows) {
     if (row.variant != "default" || row.side.empty()) continue;
     const RatioRow m = ratioRow(row);
-    d << "N=" << row.n << ": the thinnest cnats sidecar reaches " << fmt(m.sideRatio(), 2)
-      << "x of raw; countersign reaches " << fmt(m.csOfSide(), 2) << "x of the sidecar ("
-      << splitText(m)
-      << "). The sidecar's factor is the position, NATS's cost: the request and the reply "
-         "through the server, the hand-over to cnats' delivery threads. ";
-    if (row.n == 1) {
-      d << "A bare request-reply responder (p50 " << fmtUs(echo.p50)
-        << ") added to the bare sequence (p50 " << fmtUs(m.raw_p50) << ") predicts about "
-        << fmt(m.raw_p50 / (m.raw_p50 + echo.p50), 2) << "x for it at N=1. ";
-    }
-    d << "countersign's factor is its own work: it spends " << fmt(m.cs_cpu, 0)
-      << " µs of CPU per approval against the sidecar's " << fmt(m.side_cpu, 0)
-      << " µs, and the server spends " << fmt(m.cs_server, 0) << " µs per approval for it against "
-      << fmt(m.side_server, 0) << " µs for the sidecar and " << fmt(m.raw_server, 0)
-      << " µs per bare sequence (countersign adds the audit events, the record's view and the key "
-         "index's watcher).\n\n";
+    writeSplit(d, row.n, m, words,
+               "A bare request-reply responder (p50 " + fmtUs(echo.p50) + ") added to the bare sequence (p50 " +
+                   fmtUs(m.raw_p50) + ") predicts about " + fmt(m.raw_p50 / (m.raw_p50 + echo.p50), 2) +
+                   "x for it at N=1. ");
   }
   rig.report.summary.push_back(
       {"4. approve to release (approvals/s; bare sidecar / raw in "
