@@ -107,6 +107,13 @@ struct KvBucket::AsyncCreates {
   bool stopping = false;
   std::thread sweeper;
 
+  // With `mutex` held, once `n` answers have run: wakes waitForCreates if anyone waits. (Under
+  // the lock: once it is released, the destructor may free this state.)
+  void answered(std::size_t n) {
+    answering -= n;
+    if (draining > 0) drained.notify_all();
+  }
+
   static void onAck(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* error, void* closure) {
     auto* self = static_cast<AsyncCreates*>(closure);
     Pending entry;
@@ -135,10 +142,8 @@ struct KvBucket::AsyncCreates {
         if (code == Errc::internal) code = Errc::unavailable;
         entry.done(fail(code, "KV create " + entry.key + ": " + text));
       }
-      // Notified under the lock: once it is released, the destructor may free this state.
       const std::lock_guard lock(self->mutex);
-      --self->answering;
-      if (self->draining > 0) self->drained.notify_all();
+      self->answered(1);
     }
     freeNatsMsg(msg);  // ours: created in createAsync
   }
@@ -166,8 +171,7 @@ struct KvBucket::AsyncCreates {
                                            std::to_string(kAsyncCreateTimeout.count()) + " ms"));
       }
       lock.lock();
-      answering -= expired.size();
-      if (draining > 0) drained.notify_all();
+      answered(expired.size());
     }
   }
 };
@@ -386,8 +390,7 @@ void KvBucket::createAsync(std::string_view key, std::string_view value, CreateD
   if (!failed) return;
   failed(std::unexpected(kvError(s, "KV create " + k)));
   const std::lock_guard lock(async_->mutex);
-  --async_->answering;
-  if (async_->draining > 0) async_->drained.notify_all();
+  async_->answered(1);
 }
 
 Status KvBucket::checkConnected(std::string_view what) const {
