@@ -1,4 +1,4 @@
-// Decision events on <prefix>.events.<event>.<topic> (DESIGN.md section 9), and the audit
+// Decision events on <prefix>.events.<event>.<topic> (docs/protocol.md), and the audit
 // trail's hash chain (docs/audit.md).
 #pragma once
 
@@ -18,6 +18,7 @@ struct Event {
   std::string_view event;  // allowed, denied, throttled, held, approved, rejected, expired,
                            // released, replayed, conflict, release_unknown
   std::string_view approval_id;
+  std::string_view job_id;  // the producer's job id (generated for a held job that had none)
   std::string_view topic;
   std::string_view subject;
   std::string_view rule;

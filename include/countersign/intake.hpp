@@ -82,6 +82,7 @@ class Intake {
   IntakeOutcome refuse(const Job& job, std::string_view status, int code, std::string body,
                        const Event& event);
   bool reply(const Job& job, std::string_view status, const std::string& body);
+  static std::string jobIdForEvent(const Job& job, const Headers& headers);
 
   Services s_;
   Publisher& replies_;

@@ -176,7 +176,7 @@ ControlReply Control::operatorRelease(std::string_view body) {
       r.released_at = now;
       return true;
     });
-    s_.events.emit(Event{.event = "released", .approval_id = id, .topic = record->topic,
+    s_.events.emit(Event{.event = "released", .approval_id = id, .job_id = record->job_id, .topic = record->topic,
                          .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                          .policy_snapshot = decision->policy_snapshot, .actor = by,
                          .reason = "marked_released"});
@@ -350,7 +350,7 @@ ControlReply Control::expire(const ApprovalRecord& record) {
                                 .policy_snapshot = record.policy_snapshot, .job_hash = record.job_hash};
   if (auto answered = decide(ControlOp::approve, record.id, decision)) return *answered;
   markDecided(s_.store, record.id, ApprovalState::expired, decision);
-  s_.events.emit(Event{.event = "expired", .approval_id = record.id, .topic = record.topic,
+  s_.events.emit(Event{.event = "expired", .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
                        .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
                        .policy_snapshot = record.policy_snapshot, .reason = "timeout"});
   auto w = start("expired", 410);
@@ -360,14 +360,14 @@ ControlReply Control::expire(const ApprovalRecord& record) {
 
 ControlReply Control::jobChanged(const ApprovalRecord& record, std::string_view detail) {
   s_.log.warn("approval refused: job changed", {{"approval_id", record.id}, {"detail", detail}});
-  s_.events.emit(Event{.event = "conflict", .approval_id = record.id, .topic = record.topic,
+  s_.events.emit(Event{.event = "conflict", .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
                        .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
                        .policy_snapshot = record.policy_snapshot, .reason = "job_changed"});
   return conflict(record.id, "job_changed");
 }
 
 ControlReply Control::snapshotChanged(const ApprovalRecord& record, const Policy& policy) {
-  s_.events.emit(Event{.event = "conflict", .approval_id = record.id, .topic = record.topic,
+  s_.events.emit(Event{.event = "conflict", .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
                        .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
                        .policy_snapshot = record.policy_snapshot, .reason = "snapshot_changed"});
   const RouteConfig* route = routeFor(s_.config, record);
@@ -388,7 +388,7 @@ ControlReply Control::snapshotChanged(const ApprovalRecord& record, const Policy
       return *answered;
     }
     markDecided(s_.store, record.id, ApprovalState::rejected, decision);
-    s_.events.emit(Event{.event = "rejected", .approval_id = record.id, .topic = record.topic,
+    s_.events.emit(Event{.event = "rejected", .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
                          .subject = record.subject, .rule = verdict.ruleId(), .job_hash = record.job_hash,
                          .policy_snapshot = policy.snapshot(), .reason = "policy_denied"});
     auto w = start("conflict", 409);
@@ -406,7 +406,7 @@ ControlReply Control::snapshotChanged(const ApprovalRecord& record, const Policy
     return true;
   });
   if (!rebound) return lockBusy(record.id);
-  s_.events.emit(Event{.event = "held", .approval_id = record.id, .topic = record.topic,
+  s_.events.emit(Event{.event = "held", .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
                        .subject = record.subject, .rule = rule, .job_hash = record.job_hash,
                        .policy_snapshot = policy.snapshot(), .reason = "snapshot_changed", .payload = record.payload});
   auto w = start("conflict", 409);
@@ -465,7 +465,7 @@ ControlReply Control::approve(const Request& request) {
   if (auto answered = decide(ControlOp::approve, id, decision)) return *answered;
   crashPoint("after_approve_cas");
   const ApprovalVote vote{decision.by, decision.at, decision.reason};
-  s_.events.emit(Event{.event = "approved", .approval_id = id, .topic = record->topic,
+  s_.events.emit(Event{.event = "approved", .approval_id = id, .job_id = record->job_id, .topic = record->topic,
                        .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                        .policy_snapshot = record->policy_snapshot, .actor = decision.by,
                        .reason = decision.reason, .confirmed_by_next = true});
@@ -507,7 +507,7 @@ ControlReply Control::reject(const Request& request) {
                                 .policy_snapshot = r.policy_snapshot, .job_hash = r.job_hash};
   if (auto answered = decide(ControlOp::reject, id, decision)) return *answered;
   markDecided(s_.store, id, ApprovalState::rejected, decision);
-  s_.events.emit(Event{.event = "rejected", .approval_id = id, .topic = r.topic, .subject = r.subject,
+  s_.events.emit(Event{.event = "rejected", .approval_id = id, .job_id = r.job_id, .topic = r.topic, .subject = r.subject,
                        .rule = r.rule, .job_hash = r.job_hash, .policy_snapshot = r.policy_snapshot,
                        .actor = decision.by, .reason = decision.reason});
   auto w = start("rejected", 200);

@@ -21,6 +21,7 @@ std::string EventSink::body(const Event& e, std::uint64_t seq, std::string_view 
   detail::JsonObjectWriter w;
   w.field("event", e.event)
       .optional("approval_id", e.approval_id)
+      .optional("job_id", e.job_id)
       .optional("topic", e.topic)
       .optional("subject", e.subject)
       .optional("rule", e.rule)

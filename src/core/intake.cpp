@@ -5,6 +5,7 @@
 
 #include "countersign/events.hpp"
 #include "countersign/job.hpp"
+#include "countersign/json.hpp"
 #include "countersign/subject.hpp"
 #include "json_writer.hpp"
 
@@ -53,9 +54,27 @@ bool Intake::reply(const Job& job, std::string_view status, const std::string& b
   return true;
 }
 
+// The producer's job id for an event about a job that has no record: headers first, the payload
+// only when they name none. Empty when the producer gave none.
+std::string Intake::jobIdForEvent(const Job& job, const Headers& headers) {
+  auto id = jobIdOf(headers, job.untrusted.job_id, nullptr);
+  if (!id) {
+    if (auto parsed = json::parseStrict(job.msg.payload); parsed && parsed->IsObject()) {
+      id = jobIdOf(headers, job.untrusted.job_id, &*parsed);
+    }
+  }
+  return id ? std::move(*id) : std::string();
+}
+
 IntakeOutcome Intake::refuse(const Job& job, std::string_view status, int code, std::string body,
                              const Event& event) {
-  s_.events.emit(event);
+  std::string job_id;
+  Event with_id = event;
+  if (with_id.job_id.empty()) {
+    job_id = jobIdForEvent(job, job.msg.headers);
+    with_id.job_id = job_id;
+  }
+  s_.events.emit(with_id);
   IntakeOutcome outcome{.status = std::string(status), .code = code, .rule = std::string(event.rule)};
   outcome.replied = reply(job, status, body);
   return outcome;
@@ -169,6 +188,8 @@ IntakeOutcome Intake::forward(Job& job, const Rule* matched) {
   const std::string_view rule = matched != nullptr ? std::string_view(matched->id) : "default";
   // The job is not needed in its received form any more: its headers go out with it, followed
   // by the rule's Countersign-* headers (built once with the policy).
+  // Read before the headers move on (and before a countersign-in: id is added to them).
+  const std::string job_id = s_.events.allowedEvents() ? jobIdForEvent(job, job.msg.headers) : std::string();
   Headers headers = std::move(job.msg.headers);
   Delivery delivery = Delivery::core;
   if (job.ingress != nullptr) {
@@ -205,8 +226,10 @@ IntakeOutcome Intake::forward(Job& job, const Rule* matched) {
     outcome.replied = reply(job, "unavailable", w.finish());
     return outcome;
   }
-  s_.events.emit(Event{.event = "allowed", .topic = job.topic, .subject = job.msg.subject,
-                       .rule = rule, .policy_snapshot = job.policy->snapshot()});
+  if (s_.events.allowedEvents()) {
+    s_.events.emit(Event{.event = "allowed", .job_id = job_id, .topic = job.topic, .subject = job.msg.subject,
+                         .rule = rule, .policy_snapshot = job.policy->snapshot()});
+  }
   // The worker answers the producer itself when the reply subject was forwarded.
   return IntakeOutcome{.status = "allowed", .code = 200, .rule = std::string(rule), .forwarded = true};
 }
@@ -250,7 +273,7 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
     w.field("status", "too_large").field("code", 413).field("max_payload", static_cast<std::uint64_t>(max_payload));
     IntakeOutcome outcome =
         refuse(job, "too_large", 413, w.finish(),
-               Event{.event = "denied", .approval_id = record.id, .topic = job.topic,
+               Event{.event = "denied", .approval_id = record.id, .job_id = record.job_id, .topic = job.topic,
                      .subject = job.msg.subject, .rule = rule.id, .reason = "too_large"});
     outcome.ack = IngressAck::term;
     return outcome;
@@ -287,7 +310,7 @@ IntakeOutcome Intake::settle(const Job& job, const ApprovalRecord& record, Resul
       // answer exactly as the first time.
       if (auto decided = s_.store.get(decisionKey(stored->id));
           !decided && decided.error().code == Errc::not_found) {
-        hold_events_.emit(Event{.event = "held", .approval_id = stored->id, .topic = stored->topic,
+        hold_events_.emit(Event{.event = "held", .approval_id = stored->id, .job_id = stored->job_id, .topic = stored->topic,
                              .subject = stored->subject, .rule = stored->rule, .job_hash = stored->job_hash,
                              .policy_snapshot = stored->policy_snapshot, .reason = "redelivered",
                              .payload = stored->payload});
@@ -308,7 +331,7 @@ IntakeOutcome Intake::settle(const Job& job, const ApprovalRecord& record, Resul
       JsonObjectWriter w;
       w.field("status", "conflict").field("code", 409).field("reason", "id_conflict").field("approval_id", record.id);
       return refuse(job, "conflict", 409, w.finish(),
-                    Event{.event = "conflict", .approval_id = record.id, .topic = job.topic,
+                    Event{.event = "conflict", .approval_id = record.id, .job_id = record.job_id, .topic = job.topic,
                           .subject = job.msg.subject, .rule = record.rule, .job_hash = record.job_hash,
                           .reason = "id_conflict"});
     }
@@ -342,7 +365,7 @@ IntakeOutcome Intake::settle(const Job& job, const ApprovalRecord& record, Resul
   IntakeOutcome outcome{.status = "approval_required", .code = 202, .rule = record.rule, .approval_id = record.id};
   // The event before the answer: once the producer has the id, an approval may follow at once,
   // and the audit trail must not show it before the hold.
-  hold_events_.emit(Event{.event = "held", .approval_id = record.id, .topic = job.topic,
+  hold_events_.emit(Event{.event = "held", .approval_id = record.id, .job_id = record.job_id, .topic = job.topic,
                           .subject = job.msg.subject, .rule = record.rule, .job_hash = record.job_hash,
                           .policy_snapshot = record.policy_snapshot, .payload = record.payload});
   outcome.replied = reply(job, "approval_required", w.finish());

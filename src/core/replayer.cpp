@@ -118,7 +118,7 @@ void Replayer::finishRelease(const std::string& id, int claims, ScanResult& resu
       return true;
     });
     s_.metrics.releaseUnknown();
-    s_.events.emit(Event{.event = "release_unknown", .approval_id = id, .topic = record->topic,
+    s_.events.emit(Event{.event = "release_unknown", .approval_id = id, .job_id = record->job_id, .topic = record->topic,
                          .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                          .policy_snapshot = decision->policy_snapshot,
                          .reason = window.count() == 0 ? "no_stream_dedup" : "past_duplicate_window"});
@@ -142,7 +142,7 @@ void Replayer::finishRelease(const std::string& id, int claims, ScanResult& resu
     r.replays = attempt;
     return true;
   });
-  s_.events.emit(Event{.event = "replayed", .approval_id = id, .topic = record->topic,
+  s_.events.emit(Event{.event = "replayed", .approval_id = id, .job_id = record->job_id, .topic = record->topic,
                        .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                        .policy_snapshot = decision->policy_snapshot, .actor = decision->by});
   ++result.replayed;
@@ -177,7 +177,7 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
   if (!s_.store.create(decisionKey(id), toJson(decision))) return;  // decided meanwhile
   if (allow) {
     // The policy author chose (and acknowledged) release on timeout: release it like an approval.
-    s_.events.emit(Event{.event = "approved", .approval_id = id, .topic = record->topic,
+    s_.events.emit(Event{.event = "approved", .approval_id = id, .job_id = record->job_id, .topic = record->topic,
                          .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                          .policy_snapshot = record->policy_snapshot, .actor = "countersign",
                          .reason = "on_timeout_allow"});
@@ -187,7 +187,7 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
   }
   markDecided(s_.store, id, ApprovalState::expired, decision);
   settled_.insert(std::string(id));
-  s_.events.emit(Event{.event = "expired", .approval_id = id, .topic = record->topic,
+  s_.events.emit(Event{.event = "expired", .approval_id = id, .job_id = record->job_id, .topic = record->topic,
                        .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                        .policy_snapshot = record->policy_snapshot, .reason = "timeout"});
   ++result.expired;
