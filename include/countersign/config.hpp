@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "countersign/bridge_config.hpp"
 #include "countersign/policy.hpp"
 #include "countersign/result.hpp"
 
@@ -113,6 +114,8 @@ struct Config {
   EventsConfig events;
   AuditConfig audit;
   ConcurrencyConfig concurrency;
+  SlackConfig slack;    // read by `countersign bridge`; `run` ignores it
+  NotifyConfig notify;  // read by `countersign bridge`; `run` ignores it
   std::string source;  // the file it came from, for messages
 };
 
@@ -124,9 +127,14 @@ using Environment = std::map<std::string, std::string, std::less<>>;
 // same way): COUNTERSIGN_NATS_URL (comma-separated servers), COUNTERSIGN_NATS_EMBEDDED
 // (true/false), COUNTERSIGN_DATA_DIR, COUNTERSIGN_POLICY_FILE, COUNTERSIGN_BUCKET,
 // COUNTERSIGN_PREFIX, COUNTERSIGN_ADMIN_LISTEN.
+// Who reads the file: the gateway needs `policy` and `routes`; the bridge (`countersign bridge`)
+// needs `slack` and/or `notify` and may leave `policy` and `routes` out.
+enum class ConfigUse { gateway, bridge };
 Result<Config> parseConfig(std::string_view yaml_text, std::string_view source,
-                           const std::string& base_dir, const Environment& env = {});
-Result<Config> loadConfig(const std::string& path, const Environment& env = {});
+                           const std::string& base_dir, const Environment& env = {},
+                           ConfigUse use = ConfigUse::gateway);
+Result<Config> loadConfig(const std::string& path, const Environment& env = {},
+                          ConfigUse use = ConfigUse::gateway);
 
 // The process environment as an Environment (only COUNTERSIGN_* variables).
 Environment processEnvironment();

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "bridge_config.hpp"
 #include "countersign/subject.hpp"
 #include "policy_conditions.hpp"
 #include "yaml_reader.hpp"
@@ -404,14 +405,22 @@ void readToken(const yaml::Value& value, ApiToken& token, const std::string& bas
 }
 
 void readSections(const yaml::Value& root, Config& config, const std::string& base_dir,
-                  const Environment& env) {
+                  const Environment& env, ConfigUse use) {
   const yaml::MapReader top(root, {"nats", "policy", "store", "routes", "control", "admin",
-                                   "release", "events", "audit", "concurrency"});
+                                   "release", "events", "audit", "concurrency", "slack", "notify"});
   if (!top.valid()) return;
+  const bool gateway = use == ConfigUse::gateway;
   if (const auto nats = top.get("nats")) readNats(*nats, config.nats);
-  if (const auto policy = top.require("policy")) readPolicy(*policy, config.policy);
+  if (const auto policy = gateway ? top.require("policy") : top.get("policy")) {
+    readPolicy(*policy, config.policy);
+  }
   if (const auto store = top.get("store")) readStore(*store, config.store);
-  if (const auto routes = top.require("routes")) {
+  if (const auto slack = top.get("slack")) readSlackSection(*slack, config.slack, base_dir, listenProblem);
+  if (const auto notify = top.get("notify")) readNotifySection(*notify, config.notify);
+  if (!gateway && !top.has("slack") && !top.has("notify")) {
+    root.fail("the bridge needs a slack or a notify section");
+  }
+  if (const auto routes = gateway ? top.require("routes") : top.get("routes")) {
     const auto items = routes->items();
     if (routes->isList() && items.empty()) routes->fail("expected at least one route");
     for (const auto& item : items) {
@@ -621,14 +630,14 @@ void resolvePaths(Config& config, const std::string& base_dir) {
 }  // namespace
 
 Result<Config> parseConfig(std::string_view yaml_text, std::string_view source,
-                           const std::string& base_dir, const Environment& env) {
+                           const std::string& base_dir, const Environment& env, ConfigUse use) {
   const auto document = yaml::parseDocument(yaml_text, source);
   if (!document) return std::unexpected(document.error());
   try {
     Config config;
     config.source = std::string(source);
     yaml::Diagnostics diag{std::string(source)};
-    readSections(yaml::Value(diag, *document, ""), config, base_dir, env);
+    readSections(yaml::Value(diag, *document, ""), config, base_dir, env, use);
     if (!diag.ok()) return std::unexpected(diag.error());
     resolvePaths(config, base_dir);
     Origins origins;
@@ -644,7 +653,7 @@ Result<Config> parseConfig(std::string_view yaml_text, std::string_view source,
   }
 }
 
-Result<Config> loadConfig(const std::string& path, const Environment& env) {
+Result<Config> loadConfig(const std::string& path, const Environment& env, ConfigUse use) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) return fail(Errc::io, path + ": is a directory");
   std::ifstream in(path, std::ios::binary);
@@ -656,7 +665,7 @@ Result<Config> loadConfig(const std::string& path, const Environment& env) {
   if (in.bad()) return fail(Errc::io, path + ": cannot read config file");
   const auto absolute = std::filesystem::absolute(path, ec);
   const std::string base_dir = ec ? std::string() : absolute.parent_path().string();
-  return parseConfig(text.str(), path, base_dir, env);
+  return parseConfig(text.str(), path, base_dir, env, use);
 }
 
 Environment processEnvironment() {

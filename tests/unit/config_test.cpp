@@ -254,7 +254,7 @@ INSTANTIATE_TEST_SUITE_P(
         RefusalCase{"BadSyntax", "policy: {file: a\nroutes: [\n", "test.yaml:"},
         RefusalCase{"UnknownTopLevelKey", plus("polcy: {}\n"),
                     "polcy: unknown key (expected one of: nats, policy, store, routes, control, "
-                    "admin, release, events, audit, concurrency)"},
+                    "admin, release, events, audit, concurrency, slack, notify)"},
         RefusalCase{"ConcurrencyZero", plus("concurrency: {holds: 0}\n"),
                     "concurrency.holds: expected an integer from 1 to 65536, got 0"},
         RefusalCase{"ConcurrencyWord", plus("concurrency: {control: many}\n"),
