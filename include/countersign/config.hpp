@@ -3,9 +3,11 @@
 
 #include <chrono>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "countersign/approvers.hpp"
 #include "countersign/bridge_config.hpp"
 #include "countersign/policy.hpp"
 #include "countersign/result.hpp"
@@ -62,7 +64,8 @@ struct ControlConfig {
   std::vector<std::string> reply_subjects{"_INBOX.>"};
 };
 
-// A bearer token of the admin HTTP API, mapped to the approver name it acts as.
+// A bearer token of the admin HTTP API, mapped to the approver name it acts as (a person of
+// `approvers.people` when the registry exists).
 struct ApiToken {
   std::string approver;
   std::string token;  // resolved at load from token_env / token_file / token
@@ -116,6 +119,9 @@ struct Config {
   ConcurrencyConfig concurrency;
   SlackConfig slack;    // read by `countersign bridge`; `run` ignores it
   NotifyConfig notify;  // read by `countersign bridge`; `run` ignores it
+  // The approver registry; absent: open mode (an approve/reject's `approver` is a claim guarded
+  // only by NATS permissions on the control subjects).
+  std::optional<ApproverRegistry> approvers;
   std::string source;  // the file it came from, for messages
 };
 

@@ -67,9 +67,31 @@ struct ThrottleSpec {
   std::string key;             // empty: one bucket per rule; else a label name or "header.X"
 };
 
+// How many distinct approvers must approve: `count` in all, or, when `per_group` is not empty,
+// that many members of each group (one vote counts for each of its voter's groups).
+struct Quorum {
+  int count = 1;
+  std::map<std::string, int, std::less<>> per_group;
+  bool single() const { return per_group.empty() && count == 1; }
+  int needed() const;  // votes needed at least (count, or the sum of per_group)
+};
+
+// Who is added to those who may decide once `after` has passed since the hold.
+struct EscalationStep {
+  std::chrono::milliseconds after{0};
+  std::vector<std::string> approvers;  // names or group:<g>
+};
+
 struct HumanSpec {
   std::optional<std::chrono::milliseconds> timeout;  // "30m", "2h", "45s"
-  std::string on_timeout = "reject";                 // reject | allow (issue 3)
+  std::string on_timeout = "reject";                 // reject | allow
+  std::vector<std::string> approvers;  // names or group:<g>; empty: anyone in the registry
+  Quorum quorum;
+  bool separation_of_duties = false;   // the requester may not decide their own job
+  // Where the requester is read: header.<Name>, payload.<a.b>, labels.<name>, subject.<n>.
+  // Empty: the payload's top-level "requester" string, when there is one.
+  std::string requester;
+  std::vector<EscalationStep> escalate;
 };
 
 // Opaque compiled condition; defined in the implementation.

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "countersign/message.hpp"
+#include "countersign/policy.hpp"
 #include "countersign/result.hpp"
 
 namespace countersign {
@@ -20,6 +21,13 @@ struct ApprovalVote {
   std::string approver;
   std::string at;
   std::string reason;
+  std::string via;  // the channel that carried it (empty: the approver themself)
+};
+
+// Who may additionally decide from `at` on (an escalation step of the rule, resolved at hold).
+struct EscalationRecord {
+  std::string at;                      // RFC 3339: created_at + the step's `after`
+  std::vector<std::string> approvers;  // names and group:<g> as the rule says them
 };
 
 // The record stored under key <approval id>. `state` is a view written after the keys that
@@ -43,6 +51,15 @@ struct ApprovalRecord {
   std::string expires_at;  // empty: no deadline
   std::string on_timeout = "reject";  // reject | allow (the rule's, fixed at hold time)
   std::vector<ApprovalVote> approvals;
+  // Governance of the rule as of the hold (or the last re-bind): who may decide (names and
+  // group:<g>; empty: anyone), how many must approve, whether the requester is excluded.
+  std::vector<std::string> approvers;
+  Quorum quorum;
+  bool separation_of_duties = false;
+  std::vector<EscalationRecord> escalations;
+  // Votes under the current binding (a view of the <id>/vote/<binding>/<name> keys).
+  std::vector<ApprovalVote> votes;
+  int binding = 0;  // 0 at the hold, +1 at each re-bind to a new policy snapshot
   std::string decided_by;
   std::string decided_at;
   std::string reason;
@@ -71,6 +88,20 @@ struct DecisionRecord {
 std::string toJson(const DecisionRecord& decision);
 Result<DecisionRecord> parseDecisionRecord(std::string_view json);
 
+// Value of <id>/vote/<binding>/<approver>: created once per approver and binding.
+struct VoteRecord {
+  std::string approver;
+  std::string at;
+  std::string via;
+  std::string reason;
+  std::string job_hash;
+  std::string policy_snapshot;
+  std::string key;        // the signer's nkey, when signed
+  std::string signature;  // base64url Ed25519 signature of the signed request, when signed
+};
+std::string toJson(const VoteRecord& vote);
+Result<VoteRecord> parseVoteRecord(std::string_view json);
+
 // Value of <id>/released: created once, after the publish was confirmed.
 struct ReleasedRecord {
   std::string at;
@@ -86,5 +117,9 @@ Result<ReleasedRecord> parseReleasedRecord(std::string_view json);
 std::string decisionKey(std::string_view id);
 std::string releasedKey(std::string_view id);
 std::string replayKey(std::string_view id, int attempt);
+std::string voteKey(std::string_view id, int binding, std::string_view approver);
+// Created once when escalation step `step` (0-based) of binding `binding` applies: the
+// `escalated` event goes out once, whichever replica sees it first.
+std::string escalatedKey(std::string_view id, int binding, int step);
 
 }  // namespace countersign

@@ -398,6 +398,10 @@ int runGateway(const RunOptions& options) {
               << admin->port() << " (/healthz /readyz /metrics /api/v1/approvals)\n";
   }
   std::cout << std::flush;
+  if (!config.approvers) {
+    log.warn("no approvers section: open mode, an approval's approver is a claim guarded only by NATS "
+             "permissions on " + config.control.prefix + ".control.> (docs/approvers.md)");
+  }
   log.info("ready", {{"policy_snapshot", policy.current()->snapshot()}, {"servers", servers}});
 
   auto last_modified = modified(config.policy.file);

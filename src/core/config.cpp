@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "bridge_config.hpp"
+#include "countersign/nkeys.hpp"
 #include "countersign/subject.hpp"
 #include "policy_conditions.hpp"
 #include "yaml_reader.hpp"
@@ -101,6 +102,14 @@ std::string listenProblem(std::string_view listen) {
     if (host.find(':') != std::string_view::npos) return problem;
   }
   if (host.empty() || !isPort(port)) return problem;
+  return {};
+}
+
+// An nkey user public key ("U...", checksum verified).
+std::string publicKeyProblem(std::string_view key) {
+  if (auto parsed = nkeys::parsePublicKey(key); !parsed) {
+    return "expected an nkey user public key (U...), got " + yaml::quote(key) + ": " + parsed.error().message;
+  }
   return {};
 }
 
@@ -404,10 +413,122 @@ void readToken(const yaml::Value& value, ApiToken& token, const std::string& bas
   token.token = std::move(text);
 }
 
+// A list of names (people, groups, channels): each in the approval-id characters.
+std::vector<std::string> readNames(const yaml::Value& value, std::string_view what) {
+  std::vector<std::string> names;
+  auto list = value.stringList();
+  if (!list) return names;
+  for (std::size_t i = 0; i < list->size(); ++i) {
+    if (!isApproverName((*list)[i])) {
+      value.diagnostics().fail(yaml::indexPath(value.path(), i),
+                               "expected " + std::string(what) + " of letters, digits, '_', '-', '=' and '.' (at most 64), got " +
+                                   yaml::quote((*list)[i]));
+    }
+  }
+  return std::move(*list);
+}
+
+// Who a channel may act for: names, group:<g> or "*".
+std::vector<std::string> readMayActFor(const yaml::Value& value) {
+  std::vector<std::string> entries;
+  auto list = value.stringList();
+  if (!list) return entries;
+  for (std::size_t i = 0; i < list->size(); ++i) {
+    const std::string& entry = (*list)[i];
+    const std::string_view name = entry.starts_with("group:") ? std::string_view(entry).substr(6) : std::string_view(entry);
+    if (entry != "*" && !isApproverName(name)) {
+      value.diagnostics().fail(yaml::indexPath(value.path(), i),
+                               "expected a person's name, group:<group> or \"*\", got " + yaml::quote(entry));
+    }
+  }
+  return std::move(*list);
+}
+
+// Keys must be nkey user public keys, each listed once in the whole registry.
+std::vector<std::string> readKeys(const yaml::Value& value, std::map<std::string, std::string>& seen) {
+  std::vector<std::string> keys;
+  auto list = value.stringList();
+  if (!list) return keys;
+  for (std::size_t i = 0; i < list->size(); ++i) {
+    const std::string& key = (*list)[i];
+    const std::string at = yaml::indexPath(value.path(), i);
+    if (const auto problem = publicKeyProblem(key); !problem.empty()) {
+      value.diagnostics().fail(at, problem);
+      continue;
+    }
+    if (const auto [it, fresh] = seen.emplace(key, at); !fresh) {
+      value.diagnostics().fail(at, "the same key is also at " + it->second);
+    }
+  }
+  return std::move(*list);
+}
+
+void readApprovers(const yaml::Value& value, ApproverRegistry& registry) {
+  const yaml::MapReader map(value, {"require_signature", "people", "channels"});
+  if (!map.valid()) return;
+  map.read("require_signature", registry.require_signature);
+  std::map<std::string, std::string> keys_seen;
+  std::map<std::string, std::string> names_seen;
+  const auto name = [&](const yaml::MapReader& item, std::string& out) {
+    const auto node = item.require("name");
+    if (!node) return;
+    auto text = node->string();
+    if (!text) return;
+    if (!isApproverName(*text)) {
+      node->expected("a name of letters, digits, '_', '-', '=' and '.' (at most 64)");
+      return;
+    }
+    if (const auto [it, fresh] = names_seen.emplace(*text, node->path()); !fresh) {
+      node->fail("duplicate name " + yaml::quote(*text) + " (also " + it->second + ")");
+      return;
+    }
+    out = std::move(*text);
+  };
+  if (const auto people = map.get("people")) {
+    if (!people->isList()) people->expected("a list of people");
+    for (const auto& item : people->items()) {
+      const yaml::MapReader p(item, {"name", "groups", "keys", "slack", "email"});
+      if (!p.valid()) continue;
+      Person person;
+      name(p, person.name);
+      if (const auto groups = p.get("groups")) person.groups = readNames(*groups, "group names");
+      if (const auto keys = p.get("keys")) person.keys = readKeys(*keys, keys_seen);
+      p.read("slack", person.slack);
+      p.read("email", person.email);
+      registry.people.push_back(std::move(person));
+    }
+  }
+  if (const auto channels = map.get("channels")) {
+    if (!channels->isList()) channels->expected("a list of channels");
+    for (const auto& item : channels->items()) {
+      const yaml::MapReader c(item, {"name", "keys", "may_act_for"});
+      if (!c.valid()) continue;
+      Channel channel;
+      name(c, channel.name);
+      if (const auto keys = c.require("keys")) channel.keys = readKeys(*keys, keys_seen);
+      if (const auto who = c.require("may_act_for")) channel.may_act_for = readMayActFor(*who);
+      registry.channels.push_back(std::move(channel));
+    }
+  }
+}
+
+// With a registry, every REST token acts as a known person.
+void checkTokens(const yaml::Value& root, const Config& config) {
+  if (!config.approvers) return;
+  for (std::size_t i = 0; i < config.admin.tokens.size(); ++i) {
+    const std::string& who = config.admin.tokens[i].approver;
+    if (!who.empty() && config.approvers->person(who) == nullptr) {
+      root.diagnostics().fail("admin.tokens[" + std::to_string(i) + "].approver",
+                              yaml::quote(who) + " is not in approvers.people");
+    }
+  }
+}
+
 void readSections(const yaml::Value& root, Config& config, const std::string& base_dir,
                   const Environment& env, ConfigUse use) {
   const yaml::MapReader top(root, {"nats", "policy", "store", "routes", "control", "admin",
-                                   "release", "events", "audit", "concurrency", "slack", "notify"});
+                                   "release", "events", "audit", "concurrency", "slack", "notify",
+                                   "approvers"});
   if (!top.valid()) return;
   const bool gateway = use == ConfigUse::gateway;
   if (const auto nats = top.get("nats")) readNats(*nats, config.nats);
@@ -437,6 +558,10 @@ void readSections(const yaml::Value& root, Config& config, const std::string& ba
     }
   }
   if (const auto control = top.get("control")) readControl(*control, config.control);
+  if (const auto approvers = top.get("approvers")) {
+    config.approvers.emplace();
+    readApprovers(*approvers, *config.approvers);
+  }
   if (const auto admin = top.get("admin")) {
     const yaml::MapReader map(*admin, {"listen", "tokens"});
     if (map.valid()) {
@@ -454,6 +579,7 @@ void readSections(const yaml::Value& root, Config& config, const std::string& ba
       }
     }
   }
+  checkTokens(root, config);
   if (const auto audit = top.get("audit")) {
     const yaml::MapReader map(*audit, {"enabled", "stream", "replicas", "max_age"});
     if (map.valid()) {

@@ -44,6 +44,13 @@ Outcome ruleOutcome(const Rule& rule, const JobView& job) {
 
 }  // namespace
 
+int Quorum::needed() const {
+  if (per_group.empty()) return count;
+  int sum = 0;
+  for (const auto& [group, n] : per_group) sum += n;
+  return sum;
+}
+
 std::string_view toString(Decision decision) {
   switch (decision) {
     case Decision::allow:

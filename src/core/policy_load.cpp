@@ -7,6 +7,7 @@
 #include <iterator>
 #include <sstream>
 
+#include "countersign/approvers.hpp"
 #include "countersign/json.hpp"
 #include "countersign/policy.hpp"
 #include "policy_conditions.hpp"
@@ -121,7 +122,90 @@ void readThrottle(const yaml::MapReader& map, Rule& rule) {
   }
 }
 
+// approvers lists: person names or group:<g> (the approval-id characters, at most 64).
+std::vector<std::string> readApproverEntries(const yaml::Value& value) {
+  std::vector<std::string> entries;
+  auto list = value.stringList();
+  if (!list) return entries;
+  if (list->empty()) value.fail("expected at least one approver");
+  for (std::size_t i = 0; i < list->size(); ++i) {
+    const std::string& entry = (*list)[i];
+    const std::string_view name =
+        entry.starts_with("group:") ? std::string_view(entry).substr(6) : std::string_view(entry);
+    if (!isApproverName(name)) {
+      value.diagnostics().fail(yaml::indexPath(value.path(), i),
+                               "expected a name or group:<group> of letters, digits, '_', '-', '=' and '.' "
+                               "(at most 64), got " + yaml::quote(entry));
+    }
+  }
+  return std::move(*list);
+}
+
+bool isRequesterSource(std::string_view text) {
+  for (const std::string_view prefix : {"header.", "payload.", "labels."}) {
+    if (text.starts_with(prefix) && text.size() > prefix.size()) return true;
+  }
+  if (!text.starts_with("subject.")) return false;
+  const std::string_view n = text.substr(8);
+  return !n.empty() && n.size() <= 3 && std::all_of(n.begin(), n.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+void readGovernance(const yaml::MapReader& map, Rule& rule) {
+  HumanSpec& human = rule.human;
+  if (const auto approvers = map.get("approvers")) human.approvers = readApproverEntries(*approvers);
+  if (const auto quorum = map.get("quorum")) {
+    if (quorum->isMap()) {
+      const yaml::MapReader groups(*quorum);
+      if (groups.valid() && groups.entries().empty()) quorum->fail("expected at least one group");
+      for (const auto& [group, count] : groups.entries()) {
+        if (!isApproverName(group)) {
+          count.fail("expected a group name of letters, digits, '_', '-', '=' and '.' (at most 64)");
+          continue;
+        }
+        if (const auto n = count.integer(1, 100)) human.quorum.per_group.emplace(group, static_cast<int>(*n));
+      }
+    } else if (const auto n = quorum->integer(1, 100)) {
+      human.quorum.count = static_cast<int>(*n);
+    }
+  }
+  map.read("separation_of_duties", human.separation_of_duties);
+  if (const auto requester = map.get("requester")) {
+    if (auto text = requester->string()) {
+      if (!isRequesterSource(*text)) {
+        requester->expected("header.<Name>, payload.<path>, labels.<name> or subject.<n>");
+      } else {
+        human.requester = std::move(*text);
+      }
+    }
+  }
+  if (human.separation_of_duties && !map.has("requester")) {
+    map.get("separation_of_duties")->fail("needs requester: where the job's requester is read");
+  }
+  if (const auto escalate = map.get("escalate")) {
+    if (!escalate->isList()) escalate->expected("a list of {after, approvers}");
+    std::chrono::milliseconds previous{0};
+    for (const auto& item : escalate->items()) {
+      const yaml::MapReader step(item, {"after", "approvers"});
+      if (!step.valid()) continue;
+      EscalationStep out;
+      if (const auto after = step.require("after")) {
+        if (const auto d = after->duration()) {
+          if (d->count() <= 0 || *d <= previous) {
+            after->fail("expected a positive duration, later than the step before");
+          } else {
+            out.after = *d;
+            previous = *d;
+          }
+        }
+      }
+      if (const auto approvers = step.require("approvers")) out.approvers = readApproverEntries(*approvers);
+      human.escalate.push_back(std::move(out));
+    }
+  }
+}
+
 void readHuman(const yaml::MapReader& map, Rule& rule) {
+  readGovernance(map, rule);
   if (const auto timeout = map.get("timeout")) {
     if (const auto value = timeout->duration()) {
       if (value->count() <= 0) {
@@ -154,7 +238,9 @@ void readHuman(const yaml::MapReader& map, Rule& rule) {
 
 std::optional<Rule> readRule(const yaml::Value& value) {
   const yaml::MapReader map(value, {"id", "when", "decision", "reason", "rate", "burst", "key",
-                                    "timeout", "on_timeout", "allow_on_timeout_acknowledged"});
+                                    "timeout", "on_timeout", "allow_on_timeout_acknowledged",
+                                    "approvers", "quorum", "separation_of_duties", "requester",
+                                    "escalate"});
   if (!map.valid()) return std::nullopt;
   Rule rule;
   if (const auto id = map.require("id")) {
@@ -207,7 +293,9 @@ std::optional<Rule> readRule(const yaml::Value& value) {
   if (rule.decision != Decision::deny) refuseKeys(map, {"reason"}, "deny");
   if (rule.decision != Decision::throttle) refuseKeys(map, {"rate", "burst", "key"}, "throttle");
   if (rule.decision != Decision::require_human) {
-    refuseKeys(map, {"timeout", "on_timeout", "allow_on_timeout_acknowledged"}, "require_human");
+    refuseKeys(map, {"timeout", "on_timeout", "allow_on_timeout_acknowledged", "approvers", "quorum",
+                     "separation_of_duties", "requester", "escalate"},
+               "require_human");
   }
   if (!value.diagnostics().ok()) return std::nullopt;
   return rule;
@@ -220,6 +308,38 @@ rapidjson::Value stringValue(std::string_view text, Allocator& allocator) {
 void add(rapidjson::Value& object, std::string_view name, rapidjson::Value value,
          Allocator& allocator) {
   object.AddMember(stringValue(name, allocator), value, allocator);
+}
+
+rapidjson::Value stringList(const std::vector<std::string>& items, Allocator& allocator) {
+  rapidjson::Value list(rapidjson::kArrayType);
+  for (const auto& item : items) list.PushBack(stringValue(item, allocator), allocator);
+  return list;
+}
+
+// Governance keys join the normal form only when they differ from their defaults, so that a
+// rule without them keeps the snapshot it always had, and `quorum: 1` means the same as no
+// quorum. Lists keep their order (approvers and steps are compared as written).
+void normaliseGovernance(const HumanSpec& human, rapidjson::Value& out, Allocator& allocator) {
+  if (!human.approvers.empty()) add(out, "approvers", stringList(human.approvers, allocator), allocator);
+  if (!human.quorum.per_group.empty()) {
+    rapidjson::Value groups(rapidjson::kObjectType);
+    for (const auto& [group, count] : human.quorum.per_group) add(groups, group, rapidjson::Value(count), allocator);
+    add(out, "quorum", std::move(groups), allocator);
+  } else if (human.quorum.count != 1) {
+    add(out, "quorum", rapidjson::Value(human.quorum.count), allocator);
+  }
+  if (human.separation_of_duties) add(out, "separation_of_duties", rapidjson::Value(true), allocator);
+  if (!human.requester.empty()) add(out, "requester", stringValue(human.requester, allocator), allocator);
+  if (!human.escalate.empty()) {
+    rapidjson::Value steps(rapidjson::kArrayType);
+    for (const auto& step : human.escalate) {
+      rapidjson::Value item(rapidjson::kObjectType);
+      add(item, "after_ms", rapidjson::Value(static_cast<std::int64_t>(step.after.count())), allocator);
+      add(item, "approvers", stringList(step.approvers, allocator), allocator);
+      steps.PushBack(item, allocator);
+    }
+    add(out, "escalate", std::move(steps), allocator);
+  }
 }
 
 // The rule with every default filled in: what the snapshot hashes.
@@ -246,6 +366,7 @@ rapidjson::Value normaliseRule(const Rule& rule, Allocator& allocator) {
       if (rule.human.timeout) timeout.SetInt64(rule.human.timeout->count());
       add(out, "timeout_ms", std::move(timeout), allocator);
       add(out, "on_timeout", stringValue(rule.human.on_timeout, allocator), allocator);
+      normaliseGovernance(rule.human, out, allocator);
       break;
     }
     case Decision::allow:

@@ -28,6 +28,72 @@ Result<rapidjson::Document> parseObject(std::string_view json, std::string_view 
   return doc;
 }
 
+void writeString(JsonObjectWriter& w, std::string_view text) {
+  w.writer().String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
+}
+
+void writeStrings(JsonObjectWriter& w, std::string_view name, const std::vector<std::string>& items) {
+  w.key(name);
+  w.writer().StartArray();
+  for (const auto& item : items) writeString(w, item);
+  w.writer().EndArray();
+}
+
+void writeVotes(JsonObjectWriter& w, std::string_view name, const std::vector<ApprovalVote>& votes) {
+  auto& out = w.writer();
+  w.key(name);
+  out.StartArray();
+  for (const auto& vote : votes) {
+    out.StartObject();
+    w.field("approver", vote.approver).field("at", vote.at).field("reason", vote.reason);
+    if (!vote.via.empty()) w.field("via", vote.via);
+    out.EndObject();
+  }
+  out.EndArray();
+}
+
+bool readStrings(const rapidjson::Value& obj, const char* name, std::vector<std::string>& out) {
+  const auto it = obj.FindMember(name);
+  if (it == obj.MemberEnd() || it->value.IsNull()) return true;
+  if (!it->value.IsArray()) return false;
+  for (const auto& v : it->value.GetArray()) {
+    if (!v.IsString()) return false;
+    out.emplace_back(v.GetString(), v.GetStringLength());
+  }
+  return true;
+}
+
+bool readVotes(const rapidjson::Value& obj, const char* name, std::vector<ApprovalVote>& out) {
+  const auto it = obj.FindMember(name);
+  if (it == obj.MemberEnd() || it->value.IsNull()) return true;
+  if (!it->value.IsArray()) return false;
+  for (const auto& v : it->value.GetArray()) {
+    if (!v.IsObject()) return false;
+    ApprovalVote vote;
+    if (!readString(v, "approver", vote.approver) || !readString(v, "at", vote.at) ||
+        !readString(v, "reason", vote.reason) || !readString(v, "via", vote.via)) {
+      return false;
+    }
+    out.push_back(std::move(vote));
+  }
+  return true;
+}
+
+bool readQuorum(const rapidjson::Value& obj, Quorum& quorum) {
+  const auto it = obj.FindMember("quorum");
+  if (it == obj.MemberEnd() || it->value.IsNull()) return true;
+  if (it->value.IsInt()) {
+    quorum.count = it->value.GetInt();
+    return quorum.count >= 1;
+  }
+  if (!it->value.IsObject()) return false;
+  for (const auto& m : it->value.GetObject()) {
+    if (!m.value.IsInt() || m.value.GetInt() < 1) return false;
+    quorum.per_group.emplace(std::string(m.name.GetString(), m.name.GetStringLength()), m.value.GetInt());
+  }
+  return true;
+}
+
 Result<ApprovalRecord> badField(std::string_view field) {
   return fail(Errc::parse_error, "approval record: field '" + std::string(field) + "' has the wrong type or is missing");
 }
@@ -105,19 +171,32 @@ std::string toJson(const ApprovalRecord& r) {
       .field("created_at", r.created_at)
       .field("expires_at", r.expires_at)
       .field("on_timeout", r.on_timeout);
-  w.key("approvals");
-  out.StartArray();
-  for (const auto& vote : r.approvals) {
+  writeVotes(w, "approvals", r.approvals);
+  writeStrings(w, "approvers", r.approvers);
+  w.key("quorum");
+  if (r.quorum.per_group.empty()) {
+    out.Int(r.quorum.count);
+  } else {
     out.StartObject();
-    out.Key("approver");
-    out.String(vote.approver.data(), static_cast<rapidjson::SizeType>(vote.approver.size()));
+    for (const auto& [group, n] : r.quorum.per_group) {
+      out.Key(group.data(), static_cast<rapidjson::SizeType>(group.size()));
+      out.Int(n);
+    }
+    out.EndObject();
+  }
+  w.field("separation_of_duties", r.separation_of_duties);
+  w.key("escalations");
+  out.StartArray();
+  for (const auto& step : r.escalations) {
+    out.StartObject();
     out.Key("at");
-    out.String(vote.at.data(), static_cast<rapidjson::SizeType>(vote.at.size()));
-    out.Key("reason");
-    out.String(vote.reason.data(), static_cast<rapidjson::SizeType>(vote.reason.size()));
+    out.String(step.at.data(), static_cast<rapidjson::SizeType>(step.at.size()));
+    writeStrings(w, "approvers", step.approvers);
     out.EndObject();
   }
   out.EndArray();
+  writeVotes(w, "votes", r.votes);
+  w.field("binding", r.binding);
   w.field("decided_by", r.decided_by)
       .field("decided_at", r.decided_at)
       .field("reason", r.reason)
@@ -192,17 +271,27 @@ Result<ApprovalRecord> parseApprovalRecord(std::string_view json) {
       }
     }
   }
-  if (const auto it = d.FindMember("approvals"); it != d.MemberEnd()) {
-    if (!it->value.IsArray()) return badField("approvals");
+  if (!readVotes(d, "approvals", r.approvals)) return badField("approvals");
+  if (!readVotes(d, "votes", r.votes)) return badField("votes");
+  if (!readStrings(d, "approvers", r.approvers)) return badField("approvers");
+  if (!readQuorum(d, r.quorum)) return badField("quorum");
+  if (const auto it = d.FindMember("separation_of_duties"); it != d.MemberEnd() && !it->value.IsNull()) {
+    if (!it->value.IsBool()) return badField("separation_of_duties");
+    r.separation_of_duties = it->value.GetBool();
+  }
+  if (const auto it = d.FindMember("escalations"); it != d.MemberEnd() && !it->value.IsNull()) {
+    if (!it->value.IsArray()) return badField("escalations");
     for (const auto& v : it->value.GetArray()) {
-      if (!v.IsObject()) return badField("approvals");
-      ApprovalVote vote;
-      if (!readString(v, "approver", vote.approver) || !readString(v, "at", vote.at) ||
-          !readString(v, "reason", vote.reason)) {
-        return badField("approvals");
+      EscalationRecord step;
+      if (!v.IsObject() || !readString(v, "at", step.at) || !readStrings(v, "approvers", step.approvers)) {
+        return badField("escalations");
       }
-      r.approvals.push_back(std::move(vote));
+      r.escalations.push_back(std::move(step));
     }
+  }
+  if (const auto it = d.FindMember("binding"); it != d.MemberEnd() && !it->value.IsNull()) {
+    if (!it->value.IsInt() || it->value.GetInt() < 0) return badField("binding");
+    r.binding = it->value.GetInt();
   }
   if (const auto it = d.FindMember("replays"); it != d.MemberEnd()) {
     if (!it->value.IsInt()) return badField("replays");
@@ -245,6 +334,32 @@ Result<DecisionRecord> parseDecisionRecord(std::string_view json) {
   return d;
 }
 
+std::string toJson(const VoteRecord& v) {
+  JsonObjectWriter w;
+  w.field("approver", v.approver)
+      .field("at", v.at)
+      .field("via", v.via)
+      .field("reason", v.reason)
+      .field("job_hash", v.job_hash)
+      .field("policy_snapshot", v.policy_snapshot)
+      .field("key", v.key)
+      .field("signature", v.signature);
+  return w.finish();
+}
+
+Result<VoteRecord> parseVoteRecord(std::string_view json) {
+  auto doc = parseObject(json, "vote");
+  if (!doc) return std::unexpected(doc.error());
+  VoteRecord v;
+  if (!readString(*doc, "approver", v.approver) || !readString(*doc, "at", v.at) ||
+      !readString(*doc, "via", v.via) || !readString(*doc, "reason", v.reason) ||
+      !readString(*doc, "job_hash", v.job_hash) || !readString(*doc, "policy_snapshot", v.policy_snapshot) ||
+      !readString(*doc, "key", v.key) || !readString(*doc, "signature", v.signature) || v.approver.empty()) {
+    return fail(Errc::parse_error, "vote: a field has the wrong type or is missing");
+  }
+  return v;
+}
+
 std::string toJson(const ReleasedRecord& r) {
   JsonObjectWriter w;
   w.field("at", r.at)
@@ -273,6 +388,12 @@ std::string decisionKey(std::string_view id) { return std::string(id) + "/decisi
 std::string releasedKey(std::string_view id) { return std::string(id) + "/released"; }
 std::string replayKey(std::string_view id, int attempt) {
   return std::string(id) + "/replay/" + std::to_string(attempt);
+}
+std::string voteKey(std::string_view id, int binding, std::string_view approver) {
+  return std::string(id) + "/vote/" + std::to_string(binding) + "/" + std::string(approver);
+}
+std::string escalatedKey(std::string_view id, int binding, int step) {
+  return std::string(id) + "/escalated/" + std::to_string(binding) + "/" + std::to_string(step);
 }
 
 }  // namespace countersign

@@ -72,6 +72,9 @@ class TempDir {
 
 // ---- the repository's config ----------------------------------------------------------------
 
+// The public key of the seed in the NATS nkeys README.
+constexpr std::string_view kAliceKey = "UD466L6EBCM3YY5HEGHJANNTN4LSKTSUXTH7RILHCKEQMQHTBNLHJJXT";
+
 TEST(RepoConfig, Parses) {
   const std::string path = kRepo + "/config/countersign.yaml";
   ASSERT_TRUE(fs::exists(path)) << path;
@@ -205,6 +208,37 @@ TEST(ConfigParse, EmptyAdminListenDisablesIt) {
   EXPECT_EQ(config.admin.listen, "");
 }
 
+TEST(ConfigParse, ApproverRegistry) {
+  const Config config = parseOk(std::string(kMinimal) + R"(approvers:
+  require_signature: true
+  people:
+    - name: alice
+      groups: [finance-leads]
+      keys: ["UD466L6EBCM3YY5HEGHJANNTN4LSKTSUXTH7RILHCKEQMQHTBNLHJJXT"]
+      slack: U024BE7LH
+      email: alice@example.com
+    - name: bob
+  channels:
+    - name: slack
+      keys: ["UBX6L4RLQKYUP3FTSBPYNYRNORO2AITI4F5WCBBC2T6YJHNVXSUE2BT3"]
+      may_act_for: ["group:finance-leads", bob]
+admin:
+  tokens: [{approver: bob, token: 0123456789abcdef0123}]
+)");
+  ASSERT_TRUE(config.approvers);
+  EXPECT_TRUE(config.approvers->require_signature);
+  ASSERT_EQ(config.approvers->people.size(), 2u);
+  EXPECT_EQ(config.approvers->people[0].slack, "U024BE7LH");
+  EXPECT_EQ(config.approvers->people[0].groups, std::vector<std::string>{"finance-leads"});
+  ASSERT_NE(config.approvers->channel("slack"), nullptr);
+  EXPECT_EQ(config.approvers->channelWithKey("UBX6L4RLQKYUP3FTSBPYNYRNORO2AITI4F5WCBBC2T6YJHNVXSUE2BT3")->name, "slack");
+  EXPECT_EQ(config.approvers->personWithKey(std::string(kAliceKey))->name, "alice");
+}
+
+TEST(ConfigParse, NoApproversIsOpenMode) {
+  EXPECT_FALSE(parseOk(kMinimal).approvers);
+}
+
 TEST(ConfigParse, WithoutBaseDirPathsStayAsWritten) {
   const Config config = parseOk(kMinimal, "");
   EXPECT_EQ(config.policy.file, "policies/p.yaml");
@@ -254,7 +288,43 @@ INSTANTIATE_TEST_SUITE_P(
         RefusalCase{"BadSyntax", "policy: {file: a\nroutes: [\n", "test.yaml:"},
         RefusalCase{"UnknownTopLevelKey", plus("polcy: {}\n"),
                     "polcy: unknown key (expected one of: nats, policy, store, routes, control, "
-                    "admin, release, events, audit, concurrency, slack, notify)"},
+                    "admin, release, events, audit, concurrency, slack, notify, approvers)"},
+        // The approver registry: names, keys, duplicates and tokens naming unknown people.
+        RefusalCase{"ApproverBadName", plus("approvers: {people: [{name: \"al ice\"}]}\n"),
+                    "approvers.people[0].name: expected a name of letters, digits"},
+        RefusalCase{"ApproverNameTooLong",
+                    plus("approvers: {people: [{name: " + std::string(65, 'a') + "}]}\n"),
+                    "approvers.people[0].name: expected a name"},
+        RefusalCase{"ApproverDuplicateName", plus("approvers: {people: [{name: a}, {name: a}]}\n"),
+                    "approvers.people[1].name: duplicate name \"a\" (also approvers.people[0].name)"},
+        RefusalCase{"ChannelSameNameAsPerson",
+                    plus("approvers: {people: [{name: a}], channels: [{name: a, keys: [" + std::string(kAliceKey) +
+                         "], may_act_for: [\"*\"]}]}\n"),
+                    "approvers.channels[0].name: duplicate name \"a\""},
+        RefusalCase{"ApproverBadKeyChecksum",
+                    plus("approvers: {people: [{name: a, keys: [UD466L6EBCM3YY5HEGHJANNTN4LSKTSUXTH7RILHCKEQMQHTBNLHJJXA]}]}\n"),
+                    "approvers.people[0].keys[0]: expected an nkey user public key"},
+        RefusalCase{"ApproverSeedAsKey",
+                    plus("approvers: {people: [{name: a, keys: [SUAKYRHVIOREXV7EUZTBHUHL7NUMHPMAS7QMDU3GTIUWEI5LDNOXD43IZY]}]}\n"),
+                    "approvers.people[0].keys[0]: expected an nkey user public key"},
+        RefusalCase{"ApproverDuplicateKey",
+                    plus("approvers: {people: [{name: a, keys: [" + std::string(kAliceKey) + "]}, {name: b, keys: [" +
+                         std::string(kAliceKey) + "]}]}\n"),
+                    "approvers.people[1].keys[0]: the same key is also at approvers.people[0].keys[0]"},
+        RefusalCase{"ApproverUnknownKey", plus("approvers: {people: [{name: a, phone: 1}]}\n"),
+                    "approvers.people[0].phone: unknown key"},
+        RefusalCase{"ChannelBadMayActFor",
+                    plus("approvers: {channels: [{name: s, keys: [" + std::string(kAliceKey) +
+                         "], may_act_for: [\"group:\"]}]}\n"),
+                    "approvers.channels[0].may_act_for[0]: expected a person's name, group:<group> or \"*\""},
+        RefusalCase{"ChannelWithoutKeys", plus("approvers: {channels: [{name: s, may_act_for: [\"*\"]}]}\n"),
+                    "approvers.channels[0].keys: required key is missing"},
+        RefusalCase{"RequireSignatureWord", plus("approvers: {require_signature: yes}\n"),
+                    "approvers.require_signature: expected true or false, got \"yes\""},
+        RefusalCase{"TokenForUnknownPerson",
+                    plus("approvers: {people: [{name: alice}]}\nadmin: {tokens: [{approver: mallory, token: "
+                         "0123456789abcdef0123}]}\n"),
+                    "admin.tokens[0].approver: \"mallory\" is not in approvers.people"},
         RefusalCase{"ConcurrencyZero", plus("concurrency: {holds: 0}\n"),
                     "concurrency.holds: expected an integer from 1 to 65536, got 0"},
         RefusalCase{"ConcurrencyWord", plus("concurrency: {control: many}\n"),

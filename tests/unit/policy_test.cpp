@@ -661,6 +661,15 @@ TEST(PolicySnapshot, ChangesWithAnyChangeOfMeaning) {
       variant("decision: deny", "decision: deny\n    reason: no"),
       variant("version: v1", "version: v1\ndefault_decision: allow"),
       variant("decision: require_human", "decision: require_human\n    timeout: 1h"),
+      variant("decision: require_human", "decision: require_human\n    quorum: 2"),
+      variant("decision: require_human", "decision: require_human\n    quorum: {finance: 1}"),
+      variant("decision: require_human", "decision: require_human\n    approvers: [alice]"),
+      variant("decision: require_human", "decision: require_human\n    approvers: [group:finance]"),
+      variant("decision: require_human", "decision: require_human\n    requester: header.X-By"),
+      variant("decision: require_human",
+              "decision: require_human\n    requester: header.X-By\n    separation_of_duties: true"),
+      variant("decision: require_human",
+              "decision: require_human\n    escalate: [{after: 10m, approvers: [cfo]}]"),
       // Rule order is meaning (first match wins).
       variant("  - id: allow-readonly\n    when: {topic: knowledge.read}\n    decision: allow\n",
               ""),
@@ -685,6 +694,42 @@ rules:
 )");
   ASSERT_TRUE(swapped && ordered);
   EXPECT_NE(swapped->snapshot(), ordered->snapshot());
+}
+
+TEST(PolicySnapshot, GovernanceDefaultsWrittenOutChangeNothing) {
+  const std::string base = snapshotOf(kBase);
+  std::string explicit_defaults(kBase);
+  const std::string_view from = "decision: require_human";
+  explicit_defaults.replace(explicit_defaults.find(from), from.size(),
+                            "decision: require_human\n    quorum: 1\n    separation_of_duties: false");
+  EXPECT_EQ(snapshotOf(explicit_defaults), base);
+}
+
+TEST(PolicyGovernance, KeysAreLoaded) {
+  const auto policy = load(R"(
+version: v1
+rules:
+  - id: pay
+    when: {topic: pay}
+    decision: require_human
+    approvers: [group:finance-leads, carol]
+    quorum: {finance-leads: 1, security: 1}
+    separation_of_duties: true
+    requester: subject.2
+    timeout: 30m
+    escalate:
+      - {after: 10m, approvers: [group:cfo]}
+      - {after: 20m, approvers: [dave]}
+)");
+  ASSERT_TRUE(policy);
+  const HumanSpec& h = policy->rules()[0].human;
+  EXPECT_EQ(h.approvers, (std::vector<std::string>{"group:finance-leads", "carol"}));
+  EXPECT_EQ(h.quorum.per_group.at("security"), 1);
+  EXPECT_EQ(h.quorum.needed(), 2);
+  EXPECT_TRUE(h.separation_of_duties);
+  EXPECT_EQ(h.requester, "subject.2");
+  ASSERT_EQ(h.escalate.size(), 2u);
+  EXPECT_EQ(h.escalate[1].after, std::chrono::minutes(20));
 }
 
 TEST(PolicySnapshot, NumberAndStringLiteralsDiffer) {
@@ -764,10 +809,30 @@ INSTANTIATE_TEST_SUITE_P(
                     "default_decision: expected allow, deny or require_human, got \"throttle\""},
         RefusalCase{"UnknownRuleKey", rule("    decison: allow\n"),
                     "rules[0].decison: unknown key (expected one of: id, when, decision"},
-        RefusalCase{"ApproversNotYet", rule("    decision: require_human\n    approvers: [a]\n"),
-                    "rules[0].approvers: unknown key"},
-        RefusalCase{"QuorumNotYet", rule("    decision: require_human\n    quorum: 2\n"),
-                    "rules[0].quorum: unknown key"},
+        RefusalCase{"ApproversOnAllow", rule("    decision: allow\n    approvers: [a]\n"),
+                    "rules[0].approvers: only allowed with decision require_human"},
+        RefusalCase{"ApproverBadName", rule("    decision: require_human\n    approvers: [\"a b\"]\n"),
+                    "rules[0].approvers[0]: expected a name or group:<group>"},
+        RefusalCase{"ApproversEmpty", rule("    decision: require_human\n    approvers: []\n"),
+                    "rules[0].approvers: expected at least one approver"},
+        RefusalCase{"QuorumZero", rule("    decision: require_human\n    quorum: 0\n"),
+                    "rules[0].quorum: expected an integer from 1 to 100, got 0"},
+        RefusalCase{"QuorumGroupZero", rule("    decision: require_human\n    quorum: {finance: 0}\n"),
+                    "rules[0].quorum.finance: expected an integer from 1 to 100, got 0"},
+        RefusalCase{"QuorumWord", rule("    decision: require_human\n    quorum: two\n"),
+                    "rules[0].quorum: expected an integer"},
+        RefusalCase{"SeparationWithoutRequester",
+                    rule("    decision: require_human\n    separation_of_duties: true\n"),
+                    "rules[0].separation_of_duties: needs requester"},
+        RefusalCase{"RequesterBadSource", rule("    decision: require_human\n    requester: body.user\n"),
+                    "rules[0].requester: expected header.<Name>, payload.<path>, labels.<name> or subject.<n>"},
+        RefusalCase{"EscalateNotLater",
+                    rule("    decision: require_human\n    escalate:\n      - {after: 10m, approvers: [a]}\n"
+                         "      - {after: 5m, approvers: [b]}\n"),
+                    "rules[0].escalate[1].after: expected a positive duration, later than the step before"},
+        RefusalCase{"EscalateWithoutApprovers",
+                    rule("    decision: require_human\n    escalate:\n      - {after: 10m}\n"),
+                    "rules[0].escalate[0].approvers: required key is missing"},
         RefusalCase{"MissingId", "version: v1\nrules:\n  - decision: allow\n",
                     "rules[0].id: required key is missing"},
         RefusalCase{"MissingDecision", rule("    when: {topic: a}\n"),
