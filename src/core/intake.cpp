@@ -287,8 +287,9 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
     s_.store.createAsync(pending->record.id, pending->value, [this, pending](Result<std::uint64_t> created) {
       if (!created && created.error().code == Errc::exists) {
         // The id is held already: telling a repeat from a conflict takes reads, which must
-        // not wait on the store's answer thread.
-        hold_pool_->submit(pending->record.id, [this, pending, created = std::move(created)]() mutable {
+        // not wait on the store's answer thread. Handed over without waiting for room: this is
+        // the client library's PubAck thread, and every other create's answer waits behind it.
+        hold_pool_->post(pending->record.id, [this, pending, created = std::move(created)]() mutable {
           count(settle(pending->job, pending->record, std::move(created)));
         });
         return;

@@ -1,15 +1,24 @@
 #include "countersign/work_pool.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
 
 namespace countersign {
 
-WorkPool::WorkPool(std::size_t threads, std::size_t queue_limit)
+WorkPool::WorkPool(std::size_t threads, std::size_t queue_limit, std::string_view name)
     : queue_limit_(std::max<std::size_t>(1, queue_limit)) {
   const std::size_t count = std::max<std::size_t>(1, threads);
   lanes_.reserve(count);
   for (std::size_t i = 0; i < count; ++i) lanes_.push_back(std::make_unique<Lane>());
-  for (auto& lane : lanes_) lane->thread = std::thread([this, l = lane.get()] { run(*l); });
+  for (std::size_t i = 0; i < count; ++i) {
+    // Linux thread names hold 15 characters: "cs-" + name + "-" + index, the name cut to fit.
+    const std::string index = std::to_string(i);
+    const std::size_t room = 15 - 4 - index.size();
+    std::string thread_name = "cs-" + std::string(name.substr(0, room)) + "-" + index;
+    Lane* lane = lanes_[i].get();
+    lane->thread = std::thread([this, lane, thread_name = std::move(thread_name)] { run(*lane, thread_name); });
+  }
 }
 
 WorkPool::~WorkPool() {
@@ -23,20 +32,35 @@ WorkPool::~WorkPool() {
   for (auto& lane : lanes_) lane->thread.join();
 }
 
-void WorkPool::submit(std::string_view key, Task task) {
+WorkPool::Lane& WorkPool::laneFor(std::string_view key) {
   const std::size_t index = key.empty() ? next_.fetch_add(1, std::memory_order_relaxed) % lanes_.size()
                                         : std::hash<std::string_view>{}(key) % lanes_.size();
-  Lane& lane = *lanes_[index];
+  return *lanes_[index];
+}
+
+void WorkPool::enqueue(Lane& lane, Task task, bool wait_for_room) {
   {
     const std::lock_guard lock(idle_mutex_);
     ++unfinished_;
   }
   {
     std::unique_lock lock(lane.mutex);
-    lane.has_room.wait(lock, [&] { return lane.tasks.size() < queue_limit_; });
+    if (wait_for_room) {
+      lane.has_room.wait(lock, [&] { return lane.tasks.size() < queue_limit_; });
+    } else if (lane.tasks.size() >= queue_limit_) {
+      over_limit_.fetch_add(1, std::memory_order_relaxed);
+    }
     lane.tasks.push_back(std::move(task));
   }
   lane.has_work.notify_one();
+}
+
+void WorkPool::submit(std::string_view key, Task task) {
+  enqueue(laneFor(key), std::move(task), true);
+}
+
+void WorkPool::post(std::string_view key, Task task) {
+  enqueue(laneFor(key), std::move(task), false);
 }
 
 void WorkPool::drain() {
@@ -53,7 +77,8 @@ void WorkPool::finished() {
   if (idle) idle_.notify_all();
 }
 
-void WorkPool::run(Lane& lane) {
+void WorkPool::run(Lane& lane, std::string name) {
+  pthread_setname_np(pthread_self(), name.c_str());
   for (;;) {
     Task task;
     {

@@ -1,6 +1,8 @@
 // The only translation unit that compiles Asio and Beast: keep it that way (build time).
 #include "http/admin_server.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -369,7 +371,10 @@ Result<std::unique_ptr<AdminServer>> AdminServer::start(const AdminConfig& confi
     }
     impl->accept();
     Impl* raw = impl.get();
-    impl->thread = std::thread([raw] { raw->run(); });
+    impl->thread = std::thread([raw] {
+      pthread_setname_np(pthread_self(), "cs-admin-io");
+      raw->run();
+    });
     log.info("admin HTTP listening",
              {{"listen", config.listen}, {"port", std::to_string(impl->port)}});
     if (!impl->router.hasTokens()) {

@@ -90,19 +90,35 @@ Error natsError(natsStatus status, std::string_view context) {
 }
 
 void Connection::Callbacks::log(std::string_view line) const {
-  if (!orphaned && logger) logger(line);
+  const Logger& to = closing && quiet ? quiet : logger;
+  if (to) to(line);
+}
+
+std::string safeUrl(const std::string& url) {
+  const auto scheme = url.find("://");
+  const std::size_t start = scheme == std::string::npos ? 0 : scheme + 3;
+  const auto at = url.find('@', start);
+  if (at == std::string::npos) return url;
+  const auto colon = url.find(':', start);
+  const std::string user = colon != std::string::npos && colon < at ? url.substr(start, colon - start) + ":***"
+                                                                      : std::string("***");
+  return url.substr(0, start) + user + url.substr(at);
 }
 
 Result<std::unique_ptr<Connection>> Connection::connect(const NatsConfig& cfg,
                                                         std::string_view name_suffix,
-                                                        bool send_asap, Logger logger) {
+                                                        bool send_asap, Logger logger, Logger quiet) {
   if (cfg.servers.empty()) return fail(Errc::invalid_argument, "nats.servers: empty");
 
   std::unique_ptr<Connection> self(new Connection());
-  auto callbacks = std::make_unique<Callbacks>();
+  auto callbacks = std::make_shared<Callbacks>();
   callbacks->logger = std::move(logger);
+  callbacks->quiet = std::move(quiet);
   callbacks->name = cfg.name;
   if (!name_suffix.empty()) callbacks->name += "-" + std::string(name_suffix);
+  // cnats' reference, released by onClosed once connected; until then (options, a failed
+  // connect: no callback runs) by this guard.
+  std::unique_ptr<void, void (*)(void*)> closure(Home::share(callbacks), &Home::release);
 
   natsOptions* opts = nullptr;
   natsStatus s = natsOptions_Create(&opts);
@@ -114,7 +130,8 @@ Result<std::unique_ptr<Connection>> Connection::connect(const NatsConfig& cfg,
   servers.reserve(cfg.servers.size());
   for (const auto& url : cfg.servers) servers.push_back(url.c_str());
 
-  Callbacks* cb = callbacks.get();
+  void* cb = closure.get();
+  const std::string& conn_name = callbacks->name;
   auto step = [&](natsStatus status, const char* what) -> Status {
     if (status != NATS_OK) return std::unexpected(natsError(status, what));
     return {};
@@ -122,7 +139,7 @@ Result<std::unique_ptr<Connection>> Connection::connect(const NatsConfig& cfg,
   Status ok = step(natsOptions_SetServers(opts, servers.data(), static_cast<int>(servers.size())),
                    "nats.servers");
   if (ok) ok = step(natsOptions_SetNoRandomize(opts, true), "nats options");
-  if (ok) ok = step(natsOptions_SetName(opts, cb->name.c_str()), "nats.name");
+  if (ok) ok = step(natsOptions_SetName(opts, conn_name.c_str()), "nats.name");
   if (ok) ok = step(natsOptions_SetSendAsap(opts, send_asap), "nats options");
   if (ok) ok = step(natsOptions_SetRetryOnFailedConnect(opts, false, nullptr, nullptr), "nats");
   if (ok) ok = step(natsOptions_SetAllowReconnect(opts, true), "nats options");
@@ -166,13 +183,14 @@ Result<std::unique_ptr<Connection>> Connection::connect(const NatsConfig& cfg,
   if (s != NATS_OK) {
     self->conn_ = nullptr;
     std::string urls;
-    for (const auto& url : cfg.servers) urls += (urls.empty() ? "" : ", ") + url;
+    for (const auto& url : cfg.servers) urls += (urls.empty() ? "" : ", ") + safeUrl(url);
     Error error = natsError(errcFor(s) == Errc::internal ? Errc::unavailable : errcFor(s), s,
                             "cannot connect to NATS (" + urls + ")");
     return std::unexpected(std::move(error));
   }
-  // From here the callbacks may run: the Connection owns them and frees them when closed.
-  self->callbacks_ = callbacks.release();
+  // From here the callbacks may run; cnats' reference is released by onClosed.
+  self->callbacks_ = std::move(callbacks);
+  self->closure_ = closure.release();
 
   jsOptions js_opts;
   jsOptions_Init(&js_opts);
@@ -185,19 +203,19 @@ Result<std::unique_ptr<Connection>> Connection::connect(const NatsConfig& cfg,
 Connection::~Connection() {
   if (js_ != nullptr) jsCtx_Destroy(js_);
   if (conn_ != nullptr) {
+    {
+      const std::lock_guard lock(callbacks_->mutex);
+      callbacks_->closing = true;
+    }
     natsConnection_Close(conn_);
     (void)waitClosed(kCloseWait);
     natsConnection_Destroy(conn_);
   }
   if (callbacks_ != nullptr) {
-    std::unique_lock lock(callbacks_->mutex);
-    if (callbacks_->closed) {
-      lock.unlock();
-      delete callbacks_;
-    } else {
-      // cnats has not reported the close yet: its callback thread still holds the pointer.
-      callbacks_->orphaned = true;
-    }
+    // A late callback (cnats not done closing) finds no logger: what it captured may be gone.
+    const std::lock_guard lock(callbacks_->mutex);
+    callbacks_->logger = {};
+    callbacks_->quiet = {};
   }
 }
 
@@ -225,50 +243,53 @@ Status Connection::flush(std::chrono::milliseconds timeout) {
 
 void Connection::drain(std::chrono::milliseconds timeout) {
   if (conn_ == nullptr) return;
+  {
+    const std::lock_guard lock(callbacks_->mutex);
+    callbacks_->closing = true;
+  }
   natsStatus s = natsConnection_DrainTimeout(conn_, std::max<std::int64_t>(1, timeout.count()));
   if (s == NATS_OK && waitClosed(timeout + std::chrono::seconds(1))) return;
   if (s != NATS_OK && callbacks_ != nullptr) {
+    const std::lock_guard lock(callbacks_->mutex);
     callbacks_->log("nats: drain refused (" + statusText(s) + "), closing");
   }
   natsConnection_Close(conn_);
 }
 
 void Connection::onDisconnected(natsConnection*, void* closure) {
-  auto* cb = static_cast<Callbacks*>(closure);
-  std::lock_guard lock(cb->mutex);
-  cb->log("nats: " + cb->name + " disconnected, reconnecting");
+  Callbacks& cb = Home::of(closure);
+  std::lock_guard lock(cb.mutex);
+  cb.log("nats: " + cb.name + (cb.closing ? " disconnected (closing)" : " disconnected, reconnecting"));
 }
 
 void Connection::onReconnected(natsConnection* nc, void* closure) {
-  auto* cb = static_cast<Callbacks*>(closure);
+  Callbacks& cb = Home::of(closure);
   char url[256] = {0};
   natsConnection_GetConnectedUrl(nc, url, sizeof url);
-  std::lock_guard lock(cb->mutex);
-  cb->log("nats: " + cb->name + " reconnected to " + url);
+  std::lock_guard lock(cb.mutex);
+  cb.log("nats: " + cb.name + " reconnected to " + safeUrl(url));
 }
 
 void Connection::onClosed(natsConnection*, void* closure) {
-  auto* cb = static_cast<Callbacks*>(closure);
-  std::unique_lock lock(cb->mutex);
-  cb->log("nats: " + cb->name + " closed");
-  cb->closed = true;
-  if (cb->orphaned) {
-    lock.unlock();
-    delete cb;
-    return;
+  {
+    Callbacks& cb = Home::of(closure);
+    const std::lock_guard lock(cb.mutex);
+    cb.log("nats: " + cb.name + " closed");
+    cb.closed = true;
+    cb.cv.notify_all();
   }
-  cb->cv.notify_all();
+  Home::release(closure);  // cnats' last callback for this connection
 }
 
 void Connection::onError(natsConnection*, natsSubscription* sub, natsStatus err, void* closure) {
-  auto* cb = static_cast<Callbacks*>(closure);
-  std::string line = "nats: " + cb->name + " async error: " + statusText(err);
+  Callbacks& cb = Home::of(closure);
+  std::string line = "nats: " + cb.name + " async error: " + statusText(err);
   if (sub != nullptr) {
     const char* subject = natsSubscription_GetSubject(sub);
     if (subject != nullptr) line += std::string(" on ") + subject;
   }
-  std::lock_guard lock(cb->mutex);
-  cb->log(line);
+  std::lock_guard lock(cb.mutex);
+  cb.log(line);
 }
 
 int64_t Connection::reconnectDelay(natsConnection*, int attempts, void*) {

@@ -15,6 +15,7 @@
 
 #include "countersign/config.hpp"
 #include "countersign/result.hpp"
+#include "nats/callback_home.hpp"
 
 namespace countersign::natsio {
 
@@ -39,6 +40,10 @@ Status openNatsLibrary();
 // cnats' last error text on this thread, without its "(file.c:123): " prefix ("" if none).
 std::string lastNatsErrorText();
 
+// A server URL fit for logs and messages: credentials in it ("user:pass@", "token@") masked
+// ("nats://alice:***@host:4222", "nats://***@host:4222").
+std::string safeUrl(const std::string& url);
+
 class Connection {
  public:
   // Connects to cfg.servers (tried in order, not shuffled) with credentials and TLS from cfg.
@@ -46,11 +51,13 @@ class Connection {
   // every publish go out at once instead of waiting for the flusher (for the connection that
   // answers requests). Fails with Errc::unavailable when no server accepts the connection now;
   // once connected, it reconnects forever (backoff 250 ms doubling to 2 s, plus jitter) and
-  // logs every disconnect and reconnect through `logger`. Requests (and so JetStream calls)
-  // fail at once while disconnected instead of waiting for their timeout.
+  // logs every disconnect and reconnect through `logger`. A disconnect and the close that
+  // follow drain() or the destructor (a close on purpose) go to `quiet` instead. Requests (and
+  // so JetStream calls) fail at once while disconnected instead of waiting for their timeout.
+  // Server URLs in the error are masked (safeUrl).
   static Result<std::unique_ptr<Connection>> connect(const NatsConfig& cfg,
                                                      std::string_view name_suffix, bool send_asap,
-                                                     Logger logger = {});
+                                                     Logger logger = {}, Logger quiet = {});
   ~Connection();  // closes (not drains) and frees everything
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -70,16 +77,19 @@ class Connection {
   void drain(std::chrono::milliseconds timeout);
 
  private:
-  // Shared with cnats' callback thread; it may outlive the Connection (see the destructor).
+  // Shared with cnats' callback thread; it may outlive the Connection (see CallbackHome).
   struct Callbacks {
     Logger logger;
+    Logger quiet;
     std::string name;
     std::mutex mutex;
     std::condition_variable cv;
     bool closed = false;
-    bool orphaned = false;  // the Connection is gone: the closed callback frees this
+    bool closing = false;  // drain() or the destructor: the disconnect and close are expected
+    // With `mutex` held. No logger once the Connection is gone (what they capture may be too).
     void log(std::string_view line) const;
   };
+  using Home = CallbackHome<Callbacks>;
 
   Connection() = default;
   bool waitClosed(std::chrono::milliseconds timeout);
@@ -92,7 +102,8 @@ class Connection {
 
   natsConnection* conn_ = nullptr;
   jsCtx* js_ = nullptr;
-  Callbacks* callbacks_ = nullptr;
+  std::shared_ptr<Callbacks> callbacks_;
+  void* closure_ = nullptr;  // cnats' reference to callbacks_, released by onClosed
 };
 
 }  // namespace countersign::natsio

@@ -1,14 +1,18 @@
 #include "nats/kv_bucket.hpp"
 #include "nats/message_convert.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <condition_variable>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 namespace countersign::natsio {
@@ -46,6 +50,27 @@ bool validKey(std::string_view key) {
     previous = c;
   }
   return true;
+}
+
+// "0s (none)", "3600s": an age limit in nanoseconds, for messages.
+std::string secondsText(std::int64_t nanoseconds) {
+  if (nanoseconds == 0) return "0s (none)";
+  return std::to_string(nanoseconds / 1'000'000'000) + "s";
+}
+
+// Why JetStream calls cannot work on this connection's server, if that is the reason: the
+// server has JetStream off (or not for this account). nullopt when JetStream answers.
+std::optional<std::string> jetStreamMissing(Connection& connection) {
+  jsAccountInfo* info = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  const natsStatus s = js_GetAccountInfo(&info, connection.js(), nullptr, &code);
+  jsAccountInfo_Destroy(info);
+  if (s == NATS_OK) return std::nullopt;
+  if (s == NATS_NO_RESPONDERS || code == JSNotEnabledErr || code == JSNotEnabledForAccountErr) {
+    return std::string("JetStream is not enabled on the NATS server (start nats-server with -js, or add a "
+                       "jetstream block to its config; or give this account JetStream)");
+  }
+  return std::nullopt;
 }
 
 constexpr std::chrono::milliseconds kAsyncCreateTimeout{5000};
@@ -105,7 +130,16 @@ struct KvBucket::AsyncCreates {
   std::size_t abandoned = 0;  // timed out here, maybe still awaited by cnats
   std::size_t answering = 0;  // `done` callbacks running (waitForCreates waits for them too)
   bool stopping = false;
+  void* closure = nullptr;  // cnats' reference to this state (CallbackHome)
   std::thread sweeper;
+  using Home = CallbackHome<AsyncCreates>;
+
+  // With `mutex` held: once stopping, with nothing awaited or being answered, cnats will not
+  // call the PubAck handler again; returns the closure to release (after unlocking) or null.
+  void* takeClosureIfIdle() {
+    if (!stopping || !pending.empty() || abandoned > 0 || answering > 0) return nullptr;
+    return std::exchange(closure, nullptr);
+  }
 
   // With `mutex` held, once `n` answers have run: wakes waitForCreates if anyone waits. (Under
   // the lock: once it is released, the destructor may free this state.)
@@ -115,9 +149,10 @@ struct KvBucket::AsyncCreates {
   }
 
   static void onAck(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* error, void* closure) {
-    auto* self = static_cast<AsyncCreates*>(closure);
+    AsyncCreates* self = &Home::of(closure);
     Pending entry;
     bool found = false;
+    void* release = nullptr;
     {
       const std::lock_guard lock(self->mutex);
       if (auto it = self->pending.find(msg); it != self->pending.end()) {
@@ -126,7 +161,8 @@ struct KvBucket::AsyncCreates {
         found = true;
         ++self->answering;
       } else if (self->abandoned > 0) {
-        --self->abandoned;  // the answer to one that timed out
+        --self->abandoned;  // the answer to one that timed out or was cancelled
+        release = self->takeClosureIfIdle();
       }
     }
     if (found) {
@@ -144,8 +180,10 @@ struct KvBucket::AsyncCreates {
       }
       const std::lock_guard lock(self->mutex);
       self->answered(1);
+      release = self->takeClosureIfIdle();
     }
     freeNatsMsg(msg);  // ours: created in createAsync
+    if (release != nullptr) Home::release(release);  // cnats' last call with it
   }
 
   void sweep() {
@@ -177,19 +215,26 @@ struct KvBucket::AsyncCreates {
 };
 
 Status KvBucket::startAsync(int max_pending) {
-  auto state = std::make_unique<AsyncCreates>();
+  auto state = std::make_shared<AsyncCreates>();
+  state->closure = AsyncCreates::Home::share(state);
   jsOptions options;
   jsOptions_Init(&options);
   options.Wait = kAsyncCreateTimeout.count();
   options.PublishAsync.AckHandler = &AsyncCreates::onAck;
-  options.PublishAsync.AckHandlerClosure = state.get();
+  options.PublishAsync.AckHandlerClosure = state->closure;
   options.PublishAsync.MaxPending = std::max(1, max_pending);
   options.PublishAsync.StallWait = kAsyncCreateTimeout.count();
   natsStatus s = natsConnection_JetStream(&state->js, connection_.raw(), &options);
-  if (s != NATS_OK) return std::unexpected(natsError(s, "JetStream context for KV creates"));
+  if (s != NATS_OK) {
+    AsyncCreates::Home::release(std::exchange(state->closure, nullptr));
+    return std::unexpected(natsError(s, "JetStream context for KV creates"));
+  }
   state->index = index_.get();
-  state->sweeper = std::thread([raw = state.get()] { raw->sweep(); });
-  async_ = state.release();
+  state->sweeper = std::thread([raw = state.get()] {
+    pthread_setname_np(pthread_self(), "cs-kv-sweep");
+    raw->sweep();
+  });
+  async_ = std::move(state);
   return {};
 }
 
@@ -281,7 +326,9 @@ Result<std::unique_ptr<KvBucket>> KvBucket::open(Connection& connection,
     }
   }
   if (s != NATS_OK) {
-    return std::unexpected(kvError(s, "cannot open KV bucket " + config.bucket));
+    Error error = kvError(s, "cannot open KV bucket " + config.bucket);
+    if (auto why = jetStreamMissing(connection)) error.message = "cannot open KV bucket " + config.bucket + ": " + *why;
+    return std::unexpected(std::move(error));
   }
   std::unique_ptr<KvBucket> bucket(new KvBucket(connection, kv, config.bucket));
   // The bucket's own settings (an existing bucket keeps its own): with one replica and direct
@@ -289,11 +336,21 @@ Result<std::unique_ptr<KvBucket>> KvBucket::open(Connection& connection,
   // through its leader again.
   jsStreamInfo* info = nullptr;
   const std::string stream = "KV_" + config.bucket;
+  std::optional<std::int64_t> max_age_ns;
   if (js_GetStreamInfo(&info, connection.js(), stream.c_str(), nullptr, nullptr) == NATS_OK && info != nullptr &&
       info->Config != nullptr) {
     bucket->direct_gets_ = info->Config->Replicas == 1 && info->Config->AllowDirect;
+    max_age_ns = info->Config->MaxAge;
   }
   jsStreamInfo_Destroy(info);
+  const auto want_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(config.max_age).count();
+  if (max_age_ns && *max_age_ns != want_ns) {
+    return fail(Errc::invalid_argument,
+                "store.bucket " + config.bucket + " exists with other settings: its max_age is " +
+                    secondsText(*max_age_ns) + ", store.max_age says " + secondsText(want_ns) +
+                    " (records would age out at another time): set store.max_age to the bucket's, or use "
+                    "another bucket");
+  }
   if (auto started = bucket->startAsync(max_async_creates); !started) return std::unexpected(started.error());
   return bucket;
 }
@@ -317,31 +374,39 @@ KvBucket::~KvBucket() {
   stopWatching();
   if (async_ != nullptr) {
     (void)waitForCreates(kAsyncCreateTimeout);
-    std::size_t abandoned = 0;
-    std::vector<AsyncCreates::Pending> left;
+    cancelCreates();
     {
       const std::lock_guard lock(async_->mutex);
       async_->stopping = true;
-      for (auto& [msg, entry] : async_->pending) left.push_back(std::move(entry));
-      abandoned = async_->abandoned + async_->pending.size();
-      async_->pending.clear();
-      async_->abandoned = abandoned;
     }
     async_->sweeper_wake.notify_all();
     async_->sweeper.join();
-    for (auto& entry : left) entry.done(fail(Errc::unavailable, "KV create " + entry.key + ": bucket closed"));
     jsCtx_Destroy(async_->js);
-    // cnats may still hold unanswered publishes whose PubAck would come to this state, or an
-    // answer may still be running when the wait above timed out: then it stays (a few bytes,
-    // only after lost PubAcks or a stuck callback) rather than be freed under a late callback.
-    bool answering = false;
+    // cnats may still hold unanswered publishes whose PubAck would come to this state: its
+    // reference is released by the last of them (or here, when none is awaited).
+    void* release = nullptr;
     {
       const std::lock_guard lock(async_->mutex);
-      answering = async_->answering > 0;
+      release = async_->takeClosureIfIdle();
     }
-    if (abandoned == 0 && !answering) delete async_;
+    if (release != nullptr) AsyncCreates::Home::release(release);
   }
   kvStore_Destroy(kv_);
+}
+
+void KvBucket::cancelCreates() {
+  if (async_ == nullptr) return;
+  std::vector<AsyncCreates::Pending> left;
+  {
+    const std::lock_guard lock(async_->mutex);
+    for (auto& [msg, entry] : async_->pending) left.push_back(std::move(entry));
+    async_->abandoned += async_->pending.size();
+    async_->pending.clear();
+    async_->answering += left.size();
+  }
+  for (auto& entry : left) entry.done(fail(Errc::unavailable, "KV create " + entry.key + ": cancelled (stopping)"));
+  const std::lock_guard lock(async_->mutex);
+  async_->answered(left.size());
 }
 
 bool KvBucket::waitForCreates(std::chrono::milliseconds timeout) {
@@ -486,7 +551,10 @@ Result<std::vector<std::string>> KvBucket::keys() {
       const std::lock_guard lock(index_->mutex);
       index_->active = true;
     }
-    index_->thread = std::thread([this] { watchKeys(); });
+    index_->thread = std::thread([this] {
+      pthread_setname_np(pthread_self(), "cs-kv-watch");
+      watchKeys();
+    });
   });
   {
     const std::lock_guard lock(index_->mutex);

@@ -16,8 +16,11 @@ class KvBucket : public KvStore {
  public:
   // Binds to config.bucket, or creates it (file storage, history 1, config.replicas replicas,
   // config.max_age as the age limit; 0 = none) when it does not exist. An existing bucket is
-  // used as it is (its replicas and age limit are not changed). Errc::unavailable when
-  // JetStream does not answer. The Connection must outlive the bucket.
+  // used as it is (its replicas are not changed: an operator may scale it), but its age limit
+  // must be config.max_age (Errc::invalid_argument otherwise: records would age out at another
+  // time than the config says). Errc::unavailable when JetStream does not answer, with a
+  // message that says so when the server has JetStream off. The Connection must outlive the
+  // bucket.
   //
   // Every call fails at once with Errc::unavailable while the connection is down (instead of
   // being buffered by cnats and sent, maybe after the caller gave up, once it reconnects).
@@ -66,6 +69,10 @@ class KvBucket : public KvStore {
   void createAsync(std::string_view key, std::string_view value, CreateDone done) override;
   // Waits until every createAsync has called its `done` (true), or `timeout` passed (false).
   bool waitForCreates(std::chrono::milliseconds timeout);
+  // Answers every createAsync still waiting for its PubAck with Errc::unavailable now, on this
+  // thread (a PubAck that comes later is dropped). For the owner of what the `done` callbacks
+  // capture, before it goes: afterwards no `done` of an earlier create runs.
+  void cancelCreates();
 
   const std::string& bucket() const { return bucket_; }
 
@@ -79,7 +86,7 @@ class KvBucket : public KvStore {
   Connection& connection_;
   kvStore* kv_;
   std::string bucket_;
-  AsyncCreates* async_ = nullptr;  // see ~KvBucket for why it is not a unique_ptr
+  std::shared_ptr<AsyncCreates> async_;  // shared with cnats' PubAck handler (CallbackHome)
   std::unique_ptr<KeyIndex> index_;
   bool direct_gets_ = false;  // one replica and allow_direct: reads are direct gets
 };

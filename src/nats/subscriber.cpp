@@ -1,6 +1,7 @@
 #include "nats/subscriber.hpp"
 
 #include <algorithm>
+#include <pthread.h>
 
 #include "nats/message_convert.hpp"
 
@@ -9,7 +10,6 @@ namespace {
 
 constexpr int kPendingMessages = 1'000'000;
 constexpr int kPendingBytes = 1 << 30;
-constexpr std::chrono::milliseconds kUnsubscribeWait{10000};
 
 // The subscription state whose handler this thread is running, if any.
 thread_local const void* t_delivering = nullptr;
@@ -20,34 +20,38 @@ Result<std::unique_ptr<Subscription>> Subscription::subscribe(Connection& connec
                                                               const std::string& subject,
                                                               const std::string& queue,
                                                               Handler handler,
-                                                              BadMessageHandler on_bad) {
+                                                              BadMessageHandler on_bad,
+                                                              std::string thread_name) {
   if (!handler) return fail(Errc::invalid_argument, "subscribe " + subject + ": no handler");
   std::unique_ptr<Subscription> self(new Subscription());
   self->subject_ = subject;
-  auto state = std::make_unique<State>();
+  auto state = std::make_shared<State>();
   state->handler = std::move(handler);
   state->on_bad = std::move(on_bad);
+  state->thread_name = std::move(thread_name);
+  void* closure = Home::share(state);
 
   natsSubscription* sub = nullptr;
   natsStatus s = queue.empty() ? natsConnection_Subscribe(&sub, connection.raw(), subject.c_str(),
-                                                          &Subscription::onMessage, state.get())
+                                                          &Subscription::onMessage, closure)
                                : natsConnection_QueueSubscribe(
                                      &sub, connection.raw(), subject.c_str(), queue.c_str(),
-                                     &Subscription::onMessage, state.get());
-  if (s != NATS_OK) return std::unexpected(natsError(s, "subscribe " + subject));
-  // The delivery thread may already be using `state`: from here on it is freed only once cnats
-  // reported completion.
+                                     &Subscription::onMessage, closure);
+  if (s != NATS_OK) {
+    Home::release(closure);  // cnats never took it
+    return std::unexpected(natsError(s, "subscribe " + subject));
+  }
   self->sub_ = sub;
-  self->state_ = state.release();
+  self->state_ = std::move(state);
 
-  s = natsSubscription_SetOnCompleteCB(sub, &Subscription::onComplete, self->state_);
+  s = natsSubscription_SetOnCompleteCB(sub, &Subscription::onComplete, closure);
   if (s != NATS_OK) {
     Error error = natsError(s, "subscribe " + subject);
-    // Closed before we could ask to be told when it is done: the state cannot be freed safely.
+    // Closed before we could ask to be told when it is done: cnats' reference stays (a few
+    // bytes) rather than be freed under a delivery that may still run.
     natsSubscription_Unsubscribe(sub);
     natsSubscription_Destroy(sub);
     self->sub_ = nullptr;
-    self->state_ = nullptr;
     return std::unexpected(std::move(error));
   }
   s = natsSubscription_SetPendingLimits(sub, kPendingMessages, kPendingBytes);
@@ -59,29 +63,22 @@ Subscription::~Subscription() {
   if (sub_ == nullptr) return;
   unsubscribe();
   natsSubscription_Destroy(sub_);
-  std::unique_lock lock(state_->mutex);
-  if (state_->complete) {
-    lock.unlock();
-    delete state_;
-  } else {
-    state_->orphaned = true;  // onComplete frees it
-  }
 }
 
 bool Subscription::onDeliveryThread() const {
-  return t_delivering == state_;
+  return t_delivering == state_.get();
 }
 
-bool Subscription::waitComplete(std::chrono::milliseconds timeout) {
+void Subscription::waitComplete() {
   std::unique_lock lock(state_->mutex);
-  return state_->cv.wait_for(lock, timeout, [this] { return state_->complete; });
+  state_->cv.wait(lock, [this] { return state_->complete; });
 }
 
 void Subscription::unsubscribe() {
   if (sub_ == nullptr) return;
   // Fails harmlessly when already closed (by a drain, or with the connection).
   natsSubscription_Unsubscribe(sub_);
-  if (!onDeliveryThread()) (void)waitComplete(kUnsubscribeWait);
+  if (!onDeliveryThread()) waitComplete();
 }
 
 Status Subscription::drain(std::chrono::milliseconds timeout) {
@@ -92,13 +89,13 @@ Status Subscription::drain(std::chrono::milliseconds timeout) {
   const std::int64_t wait_ms = std::max<std::int64_t>(1, timeout.count());
   natsStatus s = natsSubscription_DrainTimeout(sub_, wait_ms);
   if (s == NATS_INVALID_SUBSCRIPTION || s == NATS_CONNECTION_CLOSED) {
-    (void)waitComplete(kUnsubscribeWait);
+    waitComplete();
     return {};  // already closed: nothing left to deliver
   }
   if (s != NATS_OK) return std::unexpected(natsError(s, "drain " + subject_));
   s = natsSubscription_WaitForDrainCompletion(sub_, wait_ms);
   if (s != NATS_OK) return std::unexpected(natsError(s, "drain " + subject_));
-  (void)waitComplete(kUnsubscribeWait);
+  waitComplete();
   s = natsSubscription_DrainCompletionStatus(sub_);
   if (s != NATS_OK) {
     Errc code = s == NATS_TIMEOUT ? Errc::timeout : Errc::unavailable;
@@ -108,8 +105,14 @@ Status Subscription::drain(std::chrono::milliseconds timeout) {
 }
 
 void Subscription::onMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
-  auto* state = static_cast<State*>(closure);
+  State* state = &Home::of(closure);
   OwnedNatsMsg owned(msg);  // a core subscription's message: ours
+  if (t_delivering == nullptr && !state->thread_name.empty()) {
+    // cnats starts the delivery thread: it gets its name with its first message.
+    thread_local bool named = false;
+    if (!named) pthread_setname_np(pthread_self(), state->thread_name.substr(0, 15).c_str());
+    named = true;
+  }
   t_delivering = state;
   try {
     auto converted = fromNatsMsg(msg);
@@ -133,15 +136,13 @@ void Subscription::onMessage(natsConnection*, natsSubscription*, natsMsg* msg, v
 }
 
 void Subscription::onComplete(void* closure) {
-  auto* state = static_cast<State*>(closure);
-  std::unique_lock lock(state->mutex);
-  state->complete = true;
-  if (state->orphaned) {
-    lock.unlock();
-    delete state;
-    return;
+  {
+    State& state = Home::of(closure);
+    const std::lock_guard lock(state.mutex);
+    state.complete = true;
+    state.cv.notify_all();
   }
-  state->cv.notify_all();
+  Home::release(closure);  // cnats' last callback for this subscription
 }
 
 }  // namespace countersign::natsio

@@ -14,6 +14,7 @@
 
 #include "countersign/message.hpp"
 #include "countersign/result.hpp"
+#include "nats/callback_home.hpp"
 #include "nats/connection.hpp"
 
 namespace countersign::natsio {
@@ -29,21 +30,24 @@ class Subscription {
   // Subscribes to `subject` (wildcards allowed), in queue group `queue` unless it is empty.
   // Threading: the handlers run on the subscription's own cnats delivery thread, one message
   // at a time, in the order the server sent them; never inline in this call. A handler must not
-  // throw (an exception is caught and dropped, counted in badMessages()). Pending limits are
+  // throw (an exception is caught and dropped, counted in badMessages()). `thread_name` (at
+  // most 15 characters) names the delivery thread with its first message. Pending limits are
   // 1M messages / 1 GiB so that bursts wait instead of being dropped as a slow consumer.
   // The Connection must outlive the Subscription.
   static Result<std::unique_ptr<Subscription>> subscribe(Connection& connection,
                                                          const std::string& subject,
                                                          const std::string& queue, Handler handler,
-                                                         BadMessageHandler on_bad = {});
-  // Unsubscribes and waits until no handler runs any more (see unsubscribe()).
+                                                         BadMessageHandler on_bad = {},
+                                                         std::string thread_name = {});
+  // Unsubscribes and waits until no handler runs any more, however long that takes (a handler
+  // that hands its message over returns at once), except on the delivery thread itself.
   ~Subscription();
   Subscription(const Subscription&) = delete;
   Subscription& operator=(const Subscription&) = delete;
 
   // Stops delivery at once: messages still queued are dropped. Returns when no handler runs any
-  // more (at most 10 s), except when called from a handler of this subscription, where it only
-  // stops the delivery of further messages.
+  // more, except when called from a handler of this subscription, where it only stops the
+  // delivery of further messages.
   void unsubscribe();
   // Graceful stop: removes interest, then lets the handler finish every message already
   // received. Errc::timeout if that takes longer than `timeout` (the rest are dropped);
@@ -57,26 +61,27 @@ class Subscription {
   std::uint64_t badMessages() const { return state_->bad.load(); }
 
  private:
-  // Shared with the delivery thread; freed by whichever of the Subscription and the
-  // completion callback finishes last.
+  // Shared with the delivery thread (CallbackHome): cnats' reference is released by the
+  // completion callback.
   struct State {
     Handler handler;
     BadMessageHandler on_bad;
+    std::string thread_name;
     std::atomic<std::uint64_t> bad{0};
     std::mutex mutex;
     std::condition_variable cv;
     bool complete = false;  // cnats will not call the handler again
-    bool orphaned = false;  // the Subscription is gone
   };
+  using Home = CallbackHome<State>;
 
   Subscription() = default;
   bool onDeliveryThread() const;
-  bool waitComplete(std::chrono::milliseconds timeout);
+  void waitComplete();
   static void onMessage(natsConnection* nc, natsSubscription* sub, natsMsg* msg, void* closure);
   static void onComplete(void* closure);
 
   natsSubscription* sub_ = nullptr;
-  State* state_ = nullptr;
+  std::shared_ptr<State> state_;
   std::string subject_;
 };
 

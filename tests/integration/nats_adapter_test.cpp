@@ -237,9 +237,16 @@ TEST_F(NatsAdapterTest, BucketIsCreatedWithHistoryOneFileStorageAndMaxAge) {
   EXPECT_TRUE(info->Config->AllowDirect);  // so that KvBucket::get may read it with direct gets
   jsStreamInfo_Destroy(info);
 
-  // A second open binds to the same bucket and sees its data.
+  // A second open with the same max_age binds to the same bucket and sees its data; one with
+  // another max_age is refused (records would age out at another time than configured).
   ASSERT_TRUE(kv->create("k", "v").has_value());
-  auto again = openBucket(*connection, "made_here");
+  StoreConfig other;
+  other.bucket = "made_here";
+  auto refused = KvBucket::open(*connection, other);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code, Errc::invalid_argument);
+  EXPECT_NE(refused.error().message.find("exists with other settings"), std::string::npos) << refused.error().message;
+  auto again = openBucket(*connection, "made_here", std::chrono::seconds(3600));
   auto entry = again->get("k");
   ASSERT_TRUE(entry.has_value());
   EXPECT_EQ(entry->value, "v");

@@ -1,11 +1,13 @@
 #include "countersign/work_pool.hpp"
 
 #include <gtest/gtest.h>
+#include <pthread.h>
 
 #include <atomic>
 #include <chrono>
 #include <future>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -129,6 +131,56 @@ TEST(WorkPool, ZeroThreadsMeansOne) {
   pool.submit("", [&] { done.fetch_add(1); });
   pool.drain();
   EXPECT_EQ(done.load(), 1);
+}
+
+TEST(WorkPool, PostNeverWaitsForRoomAndCountsWhatFoundTheLaneFull) {
+  WorkPool pool(1, 1);
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  pool.submit("", [released] { released.wait(); });
+  pool.submit("", [] {});  // the queue (one task) is full now
+  std::atomic<int> ran{0};
+  const auto started = std::chrono::steady_clock::now();
+  for (int i = 0; i < 100; ++i) pool.post("", [&ran] { ran.fetch_add(1); });
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 1s) << "post waited for room";
+  EXPECT_EQ(pool.postedOverLimit(), 100u);
+  EXPECT_EQ(ran.load(), 0);
+  release.set_value();
+  pool.drain();
+  EXPECT_EQ(ran.load(), 100);
+}
+
+TEST(WorkPool, ThreadsAreNamedAfterThePool) {
+  WorkPool pool(2, 16, "control");
+  std::mutex mutex;
+  std::set<std::string> names;
+  std::promise<void> both;
+  std::shared_future<void> go = both.get_future().share();
+  std::atomic<int> arrived{0};
+  for (int i = 0; i < 2; ++i) {
+    pool.submit("", [&] {
+      char name[16] = {0};
+      pthread_getname_np(pthread_self(), name, sizeof name);
+      {
+        const std::lock_guard lock(mutex);
+        names.insert(name);
+      }
+      if (arrived.fetch_add(1) == 1) both.set_value();
+      go.wait_for(5s);
+    });
+  }
+  pool.drain();
+  EXPECT_EQ(names, (std::set<std::string>{"cs-control-0", "cs-control-1"}));
+  // Long names are cut to fit Linux's 15 characters, index included.
+  WorkPool long_named(1, 1, "a-very-long-pool-name");
+  std::string seen;
+  long_named.submit("", [&] {
+    char name[16] = {0};
+    pthread_getname_np(pthread_self(), name, sizeof name);
+    seen = name;
+  });
+  long_named.drain();
+  EXPECT_EQ(seen, "cs-a-very-lon-0");
 }
 
 }  // namespace

@@ -1,0 +1,449 @@
+#include "app/gateway.hpp"
+
+#include <malloc.h>
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <condition_variable>
+#include <csignal>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+#include "countersign/control.hpp"
+#include "countersign/intake.hpp"
+#include "countersign/releaser.hpp"
+#include "countersign/replayer.hpp"
+#include "nats/audit_stream.hpp"
+#include "nats/embedded_server.hpp"
+#include "nats/js_ingress.hpp"
+
+namespace countersign::app {
+namespace {
+
+constexpr std::chrono::milliseconds kDrainTimeout{10000};
+// Threads that settle holds whose id is taken already (they read the store).
+constexpr std::size_t kHoldThreads = 4;
+
+// host and port of the first server URL, for the embedded server ("nats://127.0.0.1:4222").
+bool hostPort(const std::string& url, std::string& host, int& port) {
+  std::string rest = url;
+  if (const auto scheme = rest.find("://"); scheme != std::string::npos) rest = rest.substr(scheme + 3);
+  if (const auto at = rest.rfind('@'); at != std::string::npos) rest = rest.substr(at + 1);
+  const auto colon = rest.rfind(':');
+  host = colon == std::string::npos ? rest : rest.substr(0, colon);
+  port = 4222;
+  if (colon != std::string::npos) {
+    try {
+      port = std::stoi(rest.substr(colon + 1));
+    } catch (...) {
+      return false;
+    }
+  }
+  return !host.empty() && port > 0 && port < 65536;
+}
+
+// The ingress stream of a jetstream route: routes[].ingress_stream, else COUNTERSIGN_<NAME>.
+std::string ingressStreamName(const RouteConfig& route) {
+  if (!route.ingress_stream.empty()) return route.ingress_stream;
+  std::string name = "COUNTERSIGN_";
+  for (const char c : route.name) {
+    name += c == '-' || c == '.' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  }
+  return name;
+}
+
+std::optional<std::filesystem::file_time_type> modified(const std::string& path) {
+  std::error_code ec;
+  const auto t = std::filesystem::last_write_time(path, ec);
+  if (ec) return std::nullopt;
+  return t;
+}
+
+Status failStep(std::string_view step, const Error& error) {
+  return fail(error.code, std::string(step) + error.message);
+}
+
+}  // namespace
+
+// The replayer on its own thread (cs-replay): a scan at start, then every
+// release.replay_interval (longer on a large bucket). stop() wakes and joins it.
+class ReplayLoop {
+ public:
+  ReplayLoop(Replayer& replayer, const Config& config, Logger& log)
+      : replayer_(replayer), config_(config), log_(log), thread_([this] { run(); }) {}
+  ~ReplayLoop() { stop(); }
+  ReplayLoop(const ReplayLoop&) = delete;
+  ReplayLoop& operator=(const ReplayLoop&) = delete;
+
+  void stop() {
+    {
+      const std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+  bool storeReachable() const { return store_reachable_.load(); }
+
+ private:
+  void run() {
+    pthread_setname_np(pthread_self(), "cs-replay");
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+      lock.unlock();
+      const auto scan_started = std::chrono::steady_clock::now();
+      auto scanned = replayer_.scan();
+      // A scan lists the whole bucket: on a large one, leave the server (and us) time between.
+      const auto pause = std::max(config_.release.replay_interval,
+                                  std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      2 * (std::chrono::steady_clock::now() - scan_started)));
+      store_reachable_.store(scanned.has_value());
+      // A scan builds and drops sets as large as the bucket's key list (and the key index's
+      // watcher delivers the whole bucket at start): hand the freed memory back, so that the
+      // process's size follows what it holds (about one key and one deadline per open record).
+      malloc_trim(0);
+      if (!scanned) {
+        log_.warn("replay scan failed", {{"error", scanned.error().message}});
+      } else if (scanned->replayed + scanned->release_unknown + scanned->expired > 0) {
+        log_.info("replay scan", {{"replayed", std::to_string(scanned->replayed)},
+                                  {"release_unknown", std::to_string(scanned->release_unknown)},
+                                  {"expired", std::to_string(scanned->expired)}});
+      }
+      lock.lock();
+      wake_.wait_for(lock, pause, [&] { return stopping_; });
+    }
+  }
+
+  Replayer& replayer_;
+  const Config& config_;
+  Logger& log_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::atomic<bool> store_reachable_{true};  // the last scan could read the bucket
+  std::thread thread_;                       // last: starts once the rest is built
+};
+
+Gateway::Gateway(Config config, std::shared_ptr<const Policy> policy, Logger& log)
+    : config_(std::move(config)), log_(log), policy_(std::move(policy)) {
+  metrics_.setPolicyLoaded(true);
+}
+
+Gateway::~Gateway() {
+  stop(kDrainTimeout);
+}
+
+int Gateway::threadCount() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with("Threads:")) {
+      try {
+        return std::stoi(line.substr(8));
+      } catch (...) {
+        return 0;
+      }
+    }
+  }
+  return 0;
+}
+
+Status Gateway::start() {
+  started_ = true;
+  if (config_.nats.embedded) {
+    std::string host;
+    int port = 0;
+    if (!hostPort(config_.nats.servers.front(), host, port)) {
+      return fail(Errc::invalid_argument, "nats.servers[0]: cannot take host and port for the embedded server from \"" +
+                                              natsio::safeUrl(config_.nats.servers.front()) + "\"");
+    }
+    auto started = natsio::EmbeddedServer::start(config_.nats.server_binary, host, port, config_.nats.data_dir,
+                                                 [this](std::string_view line) { log_.info(line); });
+    if (!started) return failStep("embedded nats-server did not start: ", started.error());
+    embedded_ = std::move(*started);
+    log_.info("embedded nats-server started",
+              {{"url", natsio::safeUrl(config_.nats.servers.front())}, {"data_dir", config_.nats.data_dir}});
+  }
+
+  // Two connections: intake (high volume, buffered publishes) and control (answers requests at
+  // once: send_asap, so cnats does not hold replies for the flusher). This process's audit
+  // chains (one per connection) start anew at every start.
+  const std::string chain_id = ids_.newId().substr(0, 12);
+  auto intake_plane = openPlane(config_, "intake", false, false, log_, clock_, chain_id);
+  if (!intake_plane) return failStep("cannot start: ", intake_plane.error());
+  intake_plane_ = std::move(*intake_plane);
+  auto control_plane = openPlane(config_, "control", true, true, log_, clock_, chain_id);
+  if (!control_plane) return failStep("cannot start: ", control_plane.error());
+  control_plane_ = std::move(*control_plane);
+  natsio::Connection& control_connection = *control_plane_->connection;
+  if (config_.audit.enabled) {
+    if (auto audit = natsio::ensureAuditStream(control_connection, config_.audit, config_.control.prefix); !audit) {
+      return failStep("audit.stream: ", audit.error());
+    }
+  }
+  ReplayerOptions replay_options{.lease = config_.release.lease};
+  for (std::size_t i = 0; i < config_.routes.size(); ++i) {
+    const RouteConfig& route = config_.routes[i];
+    if (route.to_stream.empty()) continue;
+    auto window = natsio::checkStream(control_connection, route.to_stream);
+    if (!window) return failStep("routes[" + std::to_string(i) + "].to_stream: ", window.error());
+    replay_options.duplicate_windows[route.to_stream] = *window;
+  }
+
+  // Executors first (intake is given the hold executor); declared after the core objects so
+  // that they are drained and joined before those go.
+  hold_executor_ = std::make_unique<WorkPool>(kHoldThreads, 1024, "hold");
+  control_executor_ = std::make_unique<WorkPool>(static_cast<std::size_t>(config_.concurrency.control), 1024, "control");
+
+  // Intake's KV calls (a hold's create, sent without waiting) go out on the control connection
+  // too: it writes at once (send_asap), where the intake connection's flusher would hold an
+  // asynchronous publish up to a millisecond. Forwards and events keep the intake connection.
+  natsio::KvBucket& store = *control_plane_->store;
+  intake_services_ = std::make_unique<Services>(Services{config_, store, *intake_plane_->publisher, clock_, ids_,
+                                                         policy_, throttler_, *intake_plane_->events, log_, metrics_});
+  control_services_ = std::make_unique<Services>(Services{config_, store, *control_plane_->publisher, clock_, ids_,
+                                                          policy_, throttler_, *control_plane_->events, log_, metrics_});
+  // Holds do not wait for their KV create (concurrency.holds in flight); answers to producers
+  // and the `held` events just before them go out at once on the control connection.
+  intake_ = std::make_unique<Intake>(*intake_services_, control_plane_->publisher.get(), hold_executor_.get(),
+                                     control_plane_->events.get());
+  releaser_ = std::make_unique<Releaser>(*control_services_);
+  control_ = std::make_unique<Control>(*control_services_, *releaser_);
+  replayer_ = std::make_unique<Replayer>(*control_services_, *releaser_, replay_options);
+  intake_->onHeld([replayer = replayer_.get()](std::string_view id,
+                                               std::optional<std::chrono::system_clock::time_point> deadline) {
+    replayer->noteHeld(id, deadline);
+  });
+  parts_.emplace(GatewayParts{config_, log_, metrics_, *intake_plane_->connection, control_connection, store,
+                              *control_executor_, *control_});
+
+  // Control: one subscription per subject in the queue group "countersign" (other replicas
+  // have theirs); its delivery thread hands each request to the control executor, whose
+  // concurrency.control threads decide them (they wait for the store).
+  const std::string control_prefix = config_.control.prefix + ".control.";
+  for (const auto op : {ControlOp::approve, ControlOp::reject, ControlOp::get, ControlOp::list}) {
+    auto endpoint = subscribeToExecutor(control_connection, control_prefix + std::string(toString(op)), "countersign",
+                                        *control_executor_,
+                                        [control = control_.get(), op](Message&& m) { control->onRequest(op, m); },
+                                        "cs-ctl-" + std::string(toString(op)));
+    if (!endpoint) return std::unexpected(endpoint.error());
+    control_endpoints_.push_back(std::move(*endpoint));
+  }
+  {
+    auto endpoint = subscribeToExecutor(
+        control_connection, control_prefix + "release", "countersign", *control_executor_,
+        [control = control_.get()](Message&& m) { control->answer(m, control->operatorRelease(m.payload)); },
+        "cs-ctl-release");
+    if (!endpoint) return std::unexpected(endpoint.error());
+    control_endpoints_.push_back(std::move(*endpoint));
+  }
+
+  // Intake: a core route decides on its subscription's delivery thread (policy and publishes
+  // that do not wait; a hold's create is asynchronous); a jetstream route on its ingress's
+  // fetch thread (its ack waits for the decision to be durable).
+  for (const RouteConfig& route : config_.routes) {
+    if (route.mode == RouteMode::jetstream) {
+      natsio::IngressOptions ingress{.stream = ingressStreamName(route),
+                                     .subjects = {route.from},
+                                     .durable = route.durable.empty() ? "countersign-" + route.name : route.durable,
+                                     .replicas = config_.store.replicas,
+                                     .ack_wait = route.ack_wait};
+      auto started = natsio::JetStreamIngress::start(
+          *intake_plane_->connection, std::move(ingress),
+          [intake = intake_.get(), &route](Message&& m, const IngressPosition& at) {
+            return intake->onJob(route, std::move(m), &at);
+          },
+          [this](std::string_view line) { log_.warn(line); });
+      if (!started) return failStep("route " + route.name + ": ", started.error());
+      intake_endpoints_.push_back(ingressEndpoint(std::move(*started), "ingress " + ingressStreamName(route)));
+      continue;
+    }
+    auto endpoint = subscribeInline(*intake_plane_->connection, route.from, route.queue,
+                                    [intake = intake_.get(), &route](Message&& m) { intake->onJob(route, std::move(m)); },
+                                    "cs-intake");
+    if (!endpoint) return std::unexpected(endpoint.error());
+    intake_endpoints_.push_back(std::move(*endpoint));
+  }
+  for (auto& factory : endpoint_factories_) {
+    auto endpoint = factory(*parts_);
+    if (!endpoint) return std::unexpected(endpoint.error());
+    extra_endpoints_.push_back(std::move(*endpoint));
+  }
+  for (auto* plane : {&*intake_plane_, &*control_plane_}) {
+    if (auto flushed = plane->connection->flush(std::chrono::seconds(5)); !flushed) {
+      return failStep("server did not confirm the subscriptions: ", flushed.error());
+    }
+  }
+
+  replay_loop_ = std::make_unique<ReplayLoop>(*replayer_, config_, log_);
+
+  // Admin HTTP: health, readiness, metrics and the REST API (same decisions as control).
+  if (!config_.admin.listen.empty()) {
+    http::AdminHandlers handlers{
+        .readiness = [this] { return health(); },
+        .metrics = [this] { return metricsText(); },
+        .control = [control = control_.get()](ControlOp op, std::string body) { return control->handle(op, body); }};
+    for (auto& extension : admin_extensions_) extension(handlers, *parts_);
+    auto started = http::AdminServer::start(config_.admin, std::move(handlers), log_);
+    if (!started) return std::unexpected(started.error());  // names admin.listen itself
+    admin_ = std::move(*started);
+  }
+  return {};
+}
+
+std::string Gateway::metricsText() const {
+  std::string text = metrics_.renderPrometheus();
+  text += "# HELP countersign_threads Threads of the countersign process.\n";
+  text += "# TYPE countersign_threads gauge\n";
+  text += "countersign_threads " + std::to_string(threadCount()) + "\n";
+  return text;
+}
+
+http::Readiness Gateway::health() const {
+  http::Readiness r;
+  if (!intake_plane_ || !intake_plane_->connection->connected()) r.failing.push_back("nats: intake connection down");
+  if (!control_plane_ || !control_plane_->connection->connected()) {
+    r.failing.push_back("nats: control connection down");
+  }
+  if (replay_loop_ && !replay_loop_->storeReachable()) {
+    r.failing.push_back("store: bucket " + config_.store.bucket + " not readable");
+  }
+  r.ready = r.failing.empty();
+  return r;
+}
+
+void Gateway::stop(std::chrono::milliseconds timeout) {
+  if (!started_ || stopped_) return;
+  stopped_ = true;
+  // One deadline for the whole drain; with NATS down there is nothing to drain through, and
+  // waiting would outlast the supervisor's grace period (Kubernetes: 30 s).
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto left = [&] {
+    return std::max(std::chrono::milliseconds(1),
+                    std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()));
+  };
+  const auto connected = [](const std::optional<NatsPlane>& plane) {
+    return plane && plane->connection->connected();
+  };
+  if (admin_) admin_->stop();
+  if (replay_loop_) replay_loop_->stop();
+  // Intake stops taking jobs; the holds it started finish while intake and both connections
+  // still exist (their answers go out on the control connection).
+  for (auto& endpoint : extra_endpoints_) endpoint->drain(connected(intake_plane_) ? left() : std::chrono::milliseconds(1));
+  for (auto& endpoint : intake_endpoints_) {
+    endpoint->drain(connected(intake_plane_) ? left() : std::chrono::milliseconds(1));
+  }
+  if (control_plane_ && control_plane_->store) {
+    natsio::KvBucket& store = *control_plane_->store;
+    if (!store.waitForCreates(left())) {
+      // Not confirmed in time: answered "unavailable" (retryable) now, while intake exists.
+      store.cancelCreates();
+    }
+  }
+  if (hold_executor_) hold_executor_->drain();
+  if (connected(intake_plane_)) intake_plane_->connection->drain(left());
+  // Control finishes the requests it has taken, then the connection closes.
+  if (connected(control_plane_)) {
+    for (auto& endpoint : control_endpoints_) endpoint->drain(left());
+  }
+  if (control_executor_) control_executor_->drain();
+  if (control_plane_ && control_plane_->store) control_plane_->store->stopWatching();
+  if (connected(control_plane_)) control_plane_->connection->drain(left());
+  // What is left goes in reverse declaration order: endpoints before the executors they feed,
+  // executors before the core objects they run, the store before its connection.
+  admin_.reset();
+  extra_endpoints_.clear();
+  intake_endpoints_.clear();
+  control_endpoints_.clear();
+  replay_loop_.reset();
+  control_executor_.reset();
+  hold_executor_.reset();
+  if (embedded_) embedded_->stop();
+}
+
+void Gateway::reloadPolicy(std::string_view why) {
+  auto next = Policy::loadFile(config_.policy.file);
+  metrics_.policyReload(next.has_value());
+  if (!next) {
+    log_.error("policy reload failed; keeping the policy in force",
+               {{"why", why}, {"error", next.error().message}, {"policy_snapshot", policy_.current()->snapshot()}});
+    return;
+  }
+  const std::string before = policy_.current()->snapshot();
+  policy_.replace(std::move(*next));
+  log_.info("policy reloaded", {{"why", why}, {"from", before}, {"policy_snapshot", policy_.current()->snapshot()}});
+}
+
+void Gateway::printBanner() const {
+  std::string servers;
+  for (const auto& s : config_.nats.servers) servers += (servers.empty() ? "" : ",") + natsio::safeUrl(s);
+  std::cout << "countersign ready: nats " << servers << (config_.nats.embedded ? " (embedded)" : "")
+            << ", policy " << policy_.current()->snapshot() << ", control " << config_.control.prefix
+            << ".control.{approve,reject,get,list}\n";
+  for (const auto& route : config_.routes) {
+    std::cout << "  route " << route.name << ": " << route.from << " -> " << route.to
+              << (route.mode == RouteMode::jetstream ? " (jetstream intake, stream " + ingressStreamName(route) + ")" : "")
+              << (route.to_stream.empty() ? "" : " (to_stream " + route.to_stream + ")") << '\n';
+  }
+  if (admin_) {
+    std::cout << "  admin http://" << config_.admin.listen.substr(0, config_.admin.listen.rfind(':')) << ':'
+              << admin_->port() << " (/healthz /readyz /metrics /api/v1/approvals)\n";
+  }
+  std::cout << std::flush;
+  if (!config_.approvers) {
+    log_.warn("no approvers section: open mode, an approval's approver is a claim guarded only by NATS "
+              "permissions on " + config_.control.prefix + ".control.> (docs/approvers.md)");
+  }
+  log_.info("ready", {{"policy_snapshot", policy_.current()->snapshot()}, {"servers", servers}});
+}
+
+int Gateway::run() {
+  // Signals are taken synchronously by this thread: block them before any thread (cnats'
+  // included) starts, so every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  if (auto started = start(); !started) {
+    std::cerr << "countersign: " << started.error().message << '\n' << std::flush;
+    stop(kDrainTimeout);
+    return 3;
+  }
+  printBanner();
+
+  auto last_modified = modified(config_.policy.file);
+  while (true) {
+    const timespec tick{1, 0};
+    const int signo = sigtimedwait(&signals, nullptr, &tick);
+    if (signo == SIGTERM || signo == SIGINT) {
+      log_.info("shutting down", {{"signal", signo == SIGTERM ? "SIGTERM" : "SIGINT"}});
+      break;
+    }
+    if (signo == SIGHUP) {
+      last_modified = modified(config_.policy.file);
+      reloadPolicy("SIGHUP");
+      continue;
+    }
+    if (config_.policy.watch) {
+      const auto now_modified = modified(config_.policy.file);
+      if (now_modified && now_modified != last_modified) {
+        last_modified = now_modified;
+        reloadPolicy("file changed");
+      }
+    }
+  }
+  stop(kDrainTimeout);
+  log_.info("stopped");
+  return 0;
+}
+
+}  // namespace countersign::app

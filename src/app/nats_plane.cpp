@@ -1,0 +1,31 @@
+#include "app/nats_plane.hpp"
+
+namespace countersign::app {
+
+Result<NatsPlane> openPlane(const Config& config, std::string_view name, bool send_asap,
+                            bool with_store, Logger& log, const Clock& clock,
+                            const std::string& chain_id) {
+  NatsPlane plane;
+  auto connection = natsio::Connection::connect(
+      config.nats, name, send_asap, [&log](std::string_view line) { log.warn(line); },
+      [&log](std::string_view line) { log.debug(line); });
+  if (!connection) return std::unexpected(connection.error());
+  plane.connection = std::move(*connection);
+  plane.publisher = std::make_unique<natsio::NatsPublisher>(*plane.connection);
+  if (with_store) {
+    auto store = natsio::KvBucket::open(*plane.connection, config.store, config.concurrency.holds);
+    if (!store) return std::unexpected(store.error());
+    plane.store = std::move(*store);
+  }
+  EventOptions events{.prefix = config.control.prefix,
+                      .allowed_events = config.events.allowed,
+                      .include_payload = config.events.include_payload,
+                      .redact = config.events.redact,
+                      .chained = config.audit.enabled,
+                      .chain_id = chain_id + "-" + std::string(name),
+                      .durable_decisions = config.audit.enabled};
+  plane.events = std::make_unique<EventSink>(*plane.publisher, clock, log, std::move(events));
+  return plane;
+}
+
+}  // namespace countersign::app

@@ -1,0 +1,436 @@
+// The runtime shell of `countersign run`: every start failure exits 3 with one line (no abort,
+// no password), the threads at idle are few and named, and a SIGTERM stops quietly, also in
+// the middle of holds and approvals, losing nothing that was answered.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <iostream>
+#include <optional>
+#include <thread>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "countersign/events.hpp"
+#include "countersign/intake.hpp"
+#include "countersign/metrics.hpp"
+#include "countersign/policy.hpp"
+#include "countersign/services.hpp"
+#include "countersign/work_pool.hpp"
+#include "integration/harness/harness.hpp"
+#include "integration/harness/wire.hpp"
+#include "nats/connection.hpp"
+#include "nats/kv_bucket.hpp"
+#include "nats/nats_publisher.hpp"
+
+namespace countersign::testing {
+namespace {
+
+constexpr const char* kBucket = "countersign_approvals";
+constexpr const char* kPassword = "pw-Xq7-never-printed";
+
+constexpr const char* kHoldPolicy = R"(version: v1
+rules:
+  - id: hold-risky
+    when: { topic: "risky.>" }
+    decision: require_human
+  - id: allow-readonly
+    when: { topic: knowledge.read }
+    decision: allow
+)";
+
+// The lines of a text, without empty ones.
+std::vector<std::string> linesOf(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) lines.push_back(line);
+  }
+  return lines;
+}
+
+// Runs `countersign run` on `config` (policy: kHoldPolicy) and checks what every start failure
+// must look like: exit 3, exactly one "countersign: ..." line on stderr that contains
+// `expected`, no abort, no warning or error log line, and the password nowhere.
+void expectStartFailure(const std::string& config, const std::string& expected) {
+  TempDir dir;
+  const auto policy_path = dir.write("policy.yaml", kHoldPolicy);
+  std::string text = config;
+  text.replace(text.find("file: policy.yaml"), 17, "file: " + policy_path.string());
+  const auto config_path = dir.write("countersign.yaml", text);
+  const CommandResult r = runCountersign({"run", "--config", config_path.string()}, {}, 60s);
+  SCOPED_TRACE("stdout:\n" + r.out + "\nstderr:\n" + r.err);
+  EXPECT_EQ(r.exit_code, 3);
+  // One line, and nothing else (a clean stop of what had started logs only at debug).
+  const auto said = linesOf(r.err);
+  ASSERT_EQ(said.size(), 1u);
+  EXPECT_TRUE(said[0].starts_with("countersign: ")) << said[0];
+  EXPECT_NE(said[0].find(expected), std::string::npos) << said[0];
+  for (const std::string& output : {r.out, r.err}) {
+    EXPECT_EQ(output.find("terminate"), std::string::npos);
+    EXPECT_EQ(output.find(kPassword), std::string::npos) << "the password was printed";
+  }
+  EXPECT_EQ(r.out.find("countersign ready"), std::string::npos);
+}
+
+// A TCP port bound (and listened on) by this test, so that countersign cannot have it.
+class TakenPort {
+ public:
+  TakenPort() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    EXPECT_EQ(::listen(fd_, 1), 0);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+  }
+  ~TakenPort() { ::close(fd_); }
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+// nats://user:<kPassword>@127.0.0.1:<port>
+std::string urlWithPassword(int port, const std::string& password = kPassword) {
+  return "nats://alice:" + password + "@127.0.0.1:" + std::to_string(port);
+}
+
+constexpr const char* kUserBlock = "authorization {\n  user: alice\n  password: \"pw-Xq7-never-printed\"\n}\n";
+
+TEST(ShellStartTest, AdminPortInUseExitsThreeWithOneLine) {
+  auto server = NatsServer::start({.extra_config = kUserBlock});
+  TakenPort taken;
+  expectStartFailure(basicConfig(urlWithPassword(server->port()), "",
+                                 "admin:\n  listen: \"127.0.0.1:" + std::to_string(taken.port()) + "\"\n"),
+                     "admin.listen");
+}
+
+TEST(ShellStartTest, NatsUnreachableExitsThreeWithOneLine) {
+  TakenPort nobody_speaks_nats_here;  // accepts TCP, never says INFO
+  // A port nothing listens on: the closed port of a socket that was just released.
+  int closed_port = 0;
+  {
+    TakenPort released;
+    closed_port = released.port();
+  }
+  expectStartFailure(basicConfig(urlWithPassword(closed_port)), "cannot connect to NATS");
+}
+
+TEST(ShellStartTest, JetStreamNotEnabledExitsThreeSayingJetStream) {
+  auto server = NatsServer::start({.jetstream = false, .extra_config = kUserBlock});
+  expectStartFailure(basicConfig(urlWithPassword(server->port())), "JetStream is not enabled");
+}
+
+TEST(ShellStartTest, BucketWithOtherSettingsExitsThreeNamingThem) {
+  auto server = NatsServer::start({.extra_config = kUserBlock});
+  {
+    Client admin(urlWithPassword(server->port()));
+    kvConfig config;
+    kvConfig_Init(&config);
+    config.Bucket = kBucket;
+    config.History = 1;
+    config.StorageType = js_FileStorage;
+    config.TTL = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::hours(1)).count();
+    kvStore* kv = nullptr;
+    ASSERT_EQ(js_CreateKeyValue(&kv, admin.js(), &config), NATS_OK);
+    kvStore_Destroy(kv);
+  }
+  // The config keeps the default max_age (0: never); the bucket ages records out after an hour.
+  expectStartFailure(basicConfig(urlWithPassword(server->port())), "exists with other settings");
+}
+
+TEST(ShellStartTest, BadCredentialsExitThreeWithoutThePassword) {
+  auto server = NatsServer::start({.extra_config = "authorization {\n  user: alice\n  password: right-one\n}\n"});
+  expectStartFailure(basicConfig(urlWithPassword(server->port())), "Authorization");
+}
+
+// ---- callbacks only hand over -------------------------------------------------------------------
+
+// A hold whose id is taken already is settled on the hold executor (telling a repeat from a
+// conflict takes reads). With that executor stuck and its queue full, the PubAck thread that
+// hands the repeat over must not wait for room: every other hold's PubAck, and so its 202,
+// still comes at once.
+TEST(ShellHandOverTest, AStuckHoldExecutorDoesNotHoldUpOtherPubAcks) {
+  auto server = NatsServer::start();
+  Client client(server->url());
+  Config config;
+  config.nats.servers = {server->url()};
+  config.routes.push_back(RouteConfig{.name = "jobs", .from = "agents.jobs.>", .to = "jobs.>"});
+  auto connection = natsio::Connection::connect(config.nats, "test", true);
+  ASSERT_TRUE(connection) << connection.error().message;
+  auto store = natsio::KvBucket::open(**connection, config.store);
+  ASSERT_TRUE(store) << store.error().message;
+  natsio::NatsPublisher publisher(**connection);
+  SystemClock clock;
+  RandomIdSource ids;
+  auto policy = Policy::parse(kHoldPolicy);
+  ASSERT_TRUE(policy) << policy.error().message;
+  PolicyHolder holder(*policy);
+  Throttler throttler;
+  NullLogger log;
+  Metrics metrics;
+  EventSink events(publisher, clock, log, EventOptions{});
+  const Services services{config, **store, publisher, clock, ids, holder, throttler, events, log, metrics};
+  WorkPool executor(1, 1, "test-hold");
+  Intake intake(services, &publisher, &executor, &events);
+  Collector replies(client, "_INBOX.handover.>");
+
+  auto hold = [&](const std::string& id) {
+    Message m{.subject = "agents.jobs.risky.x", .reply = "_INBOX.handover." + id,
+              .headers = {{"Nats-Msg-Id", id}}, .payload = R"({"a":1})"};
+    intake.onJob(config.routes.front(), std::move(m));
+  };
+  hold("first");
+  ASSERT_EQ(replies.waitFor(1, 5s).size(), 1u);
+
+  // The executor's one thread is stuck and its queue (one task) is full.
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  executor.submit("", [released] { released.wait(); });
+  executor.submit("", [] {});
+  hold("first");  // the repeat: its PubAck says "exists", and it is handed to the executor
+  for (int i = 0; i < 20; ++i) hold("other-" + std::to_string(i));
+  const auto got = replies.waitFor(21, 5s);
+  std::set<std::string> answered;
+  for (const auto& m : got) answered.insert(m.subject);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_TRUE(answered.contains("_INBOX.handover.other-" + std::to_string(i))) << "other-" << i << " waited";
+  }
+  EXPECT_EQ(got.size(), 21u) << "the repeat must wait for the executor, the others not";
+  EXPECT_GE(executor.postedOverLimit(), 1u);
+  release.set_value();
+  EXPECT_EQ(replies.waitFor(22, 5s).size(), 22u) << "the repeat is answered once the executor is free";
+  executor.drain();
+  EXPECT_TRUE((*store)->waitForCreates(5s));
+}
+
+// ---- threads and a quiet stop ------------------------------------------------------------------
+
+std::map<std::string, int> threadNames(int pid) {
+  std::map<std::string, int> names;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    ++names[name];
+  }
+  return names;
+}
+
+int threadCount(int pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.starts_with("Threads:")) return std::stoi(line.substr(8));
+  }
+  return -1;
+}
+
+// Log lines after "shutting down" at warn or error.
+std::vector<std::string> loudLinesAfterStop(const std::string& logs) {
+  std::vector<std::string> loud;
+  bool stopping = false;
+  for (const auto& line : linesOf(logs)) {
+    if (line.find("\"shutting down\"") != std::string::npos) stopping = true;
+    if (stopping && (line.find("\"level\":\"warn\"") != std::string::npos ||
+                     line.find("\"level\":\"error\"") != std::string::npos)) {
+      loud.push_back(line);
+    }
+  }
+  return loud;
+}
+
+// The number docs/architecture.md states: a core route, the admin listener, the default
+// concurrency.control (8).
+constexpr int kIdleThreads = 32;
+
+TEST(ShellThreadsTest, IdleThreadsAreFewNamedAndCountedInMetrics) {
+  auto server = NatsServer::start();
+  CountersignOptions options;
+  options.config_yaml = basicConfig(server->url(), "", "admin:\n  listen: \"127.0.0.1:0\"\n");
+  options.policy_yaml = kHoldPolicy;
+  options.nats_url = server->url();
+  auto cs = CountersignProcess::start(options);
+  // Idle: the first replay scan has run (it starts the key index's watcher).
+  std::this_thread::sleep_for(1500ms);
+  const int threads = threadCount(cs->pid());
+  const auto names = threadNames(cs->pid());
+  std::string listing;
+  for (const auto& [name, n] : names) listing += name + " x" + std::to_string(n) + "\n";
+  SCOPED_TRACE(listing);
+  EXPECT_LE(threads, kIdleThreads);
+  EXPECT_GT(threads, 0);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(names.count("cs-control-" + std::to_string(i)), 1u) << i;
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(names.count("cs-hold-" + std::to_string(i)), 1u) << i;
+  EXPECT_EQ(names.count("cs-replay"), 1u);
+  EXPECT_EQ(names.count("cs-kv-sweep"), 1u);
+
+  // /metrics says how many threads there are.
+  const auto banner = cs->logs();
+  const auto at = banner.find("admin http://127.0.0.1:");
+  ASSERT_NE(at, std::string::npos) << banner;
+  const std::string port = banner.substr(at + 23, banner.find(' ', at + 23) - at - 23);
+  std::string metrics;
+  {
+    TempDir out;
+    const std::string command = "curl -s http://127.0.0.1:" + port + "/metrics > " + (out.path() / "m").string();
+    ASSERT_EQ(std::system(command.c_str()), 0);
+    std::ifstream in(out.path() / "m");
+    metrics.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const auto gauge = metrics.find("\ncountersign_threads ");
+  ASSERT_NE(gauge, std::string::npos) << metrics;
+  const int reported = std::stoi(metrics.substr(gauge + 21));
+  EXPECT_GE(reported, threads - 2);
+  EXPECT_LE(reported, threads + 2);
+
+  EXPECT_EQ(cs->stop(), 0);
+  EXPECT_EQ(loudLinesAfterStop(cs->logs()), std::vector<std::string>{});
+}
+
+// SIGTERM while 1,000 holds and 100 approvals are on their way: countersign exits 0 within its
+// drain deadline without a warning, every hold it stored was answered (one it did not take is
+// neither stored nor answered: the producer's request times out and it sends again), every
+// approval is decided once, and every approved job is delivered exactly once (after a restart
+// whose replayer finishes a release the stop interrupted).
+TEST(ShellStopTest, SigtermDuringHoldsAndApprovalsLosesNothingAndStaysQuiet) {
+  constexpr int kHolds = 1000;
+  constexpr int kApprovals = 100;
+  auto server = NatsServer::start();
+  Client client(server->url());
+  client.addStream("JOBS", {"jobs.>"});
+  CountersignOptions options;
+  options.config_yaml = gatewayConfig({.servers = {server->url()}});
+  options.policy_yaml = kHoldPolicy;
+  options.nats_url = server->url();
+  auto cs = CountersignProcess::start(options);
+
+  auto approvalId = [](int i) { return "appr-" + std::to_string(i); };
+  auto holdId = [](int i) { return "load-" + std::to_string(i); };
+  for (int i = 0; i < kApprovals; ++i) {
+    auto held = client.request("agents.jobs.risky.approve-me", R"({"n":)" + std::to_string(i) + "}",
+                               {{"Nats-Msg-Id", approvalId(i)}}, 10s);
+    ASSERT_TRUE(held.has_value()) << i;
+    ASSERT_EQ(num(parseJsonQuiet(held->payload), "code"), 202) << held->payload;
+  }
+  Collector jobs(client, "jobs.>");
+  Collector hold_replies(client, "_INBOX.shell.hold.>");
+  Collector approve_replies(client, "_INBOX.shell.appr.>");
+
+  // Half of it, then SIGTERM, then the rest while countersign stops.
+  const auto started = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::time_point> signalled;
+  for (int i = 0; i < kHolds; ++i) {
+    client.publish("agents.jobs.risky.load", R"({"i":)" + std::to_string(i) + "}", {{"Nats-Msg-Id", holdId(i)}},
+                   "_INBOX.shell.hold." + std::to_string(i));
+    if (i % (kHolds / kApprovals) == 0) {
+      const int k = i / (kHolds / kApprovals);
+      client.publish("countersign.control.approve", R"({"id":")" + approvalId(k) + R"(","approver":"alice"})", {},
+                     "_INBOX.shell.appr." + std::to_string(k));
+    }
+    if (i == kHolds / 2) {
+      client.flush();
+      cs->signal(SIGTERM);
+      signalled = std::chrono::steady_clock::now();
+    }
+  }
+  client.flush();
+  const auto status = cs->waitExit(15s);
+  ASSERT_TRUE(status.has_value()) << "still running 15 s after SIGTERM";
+  EXPECT_EQ(*status, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - *signalled, 12s) << "past the 10 s drain deadline";
+  const std::string logs = cs->logs();
+  EXPECT_EQ(loudLinesAfterStop(logs), std::vector<std::string>{}) << logs.substr(0, 4000);
+  (void)started;
+
+  // Holds: stored => answered; answered 202 => stored.
+  std::this_thread::sleep_for(300ms);  // replies already on their way reach the collector
+  std::map<std::string, std::string> hold_status;
+  for (const auto& m : hold_replies.messages()) {
+    // The server's "no responders" (empty, status 503) for a job sent once countersign was gone.
+    if (m.payload.empty()) continue;
+    hold_status[m.subject.substr(std::string("_INBOX.shell.hold.").size())] = str(parseJsonQuiet(m.payload), "status");
+  }
+  int stored = 0;
+  int answered = 0;
+  for (int i = 0; i < kHolds; ++i) {
+    const bool has_record = client.kvGet(kBucket, holdId(i)).has_value();
+    const auto it = hold_status.find(std::to_string(i));
+    const bool replied = it != hold_status.end();
+    stored += has_record ? 1 : 0;
+    answered += replied ? 1 : 0;
+    if (has_record) {
+      EXPECT_TRUE(replied) << holdId(i) << " stored but never answered";
+    }
+    if (replied && it->second == "approval_required") {
+      EXPECT_TRUE(has_record) << holdId(i) << " answered 202 but not stored";
+    }
+    if (replied) {
+      EXPECT_TRUE(it->second == "approval_required" || it->second == "unavailable") << it->second;
+    }
+  }
+  std::cout << "holds: " << stored << " stored, " << answered << " answered of " << kHolds << "\n";
+  EXPECT_GT(stored, 0);
+
+  // Approvals: a reply says what the store says; then a restart finishes any release.
+  std::map<std::string, std::string> approve_status;
+  for (const auto& m : approve_replies.messages()) {
+    if (m.payload.empty()) continue;  // no responders
+    approve_status[m.subject.substr(std::string("_INBOX.shell.appr.").size())] = str(parseJsonQuiet(m.payload), "status");
+  }
+  std::set<std::string> approved;
+  for (int k = 0; k < kApprovals; ++k) {
+    const auto decision = client.kvGet(kBucket, approvalId(k) + "/decision");
+    if (decision) {
+      EXPECT_EQ(str(parseJsonQuiet(*decision), "decision"), "approved") << *decision;
+      approved.insert(approvalId(k));
+    }
+    if (const auto it = approve_status.find(std::to_string(k)); it != approve_status.end() && it->second == "approved") {
+      EXPECT_TRUE(decision.has_value()) << approvalId(k) << " answered approved without a decision";
+    }
+  }
+  std::cout << "approvals: " << approved.size() << " decided, " << approve_status.size() << " answered of "
+            << kApprovals << "\n";
+  EXPECT_GT(approved.size(), 0u);
+
+  auto again = CountersignProcess::start(options);
+  auto deliveries = [&] {
+    std::map<std::string, int> count;
+    for (const auto& m : jobs.messages()) ++count[header(m, "Countersign-Approval-Id")];
+    return count;
+  };
+  EXPECT_TRUE(waitUntil(
+      [&] {
+        const auto count = deliveries();
+        for (const auto& id : approved) {
+          if (!count.contains(id)) return false;
+        }
+        return true;
+      },
+      20s))
+      << "not every approved job was delivered";
+  std::this_thread::sleep_for(500ms);
+  for (const auto& [id, n] : deliveries()) {
+    EXPECT_EQ(n, 1) << id << " delivered " << n << " times";
+    EXPECT_TRUE(approved.contains(id)) << id << " delivered without an approval";
+  }
+  EXPECT_EQ(again->stop(), 0);
+}
+
+}  // namespace
+}  // namespace countersign::testing
