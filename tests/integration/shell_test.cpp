@@ -10,7 +10,9 @@
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <atomic>
 #include <fstream>
+#include <mutex>
 #include <future>
 #include <iostream>
 #include <optional>
@@ -21,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include "app/gateway.hpp"
+#include "countersign/config.hpp"
 #include "countersign/events.hpp"
 #include "countersign/intake.hpp"
 #include "countersign/metrics.hpp"
@@ -218,6 +222,89 @@ TEST(ShellHandOverTest, AStuckHoldExecutorDoesNotHoldUpOtherPubAcks) {
   EXPECT_EQ(replies.waitFor(22, 5s).size(), 22u) << "the repeat is answered once the executor is free";
   executor.drain();
   EXPECT_TRUE((*store)->waitForCreates(5s));
+}
+
+// The owner of what the completions capture cancels them before it goes: cancelCreates answers
+// every create still waiting for its PubAck, at once and on the calling thread, and the PubAck
+// that comes later calls nothing.
+TEST(ShellHandOverTest, CancelledCreatesAreAnsweredOnceAndLatePubAcksCallNothing) {
+  auto server = NatsServer::start();
+  NatsConfig nats;
+  nats.servers = {server->url()};
+  auto connection = natsio::Connection::connect(nats, "test", true);
+  ASSERT_TRUE(connection) << connection.error().message;
+  StoreConfig store_config;
+  auto store = natsio::KvBucket::open(**connection, store_config);
+  ASSERT_TRUE(store) << store.error().message;
+  std::atomic<int> calls{0};
+  std::atomic<int> unavailable{0};
+  server->pause();  // no PubAck comes while paused
+  for (int i = 0; i < 50; ++i) {
+    (*store)->createAsync("late-" + std::to_string(i), "v", [&](Result<std::uint64_t> created) {
+      calls.fetch_add(1);
+      if (!created && created.error().code == Errc::unavailable) unavailable.fetch_add(1);
+    });
+  }
+  EXPECT_FALSE((*store)->waitForCreates(200ms));
+  (*store)->cancelCreates();
+  EXPECT_EQ(calls.load(), 50);
+  EXPECT_EQ(unavailable.load(), 50);
+  EXPECT_TRUE((*store)->waitForCreates(10ms));
+  server->resume();  // the PubAcks of the 50 arrive now
+  Client client(server->url());
+  EXPECT_TRUE(waitUntil([&] { return client.kvGet(kBucket, "late-49").has_value(); }, 5s));
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(calls.load(), 50) << "a late PubAck called a cancelled create's callback";
+  store->reset();  // cnats' reference to the creates' state is released by the last PubAck
+}
+
+// The place where another process (the Slack bridge, a live event feed) plugs into the shell:
+// an endpoint added before start() gets the parts, hands its messages to the control executor,
+// and is drained by stop() before the executor and the core objects go.
+TEST(ShellGatewayTest, AnAddedEndpointRunsOnTheControlExecutorAndIsDrainedByStop) {
+  auto server = NatsServer::start();
+  Client client(server->url());
+  TempDir dir;
+  const auto policy_path = dir.write("policy.yaml", kHoldPolicy);
+  auto config = loadConfig(dir.write("countersign.yaml", basicConfig(server->url())).string(), {});
+  ASSERT_TRUE(config) << config.error().message;
+  config->policy.file = policy_path.string();
+  auto policy = Policy::loadFile(config->policy.file);
+  ASSERT_TRUE(policy) << policy.error().message;
+  NullLogger log;
+  std::mutex mutex;
+  std::vector<std::pair<std::string, std::string>> seen;  // event subject, thread name
+  {
+    app::Gateway gateway(*config, *policy, log);
+    gateway.addEndpoint([&](app::GatewayParts& parts) {
+      return app::subscribeToExecutor(parts.intake_connection, parts.config.control.prefix + ".events.>", "",
+                                      parts.control_executor,
+                                      [&](Message&& m) {
+                                        char name[16] = {0};
+                                        pthread_getname_np(pthread_self(), name, sizeof name);
+                                        const std::lock_guard lock(mutex);
+                                        seen.emplace_back(m.subject, name);
+                                      },
+                                      "cs-test-feed");
+    });
+    ASSERT_TRUE(gateway.start());
+    EXPECT_TRUE(gateway.health().ready);
+    auto held = client.request("agents.jobs.risky.feed", R"({"a":1})", {{"Nats-Msg-Id", "feed-1"}}, 5s);
+    ASSERT_TRUE(held.has_value());
+    EXPECT_EQ(num(parseJsonQuiet(held->payload), "code"), 202) << held->payload;
+    EXPECT_TRUE(waitUntil(
+        [&] {
+          const std::lock_guard lock(mutex);
+          return !seen.empty();
+        },
+        5s));
+    gateway.stop(5s);
+    EXPECT_FALSE(gateway.health().ready);
+  }
+  const std::lock_guard lock(mutex);
+  ASSERT_FALSE(seen.empty());
+  EXPECT_TRUE(seen.front().first.starts_with("countersign.events.held.")) << seen.front().first;
+  EXPECT_TRUE(seen.front().second.starts_with("cs-control-")) << seen.front().second;
 }
 
 // ---- threads and a quiet stop ------------------------------------------------------------------
