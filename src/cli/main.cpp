@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "commands.hpp"
+#include "countersign/version.hpp"
 
 namespace {
 
@@ -27,7 +28,7 @@ int main(int argc, char** argv) {
   using namespace countersign::cli;
   CLI::App app{"countersign: human approval for NATS job pipelines"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "countersign 0.1.0");
+  app.set_version_flag("--version", "countersign " COUNTERSIGN_VERSION " (commit " COUNTERSIGN_GIT_COMMIT ")");
 
   RunOptions run;
   auto* run_cmd = app.add_subcommand("run", "run the gateway");

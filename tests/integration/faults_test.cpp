@@ -1,8 +1,9 @@
-// Fault tests (issue 3): real nats-server, real countersign processes, killed at the worst
+// Fault tests: real nats-server, real countersign processes, killed at the worst
 // moment; then the deliveries are COUNTED on the JOBS stream. "Exactly once" means every
-// approved job id is stored in JOBS exactly once (DESIGN.md section 8, docs/exactly-once.md).
+// approved job id is stored in JOBS exactly once (docs/exactly-once.md).
 //
-// - crash points (COUNTERSIGN_CRASH_AT, include/countersign/faults.hpp): the process SIGKILLs
+// - crash points (COUNTERSIGN_CRASH_AT, include/countersign/faults.hpp), built only into
+//   countersign-faults, the binary every test here runs: the process SIGKILLs
 //   itself between the decision and the release, or between the publish and `<id>/released`;
 //   a fresh process's replayer must finish the job exactly once; with JetStream intake, between
 //   a hold and its ack;
@@ -247,6 +248,12 @@ std::unique_ptr<CountersignProcess> startGateway(const GatewaySettings& g, const
   options.nats_url = url;
   const bool armed = env.contains("COUNTERSIGN_CRASH_AT");
   options.env = std::move(env);
+  // Crash points exist only in countersign-faults (not built with COUNTERSIGN_FAULTS=OFF).
+  if (std::string(COUNTERSIGN_FAULTS_BIN).empty()) {
+    ADD_FAILURE() << "countersign-faults is not built (COUNTERSIGN_FAULTS=OFF)";
+  } else {
+    options.binary = COUNTERSIGN_FAULTS_BIN;
+  }
   auto process = CountersignProcess::start(options);
   // An armed replica may reach its crash point before it prints its ready line (JetStream
   // intake starts taking the backlog first): dying there is what it was armed for.

@@ -460,7 +460,7 @@ std::unique_ptr<CountersignProcess> CountersignProcess::start(CountersignOptions
   process->dir_->write("policy.yaml", process->options_.policy_yaml);
 
   natsio::SpawnOptions spawn;
-  spawn.argv = {COUNTERSIGN_BIN, "run", "--config", config.string()};
+  spawn.argv = {process->options_.binary, "run", "--config", config.string()};
   spawn.env = environmentWith(process->options_.env);
   spawn.working_dir = process->dir_->path().string();
   spawn.stdout_path = (process->dir_->path() / "stdout.log").string();

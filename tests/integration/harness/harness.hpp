@@ -153,6 +153,8 @@ struct CountersignOptions {
   std::string config_yaml;  // written to <dir>/countersign.yaml; may refer to "policy.yaml"
   std::string policy_yaml;  // written to <dir>/policy.yaml
   std::map<std::string, std::string> env;  // extra environment variables
+  // The binary to run: the shipped one, or COUNTERSIGN_FAULTS_BIN (crash points) for fault tests.
+  std::string binary = COUNTERSIGN_BIN;
   std::string prefix = "countersign";      // control prefix used for the readiness probe
   std::string nats_url;                    // for the readiness probe
   bool wait_ready = true;
