@@ -37,6 +37,10 @@ bool reservedMsgId(const Headers& headers) {
   return false;
 }
 
+// At most this many header lines (values) in one job: beyond it the job is refused (413) before
+// policy, hash or record look at them. Documented in docs/protocol.md.
+constexpr std::size_t kMaxJobHeaders = 1024;
+
 // Headroom for the headers countersign adds on release (ids, snapshot, hash, approver).
 constexpr std::size_t kReleaseHeaderHeadroom = 1024;
 
@@ -124,6 +128,17 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
   }
   job.topic = std::move(*topic);
   job.target = std::move(*target);
+
+  if (job.msg.headers.size() > kMaxJobHeaders) {
+    JsonObjectWriter w;
+    w.field("status", "too_large").field("code", 413).field("reason", "too_many_headers")
+        .field("max_headers", static_cast<std::uint64_t>(kMaxJobHeaders));
+    IntakeOutcome outcome = refuse(job, "too_large", 413, w.finish(),
+                                   Event{.event = "denied", .topic = job.topic, .subject = job.msg.subject,
+                                         .rule = "too_many_headers", .reason = "too_large"});
+    outcome.ack = IngressAck::term;
+    return outcome;
+  }
 
   if (reservedMsgId(job.msg.headers)) {
     JsonObjectWriter w;

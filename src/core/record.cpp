@@ -2,6 +2,10 @@
 
 #include <rapidjson/document.h>
 
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
 #include "countersign/json.hpp"
 #include "json_writer.hpp"
 
@@ -141,19 +145,32 @@ std::string toJson(const ApprovalRecord& r) {
   auto& out = w.writer();
   w.key("headers");
   out.StartObject();
-  // Group values by name, keeping each name's wire order and the first-seen order of names.
-  std::vector<bool> done(r.headers.size(), false);
-  for (std::size_t i = 0; i < r.headers.size(); ++i) {
-    if (done[i]) continue;
-    const std::string& name = r.headers[i].first;
+  // Group values by name, keeping each name's wire order and the first-seen order of names:
+  // one pass to number the names, one to chain each value to the next of its name.
+  const std::size_t count = r.headers.size();
+  constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+  std::vector<std::size_t> next(count, kNone);
+  std::vector<std::size_t> firsts;
+  {
+    std::unordered_map<std::string_view, std::size_t> last;  // name -> its latest index so far
+    last.reserve(count);
+    for (std::size_t i = 0; i < count; ++i) {
+      const auto [it, inserted] = last.try_emplace(r.headers[i].first, i);
+      if (inserted) {
+        firsts.push_back(i);
+      } else {
+        next[it->second] = i;
+        it->second = i;
+      }
+    }
+  }
+  for (const std::size_t first : firsts) {
+    const std::string& name = r.headers[first].first;
     out.Key(name.data(), static_cast<rapidjson::SizeType>(name.size()));
     out.StartArray();
-    for (std::size_t j = i; j < r.headers.size(); ++j) {
-      if (!done[j] && r.headers[j].first == name) {
-        done[j] = true;
-        const std::string& v = r.headers[j].second;
-        out.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
-      }
+    for (std::size_t j = first; j != kNone; j = next[j]) {
+      const std::string& v = r.headers[j].second;
+      out.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
     }
     out.EndArray();
   }

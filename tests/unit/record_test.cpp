@@ -33,6 +33,26 @@ TEST(Record, RoundTripKeepsBytesHeadersAndVotes) {
   EXPECT_EQ(toJson(*back), toJson(*parseApprovalRecord(toJson(*back))));
 }
 
+// Values are grouped by name in the order names first appear, each name's values in wire order,
+// for many interleaved names as for a few (the grouping is one pass, not a scan per name).
+TEST(Record, ManyInterleavedHeadersAreGroupedInFirstSeenOrder) {
+  ApprovalRecord r;
+  r.id = "many";
+  Headers expected;
+  constexpr int kNames = 2000;
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < kNames; ++i) r.headers.emplace_back("X-" + std::to_string(i), std::to_string(round));
+  }
+  for (int i = 0; i < kNames; ++i) {
+    for (int round = 0; round < 3; ++round) expected.emplace_back("X-" + std::to_string(i), std::to_string(round));
+  }
+  const std::string json = toJson(r);
+  EXPECT_LT(json.find("\"X-0\":[\"0\",\"1\",\"2\"]"), json.find("\"X-1\":[\"0\",\"1\",\"2\"]"));
+  auto back = parseApprovalRecord(json);
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(back->headers, expected);
+}
+
 TEST(Record, JsonPayloadIsStoredAsExactText) {
   ApprovalRecord r;
   r.id = "j";
