@@ -2,11 +2,13 @@
 // decisive step is the create of a never-used key, so any number of replicas may answer.
 #pragma once
 
+#include <expected>
 #include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "countersign/governance.hpp"
 #include "countersign/releaser.hpp"
 #include "countersign/services.hpp"
 
@@ -26,12 +28,34 @@ struct ControlReply {
   std::function<void()> after;
 };
 
+// A control request, parsed once at the edge that received it (the NATS subjects parse the
+// body with parseControlRequest; the REST API builds one from the path, the token and the body).
+struct ControlRequest {
+  ControlOp op = ControlOp::get;
+  std::string id;  // as sent: an approval id or the job's own id
+  std::string approver;
+  std::string reason;
+  std::optional<std::string> job_hash;         // what the reviewer saw
+  std::optional<std::string> policy_snapshot;  // what the reviewer saw
+  std::optional<RequestSignature> signature;
+  bool authenticated = false;  // the edge proved `approver` itself (a REST token naming them)
+  // list
+  std::optional<ApprovalState> state;
+  int limit = 100;
+  std::string after;
+};
+
+// Parses a control request body (JSON object). A malformed request is the 400 reply naming the
+// field. A body with `signature` also yields the signed text (its RFC 8785 form without
+// `signature`) and must carry action, id, approver, job_hash, policy_snapshot, at and key.
+std::expected<ControlRequest, ControlReply> parseControlRequest(ControlOp op, std::string_view body);
+
 class Control {
  public:
   Control(Services services, Releaser& releaser);
 
-  // Decides a request body and returns the reply (does not publish it), with every follow-up
-  // done.
+  // Decides a request and returns the reply (does not publish it), with every follow-up done.
+  ControlReply handle(const ControlRequest& request);
   ControlReply handle(ControlOp op, std::string_view body);
   // Operator decision on an approved job whose release is not recorded (release_unknown, or a
   // 202): body {"id", "operator", "mode": "force" | "mark_released", "reason"?}. `force`
@@ -47,10 +71,18 @@ class Control {
   void answer(const Message& request, const ControlReply& answer);
 
  private:
-  struct Request;
+  using Request = ControlRequest;
+  ControlReply decideRequest(const ControlRequest& request);
   ControlReply decideRequest(ControlOp op, std::string_view body);
   ControlReply counted(ControlReply answer);
   ControlReply approve(const Request& request);
+  // The vote path of a rule whose quorum is more than one approver.
+  ControlReply vote(const ApprovalRecord& record, const KvEntry& entry, const Actor& actor,
+                    const Request& request, std::chrono::steady_clock::time_point started);
+  // The votes that count for `record` now (each allowed approver's key read directly).
+  Result<std::vector<std::string>> countVotes(const ApprovalRecord& record);
+  ControlReply release(const ApprovalRecord& record, const KvEntry& entry, const DecisionRecord& decision,
+                       const ApprovalVote& vote, std::chrono::steady_clock::time_point started);
   ControlReply reject(const Request& request);
   ControlReply get(const Request& request);
   ControlReply list(const Request& request);
@@ -66,6 +98,7 @@ class Control {
   Services s_;
   Releaser& releaser_;
   ReplyGuard guard_;
+  Governance governance_;
 };
 
 }  // namespace countersign

@@ -108,6 +108,11 @@ class Governance {
   const ApproverRegistry* registry_;
 };
 
+// When the record next needs the replayer's attention after `now`: its deadline or its next
+// escalation step, whichever is first; nullopt: never.
+std::optional<std::chrono::system_clock::time_point> nextAttention(const ApprovalRecord& record,
+                                                                   std::chrono::system_clock::time_point now);
+
 // The requester of a job, read where the rule says (header.<Name>, payload.<a.b>,
 // labels.<name>, subject.<n>); empty when absent or not a string. An empty `source` reads the
 // payload's top-level "requester" string.

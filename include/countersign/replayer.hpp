@@ -53,6 +53,8 @@ class Replayer {
   };
   void finishRelease(const std::string& id, int claims, ScanResult& result);
   void expireIfDue(std::string_view id, ScanResult& result);
+  void finishQuorum(const std::string& id, ScanResult& result);
+  void escalate(const ApprovalRecord& record, int step);
   // Lets the maps below be searched with a string_view (no copy of the key per lookup).
   struct KeyHash {
     using is_transparent = void;
@@ -64,6 +66,8 @@ class Replayer {
   Releaser& releaser_;
   ReplayerOptions options_;
   std::unordered_map<std::string, Sighting> sightings_;
+  // Records with votes and no decision, since when this process has seen them so.
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> vote_sightings_;
   int record_reads_ = 0;  // in the current scan
   // Deadlines of undecided records (nullopt: none), read once per id.
   std::unordered_map<std::string, std::optional<std::chrono::system_clock::time_point>, KeyHash,

@@ -288,7 +288,8 @@ Status Gateway::start() {
     http::AdminHandlers handlers{
         .readiness = [this] { return health(); },
         .metrics = [this] { return metricsText(); },
-        .control = [control = control_.get()](ControlOp op, std::string body) { return control->handle(op, body); }};
+        .control = [control = control_.get()](ControlOp op, std::string body) { return control->handle(op, body); },
+        .decide = [control = control_.get()](const ControlRequest& request) { return control->handle(request); }};
     for (auto& extension : admin_extensions_) extension(handlers, *parts_);
     auto started = http::AdminServer::start(config_.admin, std::move(handlers), log_);
     if (!started) return std::unexpected(started.error());  // names admin.listen itself
@@ -396,6 +397,10 @@ void Gateway::printBanner() const {
               << admin_->port() << " (/healthz /readyz /metrics /api/v1/approvals)\n";
   }
   std::cout << std::flush;
+  if (!config_.approvers) {
+    log_.warn("no approvers section: open mode, an approval's approver is a claim guarded only by NATS "
+              "permissions on " + config_.control.prefix + ".control.> (docs/approvers.md)");
+  }
   if (!config_.approvers) {
     log_.warn("no approvers section: open mode, an approval's approver is a claim guarded only by NATS "
               "permissions on " + config_.control.prefix + ".control.> (docs/approvers.md)");

@@ -4,7 +4,9 @@
 #include <rapidjson/prettywriter.h>
 #include <rapidjson/stringbuffer.h>
 
+#include <chrono>
 #include <cstdio>
+#include <expected>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -14,19 +16,19 @@
 #include "countersign/config.hpp"
 #include "countersign/clock.hpp"
 #include "countersign/json.hpp"
+#include "countersign/nkeys.hpp"
 #include "nats/connection.hpp"
 #include "core/json_writer.hpp"
 
 namespace countersign::cli {
 namespace {
 
-// Sends one control request; prints the answer; returns the exit code.
-int request(const ClientOptions& options, std::string_view op, const std::string& body,
-            const std::function<void(const rapidjson::Document&)>& print_human) {
+// Sends one control request and returns the answer's text, or the exit code.
+std::expected<std::string, int> exchange(const ClientOptions& options, std::string_view op, const std::string& body) {
   const auto target = resolveTarget(options);
-  if (!target) return kExitUsage;
+  if (!target) return std::unexpected(kExitUsage);
   auto connection = connectTo(*target);
-  if (!connection) return kExitUnreachable;
+  if (!connection) return std::unexpected(kExitUnreachable);
   const std::string subject = target->prefix + ".control." + std::string(op);
   natsMsg* reply = nullptr;
   const natsStatus status = natsConnection_Request(&reply, connection->raw(), subject.c_str(),
@@ -35,10 +37,19 @@ int request(const ClientOptions& options, std::string_view op, const std::string
   if (status != NATS_OK) {
     std::cerr << "countersign: no answer on " << subject << " from " << target->server << " ("
               << natsStatus_GetText(status) << "): is countersign running?\n";
-    return kExitUnreachable;
+    return std::unexpected(kExitUnreachable);
   }
-  const std::string text(natsMsg_GetData(reply), static_cast<std::size_t>(natsMsg_GetDataLength(reply)));
+  std::string text(natsMsg_GetData(reply), static_cast<std::size_t>(natsMsg_GetDataLength(reply)));
   natsMsg_Destroy(reply);
+  return text;
+}
+
+// Sends one control request; prints the answer; returns the exit code.
+int request(const ClientOptions& options, std::string_view op, const std::string& body,
+            const std::function<void(const rapidjson::Document&)>& print_human) {
+  auto answered = exchange(options, op, body);
+  if (!answered) return answered.error();
+  const std::string& text = *answered;
   rapidjson::Document doc;
   doc.Parse(text.data(), text.size());
   if (doc.HasParseError() || !doc.IsObject()) {
@@ -101,18 +112,75 @@ void printStatus(const rapidjson::Document& doc) {
 
 }  // namespace
 
-int approveCommand(const ClientOptions& client, const std::string& id, const std::string& approver,
-                   const std::string& reason, const std::string& job_hash) {
+namespace {
+
+// A signed approve/reject: the record is fetched first, so that the signature binds the job
+// hash and policy snapshot it holds (and, with --job-hash, the hash the reviewer saw must be it).
+std::expected<std::string, int> signedBody(const ClientOptions& client, std::string_view action,
+                                           const std::string& id, const std::string& approver,
+                                           const std::string& reason, const std::string& job_hash,
+                                           const std::string& key_file) {
+  auto seed = nkeys::readSeedFile(key_file);
+  if (!seed) {
+    std::cerr << "countersign: " << seed.error().message << '\n';
+    return std::unexpected(kExitUsage);
+  }
+  detail::JsonObjectWriter get;
+  get.field("id", id);
+  auto answered = exchange(client, "get", get.finish());
+  if (!answered) return std::unexpected(answered.error());
+  auto doc = json::parseStrict(*answered);
+  if (!doc || !doc->IsObject() || !doc->HasMember("record") || !(*doc)["record"].IsObject()) {
+    std::cerr << "countersign: cannot read approval " << id << ": " << *answered << '\n';
+    return std::unexpected(kExitRefused);
+  }
+  const rapidjson::Value& record = (*doc)["record"];
+  const std::string hash = str(record, "job_hash");
+  if (!job_hash.empty() && job_hash != hash) {
+    std::cerr << "countersign: approval " << id << " holds job hash " << hash << ", not the one given\n";
+    return std::unexpected(kExitRefused);
+  }
+  rapidjson::Document request(rapidjson::kObjectType);
+  auto& a = request.GetAllocator();
+  const auto add = [&](const char* name, const std::string& value) {
+    request.AddMember(rapidjson::StringRef(name), rapidjson::Value(value.c_str(), static_cast<rapidjson::SizeType>(value.size()), a), a);
+  };
+  add("action", std::string(action));
+  add("id", str(record, "id"));
+  add("approver", approver);
+  add("job_hash", hash);
+  add("policy_snapshot", str(record, "policy_snapshot"));
+  add("at", formatRfc3339(std::chrono::system_clock::now()));
+  add("key", nkeys::encodePublicKey(nkeys::publicKeyOf(*seed)));
+  if (!reason.empty()) add("reason", reason);
+  const std::string signature = nkeys::base64UrlEncode(nkeys::sign(*seed, json::canonicalize(request)));
+  add("signature", signature);
+  return json::toString(request);
+}
+
+int decideCommand(const ClientOptions& client, std::string_view action, const std::string& id,
+                  const std::string& approver, const std::string& reason, const std::string& job_hash,
+                  const std::string& key_file) {
+  if (!key_file.empty()) {
+    auto body = signedBody(client, action, id, approver, reason, job_hash, key_file);
+    if (!body) return body.error();
+    return request(client, action, *body, printStatus);
+  }
   detail::JsonObjectWriter w;
   w.field("id", id).field("approver", approver).optional("reason", reason).optional("job_hash", job_hash);
-  return request(client, "approve", w.finish(), printStatus);
+  return request(client, action, w.finish(), printStatus);
+}
+
+}  // namespace
+
+int approveCommand(const ClientOptions& client, const std::string& id, const std::string& approver,
+                   const std::string& reason, const std::string& job_hash, const std::string& key_file) {
+  return decideCommand(client, "approve", id, approver, reason, job_hash, key_file);
 }
 
 int rejectCommand(const ClientOptions& client, const std::string& id, const std::string& approver,
-                  const std::string& reason) {
-  detail::JsonObjectWriter w;
-  w.field("id", id).field("approver", approver).optional("reason", reason);
-  return request(client, "reject", w.finish(), printStatus);
+                  const std::string& reason, const std::string& key_file) {
+  return decideCommand(client, "reject", id, approver, reason, {}, key_file);
 }
 
 int showCommand(const ClientOptions& client, const std::string& id) {
@@ -127,6 +195,30 @@ int showCommand(const ClientOptions& client, const std::string& id) {
                               "reason", "released_at", "release_msg_id"}) {
       const std::string value = str(r, field);
       if (!value.empty()) std::printf("%-16s %s\n", field, value.c_str());
+    }
+    const auto list = [&](const char* name) {
+      std::string out;
+      if (const auto found = r.FindMember(name); found != r.MemberEnd() && found->value.IsArray()) {
+        for (const auto& v : found->value.GetArray()) {
+          if (v.IsString()) out += (out.empty() ? "" : ", ") + std::string(v.GetString());
+        }
+      }
+      return out;
+    };
+    if (const std::string requester = str(r, "requester"); !requester.empty()) {
+      std::printf("%-16s %s\n", "requester", requester.c_str());
+    }
+    const std::string approvers = list("approvers");
+    std::printf("%-16s %s\n", "approvers", approvers.empty() ? "(anyone allowed)" : approvers.c_str());
+    if (doc.HasMember("votes") && doc["votes"].IsInt() && doc.HasMember("quorum") && doc["quorum"].IsInt()) {
+      std::string voters;
+      if (doc.HasMember("voters") && doc["voters"].IsArray()) {
+        for (const auto& v : doc["voters"].GetArray()) {
+          if (v.IsString()) voters += (voters.empty() ? "" : ", ") + std::string(v.GetString());
+        }
+      }
+      std::printf("%-16s %d of %d%s%s\n", "votes", doc["votes"].GetInt(), doc["quorum"].GetInt(),
+                  voters.empty() ? "" : ": ", voters.c_str());
     }
     if (const auto votes = r.FindMember("approvals"); votes != r.MemberEnd() && votes->value.IsArray()) {
       for (const auto& vote : votes->value.GetArray()) {
@@ -160,10 +252,16 @@ int pendingCommand(const ClientOptions& client, const std::string& state, int li
   return request(client, "list", w.finish(), [](const rapidjson::Document& doc) {
     const auto it = doc.FindMember("items");
     if (it == doc.MemberEnd() || !it->value.IsArray()) return;
-    std::printf("%-36s %-10s %-30s %-30s %-8s %s\n", "ID", "STATE", "TOPIC", "RULE", "AGE", "EXPIRES IN");
+    std::printf("%-36s %-10s %-30s %-30s %-12s %-6s %-8s %s\n", "ID", "STATE", "TOPIC", "RULE", "REQUESTER",
+                "VOTES", "AGE", "EXPIRES IN");
     for (const auto& item : it->value.GetArray()) {
-      std::printf("%-36s %-10s %-30s %-30s %-8s %s\n", str(item, "id").c_str(), str(item, "state").c_str(),
-                  str(item, "topic").c_str(), str(item, "rule").c_str(),
+      const auto number = [&](const char* name) {
+        return item.HasMember(name) && item[name].IsInt() ? item[name].GetInt() : 0;
+      };
+      const std::string votes = std::to_string(number("votes")) + "/" + std::to_string(number("quorum"));
+      const std::string requester = str(item, "requester").empty() ? "-" : str(item, "requester");
+      std::printf("%-36s %-10s %-30s %-30s %-12s %-6s %-8s %s\n", str(item, "id").c_str(), str(item, "state").c_str(),
+                  str(item, "topic").c_str(), str(item, "rule").c_str(), requester.c_str(), votes.c_str(),
                   since(str(item, "created_at"), false).c_str(), since(str(item, "expires_at"), true).c_str());
     }
     if (const auto next = doc.FindMember("next_after"); next != doc.MemberEnd() && next->value.IsString()) {

@@ -34,10 +34,12 @@ struct ClientOptions {
   bool json = false;        // print the raw JSON reply
   int timeout_ms = 5000;
 };
+// --key SEEDFILE: the request is signed with that nkey seed (the record is fetched first, so
+// that the signature binds the job hash and policy snapshot it shows).
 int approveCommand(const ClientOptions& client, const std::string& id, const std::string& approver,
-                   const std::string& reason, const std::string& job_hash);
+                   const std::string& reason, const std::string& job_hash, const std::string& key_file = {});
 int rejectCommand(const ClientOptions& client, const std::string& id, const std::string& approver,
-                  const std::string& reason);
+                  const std::string& reason, const std::string& key_file = {});
 int showCommand(const ClientOptions& client, const std::string& id);
 int pendingCommand(const ClientOptions& client, const std::string& state, int limit,
                    const std::string& after);

@@ -56,6 +56,7 @@ int main(int argc, char** argv) {
   ClientOptions client;
   std::string id;
   std::string approver = defaultApprover();
+  std::string key_file;
   std::string reason;
   std::string job_hash;
   auto* approve_cmd = app.add_subcommand("approve", "approve a held job (it is released once)");
@@ -63,11 +64,13 @@ int main(int argc, char** argv) {
   approve_cmd->add_option("--as", approver, "approver name recorded with the decision (default: $USER)");
   approve_cmd->add_option("--reason,-r", reason, "why");
   approve_cmd->add_option("--job-hash", job_hash, "the job hash you reviewed (refused if the job differs)");
+  approve_cmd->add_option("--key", key_file, "sign the approval with this nkey seed file (countersign keys generate)");
   addClientOptions(approve_cmd, client);
   auto* reject_cmd = app.add_subcommand("reject", "reject a held job");
   reject_cmd->add_option("id", id, "approval id (or the job id)")->required();
   reject_cmd->add_option("--as", approver, "approver name recorded with the decision (default: $USER)");
   reject_cmd->add_option("--reason,-r", reason, "why");
+  reject_cmd->add_option("--key", key_file, "sign the rejection with this nkey seed file");
   addClientOptions(reject_cmd, client);
   auto* show_cmd = app.add_subcommand("show", "show one approval record");
   show_cmd->add_option("id", id, "approval id (or the job id)")->required();
@@ -124,8 +127,8 @@ int main(int argc, char** argv) {
   if (run_cmd->parsed()) return runGateway(run);
   if (check_cmd->parsed()) return policyCheck(check_file);
   if (explain_cmd->parsed()) return policyExplain(explain);
-  if (approve_cmd->parsed()) return approveCommand(client, id, approver, reason, job_hash);
-  if (reject_cmd->parsed()) return rejectCommand(client, id, approver, reason);
+  if (approve_cmd->parsed()) return approveCommand(client, id, approver, reason, job_hash, key_file);
+  if (reject_cmd->parsed()) return rejectCommand(client, id, approver, reason, key_file);
   if (show_cmd->parsed()) return showCommand(client, id);
   if (pending_cmd->parsed()) return pendingCommand(client, state, limit, after);
   if (release_cmd->parsed()) return releaseCommand(client, id, who, force ? "force" : "mark_released", reason);

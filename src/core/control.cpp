@@ -52,6 +52,12 @@ ControlReply lockBusy(std::string_view id) {
   return reply("conflict", 409, w, "lock_busy");
 }
 
+ControlReply refused(Refusal refusal, std::string_view id) {
+  auto w = start(statusOf(refusal), httpCode(refusal));
+  w.field("reason", toString(refusal)).field("approval_id", id);
+  return reply(statusOf(refusal), httpCode(refusal), w, toString(refusal));
+}
+
 // Reviewers may name a job by its approval id or by its original job id.
 std::string normaliseId(std::string_view id) {
   if (isValidApprovalId(id)) return std::string(id);  // includes the h-<32 hex> form
@@ -98,19 +104,11 @@ std::optional<ControlOp> parseControlOp(std::string_view text) {
   return std::nullopt;
 }
 
-struct Control::Request {
-  std::string id;
-  std::string approver;
-  std::string reason;
-  std::optional<std::string> job_hash;
-  std::optional<std::string> policy_snapshot;
-  std::optional<ApprovalState> state;
-  int limit = kDefaultListLimit;
-  std::string after;
-};
-
 Control::Control(Services services, Releaser& releaser)
-    : s_(services), releaser_(releaser), guard_(services.config) {}
+    : s_(services),
+      releaser_(releaser),
+      guard_(services.config),
+      governance_(services.config.approvers ? &*services.config.approvers : nullptr) {}
 
 ControlReply Control::onRequest(ControlOp op, const Message& request) {
   ControlReply reply_to_send = decideRequest(op, request.payload);
@@ -203,6 +201,12 @@ ControlReply Control::operatorRelease(std::string_view body) {
   return reply("released", 200, w);
 }
 
+ControlReply Control::handle(const ControlRequest& request) {
+  ControlReply answer = decideRequest(request);
+  if (answer.after) std::exchange(answer.after, nullptr)();
+  return answer;
+}
+
 ControlReply Control::handle(ControlOp op, std::string_view body) {
   ControlReply answer = decideRequest(op, body);
   if (answer.after) std::exchange(answer.after, nullptr)();
@@ -210,13 +214,20 @@ ControlReply Control::handle(ControlOp op, std::string_view body) {
 }
 
 ControlReply Control::decideRequest(ControlOp op, std::string_view body) {
+  auto request = parseControlRequest(op, body);
+  if (!request) return std::move(request.error());
+  return decideRequest(*request);
+}
+
+std::expected<ControlRequest, ControlReply> parseControlRequest(ControlOp op, std::string_view body) {
   // An empty body is an empty request (useful for `list`).
   auto parsed = json::parseStrict(body.empty() ? std::string_view("{}") : body);
-  if (!parsed) return badRequest("body", "not a JSON object: " + parsed.error().message);
-  if (!parsed->IsObject()) return badRequest("body", "not a JSON object");
+  if (!parsed) return std::unexpected(badRequest("body", "not a JSON object: " + parsed.error().message));
+  if (!parsed->IsObject()) return std::unexpected(badRequest("body", "not a JSON object"));
   const rapidjson::Value& doc = *parsed;
 
-  Request request;
+  ControlRequest request;
+  request.op = op;
   auto readString = [&](const char* name, std::string& out, bool required) -> std::optional<ControlReply> {
     const auto it = doc.FindMember(name);
     if (it == doc.MemberEnd() || it->value.IsNull()) {
@@ -236,49 +247,81 @@ ControlReply Control::decideRequest(ControlOp op, std::string_view body) {
     out = std::move(value);
     return std::nullopt;
   };
+#define COUNTERSIGN_TRY(call) \
+  if (auto error = (call)) return std::unexpected(std::move(*error))
 
   if (op != ControlOp::list) {
-    if (auto error = readString("id", request.id, true)) return *error;
-    if (request.id.size() > 1024) return badRequest("id", "longer than 1024 bytes");
+    COUNTERSIGN_TRY(readString("id", request.id, true));
+    if (request.id.size() > 1024) return std::unexpected(badRequest("id", "longer than 1024 bytes"));
   }
-  if (op == ControlOp::approve || op == ControlOp::reject) {
-    if (auto error = readString("approver", request.approver, true)) return *error;
-    if (auto error = readString("reason", request.reason, false)) return *error;
-  }
-  if (op == ControlOp::approve) {
-    if (auto error = readOptional("job_hash", request.job_hash)) return *error;
-    if (auto error = readOptional("policy_snapshot", request.policy_snapshot)) return *error;
+  const bool decides = op == ControlOp::approve || op == ControlOp::reject;
+  if (decides) {
+    COUNTERSIGN_TRY(readString("approver", request.approver, true));
+    COUNTERSIGN_TRY(readString("reason", request.reason, false));
+    COUNTERSIGN_TRY(readOptional("job_hash", request.job_hash));
+    COUNTERSIGN_TRY(readOptional("policy_snapshot", request.policy_snapshot));
+    const bool has_signature = doc.HasMember("signature") || doc.HasMember("key");
+    if (has_signature) {
+      RequestSignature sig;
+      COUNTERSIGN_TRY(readString("signature", sig.signature, true));
+      COUNTERSIGN_TRY(readString("key", sig.key, true));
+      COUNTERSIGN_TRY(readString("action", sig.action, true));
+      COUNTERSIGN_TRY(readString("at", sig.at, true));
+      COUNTERSIGN_TRY(readString("via", sig.via, false));
+      // What a signature binds must be in the signed text.
+      if (!request.job_hash) return std::unexpected(badRequest("job_hash", "required in a signed request"));
+      if (!request.policy_snapshot) {
+        return std::unexpected(badRequest("policy_snapshot", "required in a signed request"));
+      }
+      rapidjson::Document unsigned_part;
+      unsigned_part.CopyFrom(doc, unsigned_part.GetAllocator());
+      unsigned_part.RemoveMember("signature");
+      sig.signed_text = json::canonicalize(unsigned_part);
+      request.signature = std::move(sig);
+    }
   }
   if (op == ControlOp::list) {
     std::string state;
-    if (auto error = readString("state", state, false)) return *error;
+    COUNTERSIGN_TRY(readString("state", state, false));
     if (!state.empty()) {
       request.state = parseApprovalState(state);
       if (!request.state) {
-        return badRequest("state", "expected one of pending, approved, released, rejected, expired, release_unknown");
+        return std::unexpected(
+            badRequest("state", "expected one of pending, approved, released, rejected, expired, release_unknown"));
       }
     }
     if (const auto it = doc.FindMember("limit"); it != doc.MemberEnd() && !it->value.IsNull()) {
-      if (!it->value.IsInt()) return badRequest("limit", "expected an integer");
+      if (!it->value.IsInt()) return std::unexpected(badRequest("limit", "expected an integer"));
       request.limit = it->value.GetInt();
-      if (request.limit < 1 || request.limit > kMaxListLimit) return badRequest("limit", "expected 1 to 1000");
+      if (request.limit < 1 || request.limit > kMaxListLimit) {
+        return std::unexpected(badRequest("limit", "expected 1 to 1000"));
+      }
     }
-    if (auto error = readString("after", request.after, false)) return *error;
-  } else {
-    request.id = normaliseId(request.id);
+    COUNTERSIGN_TRY(readString("after", request.after, false));
   }
+#undef COUNTERSIGN_TRY
+  return request;
+}
 
-  switch (op) {
-    case ControlOp::approve: return counted(approve(request));
-    case ControlOp::reject: return counted(reject(request));
-    case ControlOp::get: return get(request);
-    case ControlOp::list: return list(request);
+ControlReply Control::decideRequest(const ControlRequest& given) {
+  ControlRequest request_copy;
+  const ControlRequest* request = &given;
+  if (given.op != ControlOp::list && normaliseId(given.id) != given.id) {
+    request_copy = given;
+    request_copy.id = normaliseId(given.id);
+    request = &request_copy;
+  }
+  switch (request->op) {
+    case ControlOp::approve: return counted(approve(*request));
+    case ControlOp::reject: return counted(reject(*request));
+    case ControlOp::get: return get(*request);
+    case ControlOp::list: return list(*request);
   }
   return badRequest("op", "unknown");
 }
 
 ControlReply Control::counted(ControlReply answer) {
-  if (answer.code == 409) {
+  if (answer.code == 409 || answer.code == 401 || answer.code == 403) {
     // Conflicts count by their reason (snapshot_changed, job_changed, lock_busy, ...).
     s_.metrics.approval(answer.reason.empty() ? std::string_view("conflict") : std::string_view(answer.reason));
   } else {
@@ -396,13 +439,22 @@ ControlReply Control::snapshotChanged(const ApprovalRecord& record, const Policy
         .field("policy_snapshot", policy.snapshot());
     return reply("conflict", 409, w, "snapshot_changed");
   }
-  // Re-bind to the policy in force; approvals given under the old one are dismissed.
+  // Re-bind to the policy in force; approvals and votes given under the old one are dismissed
+  // (votes live under the binding number, which moves on), and the rule's governance is read
+  // again.
   const std::string rule(verdict.ruleId());
+  static const Rule kDefaultRule{.id = "default", .decision = Decision::require_human};
+  const Rule& governing = verdict.rule != nullptr ? *verdict.rule : kDefaultRule;
+  std::chrono::system_clock::time_point held_at = s_.clock.now();
+  (void)parseRfc3339(record.created_at, held_at);
   auto rebound = updateRecord(s_.store, record.id, [&](ApprovalRecord& r) {
     if (r.policy_snapshot == policy.snapshot()) return false;
     r.policy_snapshot = policy.snapshot();
     r.rule = rule;
     r.approvals.clear();
+    r.votes.clear();
+    ++r.binding;
+    governance_.bind(r, governing, held_at);
     return true;
   });
   if (!rebound) return lockBusy(record.id);
@@ -418,6 +470,12 @@ ControlReply Control::snapshotChanged(const ApprovalRecord& record, const Policy
 ControlReply Control::approve(const Request& request) {
   const auto started = s_.clock.steady();
   const std::string& id = request.id;
+  // Who acts is settled before anything is read: an unproved caller learns nothing.
+  auto actor = governance_.identify(
+      DecisionClaim{"approve", request.approver, request.signature ? &*request.signature : nullptr,
+                    request.authenticated},
+      s_.clock.now());
+  if (!actor) return refused(actor.error(), id);
   auto entry = s_.store.get(id);
   if (!entry) return entry.error().code == Errc::not_found ? notFound(id) : lockBusy(id);
 
@@ -441,6 +499,10 @@ ControlReply Control::approve(const Request& request) {
     if (record->state != ApprovalState::pending) return Problem::not_pending;
     return Problem::none;
   }();
+  if (problem != Problem::unreadable) {
+    // The rule's approvers, escalations and separation of duties, as the record holds them.
+    if (auto refusal = governance_.mayDecide(*record, *actor, s_.clock.now())) return refused(*refusal, id);
+  }
   if (problem != Problem::none) {
     if (auto answered = answerFromDecision(ControlOp::approve, id)) return *answered;
     switch (problem) {
@@ -458,24 +520,33 @@ ControlReply Control::approve(const Request& request) {
       case Problem::none: break;
     }
   }
+  if (!record->quorum.single()) return vote(*record, *entry, *actor, request, started);
 
-  const DecisionRecord decision{.decision = FinalDecision::approved, .by = request.approver,
+  // One approver decides: the decision itself is the vote.
+  const DecisionRecord decision{.decision = FinalDecision::approved, .by = actor->approver,
                                 .at = formatRfc3339(s_.clock.now()), .reason = request.reason,
                                 .policy_snapshot = record->policy_snapshot, .job_hash = record->job_hash};
   if (auto answered = decide(ControlOp::approve, id, decision)) return *answered;
   crashPoint("after_approve_cas");
-  const ApprovalVote vote{decision.by, decision.at, decision.reason};
-  s_.events.emit(Event{.event = "approved", .approval_id = id, .job_id = record->job_id, .topic = record->topic,
-                       .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
-                       .policy_snapshot = record->policy_snapshot, .actor = decision.by,
+  const ApprovalVote approval{decision.by, decision.at, decision.reason, actor->via};
+  return release(*record, *entry, decision, approval, started);
+}
+
+ControlReply Control::release(const ApprovalRecord& record, const KvEntry& entry,
+                              const DecisionRecord& decision, const ApprovalVote& approval,
+                              std::chrono::steady_clock::time_point started) {
+  const std::string& id = record.id;
+  s_.events.emit(Event{.event = "approved", .approval_id = id, .topic = record.topic,
+                       .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
+                       .policy_snapshot = record.policy_snapshot, .actor = decision.by,
                        .reason = decision.reason, .confirmed_by_next = true});
 
   std::function<void()> tail;
-  const ReleaseOutcome released = releaser_.release(*record, decision, "approve", &vote, &*entry, &tail);
+  const ReleaseOutcome released = releaser_.release(record, decision, "approve", &approval, &entry, &tail);
   if (released.published) s_.metrics.observeApproveToRelease(s_.clock.steady() - started);
   if (!released.published) {
     // The view says approved (the decision key already does); the replayer finishes it.
-    markDecided(s_.store, id, ApprovalState::approved, decision, &vote);
+    markDecided(s_.store, id, ApprovalState::approved, decision, &approval);
     auto w = start("approved", 202);
     w.field("approval_id", id).field("released", false).field("retryable", false);
     if (released.error) w.field("error", released.error->message);
@@ -483,7 +554,8 @@ ControlReply Control::approve(const Request& request) {
   }
   auto w = start("approved", 200);
   w.field("approval_id", id).field("released", true).field("msg_id", released.msg_id)
-      .field("target", record->target);
+      .field("target", record.target);
+  if (!record.quorum.single()) w.field("approved_by", decision.by);
   ControlReply answer = reply("approved", 200, w);
   // The job is out (PubAck, or a flush on core routes): the approver hears it now; <id>/released,
   // the view and the `released` event follow.
@@ -491,27 +563,130 @@ ControlReply Control::approve(const Request& request) {
   return answer;
 }
 
+Result<std::vector<std::string>> Control::countVotes(const ApprovalRecord& record) {
+  std::vector<std::string> counted;
+  const auto accept = [&](const std::string& value) {
+    auto vote = parseVoteRecord(value);
+    if (vote && vote->policy_snapshot == record.policy_snapshot && vote->job_hash == record.job_hash) {
+      counted.push_back(vote->approver);
+    }
+  };
+  const auto candidates = governance_.voters(record, s_.clock.now());
+  if (candidates) {
+    // One read per allowed approver, each through the stream: a key listing can miss the
+    // newest keys, a direct read sees every create confirmed before it.
+    for (const auto& name : *candidates) {
+      auto entry = s_.store.get(voteKey(record.id, record.binding, name));
+      if (entry) {
+        accept(entry->value);
+      } else if (entry.error().code != Errc::not_found) {
+        return std::unexpected(entry.error());
+      }
+    }
+    return counted;
+  }
+  // Anyone may vote (open mode without a list): the votes are listed.
+  auto keys = s_.store.listKeys();
+  if (!keys) return std::unexpected(keys.error());
+  const std::string prefix = voteKey(record.id, record.binding, "");
+  for (const auto& key : *keys) {
+    if (!key.starts_with(prefix)) continue;
+    if (auto entry = s_.store.get(key)) accept(entry->value);
+  }
+  return counted;
+}
+
+ControlReply Control::vote(const ApprovalRecord& record, const KvEntry& entry, const Actor& actor,
+                           const Request& request, std::chrono::steady_clock::time_point started) {
+  const std::string& id = record.id;
+  const std::string now = formatRfc3339(s_.clock.now());
+  const VoteRecord cast{.approver = actor.approver, .at = now, .via = actor.via, .reason = request.reason,
+                        .job_hash = record.job_hash, .policy_snapshot = record.policy_snapshot,
+                        .key = actor.key,
+                        .signature = request.signature ? request.signature->signature : std::string()};
+  const auto tally = [&](std::string_view status, int code, const std::vector<std::string>& voters) {
+    auto w = start(status, code);
+    w.field("approval_id", id).field("votes", static_cast<int>(voters.size()))
+        .field("quorum", record.quorum.needed());
+    w.key("voters");
+    w.writer().StartArray();
+    for (const auto& v : voters) w.writer().String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+    w.writer().EndArray();
+    return reply(status, code, w);
+  };
+  auto created = s_.store.create(voteKey(id, record.binding, actor.approver), toJson(cast));
+  if (!created && created.error().code != Errc::exists) return lockBusy(id);
+  const bool fresh = created.has_value();
+  if (fresh) {
+    s_.events.emit(Event{.event = "vote", .approval_id = id, .topic = record.topic, .subject = record.subject,
+                         .rule = record.rule, .job_hash = record.job_hash,
+                         .policy_snapshot = record.policy_snapshot, .actor = actor.approver,
+                         .reason = request.reason});
+  }
+  auto voters = countVotes(record);
+  if (!voters) return lockBusy(id);
+  std::sort(voters->begin(), voters->end());
+  if (!governance_.reached(record.quorum, *voters)) {
+    if (auto answered = answerFromDecision(ControlOp::approve, id)) return *answered;
+    if (!fresh) return tally("already_voted", 200, *voters);
+    // The record's view follows the keys (best effort: a later vote or the release repairs it).
+    (void)updateRecord(s_.store, id, [&](ApprovalRecord& r) {
+      if (r.binding != record.binding) return false;
+      if (std::any_of(r.votes.begin(), r.votes.end(), [&](const auto& v) { return v.approver == actor.approver; })) {
+        return false;
+      }
+      r.votes.push_back(ApprovalVote{actor.approver, now, request.reason, actor.via});
+      return true;
+    }, &entry);
+    return tally("vote_recorded", 202, *voters);
+  }
+  // Quorum: the first create of <id>/decision releases; everyone else answers from it.
+  const DecisionRecord decision{.decision = FinalDecision::approved, .by = joinVoters(*voters), .at = now,
+                                .reason = request.reason, .policy_snapshot = record.policy_snapshot,
+                                .job_hash = record.job_hash};
+  if (auto answered = decide(ControlOp::approve, id, decision)) return *answered;
+  crashPoint("after_approve_cas");
+  return release(record, entry, decision, ApprovalVote{actor.approver, now, request.reason, actor.via}, started);
+}
+
 ControlReply Control::reject(const Request& request) {
   const std::string& id = request.id;
+  auto actor = governance_.identify(
+      DecisionClaim{"reject", request.approver, request.signature ? &*request.signature : nullptr,
+                    request.authenticated},
+      s_.clock.now());
+  if (!actor) return refused(actor.error(), id);
   auto entry = s_.store.get(id);
   if (!entry) return entry.error().code == Errc::not_found ? notFound(id) : lockBusy(id);
-  if (auto answered = answerFromDecision(ControlOp::reject, id)) return *answered;
   auto record = parseApprovalRecord(entry->value);
+  if (record) {
+    if (auto refusal = governance_.mayDecide(*record, *actor, s_.clock.now())) return refused(*refusal, id);
+  }
+  if (auto answered = answerFromDecision(ControlOp::reject, id)) return *answered;
   ApprovalRecord fallback;
   fallback.id = id;
   const ApprovalRecord& r = record ? *record : fallback;
   if (record && r.on_timeout != "allow" && pastDeadline(r, s_.clock.now())) return expire(r);
+  // A signed reject names what its signer saw; it applies to that job only.
+  if (record && request.job_hash && *request.job_hash != r.job_hash) {
+    return jobChanged(r, "the reviewer saw another job hash");
+  }
+  if (record && request.policy_snapshot && *request.policy_snapshot != r.policy_snapshot) {
+    return conflict(id, "snapshot_changed");
+  }
 
-  const DecisionRecord decision{.decision = FinalDecision::rejected, .by = request.approver,
+  // Any allowed approver's reject decides at once (veto), whatever the quorum.
+  const DecisionRecord decision{.decision = FinalDecision::rejected, .by = actor->approver,
                                 .at = formatRfc3339(s_.clock.now()), .reason = request.reason,
                                 .policy_snapshot = r.policy_snapshot, .job_hash = r.job_hash};
   if (auto answered = decide(ControlOp::reject, id, decision)) return *answered;
   markDecided(s_.store, id, ApprovalState::rejected, decision);
-  s_.events.emit(Event{.event = "rejected", .approval_id = id, .job_id = r.job_id, .topic = r.topic, .subject = r.subject,
+  s_.events.emit(Event{.event = "rejected", .approval_id = id, .topic = r.topic, .subject = r.subject,
                        .rule = r.rule, .job_hash = r.job_hash, .policy_snapshot = r.policy_snapshot,
                        .actor = decision.by, .reason = decision.reason});
   auto w = start("rejected", 200);
   w.field("approval_id", id).field("decided_by", decision.by).field("decided_at", decision.at);
+  if (!actor->via.empty()) w.field("via", actor->via);
   return reply("rejected", 200, w);
 }
 
@@ -537,6 +712,12 @@ ControlReply Control::get(const Request& request) {
       }
     }
   }
+  // Votes as the keys say (the record's list is a view that may lag).
+  std::vector<std::string> voters;
+  if (!record->quorum.single() && record->state == ApprovalState::pending) {
+    if (auto counted = countVotes(*record)) voters = std::move(*counted);
+    std::sort(voters.begin(), voters.end());
+  }
   // What leaves countersign is redacted as configured (the stored record keeps the bytes).
   const bool redacted = !s_.config.events.redact.empty();
   if (redacted) {
@@ -546,6 +727,13 @@ ControlReply Control::get(const Request& request) {
   auto w = start("ok", 200);
   w.raw("record", toJson(*record));
   if (redacted) w.field("payload_redacted", true);
+  if (!record->quorum.single() && record->state == ApprovalState::pending) {
+    w.field("votes", static_cast<int>(voters.size())).field("quorum", record->quorum.needed());
+    w.key("voters");
+    w.writer().StartArray();
+    for (const auto& v : voters) w.writer().String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+    w.writer().EndArray();
+  }
   return reply("ok", 200, w);
 }
 
@@ -597,7 +785,16 @@ ControlReply Control::list(const Request& request) {
         .field("topic", record->topic)
         .field("rule", record->rule)
         .field("created_at", record->created_at)
-        .optional("expires_at", record->expires_at);
+        .optional("expires_at", record->expires_at)
+        .optional("requester", record->requester)
+        .field("votes", static_cast<int>(record->votes.size()))
+        .field("quorum", record->quorum.needed());
+    if (!record->approvers.empty()) {
+      item.key("approvers");
+      item.writer().StartArray();
+      for (const auto& a : record->approvers) item.writer().String(a.data(), static_cast<rapidjson::SizeType>(a.size()));
+      item.writer().EndArray();
+    }
     const std::string text = item.finish();
     out.RawValue(text.data(), text.size(), rapidjson::kObjectType);
     ++emitted;

@@ -195,6 +195,21 @@ int Governance::stepsApplied(const ApprovalRecord& record, std::chrono::system_c
   return applied;
 }
 
+std::optional<std::chrono::system_clock::time_point> nextAttention(const ApprovalRecord& record,
+                                                                   std::chrono::system_clock::time_point now) {
+  std::optional<std::chrono::system_clock::time_point> next;
+  if (std::chrono::system_clock::time_point t; !record.expires_at.empty() && parseRfc3339(record.expires_at, t)) {
+    next = t;
+  }
+  for (const auto& step : record.escalations) {
+    std::chrono::system_clock::time_point at;
+    if (!parseRfc3339(step.at, at) || at <= now) continue;
+    if (!next || at < *next) next = at;
+    break;
+  }
+  return next;
+}
+
 std::string readRequester(std::string_view source, const JobView& job) {
   const auto text = [](const rapidjson::Value* v) {
     return v != nullptr && v->IsString() ? std::string(v->GetString(), v->GetStringLength()) : std::string();

@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "countersign/events.hpp"
+#include "countersign/governance.hpp"
 #include "countersign/job.hpp"
 #include "countersign/json.hpp"
 #include "countersign/subject.hpp"
@@ -269,12 +270,18 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
   record.job_hash = jobHash(job.msg.subject, job.target, job.msg.headers, payload_json, job.msg.payload);
   record.policy_snapshot = policy.snapshot();
   record.rule = rule.id;
-  if (payload_json != nullptr && payload_json->IsObject()) {
-    const auto it = payload_json->FindMember("requester");
-    if (it != payload_json->MemberEnd() && it->value.IsString()) record.requester = it->value.GetString();
+  record.requester = readRequester(rule.human.requester, view);
+  if (rule.human.separation_of_duties && record.requester.empty()) {
+    // Whose job it is cannot be told, so nobody could be kept from approving their own: fail closed.
+    JsonObjectWriter w;
+    w.field("status", "denied").field("code", 403).field("rule", rule.id).field("reason", "requester_missing");
+    return refuse(job, "denied", 403, w.finish(),
+                  Event{.event = "denied", .approval_id = record.id, .topic = job.topic,
+                        .subject = job.msg.subject, .rule = rule.id, .reason = "requester_missing"});
   }
   const auto now = s_.clock.now();
   record.created_at = formatRfc3339(now);
+  Governance(s_.config.approvers ? &*s_.config.approvers : nullptr).bind(record, rule, now);
   if (rule.human.timeout) {
     record.expires_at = formatRfc3339(now + *rule.human.timeout);
     record.on_timeout = rule.human.on_timeout;
@@ -365,11 +372,10 @@ IntakeOutcome Intake::settle(const Job& job, const ApprovalRecord& record, Resul
   }
 
   if (on_held_) {
-    std::optional<std::chrono::system_clock::time_point> deadline;
-    if (std::chrono::system_clock::time_point at; !record.expires_at.empty() && parseRfc3339(record.expires_at, at)) {
-      deadline = at;
-    }
-    on_held_(record.id, deadline);
+    // The replayer looks at the record again at its deadline or first escalation step.
+    std::chrono::system_clock::time_point held_at;
+    if (!parseRfc3339(record.created_at, held_at)) held_at = {};
+    on_held_(record.id, nextAttention(record, held_at));
   }
   JsonObjectWriter w;
   w.field("status", "approval_required")

@@ -2,6 +2,8 @@
 
 #include <unordered_set>
 
+#include "countersign/governance.hpp"
+
 namespace countersign {
 
 Replayer::Replayer(Services services, Releaser& releaser, ReplayerOptions options)
@@ -36,6 +38,7 @@ Result<ScanResult> Replayer::scan() {
   std::unordered_set<std::string_view> decided;
   std::unordered_set<std::string_view> released;
   std::unordered_map<std::string_view, int> claims;
+  std::unordered_set<std::string_view> voted;
   for (const std::string_view key : *keys) {
     const auto slash = key.find('/');
     if (slash == std::string_view::npos) {
@@ -50,6 +53,8 @@ Result<ScanResult> Replayer::scan() {
       released.insert(id);
     } else if (rest.starts_with("replay/")) {
       ++claims[id];
+    } else if (rest.starts_with("vote/")) {
+      voted.insert(id);
     }
   }
 
@@ -60,6 +65,9 @@ Result<ScanResult> Replayer::scan() {
     const auto it = claims.find(id);
     finishRelease(std::string(id), it == claims.end() ? 0 : it->second, result);
   }
+  for (const auto id : voted) {
+    if (!decided.contains(id)) finishQuorum(std::string(id), result);
+  }
   for (const auto id : records) {
     if (decided.contains(id)) continue;
     ++result.pending;
@@ -69,6 +77,7 @@ Result<ScanResult> Replayer::scan() {
   std::erase_if(sightings_, [&](const auto& entry) {
     return released.contains(entry.first) || !decided.contains(entry.first);
   });
+  std::erase_if(vote_sightings_, [&](const auto& entry) { return decided.contains(entry.first); });
   std::erase_if(deadlines_, [&](const auto& entry) {
     return decided.contains(entry.first) || !records.contains(entry.first);
   });
@@ -149,6 +158,63 @@ void Replayer::finishRelease(const std::string& id, int claims, ScanResult& resu
   sightings_.erase(id);
 }
 
+void Replayer::escalate(const ApprovalRecord& record, int step) {
+  // Once per step and binding across every replica: the first create announces it.
+  if (!s_.store.create(escalatedKey(record.id, record.binding, step), record.escalations[static_cast<std::size_t>(step)].at)) {
+    return;
+  }
+  std::string widened;
+  for (const auto& name : record.escalations[static_cast<std::size_t>(step)].approvers) {
+    widened += widened.empty() ? name : "," + name;
+  }
+  s_.events.emit(Event{.event = "escalated", .approval_id = record.id, .topic = record.topic,
+                       .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
+                       .policy_snapshot = record.policy_snapshot, .actor = widened,
+                       .reason = "escalation_step_" + std::to_string(step)});
+}
+
+void Replayer::finishQuorum(const std::string& id, ScanResult& result) {
+  // A vote reached the quorum but its voter did not create the decision (a crash between
+  // the two): after the lease, decide and let the release path finish it.
+  const auto now = s_.clock.steady();
+  const auto [sighting, first] = vote_sightings_.try_emplace(id, now);
+  if (first || now - sighting->second < options_.lease) return;
+  auto entry = s_.store.get(id);
+  if (!entry) return;
+  auto record = parseApprovalRecord(entry->value);
+  if (!record || record->quorum.single()) return;
+  const Governance governance(s_.config.approvers ? &*s_.config.approvers : nullptr);
+  std::vector<std::string> voters;
+  const auto candidates = governance.voters(*record, s_.clock.now());
+  std::vector<std::string> keys;
+  if (candidates) {
+    for (const auto& name : *candidates) keys.push_back(voteKey(id, record->binding, name));
+  } else if (auto listed = s_.store.listKeys()) {
+    const std::string prefix = voteKey(id, record->binding, "");
+    for (auto& key : *listed) {
+      if (key.starts_with(prefix)) keys.push_back(std::move(key));
+    }
+  }
+  for (const auto& key : keys) {
+    auto value = s_.store.get(key);
+    if (!value) continue;
+    auto vote = parseVoteRecord(value->value);
+    if (vote && vote->policy_snapshot == record->policy_snapshot && vote->job_hash == record->job_hash) {
+      voters.push_back(vote->approver);
+    }
+  }
+  if (!governance.reached(record->quorum, voters)) return;
+  const DecisionRecord decision{.decision = FinalDecision::approved, .by = joinVoters(voters),
+                                .at = formatRfc3339(s_.clock.now()), .reason = "quorum_reached",
+                                .policy_snapshot = record->policy_snapshot, .job_hash = record->job_hash};
+  if (!s_.store.create(decisionKey(id), toJson(decision))) return;  // decided meanwhile
+  s_.events.emit(Event{.event = "approved", .approval_id = id, .topic = record->topic,
+                       .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
+                       .policy_snapshot = record->policy_snapshot, .actor = decision.by,
+                       .reason = "quorum_reached"});
+  ++result.unreleased;
+}
+
 void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
   auto cached = deadlines_.find(id);
   if (cached == deadlines_.end()) {
@@ -157,9 +223,11 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
     std::optional<std::chrono::system_clock::time_point> deadline;
     auto entry = s_.store.get(id);
     if (!entry) return;
-    if (auto record = parseApprovalRecord(entry->value); record && !record->expires_at.empty()) {
-      std::chrono::system_clock::time_point t;
-      if (parseRfc3339(record->expires_at, t)) deadline = t;
+    // Its deadline or, sooner, its first escalation step still to come.
+    if (auto record = parseApprovalRecord(entry->value)) {
+      std::chrono::system_clock::time_point held_at{};
+      (void)parseRfc3339(record->created_at, held_at);
+      deadline = nextAttention(*record, held_at);
     }
     cached = deadlines_.emplace(std::string(id), deadline).first;
   }
@@ -169,6 +237,19 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
   if (!entry) return;
   auto record = parseApprovalRecord(entry->value);
   if (!record) return;
+  // The wake-up may be an escalation step rather than the deadline: announce the steps due,
+  // then sleep until the next step or the deadline.
+  const auto now = s_.clock.now();
+  for (int step = 0; step < Governance::stepsApplied(*record, now); ++step) escalate(*record, step);
+  const auto next = nextAttention(*record, now);
+  if (next && now < *next) {
+    cached->second = next;
+    return;
+  }
+  if (!next) {
+    cached->second = std::nullopt;
+    return;
+  }
   const bool allow = record->on_timeout == "allow";
   const DecisionRecord decision{.decision = allow ? FinalDecision::approved : FinalDecision::expired,
                                 .by = "countersign", .at = formatRfc3339(s_.clock.now()),

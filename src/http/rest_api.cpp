@@ -334,9 +334,13 @@ std::variant<const AdminRouter::Token*, HttpResponse> AdminRouter::authenticate(
 
 HttpResponse AdminRouter::callControl(ControlOp op, const std::string& body) const {
   if (!handlers_.control) return unavailable("control is not wired");
+  return answer(op, [&] { return handlers_.control(op, body); });
+}
+
+HttpResponse AdminRouter::answer(ControlOp op, const std::function<ControlReply()>& call) const {
   ControlReply reply;
   try {
-    reply = handlers_.control(op, body);
+    reply = call();
   } catch (const std::exception& e) {
     log_.error("admin API: control handler failed", {{"op", toString(op)}, {"error", e.what()}});
     return internalError("control handler failed");
@@ -370,7 +374,20 @@ HttpResponse AdminRouter::decide(ControlOp op, std::string_view id, const Token&
       if (it != parsed->MemberEnd()) w.raw(name, json::toString(it->value));
     }
   }
-  HttpResponse response = callControl(op, w.finish());
+  HttpResponse response;
+  if (handlers_.decide) {
+    // Parsed once, here, into the typed request; the token has proved who acts.
+    auto request = parseControlRequest(op, w.finish());
+    if (!request) {
+      ControlReply& bad = request.error();
+      return HttpResponse{bad.code, std::string(kJson), std::move(bad.body),
+                          {{"Countersign-Status", std::move(bad.status)}, {"Cache-Control", "no-store"}}};
+    }
+    request->authenticated = true;
+    response = answer(op, [&] { return handlers_.decide(*request); });
+  } else {
+    response = callControl(op, w.finish());
+  }
   log_.info("admin API decision", {{"op", toString(op)},
                                    {"approval_id", id},
                                    {"approver", token.approver},
