@@ -12,8 +12,8 @@
 //   label comes from the route (config, trusted). The header fallback of a label is not used
 //   either then: a worker could read a label from the payload bytes that the policy never saw.
 //   An empty payload carries nothing a worker could read: its labels come from the headers.
-// - `matches` is an ECMAScript regex searched anywhere in the string (anchor with ^ and $ for
-//   a whole-string match), run on strings only. A string longer than kMaxRegexInput cannot be
+// - `matches` is an RE2 regex searched anywhere in the string (anchor with ^ and $ for a
+//   whole-string match), run on strings only; linear in the input, its program size bounded. A string longer than kMaxRegexInput cannot be
 //   evaluated: the job is denied (Verdict::indeterminate) instead of being let through.
 // - Header and route-label values are strings; a header condition comparing with anything but
 //   a string is refused at load because it could never hold.

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <exception>
 #include <utility>
 
 #include "countersign/json.hpp"
@@ -12,7 +11,7 @@
 namespace countersign {
 namespace {
 
-// Longer patterns are refused at load: libstdc++ compiles regexes recursively.
+// Longer patterns are refused at load (a policy is written by people; this is generous).
 constexpr std::size_t kMaxRegexPattern = 1024;
 
 constexpr std::string_view kPayloadPrefix = "payload.";
@@ -116,31 +115,43 @@ std::optional<std::vector<Literal>> compileLiteralList(const yaml::Value& value,
   return out;
 }
 
-std::shared_ptr<const std::regex> compileRegex(const yaml::Value& value,
-                                               const std::string& pattern) {
+std::shared_ptr<const re2::RE2> compileRegex(const yaml::Value& value, const std::string& pattern) {
   if (pattern.size() > kMaxRegexPattern) {
     value.fail("regex longer than " + std::to_string(kMaxRegexPattern) + " characters");
     return nullptr;
   }
-  auto flags = std::regex::ECMAScript;
-#ifdef __GLIBCXX__
-  // Thompson-NFA execution: time linear in the input, stack independent of it, and no
-  // backreferences (refused at compile). The default backtracking executor recurses once per
-  // input character and can overflow the stack on a long payload string.
-  flags |= std::regex_constants::__polynomial;
-#endif
-  try {
-    // Compiled alone first so that the pattern cannot escape the group it is wrapped in below.
-    std::regex alone(pattern, flags);
-    (void)alone;
-    // Search semantics with one match pass: unanchored unless the pattern anchors itself.
-    return std::make_shared<const std::regex>("[\\s\\S]*(?:" + pattern + ")[\\s\\S]*", flags);
-  } catch (const std::regex_error& e) {
-    value.fail("invalid regex " + yaml::quote(pattern) + ": " + e.what());
-  } catch (const std::exception& e) {
-    value.fail("invalid regex " + yaml::quote(pattern) + ": " + e.what());
+  re2::RE2::Options options;
+  options.set_log_errors(false);
+  options.set_encoding(re2::RE2::Options::EncodingUTF8);
+  // RE2 gives up compiling beyond its memory budget; the program size check below is the limit
+  // users see, this only stops a pattern from taking much memory before it is refused.
+  options.set_max_mem(8 << 20);
+  auto regex = std::make_shared<const re2::RE2>(pattern, options);
+  if (!regex->ok()) {
+    std::string why = regex->error();
+    switch (regex->error_code()) {
+      case re2::RE2::ErrorBadPerlOp:
+      case re2::RE2::ErrorBadEscape:
+        // Lookahead, lookbehind and backreferences: RE2 keeps matching linear by not having them.
+        why += " (RE2 syntax: no lookaround, no backreferences)";
+        break;
+      case re2::RE2::ErrorPatternTooLarge:
+        why = "pattern compiles to more than " + std::to_string(kMaxRegexProgram) +
+              " instructions (counted repetitions multiply it)";
+        break;
+      default:
+        break;
+    }
+    value.fail("invalid regex " + yaml::quote(pattern) + ": " + why);
+    return nullptr;
   }
-  return nullptr;
+  if (regex->ProgramSize() > kMaxRegexProgram) {
+    value.fail("regex " + yaml::quote(pattern) + " compiles to " +
+               std::to_string(regex->ProgramSize()) + " instructions, more than " +
+               std::to_string(kMaxRegexProgram) + " (counted repetitions multiply it)");
+    return nullptr;
+  }
+  return regex;
 }
 
 std::optional<Operator> compileOperator(OperatorKind kind, const yaml::Value& value,
@@ -411,11 +422,8 @@ Outcome apply(const Operator& op, const Operand& operand) {
       const auto text = textOf(operand);
       if (!text) return Outcome::fails;
       if (text->size() > kMaxRegexInput) return Outcome::indeterminate;
-      try {
-        return fromBool(std::regex_match(text->begin(), text->end(), *op.regex));
-      } catch (const std::exception&) {
-        return Outcome::indeterminate;
-      }
+      // Searched anywhere in the text, like a regex test in most languages: ^ and $ anchor.
+      return fromBool(re2::RE2::PartialMatch(re2::StringPiece(text->data(), text->size()), *op.regex));
     }
   }
   return Outcome::fails;

@@ -313,7 +313,31 @@ INSTANTIATE_TEST_SUITE_P(
                       OperatorCase{"{matches: \"[0-9]+\"}", R"({"x":123})", false},  // not a string
                       OperatorCase{"{matches: \".*\"}", R"({})", false},
                       OperatorCase{"{matches: \"^line2$\"}", "{\"x\":\"line1\\nline2\"}", false},
-                      OperatorCase{"{matches: \"line2$\"}", "{\"x\":\"line1\\nline2\"}", true}));
+                      OperatorCase{"{matches: \"line2$\"}", "{\"x\":\"line1\\nline2\"}", true},
+                      // RE2 syntax: classes, flags, UTF-8 characters, counted repetition.
+                      OperatorCase{"{matches: \"^\\\\d{3}-\\\\w+$\"}", R"({"x":"123-ab_c"})", true},
+                      OperatorCase{"{matches: \"(?i)^prod$\"}", R"({"x":"PROD"})", true},
+                      OperatorCase{"{matches: \"^caf.$\"}", R"({"x":"café"})", true},
+                      OperatorCase{"{matches: \"^[a-z]{2,4}$\"}", R"({"x":"abcde"})", false},
+                      OperatorCase{"{matches: \"^a.b$\"}", "{\"x\":\"a\\nb\"}", false},
+                      OperatorCase{"{matches: \"(?s)^a.b$\"}", "{\"x\":\"a\\nb\"}", true}));
+
+// A pattern that makes a backtracking engine take exponential time answers at once (RE2 is
+// linear), on a string at the input limit and just beyond it (denied: not evaluated).
+TEST(PolicyRegex, NestedQuantifiersOnALongStringAreDecided) {
+  const auto policy = load("version: v1\nrules:\n  - id: r\n    when: {payload.x: {matches: \"^(a+)+$\"}}\n"
+                           "    decision: allow\ndefault_decision: deny\n");
+  ASSERT_TRUE(policy);
+  const Headers none;
+  const std::string at_limit = "{\"x\":\"" + std::string(64 * 1024 - 1, 'a') + "!\"}";
+  EXPECT_EQ(policy->evaluate(JobView("s", "t", none, at_limit)).decision, Decision::deny);
+  const std::string matching = "{\"x\":\"" + std::string(64 * 1024, 'a') + "\"}";
+  EXPECT_EQ(policy->evaluate(JobView("s", "t", none, matching)).decision, Decision::allow);
+  const std::string beyond = "{\"x\":\"" + std::string(64 * 1024 + 1, 'a') + "\"}";
+  const Verdict verdict = policy->evaluate(JobView("s", "t", none, beyond));
+  EXPECT_EQ(verdict.decision, Decision::deny);
+  EXPECT_TRUE(verdict.indeterminate);
+}
 
 INSTANTIATE_TEST_SUITE_P(Exists, Operators,
                          ::testing::Values(OperatorCase{"{exists: true}", R"({"x":0})", true},
@@ -908,7 +932,27 @@ INSTANTIATE_TEST_SUITE_P(
                     "rules[0].when.payload.x.matches: invalid regex"},
         RefusalCase{"RegexBackreference",
                     rule("    when: {payload.x: {matches: \"(a)\\\\1\"}}\n    decision: allow\n"),
-                    "rules[0].when.payload.x.matches: invalid regex"},
+                    "rules[0].when.payload.x.matches: invalid regex \"(a)\\\\1\": invalid escape "
+                    "sequence: \\1 (RE2 syntax: no lookaround, no backreferences)"},
+        RefusalCase{"RegexLookahead",
+                    rule("    when: {payload.x: {matches: \"a(?=b)\"}}\n    decision: allow\n"),
+                    "rules[0].when.payload.x.matches: invalid regex \"a(?=b)\": invalid perl "
+                    "operator: (?= (RE2 syntax: no lookaround, no backreferences)"},
+        RefusalCase{"RegexLookbehind",
+                    rule("    when: {header.X: {matches: \"(?<!a)b\"}}\n    decision: allow\n"),
+                    "rules[0].when.header.X.matches: invalid regex \"(?<!a)b\""},
+        RefusalCase{"RegexProgramTooLarge",
+                    rule("    when: {payload.x: {matches: \"(a|b|c|d|e|f|g|h){1,500}z\"}}\n"
+                         "    decision: allow\n"),
+                    "rules[0].when.payload.x.matches: regex \"(a|b|c|d|e|f|g|h){1,500}z\" compiles to "},
+        RefusalCase{"RegexRepeatBeyondRe2",
+                    rule("    when: {payload.x: {matches: \"a{1001}\"}}\n    decision: allow\n"),
+                    "rules[0].when.payload.x.matches: invalid regex \"a{1001}\": invalid "
+                    "repetition size: {1001}"},
+        RefusalCase{"RegexTooLong",
+                    rule("    when: {payload.x: {matches: \"" + std::string(1025, 'a') +
+                         "\"}}\n    decision: allow\n"),
+                    "rules[0].when.payload.x.matches: regex longer than 1024 characters"},
         RefusalCase{"UnknownOperator",
                     rule("    when: {env: {equals: prod}}\n    decision: allow\n"),
                     "rules[0].when.env.equals: unknown key (expected one of: eq, ne, in, not_in, "
