@@ -11,6 +11,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <mutex>
 #include <thread>
@@ -63,6 +64,16 @@ std::optional<std::filesystem::file_time_type> modified(const std::string& path)
   const auto t = std::filesystem::last_write_time(path, ec);
   if (ec) return std::nullopt;
   return t;
+}
+
+// Runs `decide` on `executor` and waits for its answer (on a thread that may wait: an admin
+// worker).
+template <class Decide>
+auto onExecutor(WorkPool& executor, Decide decide) -> decltype(decide()) {
+  auto task = std::make_shared<std::packaged_task<decltype(decide())()>>(std::move(decide));
+  auto answer = task->get_future();
+  executor.post("", [task] { (*task)(); });
+  return answer.get();
 }
 
 Status failStep(std::string_view step, const Error& error) {
@@ -288,8 +299,16 @@ Status Gateway::start() {
     http::AdminHandlers handlers{
         .readiness = [this] { return health(); },
         .metrics = [this] { return metricsText(); },
-        .control = [control = control_.get()](ControlOp op, std::string body) { return control->handle(op, body); },
-        .decide = [control = control_.get()](const ControlRequest& request) { return control->handle(request); }};
+        // On an admin worker: the decision itself runs on the control executor, as for NATS
+        // requests, so that every control decision runs on cs-control-N.
+        .control =
+            [control = control_.get(), executor = control_executor_.get()](ControlOp op, std::string body) {
+              return onExecutor(*executor, [control, op, body = std::move(body)] { return control->handle(op, body); });
+            },
+        .decide =
+            [control = control_.get(), executor = control_executor_.get()](const ControlRequest& request) {
+              return onExecutor(*executor, [control, request] { return control->handle(request); });
+            }};
     for (auto& extension : admin_extensions_) extension(handlers, *parts_);
     auto started = http::AdminServer::start(config_.admin, std::move(handlers), log_);
     if (!started) return std::unexpected(started.error());  // names admin.listen itself
@@ -397,10 +416,6 @@ void Gateway::printBanner() const {
               << admin_->port() << " (/healthz /readyz /metrics /api/v1/approvals)\n";
   }
   std::cout << std::flush;
-  if (!config_.approvers) {
-    log_.warn("no approvers section: open mode, an approval's approver is a claim guarded only by NATS "
-              "permissions on " + config_.control.prefix + ".control.> (docs/approvers.md)");
-  }
   if (!config_.approvers) {
     log_.warn("no approvers section: open mode, an approval's approver is a claim guarded only by NATS "
               "permissions on " + config_.control.prefix + ".control.> (docs/approvers.md)");
