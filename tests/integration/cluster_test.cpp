@@ -427,3 +427,120 @@ TEST(ClusterTest, CreateOfANeverUsedKeyIsExclusiveAtReplicasThree) {
 
 }  // namespace
 }  // namespace countersign::testing
+
+namespace countersign::testing {
+namespace {
+
+constexpr const char* kQuorumPolicy = R"(version: v1
+rules:
+  - id: two-of-three
+    when: { topic: "risky.>" }
+    decision: require_human
+    approvers: [alice, bob, carol]
+    quorum: 2
+)";
+
+constexpr const char* kQuorumApprovers = R"(approvers:
+  people:
+    - {name: alice}
+    - {name: bob}
+    - {name: carol}
+)";
+
+int quorumJobs() {
+  if (const char* n = std::getenv("QUORUM_JOBS"); n != nullptr && std::atoi(n) > 0) return std::atoi(n);
+  return 200;
+}
+
+// 2-of-3 approvers on 3 countersign replicas (bucket and JOBS at R3): every fourth job gets one
+// vote only and must never be released; the others get all three votes at once, through three
+// nodes. Exactly one delivery per quorum job, none for the rest, and every delivery names at
+// least two approvers.
+TEST(ClusterTest, QuorumRaceOfTwoOfThreeDeliversOncePerJobAndNeverWithoutQuorum) {
+  const int jobs = quorumJobs();
+  const auto started = std::chrono::steady_clock::now();
+  NatsCluster cluster = startCluster();
+  ASSERT_TRUE(addReplicatedStream(*cluster.clients[0], kJobsStream, "jobs.>"));
+  std::vector<std::unique_ptr<CountersignProcess>> replicas;
+  for (int i = 0; i < kNodes; ++i) {
+    CountersignOptions options;
+    const std::string url = cluster.nodes[static_cast<std::size_t>(i)]->url();
+    options.config_yaml = gatewayConfig({.servers = {url}, .store_replicas = kNodes, .lease = "1s"}) + kQuorumApprovers;
+    options.policy_yaml = kQuorumPolicy;
+    options.nats_url = url;
+    options.wait_ready = false;
+    replicas.push_back(CountersignProcess::start(options));
+    ASSERT_TRUE(saysReady(*replicas.back(), 30s)) << replicas.back()->logs();
+  }
+  const char* names[] = {"alice", "bob", "carol"};
+  std::vector<std::string> quorum_ids;
+  std::vector<std::string> single_ids;
+  std::map<std::string, int> totals;
+  int not_one_approved = 0;
+  g_hold_retries = 0;
+  for (int j = 0; j < jobs; ++j) {
+    const std::string id = "q-" + std::to_string(j);
+    auto held = hold(*cluster.clients[static_cast<std::size_t>(j % kNodes)], R"({"job":)" + std::to_string(j) + "}", id);
+    ASSERT_TRUE(held.has_value()) << id;
+    ASSERT_EQ(num(parseJsonQuiet(held->payload), "code"), 202) << id << ": " << held->payload;
+    const bool single = j % 4 == 0;
+    (single ? single_ids : quorum_ids).push_back(id);
+    const int voters = single ? 1 : 3;
+    std::vector<std::optional<Message>> replies(static_cast<std::size_t>(voters));
+    std::latch go(voters + 1);
+    std::vector<std::thread> threads;
+    for (int v = 0; v < voters; ++v) {
+      threads.emplace_back([&, v] {
+        const std::string body = R"({"id":")" + id + R"(","approver":")" + names[v] + R"("})";
+        go.arrive_and_wait();
+        replies[static_cast<std::size_t>(v)] = cluster.clients[static_cast<std::size_t>((j + v) % kNodes)]->request(
+            "countersign.control.approve", body, {}, 15s);
+      });
+    }
+    go.arrive_and_wait();
+    for (auto& t : threads) t.join();
+    int approved = 0;
+    for (const auto& reply : replies) {
+      const auto body = reply ? parseJsonQuiet(reply->payload) : parseJsonQuiet("{}");
+      const std::string key = reply ? str(body, "status") + "/" + std::to_string(num(body, "code")) : "<no answer>";
+      ++totals[key];
+      approved += key == "approved/200" ? 1 : 0;
+    }
+    // A quorum job is approved by one of its answers, unless no vote saw the others (then the
+    // replayer decides it, which the delivery count below still checks).
+    if (!single && approved > 1 && ++not_one_approved <= 10) {
+      ADD_FAILURE() << id << ": " << approved << " approved answers";
+    }
+    if (single) {
+      EXPECT_EQ(approved, 0) << id << ": approved with one vote";
+    }
+  }
+  EXPECT_LE(g_hold_retries, kMaxHoldRetries);
+  std::cout << "[quorum] answers " << ::testing::PrintToString(totals) << "\n";
+  EXPECT_EQ(not_one_approved, 0);
+
+  // Deliveries, after the replayers' lease has passed for any decision left to them.
+  waitUntil([&] { return readStream(*cluster.clients[2], kJobsStream).size() >= quorum_ids.size(); }, 60s, 500ms);
+  std::this_thread::sleep_for(3s);
+  std::map<std::string, int> in_stream;
+  int without_quorum = 0;
+  for (const auto& [seq, m] : readStream(*cluster.clients[2], kJobsStream)) {
+    ++in_stream[header(m, "Countersign-Approval-Id")];
+    const std::string by = header(m, "Countersign-Approved-By");
+    if (std::count(by.begin(), by.end(), ',') < 1) ++without_quorum;
+  }
+  int wrong = 0;
+  for (const auto& id : quorum_ids) {
+    if (in_stream[id] != 1 && ++wrong <= 10) ADD_FAILURE() << id << " stored " << in_stream[id] << " times";
+  }
+  int released_single = 0;
+  for (const auto& id : single_ids) released_single += in_stream[id];
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(released_single, 0) << "jobs with one vote were released";
+  EXPECT_EQ(without_quorum, 0) << "deliveries naming fewer than two approvers";
+  std::cout << "[quorum] " << jobs << " jobs (" << quorum_ids.size() << " with 3 racing votes, " << single_ids.size()
+            << " with one), " << msSince(started) << " ms\n";
+}
+
+}  // namespace
+}  // namespace countersign::testing
