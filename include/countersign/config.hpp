@@ -23,6 +23,11 @@ struct NatsConfig {
   std::string tls_ca;            // optional
   std::string tls_cert;          // optional
   std::string tls_key;           // optional
+  // Set by the CLI's --user/--password, --token and --nkey (not read from the config file).
+  std::string user;
+  std::string password;
+  std::string token;
+  std::string nkey_seed_file;    // a file holding a user nkey seed (SU...)
   std::string name = "countersign";  // connection name shown by the server
   // Prefix of countersign's own reply inboxes (KV, JetStream and request replies). Empty:
   // cnats' "_INBOX". Give countersign its own (e.g. "_CS_INBOX") so that producers allowed to

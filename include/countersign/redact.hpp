@@ -15,4 +15,9 @@ inline constexpr std::string_view kRedacted = "[REDACTED]";
 // when any path is configured, and returned as is when none is.
 std::string redactPayload(std::string_view payload, const std::vector<std::string>& paths);
 
+// Server URLs fit for messages and logs: the password of "user:password@" becomes "***", a
+// token ("token@") becomes "***". Handles a comma-separated list of URLs and a password that
+// itself contains '@'. Text without credentials is returned as is.
+std::string maskUrlCredentials(std::string_view urls);
+
 }  // namespace countersign

@@ -12,6 +12,7 @@
 #include <iostream>
 
 #include "client.hpp"
+#include "output.hpp"
 #include "commands.hpp"
 #include "countersign/config.hpp"
 #include "countersign/clock.hpp"
@@ -25,19 +26,17 @@ namespace {
 
 // Sends one control request and returns the answer's text, or the exit code.
 std::expected<std::string, int> exchange(const ClientOptions& options, std::string_view op, const std::string& body) {
-  const auto target = resolveTarget(options);
-  if (!target) return std::unexpected(kExitUsage);
-  auto connection = connectTo(*target);
-  if (!connection) return std::unexpected(kExitUnreachable);
-  const std::string subject = target->prefix + ".control." + std::string(op);
+  Target target;
+  int exit_code = kExitOk;
+  auto connection = connectFor(options, target, exit_code);
+  if (!connection) return std::unexpected(exit_code);
+  const std::string subject = target.prefix + ".control." + std::string(op);
   natsMsg* reply = nullptr;
   const natsStatus status = natsConnection_Request(&reply, connection->raw(), subject.c_str(),
                                                    body.data(), static_cast<int>(body.size()),
                                                    options.timeout_ms);
   if (status != NATS_OK) {
-    std::cerr << "countersign: no answer on " << subject << " from " << target->server << " ("
-              << natsStatus_GetText(status) << "): is countersign running?\n";
-    return std::unexpected(kExitUnreachable);
+    return std::unexpected(reportNoAnswer(connection->raw(), status, subject, target, "is countersign running?"));
   }
   std::string text(natsMsg_GetData(reply), static_cast<std::size_t>(natsMsg_GetDataLength(reply)));
   natsMsg_Destroy(reply);
@@ -60,11 +59,23 @@ int request(const ClientOptions& options, std::string_view op, const std::string
   if (options.json) {
     std::cout << text << '\n';
   } else if (code >= 400) {
-    std::cerr << "countersign: " << (doc.HasMember("status") ? doc["status"].GetString() : "error") << " (" << code << ")";
+    const std::string status_word = doc.HasMember("status") && doc["status"].IsString() ? doc["status"].GetString() : "error";
+    std::string reason;
+    std::cerr << "countersign: " << status_word << " (" << code << ")";
     for (const char* field : {"reason", "field", "approval_id"}) {
-      if (doc.HasMember(field) && doc[field].IsString()) std::cerr << ' ' << field << '=' << doc[field].GetString();
+      if (doc.HasMember(field) && doc[field].IsString()) {
+        std::cerr << ' ' << field << '=' << doc[field].GetString();
+        if (std::string_view(field) == "reason") reason = doc[field].GetString();
+      }
     }
     std::cerr << '\n';
+    std::string id;
+    rapidjson::Document request_doc;
+    request_doc.Parse(body.data(), body.size());
+    if (!request_doc.HasParseError() && request_doc.IsObject() && request_doc.HasMember("id") && request_doc["id"].IsString()) {
+      id = request_doc["id"].GetString();
+    }
+    if (const std::string next = nextStep(status_word, reason, id); !next.empty()) std::cerr << next << '\n';
   } else {
     print_human(doc);
   }
@@ -190,7 +201,7 @@ int showCommand(const ClientOptions& client, const std::string& id) {
     const auto it = doc.FindMember("record");
     if (it == doc.MemberEnd() || !it->value.IsObject()) return;
     const rapidjson::Value& r = it->value;
-    for (const char* field : {"id", "state", "topic", "subject", "target", "rule", "policy_snapshot",
+    for (const char* field : {"id", "job_id", "state", "topic", "subject", "target", "rule", "policy_snapshot",
                               "job_hash", "created_at", "expires_at", "decided_by", "decided_at",
                               "reason", "released_at", "release_msg_id"}) {
       const std::string value = str(r, field);
@@ -252,18 +263,17 @@ int pendingCommand(const ClientOptions& client, const std::string& state, int li
   return request(client, "list", w.finish(), [](const rapidjson::Document& doc) {
     const auto it = doc.FindMember("items");
     if (it == doc.MemberEnd() || !it->value.IsArray()) return;
-    std::printf("%-36s %-10s %-30s %-30s %-12s %-6s %-8s %s\n", "ID", "STATE", "TOPIC", "RULE", "REQUESTER",
-                "VOTES", "AGE", "EXPIRES IN");
+    Table table({"ID", "JOB ID", "STATE", "TOPIC", "RULE", "REQUESTER", "VOTES", "AGE", "EXPIRES IN"});
     for (const auto& item : it->value.GetArray()) {
       const auto number = [&](const char* name) {
         return item.HasMember(name) && item[name].IsInt() ? item[name].GetInt() : 0;
       };
       const std::string votes = std::to_string(number("votes")) + "/" + std::to_string(number("quorum"));
-      const std::string requester = str(item, "requester").empty() ? "-" : str(item, "requester");
-      std::printf("%-36s %-10s %-30s %-30s %-12s %-6s %-8s %s\n", str(item, "id").c_str(), str(item, "state").c_str(),
-                  str(item, "topic").c_str(), str(item, "rule").c_str(), requester.c_str(), votes.c_str(),
-                  since(str(item, "created_at"), false).c_str(), since(str(item, "expires_at"), true).c_str());
+      table.row({str(item, "id"), str(item, "job_id"), str(item, "state"), str(item, "topic"), str(item, "rule"),
+                 str(item, "requester"), votes, since(str(item, "created_at"), false),
+                 since(str(item, "expires_at"), true)});
     }
+    table.print(std::cout);
     if (const auto next = doc.FindMember("next_after"); next != doc.MemberEnd() && next->value.IsString()) {
       std::printf("(more: --after %s)\n", next->value.GetString());
     }
@@ -281,39 +291,108 @@ int releaseCommand(const ClientOptions& client, const std::string& id, const std
   return request(client, "release", w.finish(), printStatus);
 }
 
+// What `submit` prints with --json: {"status", "answer", "stream"?, "seq"?}. `answer` is
+// countersign's answer (a JSON object), or the worker's reply (JSON when it parses, else a string)
+// with status "worker_reply".
+namespace {
+
+std::string submitJson(const std::string& status, const std::string& answer, const std::string& ingress) {
+  detail::JsonObjectWriter w;
+  w.field("status", status);
+  if (auto parsed = json::parseStrict(answer)) {
+    w.raw("answer", answer);
+  } else {
+    w.field("answer", answer);
+  }
+  if (!ingress.empty()) {
+    if (auto ack = json::parseStrict(ingress); ack && ack->IsObject()) {
+      if (ack->HasMember("stream") && (*ack)["stream"].IsString()) w.field("stream", (*ack)["stream"].GetString());
+      if (ack->HasMember("seq") && (*ack)["seq"].IsUint64()) w.field("seq", (*ack)["seq"].GetUint64());
+    }
+  }
+  return w.finish();
+}
+
+std::string headerOf(natsMsg* msg, const char* name) {
+  const char* value = nullptr;
+  return natsMsgHeader_Get(msg, name, &value) == NATS_OK && value != nullptr ? value : "";
+}
+
+std::string dataOf(natsMsg* msg) {
+  return std::string(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+}
+
+}  // namespace
+
 int submitCommand(const ClientOptions& options, const std::string& subject, const std::string& payload,
                   const std::vector<std::string>& headers) {
-  const auto target = resolveTarget(options);
-  if (!target) return kExitUsage;
-  auto connection = connectTo(*target);
-  if (!connection) return kExitUnreachable;
+  Target target;
+  int exit_code = kExitOk;
+  auto connection = connectFor(options, target, exit_code);
+  if (!connection) return exit_code;
   natsMsg* msg = nullptr;
   if (natsMsg_Create(&msg, subject.c_str(), nullptr, payload.data(), static_cast<int>(payload.size())) != NATS_OK) {
     std::cerr << "countersign: not a valid subject: " << subject << '\n';
     return kExitUsage;
   }
+  std::unique_ptr<natsMsg, decltype(&natsMsg_Destroy)> msg_guard(msg, &natsMsg_Destroy);
   for (const auto& header : headers) {
     const auto eq = header.find('=');
     if (eq == std::string::npos || eq == 0) {
       std::cerr << "countersign: --header: expected K=V, got \"" << header << "\"\n";
-      natsMsg_Destroy(msg);
       return kExitUsage;
     }
     natsMsgHeader_Add(msg, header.substr(0, eq).c_str(), header.substr(eq + 1).c_str());
   }
-  natsMsg* reply = nullptr;
-  const natsStatus status = natsConnection_RequestMsg(&reply, connection->raw(), msg, options.timeout_ms);
-  natsMsg_Destroy(msg);
-  if (status != NATS_OK) {
-    std::cerr << "countersign: no answer on " << subject << " (" << natsStatus_GetText(status)
-              << "): is countersign running, and is a worker subscribed for allowed jobs?\n";
+  // On a route in `mode: jetstream` the first answer is the ingress stream's PubAck; countersign
+  // answers on Countersign-Reply-To once it has decided. On a core route that header is unused.
+  natsInbox* decision_inbox = nullptr;
+  natsInbox_Create(&decision_inbox);
+  std::unique_ptr<natsInbox, decltype(&natsInbox_Destroy)> inbox_guard(decision_inbox, &natsInbox_Destroy);
+  natsSubscription* decision_sub = nullptr;
+  if (natsConnection_SubscribeSync(&decision_sub, connection->raw(), decision_inbox) != NATS_OK) {
+    std::cerr << "countersign: cannot subscribe to a reply inbox\n";
     return kExitUnreachable;
   }
-  const char* word = nullptr;
-  natsMsgHeader_Get(reply, "Countersign-Status", &word);
-  std::cout << std::string(natsMsg_GetData(reply), static_cast<std::size_t>(natsMsg_GetDataLength(reply))) << '\n';
-  const std::string status_word = word ? word : "";
+  std::unique_ptr<natsSubscription, decltype(&natsSubscription_Destroy)> sub_guard(decision_sub,
+                                                                               &natsSubscription_Destroy);
+  natsMsgHeader_Set(msg, "Countersign-Reply-To", decision_inbox);
+
+  natsMsg* reply = nullptr;
+  const natsStatus status = natsConnection_RequestMsg(&reply, connection->raw(), msg, options.timeout_ms);
+  if (status != NATS_OK) {
+    return reportNoAnswer(connection->raw(), status, subject, target,
+                          "is countersign running, and is a worker subscribed for allowed jobs?");
+  }
+  std::string status_word = headerOf(reply, "Countersign-Status");
+  std::string answer = dataOf(reply);
+  std::string ingress;
   natsMsg_Destroy(reply);
+  if (status_word.empty()) {
+    auto ack = json::parseStrict(answer);
+    const bool is_puback = ack && ack->IsObject() && ack->HasMember("stream") && ack->HasMember("seq");
+    if (is_puback) {
+      ingress = answer;
+      natsMsg* decision = nullptr;
+      const natsStatus waited = natsSubscription_NextMsg(&decision, decision_sub, options.timeout_ms);
+      if (waited != NATS_OK) {
+        std::cerr << "countersign: the job is stored in stream " << (*ack)["stream"].GetString()
+                  << " but no decision came within " << options.timeout_ms
+                  << " ms: is countersign running for this route?\n";
+        return kExitUnreachable;
+      }
+      status_word = headerOf(decision, "Countersign-Status");
+      answer = dataOf(decision);
+      natsMsg_Destroy(decision);
+    } else {
+      status_word = "worker_reply";
+    }
+  }
+  if (options.json) {
+    std::cout << submitJson(status_word, answer, ingress) << '\n';
+  } else {
+    std::cout << answer << '\n';
+  }
   const bool refused = status_word == "denied" || status_word == "throttled" || status_word == "conflict" ||
                        status_word == "too_large" || status_word == "unavailable";
   return refused ? kExitRefused : kExitOk;

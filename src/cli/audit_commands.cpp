@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "client.hpp"
+#include "core/json_writer.hpp"
 #include "countersign/json.hpp"
 
 namespace countersign::cli {
@@ -135,6 +136,20 @@ int auditVerifyCommand(const ClientOptions& options) {
         break;
       }
     }
+  }
+  if (options.json) {
+    // {"ok", "events", "chains", "stream", "problems": [...]}
+    detail::JsonObjectWriter w;
+    w.field("ok", problems.empty())
+        .field("events", static_cast<std::uint64_t>(events))
+        .field("chains", static_cast<std::uint64_t>(chains.size()))
+        .field("stream", target->audit_stream);
+    w.key("problems");
+    w.writer().StartArray();
+    for (const auto& problem : problems) w.writer().String(problem.data(), static_cast<rapidjson::SizeType>(problem.size()));
+    w.writer().EndArray();
+    std::cout << w.finish() << '\n';
+    return problems.empty() ? kExitOk : kExitRefused;
   }
   if (!problems.empty()) {
     for (const auto& problem : problems) std::cerr << "audit: " << problem << '\n';

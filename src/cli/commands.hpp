@@ -11,10 +11,13 @@ struct RunOptions {
   bool check = false;
   std::string log_format = "json";
   std::string log_level = "info";
+  bool json = false;  // --check: print the result as JSON
 };
 int runGateway(const RunOptions& options);
+// `run --check`: validates the config and its policy; exit 0, or 2 when either is invalid.
+int configCheck(const RunOptions& options);
 
-int policyCheck(const std::string& file);
+int policyCheck(const std::string& file, bool json);
 
 struct ExplainOptions {
   std::string file;
@@ -23,16 +26,27 @@ struct ExplainOptions {
   std::string payload;
   std::vector<std::string> headers;  // K=V
   std::vector<std::string> labels;   // K=V (route labels)
+  bool json = false;
 };
 int policyExplain(const ExplainOptions& options);
 
 // Talking to a running countersign over its control subjects.
 struct ClientOptions {
-  std::string server;       // --server, else NATS_URL, else the config's first server
+  std::string server;       // --server, else NATS_URL, else the context's, else the config's first server
   std::string config_path;  // --config: prefix and servers from it
   std::string prefix;       // --prefix (default from config, else "countersign")
   bool json = false;        // print the raw JSON reply
   int timeout_ms = 5000;
+  // Who to connect as (flags and NATS_* variables win over the context's values).
+  std::string context;      // --context NAME: the `nats` CLI's ~/.config/nats/context/NAME.json
+  std::string creds;        // --creds FILE
+  std::string user;         // --user (NATS_USER)
+  std::string password;     // --password (NATS_PASSWORD)
+  std::string token;        // --token (NATS_TOKEN)
+  std::string nkey;         // --nkey SEEDFILE
+  std::string tls_cert;     // --tlscert
+  std::string tls_key;      // --tlskey
+  std::string tls_ca;       // --tlsca
 };
 // --key SEEDFILE: the request is signed with that nkey seed (the record is fetched first, so
 // that the signature binds the job hash and policy snapshot it shows).
@@ -52,5 +66,14 @@ int submitCommand(const ClientOptions& client, const std::string& subject, const
 // The event trail of one approval, and the verification of every audit chain.
 int auditCommand(const ClientOptions& client, const std::string& id);
 int auditVerifyCommand(const ClientOptions& client);
+
+// Tails the events: one line in words per decision (or the event's JSON with --json).
+struct WatchOptions {
+  std::string topic = ">";          // the topic pattern after <prefix>.events.<event>.
+  std::vector<std::string> events;  // only these events (default: all)
+  int count = 0;                    // stop after this many (0: never)
+  bool limit_wait = false;          // --timeout-ms given: give up when no event comes that long
+};
+int watchCommand(const ClientOptions& client, const WatchOptions& watch);
 
 }  // namespace countersign::cli

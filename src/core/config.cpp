@@ -20,6 +20,7 @@
 
 #include "bridge_config.hpp"
 #include "countersign/nkeys.hpp"
+#include "countersign/redact.hpp"
 #include "countersign/subject.hpp"
 #include "policy_conditions.hpp"
 #include "yaml_reader.hpp"
@@ -55,7 +56,7 @@ bool hasSpace(std::string_view text) {
 // Each returns a problem description, or an empty string when the value is fine.
 std::string serverProblem(std::string_view url) {
   if (url.empty() || hasSpace(url) || url.find(',') != std::string_view::npos) {
-    return "expected a server URL like nats://127.0.0.1:4222, got " + yaml::quote(url);
+    return "expected a server URL like nats://127.0.0.1:4222, got " + yaml::quote(maskUrlCredentials(url));
   }
   return {};
 }

@@ -781,6 +781,7 @@ ControlReply Control::list(const Request& request) {
     }
     JsonObjectWriter item;
     item.field("id", id)
+        .optional("job_id", record->job_id)
         .field("state", toString(state))
         .field("topic", record->topic)
         .field("rule", record->rule)

@@ -246,8 +246,15 @@ IntakeOutcome Intake::forward(Job& job, const Rule* matched) {
     s_.events.emit(Event{.event = "allowed", .job_id = job_id, .topic = job.topic, .subject = job.msg.subject,
                          .rule = rule, .policy_snapshot = job.policy->snapshot()});
   }
-  // The worker answers the producer itself when the reply subject was forwarded.
-  return IntakeOutcome{.status = "allowed", .code = 200, .rule = std::string(rule), .forwarded = true};
+  // The worker answers the producer itself when the reply subject was forwarded. A producer
+  // that asked through Countersign-Reply-To (JetStream intake, or a plain publish) hears it here.
+  IntakeOutcome outcome{.status = "allowed", .code = 200, .rule = std::string(rule), .forwarded = true};
+  if (!job.forward_reply && !job.reply_to.empty()) {
+    JsonObjectWriter w;
+    w.field("status", "allowed").field("code", 200).field("rule", rule);
+    outcome.replied = reply(job, "allowed", w.finish());
+  }
+  return outcome;
 }
 
 IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, const Rule& rule) {

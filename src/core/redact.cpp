@@ -43,4 +43,38 @@ std::string redactPayload(std::string_view payload, const std::vector<std::strin
   return json::toString(doc);
 }
 
+std::string maskUrlCredentials(std::string_view urls) {
+  std::string out;
+  out.reserve(urls.size());
+  while (true) {
+    const auto comma = urls.find(',');
+    const std::string_view url = urls.substr(0, comma);
+    const auto scheme = url.find("://");
+    const std::size_t start = scheme == std::string_view::npos ? 0 : scheme + 3;
+    // The authority ends at the first '/', '?' or '#' after the scheme; its last '@' ends the
+    // credentials (a password may contain '@').
+    const auto end = url.find_first_of("/?#", start);
+    const std::string_view authority = url.substr(start, end == std::string_view::npos ? url.npos : end - start);
+    const auto at = authority.rfind('@');
+    if (at == std::string_view::npos) {
+      out += url;
+    } else {
+      const std::string_view userinfo = authority.substr(0, at);
+      const auto colon = userinfo.find(':');
+      out += url.substr(0, start);
+      if (colon != std::string_view::npos) {
+        out += userinfo.substr(0, colon);
+        out += ":***";
+      } else {
+        out += "***";
+      }
+      out += url.substr(start + at);
+    }
+    if (comma == std::string_view::npos) break;
+    out += ',';
+    urls.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
 }  // namespace countersign

@@ -4,6 +4,9 @@
 #include <random>
 #include <vector>
 
+#include "countersign/nkeys.hpp"
+#include "countersign/redact.hpp"
+
 namespace countersign::natsio {
 namespace {
 
@@ -14,6 +17,14 @@ constexpr std::chrono::milliseconds kCloseWait{5000};
 
 std::string statusText(natsStatus status) {
   return natsStatus_GetText(status);
+}
+
+// The public key "U..." of the user seed in `path`: cnats needs both to answer the server's
+// challenge.
+Result<std::string> nkeyPublicKeyOfSeedFile(const std::string& path) {
+  auto seed = nkeys::readSeedFile(path);
+  if (!seed) return fail(Errc::invalid_argument, "--nkey " + path + ": " + seed.error().message);
+  return nkeys::encodePublicKey(nkeys::publicKeyOf(*seed));
 }
 
 }  // namespace
@@ -94,16 +105,7 @@ void Connection::Callbacks::log(std::string_view line) const {
   if (to) to(line);
 }
 
-std::string safeUrl(const std::string& url) {
-  const auto scheme = url.find("://");
-  const std::size_t start = scheme == std::string::npos ? 0 : scheme + 3;
-  const auto at = url.find('@', start);
-  if (at == std::string::npos) return url;
-  const auto colon = url.find(':', start);
-  const std::string user = colon != std::string::npos && colon < at ? url.substr(start, colon - start) + ":***"
-                                                                      : std::string("***");
-  return url.substr(0, start) + user + url.substr(at);
-}
+std::string safeUrl(const std::string& url) { return maskUrlCredentials(url); }
 
 Result<std::unique_ptr<Connection>> Connection::connect(const NatsConfig& cfg,
                                                         std::string_view name_suffix,
@@ -161,6 +163,15 @@ Result<std::unique_ptr<Connection>> Connection::connect(const NatsConfig& cfg,
   if (ok && !cfg.credentials.empty()) {
     ok = step(natsOptions_SetUserCredentialsFromFiles(opts, cfg.credentials.c_str(), nullptr),
               "nats.credentials");
+  }
+  if (ok && !cfg.user.empty()) {
+    ok = step(natsOptions_SetUserInfo(opts, cfg.user.c_str(), cfg.password.c_str()), "nats user");
+  }
+  if (ok && !cfg.token.empty()) ok = step(natsOptions_SetToken(opts, cfg.token.c_str()), "nats token");
+  if (ok && !cfg.nkey_seed_file.empty()) {
+    auto public_key = nkeyPublicKeyOfSeedFile(cfg.nkey_seed_file);
+    if (!public_key) return std::unexpected(public_key.error());
+    ok = step(natsOptions_SetNKeyFromSeed(opts, public_key->c_str(), cfg.nkey_seed_file.c_str()), "nats nkey");
   }
   if (ok && !cfg.tls_ca.empty()) {
     ok = step(natsOptions_SetSecure(opts, true), "nats.tls_ca");

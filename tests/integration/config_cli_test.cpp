@@ -253,7 +253,7 @@ TEST(ConfigCliTest, PolicyCheckRefusesInvalidRulesNamingThePath) {
   for (const auto& c : cases) {
     TempDir dir;
     CommandResult r = runCountersign({"policy", "check", dir.write("p.yaml", c.text).string()});
-    EXPECT_EQ(r.exit_code, 1) << c.name << ": " << both(r);
+    EXPECT_EQ(r.exit_code, 2) << c.name << ": " << both(r);
     EXPECT_EQ(r.out.find("ok "), std::string::npos) << c.name << ": " << r.out;
     EXPECT_FALSE(r.err.empty()) << c.name;
     EXPECT_NE(r.err.find(c.expected), std::string::npos)
