@@ -1,4 +1,4 @@
-// Micro-benchmarks of the job hash (DESIGN.md section 4). Budget: under 10 us for a 1 KiB JSON
+// Micro-benchmarks of the job hash (docs/protocol.md). Budget: under 10 us for a 1 KiB JSON
 // payload, parse included.
 #include <benchmark/benchmark.h>
 

@@ -1,4 +1,4 @@
-// Policy evaluation cost (DESIGN.md section 3: "in microseconds"; target under 1 us per job).
+// Policy evaluation cost (the policy decides in microseconds; target under 1 us per job).
 // "Fresh" variants build a new JobView per job, as intake does, so they include the lazy payload
 // parse when a rule reads the payload; "Evaluate" variants reuse one view (parse done once).
 #include <benchmark/benchmark.h>

@@ -1,4 +1,4 @@
-// countersign's configuration file (DESIGN.md section 2), validated once into an immutable value.
+// countersign's configuration file (docs/configuration.md), validated once into an immutable value.
 #pragma once
 
 #include <chrono>

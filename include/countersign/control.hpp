@@ -1,4 +1,4 @@
-// Control requests (DESIGN.md section 7): approve, reject, get, list. Thread-safe; every
+// Control requests (docs/protocol.md): approve, reject, get, list. Thread-safe; every
 // decisive step is the create of a never-used key, so any number of replicas may answer.
 #pragma once
 

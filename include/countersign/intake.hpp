@@ -1,4 +1,4 @@
-// Intake (DESIGN.md section 5): decides one received job and acts on the decision: forward,
+// Intake (docs/protocol.md): decides one received job and acts on the decision: forward,
 // refuse, throttle or hold. Thread-safe; called from the subscription's delivery thread.
 #pragma once
 

@@ -1,4 +1,4 @@
-// Job identity and the deterministic job hash (DESIGN.md section 4).
+// Job identity and the deterministic job hash (docs/protocol.md).
 #pragma once
 
 #include <rapidjson/document.h>
@@ -29,7 +29,7 @@ struct UntrustedHeaders {
 // Reads Countersign-Job-Id / Countersign-Reply-To, then removes every Countersign-* header.
 UntrustedHeaders stripCountersignHeaders(Headers& headers);
 
-// Job id per DESIGN.md section 4: header Nats-Msg-Id, else the Countersign-Job-Id read before
+// Job id as in docs/protocol.md: header Nats-Msg-Id, else the Countersign-Job-Id read before
 // stripping, else payload string field "id", else "job_id". nullopt: the caller generates one.
 // `payload` is the strict parse, or nullptr when the payload is bytes.
 std::optional<std::string> jobIdOf(const Headers& headers,

@@ -1,4 +1,4 @@
-// The policy engine (DESIGN.md section 3): immutable once loaded, shared by pointer, evaluated
+// The policy engine (docs/policy.md): immutable once loaded, shared by pointer, evaluated
 // concurrently from any thread without locks. Throttle state lives apart, in Throttler.
 #pragma once
 

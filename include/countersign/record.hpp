@@ -1,4 +1,4 @@
-// The held record and the decisive keys of one approval (DESIGN.md section 6).
+// The held record and the decisive keys of one approval (docs/protocol.md).
 #pragma once
 
 #include <cstdint>
@@ -68,7 +68,7 @@ struct ApprovalRecord {
   int replays = 0;
 };
 
-// Serialises to the KV value (compact JSON; field names per DESIGN.md section 6).
+// Serialises to the KV value (compact JSON; field names as in docs/protocol.md).
 std::string toJson(const ApprovalRecord& record);
 // Errc::parse_error when the value is not a record (bad JSON, missing or mistyped fields).
 Result<ApprovalRecord> parseApprovalRecord(std::string_view json);

@@ -1,4 +1,4 @@
-// Release (DESIGN.md section 8): publishes an approved job with its dedup id and approval
+// Release (docs/exactly-once.md): publishes an approved job with its dedup id and approval
 // headers, then records <id>/released and moves the record's view to `released`.
 #pragma once
 

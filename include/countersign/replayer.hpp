@@ -1,4 +1,4 @@
-// The replayer (DESIGN.md section 8) and the expiry sweep: finishes approvals whose release was
+// The replayer (docs/exactly-once.md) and the expiry sweep: finishes approvals whose release was
 // interrupted, and expires held jobs past their deadline. Reads the decisive keys, never the
 // record's state view. One Replayer per process, driven by one thread (scan() is not
 // reentrant); any number of processes may scan the same bucket at once: every step that acts

@@ -40,7 +40,7 @@ class PolicyHolder {
   std::shared_ptr<const Policy> policy_;
 };
 
-// Which reply subjects countersign may publish on (DESIGN.md section 5): those matching
+// Which reply subjects countersign may publish on (docs/protocol.md): those matching
 // control.reply_subjects, and not under <prefix>. nor matching any route's subjects, so that a
 // producer cannot make countersign publish where the producer may not.
 class ReplyGuard {

@@ -21,15 +21,15 @@ class KvStore {
  public:
   virtual ~KvStore() = default;
 
-  // Create-only write. Errc::exists when the key already has a value (the lock: DESIGN.md
-  // section 6 only ever creates keys that were never used before).
+  // Create-only write. Errc::exists when the key already has a value (the lock:
+  // countersign only ever creates keys that were never used before; docs/exactly-once.md).
   virtual Result<std::uint64_t> create(std::string_view key, std::string_view value) = 0;
 
   // Errc::not_found when the key has no value (never written, deleted or purged).
   virtual Result<KvEntry> get(std::string_view key) = 0;
 
   // Compare-and-swap on the key's last revision. Errc::wrong_revision when it moved on.
-  // Only for the record's own fields, never as the lock (see DESIGN.md section 10).
+  // Only for the record's own fields, never as the lock (see docs/exactly-once.md).
   virtual Result<std::uint64_t> update(std::string_view key, std::string_view value,
                                        std::uint64_t expected_revision) = 0;
 

@@ -1,4 +1,4 @@
-// The configuration file (DESIGN.md section 2): read with path-aware errors, then environment
+// The configuration file (docs/configuration.md): read with path-aware errors, then environment
 // overrides, then the checks that relate fields to each other (subject overlaps), which name the
 // environment variable when a value came from there.
 //

@@ -1,4 +1,4 @@
-// Job identity and the job hash (DESIGN.md section 4).
+// Job identity and the job hash (docs/protocol.md).
 #include "countersign/job.hpp"
 
 #include <algorithm>

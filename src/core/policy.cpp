@@ -1,4 +1,4 @@
-// Policy evaluation (DESIGN.md section 3). Loading is in policy_load.cpp, the conditions in
+// Policy evaluation (docs/policy.md). Loading is in policy_load.cpp, the conditions in
 // policy_conditions.cpp, throttle buckets in throttler.cpp.
 //
 // Semantics chosen where the design leaves room, all of them failing closed:
@@ -7,7 +7,7 @@
 //   only for a present string other than "prod", and `not_in: [a, b]` means `ne` against every
 //   element (so a list mixing types never holds). A rule meant to fire when a field is absent
 //   says `exists: false`.
-// - A payload that is not strict JSON (section 4: duplicate keys, bad UTF-8, ...) makes every
+// - A payload that is not strict JSON (docs/protocol.md: duplicate keys, bad UTF-8, ...) makes every
 //   payload condition and every label condition false, `exists: false` included, unless the
 //   label comes from the route (config, trusted). The header fallback of a label is not used
 //   either then: a worker could read a label from the payload bytes that the policy never saw.

@@ -1,4 +1,4 @@
-// JetStream intake (DESIGN.md sections 2 and 5, route mode `jetstream`): a durable pull consumer
+// JetStream intake (docs/configuration.md, docs/protocol.md, route mode `jetstream`): a durable pull consumer
 // on a WorkQueue ingress stream, read by one fetch thread, acked after the intake decision.
 #pragma once
 

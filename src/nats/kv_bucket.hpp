@@ -35,7 +35,7 @@ class KvBucket : public KvStore {
   // Keys may use A-Z a-z 0-9 _ - / = \ and non-leading, non-trailing, non-repeated '.';
   // anything else is Errc::invalid_argument.
   //
-  // Errc::exists when the key has a value. Note (DESIGN.md section 10): on a key that was
+  // Errc::exists when the key has a value. Note (docs/exactly-once.md): on a key that was
   // deleted or purged, cnats turns the create into an update, which is not a safe lock on
   // replicated buckets before nats-server 2.9.21; countersign never deletes keys.
   Result<std::uint64_t> create(std::string_view key, std::string_view value) override;

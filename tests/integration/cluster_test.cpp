@@ -3,8 +3,8 @@
 // approvers per held job spread across the nodes. Every job must get exactly one `approved`
 // answer and be delivered exactly once (JOBS and a core subscription).
 //
-// This is the proof that the lock (the create of a never-used `<id>/decision` key, DESIGN.md
-// section 6) holds on nats-server 2.9.10 with replicas 3, where nats-server issue #4320 breaks
+// This is the proof that the lock (the create of a never-used `<id>/decision` key,
+// docs/exactly-once.md) holds on nats-server 2.9.10 with replicas 3, where nats-server issue #4320 breaks
 // locks built on kvStore_Update with an expected revision.
 //
 // 300 jobs by default (it takes well under the 2-minute budget on 2 cores); COUNTERSIGN_SOAK=1
@@ -345,7 +345,7 @@ TEST(ClusterTest, ApprovalRightAfterTheHoldThroughAnotherNodeFindsTheJob) {
   EXPECT_EQ(cluster.clients[0]->streamMessageCount(kJobsStream), static_cast<std::uint64_t>(kJobs));
 }
 
-// The fact the design rests on (DESIGN.md section 10), at the cnats level on this server: on a
+// The fact the design rests on (docs/exactly-once.md), at the cnats level on this server: on a
 // bucket at replicas 3, of 8 concurrent creates of a never-used key exactly one wins. Also
 // counts how the losers are told (cnats 3.4.1 follows a failed create with a get that, answered
 // by a lagging replica, clears the "wrong last sequence" text) and how often a read right after

@@ -1,4 +1,4 @@
-// Black-box tests of the binary's configuration and policy commands (DESIGN.md sections 2
+// Black-box tests of the binary's configuration and policy commands (docs/configuration.md
 // and 3): `run --check`, `policy check`, `policy explain`, and `run` without a server.
 #include <gtest/gtest.h>
 

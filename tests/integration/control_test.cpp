@@ -1,4 +1,4 @@
-// Black-box tests of the control subjects (DESIGN.md sections 6-9; docs/protocol.md): approve,
+// Black-box tests of the control subjects (docs/protocol.md, docs/exactly-once.md; docs/protocol.md): approve,
 // reject, get and list against the real binary and a real nats-server, every row of the
 // status table, and the events the decisions emit.
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-// Black-box tests of intake (DESIGN.md sections 4, 5 and 9; docs/protocol.md): the real
+// Black-box tests of intake (docs/protocol.md; docs/protocol.md): the real
 // countersign binary against a real nats-server, observed only through NATS and the KV bucket.
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
@@ -529,7 +529,7 @@ TEST(IntakeTest, PayloadsThatAreNotStrictJsonAreBytes) {
 }
 
 // A bare label reads the payload's labels.<name>, else its top-level <name>, else the header
-// <name> (DESIGN.md section 3). Without a JSON payload the header is still a label source.
+// <name> (docs/policy.md). Without a JSON payload the header is still a label source.
 TEST(IntakeTest, LabelsFallBackToHeaders) {
   Stack s = startStack();
   Reply json_payload = hold(s, "finance.payment.execute", "{\"amount\":3}",

@@ -1,4 +1,4 @@
-// JetStream intake end to end (DESIGN.md sections 2 and 5, route `mode: jetstream`), with the real
+// JetStream intake end to end (docs/configuration.md, docs/protocol.md, route `mode: jetstream`), with the real
 // binary: jobs wait in the ingress stream (a work queue) until countersign has decided them, so
 // nothing is lost while countersign is down; forwards carry `Nats-Msg-Id:
 // countersign-in:<stream>:<seq>` so that a redelivery is deduplicated by the target stream;

@@ -1,4 +1,4 @@
-// Black-box concurrency tests of the release (DESIGN.md sections 5, 6 and 8): two countersign
+// Black-box concurrency tests of the release (docs/protocol.md, docs/exactly-once.md): two countersign
 // replicas on one nats-server, a route with to_stream, and many simultaneous approvals from
 // separate connections must end in exactly one delivery per approved job.
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-// The seed scenario end to end (DESIGN.md section 3): the seed's approval-policy.yaml loaded
+// The seed scenario end to end (docs/policy.md): the seed's approval-policy.yaml loaded
 // unchanged, a read-only job passing straight through, a production payment held for a human,
 // approved once and delivered to the worker exactly once.
 #include <gtest/gtest.h>

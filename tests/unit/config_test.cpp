@@ -574,7 +574,7 @@ TEST(ConfigFile, MissingFileIsAnIoError) {
 }
 
 TEST(ConfigFile, DesignExampleParses) {
-  // DESIGN.md section 2, verbatim.
+  // The documented example config (docs/configuration.md), verbatim.
   const Config config = parseOk(R"(
 nats:
   servers: ["nats://127.0.0.1:4222"]   # list; TLS and credentials files optional
