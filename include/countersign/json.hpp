@@ -35,6 +35,13 @@ std::string sha256Hex(std::string_view bytes);
 std::string base64Encode(std::string_view bytes);
 Result<std::string> base64Decode(std::string_view text);
 
+// Whether bytes are well-formed UTF-8 (no overlong forms, no surrogates, nothing above
+// U+10FFFF).
+bool isValidUtf8(std::string_view text);
+// The text with each byte that does not start a well-formed UTF-8 sequence replaced by U+FFFD,
+// so that it can go into JSON (a reply or event naming a subject or header that is not UTF-8).
+std::string toValidUtf8(std::string_view text);
+
 // Compact serialisation (RapidJSON Writer), for building replies and records.
 std::string toString(const rapidjson::Value& value);
 

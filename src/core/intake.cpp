@@ -258,6 +258,23 @@ IntakeOutcome Intake::forward(Job& job, const Rule* matched) {
 }
 
 IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, const Rule& rule) {
+  // The record is JSON and is released as it is stored: bytes that are not UTF-8 in the subject
+  // or a header could not be kept exactly, so such a job is refused rather than altered.
+  std::string_view bad_field;
+  if (!json::isValidUtf8(job.msg.subject)) bad_field = "subject";
+  for (const auto& [name, value] : job.msg.headers) {
+    if (bad_field.empty() && !(json::isValidUtf8(name) && json::isValidUtf8(value))) bad_field = "headers";
+  }
+  if (!bad_field.empty()) {
+    JsonObjectWriter w;
+    w.field("status", "bad_request").field("code", 400).field("field", bad_field).field("reason", "invalid_utf8");
+    IntakeOutcome outcome =
+        refuse(job, "bad_request", 400, w.finish(),
+               Event{.event = "denied", .topic = job.topic, .subject = job.msg.subject, .rule = rule.id,
+                     .reason = "invalid_utf8"});
+    outcome.ack = IngressAck::term;
+    return outcome;
+  }
   // One parse: the same strict parse decides "JSON or bytes" for the id, the hash and the record.
   const rapidjson::Value* payload_json = view.payloadJson();
 

@@ -815,6 +815,24 @@ Result<std::string> base64Decode(std::string_view text) {
   return out;
 }
 
+bool isValidUtf8(std::string_view text) { return firstInvalidUtf8(text) == std::string_view::npos; }
+
+std::string toValidUtf8(std::string_view text) {
+  constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+  std::string out;
+  out.reserve(text.size() + 8);
+  for (;;) {
+    const std::size_t bad = firstInvalidUtf8(text);
+    if (bad == std::string_view::npos) {
+      out += text;
+      return out;
+    }
+    out += text.substr(0, bad);
+    out += kReplacement;
+    text.remove_prefix(bad + 1);
+  }
+}
+
 std::string toString(const rapidjson::Value& value) {
   rapidjson::StringBuffer buffer;
   rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);

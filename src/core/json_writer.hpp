@@ -4,11 +4,35 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include "countersign/json.hpp"
+
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
 namespace countersign::detail {
+
+// RapidJSON's Writer copies string bytes as they are: text that is not UTF-8 (a producer's subject
+// or header) would make invalid JSON. This one writes such text with U+FFFD in place of each bad
+// byte; valid text is written as is, after one check.
+class Utf8Writer : public rapidjson::Writer<rapidjson::StringBuffer> {
+ public:
+  using Base = rapidjson::Writer<rapidjson::StringBuffer>;
+  using Base::Base;
+  bool String(const char* text, rapidjson::SizeType length, bool copy = false) {
+    if (json::isValidUtf8({text, length})) return Base::String(text, length, copy);
+    const std::string valid = json::toValidUtf8({text, length});
+    return Base::String(valid.data(), static_cast<rapidjson::SizeType>(valid.size()), true);
+  }
+  bool String(const std::string& text) {
+    return String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
+  }
+  bool Key(const char* text, rapidjson::SizeType length, bool copy = false) {
+    return String(text, length, copy);
+  }
+  bool Key(const char* text) { return Key(text, static_cast<rapidjson::SizeType>(std::strlen(text))); }
+};
 
 class JsonObjectWriter {
  public:
@@ -60,7 +84,7 @@ class JsonObjectWriter {
     writer_.RawValue(json.data(), json.size(), rapidjson::kObjectType);
     return *this;
   }
-  rapidjson::Writer<rapidjson::StringBuffer>& writer() { return writer_; }
+  Utf8Writer& writer() { return writer_; }
 
   std::string finish() {
     writer_.EndObject();
@@ -69,7 +93,7 @@ class JsonObjectWriter {
 
  private:
   rapidjson::StringBuffer buffer_;
-  rapidjson::Writer<rapidjson::StringBuffer> writer_;
+  Utf8Writer writer_;
 };
 
 }  // namespace countersign::detail

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/json_writer.hpp"
 #include "countersign/job.hpp"
 #include "countersign/json.hpp"
 
@@ -48,11 +49,27 @@ void checkBase64(std::string_view bytes) {
   if (auto accepted = json::base64Decode(bytes)) check(json::base64Encode(*accepted) == bytes);
 }
 
+// Any bytes written as a key and a value (a subject, a header) make valid, strict JSON that reads
+// back as the bytes with U+FFFD for each invalid one.
+void checkWriter(std::string_view bytes) {
+  countersign::detail::JsonObjectWriter w;
+  w.field(bytes, bytes);
+  const std::string text = w.finish();
+  auto back = json::parseStrict(text);
+  check(back.has_value() && back->IsObject() && back->MemberCount() == 1);
+  const auto& member = *back->MemberBegin();
+  const std::string valid = json::toValidUtf8(bytes);
+  check(json::isValidUtf8(valid));
+  check(std::string_view(member.value.GetString(), member.value.GetStringLength()) == valid);
+  if (json::isValidUtf8(bytes)) check(valid == bytes);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   checkBase64(text);
+  checkWriter(text);
 
   auto parsed = json::parseStrict(text);
   if (!parsed) {

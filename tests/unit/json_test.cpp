@@ -1,5 +1,7 @@
 #include "countersign/json.hpp"
 
+#include "core/json_writer.hpp"
+
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -507,3 +509,28 @@ TEST(AppendHelpers, AppendToExistingText) {
 
 }  // namespace
 }  // namespace countersign::json
+
+namespace countersign {
+namespace {
+
+TEST(Utf8, InvalidBytesAreReplacedOneEach) {
+  EXPECT_TRUE(json::isValidUtf8("caf\xc3\xa9"));
+  EXPECT_FALSE(json::isValidUtf8("caf\xe9"));
+  EXPECT_EQ(json::toValidUtf8("caf\xc3\xa9"), "caf\xc3\xa9");
+  EXPECT_EQ(json::toValidUtf8("a\xff" "b"), "a\xef\xbf\xbd" "b");
+  EXPECT_EQ(json::toValidUtf8("\xc0\xaf"), "\xef\xbf\xbd\xef\xbf\xbd");      // overlong
+  EXPECT_EQ(json::toValidUtf8("\xed\xa0\x80"), "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");  // surrogate
+  EXPECT_EQ(json::toValidUtf8("x\xe2\x82"), "x\xef\xbf\xbd\xef\xbf\xbd");    // truncated
+}
+
+TEST(Utf8, WrittenJsonIsAlwaysValidUtf8) {
+  detail::JsonObjectWriter w;
+  w.field("subject\xff", "agents.\xfe.x").field("ok", "caf\xc3\xa9");
+  const std::string text = w.finish();
+  EXPECT_TRUE(json::isValidUtf8(text)) << text;
+  EXPECT_TRUE(json::parseStrict(text).has_value()) << text;
+  EXPECT_EQ(text, "{\"subject\xef\xbf\xbd\":\"agents.\xef\xbf\xbd.x\",\"ok\":\"caf\xc3\xa9\"}");
+}
+
+}  // namespace
+}  // namespace countersign
