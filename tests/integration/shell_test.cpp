@@ -36,6 +36,7 @@
 #include "nats/connection.hpp"
 #include "nats/kv_bucket.hpp"
 #include "nats/nats_publisher.hpp"
+#include "nats/subscriber.hpp"
 
 namespace countersign::testing {
 namespace {
@@ -256,6 +257,31 @@ TEST(ShellHandOverTest, CancelledCreatesAreAnsweredOnceAndLatePubAcksCallNothing
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(calls.load(), 50) << "a late PubAck called a cancelled create's callback";
   store->reset();  // cnats' reference to the creates' state is released by the last PubAck
+}
+
+// A Subscription's destructor returns only once its handler no longer runs, however long that
+// takes (it used to give up after 10 s and let the objects the handler uses go under it).
+TEST(ShellHandOverTest, SubscriptionDestructorWaitsForAHandlerLongerThanTenSeconds) {
+  auto server = NatsServer::start();
+  NatsConfig nats;
+  nats.servers = {server->url()};
+  auto connection = natsio::Connection::connect(nats, "test", false);
+  ASSERT_TRUE(connection) << connection.error().message;
+  std::promise<void> entered;
+  std::atomic<bool> finished{false};
+  auto sub = natsio::Subscription::subscribe(**connection, "slow.handler", "", [&](Message&&) {
+    entered.set_value();
+    std::this_thread::sleep_for(11s);
+    finished = true;
+  });
+  ASSERT_TRUE(sub) << sub.error().message;
+  ASSERT_TRUE((*connection)->flush(5s));
+  Client client(server->url());
+  client.publish("slow.handler", "x");
+  client.flush();
+  ASSERT_EQ(entered.get_future().wait_for(5s), std::future_status::ready);
+  sub->reset();
+  EXPECT_TRUE(finished.load()) << "the destructor returned while the handler still ran";
 }
 
 // The place where another process (the Slack bridge, a live event feed) plugs into the shell:
