@@ -19,6 +19,9 @@ int configCheck(const RunOptions& options);
 
 int policyCheck(const std::string& file, bool json);
 
+// `countersign bridge`: the Slack bridge and webhook notifier (same options as `run`).
+int bridgeCommand(const RunOptions& options);
+
 struct ExplainOptions {
   std::string file;
   std::string subject;

@@ -88,6 +88,15 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}))->capture_default_str();
   run_cmd->add_flag("--json", run.json, "with --check: print the result as JSON; otherwise JSON logs (the default)");
 
+  RunOptions bridge;
+  auto* bridge_cmd = app.add_subcommand("bridge", "run the Slack bridge and webhook notifier");
+  bridge_cmd->add_option("--config,-c", bridge.config_path, "config file")->capture_default_str();
+  bridge_cmd->add_flag("--check", bridge.check, "validate the config, tokens and key, then exit");
+  bridge_cmd->add_option("--log-format", bridge.log_format, "json or text")
+      ->check(CLI::IsMember({"json", "text"}))->capture_default_str();
+  bridge_cmd->add_option("--log-level", bridge.log_level, "debug, info, warn or error")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))->capture_default_str();
+
   auto* policy_cmd = app.add_subcommand("policy", "check or explain a policy file");
   policy_cmd->require_subcommand(1);
   std::string check_file;
@@ -185,6 +194,7 @@ int main(int argc, char** argv) {
   }
 
   if (run_cmd->parsed()) return run.check ? configCheck(run) : runGateway(run);
+  if (bridge_cmd->parsed()) return bridgeCommand(bridge);
   if (check_cmd->parsed()) return policyCheck(check_file, check_json);
   if (explain_cmd->parsed()) return policyExplain(explain);
   if (approve_cmd->parsed()) return approveCommand(client, id, approver, reason, job_hash, key_file);

@@ -144,6 +144,10 @@ TEST(ApprovalView, ReadsTheGetAnswer) {
   ASSERT_EQ(v->voters.size(), 1u);
   EXPECT_EQ(v->voters[0], "alice");
   EXPECT_EQ(parseApprovalView(R"({"status":"not_found","code":404})").error().code, Errc::not_found);
+  auto groups = parseApprovalView(
+      R"({"id":"j","state":"pending","job_hash":"h","policy_snapshot":"s","quorum":{"finance-leads":1,"security":2}})");
+  ASSERT_TRUE(groups);
+  EXPECT_EQ(groups->quorum, 3);
   EXPECT_FALSE(parseApprovalView(R"({"record":{"id":"x"}})"));
   EXPECT_FALSE(parseApprovalView("nope"));
 }

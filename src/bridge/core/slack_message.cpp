@@ -210,7 +210,14 @@ Result<ApprovalView> parseApprovalView(std::string_view text) {
   view.job_hash = stringAt(*record, "job_hash");
   view.policy_snapshot = stringAt(*record, "policy_snapshot");
   view.payload = stringAt(*record, "payload");
-  view.quorum = std::max(1, intAt(*record, "quorum", 1));
+  // A quorum per group ({finance-leads: 1, security: 1}) needs the sum of its counts.
+  if (const auto* quorum = member(*record, "quorum"); quorum != nullptr && quorum->IsObject()) {
+    int total = 0;
+    for (const auto& group : quorum->GetObject()) total += group.value.IsInt() ? group.value.GetInt() : 0;
+    view.quorum = std::max(1, total);
+  } else {
+    view.quorum = std::max(1, intAt(*record, "quorum", 1));
+  }
   view.binding = std::max(0, intAt(*record, "binding", 0));
   if (const auto* votes = member(*record, "votes"); votes != nullptr && votes->IsArray()) {
     for (const auto& vote : votes->GetArray()) {

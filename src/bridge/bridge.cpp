@@ -1,0 +1,508 @@
+#include "bridge.hpp"
+
+#include <nats/nats.h>
+
+#include <algorithm>
+
+#include "bridge_event.hpp"
+#include "control_request.hpp"
+#include "core/json_writer.hpp"
+#include "countersign/json.hpp"
+#include "interaction.hpp"
+#include "json_fields.hpp"
+#include "retry.hpp"
+#include "signatures.hpp"
+
+namespace countersign::bridge {
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr int kFetchBatch = 16;
+constexpr int kFetchWaitMs = 1000;
+constexpr milliseconds kRetryEventAfter{2000};
+// A claim without a ts this old is taken over: its poster died between claim and post.
+constexpr std::chrono::seconds kClaimLease{30};
+constexpr milliseconds kRequestTimeout{10000};
+
+natsMsg* asMsg(void* msg) { return static_cast<natsMsg*>(msg); }
+
+std::string postKey(const std::string& id, const std::string& channel, int binding) {
+  return id + "/slack/" + channel + "/" + std::to_string(binding);
+}
+
+struct PostRecord {
+  std::string channel;
+  std::string ts;
+  std::string claimed_at;
+};
+
+std::string toJson(const PostRecord& post) {
+  countersign::detail::JsonObjectWriter w;
+  w.field("channel", post.channel).field("ts", post.ts).optional("claimed_at", post.claimed_at);
+  return w.finish();
+}
+
+std::optional<PostRecord> parsePost(const std::string& text) {
+  auto doc = json::parseStrict(text);
+  if (!doc || !doc->IsObject()) return std::nullopt;
+  return PostRecord{detail::stringAt(*doc, "channel"), detail::stringAt(*doc, "ts"), detail::stringAt(*doc, "claimed_at")};
+}
+
+std::vector<std::string> splitNames(std::string_view text) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t comma = text.find(',', start);
+    if (comma == std::string_view::npos) comma = text.size();
+    std::string name(text.substr(start, comma - start));
+    if (!name.empty()) out.push_back(std::move(name));
+    start = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+Bridge::Bridge(BridgeParts parts)
+    : p_(std::move(parts)), stream_(p_.config.audit.stream), filter_(p_.config.control.prefix + ".events.>") {}
+
+Bridge::~Bridge() { stop(); }
+
+void Bridge::start() {
+  consumer_thread_ = std::thread([this] { consumeLoop(); });
+  click_thread_ = std::thread([this] { clickLoop(); });
+}
+
+void Bridge::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (consumer_thread_.joinable()) consumer_thread_.join();
+  if (click_thread_.joinable()) click_thread_.join();
+  if (sub_ != nullptr) {
+    natsSubscription_Destroy(static_cast<natsSubscription*>(sub_));  // never Unsubscribe: it would delete the durable
+    sub_ = nullptr;
+  }
+}
+
+bool Bridge::sleepUnlessStopping(milliseconds delay, void* msg) {
+  // Long waits keep the event ours: JetStream would hand it to another replica after ack_wait.
+  const auto deadline = std::chrono::steady_clock::now() + delay;
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return true;
+    const auto step = std::min<std::chrono::steady_clock::duration>(deadline - now, std::chrono::seconds(10));
+    if (wake_.wait_for(lock, step, [this] { return stopping_; })) return false;
+    if (msg != nullptr) (void)natsMsg_InProgress(asMsg(msg), nullptr);
+  }
+  return false;
+}
+
+void Bridge::enqueueInteraction(std::string payload_json) {
+  {
+    std::lock_guard lock(mutex_);
+    if (clicks_.size() >= 1024) {
+      p_.log.warn("bridge: click queue full, dropping a click");
+      p_.metrics.click("dropped");
+      return;
+    }
+    clicks_.push_back(std::move(payload_json));
+  }
+  wake_.notify_all();
+}
+
+// ---- the consumer ---------------------------------------------------------------------------
+
+bool Bridge::setUpConsumer() {
+  jsStreamInfo* stream_info = nullptr;
+  jsErrCode js_error{};
+  natsStatus s = js_GetStreamInfo(&stream_info, p_.nats.js(), stream_.c_str(), nullptr, &js_error);
+  if (stream_info != nullptr) jsStreamInfo_Destroy(stream_info);
+  if (s != NATS_OK) return false;  // the gateway has not made the audit stream yet
+  jsConsumerInfo* info = nullptr;
+  const std::string durable(kBridgeDurable);
+  s = js_GetConsumerInfo(&info, p_.nats.js(), stream_.c_str(), durable.c_str(), nullptr, &js_error);
+  if (info != nullptr) jsConsumerInfo_Destroy(info);
+  if (s != NATS_OK) {
+    jsConsumerConfig config;
+    jsConsumerConfig_Init(&config);
+    config.Durable = durable.c_str();
+    config.FilterSubject = filter_.c_str();
+    config.AckPolicy = js_AckExplicit;
+    config.DeliverPolicy = js_DeliverByStartTime;
+    const auto start = p_.clock.now() - p_.config.slack.backfill;
+    config.OptStartTime = std::chrono::duration_cast<std::chrono::nanoseconds>(start.time_since_epoch()).count();
+    config.AckWait = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::seconds(60)).count();
+    config.MaxDeliver = -1;
+    config.MaxAckPending = 256;
+    info = nullptr;
+    s = js_AddConsumer(&info, p_.nats.js(), stream_.c_str(), &config, nullptr, &js_error);
+    if (info != nullptr) jsConsumerInfo_Destroy(info);
+    if (s == NATS_OK) {
+      p_.log.info("bridge: created the durable consumer", {{"durable", durable}, {"stream", stream_}, {"filter", filter_}});
+    }
+    // Another replica may have created it meanwhile: bind below either way.
+  }
+  jsSubOptions options;
+  jsSubOptions_Init(&options);
+  options.Stream = stream_.c_str();
+  options.Consumer = durable.c_str();
+  natsSubscription* sub = nullptr;
+  s = js_PullSubscribe(&sub, p_.nats.js(), nullptr, durable.c_str(), nullptr, &options, &js_error);
+  if (s != NATS_OK) return false;
+  sub_ = sub;
+  return true;
+}
+
+void Bridge::consumeLoop() {
+  int setup_failures = 0;
+  auto last_lag = std::chrono::steady_clock::now() - std::chrono::hours(1);
+  while (true) {
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) return;
+    }
+    if (sub_ == nullptr) {
+      if (!p_.nats.connected() || !setUpConsumer()) {
+        if (setup_failures++ == 0) {
+          p_.log.info("bridge: waiting for the audit stream and the consumer", {{"stream", stream_}});
+        }
+        sleepUnlessStopping(milliseconds(std::min(2000, 250 * (1 << std::min(setup_failures, 3)))));
+        continue;
+      }
+      setup_failures = 0;
+      consumer_ready_.store(true);
+      p_.log.info("bridge: consuming events", {{"stream", stream_}, {"durable", std::string(kBridgeDurable)}});
+    }
+    auto* sub = static_cast<natsSubscription*>(sub_);
+    if (std::chrono::steady_clock::now() - last_lag > std::chrono::seconds(2)) {
+      last_lag = std::chrono::steady_clock::now();
+      jsConsumerInfo* info = nullptr;
+      jsErrCode js_error{};
+      if (natsSubscription_GetConsumerInfo(&info, sub, nullptr, &js_error) == NATS_OK && info != nullptr) {
+        p_.metrics.setLag(static_cast<std::int64_t>(info->NumPending + static_cast<std::uint64_t>(info->NumAckPending)));
+        consumer_ready_.store(true);
+      } else if (js_error == JSConsumerNotFoundErr) {
+        consumer_ready_.store(false);
+        natsSubscription_Destroy(sub);
+        sub_ = nullptr;
+        if (info != nullptr) jsConsumerInfo_Destroy(info);
+        continue;
+      }
+      if (info != nullptr) jsConsumerInfo_Destroy(info);
+    }
+    natsMsgList list{};
+    jsErrCode js_error{};
+    const natsStatus s = natsSubscription_Fetch(&list, sub, kFetchBatch, kFetchWaitMs, &js_error);
+    if (s != NATS_OK) {
+      natsMsgList_Destroy(&list);
+      if (s != NATS_TIMEOUT) sleepUnlessStopping(milliseconds(500));
+      continue;
+    }
+    for (int i = 0; i < list.Count; ++i) {
+      natsMsg* msg = list.Msgs[i];
+      bool stopping = false;
+      {
+        std::lock_guard lock(mutex_);
+        stopping = stopping_;
+      }
+      if (stopping) {
+        (void)natsMsg_Nak(msg, nullptr);  // another replica (or the next start) takes it
+        continue;
+      }
+      const std::string subject = natsMsg_GetSubject(msg);
+      const std::string body(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+      if (handleEvent(subject, body, msg) == Handled::yes) {
+        (void)natsMsg_Ack(msg, nullptr);
+      } else {
+        (void)natsMsg_NakWithDelay(msg, kRetryEventAfter.count(), nullptr);
+      }
+    }
+    natsMsgList_Destroy(&list);
+  }
+}
+
+Bridge::Handled Bridge::handleEvent(const std::string&, const std::string& body, void* msg) {
+  auto event = parseBridgeEvent(body);
+  if (!event) {
+    p_.log.warn("bridge: skipping a message that is not an event", {{"error", event.error().message}});
+    return Handled::yes;
+  }
+  p_.metrics.events(event->event);
+  if (p_.slack != nullptr && slackCares(event->event) && !event->approval_id.empty()) {
+    if (handleSlack(*event, msg) == Handled::retry) return Handled::retry;
+  }
+  return deliverWebhooks(*event, body, msg);
+}
+
+Result<ApprovalView> Bridge::fetchRecord(const std::string& id) {
+  countersign::detail::JsonObjectWriter request;
+  request.field("id", id);
+  const std::string data = request.finish();
+  const std::string subject = p_.config.control.prefix + ".control.get";
+  natsMsg* reply = nullptr;
+  const natsStatus s = natsConnection_Request(&reply, p_.nats.raw(), subject.c_str(), data.data(),
+                                              static_cast<int>(data.size()), kRequestTimeout.count());
+  if (s != NATS_OK) return fail(Errc::unavailable, std::string("control.get: ") + natsStatus_GetText(s));
+  const std::string text(natsMsg_GetData(reply), static_cast<std::size_t>(natsMsg_GetDataLength(reply)));
+  natsMsg_Destroy(reply);
+  return parseApprovalView(text);
+}
+
+std::optional<Outcome> Bridge::outcomeOf(const ApprovalView& view, const BridgeEvent& event) const {
+  Outcome outcome;
+  outcome.quorum = view.quorum;
+  outcome.votes = static_cast<int>(view.voters.size());
+  outcome.reason = event.event == "rejected" ? event.reason : "";
+  if (view.state == "released") {
+    outcome.kind = OutcomeKind::released;
+  } else if (view.state == "approved" || view.state == "release_unknown") {
+    outcome.kind = OutcomeKind::approved;
+  } else if (view.state == "rejected") {
+    outcome.kind = OutcomeKind::rejected;
+  } else if (view.state == "expired") {
+    outcome.kind = OutcomeKind::expired;
+  } else if (event.event == "vote") {
+    outcome.kind = OutcomeKind::vote;
+  } else {
+    return std::nullopt;
+  }
+  const bool decided_elsewhere = outcome.kind != OutcomeKind::vote && !view.voters.empty() &&
+                                 (outcome.kind == OutcomeKind::approved || outcome.kind == OutcomeKind::released);
+  outcome.actors = decided_elsewhere ? view.voters : splitNames(event.actor);
+  if (outcome.kind == OutcomeKind::vote && !event.actor.empty()) outcome.actors = {event.actor};
+  for (const auto& name : outcome.actors) outcome.actor_slack.push_back(slackIdOf(name));
+  return outcome;
+}
+
+Bridge::Handled Bridge::handleSlack(const BridgeEvent& event, void* msg) {
+  const auto channel = channelFor(p_.config.slack.channels, event.topic);
+  if (!channel) return Handled::yes;
+  auto view = fetchRecord(event.approval_id);
+  if (!view) {
+    if (view.error().code == Errc::not_found) return Handled::yes;
+    if (view.error().code == Errc::unavailable) {
+      p_.log.warn("bridge: cannot read the record, will retry", {{"id", event.approval_id}, {"error", view.error().message}});
+      return Handled::retry;
+    }
+    p_.log.warn("bridge: unreadable record, skipped", {{"id", event.approval_id}, {"error", view.error().message}});
+    p_.metrics.failure();
+    return Handled::yes;
+  }
+  if (view->state == "pending") {
+    if (auto handled = postHeld(*view, *channel, msg); handled == Handled::retry) return handled;
+    if (event.event != "vote") return Handled::yes;
+  }
+  const auto outcome = outcomeOf(*view, event);
+  if (!outcome) return Handled::yes;
+  return updateOutcome(*view, *channel, *outcome, view->binding, msg);
+}
+
+Bridge::Handled Bridge::postHeld(const ApprovalView& view, const std::string& channel, void* msg) {
+  const std::string key = postKey(view.id, channel, view.binding);
+  const std::string now = formatRfc3339(p_.clock.now());
+  std::uint64_t revision = 0;
+  auto created = p_.store.create(key, toJson(PostRecord{channel, "", now}));
+  if (created) {
+    revision = *created;
+  } else if (created.error().code == Errc::exists) {
+    auto existing = p_.store.get(key);
+    if (!existing) return Handled::retry;
+    const auto post = parsePost(existing->value);
+    if (post && !post->ts.empty()) return Handled::yes;  // posted already
+    std::chrono::system_clock::time_point claimed;
+    if (post && parseRfc3339(post->claimed_at, claimed) && p_.clock.now() - claimed < kClaimLease) {
+      return Handled::retry;  // someone is posting it right now
+    }
+    auto taken = p_.store.update(key, toJson(PostRecord{channel, "", now}), existing->revision);
+    if (!taken) return Handled::retry;
+    revision = *taken;
+    p_.log.info("bridge: taking over a post whose poster stopped", {{"id", view.id}});
+  } else {
+    return Handled::retry;
+  }
+  const auto reply = p_.slack->callUntilDone("chat.postMessage", heldMessage(view, channel, p_.config.slack.console_url),
+                                             false, [&](milliseconds d) { return sleepUnlessStopping(d, msg); });
+  if (!reply.ok) {
+    if (reply.retryable() || reply.authError()) return Handled::retry;  // stopping
+    p_.log.error("bridge: cannot post a held job", {{"id", view.id}, {"channel", channel}, {"error", reply.error}});
+    p_.metrics.failure();
+    return Handled::yes;
+  }
+  std::string ts;
+  if (auto doc = json::parseStrict(reply.body); doc && doc->IsObject()) ts = detail::stringAt(*doc, "ts");
+  p_.metrics.post();
+  p_.log.info("bridge: posted a held job", {{"id", view.id}, {"channel", channel}, {"ts", ts}});
+  if (auto recorded = p_.store.update(key, toJson(PostRecord{channel, ts, now}), revision); !recorded) {
+    p_.log.error("bridge: posted but could not record the post", {{"id", view.id}, {"error", recorded.error().message}});
+  }
+  // A re-bound job: the message of the previous binding says the policy changed.
+  if (view.binding > 0) {
+    Outcome changed;
+    changed.kind = OutcomeKind::policy_changed;
+    ApprovalView old = view;
+    (void)updateOutcome(old, channel, changed, view.binding - 1, msg);
+  }
+  return Handled::yes;
+}
+
+Bridge::Handled Bridge::updateOutcome(const ApprovalView& view, const std::string& channel, const Outcome& outcome,
+                                      int binding, void* msg) {
+  auto existing = p_.store.get(postKey(view.id, channel, binding));
+  if (!existing) return existing.error().code == Errc::not_found ? Handled::yes : Handled::retry;
+  const auto post = parsePost(existing->value);
+  if (!post) return Handled::yes;
+  if (post->ts.empty()) return Handled::retry;  // the post is being made: update after it
+  const auto reply =
+      p_.slack->callUntilDone("chat.update", outcomeUpdate(view, channel, post->ts, outcome, p_.config.slack.console_url),
+                              false, [&](milliseconds d) { return sleepUnlessStopping(d, msg); });
+  if (!reply.ok) {
+    if (reply.retryable() || reply.authError()) return Handled::retry;
+    p_.log.error("bridge: cannot update a message", {{"id", view.id}, {"error", reply.error}});
+    p_.metrics.failure();
+    return Handled::yes;
+  }
+  p_.metrics.update();
+  return Handled::yes;
+}
+
+Bridge::Handled Bridge::deliverWebhooks(const BridgeEvent& event, const std::string& body, void* msg) {
+  for (const auto& hook : p_.webhooks) {
+    if (!webhookWants(hook.config, event.event)) continue;
+    RetryPolicy policy = kWebhookRetry;
+    policy.max_attempts = hook.config.max_attempts;
+    for (int attempt = 1;; ++attempt) {
+      const std::string timestamp = std::to_string(
+          std::chrono::duration_cast<std::chrono::seconds>(p_.clock.now().time_since_epoch()).count());
+      const auto result = p_.http.post(hook.config.url, "application/json", body,
+                                       {{"X-Countersign-Timestamp", timestamp},
+                                        {"X-Countersign-Signature", webhookSignature(hook.secret, timestamp, body)}});
+      if (result.status >= 200 && result.status < 300) {
+        p_.metrics.webhook("delivered");
+        break;
+      }
+      if (result.status != 0 && !isRetryableStatus(result.status)) {
+        p_.metrics.webhook("refused");
+        p_.log.warn("webhook: refused", {{"url", hook.config.url}, {"status", std::to_string(result.status)}});
+        break;
+      }
+      const auto delay = retryDelay(policy, attempt, parseRetryAfter(result.retry_after));
+      if (!delay) {
+        p_.metrics.webhook("given_up");
+        p_.metrics.failure();
+        p_.log.error("webhook: given up", {{"url", hook.config.url}, {"event", event.event}, {"id", event.approval_id}});
+        break;
+      }
+      p_.metrics.webhook("retried");
+      if (!sleepUnlessStopping(*delay, msg)) return Handled::retry;
+    }
+  }
+  return Handled::yes;
+}
+
+// ---- clicks ---------------------------------------------------------------------------------
+
+void Bridge::clickLoop() {
+  while (true) {
+    std::string payload;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [this] { return stopping_ || !clicks_.empty(); });
+      if (clicks_.empty()) return;  // stopping, and every click in hand is done
+      payload = std::move(clicks_.front());
+      clicks_.pop_front();
+    }
+    actOnClick(payload);
+  }
+}
+
+std::string Bridge::slackIdOf(std::string_view name) const {
+  for (const auto& person : p_.people) {
+    if (person.name == name) return person.slack;
+  }
+  return {};
+}
+
+std::string Bridge::nameOfSlack(std::string_view slack_id) const {
+  for (const auto& person : p_.people) {
+    if (!person.slack.empty() && person.slack == slack_id) return person.name;
+  }
+  return {};
+}
+
+void Bridge::tellUser(const std::string& channel, const std::string& user, const std::string& text) {
+  if (p_.slack == nullptr || channel.empty()) return;
+  countersign::detail::JsonObjectWriter w;
+  w.field("channel", channel).field("user", user).field("text", text);
+  const auto reply = p_.slack->callUntilDone("chat.postEphemeral", w.finish(), false,
+                                             [&](milliseconds d) { return sleepUnlessStopping(std::min(d, milliseconds(5000))); });
+  (void)reply;
+}
+
+void Bridge::actOnClick(const std::string& payload_json) {
+  auto click = decodeInteractionPayload(payload_json);
+  if (!click) {
+    if (click.error().message != "not_our_action") {
+      p_.metrics.click("bad_payload");
+      p_.log.warn("bridge: ignoring an interaction", {{"error", click.error().message}});
+    }
+    return;
+  }
+  const std::string person = nameOfSlack(click->user_id);
+  if (person.empty()) {
+    p_.metrics.click("unknown_user");
+    p_.log.warn("bridge: click from a Slack user who is not an approver", {{"slack_user", click->user_id}, {"id", click->value.id}});
+    tellUser(click->channel_id, click->user_id,
+             "You are not in countersign's list of approvers, so your click changed nothing. Ask an operator to add "
+             "your Slack id to approvers.people.");
+    return;
+  }
+  if (p_.signer == nullptr) return;
+  const bool approve = click->action == ClickAction::approve;
+  ControlRequestFields fields{approve ? "approve" : "reject",
+                              click->value.id,
+                              person,
+                              click->value.job_hash,
+                              click->value.policy_snapshot,
+                              formatRfc3339(p_.clock.now()),
+                              approve ? "approved in Slack" : "rejected in Slack",
+                              p_.via};
+  const std::string request = signedControlRequest(fields, *p_.signer);
+  const std::string subject = p_.config.control.prefix + (approve ? ".control.approve" : ".control.reject");
+  natsMsg* reply = nullptr;
+  const natsStatus s = natsConnection_Request(&reply, p_.nats.raw(), subject.c_str(), request.data(),
+                                              static_cast<int>(request.size()), kRequestTimeout.count());
+  if (s != NATS_OK) {
+    p_.metrics.click("no_answer");
+    p_.log.warn("bridge: no answer to a click's control request", {{"id", click->value.id}, {"error", natsStatus_GetText(s)}});
+    tellUser(click->channel_id, click->user_id, "countersign did not answer in time: nothing was decided. Please click again.");
+    return;
+  }
+  const std::string text(natsMsg_GetData(reply), static_cast<std::size_t>(natsMsg_GetDataLength(reply)));
+  natsMsg_Destroy(reply);
+  std::string status;
+  std::string reason;
+  if (auto doc = json::parseStrict(text); doc && doc->IsObject()) {
+    status = detail::stringAt(*doc, "status");
+    reason = detail::stringAt(*doc, "reason");
+  }
+  p_.metrics.click(status.empty() ? "bad_answer" : status);
+  p_.log.info("bridge: click acted on", {{"id", click->value.id}, {"approver", person}, {"status", status}, {"reason", reason}});
+  if (status == "approved" || status == "rejected" || status == "vote_recorded" || status == "already_voted" ||
+      status == "already_approved" || status == "already_rejected") {
+    return;  // the message is updated from the events
+  }
+  std::string why = "countersign refused: " + status + (reason.empty() ? "" : " (" + reason + ")");
+  if (reason == "not_an_approver") why = "You may not decide this job under its rule: nothing changed.";
+  if (reason == "self_approval") why = "You requested this job, so you may not decide it: nothing changed.";
+  if (reason == "snapshot_changed") why = "The policy changed since this message was posted: review the new message.";
+  if (reason == "job_changed") why = "The job no longer matches what this message showed: do not approve it.";
+  if (status == "expired") why = "This job expired before your click: nothing changed.";
+  tellUser(click->channel_id, click->user_id, why);
+}
+
+}  // namespace countersign::bridge

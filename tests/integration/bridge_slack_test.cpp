@@ -1,0 +1,533 @@
+// The Slack bridge end to end: a real nats-server, the real gateway (`countersign run`), the
+// real bridge (`countersign bridge`) and a fake Slack (tests/fake_slack: HTTPS and WSS with a
+// CA made for the test) that records every Web API call and plays clicks.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "countersign/json.hpp"
+#include "countersign/nkeys.hpp"
+#include "integration/harness/harness.hpp"
+#include "nats/child_process.hpp"
+
+namespace countersign::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+constexpr const char* kPolicy = R"(version: v1
+rules:
+  - id: hold-payments
+    when: { topic: finance.payment.execute }
+    decision: require_human
+  - id: hold-ops
+    when: { topic: ops.> }
+    decision: require_human
+)";
+
+struct HttpAnswer {
+  int status = 0;
+  std::string body;
+};
+
+// A plain HTTP/1.1 request on loopback (the fake's control API, the bridge's endpoints).
+HttpAnswer httpCall(int port, const std::string& method, const std::string& path, const std::string& body = "",
+                    const std::vector<std::string>& headers = {}) {
+  HttpAnswer answer;
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{30, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return answer;
+  }
+  std::string request = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
+  for (const auto& h : headers) request += h + "\r\n";
+  request += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  std::size_t sent = 0;
+  while (sent < request.size()) {
+    const ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<std::size_t>(n);
+  }
+  std::string response;
+  char buffer[8192];
+  while (true) {
+    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n <= 0) break;
+    response.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  if (response.size() > 12) answer.status = std::stoi(response.substr(9, 3));
+  const std::size_t end = response.find("\r\n\r\n");
+  if (end != std::string::npos) answer.body = response.substr(end + 4);
+  return answer;
+}
+
+rapidjson::Document parse(const std::string& text) {
+  auto doc = json::parseStrict(text);
+  if (!doc) {
+    ADD_FAILURE() << "not JSON: " << text.substr(0, 300);
+    rapidjson::Document empty;
+    empty.SetObject();
+    return empty;
+  }
+  return std::move(*doc);
+}
+
+std::string str(const rapidjson::Value& v, const char* name) {
+  if (!v.IsObject()) return {};
+  const auto it = v.FindMember(name);
+  return it != v.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
+}
+
+class FakeSlack {
+ public:
+  FakeSlack() {
+    auto node = natsio::findExecutable("node");
+    if (!node) throw std::runtime_error("node not found");
+    natsio::SpawnOptions options;
+    options.argv = {*node, std::string(COUNTERSIGN_SOURCE_DIR) + "/tests/fake_slack/fake_slack.js", dir_.path().string()};
+    options.stdout_path = (dir_.path() / "fake.log").string();
+    options.stderr_path = options.stdout_path;
+    auto pid = natsio::spawnProcess(options);
+    if (!pid) throw std::runtime_error(pid.error().message);
+    pid_ = *pid;
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (!fs::exists(dir_.path() / "ports.json")) {
+      if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("fake slack did not start");
+      std::this_thread::sleep_for(50ms);
+    }
+    std::ifstream in(dir_.path() / "ports.json");
+    std::stringstream text;
+    text << in.rdbuf();
+    const auto ports = parse(text.str());
+    api_ = ports["api"].GetInt();
+    control_ = ports["control"].GetInt();
+  }
+  ~FakeSlack() { natsio::stopProcess(pid_, 5s); }
+
+  std::string apiUrl() const { return "https://127.0.0.1:" + std::to_string(api_) + "/api"; }
+  std::string caFile() const { return (dir_.path() / "ca.pem").string(); }
+
+  // Calls of one Web API method, in order.
+  std::vector<std::string> calls(const std::string& method) {
+    std::vector<std::string> out;
+    const auto doc = parse(httpCall(control_, "GET", "/calls").body);
+    for (const auto& call : doc.GetArray()) {
+      if (str(call, "method") == method) out.push_back(json::toString(call));
+    }
+    return out;
+  }
+  // Waits until `method` was called at least `count` times; returns the calls.
+  std::vector<std::string> waitCalls(const std::string& method, std::size_t count, std::chrono::milliseconds timeout = 20s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+      auto got = calls(method);
+      if (got.size() >= count || std::chrono::steady_clock::now() > deadline) return got;
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+  HttpAnswer control(const std::string& method, const std::string& path, const std::string& body = "") {
+    return httpCall(control_, method, path, body);
+  }
+  rapidjson::Document socketState() { return parse(control("GET", "/socket").body); }
+  bool waitSocketHellos(int n, std::chrono::milliseconds timeout = 20s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      const auto s = socketState();
+      if (s["hellos"].GetInt() >= n && s["connected"].GetInt() >= 1) return true;
+      std::this_thread::sleep_for(100ms);
+    }
+    return false;
+  }
+
+ private:
+  TempDir dir_;
+  int pid_ = -1;
+  int api_ = 0;
+  int control_ = 0;
+};
+
+class BridgeProcess {
+ public:
+  BridgeProcess(const fs::path& dir, const std::string& config_name) {
+    natsio::SpawnOptions options;
+    options.argv = {COUNTERSIGN_BIN, "bridge", "--config", (dir / config_name).string()};
+    options.env = std::vector<std::string>{"SLACK_BOT_TOKEN=xoxb-fake", "SLACK_APP_TOKEN=xapp-fake",
+                                           "SLACK_SIGNING_SECRET=test-signing-secret", "PATH=/usr/bin:/bin"};
+    log_ = dir / (config_name + "." + std::to_string(++starts_) + ".log");
+    options.stdout_path = log_.string();
+    options.stderr_path = log_.string();
+    auto pid = natsio::spawnProcess(options);
+    if (!pid) throw std::runtime_error(pid.error().message);
+    pid_ = *pid;
+  }
+  ~BridgeProcess() {
+    if (pid_ > 0) natsio::stopProcess(pid_, 10s);
+  }
+  int stop() {
+    const int status = natsio::stopProcess(pid_, 15s);
+    pid_ = -1;
+    return status;
+  }
+  void kill9() {
+    ::kill(pid_, SIGKILL);
+    natsio::waitProcess(pid_, 10s);
+    pid_ = -1;
+  }
+  std::string logs() const {
+    std::ifstream in(log_);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
+  // The port printed on the ready line after `marker` (e.g. "127.0.0.1:" or "admin port ").
+  int printedPort(const std::string& marker, std::chrono::milliseconds timeout = 20s) const {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      const std::string text = logs();
+      const std::size_t ready = text.find("countersign bridge ready");
+      if (ready != std::string::npos) {
+        const std::size_t at = text.find(marker, ready);
+        if (at != std::string::npos) return std::stoi(text.substr(at + marker.size()));
+      }
+      std::this_thread::sleep_for(50ms);
+    }
+    return 0;
+  }
+
+ private:
+  static inline int starts_ = 0;
+  int pid_ = -1;
+  fs::path log_;
+};
+
+class BridgeSlackTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    nats_ = NatsServer::start();
+    CountersignOptions options;
+    options.config_yaml = basicConfig(nats_->url());
+    options.policy_yaml = kPolicy;
+    options.nats_url = nats_->url();
+    gateway_ = CountersignProcess::start(options);
+    client_ = std::make_unique<Client>(nats_->url());
+    const auto seed = nkeys::generateSeed();
+    ASSERT_TRUE(nkeys::writeSeedFile((dir_.path() / "slack.nk").string(), seed));
+    channel_key_ = nkeys::encodePublicKey(nkeys::publicKeyOf(seed));
+  }
+
+  std::string bridgeConfig(const std::string& mode, const std::string& extra = "") const {
+    return "nats:\n  servers: [\"" + nats_->url() + "\"]\n" +
+           "admin:\n  listen: \"127.0.0.1:0\"\n"
+           "slack:\n  api_url: " + slack_.apiUrl() + "\n  ca_file: " + slack_.caFile() +
+           "\n  mode: " + mode + "\n  listen: \"127.0.0.1:0\"\n  key_file: slack.nk\n  backfill: 1h\n"
+           "  channels:\n    - { topics: [\"finance.>\"], channel: C0FINANCE }\n    - { topics: [\">\"], channel: C0APPROVALS }\n" +
+           extra;
+  }
+
+  std::unique_ptr<BridgeProcess> startBridge(const std::string& mode = "socket", const std::string& extra = "") {
+    dir_.write("bridge-" + mode + ".yaml", bridgeConfig(mode, extra));
+    return std::make_unique<BridgeProcess>(dir_.path(), "bridge-" + mode + ".yaml");
+  }
+
+  // Holds a job; returns its approval id.
+  std::string hold(const std::string& id, const std::string& topic = "finance.payment.execute",
+                   const std::string& payload = R"({"amount":120,"to":"acme"})") {
+    auto reply = client_->request("agents.jobs." + topic, payload, {{"Nats-Msg-Id", {id}}}, 10s);
+    EXPECT_TRUE(reply) << "no answer to the hold";
+    if (!reply) return {};
+    const auto doc = parse(reply->payload);
+    EXPECT_EQ(str(doc, "status"), "approval_required") << reply->payload;
+    return str(doc, "approval_id");
+  }
+
+  rapidjson::Document control(const std::string& verb, const std::string& body) {
+    auto reply = client_->request("countersign.control." + verb, body, {}, 10s);
+    EXPECT_TRUE(reply);
+    return parse(reply ? reply->payload : "{}");
+  }
+
+  std::string state(const std::string& id) {
+    const auto doc = control("get", R"({"id":")" + id + R"("})");
+    return doc.HasMember("record") ? str(doc["record"], "state") : "";
+  }
+
+  // The JSON body a recorded call carried.
+  static rapidjson::Document body(const std::string& call) { return parse(json::toString(parse(call)["body"])); }
+
+  static bool hasActions(const rapidjson::Value& message) {
+    for (const auto& block : message["blocks"].GetArray()) {
+      if (str(block, "type") == "actions") return true;
+    }
+    return false;
+  }
+
+  static std::string buttonValue(const rapidjson::Value& message) {
+    for (const auto& block : message["blocks"].GetArray()) {
+      if (str(block, "type") == "actions") return str(block["elements"][0], "value");
+    }
+    return {};
+  }
+
+  std::string clickPayload(const std::string& action, const std::string& id, const std::string& value,
+                           const std::string& user = "U0UNKNOWN") {
+    std::string value_literal;
+    json::appendJsonString(value_literal, value);
+    return R"({"type":"block_actions","user":{"id":")" + user +
+           R"(","username":"someone"},"container":{"type":"message","message_ts":"1700000000.000001","channel_id":"C0FINANCE"},"actions":[{"type":"button","action_id":")" +
+           action + R"(","block_id":"countersign:)" + id + R"(","value":)" + value_literal + "}]}";
+  }
+
+  TempDir dir_;
+  FakeSlack slack_;
+  std::unique_ptr<NatsServer> nats_;
+  std::unique_ptr<CountersignProcess> gateway_;
+  std::unique_ptr<Client> client_;
+  std::string channel_key_;
+};
+
+TEST_F(BridgeSlackTest, HeldJobIsPostedOnceWithTheEvidenceAndButtons) {
+  auto bridge = startBridge();
+  const std::string id = hold("pay-1");
+  const auto posts = slack_.waitCalls("chat.postMessage", 1);
+  ASSERT_EQ(posts.size(), 1u) << bridge->logs();
+  const auto message = body(posts[0]);
+  EXPECT_EQ(str(message, "channel"), "C0FINANCE");
+  EXPECT_TRUE(hasActions(message));
+  const auto value = parse(buttonValue(message));
+  EXPECT_EQ(str(value, "id"), id);
+  const auto record = control("get", R"({"id":")" + id + R"("})");
+  EXPECT_EQ(str(value, "job_hash"), str(record["record"], "job_hash"));
+  EXPECT_EQ(str(value, "policy_snapshot"), str(record["record"], "policy_snapshot"));
+  const std::string text = json::toString(message["blocks"]);
+  EXPECT_NE(text.find("*Topic*\\nfinance.payment.execute"), std::string::npos) << text;
+  EXPECT_NE(text.find("*Rule*\\nhold-payments"), std::string::npos) << text;
+  EXPECT_NE(text.find("{\\\"amount\\\":120,\\\"to\\\":\\\"acme\\\"}"), std::string::npos) << text;
+  // The post is recorded under <id>/slack/<channel>/<binding>.
+  const auto key = client_->kvGet("countersign_approvals", id + "/slack/C0FINANCE/0");
+  ASSERT_TRUE(key);
+  EXPECT_FALSE(str(parse(*key), "ts").empty());
+
+  // A restart (the durable redelivers nothing new; a redelivery would find the key): still one post.
+  EXPECT_EQ(bridge->stop(), 0) << bridge->logs();
+  bridge = startBridge();
+  ASSERT_TRUE(slack_.waitSocketHellos(2));
+  hold("ops-1", "ops.restart");
+  EXPECT_EQ(slack_.waitCalls("chat.postMessage", 2).size(), 2u);
+  std::this_thread::sleep_for(1s);
+  const auto all = slack_.calls("chat.postMessage");
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(str(body(all[1]), "channel"), "C0APPROVALS");
+}
+
+TEST_F(BridgeSlackTest, ABridgeThatWasDownPostsWhatWasHeldMeanwhile) {
+  const std::string first = hold("early-1");
+  const std::string second = hold("early-2", "ops.deploy");
+  auto bridge = startBridge();
+  const auto posts = slack_.waitCalls("chat.postMessage", 2);
+  ASSERT_EQ(posts.size(), 2u) << bridge->logs();
+}
+
+TEST_F(BridgeSlackTest, TwoReplicasAndAKilledBridgePostEachJobOnce) {
+  auto a = startBridge();
+  auto b = startBridge();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) ids.push_back(hold("rep-" + std::to_string(i)));
+  ASSERT_EQ(slack_.waitCalls("chat.postMessage", 6).size(), 6u) << a->logs() << b->logs();
+  a->kill9();
+  for (int i = 6; i < 10; ++i) ids.push_back(hold("rep-" + std::to_string(i)));
+  ASSERT_EQ(slack_.waitCalls("chat.postMessage", 10).size(), 10u) << b->logs();
+  auto c = startBridge();
+  std::this_thread::sleep_for(3s);
+  const auto posts = slack_.calls("chat.postMessage");
+  EXPECT_EQ(posts.size(), 10u);
+  std::set<std::string> posted;
+  for (const auto& call : posts) posted.insert(str(parse(buttonValue(body(call))), "id"));
+  EXPECT_EQ(posted.size(), 10u);
+}
+
+TEST_F(BridgeSlackTest, ADecisionMadeElsewhereRemovesTheButtons) {
+  auto bridge = startBridge();
+  const std::string approved = hold("cli-1");
+  const std::string rejected = hold("cli-2");
+  ASSERT_EQ(slack_.waitCalls("chat.postMessage", 2).size(), 2u) << bridge->logs();
+  EXPECT_EQ(str(control("approve", R"({"id":")" + approved + R"(","approver":"carol"})"), "status"), "approved");
+  EXPECT_EQ(str(control("reject", R"({"id":")" + rejected + R"(","approver":"dave","reason":"no"})"), "status"), "rejected");
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  bool approved_done = false;
+  bool rejected_done = false;
+  while (std::chrono::steady_clock::now() < deadline && !(approved_done && rejected_done)) {
+    for (const auto& call : slack_.calls("chat.update")) {
+      const auto update = body(call);
+      const std::string text = json::toString(update["blocks"]);
+      if (hasActions(update)) continue;
+      if (text.find("Approved by carol") != std::string::npos && text.find("released") != std::string::npos) approved_done = true;
+      if (text.find("Rejected by dave") != std::string::npos) rejected_done = true;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(approved_done) << bridge->logs();
+  EXPECT_TRUE(rejected_done) << bridge->logs();
+}
+
+TEST_F(BridgeSlackTest, RateLimitedPostIsRetriedAfterRetryAfter) {
+  slack_.control("POST", "/fail", R"({"method":"chat.postMessage","error":"ratelimited","status":429,"retry_after":2,"times":1})");
+  auto bridge = startBridge();
+  hold("rl-1");
+  const auto posts = slack_.waitCalls("chat.postMessage", 2, 30s);
+  ASSERT_EQ(posts.size(), 2u) << bridge->logs();
+  const auto first = parse(posts[0]);
+  const auto second = parse(posts[1]);
+  EXPECT_GE(second["at_ms"].GetInt64() - first["at_ms"].GetInt64(), 1900);
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(slack_.calls("chat.postMessage").size(), 2u);
+}
+
+TEST_F(BridgeSlackTest, UnknownSlackUserChangesNothingAndIsTold) {
+  auto bridge = startBridge();
+  ASSERT_TRUE(slack_.waitSocketHellos(1)) << bridge->logs();
+  const std::string id = hold("unk-1");
+  const auto posts = slack_.waitCalls("chat.postMessage", 1);
+  ASSERT_EQ(posts.size(), 1u);
+  const std::string value = buttonValue(body(posts[0]));
+  std::string send = R"({"payload":)" + clickPayload("countersign_approve", id, value) + "}";
+  const auto sent = parse(slack_.control("POST", "/socket/send", send).body);
+  EXPECT_EQ(sent["sent"].GetInt(), 1);
+  const auto ephemeral = slack_.waitCalls("chat.postEphemeral", 1);
+  ASSERT_EQ(ephemeral.size(), 1u) << bridge->logs();
+  EXPECT_EQ(str(body(ephemeral[0]), "user"), "U0UNKNOWN");
+  // The envelope was acknowledged, and the job is still pending.
+  const auto socket = slack_.socketState();
+  EXPECT_EQ(socket["acks"].Size(), 1u);
+  EXPECT_EQ(state(id), "pending");
+}
+
+TEST_F(BridgeSlackTest, SocketModeReconnectsAfterDisconnectAndDrop) {
+  auto bridge = startBridge();
+  ASSERT_TRUE(slack_.waitSocketHellos(1)) << bridge->logs();
+  slack_.control("POST", "/socket/disconnect");
+  ASSERT_TRUE(slack_.waitSocketHellos(2)) << bridge->logs();
+  slack_.control("POST", "/socket/drop");
+  ASSERT_TRUE(slack_.waitSocketHellos(3, 30s)) << bridge->logs();
+  EXPECT_GE(slack_.calls("apps.connections.open").size(), 3u);
+  // Still listening: a click is acknowledged and acted on.
+  const std::string id = hold("sock-1");
+  const auto posts = slack_.waitCalls("chat.postMessage", 1);
+  ASSERT_EQ(posts.size(), 1u);
+  slack_.control("POST", "/socket/send",
+                 R"({"payload":)" + clickPayload("countersign_reject", id, buttonValue(body(posts[0]))) + "}");
+  EXPECT_EQ(slack_.waitCalls("chat.postEphemeral", 1).size(), 1u);
+}
+
+TEST_F(BridgeSlackTest, HttpInteractivityChecksTheSignatureBeforeAnything) {
+  auto bridge = startBridge("http");
+  const std::string logs_marker = "(POST http://127.0.0.1:";
+  const int listen_port = bridge->printedPort(logs_marker);
+  ASSERT_GT(listen_port, 0) << bridge->logs();
+  const std::string url = "http://127.0.0.1:" + std::to_string(listen_port) + "/slack/interactions";
+  const std::string id = hold("http-1");
+  const auto posts = slack_.waitCalls("chat.postMessage", 1);
+  ASSERT_EQ(posts.size(), 1u) << bridge->logs();
+  const std::string payload = clickPayload("countersign_approve", id, buttonValue(body(posts[0])));
+  std::string payload_literal;
+  json::appendJsonString(payload_literal, payload);
+  const auto click = [&](const std::string& signature) {
+    return parse(slack_.control("POST", "/http/click",
+                                R"({"url":")" + url + R"(","secret":"test-signing-secret","signature":")" + signature +
+                                    R"(","payload":)" + payload_literal + "}")
+                     .body);
+  };
+  EXPECT_EQ(click("wrong")["status"].GetInt(), 401);
+  EXPECT_EQ(click("stale")["status"].GetInt(), 401);
+  EXPECT_EQ(click("none")["status"].GetInt(), 401);
+  const auto big = parse(slack_.control("POST", "/http/click",
+                                        R"({"url":")" + url + R"(","secret":"test-signing-secret","signature":"right","body_bytes":10485760})")
+                             .body);
+  EXPECT_EQ(big["status"].GetInt(), 413);
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(slack_.calls("chat.postEphemeral").size(), 0u);
+  EXPECT_EQ(state(id), "pending");
+  // The right signature: 200 at once, then acted on (an unknown user: told, nothing changes).
+  EXPECT_EQ(click("right")["status"].GetInt(), 200);
+  EXPECT_EQ(slack_.waitCalls("chat.postEphemeral", 1).size(), 1u) << bridge->logs();
+  EXPECT_EQ(state(id), "pending");
+  // Other paths and methods.
+  EXPECT_EQ(httpCall(listen_port, "GET", "/slack/interactions").status, 405);
+  EXPECT_EQ(httpCall(listen_port, "POST", "/other", "x").status, 404);
+}
+
+TEST_F(BridgeSlackTest, ReadinessFollowsSlackAuthAndMetricsCount) {
+  auto bridge = startBridge();
+  const int admin = bridge->printedPort("admin port ");
+  ASSERT_GT(admin, 0) << bridge->logs();
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (httpCall(admin, "GET", "/readyz").status != 200 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(httpCall(admin, "GET", "/readyz").status, 200) << httpCall(admin, "GET", "/readyz").body;
+  slack_.control("POST", "/fail", R"({"method":"chat.postMessage","error":"invalid_auth","times":2})");
+  hold("auth-1");
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  HttpAnswer ready;
+  do {
+    ready = httpCall(admin, "GET", "/readyz");
+  } while (ready.status == 200 && std::chrono::steady_clock::now() < until);
+  EXPECT_EQ(ready.status, 503);
+  EXPECT_NE(ready.body.find("slack: authentication refused"), std::string::npos) << ready.body;
+  // The post goes through once Slack accepts the token again, and readiness comes back.
+  ASSERT_EQ(slack_.waitCalls("chat.postMessage", 3, 30s).size(), 3u) << bridge->logs();
+  const auto back = std::chrono::steady_clock::now() + 10s;
+  while (httpCall(admin, "GET", "/readyz").status != 200 && std::chrono::steady_clock::now() < back) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(httpCall(admin, "GET", "/readyz").status, 200);
+  const std::string metrics = httpCall(admin, "GET", "/metrics").body;
+  EXPECT_NE(metrics.find("countersign_bridge_slack_posts_total 1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find(R"(countersign_bridge_slack_api_errors_total{method="chat.postMessage",error="invalid_auth"} 2)"),
+            std::string::npos)
+      << metrics;
+  // The auth error is logged once for the method, and no token appears in the logs.
+  const std::string logs = bridge->logs();
+  std::size_t count = 0;
+  for (std::size_t at = logs.find("authentication refused"); at != std::string::npos; at = logs.find("authentication refused", at + 1)) ++count;
+  EXPECT_EQ(count, 1u) << logs;
+  EXPECT_EQ(logs.find("xoxb-fake"), std::string::npos);
+  EXPECT_EQ(logs.find("xapp-fake"), std::string::npos);
+}
+
+TEST_F(BridgeSlackTest, CheckValidatesWithoutStarting) {
+  dir_.write("check.yaml", bridgeConfig("socket"));
+  const auto ok = runCountersign({"bridge", "--config", (dir_.path() / "check.yaml").string(), "--check"},
+                                 {{"SLACK_BOT_TOKEN", "xoxb-fake"}, {"SLACK_APP_TOKEN", "xapp-fake"}});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("socket mode"), std::string::npos) << ok.out;
+  const auto no_token = runCountersign({"bridge", "--config", (dir_.path() / "check.yaml").string(), "--check"},
+                                       {{"SLACK_BOT_TOKEN", "xoxb-fake"}});
+  EXPECT_EQ(no_token.exit_code, 2);
+  EXPECT_NE(no_token.err.find("SLACK_APP_TOKEN is not set"), std::string::npos) << no_token.err;
+  dir_.write("typo.yaml", bridgeConfig("socket", "  chanels: []\n"));
+  const auto typo = runCountersign({"bridge", "--config", (dir_.path() / "typo.yaml").string(), "--check"},
+                                   {{"SLACK_BOT_TOKEN", "xoxb-fake"}, {"SLACK_APP_TOKEN", "xapp-fake"}});
+  EXPECT_EQ(typo.exit_code, 2);
+  EXPECT_NE(typo.err.find("slack.chanels: unknown key"), std::string::npos) << typo.err;
+}
+
+}  // namespace
+}  // namespace countersign::testing
