@@ -4,6 +4,7 @@
 #include <sys/time.h>
 
 #include <atomic>
+#include <chrono>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
@@ -63,7 +64,22 @@ struct InteractionServer::Impl {
     }
   }
 
-  void reply(tcp::socket& socket, bhttp::status status, std::string body) {
+  // After answering early (413), read and drop what the client still sends for a few seconds:
+  // closing with unread data would reset the connection before the client reads the answer.
+  static void drainInput(tcp::socket& socket) {
+    boost::system::error_code ec;
+    socket.shutdown(tcp::socket::shutdown_send, ec);
+    timeval tv{1, 0};
+    setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    char sink[16384];
+    while (std::chrono::steady_clock::now() < deadline) {
+      const std::size_t n = socket.read_some(asio::buffer(sink), ec);
+      if (ec || n == 0) break;
+    }
+  }
+
+  void reply(tcp::socket& socket, bhttp::status status, std::string body, bool unread_input = false) {
     bhttp::response<bhttp::string_body> res{status, 11};
     res.set(bhttp::field::content_type, "text/plain; charset=utf-8");
     res.keep_alive(false);
@@ -71,6 +87,7 @@ struct InteractionServer::Impl {
     res.prepare_payload();
     boost::system::error_code ec;
     bhttp::write(socket, res, ec);
+    if (unread_input) return drainInput(socket);
     socket.shutdown(tcp::socket::shutdown_both, ec);
   }
 
@@ -86,7 +103,7 @@ struct InteractionServer::Impl {
     bhttp::read(socket, buffer, parser, ec);
     if (ec == bhttp::error::body_limit) {
       metrics.interaction("too_large");
-      return reply(socket, bhttp::status::payload_too_large, "body too large\n");
+      return reply(socket, bhttp::status::payload_too_large, "body too large\n", true);
     }
     if (ec) return;
     const auto& req = parser.get();

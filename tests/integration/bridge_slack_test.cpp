@@ -221,16 +221,24 @@ class BridgeProcess {
 class BridgeSlackTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    const auto seed = nkeys::generateSeed();
+    ASSERT_TRUE(nkeys::writeSeedFile((dir_.path() / "slack.nk").string(), seed));
+    channel_key_ = nkeys::encodePublicKey(nkeys::publicKeyOf(seed));
     nats_ = NatsServer::start();
     CountersignOptions options;
-    options.config_yaml = basicConfig(nats_->url());
+    options.config_yaml = basicConfig(nats_->url(), approvers());
     options.policy_yaml = kPolicy;
     options.nats_url = nats_->url();
     gateway_ = CountersignProcess::start(options);
     client_ = std::make_unique<Client>(nats_->url());
-    const auto seed = nkeys::generateSeed();
-    ASSERT_TRUE(nkeys::writeSeedFile((dir_.path() / "slack.nk").string(), seed));
-    channel_key_ = nkeys::encodePublicKey(nkeys::publicKeyOf(seed));
+  }
+
+  // The same registry for the gateway and the bridge: alice and bob on Slack, carol and dave
+  // elsewhere, and the bridge's channel key.
+  std::string approvers() const {
+    return "approvers:\n  people:\n    - { name: alice, slack: U024BE7LH }\n    - { name: bob, slack: U0BOB }\n"
+           "    - { name: carol }\n    - { name: dave }\n"
+           "  channels:\n    - { name: slack, keys: [\"" + channel_key_ + "\"], may_act_for: [\"*\"] }\n";
   }
 
   std::string bridgeConfig(const std::string& mode, const std::string& extra = "") const {
@@ -239,7 +247,7 @@ class BridgeSlackTest : public ::testing::Test {
            "slack:\n  api_url: " + slack_.apiUrl() + "\n  ca_file: " + slack_.caFile() +
            "\n  mode: " + mode + "\n  listen: \"127.0.0.1:0\"\n  key_file: slack.nk\n  backfill: 1h\n"
            "  channels:\n    - { topics: [\"finance.>\"], channel: C0FINANCE }\n    - { topics: [\">\"], channel: C0APPROVALS }\n" +
-           extra;
+           extra + approvers();
   }
 
   std::unique_ptr<BridgeProcess> startBridge(const std::string& mode = "socket", const std::string& extra = "") {
@@ -510,6 +518,79 @@ TEST_F(BridgeSlackTest, ReadinessFollowsSlackAuthAndMetricsCount) {
   EXPECT_EQ(count, 1u) << logs;
   EXPECT_EQ(logs.find("xoxb-fake"), std::string::npos);
   EXPECT_EQ(logs.find("xapp-fake"), std::string::npos);
+}
+
+TEST_F(BridgeSlackTest, ApproveInSlackDeliversOnceAsThePersonWhoClicked) {
+  Collector delivered(*client_, "jobs.>");
+  auto bridge = startBridge();
+  ASSERT_TRUE(slack_.waitSocketHellos(1)) << bridge->logs();
+  const std::string id = hold("click-1");
+  const auto posts = slack_.waitCalls("chat.postMessage", 1);
+  ASSERT_EQ(posts.size(), 1u) << bridge->logs();
+  const std::string value = buttonValue(body(posts[0]));
+  const std::string send = R"({"payload":)" + clickPayload("countersign_approve", id, value, "U024BE7LH") + "}";
+  slack_.control("POST", "/socket/send", send);
+  slack_.control("POST", "/socket/send", send);  // a double click
+  const auto got = delivered.waitFor(1, 20s);
+  ASSERT_EQ(got.size(), 1u) << bridge->logs();
+  std::vector<std::string> approved_by;
+  for (const auto& [name, header_value] : got[0].headers) {
+    if (name == "Countersign-Approved-By") approved_by.push_back(header_value);
+  }
+  EXPECT_EQ(approved_by, std::vector<std::string>{"alice"});
+  // The message loses its buttons and names the person.
+  bool updated = false;
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (!updated && std::chrono::steady_clock::now() < deadline) {
+    for (const auto& call : slack_.calls("chat.update")) {
+      const auto update = body(call);
+      if (!hasActions(update) &&
+          json::toString(update["blocks"]).find("Approved by <@U024BE7LH> (alice)") != std::string::npos) {
+        updated = true;
+      }
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(updated) << bridge->logs();
+  const auto record = control("get", R"({"id":")" + id + R"("})");
+  EXPECT_EQ(str(record["record"], "decided_by"), "alice");
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(delivered.count(), 1u);
+  EXPECT_EQ(slack_.socketState()["acks"].Size(), 2u);
+}
+
+TEST_F(BridgeSlackTest, AnEditedButtonValueOrALateClickApprovesNothing) {
+  Collector delivered(*client_, "jobs.>");
+  auto bridge = startBridge();
+  ASSERT_TRUE(slack_.waitSocketHellos(1)) << bridge->logs();
+  const std::string edited = hold("edit-1");
+  const std::string late = hold("late-1");
+  const auto posts = slack_.waitCalls("chat.postMessage", 2);
+  ASSERT_EQ(posts.size(), 2u) << bridge->logs();
+  // The client edits the value: same id, another hash. The gateway's hash check refuses it.
+  std::string forged_value;
+  for (const auto& call : posts) {
+    const std::string value = buttonValue(body(call));
+    if (str(parse(value), "id") == edited) {
+      forged_value = R"({"id":")" + edited + R"(","job_hash":"sha256:)" + std::string(64, '0') +
+                     R"(","policy_snapshot":")" + str(parse(value), "policy_snapshot") + R"("})";
+    }
+  }
+  slack_.control("POST", "/socket/send",
+                 R"({"payload":)" + clickPayload("countersign_approve", edited, forged_value, "U024BE7LH") + "}");
+  // A click on a job rejected a moment earlier elsewhere.
+  EXPECT_EQ(str(control("reject", R"({"id":")" + late + R"(","approver":"carol"})"), "status"), "rejected");
+  std::string late_value;
+  for (const auto& call : posts) {
+    if (str(parse(buttonValue(body(call))), "id") == late) late_value = buttonValue(body(call));
+  }
+  slack_.control("POST", "/socket/send", R"({"payload":)" + clickPayload("countersign_approve", late, late_value, "U0BOB") + "}");
+  const auto told = slack_.waitCalls("chat.postEphemeral", 2);
+  EXPECT_EQ(told.size(), 2u) << bridge->logs();
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(delivered.count(), 0u);
+  EXPECT_EQ(state(edited), "pending");
+  EXPECT_EQ(state(late), "rejected");
 }
 
 TEST_F(BridgeSlackTest, CheckValidatesWithoutStarting) {
