@@ -108,6 +108,7 @@ std::optional<Target> resolveTarget(const ClientOptions& options) {
   override(target.nats.tls_cert, options.tls_cert);
   override(target.nats.tls_key, options.tls_key);
   override(target.nats.tls_ca, options.tls_ca);
+  override(target.nats.inbox_prefix, options.inbox_prefix);
   target.server = maskUrlCredentials(target.nats.servers.front());
   if (!options.prefix.empty()) target.prefix = options.prefix;
   return target;

@@ -50,6 +50,7 @@ struct ClientOptions {
   std::string tls_cert;     // --tlscert
   std::string tls_key;      // --tlskey
   std::string tls_ca;       // --tlsca
+  std::string inbox_prefix;  // --inbox-prefix: the prefix of this connection's reply inboxes
 };
 // --key SEEDFILE: the request is signed with that nkey seed (the record is fetched first, so
 // that the signature binds the job hash and policy snapshot it shows).

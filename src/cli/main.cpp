@@ -33,6 +33,7 @@ void addClientOptions(CLI::App* command, ClientOptions& client) {
   command->add_option("--tlscert", client.tls_cert, "TLS client certificate")->envname("NATS_CERT");
   command->add_option("--tlskey", client.tls_key, "TLS client key")->envname("NATS_KEY");
   command->add_option("--tlsca", client.tls_ca, "TLS certificate authority chain")->envname("NATS_CA");
+  command->add_option("--inbox-prefix", client.inbox_prefix, "prefix of the reply inboxes (default _INBOX)");
   command->add_option("--prefix", client.prefix, "control subject prefix (default: the config's, else countersign)");
   command->add_flag("--json", client.json, "print JSON (docs/cli.md gives each command's shape)");
   command->add_option("--timeout-ms", client.timeout_ms, "how long to wait for an answer")->check(CLI::Range(1, 600000));

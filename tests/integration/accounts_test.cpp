@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
@@ -37,6 +38,8 @@ constexpr const char* kPasswords =
     "NATS_APPROVER_PASSWORD: \"approver-secret\"\n"
     "NATS_PRODUCER_PASSWORD: \"producer-secret\"\n"
     "NATS_WORKER_PASSWORD: \"worker-secret\"\n";
+// The blocks with an auditor user (nats-server refuses a variable that no block uses).
+constexpr const char* kAuditorPassword = "NATS_AUDITOR_PASSWORD: \"auditor-secret\"\n";
 
 std::string deployFile(const std::string& name) {
   const fs::path path = fs::path(COUNTERSIGN_SOURCE_DIR) / "deploy" / "nats" / name;
@@ -45,6 +48,14 @@ std::string deployFile(const std::string& name) {
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+// A countersign config shipped in deploy/nats/, with the policy the harness writes beside it.
+std::string deployConfig(const std::string& name) {
+  std::string config = deployFile(name);
+  const std::string policy = "file: approval-policy.yaml";
+  config.replace(config.find(policy), policy.size(), "file: policy.yaml");
+  return config;
 }
 
 std::string userUrl(const NatsServer& server, const std::string& user) {
@@ -261,16 +272,17 @@ class AccountsRepliesTest : public ::testing::Test {
   void SetUp() override {
     NatsServerOptions server_options;
     server_options.extra_config =
-        std::string(kPasswords) + deployFile("accounts-replies-block.conf");
+        std::string(kPasswords) + kAuditorPassword + deployFile("accounts-replies-block.conf");
     server_ = NatsServer::start(server_options);
     producer_ = std::make_unique<Client>(userUrl(*server_, "producer"));
     worker_ = std::make_unique<Client>(userUrl(*server_, "worker"));
     approver_ = std::make_unique<Client>(userUrl(*server_, "approver"));
     CountersignOptions options;
-    // Approvers reach countersign through a service import: their reply subjects are _R_.*.
-    options.config_yaml = basicConfig(userUrl(*server_, "countersign"),
-                                      "control:\n"
-                                      "  reply_subjects: [\"_INBOX.>\", \"_R_.>\"]\n");
+    // The shipped config: its own inbox prefix, and the approvers' _R_ replies allowed. The
+    // server URL with the password comes from the environment, as in deploy/systemd.
+    options.config_yaml = deployConfig("countersign-accounts.yaml");
+    options.env["COUNTERSIGN_NATS_URL"] = userUrl(*server_, "countersign");
+    options.env["COUNTERSIGN_ADMIN_LISTEN"] = "";
     options.policy_yaml = seedPolicy();
     options.nats_url = userUrl(*server_, "approver");
     countersign_ = CountersignProcess::start(options);
@@ -324,15 +336,48 @@ TEST_F(AccountsRepliesTest, ProducerRequestsGetCountersignAndWorkerAnswers) {
   EXPECT_NE(rogue.waitError(5s).find("Permissions Violation for Publish"), std::string::npos);
 }
 
-// Disabled: fails with the current binary, and that failure is why accounts-replies-block.conf is
-// marked "not for production". countersign's own JetStream traffic (KV PubAcks, direct gets,
-// watcher deliveries: the held records with their payloads) is answered on countersign's
-// _INBOX.<nuid> inbox, and the server carries those internal answers over the _INBOX.> bridge
-// into PRODUCERS (seen here: 12 of them next to the 2 legitimate answers). Enable it once
-// countersign can use its own inbox prefix (cnats natsOptions_SetCustomInboxPrefix, e.g. a
-// `nats.inbox_prefix` config key): set it in the fixture's config and narrow the countersign
-// user's `_INBOX.>` subscribe permission in the block to that prefix.
-TEST_F(AccountsRepliesTest, DISABLED_ReplyBridgeCarriesOnlyAnswersToProducers) {
+// The approver user's permissions cover every approver command of the CLI, and the auditor's
+// cover the audit commands: nothing times out, nothing is refused.
+TEST_F(AccountsRepliesTest, ApproverAndAuditorRunTheirCliCommands) {
+  auto held = producer_->request("jobs.finance.payment.execute", kPayment, {{"Nats-Msg-Id", "cli-pay-1"}}, 10s);
+  ASSERT_TRUE(held.has_value());
+  auto second = producer_->request("jobs.finance.payment.execute", kPayment, {{"Nats-Msg-Id", "cli-pay-2"}}, 10s);
+  ASSERT_TRUE(second.has_value());
+  const std::string approver = userUrl(*server_, "approver");
+  auto cli = [&](std::vector<std::string> args, const std::string& url) {
+    args.push_back("-s");
+    args.push_back(url);
+    CommandResult r = runCountersign(args);
+    EXPECT_EQ(r.exit_code, 0) << args[0] << ": " << r.out << r.err;
+    EXPECT_EQ(r.err.find("permission"), std::string::npos) << r.err;
+    return r;
+  };
+  EXPECT_NE(cli({"pending"}, approver).out.find("cli-pay-1"), std::string::npos);
+  cli({"show", "cli-pay-1"}, approver);
+  auto watched = std::async(std::launch::async, [&] {
+    return runCountersign({"watch", "--count", "1", "--timeout-ms", "15000", "-s", approver});
+  });
+  std::this_thread::sleep_for(500ms);
+  cli({"approve", "cli-pay-1", "--reason", "checked"}, approver);
+  cli({"reject", "cli-pay-2"}, approver);
+  const CommandResult watch = watched.get();
+  EXPECT_EQ(watch.exit_code, 0) << watch.err;
+  EXPECT_NE(watch.out.find("approved by"), std::string::npos) << watch.out;
+  const std::string auditor = userUrl(*server_, "auditor");
+  EXPECT_NE(cli({"audit", "cli-pay-1", "--inbox-prefix", "_AUDIT_INBOX"}, auditor).out.find("released"),
+            std::string::npos);
+  cli({"audit", "verify", "--inbox-prefix", "_AUDIT_INBOX"}, auditor);
+  // The auditor may not decide anything.
+  const CommandResult refused = runCountersign({"approve", "cli-pay-2", "-s", auditor, "--timeout-ms", "2000",
+                                                "--inbox-prefix", "_AUDIT_INBOX"});
+  EXPECT_EQ(refused.exit_code, 1) << refused.err;
+  EXPECT_NE(refused.err.find("permission"), std::string::npos) << refused.err;
+}
+
+// The bridge that carries answers to producers carries nothing else: countersign's own KV and
+// JetStream traffic (held records, with payloads) uses its own inbox prefix, approvers are
+// answered on _R_ subjects, and the auditor's CLI uses its own prefix too.
+TEST_F(AccountsRepliesTest, ReplyBridgeCarriesOnlyAnswersToProducers) {
   // A producer listening on every inbox of its account sees what the bridge carries.
   Client spy(userUrl(*server_, "producer"));
   Collector inboxes(spy, "_INBOX.>");
@@ -351,6 +396,10 @@ TEST_F(AccountsRepliesTest, DISABLED_ReplyBridgeCarriesOnlyAnswersToProducers) {
                   ->request("countersign.control.approve",
                             R"({"id":"rep-pay-2","approver":"alice"})", {}, 10s)
                   .has_value());
+  // The auditor checks the trail meanwhile, with the CLI and its own inbox prefix.
+  const CommandResult audit = runCountersign({"audit", "verify", "-s", userUrl(*server_, "auditor"),
+                                              "--inbox-prefix", "_AUDIT_INBOX"});
+  EXPECT_EQ(audit.exit_code, 0) << audit.out << audit.err;
   std::this_thread::sleep_for(300ms);
 
   const auto seen = inboxes.messages();
@@ -369,7 +418,7 @@ class SingleServerUsersTest : public ::testing::Test {
  protected:
   void SetUp() override {
     NatsServerOptions server_options;
-    server_options.extra_config = std::string(kPasswords) + deployFile("users-block.conf");
+    server_options.extra_config = std::string(kPasswords) + kAuditorPassword + deployFile("users-block.conf");
     server_ = NatsServer::start(server_options);
     producer_ = std::make_unique<Client>(userUrl(*server_, "producer"));
     worker_ = std::make_unique<Client>(userUrl(*server_, "worker"));
@@ -377,8 +426,9 @@ class SingleServerUsersTest : public ::testing::Test {
     CountersignOptions options;
     // The credentials come from the environment, as in deploy/systemd and deploy/kubernetes: the
     // config file names the server without them.
-    options.config_yaml = basicConfig(server_->url());
+    options.config_yaml = deployConfig("countersign-single.yaml");
     options.env["COUNTERSIGN_NATS_URL"] = userUrl(*server_, "countersign");
+    options.env["COUNTERSIGN_ADMIN_LISTEN"] = "";
     options.policy_yaml = seedPolicy();
     options.nats_url = userUrl(*server_, "approver");
     countersign_ = CountersignProcess::start(options);
