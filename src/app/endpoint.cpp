@@ -25,6 +25,7 @@ class IngressEndpoint final : public Endpoint {
       : ingress_(std::move(ingress)), name_(std::move(name)) {}
   std::string name() const override { return name_; }
   void drain(std::chrono::milliseconds) override { ingress_->stop(); }
+  std::string problem() const override { return ingress_->stalled(); }
 
  private:
   std::unique_ptr<natsio::JetStreamIngress> ingress_;

@@ -27,6 +27,8 @@ class Endpoint {
   // Stops taking work, then lets what was taken finish (a subscription delivers what it has
   // received); returns within `timeout`.
   virtual void drain(std::chrono::milliseconds timeout) = 0;
+  // Not empty while it cannot take work it should (for readiness): what is wrong.
+  virtual std::string problem() const { return {}; }
 };
 
 // A core NATS subscription whose delivery thread only decodes the message and posts it to

@@ -334,6 +334,10 @@ http::Readiness Gateway::health() const {
   if (replay_loop_ && !replay_loop_->storeReachable()) {
     r.failing.push_back("store: bucket " + config_.store.bucket + " not readable");
   }
+  // A JetStream ingress that takes nothing while its consumer has jobs waiting.
+  for (const auto& endpoint : intake_endpoints_) {
+    if (auto problem = endpoint->problem(); !problem.empty()) r.failing.push_back(std::move(problem));
+  }
   r.ready = r.failing.empty();
   return r;
 }

@@ -212,6 +212,7 @@ IngressStats JetStreamIngress::stats() const {
   s.ack_failures = counters_.ack_failures.load();
   s.fetch_errors = counters_.fetch_errors.load();
   s.rebinds = counters_.rebinds.load();
+  s.stalls = counters_.stalls.load();
   return s;
 }
 
@@ -432,6 +433,11 @@ void JetStreamIngress::run() {
       backoff = kBackoffMin;
       if (s == NATS_OK) {
         last_verified_ = Clock::now();
+        idle_checks_with_pending_ = 0;
+        if (list.Count > 0) {
+          std::lock_guard lock(stalled_mutex_);
+          stalled_.clear();
+        }
         handleBatch(list);
       } else {
         checkWhileIdle();
@@ -448,13 +454,48 @@ void JetStreamIngress::checkWhileIdle() {
   // A pull request to a consumer that no longer exists gets no answer at all (seen with
   // nats-server 2.9.10: no message, no 503), just like an idle one: only asking for the
   // consumer tells them apart.
+  //
+  // A consumer can also exist and hold jobs while pulls on this subscription find nothing: seen
+  // after nats-server restarts under load (the pull requests of a subscription re-sent on
+  // reconnect are not served again). Idle fetches while the consumer reports undelivered jobs,
+  // at two checks in a row (with room under max_ack_pending: not merely another replica's
+  // unacked batch), mean this ingress is stalled: readiness says so, and the subscription is
+  // bound again (a new pull subscription; the consumer and its state are kept).
   if (Clock::now() - last_verified_ < kIdleCheckInterval) return;
   last_verified_ = Clock::now();
-  if (consumerIsGone()) {
+  const ConsumerState state = consumerState();
+  if (state.gone) {
     log("ingress: consumer " + options_.durable + " on stream " + options_.stream +
         " is gone; creating it again");
     need_setup_ = true;
+    return;
   }
+  if (!state.known) return;
+  const bool room = state.max_ack_pending <= 0 || state.ack_pending < state.max_ack_pending;
+  if (state.pending == 0 || !room) {
+    idle_checks_with_pending_ = 0;
+    if (state.pending == 0) {
+      std::lock_guard lock(stalled_mutex_);
+      stalled_.clear();
+    }
+    return;
+  }
+  if (++idle_checks_with_pending_ < 2) return;
+  idle_checks_with_pending_ = 0;
+  ++counters_.stalls;
+  const std::string what = "ingress " + options_.stream + ": fetches find nothing while consumer " +
+                           options_.durable + " has " + std::to_string(state.pending) + " jobs waiting";
+  {
+    std::lock_guard lock(stalled_mutex_);
+    stalled_ = what;
+  }
+  log(what + "; binding the subscription again");
+  need_setup_ = true;
+}
+
+std::string JetStreamIngress::stalled() const {
+  std::lock_guard lock(stalled_mutex_);
+  return stalled_;
 }
 
 void JetStreamIngress::onFetchError(natsStatus status, jsErrCode js_error) {
@@ -474,15 +515,25 @@ void JetStreamIngress::onFetchError(natsStatus status, jsErrCode js_error) {
   }
 }
 
-bool JetStreamIngress::consumerIsGone() {
+bool JetStreamIngress::consumerIsGone() { return consumerState().gone; }
+
+JetStreamIngress::ConsumerState JetStreamIngress::consumerState() {
+  ConsumerState state;
   // While reconnecting cnats would buffer the request and let it time out: no answer, no news.
-  if (!connection_.connected()) return false;
+  if (!connection_.connected()) return state;
   jsConsumerInfo* raw = nullptr;
   jsErrCode js_error{};
   natsStatus s = js_GetConsumerInfo(&raw, connection_.js(), options_.stream.c_str(),
                                     options_.durable.c_str(), nullptr, &js_error);
   ConsumerInfoPtr info(raw);
-  return streamOrConsumerMissing(s, js_error);
+  state.gone = streamOrConsumerMissing(s, js_error);
+  if (s == NATS_OK && info) {
+    state.known = true;
+    state.pending = info->NumPending;
+    state.ack_pending = info->NumAckPending;
+    if (info->Config != nullptr) state.max_ack_pending = info->Config->MaxAckPending;
+  }
+  return state;
 }
 
 void JetStreamIngress::handleBatch(natsMsgList& list) {

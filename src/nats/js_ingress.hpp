@@ -56,6 +56,7 @@ struct IngressStats {
   std::uint64_t ack_failures = 0;  // acks/NAKs/Terms the server did not take (redelivered later)
   std::uint64_t fetch_errors = 0;  // fetches that failed for another reason than no messages
   std::uint64_t rebinds = 0;       // stream/consumer re-created or subscription re-bound
+  std::uint64_t stalls = 0;        // times fetches found nothing while the consumer had jobs
 };
 
 class JetStreamIngress {
@@ -90,11 +91,14 @@ class JetStreamIngress {
 
   IngressStats stats() const;
   const IngressOptions& options() const { return options_; }
+  // Not empty while the ingress takes nothing although its consumer has jobs waiting (for
+  // readiness): says how many. Cleared when a fetch brings messages again.
+  std::string stalled() const;
 
  private:
   struct Counters {
     std::atomic<std::uint64_t> handled{0}, acked{0}, naked{0}, terminated{0}, malformed{0},
-        ack_failures{0}, fetch_errors{0}, rebinds{0};
+        ack_failures{0}, fetch_errors{0}, rebinds{0}, stalls{0};
   };
 
   JetStreamIngress(Connection& connection, IngressOptions options, IngressHandler handler,
@@ -112,6 +116,15 @@ class JetStreamIngress {
   void flushAcks();
   void onFetchError(natsStatus status, jsErrCode js_error);
   void checkWhileIdle();
+  // Consumer info; nullptr with `gone` set when the stream or consumer does not exist.
+  struct ConsumerState {
+    bool gone = false;
+    bool known = false;  // info was read
+    std::uint64_t pending = 0;  // messages not yet delivered to anyone
+    std::int64_t ack_pending = 0;
+    std::int64_t max_ack_pending = 0;
+  };
+  ConsumerState consumerState();
   bool consumerIsGone();
   bool sleepUnlessStopping(std::chrono::milliseconds delay);
   void log(const std::string& line) const;
@@ -127,7 +140,10 @@ class JetStreamIngress {
   std::size_t unflushed_acks_ = 0;   // fetch thread: acks published since the last flush
   // fetch thread: when messages last came or the consumer was last seen to exist
   std::chrono::steady_clock::time_point last_verified_ = std::chrono::steady_clock::now();
+  int idle_checks_with_pending_ = 0;  // fetch thread: idle checks in a row that saw jobs waiting
   Counters counters_;
+  mutable std::mutex stalled_mutex_;
+  std::string stalled_;  // see stalled()
 
   std::mutex stop_mutex_;  // serialises stop() calls
   std::mutex mutex_;
