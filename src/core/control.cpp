@@ -758,6 +758,18 @@ ControlReply Control::list(const Request& request) {
   bool more = false;
   for (auto it = request.after.empty() ? ids.begin() : ids.upper_bound(request.after); it != ids.end(); ++it) {
     const std::string& id = *it;
+    // The key listing is the index: what the decisive keys say rules most ids out without
+    // reading their record (a record without <id>/decision is pending, one with <id>/released
+    // is released), so a filtered page reads only the records it may show.
+    if (request.state) {
+      const bool released = all.contains(releasedKey(id));
+      const bool decided = all.contains(decisionKey(id));
+      const ApprovalState wanted = *request.state;
+      if (released && wanted != ApprovalState::released) continue;
+      if (!released && wanted == ApprovalState::released) continue;
+      if (!decided && wanted != ApprovalState::pending) continue;
+      if (decided && wanted == ApprovalState::pending) continue;
+    }
     auto entry = s_.store.get(id);
     if (!entry) continue;  // aged out between keys() and get()
     auto record = parseApprovalRecord(entry->value);

@@ -110,9 +110,12 @@ class GovernanceIt : public ::testing::Test {
     client_ = std::make_unique<Client>(server_->url());
     client_->addStream("JOBS", {"jobs.>"});
     keys_ = makeKeys();
-    replicas_ = startReplicas(replicaCount(), options());
+    CountersignOptions options = this->options();
+    configure(options);
+    replicas_ = startReplicas(replicaCount(), options);
   }
   virtual int replicaCount() const { return 1; }
+  virtual void configure(CountersignOptions&) {}
   CountersignOptions options() const {
     CountersignOptions options;
     options.config_yaml = gatewayConfig({.servers = {server_->url()}, .lease = "1s"}) + approversBlock(keys_);
@@ -333,6 +336,39 @@ TEST_F(GovernanceIt, ARequestSignedByNkeysJsIsAccepted) {
   const Reply r = ask("approve", json::toString(doc));
   EXPECT_EQ(r.code(), 200) << r.raw;
   EXPECT_TRUE(waitUntil([&] { return delivered(held.id) == 1; }, 10s));
+}
+
+// REST: the token names and proves the approver, so no signature is asked for even with
+// require_signature, and every other check applies (here: separation of duties, then a vote).
+class RestGovernance : public GovernanceIt {
+ protected:
+  void configure(CountersignOptions& options) override {
+    port_ = freePort();
+    const std::string no_admin = "admin:\n  listen: \"\"\n";
+    options.config_yaml.replace(options.config_yaml.find(no_admin), no_admin.size(),
+                                "admin:\n  listen: \"127.0.0.1:" + std::to_string(port_) +
+                                    "\"\n  tokens:\n    - {approver: bob, token: bob-token-0123456789}\n"
+                                    "    - {approver: carol, token: carol-token-0123456789}\n");
+  }
+  std::string post(const std::string& id, const std::string& token) {
+    const auto run = runCurl({"-X", "POST", "http://127.0.0.1:" + std::to_string(port_) + "/api/v1/approvals/" + id +
+                                                "/approve",
+                              "-H", "Authorization: Bearer " + token});
+    return run ? run->out : std::string();
+  }
+  int port_ = 0;
+};
+
+TEST_F(RestGovernance, ATokenProvesTheApproverAndTheRulesStillApply) {
+  const Held pay = hold("finance.pay", "rest-1", {{"X-Requested-By", "bob"}});
+  const std::string own = post(pay.id, "bob-token-0123456789");
+  EXPECT_NE(own.find("\"reason\":\"self_approval\""), std::string::npos) << own;
+  const std::string carol = post(pay.id, "carol-token-0123456789");
+  EXPECT_NE(carol.find("\"status\":\"vote_recorded\""), std::string::npos) << carol;
+  const std::string again = post(pay.id, "carol-token-0123456789");
+  EXPECT_NE(again.find("\"status\":\"already_voted\""), std::string::npos) << again;
+  EXPECT_EQ(ask("approve", signedRequest(keys_, "approve", pay, "alice")).code(), 200);
+  EXPECT_TRUE(waitUntil([&] { return delivered(pay.id) == 1; }, 10s));
 }
 
 class TwoReplicas : public GovernanceIt {

@@ -397,3 +397,32 @@ TEST(GovernanceUnit, OpenModeCountsNamesButNotGroups) {
 
 }  // namespace
 }  // namespace countersign::testing
+
+namespace countersign::testing {
+namespace {
+
+// `list` with a state filter answers from the key listing: records the decisive keys rule out
+// are not read.
+TEST_F(GatewayTest, AFilteredListReadsOnlyTheRecordsItMayShow) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 20; ++i) {
+    const auto outcome = send("ops.restart", R"({"id":"l-)" + std::to_string(i) + R"("})");
+    ASSERT_EQ(outcome.status, "approval_required");
+    ids.push_back(outcome.approval_id);
+  }
+  for (int i = 0; i < 18; ++i) ASSERT_EQ(approve(ids[static_cast<std::size_t>(i)]).code, 200);
+  const int before = kv_.gets.load();
+  const auto pending = control_->handle(ControlOp::list, R"({"state":"pending"})");
+  EXPECT_EQ(pending.code, 200);
+  const auto doc = parse(pending.body);
+  ASSERT_EQ(doc["items"].Size(), 2u);
+  EXPECT_EQ(std::string(doc["items"][0]["id"].GetString()), "l-18");
+  EXPECT_LE(kv_.gets.load() - before, 2) << "only the two pending records are read";
+  const int released_before = kv_.gets.load();
+  const auto released = control_->handle(ControlOp::list, R"({"state":"released","limit":5})");
+  EXPECT_EQ(parse(released.body)["items"].Size(), 5u);
+  EXPECT_LE(kv_.gets.load() - released_before, 6);
+}
+
+}  // namespace
+}  // namespace countersign::testing
