@@ -20,6 +20,9 @@
 //   POST /socket/send           {payload, envelope_id?}: an `interactive` envelope to every socket
 //   POST /socket/disconnect     {"type":"disconnect"} to every socket
 //   POST /socket/drop           destroys every socket without a close frame
+//   POST /hook                  a webhook receiver: records {timestamp, signature, body}; answers
+//                               503 while POST /hook/fail {times} has failures left, else 204
+//   GET  /hooks                 what /hook received
 //   POST /http/click            {url, payload, secret, signature: right|wrong|stale|none,
 //                               body_bytes?}: a signed interactivity post to the bridge;
 //                               answers {status, body}
@@ -51,6 +54,8 @@ function makeCertificates() {
 }
 
 const calls = [];
+const hooks = [];
+let hookFailures = 0;
 const failures = [];  // {method, error, status, retry_after, times}
 let tsCounter = 0;
 const sockets = new Set();
@@ -204,9 +209,20 @@ function httpClick(spec) {
 
 async function control(req, res) {
   const raw = req.method === 'POST' ? await readBody(req) : Buffer.alloc(0);
+  if (req.method === 'POST' && req.url === '/hook') {
+    hooks.push({ timestamp: req.headers['x-countersign-timestamp'] || '', signature: req.headers['x-countersign-signature'] || '',
+                 body: raw.toString('utf8'), failed: hookFailures > 0, at_ms: Date.now() });
+    if (hookFailures > 0) { hookFailures -= 1; return json(res, 503, { error: 'try later' }); }
+    res.writeHead(204); return res.end();
+  }
+  if (req.method === 'GET' && req.url === '/hooks') return json(res, 200, hooks);
   const body = raw.length ? JSON.parse(raw.toString('utf8')) : {};
   if (req.method === 'GET' && req.url === '/calls') return json(res, 200, calls);
   if (req.method === 'GET' && req.url === '/socket') return json(res, 200, { connected: sockets.size, ...socketState });
+  if (req.method === 'POST' && req.url === '/hook/fail') {
+    hookFailures = body.times || 1;
+    return json(res, 200, { ok: true });
+  }
   if (req.method === 'POST' && req.url === '/fail') {
     failures.push({ times: 1, ...body });
     return json(res, 200, { ok: true });

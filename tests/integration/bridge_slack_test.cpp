@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "bridge/core/signatures.hpp"
 #include "countersign/json.hpp"
 #include "countersign/nkeys.hpp"
 #include "integration/harness/harness.hpp"
@@ -122,6 +123,7 @@ class FakeSlack {
   }
   ~FakeSlack() { natsio::stopProcess(pid_, 5s); }
 
+  std::string hookUrl() const { return "http://127.0.0.1:" + std::to_string(control_) + "/hook"; }
   std::string apiUrl() const { return "https://127.0.0.1:" + std::to_string(api_) + "/api"; }
   std::string caFile() const { return (dir_.path() / "ca.pem").string(); }
 
@@ -169,7 +171,7 @@ class BridgeProcess {
   BridgeProcess(const fs::path& dir, const std::string& config_name) {
     natsio::SpawnOptions options;
     options.argv = {COUNTERSIGN_BIN, "bridge", "--config", (dir / config_name).string()};
-    options.env = std::vector<std::string>{"SLACK_BOT_TOKEN=xoxb-fake", "SLACK_APP_TOKEN=xapp-fake",
+    options.env = std::vector<std::string>{"SLACK_BOT_TOKEN=xoxb-fake", "SLACK_APP_TOKEN=xapp-fake", "HOOK_SECRET=hook-secret",
                                            "SLACK_SIGNING_SECRET=test-signing-secret", "PATH=/usr/bin:/bin"};
     log_ = dir / (config_name + "." + std::to_string(++starts_) + ".log");
     options.stdout_path = log_.string();
@@ -591,6 +593,103 @@ TEST_F(BridgeSlackTest, AnEditedButtonValueOrALateClickApprovesNothing) {
   EXPECT_EQ(delivered.count(), 0u);
   EXPECT_EQ(state(edited), "pending");
   EXPECT_EQ(state(late), "rejected");
+}
+
+// Waits until some update's text contains `needle` (and, when given, has or lacks buttons).
+bool waitForUpdate(FakeSlack& slack, const std::string& needle, std::chrono::milliseconds timeout = 20s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    for (const auto& call : slack.calls("chat.update")) {
+      if (call.find(needle) != std::string::npos) return true;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
+TEST_F(BridgeSlackTest, TwoOfTwoShowsTheFirstVoteThenReleases) {
+  gateway_->stop();
+  CountersignOptions options;
+  options.config_yaml = basicConfig(nats_->url(), approvers());
+  options.policy_yaml = R"(version: v1
+rules:
+  - id: two-people
+    when: { topic: finance.payment.execute }
+    decision: require_human
+    approvers: [alice, bob]
+    quorum: 2
+)";
+  options.nats_url = nats_->url();
+  gateway_ = CountersignProcess::start(options);
+  Collector delivered(*client_, "jobs.>");
+  auto bridge = startBridge();
+  ASSERT_TRUE(slack_.waitSocketHellos(1)) << bridge->logs();
+  const std::string id = hold("quorum-1");
+  const auto posts = slack_.waitCalls("chat.postMessage", 1);
+  ASSERT_EQ(posts.size(), 1u) << bridge->logs();
+  EXPECT_NE(posts[0].find("*Votes*\\n0 of 2"), std::string::npos) << posts[0];
+  const std::string value = buttonValue(body(posts[0]));
+  slack_.control("POST", "/socket/send", R"({"payload":)" + clickPayload("countersign_approve", id, value, "U024BE7LH") + "}");
+  ASSERT_TRUE(waitForUpdate(slack_, "Vote 1 of 2 recorded")) << bridge->logs();
+  EXPECT_EQ(delivered.count(), 0u);
+  EXPECT_EQ(state(id), "pending");
+  slack_.control("POST", "/socket/send", R"({"payload":)" + clickPayload("countersign_approve", id, value, "U0BOB") + "}");
+  const auto got = delivered.waitFor(1, 20s);
+  ASSERT_EQ(got.size(), 1u) << bridge->logs();
+  std::string approved_by;
+  for (const auto& [name, header_value] : got[0].headers) {
+    if (name == "Countersign-Approved-By") approved_by = header_value;
+  }
+  EXPECT_EQ(approved_by, "alice,bob");
+  EXPECT_TRUE(waitForUpdate(slack_, "released")) << bridge->logs();
+  // The votes say they came through Slack.
+  const auto record = control("get", R"({"id":")" + id + R"("})");
+  const std::string text = json::toString(record["record"]);
+  EXPECT_NE(text.find(R"("via":"slack")"), std::string::npos) << text;
+}
+
+TEST_F(BridgeSlackTest, APolicyChangePostsTheReboundJobAgain) {
+  auto bridge = startBridge();
+  ASSERT_TRUE(slack_.waitSocketHellos(1)) << bridge->logs();
+  const std::string id = hold("rebind-1");
+  const auto posts = slack_.waitCalls("chat.postMessage", 1);
+  ASSERT_EQ(posts.size(), 1u) << bridge->logs();
+  const std::string old_value = buttonValue(body(posts[0]));
+  // Another meaning, the job still held: a click with the old snapshot re-binds it.
+  std::ofstream(gateway_->policyPath()) << std::string(kPolicy) + "  - id: deny-deletes\n    when: { topic: files.delete }\n    decision: deny\n";
+  gateway_->signal(SIGHUP);
+  std::this_thread::sleep_for(1s);
+  slack_.control("POST", "/socket/send", R"({"payload":)" + clickPayload("countersign_approve", id, old_value, "U024BE7LH") + "}");
+  const auto reposted = slack_.waitCalls("chat.postMessage", 2);
+  ASSERT_EQ(reposted.size(), 2u) << bridge->logs();
+  EXPECT_NE(str(parse(buttonValue(body(reposted[1]))), "policy_snapshot"), str(parse(old_value), "policy_snapshot"));
+  EXPECT_TRUE(waitForUpdate(slack_, "The policy changed")) << bridge->logs();
+  EXPECT_TRUE(client_->kvGet("countersign_approvals", id + "/slack/C0FINANCE/1"));
+  EXPECT_EQ(state(id), "pending");
+}
+
+TEST_F(BridgeSlackTest, WebhooksAreSignedAndRetried) {
+  slack_.control("POST", "/hook/fail", R"({"times":1})");
+  auto bridge = startBridge("socket", "notify:\n  webhooks:\n    - { url: \"" + slack_.hookUrl() +
+                                          "\", events: [held, rejected], secret_env: HOOK_SECRET }\n");
+  const std::string id = hold("hook-1");
+  EXPECT_EQ(str(control("reject", R"({"id":")" + id + R"(","approver":"carol"})"), "status"), "rejected");
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  rapidjson::Document hooks;
+  while (std::chrono::steady_clock::now() < deadline) {
+    hooks = parse(slack_.control("GET", "/hooks").body);
+    if (hooks.Size() >= 3) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(hooks.Size(), 3u) << bridge->logs();  // held (503, then again), rejected
+  EXPECT_TRUE(hooks[0]["failed"].GetBool());
+  std::vector<std::string> events;
+  for (const auto& hook : hooks.GetArray()) {
+    const std::string body_text = str(hook, "body");
+    EXPECT_EQ(str(hook, "signature"), bridge::webhookSignature("hook-secret", str(hook, "timestamp"), body_text));
+    events.push_back(str(parse(body_text), "event"));
+  }
+  EXPECT_EQ(events, (std::vector<std::string>{"held", "held", "rejected"}));
 }
 
 TEST_F(BridgeSlackTest, CheckValidatesWithoutStarting) {
