@@ -692,6 +692,35 @@ TEST_F(BridgeSlackTest, WebhooksAreSignedAndRetried) {
   EXPECT_EQ(events, (std::vector<std::string>{"held", "held", "rejected"}));
 }
 
+TEST_F(BridgeSlackTest, ADroppedSocketOrAKilledBridgeMidClickActsOnceAtMost) {
+  Collector delivered(*client_, "jobs.>");
+  auto bridge = startBridge();
+  ASSERT_TRUE(slack_.waitSocketHellos(1)) << bridge->logs();
+  const std::string id = hold("drop-1");
+  const auto posts = slack_.waitCalls("chat.postMessage", 1);
+  ASSERT_EQ(posts.size(), 1u) << bridge->logs();
+  const std::string value = buttonValue(body(posts[0]));
+  const std::string envelope =
+      R"({"envelope_id":"env-drop-1","payload":)" + clickPayload("countersign_approve", id, value, "U024BE7LH") + "}";
+  // The click, then the socket is dropped at once; Slack sends the envelope again on the new
+  // connection, as it does when it is not sure of the ack.
+  slack_.control("POST", "/socket/send", envelope);
+  slack_.control("POST", "/socket/drop");
+  ASSERT_TRUE(slack_.waitSocketHellos(2, 30s)) << bridge->logs();
+  slack_.control("POST", "/socket/send", envelope);
+  // The bridge is killed while it may still be acting, and a new one comes up: the click again.
+  bridge->kill9();
+  bridge = startBridge();
+  ASSERT_TRUE(slack_.waitSocketHellos(3, 30s)) << bridge->logs();
+  slack_.control("POST", "/socket/send", envelope);
+  const auto got = delivered.waitFor(1, 20s);
+  ASSERT_EQ(got.size(), 1u) << bridge->logs();
+  std::this_thread::sleep_for(2s);
+  EXPECT_EQ(delivered.count(), 1u);
+  EXPECT_EQ(slack_.calls("chat.postMessage").size(), 1u);
+  EXPECT_EQ(state(id), "released");
+}
+
 TEST_F(BridgeSlackTest, CheckValidatesWithoutStarting) {
   dir_.write("check.yaml", bridgeConfig("socket"));
   const auto ok = runCountersign({"bridge", "--config", (dir_.path() / "check.yaml").string(), "--check"},
