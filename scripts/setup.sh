@@ -12,6 +12,7 @@ packages=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   libre2-dev ccache
   nodejs npm chromium
+  openssl
 )
 
 missing=()
