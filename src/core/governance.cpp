@@ -69,7 +69,8 @@ std::expected<Actor, Refusal> Governance::identify(const DecisionClaim& claim,
   std::string via;
   if (registry_ != nullptr) {
     if (registry_->personWithKey(sig->key) == person) {
-      via = sig->via;
+      // Their own key: no channel carried it, whatever `via` claims.
+      if (!sig->via.empty()) return std::unexpected(Refusal::unknown_key);
     } else if (const Channel* channel = registry_->channelWithKey(sig->key)) {
       if (sig->via != channel->name) return std::unexpected(Refusal::unknown_key);
       const bool allowed = std::any_of(channel->may_act_for.begin(), channel->may_act_for.end(),

@@ -209,6 +209,9 @@ TEST_F(GovernanceTest, ChannelsActOnlyForThoseTheyMayActFor) {
   EXPECT_EQ(reasonOf(outside), "channel_not_allowed");
   const auto unnamed = send(ControlOp::approve, signedRequest("approve", held, "alice", "slack"));
   EXPECT_EQ(reasonOf(unnamed), "unknown_key");
+  // A person's own key does not pretend a channel carried it.
+  const auto own_key_via = send(ControlOp::approve, signedRequest("approve", held, "alice", "", {{"via", "slack"}}));
+  EXPECT_EQ(reasonOf(own_key_via), "unknown_key");
   const auto inside = send(ControlOp::approve, signedRequest("approve", held, "alice", "slack", {{"via", "slack"}}));
   EXPECT_EQ(inside.code, 202) << inside.body;
   auto vote = parseVoteRecord(*kv_.value(voteKey(held.id, 0, "alice")));
