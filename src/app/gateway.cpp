@@ -23,6 +23,7 @@
 #include "nats/audit_stream.hpp"
 #include "nats/embedded_server.hpp"
 #include "nats/js_ingress.hpp"
+#include "nats/message_convert.hpp"
 
 namespace countersign::app {
 namespace {
@@ -189,6 +190,11 @@ Status Gateway::start() {
   auto intake_plane = openPlane(config_, "intake", false, false, log_, clock_, chain_id);
   if (!intake_plane) return failStep("cannot start: ", intake_plane.error());
   intake_plane_ = std::move(*intake_plane);
+  // Received headers are read from cnats' message buffer: refuse to run on a cnats whose layout
+  // is not the one that code reads.
+  if (auto layout = natsio::checkReceivedLayout(intake_plane_->connection->raw(), std::chrono::seconds(5)); !layout) {
+    return failStep("nats: ", layout.error());
+  }
   auto control_plane = openPlane(config_, "control", true, true, log_, clock_, chain_id);
   if (!control_plane) return failStep("cannot start: ", control_plane.error());
   control_plane_ = std::move(*control_plane);

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdlib>
 #include <cstring>
@@ -126,6 +127,49 @@ Result<Headers> parseHeaderBlock(std::string_view block) {
     headers.emplace_back(std::string(name), std::string(trimBlanks(line.substr(colon + 1))));
     have_previous = true;
   }
+}
+
+Status checkReceivedLayout(natsMsg* received, const Headers& expected) {
+  const std::string version = nats_GetVersion() != nullptr ? nats_GetVersion() : "?";
+  auto broken = [&](const std::string& what) {
+    return fail(Errc::internal, "cnats " + version + ": " + what +
+                                    "; countersign reads received headers from cnats' message "
+                                    "buffer and cannot do so with this cnats build");
+  };
+  const auto block = rawHeaderBlock(received);
+  if (!block) return broken("the raw header block of a received message is not where expected");
+  auto headers = parseHeaderBlock(*block);
+  if (!headers) return broken("the raw header block does not parse: " + headers.error().message);
+  // cnats encodes different names in its own order; each name's values keep theirs.
+  auto byName = [](Headers list) {
+    std::stable_sort(list.begin(), list.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    return list;
+  };
+  if (byName(*headers) != byName(expected)) {
+    return broken("the raw header block holds other headers than were sent");
+  }
+  return {};
+}
+
+Status checkReceivedLayout(natsConnection* connection, std::chrono::milliseconds timeout) {
+  const Headers expected{{"Countersign-Check", "layout"}, {"X-Empty", ""}, {"X-Two", "1"}, {"X-Two", "2"}};
+  natsInbox* raw_inbox = nullptr;
+  if (natsInbox_Create(&raw_inbox) != NATS_OK) return fail(Errc::internal, "cannot create an inbox");
+  std::unique_ptr<natsInbox, void (*)(natsInbox*)> inbox(raw_inbox, natsInbox_Destroy);
+  natsSubscription* raw_sub = nullptr;
+  natsStatus s = natsConnection_SubscribeSync(&raw_sub, connection, raw_inbox);
+  if (s != NATS_OK) return std::unexpected(natsError(Errc::unavailable, s, "header layout check: subscribe"));
+  std::unique_ptr<natsSubscription, void (*)(natsSubscription*)> sub(raw_sub, natsSubscription_Destroy);
+  auto out = toNatsMsg(OutMessage{.subject = raw_inbox, .reply = {}, .headers = &expected, .payload = "x"});
+  if (!out) return std::unexpected(out.error());
+  s = natsConnection_PublishMsg(connection, out->get());
+  if (s == NATS_OK) s = natsConnection_Flush(connection);
+  if (s != NATS_OK) return std::unexpected(natsError(Errc::unavailable, s, "header layout check: publish"));
+  natsMsg* received = nullptr;
+  s = natsSubscription_NextMsg(&received, raw_sub, static_cast<std::int64_t>(timeout.count()));
+  if (s != NATS_OK) return std::unexpected(natsError(Errc::unavailable, s, "header layout check: receive"));
+  NatsMsgPtr owned(received);
+  return checkReceivedLayout(received, expected);
 }
 
 Result<Message> fromNatsMsg(natsMsg* msg) {

@@ -3,6 +3,7 @@
 
 #include <nats/nats.h>
 
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <string_view>
@@ -18,8 +19,9 @@ namespace countersign::natsio {
 // message to cnats' collector thread instead and wakes that thread whenever it is idle: at the
 // rates of holds and approvals that is one more thread wake per message, which on a small VM
 // costs about as much as the work around it (bench/README.md). cnats 3.4 exports the function
-// its collector calls (natsMsg_free: the headers, then the memory); it is looked up once, and
-// natsMsg_Destroy stays the fallback. Never for a message that cnats still owns (its
+// its collector calls (natsMsg_free: the headers, then the memory); it is looked up once, only
+// on cnats 3.4.x (the version checked), and natsMsg_Destroy is used on any other version or when
+// the symbol is missing. Never for a message that cnats still owns (its
 // auto-ack callbacks, its control messages): those go through natsMsg_Destroy.
 void freeNatsMsg(natsMsg* msg);
 // Whether freeNatsMsg frees on the calling thread here (false: it is natsMsg_Destroy).
@@ -47,12 +49,24 @@ using OwnedNatsMsg = std::unique_ptr<natsMsg, OwnedNatsMsgDeleter>;
 // (as cnats and the Go client do); a line starting with a space or tab continues the previous
 // value (joined with one space); an inline status ("NATS/1.0 503 No Responders") becomes the
 // headers Status and Description, as cnats shows it. Only when the raw block cannot be located
-// (messages built locally, or a cnats with another memory layout) do cnats' accessors decide.
+// (messages built locally) do cnats' accessors decide; a cnats with another memory layout is
+// refused at start by checkReceivedLayout.
 //
 // Errc::invalid_argument when the header block is malformed: a producer can send one that the
 // server passes through (a line without ':', a name with blanks or control bytes, a bare CR or
 // LF), and such a message has no trustworthy headers.
 Result<Message> fromNatsMsg(natsMsg* msg);
+
+// The check run at start (countersign run fails with its message): a message with known headers
+// (an empty value among them) sent to a fresh inbox on `connection` and received back must have
+// its raw header block where fromNatsMsg reads it, and the block must parse to those headers.
+// A cnats whose received messages have another memory layout would otherwise make every job's
+// headers come from cnats' own parser (wrong for empty values in 3.4.1). Errc::unavailable when
+// the message does not come back in `timeout`, Errc::internal when the layout is not the one.
+Status checkReceivedLayout(natsConnection* connection, std::chrono::milliseconds timeout);
+// The part of that check that looks at one received message: it carries `expected`, and its
+// raw header block is found and parses to exactly them.
+Status checkReceivedLayout(natsMsg* received, const Headers& expected);
 
 // The header parser used by fromNatsMsg, on a complete block ("NATS/1.0...\r\n\r\n").
 Result<Headers> parseHeaderBlock(std::string_view block);
