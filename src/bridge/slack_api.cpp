@@ -70,8 +70,8 @@ SlackReply SlackApi::callUntilDone(const std::string& method, const std::string&
   for (int attempt = 1;; ++attempt) {
     SlackReply reply = call(method, json_body, app_token);
     if (reply.ok || (!reply.retryable() && !reply.authError())) return reply;
-    // Auth errors are retried too (slowly): the token may be fixed without a restart... but an
-    // event waits meanwhile, which is what an operator expects while /readyz says why.
+    // Auth errors are retried too, with the same backoff: a token revoked by mistake can be
+    // restored on Slack's side, and the event must not be lost meanwhile (/readyz says why).
     const auto delay = retryDelay(kSlackRetry, attempt, reply.retry_after);
     if (!delay || !sleep_unless_stopping(*delay)) return reply;
   }
