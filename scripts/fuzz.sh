@@ -18,7 +18,7 @@ if [ -z "$runtime" ]; then
 fi
 dir=build-fuzz
 cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOUNTERSIGN_SANITIZE="address,undefined" \
-  -DCMAKE_CXX_FLAGS="-fsanitize-coverage=trace-pc,trace-cmp" -DCOUNTERSIGN_LIBFUZZER="$runtime" \
+  -DCOUNTERSIGN_LIBFUZZER="$runtime" \
   -DCOUNTERSIGN_BENCH=OFF >/dev/null
 targets=()
 for src in tests/fuzz/*_fuzz.cpp; do targets+=("$(basename "$src" .cpp)_fuzzer"); done
