@@ -239,7 +239,17 @@ TEST(ShellHandOverTest, CancelledCreatesAreAnsweredOnceAndLatePubAcksCallNothing
   ASSERT_TRUE(store) << store.error().message;
   std::atomic<int> calls{0};
   std::atomic<int> unavailable{0};
+  Client probe(server->url());
   server->pause();  // no PubAck comes while paused
+  // SIGSTOP takes effect asynchronously: wait until the server no longer answers at all (a
+  // request with no responders is answered at once by a running server).
+  ASSERT_TRUE(waitUntil(
+      [&] {
+        const auto sent = std::chrono::steady_clock::now();
+        (void)probe.request("nobody.listens", "", {}, 150ms);
+        return std::chrono::steady_clock::now() - sent >= 140ms;
+      },
+      3s, 1ms));
   for (int i = 0; i < 50; ++i) {
     (*store)->createAsync("late-" + std::to_string(i), "v", [&](Result<std::uint64_t> created) {
       calls.fetch_add(1);
