@@ -105,6 +105,14 @@ struct AuditConfig {
   std::chrono::seconds max_age{0};  // 0: kept forever
 };
 
+// Receipts: countersign's own Ed25519 nkey signs a receipt on every released job and, with
+// `allowed`, on every allowed job (docs/receipts.md). The seed file is created (mode 0600) at
+// the first start when it does not exist.
+struct ReceiptsConfig {
+  std::string seed_file = "receipt.nk";
+  bool allowed = true;
+};
+
 // How much work runs at the same time (each a thread with its own KV round trips in flight).
 struct ConcurrencyConfig {
   int holds = 1024;  // core-route holds whose KV create is in flight at once (then intake waits)
@@ -121,6 +129,7 @@ struct Config {
   ReleaseConfig release;
   EventsConfig events;
   AuditConfig audit;
+  ReceiptsConfig receipts;
   ConcurrencyConfig concurrency;
   SlackConfig slack;    // read by `countersign bridge`; `run` ignores it
   NotifyConfig notify;  // read by `countersign bridge`; `run` ignores it

@@ -77,7 +77,9 @@ class Intake {
   // Answers a hold from the outcome of its record's create.
   IntakeOutcome settle(const Job& job, const ApprovalRecord& record, Result<std::uint64_t> created);
   IntakeOutcome decide(const RouteConfig& route, Message&& message, const IngressPosition* ingress);
-  IntakeOutcome forward(Job& job, const Rule* rule);
+  IntakeOutcome forward(Job& job, const Rule* rule, const JobView& view);
+  // Signs the receipt of an allowed job into the headers it is forwarded with.
+  void addAllowedReceipt(const Job& job, std::string_view rule, const JobView& view, Headers& headers) const;
   IntakeOutcome hold(Job& job, const JobView& view, const Policy& policy, const Rule& rule);
   IntakeOutcome refuse(const Job& job, std::string_view status, int code, std::string body,
                        const Event& event);

@@ -69,7 +69,11 @@ std::optional<std::string> base64UrlDecode(std::string_view text);
 // (and surrounding whitespace) are ignored.
 Result<Seed> readSeedFile(const std::string& path);
 // Writes the seed and a newline to a new file with mode 0600. Refuses (Errc::exists) to overwrite
-// an existing file.
+// an existing file. Atomic: the file appears complete or not at all (written aside, then linked
+// into place), so that processes starting at once never read half a seed.
 Status writeSeedFile(const std::string& path, const Seed& seed);
+// The seed in `path`; when there is no such file, a new seed written there (0600). `created` says
+// which. Of several processes creating it at once, one writes and the others read its seed.
+Result<Seed> readOrCreateSeedFile(const std::string& path, bool* created = nullptr);
 
 }  // namespace countersign::nkeys

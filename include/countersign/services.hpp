@@ -20,6 +20,9 @@
 namespace countersign {
 
 class EventSink;
+namespace nkeys {
+class Signer;
+}
 
 // The policy in force; replaced whole on reload. Thread-safe; readers get a shared pointer
 // they may keep using after a swap.
@@ -64,6 +67,9 @@ struct Services {
   EventSink& events;
   Logger& log;
   Metrics& metrics;
+  // countersign's own key: signs receipts on released (and, per config, allowed) jobs. nullptr:
+  // no receipts (tests that do not look at them).
+  const nkeys::Signer* receipts = nullptr;
 };
 
 // Reads, changes and compare-and-swaps the record under `id`, retrying when a concurrent

@@ -18,6 +18,7 @@
 
 #include "countersign/control.hpp"
 #include "countersign/intake.hpp"
+#include "countersign/nkeys.hpp"
 #include "countersign/releaser.hpp"
 #include "countersign/replayer.hpp"
 #include "nats/audit_stream.hpp"
@@ -168,6 +169,13 @@ int Gateway::threadCount() {
 
 Status Gateway::start() {
   started_ = true;
+  auto receipt_seed = nkeys::readOrCreateSeedFile(config_.receipts.seed_file, &receipt_key_created_);
+  if (!receipt_seed) return failStep("receipts.seed_file: ", receipt_seed.error());
+  receipt_signer_ = std::make_unique<nkeys::Signer>(*receipt_seed);
+  if (receipt_key_created_) {
+    log_.info("receipt key created",
+              {{"file", config_.receipts.seed_file}, {"public_key", receipt_signer_->encodedPublicKey()}});
+  }
   if (config_.nats.embedded) {
     std::string host;
     int port = 0;
@@ -223,9 +231,11 @@ Status Gateway::start() {
   // asynchronous publish up to a millisecond. Forwards and events keep the intake connection.
   natsio::KvBucket& store = *control_plane_->store;
   intake_services_ = std::make_unique<Services>(Services{config_, store, *intake_plane_->publisher, clock_, ids_,
-                                                         policy_, throttler_, *intake_plane_->events, log_, metrics_});
+                                                         policy_, throttler_, *intake_plane_->events, log_, metrics_,
+                                                         receipt_signer_.get()});
   control_services_ = std::make_unique<Services>(Services{config_, store, *control_plane_->publisher, clock_, ids_,
-                                                          policy_, throttler_, *control_plane_->events, log_, metrics_});
+                                                          policy_, throttler_, *control_plane_->events, log_, metrics_,
+                                                          receipt_signer_.get()});
   // Holds do not wait for their KV create (concurrency.holds in flight); answers to producers
   // and the `held` events just before them go out at once on the control connection.
   intake_ = std::make_unique<Intake>(*intake_services_, control_plane_->publisher.get(), hold_executor_.get(),
@@ -425,12 +435,15 @@ void Gateway::printBanner() const {
     std::cout << "  admin http://" << config_.admin.listen.substr(0, config_.admin.listen.rfind(':')) << ':'
               << admin_->port() << " (/healthz /readyz /metrics /api/v1/approvals)\n";
   }
+  std::cout << "  receipts signed by " << receipt_signer_->encodedPublicKey() << " (" << config_.receipts.seed_file
+            << (receipt_key_created_ ? ", created now" : "") << ")\n";
   std::cout << std::flush;
   if (!config_.approvers) {
     log_.warn("no approvers section: open mode, an approval's approver is a claim guarded only by NATS "
               "permissions on " + config_.control.prefix + ".control.> (docs/approvers.md)");
   }
-  log_.info("ready", {{"policy_snapshot", policy_.current()->snapshot()}, {"servers", servers}});
+  log_.info("ready", {{"policy_snapshot", policy_.current()->snapshot()}, {"servers", servers},
+                      {"receipt_key", receipt_signer_->encodedPublicKey()}});
 }
 
 int Gateway::run() {

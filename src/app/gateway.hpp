@@ -30,6 +30,9 @@
 
 namespace countersign {
 class Intake;
+namespace nkeys {
+class Signer;
+}
 class Releaser;
 class Control;
 class Replayer;
@@ -113,6 +116,9 @@ class Gateway {
   Metrics metrics_;
   bool started_ = false;
   bool stopped_ = false;
+  // countersign's own key (receipts.seed_file, made at the first start): signs receipts.
+  std::unique_ptr<nkeys::Signer> receipt_signer_;
+  bool receipt_key_created_ = false;
 
   // The parts, in start order.
   std::unique_ptr<natsio::EmbeddedServer> embedded_;

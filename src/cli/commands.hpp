@@ -1,8 +1,14 @@
 // The subcommands of the countersign binary. Each returns the process exit code.
 #pragma once
 
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
+
+namespace CLI {
+class App;
+}
 
 namespace countersign::cli {
 
@@ -79,5 +85,9 @@ struct WatchOptions {
   bool limit_wait = false;          // --timeout-ms given: give up when no event comes that long
 };
 int watchCommand(const ClientOptions& client, const WatchOptions& watch);
+
+// `keys generate|show` and `receipt verify`: adds them to `app`; the returned function runs the
+// one that was parsed (nullopt: none of them).
+std::function<std::optional<int>()> addKeyCommands(CLI::App& app);
 
 }  // namespace countersign::cli

@@ -184,6 +184,8 @@ int main(int argc, char** argv) {
   addClientOptions(audit_cmd, client);
   addClientOptions(verify_cmd, client);
 
+  const auto run_key_commands = addKeyCommands(app);
+
   if (suggestSubcommand(app, argc, argv)) return kExitUsage;
   try {
     app.parse(argc, argv);
@@ -196,6 +198,7 @@ int main(int argc, char** argv) {
 
   if (run_cmd->parsed()) return run.check ? configCheck(run) : runGateway(run);
   if (bridge_cmd->parsed()) return bridgeCommand(bridge);
+  if (const auto code = run_key_commands()) return *code;
   if (check_cmd->parsed()) return policyCheck(check_file, check_json);
   if (explain_cmd->parsed()) return policyExplain(explain);
   if (approve_cmd->parsed()) return approveCommand(client, id, approver, reason, job_hash, key_file);

@@ -529,7 +529,7 @@ void readSections(const yaml::Value& root, Config& config, const std::string& ba
                   const Environment& env, ConfigUse use) {
   const yaml::MapReader top(root, {"nats", "policy", "store", "routes", "control", "admin",
                                    "release", "events", "audit", "concurrency", "slack", "notify",
-                                   "approvers"});
+                                   "approvers", "receipts"});
   if (!top.valid()) return;
   const bool gateway = use == ConfigUse::gateway;
   if (const auto nats = top.get("nats")) readNats(*nats, config.nats);
@@ -594,6 +594,13 @@ void readSections(const yaml::Value& root, Config& config, const std::string& ba
           config.audit.max_age = std::chrono::duration_cast<std::chrono::seconds>(*duration);
         }
       }
+    }
+  }
+  if (const auto receipts = top.get("receipts")) {
+    const yaml::MapReader map(*receipts, {"seed_file", "allowed"});
+    if (map.valid()) {
+      readString(map, "seed_file", config.receipts.seed_file, nonEmpty);
+      map.read("allowed", config.receipts.allowed);
     }
   }
   if (const auto concurrency = top.get("concurrency")) {
@@ -748,6 +755,7 @@ void resolvePaths(Config& config, const std::string& base_dir) {
   config.nats.tls_ca = resolvePath(base_dir, config.nats.tls_ca);
   config.nats.tls_cert = resolvePath(base_dir, config.nats.tls_cert);
   config.nats.tls_key = resolvePath(base_dir, config.nats.tls_key);
+  config.receipts.seed_file = resolvePath(base_dir, config.receipts.seed_file);
   // A bare command name is looked up on PATH; anything with a '/' is a path.
   if (config.nats.server_binary.find('/') != std::string::npos) {
     config.nats.server_binary = resolvePath(base_dir, config.nats.server_binary);

@@ -7,6 +7,7 @@
 #include "countersign/governance.hpp"
 #include "countersign/job.hpp"
 #include "countersign/json.hpp"
+#include "countersign/receipt.hpp"
 #include "countersign/subject.hpp"
 #include "json_writer.hpp"
 
@@ -42,8 +43,14 @@ bool reservedMsgId(const Headers& headers) {
 // policy, hash or record look at them. Documented in docs/protocol.md.
 constexpr std::size_t kMaxJobHeaders = 1024;
 
-// Headroom for the headers countersign adds on release (ids, snapshot, hash, approver).
-constexpr std::size_t kReleaseHeaderHeadroom = 1024;
+// Headroom for the headers countersign adds on release (ids, snapshot, hash, approvers) and
+// its receipt, which repeats them in base64url with the subjects, plus what grows with the
+// subjects and the id (see releaseHeadroom).
+constexpr std::size_t kReleaseHeaderHeadroom = 3072;
+
+std::size_t releaseHeadroom(const ApprovalRecord& record) {
+  return kReleaseHeaderHeadroom + 2 * (record.subject.size() + record.target.size() + 2 * record.id.size());
+}
 
 }  // namespace
 
@@ -159,10 +166,10 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
 
   switch (verdict.decision) {
     case Decision::allow:
-      return forward(job, verdict.rule);
+      return forward(job, verdict.rule, view);
     case Decision::throttle: {
       const auto admission = s_.throttler.admit(*verdict.rule, view, s_.clock.steady());
-      if (admission.admitted) return forward(job, verdict.rule);
+      if (admission.admitted) return forward(job, verdict.rule, view);
       JsonObjectWriter w;
       w.field("status", "throttled")
           .field("code", 429)
@@ -200,7 +207,7 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
   return IntakeOutcome{.status = "unroutable", .code = 500};
 }
 
-IntakeOutcome Intake::forward(Job& job, const Rule* matched) {
+IntakeOutcome Intake::forward(Job& job, const Rule* matched, const JobView& view) {
   const std::string_view rule = matched != nullptr ? std::string_view(matched->id) : "default";
   // The job is not needed in its received form any more: its headers go out with it, followed
   // by the rule's Countersign-* headers (built once with the policy).
@@ -218,6 +225,7 @@ IntakeOutcome Intake::forward(Job& job, const Rule* matched) {
                                                            std::to_string(job.ingress->sequence));
     }
   }
+  if (s_.receipts != nullptr && s_.config.receipts.allowed) addAllowedReceipt(job, rule, view, headers);
   OutMessage out{.subject = job.target,
                  .reply = job.forward_reply ? std::string_view(job.msg.reply) : std::string_view(),
                  .headers = &headers,
@@ -255,6 +263,27 @@ IntakeOutcome Intake::forward(Job& job, const Rule* matched) {
     outcome.replied = reply(job, "allowed", w.finish());
   }
   return outcome;
+}
+
+void Intake::addAllowedReceipt(const Job& job, std::string_view rule, const JobView& view,
+                               Headers& headers) const {
+  std::string msg_id;
+  for (const auto& [name, value] : headers) {
+    if (equalsIgnoreCase(name, kMsgIdHeader)) {
+      msg_id = value;
+      break;
+    }
+  }
+  // The hash leaves out Nats-* headers, so the dedup id added above does not change it.
+  receipt::addHeaders(headers, *s_.receipts,
+                      receipt::Claims{.job_hash = jobHash(job.msg.subject, job.target, headers,
+                                                          view.payloadJson(), job.msg.payload),
+                                      .policy_snapshot = job.policy->snapshot(),
+                                      .rule = std::string(rule),
+                                      .decided_at = formatRfc3339(s_.clock.now()),
+                                      .subject = job.msg.subject,
+                                      .target = job.target,
+                                      .msg_id = std::move(msg_id)});
 }
 
 IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, const Rule& rule) {
@@ -314,7 +343,7 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
   std::string value = toJson(record);
   const std::size_t max_payload = s_.publisher.maxPayload();
   if (value.size() > max_payload ||
-      wireSize(record.headers, record.payload.size()) + kReleaseHeaderHeadroom > max_payload) {
+      wireSize(record.headers, record.payload.size()) + releaseHeadroom(record) > max_payload) {
     JsonObjectWriter w;
     w.field("status", "too_large").field("code", 413).field("max_payload", static_cast<std::uint64_t>(max_payload));
     IntakeOutcome outcome =

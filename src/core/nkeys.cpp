@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -310,12 +311,15 @@ Result<Seed> readSeedFile(const std::string& path) {
 }
 
 Status writeSeedFile(const std::string& path, const Seed& seed) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  // Written to a file of its own beside the target, then hard-linked to the target name: link()
+  // fails when the name exists (never overwrites) and readers see the whole file or none.
+  std::array<unsigned char, 8> nonce{};
+  if (RAND_bytes(nonce.data(), static_cast<int>(nonce.size())) != 1) std::abort();
+  std::string temporary = path + ".tmp-";
+  for (const unsigned char b : nonce) temporary += "0123456789abcdef"[b & 15];
+  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
-    const int error = errno;
-    return fail(error == EEXIST ? Errc::exists : Errc::io,
-                error == EEXIST ? "seed file " + path + " exists already: not overwritten"
-                                : "cannot create seed file " + path + ": " + std::strerror(error));
+    return fail(Errc::io, "cannot create seed file " + path + ": " + std::strerror(errno));
   }
   std::string text = encodeSeed(seed) + "\n";
   bool ok = ::fchmod(fd, 0600) == 0;
@@ -327,14 +331,36 @@ Status writeSeedFile(const std::string& path, const Seed& seed) {
     if (ok) written += static_cast<std::size_t>(n);
   }
   ok = ok && ::fsync(fd) == 0;
-  const int error = errno;
+  int error = errno;
   ok = (::close(fd) == 0) && ok;
   OPENSSL_cleanse(text.data(), text.size());
+  if (ok && ::link(temporary.c_str(), path.c_str()) != 0) {
+    error = errno;
+    ok = false;
+  }
+  ::unlink(temporary.c_str());
   if (!ok) {
-    ::unlink(path.c_str());
+    if (error == EEXIST) {
+      return fail(Errc::exists, "seed file " + path + " exists already: not overwritten");
+    }
     return fail(Errc::io, "cannot write seed file " + path + ": " + std::strerror(error));
   }
   return {};
+}
+
+Result<Seed> readOrCreateSeedFile(const std::string& path, bool* created) {
+  if (created != nullptr) *created = false;
+  if (::access(path.c_str(), F_OK) != 0 && errno == ENOENT) {
+    const Seed seed = generateSeed();
+    auto written = writeSeedFile(path, seed);
+    if (written) {
+      if (created != nullptr) *created = true;
+      return seed;
+    }
+    if (written.error().code != Errc::exists) return std::unexpected(written.error());
+    // Another process created it first: use its seed.
+  }
+  return readSeedFile(path);
 }
 
 }  // namespace countersign::nkeys

@@ -1,6 +1,7 @@
 #include "countersign/releaser.hpp"
 
 #include "countersign/faults.hpp"
+#include "countersign/receipt.hpp"
 
 namespace countersign {
 
@@ -24,7 +25,20 @@ ReleaseOutcome Releaser::release(const ApprovalRecord& record, const DecisionRec
   outcome.msg_id = "countersign:" + record.id;
   const RouteConfig* route = routeFor(s_.config, record);
   const bool to_stream = route != nullptr && !route->to_stream.empty();
-  const Headers headers = releaseHeaders(record, decision);
+  Headers headers = releaseHeaders(record, decision);
+  if (s_.receipts != nullptr) {
+    // Deterministic (Ed25519, and the decision's own time): a replay carries the same receipt.
+    receipt::addHeaders(headers, *s_.receipts,
+                        receipt::Claims{.approval_id = record.id,
+                                        .job_hash = record.job_hash,
+                                        .policy_snapshot = decision.policy_snapshot,
+                                        .rule = record.rule,
+                                        .approvers = receipt::approversOf(decision.by),
+                                        .decided_at = decision.at,
+                                        .subject = record.subject,
+                                        .target = record.target,
+                                        .msg_id = outcome.msg_id});
+  }
   OutMessage out{.subject = record.target, .reply = {}, .headers = &headers, .payload = record.payload};
   auto sent = s_.publisher.publish(out, to_stream ? Delivery::jetstream : Delivery::core_flush,
                                    s_.config.release.publish_timeout);

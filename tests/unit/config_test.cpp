@@ -288,7 +288,7 @@ INSTANTIATE_TEST_SUITE_P(
         RefusalCase{"BadSyntax", "policy: {file: a\nroutes: [\n", "test.yaml:"},
         RefusalCase{"UnknownTopLevelKey", plus("polcy: {}\n"),
                     "polcy: unknown key (expected one of: nats, policy, store, routes, control, "
-                    "admin, release, events, audit, concurrency, slack, notify, approvers)"},
+                    "admin, release, events, audit, concurrency, slack, notify, approvers, receipts)"},
         // The approver registry: names, keys, duplicates and tokens naming unknown people.
         RefusalCase{"ApproverBadName", plus("approvers: {people: [{name: \"al ice\"}]}\n"),
                     "approvers.people[0].name: expected a name of letters, digits"},

@@ -259,6 +259,26 @@ TEST_F(SeedFileTest, RefusesToOverwrite) {
   EXPECT_EQ(*readSeedFile(path("user.nk")), first);
 }
 
+TEST_F(SeedFileTest, ReadOrCreateMakesTheSeedOnceAndThenReadsIt) {
+  bool created = false;
+  auto first = readOrCreateSeedFile(path("receipt.nk"), &created);
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_TRUE(created);
+  struct stat info {};
+  ASSERT_EQ(::stat(path("receipt.nk").c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 0777, 0600u);
+  auto again = readOrCreateSeedFile(path("receipt.nk"), &created);
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_FALSE(created);
+  EXPECT_EQ(*again, *first);
+  // No temporary files left beside it.
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir_), std::filesystem::directory_iterator()), 1);
+  // A file that is not a seed is an error, never replaced.
+  { std::ofstream out(path("bad.nk")); out << "not a seed\n"; }
+  EXPECT_FALSE(readOrCreateSeedFile(path("bad.nk")));
+  EXPECT_FALSE(readOrCreateSeedFile(path("no-such-dir/receipt.nk")));
+}
+
 TEST_F(SeedFileTest, ReadsTheFirstLineOnlyAndReportsBadFiles) {
   {
     std::ofstream out(path("nk.txt"));
