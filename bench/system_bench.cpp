@@ -51,6 +51,7 @@
 #include "countersign/clock.hpp"
 #include "countersign/job.hpp"
 #include "countersign/json.hpp"
+#include "countersign/nkeys.hpp"
 #include "countersign/policy.hpp"
 #include "countersign/record.hpp"
 #include "nats/child_process.hpp"
@@ -2200,7 +2201,8 @@ ApproveRound approveRound(Connection& conn, Worker& worker, const std::vector<st
                           std::size_t& cursor, int concurrency, pid_t proc, pid_t server,
                           std::chrono::milliseconds warmup, std::chrono::milliseconds window,
                           bool warn_if_exhausted = true,
-                          const std::string& subject = kApproveSubject) {
+                          const std::string& subject = kApproveSubject,
+                          const std::map<std::string, std::string>* bodies = nullptr) {
   ApprovalTracker tracker;
   worker.expectApprovals([&](const std::string& id, std::int64_t at) { tracker.released(id, at); });
   static std::atomic<int> round_counter{0};
@@ -2235,7 +2237,8 @@ ApproveRound approveRound(Connection& conn, Worker& worker, const std::vector<st
     if (now >= to) break;
     const std::string& id = ids[cursor++];
     tracker.start(id, now);
-    const std::string body = R"({"id":")" + id + R"(","approver":"bench","reason":"benchmark"})";
+    const std::string body = bodies != nullptr ? bodies->at(id)
+                                               : R"({"id":")" + id + R"(","approver":"bench","reason":"benchmark"})";
     auto msg = makeMsg(subject, (inbox + id).c_str(), body, {});
     check(natsConnection_PublishMsg(conn.raw(), msg.get()), "approve request");
   }
@@ -2332,7 +2335,8 @@ std::vector<ApprovePair> measureApprove(Rig& rig, Worker& worker, Connection& co
                                         const std::vector<int>& levels, int rounds,
                                         std::chrono::milliseconds warmup,
                                         std::chrono::milliseconds window, std::size_t per_bucket,
-                                        bool with_sidecar, double& quiet_s) {
+                                        bool with_sidecar, double& quiet_s,
+                                        const countersign::nkeys::Seed* signer = nullptr) {
   static int phase = 0;
   ++phase;
   const std::string tag = std::to_string(phase);
@@ -2353,6 +2357,22 @@ std::vector<ApprovePair> measureApprove(Rig& rig, Worker& worker, Connection& co
     // concurrency.control (8) queue subscribers, like countersign's.
     sidecar = startSidecar(rig.dir.path() / ("sidecar-approve-" + tag), rig.server.url, "approve",
                            side_subject, side_bucket, 8);
+  }
+  // Signed requests are made before the rounds (the client's signing is not what is measured):
+  // the same fields a reviewer signs, over the seeded records' hash and snapshot.
+  std::map<std::string, std::string> signed_bodies;
+  if (signer != nullptr) {
+    const std::string key = countersign::nkeys::encodePublicKey(countersign::nkeys::publicKeyOf(*signer));
+    const std::string at = countersign::formatRfc3339(std::chrono::system_clock::now());
+    for (const auto& id : cs_ids) {
+      auto record = countersign::parseApprovalRecord(heldRecordJson(id, rig.snapshot));
+      const std::string fields = R"("action":"approve","approver":"bench","at":")" + at + R"(","id":")" + id +
+                                 R"(","job_hash":")" + record->job_hash + R"(","key":")" + key +
+                                 R"(","policy_snapshot":")" + rig.snapshot + R"(","reason":"benchmark")";
+      signed_bodies[id] = "{" + fields + R"(,"signature":")" +
+                          countersign::nkeys::base64UrlEncode(countersign::nkeys::sign(*signer, "{" + fields + "}")) +
+                          "\"}";
+    }
   }
   kvStore* raw_kv = openBucket(conn, raw_bucket);
   auto cs = Countersign::start(
@@ -2376,7 +2396,8 @@ std::vector<ApprovePair> measureApprove(Rig& rig, Worker& worker, Connection& co
       }
       settle();
       row.cs.push_back(approveRound(conn, worker, cs_ids, cs_cursor, n, cs->pid(), rig.server.pid(),
-                                    warmup, window));
+                                    warmup, window, true, kApproveSubject,
+                                    signer != nullptr ? &signed_bodies : nullptr));
       note("approve (" + variant + ") N=" + std::to_string(n) + " round " + std::to_string(r + 1) +
            ": raw " + fmtRate(row.raw.back().rate) + " p99 " + fmtUs(row.raw.back().latency.p99) +
            (sidecar ? ", bare sidecar " + fmtRate(row.side.back().rate) + " p99 " +
@@ -2419,6 +2440,24 @@ void approveToRelease(Rig& rig, Worker& worker) {
   auto audit_off_rows = measureApprove(rig, worker, conn, "audit off", kAuditOff, levels, rounds,
                                        warmup, window, per_bucket, false, quiet_s);
   rows.insert(rows.end(), audit_off_rows.begin(), audit_off_rows.end());
+  // Signed 1-of-1 approvals: an approver registry that requires signatures, each request signed
+  // with the bench approver's nkey. Compared with `default` (unsigned, open mode) in this run.
+  const countersign::nkeys::Seed bench_seed = countersign::nkeys::generateSeed();
+  const std::string registry = "approvers:\n  require_signature: true\n  people:\n    - name: bench\n      keys: [\"" +
+                               countersign::nkeys::encodePublicKey(countersign::nkeys::publicKeyOf(bench_seed)) +
+                               "\"]\n";
+  auto signed_rows = measureApprove(rig, worker, conn, "signed", registry, levels, rounds, warmup, window,
+                                    per_bucket, false, quiet_s, &bench_seed);
+  for (const auto& row : signed_rows) {
+    for (const auto& base : rows) {
+      if (base.variant != "default" || base.n != row.n) continue;
+      const double signed_rate = medianOf(row.cs, [](const ApproveRound& x) { return x.rate; });
+      const double unsigned_rate = medianOf(base.cs, [](const ApproveRound& x) { return x.rate; });
+      note("approve signed vs unsigned N=" + std::to_string(row.n) + ": " + fmtRate(signed_rate) + " / " +
+           fmtRate(unsigned_rate) + " = " + fmt(unsigned_rate > 0 ? signed_rate / unsigned_rate : 0, 2) + "x");
+    }
+  }
+  rows.insert(rows.end(), signed_rows.begin(), signed_rows.end());
   note("approve: waited " + fmt(quiet_s, 1) + " s in all for quiet between rounds");
 
   auto& d = rig.report.details;
@@ -2445,7 +2484,9 @@ void approveToRelease(Rig& rig, Worker& worker) {
        "on fresh buckets (its replayer reads no records during the window; the default one reads "
        "each freshly seeded record once, up to 2,000 a second, to learn its deadline). `audit "
        "off`: a third with `audit.enabled: false` (no audit stream, no event waits for a "
-       "PubAck).\n\n";
+       "PubAck). `signed`: a fourth with an approver registry that requires signatures, every "
+       "request signed (Ed25519 over its RFC 8785 form) with the bench approver's nkey before the "
+       "rounds; the log line `approve signed vs unsigned` gives its rate over `default`'s.\n\n";
   const RatioSummary summary = writeRatioRows(
       d, rig.report, "approve", rows, {"approvals/s", "approvals/s", "approval"},
       [](const ApproveRound& x) { return x.failures; }, 0);
