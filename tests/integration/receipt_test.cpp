@@ -9,6 +9,7 @@
 #include <fstream>
 #include <string>
 
+#include "countersign/json.hpp"
 #include "countersign/nkeys.hpp"
 #include "countersign/receipt.hpp"
 #include "integration/harness/harness.hpp"
@@ -192,6 +193,58 @@ TEST(ReceiptItStart, UnreadableSeedFileStopsTheStart) {
   ASSERT_TRUE(code.has_value()) << process->logs();
   EXPECT_NE(*code, 0);
   EXPECT_NE(process->logs().find("receipts.seed_file"), std::string::npos) << process->logs();
+}
+
+}  // namespace
+}  // namespace countersign::testing
+
+namespace countersign::testing {
+namespace {
+
+// The Node check of docs/receipts.md (tests/node/receipt_check.js, nkeys.js) on real jobs.
+std::string nodeCheck(const std::string& key, const Message& m) {
+  std::string input = R"({"subject":")" + m.subject + R"(","headers":[)";
+  bool first = true;
+  for (const auto& [name, value] : m.headers) {
+    input += std::string(first ? "" : ",") + "[\"" + name + "\",\"" + value + "\"]";
+    first = false;
+  }
+  input += R"(],"payload_b64":")" + json::base64Encode(m.payload) + "\"}";
+  const std::string file = "/tmp/receipt_node_" + std::to_string(::getpid()) + ".json";
+  {
+    std::ofstream out(file, std::ios::binary);
+    out << input;
+  }
+  const std::string command = "node " + std::string(COUNTERSIGN_SOURCE_DIR) + "/tests/node/receipt_check.js " +
+                              key + " < " + file + " 2>&1";
+  std::string out;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return "cannot run node";
+  char buffer[4096];
+  std::size_t n = 0;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
+  ::pclose(pipe);
+  std::remove(file.c_str());
+  return out;
+}
+
+TEST_F(ReceiptIt, NodeWorkerCheckAcceptsGenuineJobsAndRefusesOthers) {
+  Collector jobs(*s_.client, "jobs.>");
+  s_.client->flush();
+  const Message job = released(jobs);
+  EXPECT_NE(nodeCheck(encoded_key_, job).find(R"("ok":true)"), std::string::npos) << nodeCheck(encoded_key_, job);
+  s_.client->publish("agents.jobs.knowledge.read", R"({"q":"x","n":1.50})", {{"X-A", "1"}});
+  const auto both = jobs.waitFor(2);
+  ASSERT_EQ(both.size(), 2u);
+  EXPECT_NE(nodeCheck(encoded_key_, both[1]).find(R"("ok":true)"), std::string::npos) << nodeCheck(encoded_key_, both[1]);
+
+  Message tampered = job;
+  tampered.payload = R"({"amount":999999,"to":"acme"})";
+  EXPECT_NE(nodeCheck(encoded_key_, tampered).find("job changed"), std::string::npos);
+  const Message direct{"jobs.finance.payment.execute", "", {}, "{}"};
+  EXPECT_NE(nodeCheck(encoded_key_, direct).find("no receipt"), std::string::npos);
+  const auto other_key = nkeys::encodePublicKey(nkeys::publicKeyOf(nkeys::generateSeed()));
+  EXPECT_NE(nodeCheck(other_key, job).find("bad signature"), std::string::npos);
 }
 
 }  // namespace
