@@ -256,7 +256,14 @@ Result<ApprovalView> Bridge::fetchRecord(const std::string& id) {
 std::optional<Outcome> Bridge::outcomeOf(const ApprovalView& view, const BridgeEvent& event) const {
   Outcome outcome;
   outcome.quorum = view.quorum;
-  outcome.votes = static_cast<int>(view.voters.size());
+  // The vote event may arrive before the record's view of the votes is written: the event is
+  // proof that its vote exists.
+  std::vector<std::string> voters = view.voters;
+  if (event.event == "vote" && !event.actor.empty() &&
+      std::find(voters.begin(), voters.end(), event.actor) == voters.end()) {
+    voters.push_back(event.actor);
+  }
+  outcome.votes = static_cast<int>(voters.size());
   outcome.reason = event.event == "rejected" ? event.reason : "";
   if (view.state == "released") {
     outcome.kind = OutcomeKind::released;
