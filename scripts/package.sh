@@ -16,7 +16,7 @@ if [ "$(id -u)" -eq 0 ]; then
   apt-get install -y -q --reinstall "./$deb" >/dev/null
   bin=/usr/bin/countersign
   config=/etc/countersign/countersign.yaml
-  man -w countersign >/dev/null
+  if command -v man >/dev/null; then man -w countersign >/dev/null; fi
 else
   root=$(mktemp -d)
   trap 'rm -rf "$root"' EXIT
