@@ -119,9 +119,18 @@ struct Verdict {
   std::string_view ruleId() const { return rule ? std::string_view(rule->id) : "default"; }
 };
 
+// One condition of the deciding rule: what it tests and the value it saw in the job.
+struct ConditionCheck {
+  std::string key;   // as written: "topic", "payload.amount", "header.X-Env", "env"
+  std::string test;  // `matches "finance.>"`, `gt 1000`, `eq "production" and ne "x"`
+  std::string seen;  // `"finance.payment.execute"`, `1250`, `nothing` (missing)
+  bool holds = false;
+};
+
 struct Explanation {
   Verdict verdict;
   std::vector<std::string> trace;  // one line per rule tried: matched, or the first reason not
+  std::vector<ConditionCheck> conditions;  // the matched rule's conditions, cheapest first
 };
 
 class Policy {

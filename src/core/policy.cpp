@@ -117,6 +117,7 @@ Explanation Policy::explain(const JobView& job) const {
     if (outcome == Outcome::holds) {
       out.verdict = Verdict{rule.decision, &rule};
       out.trace.push_back(rule.id + ": match -> " + std::string(toString(rule.decision)));
+      for (const auto& condition : rule.when) out.conditions.push_back(checkCondition(*condition, job));
       return out;
     }
     // The first condition that decided the outcome, in evaluation order.

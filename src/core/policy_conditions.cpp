@@ -696,6 +696,23 @@ std::string describeFailure(const Condition& condition, const JobView& job) {
   return condition.key + " holds";
 }
 
+ConditionCheck checkCondition(const Condition& condition, const JobView& job) {
+  ConditionCheck check{.key = condition.key,
+                       .holds = evaluateCondition(condition, job) == Outcome::holds};
+  if (condition.source == ConditionSource::topic || condition.source == ConditionSource::subject) {
+    check.seen = yaml::quote(condition.source == ConditionSource::topic ? job.topic() : job.subject());
+    check.test = condition.patterns.size() == 1 ? "matches " + yaml::quote(condition.patterns[0].text)
+                                                : "matches any of " + quotedList(condition.patterns);
+    return check;
+  }
+  const Operand operand = operandOf(condition, job);
+  check.seen = operand.state == Operand::State::unknowable ? "payload is not JSON" : describeOperand(operand);
+  for (const auto& op : condition.operators) {
+    check.test += (check.test.empty() ? "" : " and ") + describeOperator(op);
+  }
+  return check;
+}
+
 rapidjson::Value normalise(const Condition& condition,
                            rapidjson::Document::AllocatorType& allocator) {
   rapidjson::Value out(rapidjson::kObjectType);

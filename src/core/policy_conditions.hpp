@@ -97,6 +97,9 @@ Outcome evaluateCondition(const Condition& condition, const JobView& job);
 // Why the condition did not hold, for explain(): `topic "a.b" does not match "c.d"`.
 std::string describeFailure(const Condition& condition, const JobView& job);
 
+// What the condition tests and the value it saw, whether or not it holds.
+ConditionCheck checkCondition(const Condition& condition, const JobView& job);
+
 // The normalised JSON value of one condition (added under its key by the caller).
 rapidjson::Value normalise(const Condition& condition,
                            rapidjson::Document::AllocatorType& allocator);
