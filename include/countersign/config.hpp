@@ -80,6 +80,8 @@ struct ApiToken {
 struct AdminConfig {
   std::string listen = "127.0.0.1:9464";  // empty: no admin listener
   std::vector<ApiToken> tokens;           // admin.tokens[]: {approver, token_env|token_file|token, scope}
+  // Open connections at most; beyond it the longest-idle one is closed to admit a new one.
+  int max_connections = 1024;
 };
 
 struct ReleaseConfig {

@@ -21,10 +21,13 @@
 #include "countersign/nkeys.hpp"
 #include "countersign/releaser.hpp"
 #include "countersign/replayer.hpp"
+#include "http/evidence.hpp"
+#include "nats/audit_reader.hpp"
 #include "nats/audit_stream.hpp"
 #include "nats/embedded_server.hpp"
 #include "nats/js_ingress.hpp"
 #include "nats/message_convert.hpp"
+#include "nats/subscriber.hpp"
 
 namespace countersign::app {
 namespace {
@@ -324,13 +327,36 @@ Status Gateway::start() {
         .decide =
             [control = control_.get(), executor = control_executor_.get()](const ControlRequest& request) {
               return onExecutor(*executor, [control, request] { return control->handle(request); });
-            }};
+            },
+        .evidence = [this](const std::string& id) { return evidence(id); },
+        .events = [this](http::EventSink sink) { return eventFeed(std::move(sink)); }};
     for (auto& extension : admin_extensions_) extension(handlers, *parts_);
     auto started = http::AdminServer::start(config_.admin, std::move(handlers), log_);
     if (!started) return std::unexpected(started.error());  // names admin.listen itself
     admin_ = std::move(*started);
   }
   return {};
+}
+
+ControlReply Gateway::evidence(const std::string& id) const {
+  http::EvidenceSources sources{.store = *control_plane_->store, .policy = policy_, .config = config_};
+  if (config_.audit.enabled) {
+    sources.timeline = [this](const std::string& approval) {
+      return natsio::approvalTimeline(*control_plane_->connection, config_.audit.stream, approval, 5000);
+    };
+  }
+  return http::evidenceReply(sources, id);
+}
+
+std::function<void()> Gateway::eventFeed(http::EventSink sink) const {
+  auto sub = natsio::Subscription::subscribe(
+      *control_plane_->connection, config_.control.prefix + ".events.>", "",
+      [sink = std::move(sink)](Message&& m) { sink(std::move(m.subject), std::move(m.payload)); });
+  if (!sub) {
+    log_.warn("admin: no live events for the console", {{"error", sub.error().message}});
+    return [] {};
+  }
+  return [held = std::shared_ptr<natsio::Subscription>(std::move(*sub))] { held->unsubscribe(); };
 }
 
 std::string Gateway::metricsText() const {

@@ -105,6 +105,10 @@ class Gateway {
   void printBanner() const;
   void reloadPolicy(std::string_view why);
   std::string metricsText() const;
+  // The console's evidence of one approval, and its live events (<prefix>.events.> on the
+  // control connection) for /api/v1/events.
+  ControlReply evidence(const std::string& id) const;
+  std::function<void()> eventFeed(http::EventSink sink) const;
 
   // Not parts: what the parts are made from and report to.
   Config config_;

@@ -564,9 +564,10 @@ void readSections(const yaml::Value& root, Config& config, const std::string& ba
     readApprovers(*approvers, *config.approvers);
   }
   if (const auto admin = top.get("admin")) {
-    const yaml::MapReader map(*admin, {"listen", "tokens"});
+    const yaml::MapReader map(*admin, {"listen", "tokens", "max_connections"});
     if (map.valid()) {
       readString(map, "listen", config.admin.listen, listenProblem);
+      map.read("max_connections", config.admin.max_connections, 2, 100000);
       if (const auto tokens = map.get("tokens")) {
         if (!tokens->isList()) tokens->expected("a list of tokens");
         for (const auto& item : tokens->items()) {

@@ -19,14 +19,19 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/asio/write.hpp>
 #include <cctype>
 #include <charconv>
 #include <chrono>
+#include <deque>
 #include <exception>
+#include <list>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
+#include <unordered_set>
 
 namespace countersign::http {
 
@@ -91,37 +96,195 @@ Result<ListenAddress> parseListen(std::string_view listen) {
                        std::string(port)};
 }
 
-}  // namespace
+class Session;
+class EventStream;
 
-struct AdminServer::Impl {
-  Impl(const AdminConfig& config, AdminHandlers handlers, Logger& logger,
-       const AdminServerOptions& opts)
-      : log(logger), router(config, std::move(handlers), logger), options(opts) {
-    ioc.emplace();
-    pool.emplace(static_cast<std::size_t>(std::max(1, options.control_workers)));
-    acceptor.emplace(*ioc);
-    retry.emplace(*ioc);
+using Frame = std::shared_ptr<const std::string>;
+
+// What the sessions share. Touched on the I/O thread only (the pool never reaches it).
+struct Shared {
+  Shared(const AdminConfig& config, AdminHandlers handlers, Logger& logger,
+         const AdminServerOptions& opts)
+      : log(logger), router(config, std::move(handlers), logger), options(opts),
+        max_connections(static_cast<std::size_t>(std::max(2, config.max_connections))) {
+    std::random_device device;
+    char text[17];
+    std::snprintf(text, sizeof text, "%08x%08x", static_cast<unsigned>(device()),
+                  static_cast<unsigned>(device()));
+    epoch = text;
   }
-
-  Status bind(const std::string& listen);
-  void accept();
-  void run();
-  void stop();
 
   Logger& log;
   const AdminRouter router;
   const AdminServerOptions options;
-  // Optional so that stop() can tear them down in a safe order: the pool (whose queued tasks
-  // may own sessions) before the io_context that owns the sessions' sockets.
-  std::optional<asio::io_context> ioc;
-  std::optional<asio::thread_pool> pool;
-  std::optional<tcp::acceptor> acceptor;
-  std::optional<asio::steady_timer> retry;
-  std::thread thread;
-  int port = 0;
-  std::mutex stop_mutex;
-  bool stopped = false;
+  const std::size_t max_connections;
+
+  // Connections: every open one counts; sessions waiting for a request are `idle`, oldest first.
+  std::size_t open = 0;
+  std::list<Session*> idle;
+  std::uint64_t evicted = 0;
+
+  // The event stream: live clients, and the last events for Last-Event-ID ("<epoch>-<seq>").
+  std::unordered_set<EventStream*> streams;
+  std::string epoch;
+  std::uint64_t seq = 0;
+  std::deque<std::pair<std::uint64_t, Frame>> history;
+
+  void publish(const std::string& subject, const std::string& body);
+  void heartbeat();
 };
+
+// Counts one open connection for as long as it lives (moved from a session to its stream).
+class Slot {
+ public:
+  explicit Slot(Shared& shared) : shared_(&shared) { ++shared.open; }
+  Slot(Slot&& other) noexcept : shared_(std::exchange(other.shared_, nullptr)) {}
+  Slot& operator=(Slot&&) = delete;
+  ~Slot() {
+    if (shared_ != nullptr) --shared_->open;
+  }
+
+ private:
+  Shared* shared_;
+};
+
+std::string eventFrame(std::string_view id, std::string_view event, std::string_view data) {
+  std::string frame;
+  frame.reserve(data.size() + 48);
+  if (!id.empty()) frame.append("id: ").append(id).append("\n");
+  if (!event.empty()) frame.append("event: ").append(event).append("\n");
+  frame.append("data: ");
+  for (const char c : data) frame.push_back(c == '\n' || c == '\r' ? ' ' : c);  // one line
+  frame.append("\n\n");
+  return frame;
+}
+
+// A Server-Sent Events client of /api/v1/events. Frames are shared between clients; each client
+// queues at most options.event_queue of them. A client that falls that far behind (it does not
+// read) gets its queue replaced by one `resync` event and is closed after it: its memory stays
+// bounded, and it knows to reload what it shows.
+class EventStream : public std::enable_shared_from_this<EventStream> {
+ public:
+  EventStream(beast::tcp_stream stream, Slot slot, Shared& shared)
+      : stream_(std::move(stream)), slot_(std::move(slot)), shared_(shared) {}
+  ~EventStream() { shared_.streams.erase(this); }
+
+  void start(const std::string& last_event_id) {
+    shared_.streams.insert(this);
+    push(std::make_shared<const std::string>(
+        "HTTP/1.1 200 OK\r\nServer: countersign\r\nContent-Type: text/event-stream\r\n"
+        "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n"
+        "retry: 2000\n\n"));
+    replay(last_event_id);
+    push(std::make_shared<const std::string>(eventFrame("", "ready", "{}")));
+    // Read nothing more, but notice the client going away.
+    watch_.resize(512);
+    stream_.socket().async_read_some(
+        asio::buffer(watch_), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+          if (ec) self->close();  // data after the request is ignored until the client closes
+        });
+  }
+
+  void push(Frame frame) {
+    if (closing_) return;
+    if (queue_.size() >= shared_.options.event_queue) {
+      queue_.clear();
+      queue_.push_back(std::make_shared<const std::string>(
+          eventFrame("", "resync", R"({"reason":"slow_client"})")));
+      closing_ = true;
+      if (!writing_) write();
+      return;
+    }
+    queue_.push_back(std::move(frame));
+    if (!writing_) write();
+  }
+
+  void close() {
+    closing_ = true;
+    queue_.clear();
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.close();
+  }
+
+ private:
+  // After Last-Event-ID: the events since, when this process still has them; else `resync`.
+  void replay(const std::string& last) {
+    if (last.empty()) return;
+    const auto dash = last.find('-');
+    std::uint64_t after = 0;
+    bool known = dash != std::string::npos && last.substr(0, dash) == shared_.epoch;
+    if (known) {
+      const auto digits = std::string_view(last).substr(dash + 1);
+      const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), after);
+      known = ec == std::errc() && end == digits.data() + digits.size() && after <= shared_.seq;
+    }
+    // Every event after `after` must still be in the history.
+    const std::uint64_t oldest = shared_.history.empty() ? shared_.seq + 1 : shared_.history.front().first;
+    if (!known || after + 1 < oldest) {
+      push(std::make_shared<const std::string>(eventFrame("", "resync", R"({"reason":"events_missed"})")));
+      return;
+    }
+    for (const auto& [seq, frame] : shared_.history) {
+      if (seq > after) push(frame);
+    }
+  }
+
+  void write() {
+    if (queue_.empty()) {
+      writing_ = false;
+      if (closing_) close();
+      return;
+    }
+    writing_ = true;
+    Frame frame = queue_.front();
+    queue_.pop_front();
+    stream_.expires_after(shared_.options.io_timeout);  // a client that does not read is dropped
+    asio::async_write(stream_, asio::buffer(*frame),
+                      [self = shared_from_this(), frame](beast::error_code ec, std::size_t) {
+                        if (ec) return self->close();
+                        self->stream_.expires_never();  // idle between events is fine
+                        self->write();
+                      });
+  }
+
+  beast::tcp_stream stream_;
+  Slot slot_;
+  Shared& shared_;
+  std::deque<Frame> queue_;
+  std::vector<char> watch_;
+  bool writing_ = false;
+  bool closing_ = false;
+};
+
+void Shared::publish(const std::string& subject, const std::string& body) {
+  // <prefix>.events.<event>.<topic>: the event's name names the SSE event.
+  std::string_view event = "message";
+  if (const auto at = subject.find(".events."); at != std::string::npos) {
+    const std::string_view rest = std::string_view(subject).substr(at + 8);
+    event = rest.substr(0, rest.find('.'));
+  }
+  ++seq;
+  auto frame = std::make_shared<const std::string>(
+      eventFrame(epoch + "-" + std::to_string(seq), event, body));
+  history.emplace_back(seq, frame);
+  while (history.size() > options.event_history) history.pop_front();
+  // push() may close a stream, which erases it from `streams`: iterate over a copy.
+  const std::vector<EventStream*> targets(streams.begin(), streams.end());
+  for (EventStream* stream : targets) {
+    if (streams.contains(stream)) stream->push(frame);
+  }
+}
+
+void Shared::heartbeat() {
+  auto ping = std::make_shared<const std::string>(":\n\n");
+  const std::vector<EventStream*> targets(streams.begin(), streams.end());
+  for (EventStream* stream : targets) {
+    if (streams.contains(stream)) stream->push(ping);
+  }
+}
+
+}  // namespace
 
 namespace {
 
@@ -129,14 +292,33 @@ namespace {
 // the I/O thread; only router.route() for REST requests runs on the pool.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, const AdminRouter& router, asio::thread_pool& pool,
-          std::chrono::milliseconds io_timeout)
-      : stream_(std::move(socket)), router_(router), pool_(pool), io_timeout_(io_timeout) {}
+  Session(tcp::socket socket, Shared& shared, asio::thread_pool& pool)
+      : stream_(std::move(socket)), slot_(shared), shared_(shared), router_(shared.router),
+        pool_(pool), io_timeout_(shared.options.io_timeout) {}
+  ~Session() { setIdle(false); }
 
   void start() { readHeader(); }
 
+  // Closes a connection that waits for a request, to make room for a new one.
+  void evict() {
+    setIdle(false);
+    close();
+  }
+
  private:
+  // Idle: waiting for (the head of) a request. The oldest idle connection is evicted first.
+  void setIdle(bool idle) {
+    if (idle == idle_.has_value()) return;
+    if (idle) {
+      idle_ = shared_.idle.insert(shared_.idle.end(), this);
+    } else {
+      shared_.idle.erase(*idle_);
+      idle_.reset();
+    }
+  }
+
   void readHeader() {
+    setIdle(true);
     parser_.emplace();
     parser_->body_limit(kMaxRequestBody);
     parser_->header_limit(kHeaderLimit);
@@ -146,6 +328,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void onHeader(beast::error_code ec, std::size_t) {
+    setIdle(false);
     if (ec) return onReadError(ec);
     const auto& request = parser_->get();
     if (request.version() >= 11 && iequals(view(request[bhttp::field::expect]), "100-continue")) {
@@ -195,6 +378,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     pending.body = std::move(request.body());
 
+    if (AdminRouter::isEventStream(pending.target)) return startEventStream(pending);
     if (!AdminRouter::callsControl(pending.target)) {
       HttpResponse response = route(router_, pending);
       return reply(std::move(response), pending.version, pending.keep_alive, pending.head);
@@ -220,6 +404,23 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string body;
   };
 
+  void startEventStream(const Pending& pending) {
+    auto start = router_.eventStream(pending.method, pending.target, pending.headers);
+    if (auto* refusal = std::get_if<HttpResponse>(&start)) {
+      return reply(std::move(*refusal), pending.version, pending.keep_alive, pending.head);
+    }
+    if (shared_.streams.size() >= shared_.options.max_event_streams) {
+      HttpResponse busy{503, "application/json",
+                        R"({"status":"unavailable","code":503,"reason":"too many event streams","retryable":true})",
+                        {{"Countersign-Status", "unavailable"}, {"Retry-After", "5"}}};
+      return reply(std::move(busy), pending.version, false, pending.head);
+    }
+    const auto& started = std::get<AdminRouter::EventStreamStart>(start);
+    stream_.expires_never();
+    std::make_shared<EventStream>(std::move(stream_), std::move(slot_), shared_)
+        ->start(started.last_event_id);
+  }
+
   static HttpResponse route(const AdminRouter& router, const Pending& p) {
     try {
       return router.route(p.method, p.target, p.headers, p.body);
@@ -236,6 +437,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!response.content_type.empty()) {
       response_->set(bhttp::field::content_type, response.content_type);
     }
+    response_->set("X-Content-Type-Options", "nosniff");
     for (auto& [name, value] : response.headers) response_->insert(name, value);
     response_->body() = std::move(response.body);
     response_->keep_alive(keep_alive);
@@ -275,6 +477,9 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   beast::tcp_stream stream_;
+  Slot slot_;
+  Shared& shared_;
+  std::optional<std::list<Session*>::iterator> idle_;
   const AdminRouter& router_;
   asio::thread_pool& pool_;  // runs the requests that call control
   const std::chrono::milliseconds io_timeout_;
@@ -287,6 +492,42 @@ class Session : public std::enable_shared_from_this<Session> {
 };
 
 }  // namespace
+
+struct AdminServer::Impl {
+  Impl(const AdminConfig& config, AdminHandlers handlers, Logger& logger,
+       const AdminServerOptions& opts)
+      : events(handlers.events), shared(config, std::move(handlers), logger, opts) {
+    ioc.emplace();
+    pool.emplace(static_cast<std::size_t>(std::max(1, opts.control_workers)));
+    acceptor.emplace(*ioc);
+    retry.emplace(*ioc);
+    heartbeat.emplace(*ioc);
+  }
+
+  Status bind(const std::string& listen);
+  void accept();
+  void admit(tcp::socket socket);
+  void startFeed();
+  void beat();
+  void run();
+  void stop();
+
+  EventFeed events;
+  std::function<void()> stop_feed;
+  Shared shared;
+  Logger& log = shared.log;
+  // Optional so that stop() can tear them down in a safe order: the pool (whose queued tasks
+  // may own sessions) before the io_context that owns the sessions' sockets.
+  std::optional<asio::io_context> ioc;
+  std::optional<asio::thread_pool> pool;
+  std::optional<tcp::acceptor> acceptor;
+  std::optional<asio::steady_timer> retry;
+  std::optional<asio::steady_timer> heartbeat;
+  std::thread thread;
+  int port = 0;
+  std::mutex stop_mutex;
+  bool stopped = false;
+};
 
 Status AdminServer::Impl::bind(const std::string& listen) {
   auto address = parseListen(listen);
@@ -326,10 +567,49 @@ void AdminServer::Impl::accept() {
       });
       return;
     }
-    beast::error_code ignored;
-    socket.set_option(tcp::no_delay(true), ignored);
-    std::make_shared<Session>(std::move(socket), router, *pool, options.io_timeout)->start();
+    admit(std::move(socket));
     accept();
+  });
+}
+
+void AdminServer::Impl::admit(tcp::socket socket) {
+  if (shared.open >= shared.max_connections) {
+    // Full: the connection idle the longest makes room (health probes keep getting in while
+    // idle sockets pile up); with none idle, the newcomer is turned away.
+    if (shared.idle.empty()) {
+      beast::error_code ignored;
+      socket.close(ignored);
+      return;
+    }
+    if (shared.evicted++ % 1000 == 0) {
+      log.warn("admin: connection limit reached; closing the longest-idle connection",
+               {{"max_connections", std::to_string(shared.max_connections)},
+                {"evicted", std::to_string(shared.evicted)}});
+    }
+    shared.idle.front()->evict();
+  }
+  beast::error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  std::make_shared<Session>(std::move(socket), shared, *pool)->start();
+}
+
+void AdminServer::Impl::startFeed() {
+  if (!events) return;
+  asio::io_context& context = *ioc;
+  Shared* target = &shared;
+  stop_feed = events([&context, target](std::string subject, std::string body) {
+    asio::post(context, [target, subject = std::move(subject), body = std::move(body)] {
+      target->publish(subject, body);
+    });
+  });
+}
+
+void AdminServer::Impl::beat() {
+  heartbeat->expires_after(shared.options.heartbeat);
+  heartbeat->async_wait([this](beast::error_code ec) {
+    if (ec) return;
+    shared.heartbeat();
+    beat();
   });
 }
 
@@ -350,12 +630,14 @@ void AdminServer::Impl::stop() {
   const std::lock_guard lock(stop_mutex);
   if (stopped) return;
   stopped = true;
+  if (stop_feed) std::exchange(stop_feed, nullptr)();  // no event is posted after this
   ioc->stop();
   if (thread.joinable()) thread.join();
   pool->stop();  // queued requests are dropped; running ones finish
   pool->join();
   pool.reset();
   retry.reset();
+  heartbeat.reset();
   acceptor.reset();
   ioc.reset();  // destroys the pending handlers, hence the sessions and their sockets
 }
@@ -370,6 +652,8 @@ Result<std::unique_ptr<AdminServer>> AdminServer::start(const AdminConfig& confi
       return std::unexpected(bound.error());
     }
     impl->accept();
+    impl->beat();
+    impl->startFeed();
     Impl* raw = impl.get();
     impl->thread = std::thread([raw] {
       pthread_setname_np(pthread_self(), "cs-admin-io");
@@ -377,7 +661,7 @@ Result<std::unique_ptr<AdminServer>> AdminServer::start(const AdminConfig& confi
     });
     log.info("admin HTTP listening",
              {{"listen", config.listen}, {"port", std::to_string(impl->port)}});
-    if (!impl->router.hasTokens()) {
+    if (!impl->shared.router.hasTokens()) {
       log.warn("admin API has no tokens (admin.tokens): every /api/ request is refused with 401");
     }
     return std::unique_ptr<AdminServer>(new AdminServer(std::move(impl)));

@@ -18,9 +18,16 @@ struct AdminServerOptions {
   // connections.
   std::chrono::milliseconds io_timeout{30000};
   int control_workers = 2;  // threads that run control requests (they wait for NATS)
+  // /api/v1/events: clients at once (503 beyond), frames queued per client before it is told
+  // to resync and dropped, events kept for Last-Event-ID, and the keep-alive comment's period.
+  std::size_t max_event_streams = 64;
+  std::size_t event_queue = 256;
+  std::size_t event_history = 1024;
+  std::chrono::milliseconds heartbeat{15000};
 };
 
-// HTTP/1.1 with keep-alive on one I/O thread. Requests that call control (the REST API) run on
+// HTTP/1.1 with keep-alive on one I/O thread, at most admin.max_connections connections (at
+// the limit the longest-idle one is closed for a newcomer, so /healthz stays reachable). Requests that call control (the REST API) run on
 // a small worker pool, because control waits for NATS and /healthz must not wait behind it.
 // Request bodies are capped at kMaxRequestBody (413); slow or idle clients are disconnected
 // after AdminServerOptions::io_timeout (30 s). `handlers` are copied; what they capture must

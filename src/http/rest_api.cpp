@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdio>
 #include <exception>
+#include <random>
 
 #include "core/json_writer.hpp"
 #include "countersign/json.hpp"
+#include "http/ui_assets.hpp"
 
 namespace countersign::http {
 
@@ -17,6 +20,9 @@ constexpr std::string_view kJson = "application/json";
 constexpr std::string_view kText = "text/plain; charset=utf-8";
 constexpr std::string_view kAllowGet = "GET, HEAD";
 constexpr std::string_view kAllowPost = "POST";
+// Event-stream tickets: valid this long, at most this many outstanding (the oldest go first).
+constexpr std::chrono::seconds kTicketLifetime{60};
+constexpr std::size_t kMaxTickets = 4096;
 
 char lower(char c) {
   return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
@@ -213,12 +219,152 @@ HttpResponse AdminRouter::route(std::string_view method, std::string_view target
     if (path == "/healthz") return text(200, "ok");
     return path == "/readyz" ? readyz() : metrics();
   }
+  if (path == "/" || path == "/ui" || path.starts_with("/ui/")) {
+    if (!get) return methodNotAllowed(kAllowGet);
+    return uiAsset(path);
+  }
+  if (path == "/api/v1/events") {
+    // Without a streaming transport (tests of the router alone): the checks, then an empty stream.
+    auto start = eventStream(method, target, headers);
+    if (auto* refusal = std::get_if<HttpResponse>(&start)) return std::move(*refusal);
+    return HttpResponse{200, "text/event-stream", "", {{"Cache-Control", "no-store"}}};
+  }
+  if (path == "/api/v1/whoami" || path == "/api/v1/tickets") {
+    const bool tickets = path == "/api/v1/tickets";
+    if (tickets ? method != "POST" : !get) return methodNotAllowed(tickets ? kAllowPost : kAllowGet);
+    auto caller = authenticate(headers);
+    if (auto* refusal = std::get_if<HttpResponse>(&caller)) return std::move(*refusal);
+    const Token& token = *std::get<const Token*>(caller);
+    if (tickets) return issueTicket(token);
+    JsonObjectWriter w("ok", 200);
+    w.field("approver", token.approver)
+        .field("scope", token.scope == ApiToken::Scope::approve ? "approve" : "read");
+    return jsonReply("ok", 200, w);
+  }
   const auto segments = splitPath(path);
   if (segments.size() >= 3 && segments[0] == "api" && segments[1] == "v1" &&
       segments[2] == "approvals") {
     return api(method, segments, query, headers, body);
   }
   return unknownPath();
+}
+
+const std::vector<std::string>& AdminRouter::routeTable() {
+  static const std::vector<std::string> table{
+      "GET /healthz",
+      "GET /readyz",
+      "GET /metrics",
+      "GET /api/v1/approvals",
+      "GET /api/v1/approvals/{id}",
+      "POST /api/v1/approvals/{id}/approve",
+      "POST /api/v1/approvals/{id}/reject",
+      "GET /api/v1/approvals/{id}/evidence",
+      "GET /api/v1/whoami",
+      "POST /api/v1/tickets",
+      "GET /api/v1/events",
+      "GET /ui/",
+      "GET /ui/approvals/{id}",
+  };
+  return table;
+}
+
+bool AdminRouter::isEventStream(std::string_view target) {
+  return target.substr(0, target.find('?')) == "/api/v1/events";
+}
+
+std::variant<AdminRouter::EventStreamStart, HttpResponse> AdminRouter::eventStream(
+    std::string_view method, std::string_view target, const HttpHeaders& headers) const {
+  if (method != "GET") return methodNotAllowed("GET");
+  const auto question = target.find('?');
+  const auto params = parseQuery(question == std::string_view::npos ? std::string_view()
+                                                                    : target.substr(question + 1));
+  if (!params) return badRequest("query", "bad percent-encoding in the query string");
+  EventStreamStart start;
+  for (const auto& [name, value] : *params) {
+    if (name == "last_event_id") start.last_event_id = value;  // EventSource cannot set headers
+  }
+  for (const auto& [name, value] : headers) {
+    if (iequals(name, "Last-Event-ID")) start.last_event_id = value;
+  }
+  const auto ticket = std::find_if(params->begin(), params->end(),
+                                   [](const auto& p) { return p.first == "ticket"; });
+  if (ticket != params->end()) {
+    const Token* token = redeemTicket(ticket->second);
+    if (token == nullptr) return unauthorized("unknown, used or expired ticket", "invalid_token");
+    start.approver = token->approver;
+    return start;
+  }
+  auto caller = authenticate(headers);
+  if (auto* refusal = std::get_if<HttpResponse>(&caller)) return std::move(*refusal);
+  start.approver = std::get<const Token*>(caller)->approver;
+  return start;
+}
+
+std::chrono::steady_clock::time_point AdminRouter::now() const {
+  return handlers_.now ? handlers_.now() : std::chrono::steady_clock::now();
+}
+
+HttpResponse AdminRouter::issueTicket(const Token& token) const {
+  static thread_local std::random_device device;  // the kernel's CSPRNG on Linux
+  std::string ticket;
+  for (int i = 0; i < 8; ++i) {
+    char part[9];
+    std::snprintf(part, sizeof part, "%08x", static_cast<unsigned>(device()));
+    ticket += part;
+  }
+  const auto at = now();
+  {
+    const std::lock_guard lock(tickets_mutex_);
+    std::erase_if(tickets_, [&](const auto& entry) { return entry.second.second <= at; });
+    while (tickets_.size() >= kMaxTickets) {
+      auto oldest = std::min_element(tickets_.begin(), tickets_.end(), [](const auto& a, const auto& b) {
+        return a.second.second < b.second.second;
+      });
+      tickets_.erase(oldest);
+    }
+    tickets_[json::sha256Hex(ticket)] = {&token, at + kTicketLifetime};
+  }
+  JsonObjectWriter w("created", 201);
+  w.field("ticket", ticket).field("expires_in", static_cast<int>(kTicketLifetime.count()));
+  return jsonReply("created", 201, w);
+}
+
+const AdminRouter::Token* AdminRouter::redeemTicket(std::string_view ticket) const {
+  if (ticket.empty()) return nullptr;
+  const std::string digest = json::sha256Hex(ticket);
+  const std::lock_guard lock(tickets_mutex_);
+  const auto it = tickets_.find(digest);
+  if (it == tickets_.end()) return nullptr;
+  const auto [token, expires] = it->second;
+  tickets_.erase(it);  // single use, expired or not
+  return expires > now() ? token : nullptr;
+}
+
+HttpResponse uiAsset(std::string_view path) {
+  if (path == "/" || path == "/ui") {
+    HttpResponse r = text(path == "/" ? 302 : 301, "see /ui/\n");
+    r.headers.emplace_back("Location", "/ui/");
+    return r;
+  }
+  std::string_view name = path.substr(4);  // after "/ui/"
+  // The console's own routes are pages of the one HTML document.
+  if (name.empty() || name.starts_with("approvals/")) name = "index.html";
+  for (const UiFile& file : uiFiles()) {
+    if (file.name != name) continue;
+    std::string_view type = "application/octet-stream";
+    if (name.ends_with(".html")) type = "text/html; charset=utf-8";
+    if (name.ends_with(".js")) type = "text/javascript; charset=utf-8";
+    if (name.ends_with(".css")) type = "text/css; charset=utf-8";
+    if (name.ends_with(".svg")) type = "image/svg+xml";
+    return HttpResponse{200,
+                        std::string(type),
+                        std::string(file.bytes),
+                        {{"Content-Security-Policy", std::string(kConsoleCsp)},
+                         {"Referrer-Policy", "no-referrer"},
+                         {"X-Frame-Options", "DENY"},
+                         {"Cache-Control", "no-cache"}}};
+  }
+  return text(404, "not found\n");
 }
 
 HttpResponse AdminRouter::readyz() const {
@@ -255,7 +401,7 @@ HttpResponse AdminRouter::api(std::string_view method,
                               const std::vector<std::string_view>& segments, std::string_view query,
                               const HttpHeaders& headers, std::string_view body) const {
   // Resolve the route (404 / 405) before asking for credentials, like any static router.
-  enum class Kind { list, get, approve, reject } kind;
+  enum class Kind { list, get, approve, reject, evidence } kind;
   std::string_view raw_id;
   if (segments.size() == 3) {
     kind = Kind::list;
@@ -265,6 +411,9 @@ HttpResponse AdminRouter::api(std::string_view method,
   } else if (segments.size() == 5 && !segments[3].empty() &&
              (segments[4] == "approve" || segments[4] == "reject")) {
     kind = segments[4] == "approve" ? Kind::approve : Kind::reject;
+    raw_id = segments[3];
+  } else if (segments.size() == 5 && !segments[3].empty() && segments[4] == "evidence") {
+    kind = Kind::evidence;
     raw_id = segments[3];
   } else {
     return unknownPath();
@@ -288,6 +437,7 @@ HttpResponse AdminRouter::api(std::string_view method,
     w.field("id", *id);
     return callControl(ControlOp::get, w.finish());
   }
+  if (kind == Kind::evidence) return evidence(*id);
   if (token.scope != ApiToken::Scope::approve) {
     return forbidden("this token has scope read: it cannot approve or reject");
   }
@@ -334,22 +484,27 @@ std::variant<const AdminRouter::Token*, HttpResponse> AdminRouter::authenticate(
 
 HttpResponse AdminRouter::callControl(ControlOp op, const std::string& body) const {
   if (!handlers_.control) return unavailable("control is not wired");
-  return answer(op, [&] { return handlers_.control(op, body); });
+  return answer(toString(op), [&] { return handlers_.control(op, body); });
 }
 
-HttpResponse AdminRouter::answer(ControlOp op, const std::function<ControlReply()>& call) const {
+HttpResponse AdminRouter::evidence(const std::string& id) const {
+  if (!handlers_.evidence) return unavailable("evidence is not wired");
+  return answer("evidence", [&] { return handlers_.evidence(id); });
+}
+
+HttpResponse AdminRouter::answer(std::string_view op, const std::function<ControlReply()>& call) const {
   ControlReply reply;
   try {
     reply = call();
   } catch (const std::exception& e) {
-    log_.error("admin API: control handler failed", {{"op", toString(op)}, {"error", e.what()}});
+    log_.error("admin API: control handler failed", {{"op", op}, {"error", e.what()}});
     return internalError("control handler failed");
   } catch (...) {
-    log_.error("admin API: control handler failed", {{"op", toString(op)}});
+    log_.error("admin API: control handler failed", {{"op", op}});
     return internalError("control handler failed");
   }
   if (reply.code < 100 || reply.code > 599) {
-    log_.error("admin API: control reply has no HTTP status", {{"op", toString(op)}});
+    log_.error("admin API: control reply has no HTTP status", {{"op", op}});
     return internalError("control reply without a status code");
   }
   return HttpResponse{
@@ -384,7 +539,7 @@ HttpResponse AdminRouter::decide(ControlOp op, std::string_view id, const Token&
                           {{"Countersign-Status", std::move(bad.status)}, {"Cache-Control", "no-store"}}};
     }
     request->authenticated = true;
-    response = answer(op, [&] { return handlers_.decide(*request); });
+    response = answer(toString(op), [&] { return handlers_.decide(*request); });
   } else {
     response = callControl(op, w.finish());
   }

@@ -3,8 +3,11 @@
 // unit-tested without a listener; src/http/admin_server.cpp is only the transport around it.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
+#include <mutex>
+#include <unordered_map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -24,10 +27,17 @@ struct Readiness {
   std::vector<std::string> failing;
 };
 
+// One decision event for /api/v1/events: its NATS subject and its JSON body.
+using EventSink = std::function<void(std::string subject, std::string body)>;
+// Starts calling `sink` (from any thread) for every event on <prefix>.events.>; the returned
+// function stops it (after it returns, `sink` is not called again).
+using EventFeed = std::function<std::function<void()>(EventSink sink)>;
+
 // What the admin endpoints serve. Each callback may be empty: no readiness check means ready,
-// no metrics means an empty exposition, no control means 503 on the REST API.
+// no metrics means an empty exposition, no control means 503 on the REST API, no evidence
+// means 503 on .../evidence, no events means an event stream that stays silent.
 // Threading: `readiness` and `metrics` run on the server's I/O thread and must not block;
-// `control` runs on a worker thread (it waits for NATS) and must be thread-safe.
+// `control` and `evidence` run on a worker thread (they wait for NATS) and must be thread-safe.
 // An exception thrown by a callback becomes a 500 reply; it never reaches the server loop.
 struct AdminHandlers {
   std::function<Readiness()> readiness;
@@ -36,6 +46,11 @@ struct AdminHandlers {
   // Approve and reject as typed requests: the token has proved who acts (ControlRequest::
   // authenticated), so no signature is asked for. Empty: they go through `control` as JSON.
   std::function<ControlReply(const ControlRequest&)> decide;
+  // Why the policy held approval `id` and its audit timeline (reply shape: docs/rest.md).
+  std::function<ControlReply(const std::string& id)> evidence;
+  EventFeed events;
+  // The clock of event-stream tickets (tests); empty: std::chrono::steady_clock.
+  std::function<std::chrono::steady_clock::time_point()> now;
 };
 
 using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
@@ -66,6 +81,12 @@ inline constexpr std::string_view kPrometheusContentType =
 //   GET  /api/v1/approvals/{id}                    control get    (read or approve token)
 //   POST /api/v1/approvals/{id}/approve            control approve (approve token)
 //   POST /api/v1/approvals/{id}/reject             control reject  (approve token)
+//   GET  /api/v1/approvals/{id}/evidence           why it was held, its timeline (read)
+//   GET  /api/v1/whoami                            the token's approver and scope (read)
+//   POST /api/v1/tickets                           a single-use event-stream ticket (read)
+//   GET  /api/v1/events[?ticket=]                  Server-Sent Events (read; the transport
+//                                                  streams it, see eventStream())
+//   GET  /ui/...                                   the reviewer console (static, no token)
 //
 // HEAD is accepted wherever GET is (the transport drops the body). The REST replies are the
 // control replies: HTTP status = ControlReply::code, body = its JSON, header Countersign-Status.
@@ -83,6 +104,21 @@ class AdminRouter {
   static bool callsControl(std::string_view target);
 
   bool hasTokens() const { return !tokens_.empty(); }
+
+  // The routes this router answers, as "METHOD /path/{param}" (HEAD implied by GET): what
+  // docs/openapi.yaml must describe.
+  static const std::vector<std::string>& routeTable();
+
+  // GET /api/v1/events: the caller (bearer token or `?ticket=`, a ticket is used up) and the
+  // Last-Event-ID it resumes after, or the refusal to answer instead of a stream.
+  struct EventStreamStart {
+    std::string approver;
+    std::string last_event_id;
+  };
+  static bool isEventStream(std::string_view target);
+  std::variant<EventStreamStart, HttpResponse> eventStream(std::string_view method,
+                                                           std::string_view target,
+                                                           const HttpHeaders& headers) const;
 
   // Replies the transport gives before a request reaches route().
   static HttpResponse tooLarge();
@@ -102,15 +138,33 @@ class AdminRouter {
   // Returns the token, or the 401 to answer.
   std::variant<const Token*, HttpResponse> authenticate(const HttpHeaders& headers) const;
   HttpResponse callControl(ControlOp op, const std::string& body) const;
-  HttpResponse answer(ControlOp op, const std::function<ControlReply()>& call) const;
   HttpResponse decide(ControlOp op, std::string_view id, const Token& token,
                       std::string_view body) const;
   HttpResponse list(std::string_view query) const;
+  HttpResponse evidence(const std::string& id) const;
+  // A handler's ControlReply as the HTTP reply; exceptions and status-less replies become 500.
+  HttpResponse answer(std::string_view op, const std::function<ControlReply()>& call) const;
+  HttpResponse issueTicket(const Token& token) const;
+  // The token of a valid, unused ticket (the ticket is used up); nullptr otherwise.
+  const Token* redeemTicket(std::string_view ticket) const;
+  std::chrono::steady_clock::time_point now() const;
 
   std::vector<Token> tokens_;
   AdminHandlers handlers_;
   Logger& log_;
+  mutable std::mutex tickets_mutex_;
+  // sha256 hex of the ticket -> (token, expiry). Bounded: the oldest are dropped beyond a cap.
+  mutable std::unordered_map<std::string, std::pair<const Token*, std::chrono::steady_clock::time_point>>
+      tickets_;
 };
+
+// Security headers of every admin reply (nosniff, no caching of API answers is per reply), and
+// those of the console's pages (a Content-Security-Policy that allows only the admin origin).
+inline constexpr std::string_view kConsoleCsp =
+    "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+// The reply for a /ui/ path (or "/"): a static file of the console, or 404.
+HttpResponse uiAsset(std::string_view path);
 
 // RFC 3986 percent-decoding; `plus_is_space` for query strings (form encoding). nullopt when a
 // '%' is not followed by two hex digits.

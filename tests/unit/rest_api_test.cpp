@@ -3,7 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <optional>
+#include <regex>
+#include <set>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -144,7 +148,7 @@ TEST_F(RestApiTest, MetricsThatThrowIsA500) {
 
 TEST_F(RestApiTest, UnknownPathsAre404Json) {
   for (const char* target :
-       {"/", "/nope", "/healthz/", "/api", "/api/v1", "/api/v2/approvals", "/api/v1/approval",
+       {"/nope", "/healthz/", "/api", "/api/v1", "/api/v2/approvals", "/api/v1/approval",
         "/api/v1/approvals/a/approve/extra", "/api/v1/approvals/a/delete",
         "/api/v1/approvals//approve", "/api/v1/approvals/a/", "http://host/healthz", "*"}) {
     const auto r = call("GET", target);
@@ -462,6 +466,172 @@ TEST(PercentDecode, DecodesAndRefusesBrokenEscapes) {
   EXPECT_EQ(percentDecode("%4", false), std::nullopt);
   EXPECT_EQ(percentDecode("%4g", false), std::nullopt);
   EXPECT_EQ(percentDecode("ab%", false), std::nullopt);
+}
+
+// --- the reviewer console's routes --------------------------------------------------------------
+
+TEST_F(RestApiTest, ConsolePagesAreServedWithASelfOnlyPolicyAndNoToken) {
+  for (const char* path : {"/ui/", "/ui/approvals/pay-1", "/ui/approvals/a%3Cb"}) {
+    const auto r = call("GET", path, "", std::nullopt);
+    EXPECT_EQ(r.status, 200) << path;
+    EXPECT_EQ(r.content_type, "text/html; charset=utf-8") << path;
+    EXPECT_TRUE(r.header("Content-Security-Policy").starts_with("default-src 'self'")) << path;
+    EXPECT_EQ(r.header("X-Frame-Options"), "DENY");
+    EXPECT_NE(r.body.find("<script src=\"/ui/app.js\""), std::string::npos);
+    // No inline script, no inline handler, nothing from another origin.
+    EXPECT_EQ(std::regex_search(r.body, std::regex("<script(?![^>]*src=)", std::regex::ECMAScript)), false);
+    EXPECT_EQ(r.body.find("http://"), std::string::npos);
+    EXPECT_EQ(r.body.find("https://"), std::string::npos);
+  }
+  EXPECT_EQ(call("GET", "/ui/app.js", "", std::nullopt).content_type, "text/javascript; charset=utf-8");
+  EXPECT_EQ(call("GET", "/ui/app.css", "", std::nullopt).content_type, "text/css; charset=utf-8");
+  EXPECT_EQ(call("GET", "/ui/favicon.svg", "", std::nullopt).content_type, "image/svg+xml");
+  EXPECT_EQ(call("GET", "/ui/missing.js", "", std::nullopt).status, 404);
+  EXPECT_EQ(call("GET", "/ui/../rest_api.cpp", "", std::nullopt).status, 404);
+  EXPECT_EQ(call("POST", "/ui/", "", std::nullopt).status, 405);
+  const auto root = call("GET", "/", "", std::nullopt);
+  EXPECT_EQ(root.status, 302);
+  EXPECT_EQ(root.header("Location"), "/ui/");
+  EXPECT_EQ(call("GET", "/ui", "", std::nullopt).header("Location"), "/ui/");
+}
+
+TEST_F(RestApiTest, ConsoleScriptBuildsTheDomFromTextOnly) {
+  const std::string js = call("GET", "/ui/app.js", "", std::nullopt).body;
+  ASSERT_FALSE(js.empty());
+  for (const char* sink : {"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
+                           "new Function", "localStorage", "document.cookie"}) {
+    EXPECT_EQ(js.find(sink), std::string::npos) << sink;
+  }
+}
+
+TEST_F(RestApiTest, WhoamiNamesTheTokensApproverAndScope) {
+  auto r = call("GET", "/api/v1/whoami");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(field(r, "approver"), "alice");
+  EXPECT_EQ(field(r, "scope"), "approve");
+  r = call("GET", "/api/v1/whoami", "", "read-secret");
+  EXPECT_EQ(field(r, "scope"), "read");
+  EXPECT_EQ(call("GET", "/api/v1/whoami", "", "wrong").status, 401);
+  EXPECT_EQ(call("GET", "/api/v1/whoami", "", std::nullopt).status, 401);
+}
+
+TEST_F(RestApiTest, CookiesAreNotCredentials) {
+  const AdminRouter router(config_, handlers(), log_);
+  for (const char* target : {"/api/v1/approvals", "/api/v1/whoami", "/api/v1/events"}) {
+    const auto r = router.route("GET", target, {{"Cookie", "token=alice-secret; Authorization=Bearer alice-secret"}}, "");
+    EXPECT_EQ(r.status, 401) << target;
+  }
+  const auto post = router.route("POST", "/api/v1/approvals/a/approve", {{"Cookie", "token=alice-secret"}}, "{}");
+  EXPECT_EQ(post.status, 401);
+  EXPECT_TRUE(control_.calls.empty());
+  // No preflight is answered, so a page of another origin cannot send the Authorization header.
+  const auto preflight = router.route("OPTIONS", "/api/v1/approvals/a/approve", {{"Origin", "https://evil.example"}}, "");
+  EXPECT_EQ(preflight.status, 405);
+  EXPECT_EQ(preflight.header("Access-Control-Allow-Origin"), "");
+}
+
+TEST_F(RestApiTest, EvidenceIsReadableWithAReadTokenAndComesFromTheHandler) {
+  std::vector<std::string> asked;
+  AdminHandlers h = handlers();
+  h.evidence = [&](const std::string& id) {
+    asked.push_back(id);
+    return ControlReply{"ok", 200, R"({"status":"ok","code":200})", "", {}};
+  };
+  const AdminRouter router(config_, h, log_);
+  const auto r = router.route("GET", "/api/v1/approvals/a%2Fb/evidence", {{"Authorization", "Bearer read-secret"}}, "");
+  EXPECT_EQ(r.status, 200);
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0], "a/b");
+  EXPECT_EQ(router.route("POST", "/api/v1/approvals/a/evidence", {{"Authorization", "Bearer read-secret"}}, "").status, 405);
+  EXPECT_EQ(router.route("GET", "/api/v1/approvals/a/evidence", {}, "").status, 401);
+  EXPECT_EQ(call("GET", "/api/v1/approvals/a/evidence").status, 503);  // not wired
+}
+
+TEST_F(RestApiTest, TicketsAreSingleUseAndExpireAfter60Seconds) {
+  auto now = std::chrono::steady_clock::time_point{};
+  AdminHandlers h = handlers();
+  h.now = [&] { return now; };
+  const AdminRouter router(config_, h, log_);
+  auto issue = [&] {
+    const auto r = router.route("POST", "/api/v1/tickets", {{"Authorization", "Bearer read-secret"}}, "");
+    EXPECT_EQ(r.status, 201);
+    return field(r, "ticket");
+  };
+  auto open = [&](const std::string& query, HttpHeaders headers = {}) {
+    return router.eventStream("GET", "/api/v1/events" + query, headers);
+  };
+  EXPECT_EQ(router.route("GET", "/api/v1/tickets", {{"Authorization", "Bearer read-secret"}}, "").status, 405);
+  EXPECT_EQ(router.route("POST", "/api/v1/tickets", {}, "").status, 401);
+
+  const std::string ticket = issue();
+  EXPECT_EQ(ticket.size(), 64u);
+  auto first = open("?ticket=" + ticket);
+  ASSERT_TRUE(std::holds_alternative<AdminRouter::EventStreamStart>(first));
+  EXPECT_EQ(std::get<AdminRouter::EventStreamStart>(first).approver, "auditor");
+  auto again = open("?ticket=" + ticket);  // used up
+  ASSERT_TRUE(std::holds_alternative<HttpResponse>(again));
+  EXPECT_EQ(std::get<HttpResponse>(again).status, 401);
+
+  const std::string late = issue();
+  now += std::chrono::seconds(61);
+  auto expired = open("?ticket=" + late);
+  ASSERT_TRUE(std::holds_alternative<HttpResponse>(expired));
+  EXPECT_EQ(std::get<HttpResponse>(expired).status, 401);
+  EXPECT_TRUE(std::holds_alternative<HttpResponse>(open("?ticket=")));
+  EXPECT_TRUE(std::holds_alternative<HttpResponse>(open("?ticket=" + std::string(64, '0'))));
+  EXPECT_TRUE(std::holds_alternative<HttpResponse>(open("")));  // no token, no ticket
+
+  // A bearer token works too; Last-Event-ID (header or query) is passed on.
+  auto bearer = open("", {{"Authorization", "Bearer alice-secret"}, {"Last-Event-ID", "e-7"}});
+  ASSERT_TRUE(std::holds_alternative<AdminRouter::EventStreamStart>(bearer));
+  EXPECT_EQ(std::get<AdminRouter::EventStreamStart>(bearer).approver, "alice");
+  EXPECT_EQ(std::get<AdminRouter::EventStreamStart>(bearer).last_event_id, "e-7");
+  auto post = router.eventStream("POST", "/api/v1/events", {{"Authorization", "Bearer alice-secret"}});
+  ASSERT_TRUE(std::holds_alternative<HttpResponse>(post));
+  EXPECT_EQ(std::get<HttpResponse>(post).status, 405);
+}
+
+// docs/openapi.yaml describes exactly the routes the router answers. The file keeps one layout:
+// each path a key indented by two spaces under `paths:`, each method by four.
+TEST_F(RestApiTest, OpenApiDocumentListsExactlyTheRoutesTheServerHas) {
+  std::ifstream in(std::string(COUNTERSIGN_SOURCE_DIR) + "/docs/openapi.yaml");
+  ASSERT_TRUE(in) << "docs/openapi.yaml missing";
+  std::set<std::string> documented;
+  std::string line;
+  std::string path;
+  bool in_paths = false;
+  bool openapi3 = false;
+  const std::regex path_key(R"(^  (/[^:]*):\s*$)");
+  const std::regex method_key(R"(^    (get|post|put|patch|delete|head|options):\s*$)");
+  while (std::getline(in, line)) {
+    std::smatch m;
+    if (line.starts_with("openapi: 3.")) openapi3 = true;
+    if (!line.empty() && line[0] != ' ' && line[0] != '#') in_paths = line.starts_with("paths:");
+    if (!in_paths) continue;
+    if (std::regex_match(line, m, path_key)) path = m[1];
+    if (std::regex_match(line, m, method_key)) {
+      std::string method = m[1];
+      for (auto& c : method) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      documented.insert(method + " " + path);
+    }
+  }
+  EXPECT_TRUE(openapi3) << "not an OpenAPI 3 document";
+  const auto& table = AdminRouter::routeTable();
+  const std::set<std::string> served(table.begin(), table.end());
+  EXPECT_EQ(documented, served);
+
+  // Every route of the table is really answered (not 404 unknown_path, not 405).
+  AdminHandlers h = handlers();
+  h.evidence = [](const std::string&) { return ControlReply{"ok", 200, "{}", "", {}}; };
+  const AdminRouter router(config_, h, log_);
+  for (const auto& route : table) {
+    const auto space = route.find(' ');
+    const std::string method = route.substr(0, space);
+    const std::string target = std::regex_replace(route.substr(space + 1), std::regex(R"(\{id\})"), "pay-1");
+    const auto r = router.route(method, target, {{"Authorization", "Bearer alice-secret"}}, "");
+    EXPECT_NE(r.status, 404) << route;
+    EXPECT_NE(r.status, 405) << route;
+  }
 }
 
 TEST(ParseQuery, SplitsAndDecodes) {

@@ -1,0 +1,123 @@
+#include "http/evidence.hpp"
+
+#include "core/json_writer.hpp"
+#include "countersign/job.hpp"
+#include "countersign/json.hpp"
+#include "countersign/policy.hpp"
+#include "countersign/record.hpp"
+#include "countersign/redact.hpp"
+
+namespace countersign::http {
+
+using detail::JsonObjectWriter;
+
+namespace {
+
+// True when one dotted path lies inside the other ("card" and "card.number" either way).
+bool overlaps(std::string_view a, std::string_view b) {
+  if (a.size() > b.size()) std::swap(a, b);
+  return b.starts_with(a) && (b.size() == a.size() || b[a.size()] == '.');
+}
+
+// Whether a condition's value may come from a redacted payload field.
+bool readsRedacted(std::string_view key, const std::vector<std::string>& redact) {
+  if (key.starts_with("header.") || key == "topic" || key == "subject") return false;
+  constexpr std::string_view kPayload = "payload.";
+  for (const auto& path : redact) {
+    if (key.starts_with(kPayload) && overlaps(key.substr(kPayload.size()), path)) return true;
+    // A bare label reads payload labels.<name> or the top-level <name>.
+    if (!key.starts_with(kPayload) && (overlaps(key, path) || overlaps("labels." + std::string(key), path))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+ControlReply reply(std::string_view status, int code, JsonObjectWriter& w) {
+  return ControlReply{std::string(status), code, w.finish(), {}, {}};
+}
+
+}  // namespace
+
+ControlReply evidenceReply(const EvidenceSources& sources, const std::string& raw_id) {
+  const std::string id = isValidApprovalId(raw_id) ? raw_id : approvalIdFor(raw_id);
+  auto entry = sources.store.get(id);
+  if (!entry) {
+    if (entry.error().code == Errc::not_found) {
+      JsonObjectWriter w("not_found", 404);
+      w.field("approval_id", id);
+      return reply("not_found", 404, w);
+    }
+    JsonObjectWriter w("unavailable", 503);
+    w.field("retryable", true).field("reason", entry.error().message);
+    return reply("unavailable", 503, w);
+  }
+  auto record = parseApprovalRecord(entry->value);
+  if (!record) {
+    JsonObjectWriter w("conflict", 409);
+    w.field("approval_id", id).field("reason", "job_changed");
+    return reply("conflict", 409, w);
+  }
+  const auto policy = sources.policy.current();
+  const RouteConfig* route = routeFor(sources.config, *record);
+  const JobView view(record->subject, record->topic, record->headers, record->payload,
+                     route ? &route->labels : nullptr);
+  const Explanation explanation = policy->explain(view);
+
+  JsonObjectWriter w("ok", 200);
+  w.field("approval_id", id)
+      .field("policy_snapshot_current", policy->snapshot())
+      .field("snapshot_current", policy->snapshot() == record->policy_snapshot);
+  auto& out = w.writer();
+  w.key("explain");
+  {
+    JsonObjectWriter explain;
+    explain.field("decision", toString(explanation.verdict.decision))
+        .field("rule", explanation.verdict.ruleId());
+    auto& e = explain.writer();
+    explain.key("conditions");
+    e.StartArray();
+    for (const ConditionCheck& check : explanation.conditions) {
+      JsonObjectWriter item;
+      item.field("key", check.key)
+          .field("test", check.test)
+          .field("seen", readsRedacted(check.key, sources.config.events.redact) ? std::string(kRedacted)
+                                                                                : check.seen)
+          .field("holds", check.holds);
+      const std::string text = item.finish();
+      e.RawValue(text.data(), text.size(), rapidjson::kObjectType);
+    }
+    e.EndArray();
+    explain.key("trace");
+    e.StartArray();
+    // The trace quotes values of the rules that did not match; with redaction on, it is left out.
+    if (sources.config.events.redact.empty()) {
+      for (const auto& line : explanation.trace) e.String(line.data(), static_cast<rapidjson::SizeType>(line.size()));
+    }
+    e.EndArray();
+    const std::string text = explain.finish();
+    out.RawValue(text.data(), text.size(), rapidjson::kObjectType);
+  }
+  w.key("timeline");
+  out.StartArray();
+  std::string timeline_error;
+  if (sources.timeline) {
+    auto events = sources.timeline(id);
+    if (!events) {
+      timeline_error = events.error().message;
+    } else {
+      for (const auto& body : *events) {
+        auto parsed = json::parseStrict(body);
+        if (!parsed || !parsed->IsObject()) continue;  // not an event of ours
+        out.RawValue(body.data(), body.size(), rapidjson::kObjectType);
+      }
+    }
+  } else {
+    timeline_error = "the audit trail is off (audit.enabled: false)";
+  }
+  out.EndArray();
+  w.optional("timeline_error", timeline_error);
+  return reply("ok", 200, w);
+}
+
+}  // namespace countersign::http
