@@ -21,7 +21,7 @@ struct AdminServerOptions {
   // /api/v1/events: clients at once (503 beyond), frames queued per client before it is told
   // to resync and dropped, events kept for Last-Event-ID, and the keep-alive comment's period.
   std::size_t max_event_streams = 64;
-  std::size_t event_queue = 256;
+  std::size_t event_queue = 1024;
   std::size_t event_history = 1024;
   std::chrono::milliseconds heartbeat{15000};
 };

@@ -5,30 +5,23 @@
 //   node tests/browser/console_test.mjs COUNTERSIGN_BIN NATS_SERVER_BIN [--screenshots DIR]
 //
 // Exits 0 when every check passed; prints each check and fails on the first that does not hold.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
-const require = createRequire(new URL('../node/package.json', import.meta.url));
-const { chromium } = require('playwright-core');
-const { connect, headers: natsHeaders, StringCodec } = require('nats');
+import { ALICE, RITA, chromium, nats, policy, sleep, startStack } from './harness.mjs';
 
+const { connect, headers: natsHeaders, StringCodec } = nats;
 const [countersignBin, natsServerBin] = process.argv.slice(2).map((p) => (p ? resolve(p) : p));
 const shotsAt = process.argv.indexOf('--screenshots');
-const screenshots = shotsAt > 0 ? process.argv[shotsAt + 1] : '';
+const screenshots = shotsAt > 0 ? resolve(process.argv[shotsAt + 1]) : '';
 if (!countersignBin || !natsServerBin) {
   console.error('usage: console_test.mjs COUNTERSIGN_BIN NATS_SERVER_BIN [--screenshots DIR]');
   process.exit(2);
 }
 
-const ALICE = 'alice-console-token-7f3a91';
-const RITA = 'rita-read-token-19c2b4';
 const XSS = '<img src=x onerror="window.__xss=1">';
 const sc = StringCodec();
-const dir = mkdtempSync(join(tmpdir(), 'countersign-browser-'));
-const children = [];
+let stack = null;
 let failures = 0;
 
 function check(ok, what) {
@@ -39,65 +32,9 @@ function check(ok, what) {
   }
 }
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-// Starts a process and resolves with the first match of `pattern` in its output.
-function start(bin, args, pattern, env = {}) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(bin, args, { cwd: dir, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(child);
-    let output = '';
-    const timer = setTimeout(() => reject(new Error(bin + ' did not start:\n' + output)), 20000);
-    const onData = (data) => {
-      output += data;
-      const match = output.match(pattern);
-      if (match) {
-        clearTimeout(timer);
-        resolve({ child, match, output: () => output });
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.on('error', reject);
-    child.on('exit', (code) => reject(new Error(bin + ' exited with ' + code + ':\n' + output)));
-  });
-}
-
-function policy(threshold) {
-  return `version: v1
-rules:
-  - id: allow-readonly
-    when: { topic: knowledge.read }
-    decision: allow
-  - id: hold-large-payments
-    when: { topic: "finance.>", env: production, payload.amount: { gt: ${threshold} } }
-    decision: require_human
-    timeout: 30m
-`;
-}
-
 async function main() {
-  const nats = await start(natsServerBin, ['-a', '127.0.0.1', '-p', '-1', '-js', '-sd', join(dir, 'js')],
-    /Listening for client connections on [^\s]*:(\d+)/);
-  const natsUrl = 'nats://127.0.0.1:' + nats.match[1];
-  writeFileSync(join(dir, 'policy.yaml'), policy(100));
-  writeFileSync(join(dir, 'countersign.yaml'), `nats:
-  servers: ["${natsUrl}"]
-policy:
-  file: policy.yaml
-routes:
-  - { name: jobs, from: "agents.jobs.>", to: "jobs.>" }
-events:
-  redact: [card.number]
-admin:
-  listen: "127.0.0.1:0"
-  tokens:
-    - { approver: alice, token: ${ALICE}, scope: approve }
-    - { approver: rita, token: ${RITA}, scope: read }
-`);
-  const gateway = await start(countersignBin, ['run', '--config', join(dir, 'countersign.yaml')],
-    /admin http:\/\/127\.0\.0\.1:(\d+)/);
-  const origin = 'http://127.0.0.1:' + gateway.match[1];
+  stack = await startStack(countersignBin, natsServerBin);
+  const { dir, natsUrl, origin, gateway } = stack;
 
   // The worker: counts what each approval delivered.
   const nc = await connect({ servers: natsUrl });
@@ -206,7 +143,7 @@ admin:
   await page.click(`#rows tr[data-id="${jobB.approval_id}"] td.id a`);
   await page.waitForSelector('#approve');
   writeFileSync(join(dir, 'policy.yaml'), policy(500));
-  gateway.child.kill('SIGHUP');
+  gateway.kill('SIGHUP');
   for (let i = 0; i < 50; i++) {
     const ev = await rest('/api/v1/approvals/' + jobB.approval_id + '/evidence', ALICE);
     if (ev.body.policy_snapshot_current !== jobB.policy_snapshot) break;
@@ -296,10 +233,7 @@ try {
   console.error(error.stack || String(error));
   exitCode = 1;
 } finally {
-  for (const child of children) child.kill('SIGTERM');
-  await sleep(300);
-  for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
-  rmSync(dir, { recursive: true, force: true });
+  if (stack) await stack.stop();
 }
 if (failures > 0) exitCode = 1;
 console.log(exitCode === 0 ? 'all browser checks passed' : 'browser checks FAILED');

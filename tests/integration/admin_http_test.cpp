@@ -155,6 +155,22 @@ class RawConnection {
 
   const std::string& unread() const { return buffer_; }
 
+  // Reads until `needle` has arrived (kept in unread()); false on timeout or close.
+  bool readUntil(std::string_view needle, std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (buffer_.find(needle) == std::string::npos) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0 || !fill(left)) return false;
+    }
+    return true;
+  }
+
+  // Forgets what was read so far (long streams).
+  void forget() { buffer_.clear(); }
+
+  // True when the peer has closed (checked without waiting).
+  bool closedNow() { return closedByPeer(std::chrono::milliseconds(0)); }
+
  private:
   bool fill(std::chrono::milliseconds timeout) {
     pollfd p{fd_, POLLIN, 0};
@@ -618,6 +634,187 @@ TEST_F(AdminHttpTest, StartFailsOnBadOrBusyAddress) {
   auto started = AdminServer::start(busy, {}, log);
   ASSERT_FALSE(started.has_value());
   EXPECT_EQ(started.error().code, Errc::unavailable);
+}
+
+// --- connection limit ---------------------------------------------------------------------------
+
+// Idle sockets cannot lock out the health probe: beyond admin.max_connections the longest-idle
+// connection is closed for the newcomer. Without the cap all of them stay open (and at ~20k the
+// process runs out of descriptors and /healthz stops answering).
+TEST_F(AdminHttpTest, IdleConnectionsBeyondTheCapDoNotLockOutHealthz) {
+  NullLogger log;
+  AdminConfig config;
+  config.listen = "127.0.0.1:0";
+  config.max_connections = 40;
+  auto started = AdminServer::start(config, {}, log);
+  ASSERT_TRUE(started.has_value()) << started.error().message;
+  const int port = (*started)->port();
+
+  std::vector<std::unique_ptr<RawConnection>> idle;
+  for (int i = 0; i < 1500; ++i) {
+    idle.push_back(std::make_unique<RawConnection>(port));
+    ASSERT_TRUE(idle.back()->connected()) << i;
+  }
+  // /healthz answers at once, again and again, while the idle ones pile up.
+  for (int round = 0; round < 5; ++round) {
+    RawConnection probe(port);
+    ASSERT_TRUE(probe.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+    const auto r = probe.read(false, std::chrono::seconds(3));
+    ASSERT_TRUE(r.has_value()) << "round " << round;
+    EXPECT_EQ(r->status, 200);
+  }
+  // The server keeps at most the cap open: the rest were closed.
+  std::size_t open = idle.size();
+  for (int i = 0; i < 50 && open > 40; ++i) {
+    open = 0;
+    for (auto& c : idle) open += c->closedNow() ? 0 : 1;
+    if (open > 40) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_LE(open, 40u);
+  // The newest idle connections are the ones kept: they can still be served.
+  ASSERT_TRUE(idle.back()->send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+  const auto last = idle.back()->read();
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->status, 200);
+}
+
+TEST(AdminConfigLimits, MaxConnectionsIsReadAndChecked) {
+  const std::string base = "policy: { file: p.yaml }\nroutes: [{ name: jobs, from: \"a.>\", to: \"b.>\" }]\n";
+  auto config = parseConfig(base + "admin: { max_connections: 40 }\n", "t.yaml", "/tmp");
+  ASSERT_TRUE(config.has_value()) << config.error().message;
+  EXPECT_EQ(config->admin.max_connections, 40);
+  EXPECT_EQ(parseConfig(base, "t.yaml", "/tmp")->admin.max_connections, 1024);
+  for (const char* bad : {"1", "0", "-5", "100001", "many"}) {
+    auto refused = parseConfig(base + "admin: { max_connections: " + bad + " }\n", "t.yaml", "/tmp");
+    ASSERT_FALSE(refused.has_value()) << bad;
+    EXPECT_NE(refused.error().message.find("admin.max_connections"), std::string::npos) << refused.error().message;
+  }
+}
+
+// --- the event stream (/api/v1/events) ----------------------------------------------------------
+
+class EventStreamTest : public AdminHttpTest {
+ protected:
+  void SetUp() override {
+    config_.listen = "127.0.0.1:0";
+    config_.tokens = {ApiToken{"alice", kAliceToken, ApiToken::Scope::approve},
+                      ApiToken{"reader", kReaderToken, ApiToken::Scope::read}};
+  }
+
+  void startWith(http::AdminServerOptions options) {
+    AdminHandlers handlers;
+    handlers.events = [this](http::EventSink sink) {
+      const std::lock_guard lock(sink_mutex_);
+      sink_ = std::move(sink);
+      return [this] {
+        const std::lock_guard stop_lock(sink_mutex_);
+        sink_ = nullptr;
+      };
+    };
+    auto started = AdminServer::start(config_, std::move(handlers), log_, options);
+    ASSERT_TRUE(started.has_value()) << started.error().message;
+    server_ = std::move(*started);
+  }
+
+  void emit(const std::string& event, const std::string& body) {
+    const std::lock_guard lock(sink_mutex_);
+    ASSERT_TRUE(sink_) << "the server did not subscribe to the feed";
+    sink_("countersign.events." + event + ".finance.pay", body);
+  }
+
+  std::unique_ptr<RawConnection> open(const std::string& target, const std::string& extra = "") {
+    auto c = std::make_unique<RawConnection>(server_->port());
+    EXPECT_TRUE(c->send("GET " + target + " HTTP/1.1\r\nHost: x\r\n" + extra + "\r\n"));
+    return c;
+  }
+
+  std::mutex sink_mutex_;
+  http::EventSink sink_;
+};
+
+TEST_F(EventStreamTest, DeliversEventsAndResumesAfterLastEventId) {
+  startWith({});
+  auto first = open("/api/v1/events", std::string("Authorization: Bearer ") + kReaderToken + "\r\n");
+  ASSERT_TRUE(first->readUntil("event: ready\ndata: {}\n\n"));
+  EXPECT_NE(first->unread().find("Content-Type: text/event-stream"), std::string::npos);
+  EXPECT_NE(first->unread().find("X-Content-Type-Options: nosniff"), std::string::npos);
+  emit("held", R"({"event":"held","approval_id":"a1"})");
+  emit("approved", R"({"event":"approved","approval_id":"a1"})");
+  emit("released", R"({"event":"released","approval_id":"a1"})");
+  ASSERT_TRUE(first->readUntil(R"(data: {"event":"released","approval_id":"a1"})"));
+  const std::string& text = first->unread();
+  const auto id_at = text.find("id: ");
+  ASSERT_NE(id_at, std::string::npos);
+  const std::string first_id = text.substr(id_at + 4, text.find('\n', id_at) - id_at - 4);
+  EXPECT_NE(text.find("event: held\ndata: {\"event\":\"held\""), std::string::npos);
+
+  // Reconnecting after the first event replays the other two, then `ready`.
+  auto resumed = open("/api/v1/events", std::string("Authorization: Bearer ") + kReaderToken +
+                                            "\r\nLast-Event-ID: " + first_id + "\r\n");
+  ASSERT_TRUE(resumed->readUntil("event: ready"));
+  const std::string& replay = resumed->unread();
+  EXPECT_EQ(replay.find("\"held\""), std::string::npos);
+  EXPECT_NE(replay.find("\"approved\""), std::string::npos);
+  EXPECT_LT(replay.find("\"released\""), replay.find("event: ready"));
+
+  // An id from another process (or too old) asks the client to resync.
+  auto stranger = open("/api/v1/events", std::string("Authorization: Bearer ") + kReaderToken +
+                                             "\r\nLast-Event-ID: 0123456789abcdef-2\r\n");
+  ASSERT_TRUE(stranger->readUntil("event: ready"));
+  EXPECT_NE(stranger->unread().find("event: resync"), std::string::npos);
+}
+
+TEST_F(EventStreamTest, NeedsATokenOrAOneTimeTicket) {
+  startWith({});
+  auto anonymous = open("/api/v1/events");
+  const auto refused = anonymous->read();
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(refused->status, 401);
+
+  const auto issued = curl({"-X", "POST", "-H", std::string("Authorization: Bearer ") + kReaderToken,
+                            "http://127.0.0.1:" + std::to_string(server_->port()) + "/api/v1/tickets"});
+  ASSERT_EQ(issued.status, 201);
+  auto parsed = json::parseStrict(issued.body);
+  ASSERT_TRUE(parsed && parsed->HasMember("ticket"));
+  const std::string ticket = (*parsed)["ticket"].GetString();
+  auto with_ticket = open("/api/v1/events?ticket=" + ticket);
+  ASSERT_TRUE(with_ticket->readUntil("event: ready"));
+  auto reused = open("/api/v1/events?ticket=" + ticket);
+  const auto again = reused->read();
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->status, 401);
+}
+
+// A client that stops reading does not make the server queue without bound: past its queue it
+// is told to resync and dropped (one that never reads again is closed by the write timeout).
+TEST_F(EventStreamTest, AClientThatStopsReadingIsDroppedWithResync) {
+  http::AdminServerOptions options;
+  options.event_queue = 8;
+  options.io_timeout = std::chrono::seconds(20);
+  startWith(options);
+  auto reader = open("/api/v1/events", std::string("Authorization: Bearer ") + kReaderToken + "\r\n");
+  ASSERT_TRUE(reader->readUntil("event: ready"));
+  auto healthy = open("/api/v1/events", std::string("Authorization: Bearer ") + kReaderToken + "\r\n");
+  ASSERT_TRUE(healthy->readUntil("event: ready"));
+  // The one that reads keeps up and gets everything; the one that does not is closed after a
+  // resync. 16 MB in all: more than the kernel's socket buffers take for the one not reading.
+  const std::string big(16 * 1024, 'x');
+  for (int i = 0; i < 1000; ++i) {
+    const std::string id = "a" + std::to_string(i);
+    emit("held", R"({"event":"held","approval_id":")" + id + R"(","pad":")" + big + "\"}");
+    if (i % 4 == 3) {
+      ASSERT_TRUE(healthy->readUntil("\"approval_id\":\"" + id + "\"")) << id;
+      EXPECT_EQ(healthy->unread().find("event: resync"), std::string::npos) << id;
+      healthy->forget();
+    }
+  }
+  // The other one reads again: what the kernel buffered, then `resync`, then the end.
+  EXPECT_TRUE(reader->closedByPeer(std::chrono::seconds(10)));
+  EXPECT_NE(reader->unread().find("event: resync"), std::string::npos);
+  EXPECT_EQ(reader->unread().find(R"("approval_id":"a999")"), std::string::npos);
+  // The server still answers.
+  const auto health = curl({"http://127.0.0.1:" + std::to_string(server_->port()) + "/healthz"});
+  EXPECT_EQ(health.status, 200);
 }
 
 TEST_F(AdminHttpTest, ListensOnIpv6Loopback) {

@@ -1,0 +1,104 @@
+// Benchmark: the reviewer console's list with many pending approvals, in headless chromium.
+//
+//   node bench/console_list.mjs COUNTERSIGN_BIN NATS_SERVER_BIN [PENDING=10000]
+//
+// Holds PENDING jobs through a real countersign and nats-server, then measures in the page:
+//   load     sign-in to the first page of rows shown (the list's API pages plus rendering)
+//   fetch    the same API pages fetched by the page without rendering (the baseline)
+//   filter   typing a topic filter until the rows are redrawn (median of 5)
+//   unfilter clearing it again (all PENDING items sorted and the first page drawn; median of 5)
+// and prints each with its ratio to the baseline. Goal: render and filter within 1 s.
+import { resolve } from 'node:path';
+
+import { ALICE, chromium, nats, startStack } from '../tests/browser/harness.mjs';
+
+const [countersignBin, natsServerBin] = process.argv.slice(2, 4).map((p) => (p ? resolve(p) : p));
+const pending = Number(process.argv[4] || 10000);
+if (!countersignBin || !natsServerBin) {
+  console.error('usage: console_list.mjs COUNTERSIGN_BIN NATS_SERVER_BIN [PENDING]');
+  process.exit(2);
+}
+
+const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+
+const stack = await startStack(countersignBin, natsServerBin);
+let exitCode = 0;
+try {
+  const nc = await nats.connect({ servers: stack.natsUrl });
+  const sc = nats.StringCodec();
+  const topics = ['finance.payment.execute', 'finance.refund.execute', 'finance.payroll.run', 'finance.fx.trade'];
+  const holdStart = Date.now();
+  for (let i = 0; i < pending; i += 500) {
+    const batch = [];
+    for (let j = i; j < Math.min(pending, i + 500); j++) {
+      const h = nats.headers();
+      h.set('Nats-Msg-Id', 'bench-' + String(j).padStart(6, '0'));
+      batch.push(nc.request('agents.jobs.' + topics[j % topics.length],
+        sc.encode(JSON.stringify({ env: 'production', amount: 101 + j })), { headers: h, timeout: 30000 }));
+    }
+    await Promise.all(batch);
+  }
+  console.log(`held ${pending} jobs in ${Date.now() - holdStart} ms`);
+
+  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'], headless: true });
+  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+  await page.goto(stack.origin + '/ui/');
+
+  // Baseline: the list's API pages, fetched by the page, nothing rendered.
+  const fetchMs = await page.evaluate(async (token) => {
+    const t0 = performance.now();
+    let after = '';
+    let n = 0;
+    do {
+      const r = await fetch('/api/v1/approvals?limit=1000&state=pending' + (after ? '&after=' + encodeURIComponent(after) : ''),
+        { headers: { Authorization: 'Bearer ' + token } });
+      const body = await r.json();
+      n += body.items.length;
+      after = body.next_after || '';
+    } while (after);
+    return performance.now() - t0;
+  }, ALICE);
+
+  const t0 = Date.now();
+  await page.fill('#token', ALICE);
+  await page.click('#signin-form button[type=submit]');
+  await page.waitForFunction((n) => document.getElementById('count').textContent.startsWith(n + ' '), pending, { timeout: 120000 });
+  const loadMs = Date.now() - t0;
+
+  const timeFilter = (value) => page.evaluate(async (text) => {
+    const input = document.getElementById('topic');
+    const t = performance.now();
+    input.value = text;
+    input.dispatchEvent(new Event('input'));
+    await new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0)));  // painted
+    return performance.now() - t;
+  }, value);
+  const filters = [];
+  const clears = [];
+  for (let i = 0; i < 5; i++) {
+    filters.push(await timeFilter('finance.payroll.*'));
+    clears.push(await timeFilter(''));
+  }
+  const shown = await page.textContent('#count');
+  await browser.close();
+  await nc.close();
+
+  const rows = [
+    ['fetch (baseline)', fetchMs],
+    ['load (fetch + render)', loadMs],
+    ['filter by topic', median(filters)],
+    ['clear the filter', median(clears)],
+  ];
+  console.log(`\n${pending} pending approvals, headless chromium (${shown})\n`);
+  console.log('| step | ms | ratio to fetch |\n|---|---|---|');
+  for (const [name, ms] of rows) console.log(`| ${name} | ${ms.toFixed(1)} | ${(ms / fetchMs).toFixed(3)} |`);
+  const renderMs = loadMs - fetchMs;
+  console.log(`\nrender share of load: ${renderMs.toFixed(0)} ms; filter ${median(filters).toFixed(1)} ms; goal 1000 ms for render and filter: ${
+    Math.max(renderMs, median(filters), median(clears)) < 1000 ? 'met' : 'NOT met'}`);
+} catch (error) {
+  console.error(error.stack || String(error));
+  exitCode = 1;
+} finally {
+  await stack.stop();
+}
+process.exit(exitCode);
