@@ -10,7 +10,7 @@
 // and prints each with its ratio to the baseline. Goal: render and filter within 1 s.
 import { resolve } from 'node:path';
 
-import { ALICE, chromium, nats, startStack } from '../tests/browser/harness.mjs';
+import { ALICE, chromium, nats, runWithStack } from '../tests/browser/harness.mjs';
 
 const [countersignBin, natsServerBin] = process.argv.slice(2, 4).map((p) => (p ? resolve(p) : p));
 const pending = Number(process.argv[4] || 10000);
@@ -21,9 +21,7 @@ if (!countersignBin || !natsServerBin) {
 
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
-const stack = await startStack(countersignBin, natsServerBin);
-let exitCode = 0;
-try {
+await runWithStack(countersignBin, natsServerBin, async (stack) => {
   const nc = await nats.connect({ servers: stack.natsUrl });
   const sc = nats.StringCodec();
   const topics = ['finance.payment.execute', 'finance.refund.execute', 'finance.payroll.run', 'finance.fx.trade'];
@@ -95,10 +93,4 @@ try {
   const renderMs = loadMs - fetchMs;
   console.log(`\nrender share of load: ${renderMs.toFixed(0)} ms; filter ${median(filters).toFixed(1)} ms; goal 1000 ms for render and filter: ${
     Math.max(renderMs, median(filters), median(clears)) < 1000 ? 'met' : 'NOT met'}`);
-} catch (error) {
-  console.error(error.stack || String(error));
-  exitCode = 1;
-} finally {
-  await stack.stop();
-}
-process.exit(exitCode);
+});

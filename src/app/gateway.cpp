@@ -459,7 +459,7 @@ void Gateway::printBanner() const {
   }
   if (admin_) {
     std::cout << "  admin http://" << config_.admin.listen.substr(0, config_.admin.listen.rfind(':')) << ':'
-              << admin_->port() << " (/healthz /readyz /metrics /api/v1/approvals)\n";
+              << admin_->port() << " (/healthz /readyz /metrics /api/v1/approvals, console /ui/)\n";
   }
   std::cout << "  receipts signed by " << receipt_signer_->encodedPublicKey() << " (" << config_.receipts.seed_file
             << (receipt_key_created_ ? ", created now" : "") << ")\n";

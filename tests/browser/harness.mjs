@@ -89,3 +89,18 @@ admin:
     throw error;
   }
 }
+
+// Runs `body(stack)` against a fresh stack, stops it, and exits (1 when body threw).
+export async function runWithStack(countersignBin, natsServerBin, body) {
+  const stack = await startStack(countersignBin, natsServerBin);
+  let exitCode = 0;
+  try {
+    await body(stack);
+  } catch (error) {
+    console.error(error.stack || String(error));
+    exitCode = 1;
+  } finally {
+    await stack.stop();
+  }
+  process.exit(exitCode);
+}

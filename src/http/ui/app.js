@@ -70,10 +70,18 @@
     return { text: duration(left), soon: left < 5 * 60 * 1000 };
   }
 
+  // "k of n"; a per-group quorum ({"finance-leads":1,"security":1}) needs the sum, named.
   function votesText(item) {
-    const votes = Array.isArray(item.votes) ? item.votes.length : (typeof item.votes === 'number' ? item.votes : 0);
-    const quorum = typeof item.quorum === 'number' ? item.quorum : 1;
-    return votes + ' of ' + quorum;
+    const votes = Array.isArray(item.votes) && item.votes.length ? item.votes.length
+      : Array.isArray(item.approvals) ? item.approvals.length
+        : (typeof item.votes === 'number' ? item.votes : 0);
+    const q = item.quorum;
+    if (q && typeof q === 'object') {
+      const parts = Object.entries(q);
+      const needed = parts.reduce((sum, [, n]) => sum + n, 0);
+      return votes + ' of ' + needed + ' (' + parts.map(([g, n]) => g + ' ' + n).join(', ') + ')';
+    }
+    return votes + ' of ' + (typeof q === 'number' ? q : 1);
   }
 
   // NATS subject wildcards: `*` one token, `>` the rest. Without a wildcard: a substring match.
@@ -282,8 +290,8 @@
       item.expires_at = r.expires_at || '';
       item.requester = r.requester || '';
       item.created_at = r.created_at || item.created_at;
-      if (Array.isArray(r.votes)) item.votes = r.votes.length;
-      if (typeof r.quorum === 'number') item.quorum = r.quorum;
+      if (Array.isArray(r.votes)) item.votes = Math.max(r.votes.length, (r.approvals || []).length);
+      if (r.quorum !== undefined) item.quorum = r.quorum;
       queueRender();
     } catch (e) { /* signed out */ }
   }
@@ -444,10 +452,18 @@
     const body = $('detail-body');
     state.detailShown = { id: record.id, job_hash: record.job_hash, policy_snapshot: record.policy_snapshot };
     const left = timeLeft(record.expires_at);
-    const votes = Array.isArray(record.votes) ? record.votes : (record.approvals || []);
+    const votes = Array.isArray(record.votes) && record.votes.length ? record.votes : (record.approvals || []);
     const voters = new Set(votes.map((v) => v.approver));
-    const approvers = Array.isArray(record.approvers) ? record.approvers : null;
-    const mayDecide = approvers ? approvers.filter((a) => !voters.has(a)) : null;
+    // Who may decide: the rule's approvers (names, group:<g>), plus escalation steps that apply.
+    const now = Date.now();
+    let approvers = Array.isArray(record.approvers) && record.approvers.length ? [...record.approvers] : null;
+    const later = [];
+    for (const step of record.escalations || []) {
+      if (Date.parse(step.at) <= now) { if (approvers) approvers.push(...step.approvers); } else later.push(step);
+    }
+    let mayDecide = approvers ? approvers.filter((a) => !voters.has(a)).join(', ') || 'nobody' : 'any approver';
+    if (record.separation_of_duties && record.requester) mayDecide += ' (not ' + record.requester + ', who requested it)';
+    for (const step of later) mayDecide += '; from ' + step.at + ' also ' + step.approvers.join(', ');
     const current = evidence.policy_snapshot_current;
 
     const notice = el('div', { class: 'notice', id: 'changed', role: 'status', hidden: true });
@@ -504,7 +520,7 @@
       facts([
         ['Votes', votesText(record)],
         ['Voted', votes.length ? votes.map((v) => v.approver + (v.via ? ' via ' + v.via : '') + ' at ' + v.at + (v.reason ? ': ' + v.reason : '')).join('; ') : 'nobody yet'],
-        ['May still decide', mayDecide ? (mayDecide.length ? mayDecide.join(', ') : 'nobody') : 'any approver'],
+        ['May still decide', record.state === 'pending' ? mayDecide : '-'],
         ['Decided by', record.decided_by ? record.decided_by + ' at ' + record.decided_at + (record.reason ? ': ' + record.reason : '') : ''],
       ]));
 

@@ -1,0 +1,96 @@
+// Benchmark: what open console event streams cost countersign while it holds jobs.
+//
+//   node bench/console_sse.mjs COUNTERSIGN_BIN NATS_SERVER_BIN [RATE=1000] [STREAMS=50] [SECONDS=15]
+//
+// Holds RATE jobs per second for SECONDS, first with no /api/v1/events client (the baseline),
+// then with STREAMS clients reading the stream, against the same countersign process, and
+// compares countersign's CPU time (user + system, from /proc/<pid>/stat) over each window.
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+
+import { ALICE, nats, runWithStack, sleep } from '../tests/browser/harness.mjs';
+
+const args = process.argv.slice(2);
+const [countersignBin, natsServerBin] = args.slice(0, 2).map((p) => (p ? resolve(p) : p));
+const rate = Number(args[2] || 1000);
+const streams = Number(args[3] || 50);
+const seconds = Number(args[4] || 15);
+if (!countersignBin || !natsServerBin) {
+  console.error('usage: console_sse.mjs COUNTERSIGN_BIN NATS_SERVER_BIN [RATE] [STREAMS] [SECONDS]');
+  process.exit(2);
+}
+
+const ticks = 100;  // USER_HZ on Linux
+function cpuSeconds(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / ticks;  // utime, stime
+}
+
+await runWithStack(countersignBin, natsServerBin, async (stack) => {
+  const nc = await nats.connect({ servers: stack.natsUrl });
+  const sc = nats.StringCodec();
+  let serial = 0;
+  let held = 0;
+  // RATE holds per second in 10 ms slices; returns the holds answered 202.
+  const holdFor = async (secs) => {
+    const start = Date.now();
+    const pending = [];
+    let sent = 0;
+    while (Date.now() - start < secs * 1000) {
+      const due = Math.floor(((Date.now() - start) / 1000) * rate);
+      for (; sent < due; sent++) {
+        const h = nats.headers();
+        h.set('Nats-Msg-Id', 'sse-' + serial++);
+        pending.push(nc.request('agents.jobs.finance.payment.execute',
+          sc.encode(JSON.stringify({ env: 'production', amount: 500 })), { headers: h, timeout: 30000 })
+          .then((m) => { if (JSON.parse(sc.decode(m.data)).code === 202) held++; }));
+      }
+      await sleep(10);
+    }
+    await Promise.allSettled(pending);
+    return sent;
+  };
+
+  const measure = async (label) => {
+    const before = cpuSeconds(stack.gateway.pid);
+    const t0 = Date.now();
+    const sent = await holdFor(seconds);
+    const cpu = cpuSeconds(stack.gateway.pid) - before;
+    const wall = (Date.now() - t0) / 1000;
+    console.log(`${label}: ${sent} holds in ${wall.toFixed(1)} s, countersign CPU ${cpu.toFixed(2)} s = ${(100 * cpu / wall).toFixed(1)}% of a core`);
+    return cpu / wall;
+  };
+
+  await holdFor(2);  // warm up
+  const baseline = await measure('no event streams');
+
+  const controllers = [];
+  const received = new Array(streams).fill(0);
+  for (let i = 0; i < streams; i++) {
+    const controller = new AbortController();
+    controllers.push(controller);
+    const response = await fetch(stack.origin + '/api/v1/events', { headers: { Authorization: 'Bearer ' + ALICE }, signal: controller.signal });
+    const reader = response.body.getReader();
+    (async () => {
+      try {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) return;
+          received[i] += value.length;
+        }
+      } catch (e) { /* aborted */ }
+    })();
+  }
+  await sleep(500);
+  const withStreams = await measure(`${streams} event streams`);
+  for (const c of controllers) c.abort();
+  const bytes = received.reduce((a, b) => a + b, 0);
+  await nc.close();
+
+  console.log(`\n| run | countersign CPU (cores) | ratio to baseline |\n|---|---|---|`);
+  console.log(`| ${rate} holds/s, no streams | ${baseline.toFixed(3)} | 1.000 |`);
+  console.log(`| ${rate} holds/s, ${streams} streams | ${withStreams.toFixed(3)} | ${(withStreams / baseline).toFixed(3)} |`);
+  console.log(`\nadded: ${(100 * (withStreams - baseline)).toFixed(1)} percentage points of one core ` +
+    `(goal under 5); streams received ${(bytes / 1e6).toFixed(1)} MB; ${held} holds answered 202`);
+});
