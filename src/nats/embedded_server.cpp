@@ -62,10 +62,17 @@ Result<std::unique_ptr<EmbeddedServer>> EmbeddedServer::start(const std::string&
   for (;;) {
     if (auto status = waitProcess(self->pid_, std::chrono::milliseconds(0))) {
       self->pid_ = -1;
-      return fail(Errc::unavailable, "nats-server exited with status " + std::to_string(*status) +
-                                         " before it was ready; last lines of " +
-                                         self->log_file_.string() + ":\n" +
-                                         tailFile(self->log_file_, kLogLinesInErrors));
+      const std::string tail = tailFile(self->log_file_, kLogLinesInErrors);
+      std::string message = "nats-server exited with status " + std::to_string(*status) +
+                            " before it was ready; last lines of " + self->log_file_.string() + ":\n" + tail;
+      if (tail.find("address already in use") != std::string::npos) {
+        // The usual case on a machine that already runs NATS: use that server instead.
+        message += "\nThe port is taken: is a NATS server already running there? To use it, set "
+                   "nats.embedded: false and nats.servers in the config (or COUNTERSIGN_NATS_EMBEDDED=false "
+                   "and COUNTERSIGN_NATS_URL=nats://host:4222); it needs JetStream. deploy/nats/ has "
+                   "server and countersign configs for that.";
+      }
+      return fail(Errc::unavailable, std::move(message));
     }
     if (auto ready_port = readNatsPortsFile(dir, self->pid_)) {
       if (tcpConnects(self->connect_host_, *ready_port)) {

@@ -358,3 +358,27 @@ TEST_F(CliAuthTest, PermissionRefusedSaysPermissionNotTimeout) {
 
 }  // namespace
 }  // namespace countersign::testing
+
+namespace countersign::testing {
+namespace {
+
+// On a machine that already runs NATS the embedded default cannot bind its port: it says so, and
+// how to use the running server instead, and exits 3.
+TEST(DropInDefaultsTest, EmbeddedServerOnATakenPortSaysHowToUseTheRunningOne) {
+  auto existing = NatsServer::start();
+  TempDir dir;
+  dir.write("policy.yaml", seedPolicy());
+  const std::string config = dir.write("c.yaml", "nats:\n  servers: [\"nats://127.0.0.1:" +
+                                                     std::to_string(existing->port()) +
+                                                     "\"]\n  embedded: true\n  data_dir: data\n"
+                                                     "policy:\n  file: policy.yaml\nroutes:\n  - name: jobs\n"
+                                                     "    from: \"agents.jobs.>\"\n    to: \"jobs.>\"\n"
+                                                     "admin:\n  listen: \"\"\n").string();
+  const CommandResult r = runCountersign({"run", "--config", config});
+  EXPECT_EQ(r.exit_code, 3) << both(r);
+  EXPECT_TRUE(has(r.err, "The port is taken")) << r.err;
+  EXPECT_TRUE(has(r.err, "nats.embedded: false")) << r.err;
+}
+
+}  // namespace
+}  // namespace countersign::testing
