@@ -536,7 +536,7 @@ ControlReply Control::release(const ApprovalRecord& record, const KvEntry& entry
                               const DecisionRecord& decision, const ApprovalVote& approval,
                               std::chrono::steady_clock::time_point started) {
   const std::string& id = record.id;
-  s_.events.emit(Event{.event = "approved", .approval_id = id, .topic = record.topic,
+  s_.events.emit(Event{.event = "approved", .approval_id = id, .job_id = record.job_id, .topic = record.topic,
                        .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
                        .policy_snapshot = record.policy_snapshot, .actor = decision.by,
                        .reason = decision.reason, .confirmed_by_next = true});
@@ -618,7 +618,7 @@ ControlReply Control::vote(const ApprovalRecord& record, const KvEntry& entry, c
   if (!created && created.error().code != Errc::exists) return lockBusy(id);
   const bool fresh = created.has_value();
   if (fresh) {
-    s_.events.emit(Event{.event = "vote", .approval_id = id, .topic = record.topic, .subject = record.subject,
+    s_.events.emit(Event{.event = "vote", .approval_id = id, .job_id = record.job_id, .topic = record.topic, .subject = record.subject,
                          .rule = record.rule, .job_hash = record.job_hash,
                          .policy_snapshot = record.policy_snapshot, .actor = actor.approver,
                          .reason = request.reason});
@@ -681,7 +681,7 @@ ControlReply Control::reject(const Request& request) {
                                 .policy_snapshot = r.policy_snapshot, .job_hash = r.job_hash};
   if (auto answered = decide(ControlOp::reject, id, decision)) return *answered;
   markDecided(s_.store, id, ApprovalState::rejected, decision);
-  s_.events.emit(Event{.event = "rejected", .approval_id = id, .topic = r.topic, .subject = r.subject,
+  s_.events.emit(Event{.event = "rejected", .approval_id = id, .job_id = r.job_id, .topic = r.topic, .subject = r.subject,
                        .rule = r.rule, .job_hash = r.job_hash, .policy_snapshot = r.policy_snapshot,
                        .actor = decision.by, .reason = decision.reason});
   auto w = start("rejected", 200);

@@ -167,7 +167,7 @@ void Replayer::escalate(const ApprovalRecord& record, int step) {
   for (const auto& name : record.escalations[static_cast<std::size_t>(step)].approvers) {
     widened += widened.empty() ? name : "," + name;
   }
-  s_.events.emit(Event{.event = "escalated", .approval_id = record.id, .topic = record.topic,
+  s_.events.emit(Event{.event = "escalated", .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
                        .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
                        .policy_snapshot = record.policy_snapshot, .actor = widened,
                        .reason = "escalation_step_" + std::to_string(step)});
@@ -208,7 +208,7 @@ void Replayer::finishQuorum(const std::string& id, ScanResult& result) {
                                 .at = formatRfc3339(s_.clock.now()), .reason = "quorum_reached",
                                 .policy_snapshot = record->policy_snapshot, .job_hash = record->job_hash};
   if (!s_.store.create(decisionKey(id), toJson(decision))) return;  // decided meanwhile
-  s_.events.emit(Event{.event = "approved", .approval_id = id, .topic = record->topic,
+  s_.events.emit(Event{.event = "approved", .approval_id = id, .job_id = record->job_id, .topic = record->topic,
                        .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                        .policy_snapshot = record->policy_snapshot, .actor = decision.by,
                        .reason = "quorum_reached"});
