@@ -46,6 +46,11 @@ struct EventOptions {
   // JetStream publishes that wait for the audit stream's PubAck; the others are core publishes
   // (captured by the same stream) so that the intake path never waits for them.
   bool durable_decisions = false;
+  // With a chain: a fresh random part for every event's Nats-Msg-Id
+  // (<approval id>:<event>:<chain_id>-<n>-<random>), so that nobody can publish an event under
+  // the next id first and make the stream drop the real one as a duplicate. A retried publish
+  // of the same event keeps its id. nullptr: no random part (tests).
+  IdSource* msg_id_nonces = nullptr;
 };
 
 // Thread-safe. An event never fails or blocks a decision beyond its publish.

@@ -24,6 +24,8 @@ Result<NatsPlane> openPlane(const Config& config, std::string_view name, bool se
                       .chained = config.audit.enabled,
                       .chain_id = chain_id + "-" + std::string(name),
                       .durable_decisions = config.audit.enabled};
+  static RandomIdSource nonces;  // thread-safe, stateless: shared by every plane
+  events.msg_id_nonces = &nonces;
   plane.events = std::make_unique<EventSink>(*plane.publisher, clock, log, std::move(events));
   return plane;
 }

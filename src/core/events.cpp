@@ -72,6 +72,10 @@ void EventSink::emit(const Event& e) {
     id += options_.chain_id;
     id += '-';
     id += std::to_string(seq);
+    if (options_.msg_id_nonces != nullptr) {
+      id += '-';
+      id += options_.msg_id_nonces->newId().substr(0, 16);
+    }
     headers.emplace_back("Nats-Msg-Id", std::move(id));
   } else {
     payload = body(e, 0, {});

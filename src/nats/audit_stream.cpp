@@ -11,7 +11,7 @@ Status ensureAuditStream(Connection& connection, const AuditConfig& audit, const
   natsStatus status = js_GetStreamInfo(&info, connection.js(), audit.stream.c_str(), nullptr, &code);
   if (status == NATS_OK) {
     bool covered = false;
-    for (int i = 0; i < info->Config->SubjectsLen; ++i) {
+    for (int i = 0; info->Config != nullptr && i < info->Config->SubjectsLen; ++i) {
       covered = covered || subject::matches(info->Config->Subjects[i], prefix + ".events.held.x");
     }
     jsStreamInfo_Destroy(info);

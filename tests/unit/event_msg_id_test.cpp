@@ -1,0 +1,54 @@
+// The audit events' Nats-Msg-Id: unpredictable with a nonce source, one id per publish.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "countersign/events.hpp"
+#include "fakes.hpp"
+
+namespace countersign::testing {
+namespace {
+
+std::vector<std::string> msgIds(const std::vector<fakes::Published>& published) {
+  std::vector<std::string> ids;
+  for (const auto& m : published) {
+    const std::string* id = findHeader(m.headers, "Nats-Msg-Id");
+    ids.push_back(id != nullptr ? *id : "");
+  }
+  return ids;
+}
+
+TEST(EventMsgId, CarriesARandomPartWhenGivenANonceSource) {
+  fakes::CapturingPublisher pub;
+  fakes::ManualClock clock;
+  NullLogger log;
+  RandomIdSource nonces;
+  EventSink sink(pub, clock, log, EventOptions{.chained = true, .chain_id = "abc-control", .msg_id_nonces = &nonces});
+  for (int i = 0; i < 3; ++i) sink.emit(Event{.event = "held", .approval_id = "job-1", .topic = "t"});
+  const auto ids = msgIds(pub.all());
+  ASSERT_EQ(ids.size(), 3u);
+  std::set<std::string> distinct(ids.begin(), ids.end());
+  EXPECT_EQ(distinct.size(), 3u);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const std::string prefix = "job-1:held:abc-control-" + std::to_string(i + 1) + "-";
+    ASSERT_TRUE(ids[i].starts_with(prefix)) << ids[i];
+    EXPECT_EQ(ids[i].size(), prefix.size() + 16) << ids[i];
+  }
+  // Another process with the same chain name cannot guess them.
+  fakes::CapturingPublisher other_pub;
+  EventSink other(other_pub, clock, log, EventOptions{.chained = true, .chain_id = "abc-control", .msg_id_nonces = &nonces});
+  other.emit(Event{.event = "held", .approval_id = "job-1", .topic = "t"});
+  EXPECT_NE(msgIds(other_pub.all()).front(), ids.front());
+}
+
+TEST(EventMsgId, WithoutANonceSourceTheIdIsChainAndSeq) {
+  fakes::CapturingPublisher pub;
+  fakes::ManualClock clock;
+  NullLogger log;
+  EventSink sink(pub, clock, log, EventOptions{.chained = true, .chain_id = "abc-intake"});
+  sink.emit(Event{.event = "denied", .topic = "t"});
+  EXPECT_EQ(msgIds(pub.all()), std::vector<std::string>{"-:denied:abc-intake-1"});
+}
+
+}  // namespace
+}  // namespace countersign::testing
