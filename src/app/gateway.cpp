@@ -203,7 +203,8 @@ Status Gateway::start() {
   intake_plane_ = std::move(*intake_plane);
   // Received headers are read from cnats' message buffer: refuse to run on a cnats whose layout
   // is not the one that code reads.
-  if (auto layout = natsio::checkReceivedLayout(intake_plane_->connection->raw(), std::chrono::seconds(5)); !layout) {
+  if (auto layout = natsio::checkReceivedLayout(intake_plane_->connection->raw(), std::chrono::seconds(5),
+                                                      config_.nats.inbox_prefix); !layout) {
     return failStep("nats: ", layout.error());
   }
   auto control_plane = openPlane(config_, "control", true, true, log_, clock_, chain_id);

@@ -151,11 +151,17 @@ Status checkReceivedLayout(natsMsg* received, const Headers& expected) {
   return {};
 }
 
-Status checkReceivedLayout(natsConnection* connection, std::chrono::milliseconds timeout) {
+Status checkReceivedLayout(natsConnection* connection, std::chrono::milliseconds timeout,
+                           std::string_view inbox_prefix) {
   const Headers expected{{"Countersign-Check", "layout"}, {"X-Empty", ""}, {"X-Two", "1"}, {"X-Two", "2"}};
   natsInbox* raw_inbox = nullptr;
   if (natsInbox_Create(&raw_inbox) != NATS_OK) return fail(Errc::internal, "cannot create an inbox");
   std::unique_ptr<natsInbox, void (*)(natsInbox*)> inbox(raw_inbox, natsInbox_Destroy);
+  // "_INBOX.<nuid>", moved under the connection's own prefix when it has one: that is where its
+  // user may subscribe, and "_INBOX.>" may be bridged to other accounts.
+  std::string subject = raw_inbox;
+  if (!inbox_prefix.empty()) subject = std::string(inbox_prefix) + subject.substr(subject.find('.'));
+  raw_inbox = subject.data();
   natsSubscription* raw_sub = nullptr;
   natsStatus s = natsConnection_SubscribeSync(&raw_sub, connection, raw_inbox);
   if (s != NATS_OK) return std::unexpected(natsError(Errc::unavailable, s, "header layout check: subscribe"));

@@ -63,7 +63,9 @@ Result<Message> fromNatsMsg(natsMsg* msg);
 // A cnats whose received messages have another memory layout would otherwise make every job's
 // headers come from cnats' own parser (wrong for empty values in 3.4.1). Errc::unavailable when
 // the message does not come back in `timeout`, Errc::internal when the layout is not the one.
-Status checkReceivedLayout(natsConnection* connection, std::chrono::milliseconds timeout);
+// `inbox_prefix`: the connection's own reply prefix (nats.inbox_prefix), where it may subscribe.
+Status checkReceivedLayout(natsConnection* connection, std::chrono::milliseconds timeout,
+                           std::string_view inbox_prefix = {});
 // The part of that check that looks at one received message: it carries `expected`, and its
 // raw header block is found and parses to exactly them.
 Status checkReceivedLayout(natsMsg* received, const Headers& expected);
