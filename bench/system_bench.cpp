@@ -1,4 +1,4 @@
-// System benchmarks (issue 5): what countersign costs compared with NATS doing the same work
+// System benchmarks: what countersign costs compared with NATS doing the same work
 // without it, measured in the same run against the same nats-server, reported as ratios.
 //
 //   bench_system run [--quick] [--out FILE] [--only allow,latency,hold,approve,scale]

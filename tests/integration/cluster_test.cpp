@@ -1,4 +1,4 @@
-// Cluster (issue 3): a 3-node nats-server 2.9.10 cluster on loopback, the KV bucket and the JOBS
+// Cluster: a 3-node nats-server 2.9.10 cluster on loopback, the KV bucket and the JOBS
 // stream at 3 replicas, 3 countersign replicas each connected to a different node, and 8 racing
 // approvers per held job spread across the nodes. Every job must get exactly one `approved`
 // answer and be delivered exactly once (JOBS and a core subscription).

@@ -1,4 +1,4 @@
-// Approval storm (issue 3): for one held job, 100 approve requests and one reject race each
+// Approval storm: for one held job, 100 approve requests and one reject race each
 // other from 101 separate connections through 2 countersign replicas. There must be exactly one
 // final decision (`<id>/decision`), every caller must get an answer that agrees with it, and the
 // job is delivered at most once: exactly once when approved (counted in the JOBS stream AND on a
