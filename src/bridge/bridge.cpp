@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "bridge_event.hpp"
-#include "control_request.hpp"
+#include "countersign/control_request.hpp"
 #include "core/json_writer.hpp"
 #include "countersign/json.hpp"
 #include "interaction.hpp"

@@ -15,6 +15,7 @@
 #include "output.hpp"
 #include "commands.hpp"
 #include "countersign/config.hpp"
+#include "countersign/control_request.hpp"
 #include "countersign/clock.hpp"
 #include "countersign/json.hpp"
 #include "countersign/nkeys.hpp"
@@ -151,22 +152,16 @@ std::expected<std::string, int> signedBody(const ClientOptions& client, std::str
     std::cerr << "countersign: approval " << id << " holds job hash " << hash << ", not the one given\n";
     return std::unexpected(kExitRefused);
   }
-  rapidjson::Document request(rapidjson::kObjectType);
-  auto& a = request.GetAllocator();
-  const auto add = [&](const char* name, const std::string& value) {
-    request.AddMember(rapidjson::StringRef(name), rapidjson::Value(value.c_str(), static_cast<rapidjson::SizeType>(value.size()), a), a);
-  };
-  add("action", std::string(action));
-  add("id", str(record, "id"));
-  add("approver", approver);
-  add("job_hash", hash);
-  add("policy_snapshot", str(record, "policy_snapshot"));
-  add("at", formatRfc3339(std::chrono::system_clock::now()));
-  add("key", nkeys::encodePublicKey(nkeys::publicKeyOf(*seed)));
-  if (!reason.empty()) add("reason", reason);
-  const std::string signature = nkeys::base64UrlEncode(nkeys::sign(*seed, json::canonicalize(request)));
-  add("signature", signature);
-  return json::toString(request);
+  const nkeys::Signer signer(*seed);
+  const ControlRequestFields fields{.action = std::string(action),
+                                    .id = str(record, "id"),
+                                    .approver = approver,
+                                    .job_hash = hash,
+                                    .policy_snapshot = str(record, "policy_snapshot"),
+                                    .at = formatRfc3339(std::chrono::system_clock::now()),
+                                    .reason = reason,
+                                    .via = {}};
+  return signedControlRequest(fields, signer);
 }
 
 int decideCommand(const ClientOptions& client, std::string_view action, const std::string& id,
