@@ -81,10 +81,11 @@ class Intake {
   // Signs the receipt of an allowed job into the headers it is forwarded with.
   void addAllowedReceipt(const Job& job, std::string_view rule, const JobView& view, Headers& headers) const;
   IntakeOutcome hold(Job& job, const JobView& view, const Policy& policy, const Rule& rule);
+  // `view`: the policy's view of the job when it exists (its payload parse is reused).
   IntakeOutcome refuse(const Job& job, std::string_view status, int code, std::string body,
-                       const Event& event);
+                       const Event& event, const JobView* view = nullptr);
   bool reply(const Job& job, std::string_view status, const std::string& body);
-  static std::string jobIdForEvent(const Job& job, const Headers& headers);
+  static std::string jobIdForEvent(const Job& job, const Headers& headers, const JobView* view = nullptr);
 
   Services s_;
   Publisher& replies_;

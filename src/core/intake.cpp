@@ -67,11 +67,16 @@ bool Intake::reply(const Job& job, std::string_view status, const std::string& b
 }
 
 // The producer's job id for an event about a job that has no record: headers first, the payload
-// only when they name none. Empty when the producer gave none.
-std::string Intake::jobIdForEvent(const Job& job, const Headers& headers) {
+// only when they name none. Empty when the producer gave none. `view`: the policy's view of the
+// job, when it exists, so that the payload is parsed once for both.
+std::string Intake::jobIdForEvent(const Job& job, const Headers& headers, const JobView* view) {
   auto id = jobIdOf(headers, job.untrusted.job_id, nullptr);
   if (!id) {
-    if (auto parsed = json::parseStrict(job.msg.payload); parsed && parsed->IsObject()) {
+    if (view != nullptr) {
+      if (const rapidjson::Value* parsed = view->payloadJson(); parsed != nullptr && parsed->IsObject()) {
+        id = jobIdOf(headers, job.untrusted.job_id, parsed);
+      }
+    } else if (auto parsed = json::parseStrict(job.msg.payload); parsed && parsed->IsObject()) {
       id = jobIdOf(headers, job.untrusted.job_id, &*parsed);
     }
   }
@@ -79,11 +84,11 @@ std::string Intake::jobIdForEvent(const Job& job, const Headers& headers) {
 }
 
 IntakeOutcome Intake::refuse(const Job& job, std::string_view status, int code, std::string body,
-                             const Event& event) {
+                             const Event& event, const JobView* view) {
   std::string job_id;
   Event with_id = event;
   if (with_id.job_id.empty()) {
-    job_id = jobIdForEvent(job, job.msg.headers);
+    job_id = jobIdForEvent(job, job.msg.headers, view);
     with_id.job_id = job_id;
   }
   s_.events.emit(with_id);
@@ -178,7 +183,8 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
       IntakeOutcome outcome =
           refuse(job, "throttled", 429, w.finish(),
                  Event{.event = "throttled", .topic = job.topic, .subject = job.msg.subject,
-                       .rule = rule_id, .policy_snapshot = policy.snapshot(), .reason = "rate"});
+                       .rule = rule_id, .policy_snapshot = policy.snapshot(), .reason = "rate"},
+                 &view);
       // JetStream intake loses nothing: the job comes back after the delay.
       outcome.ack = IngressAck::nak;
       outcome.redeliver_after = admission.retry_after;
@@ -194,7 +200,8 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
       w.field("status", "denied").field("code", 403).field("rule", rule_id).field("reason", reason);
       return refuse(job, "denied", 403, w.finish(),
                     Event{.event = "denied", .topic = job.topic, .subject = job.msg.subject,
-                          .rule = rule_id, .policy_snapshot = policy.snapshot(), .reason = reason});
+                          .rule = rule_id, .policy_snapshot = policy.snapshot(), .reason = reason},
+                    &view);
     }
     case Decision::require_human:
       if (verdict.rule == nullptr) {
@@ -212,7 +219,7 @@ IntakeOutcome Intake::forward(Job& job, const Rule* matched, const JobView& view
   // The job is not needed in its received form any more: its headers go out with it, followed
   // by the rule's Countersign-* headers (built once with the policy).
   // Read before the headers move on (and before a countersign-in: id is added to them).
-  const std::string job_id = s_.events.allowedEvents() ? jobIdForEvent(job, job.msg.headers) : std::string();
+  const std::string job_id = s_.events.allowedEvents() ? jobIdForEvent(job, job.msg.headers, &view) : std::string();
   Headers headers = std::move(job.msg.headers);
   Delivery delivery = Delivery::core;
   if (job.ingress != nullptr) {
