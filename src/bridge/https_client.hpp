@@ -1,10 +1,15 @@
 // HTTP(S) POSTs for the bridge: the Slack Web API and webhooks, on Boost.Beast and OpenSSL. The
 // server certificate is verified against the system's CAs plus an optional CA file, and its
-// name (or IP) against the URL's host. One connection per call; each call is bounded by a
-// timeout. Thread-safe: calls share only the TLS context. This header stays free of Boost.
+// name (or IP) against the URL's host. Connections are kept alive and reused (HTTP/1.1): a call
+// takes an idle connection to the same origin, or opens one; a connection the server closed while
+// idle is noticed before use, and a request that found a reused connection closed before any
+// answer is sent once more on a new one. Each call is bounded by a timeout. Thread-safe: calls
+// share the TLS context and the pool of idle connections (a few per origin), nothing else. This
+// header stays free of Boost.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
@@ -46,6 +51,9 @@ class HttpsClient {
 
   // The TLS context (a boost::asio::ssl::context), for the Socket Mode WebSocket.
   void* sslContext();
+
+  // Connections opened (TCP connect, plus the TLS handshake for https) since creation.
+  std::uint64_t connectionsOpened() const;
 
  private:
   struct Impl;

@@ -12,16 +12,21 @@
 // answers {"ok":false,"error":"invalid_auth"}, none "not_authed".
 //
 // Control API (http://127.0.0.1:<control>):
-//   GET  /calls                 every Web API call: [{method, auth_ok, body, at_ms}]
+//   GET  /calls                 every Web API call: [{method, auth_ok, body, at_ms, at_us}] (at_us:
+//                               wall-clock microseconds when the request was complete)
+//   GET  /connections           {tls: TLS connections accepted by the Web API so far}
+//   POST /keepalive             {enabled}: false answers every Web API call with Connection: close
 //   POST /fail                  {method, error?, status?, retry_after?, times}: the next `times`
 //                               calls of `method` fail so (status 429 + Retry-After, or 200 with
 //                               {"ok":false,"error":error})
 //   GET  /socket                {connected, hellos, opened, acks: [envelope ids], received: [...]}
-//   POST /socket/send           {payload, envelope_id?}: an `interactive` envelope to every socket
+//   POST /socket/send           {payload, envelope_id?}: an `interactive` envelope to every socket;
+//                               answers {envelope_id, sent, sent_at_us}
 //   POST /socket/disconnect     {"type":"disconnect"} to every socket
 //   POST /socket/drop           destroys every socket without a close frame
 //   POST /hook                  a webhook receiver: records {timestamp, signature, body}; answers
-//                               503 while POST /hook/fail {times} has failures left, else 204
+//                               503 while POST /hook/fail {times} has failures left, else 204;
+//                               POST /hook/slow {ms} delays every answer by ms
 //   GET  /hooks                 what /hook received
 //   POST /http/click            {url, payload, secret, signature: right|wrong|stale|none,
 //                               body_bytes?}: a signed interactivity post to the bridge;
@@ -56,6 +61,11 @@ function makeCertificates() {
 const calls = [];
 const hooks = [];
 let hookFailures = 0;
+let hookDelayMs = 0;
+let keepAlive = true;
+let tlsConnections = 0;
+// Wall-clock time in microseconds, finer than Date.now(), comparable across processes.
+const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
 const failures = [];  // {method, error, status, retry_after, times}
 let tsCounter = 0;
 const sockets = new Set();
@@ -82,6 +92,7 @@ function readBody(req, limit = 64 * 1024 * 1024) {
 
 function json(res, status, body, headers = {}) {
   const text = JSON.stringify(body);
+  if (!keepAlive) headers = { connection: 'close', ...headers };
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8',
                           'content-length': Buffer.byteLength(text), ...headers });
   res.end(text);
@@ -102,7 +113,7 @@ async function webApi(req, res, apiPort) {
   const auth = req.headers.authorization || '';
   const want = method === 'apps.connections.open' ? APP : BOT;
   const authOk = auth === `Bearer ${want}`;
-  calls.push({ method, auth_ok: authOk, body, at_ms: Date.now() });
+  calls.push({ method, auth_ok: authOk, body, at_ms: Date.now(), at_us: nowUs() });
   if (!auth) return json(res, 200, { ok: false, error: 'not_authed' });
   if (!authOk) return json(res, 200, { ok: false, error: 'invalid_auth' });
   const f = takeFailure(method);
@@ -212,6 +223,7 @@ async function control(req, res) {
   if (req.method === 'POST' && req.url === '/hook') {
     hooks.push({ timestamp: req.headers['x-countersign-timestamp'] || '', signature: req.headers['x-countersign-signature'] || '',
                  body: raw.toString('utf8'), failed: hookFailures > 0, at_ms: Date.now() });
+    if (hookDelayMs > 0) await new Promise((r) => setTimeout(r, hookDelayMs));
     if (hookFailures > 0) { hookFailures -= 1; return json(res, 503, { error: 'try later' }); }
     res.writeHead(204); return res.end();
   }
@@ -219,6 +231,15 @@ async function control(req, res) {
   const body = raw.length ? JSON.parse(raw.toString('utf8')) : {};
   if (req.method === 'GET' && req.url === '/calls') return json(res, 200, calls);
   if (req.method === 'GET' && req.url === '/socket') return json(res, 200, { connected: sockets.size, ...socketState });
+  if (req.method === 'GET' && req.url === '/connections') return json(res, 200, { tls: tlsConnections });
+  if (req.method === 'POST' && req.url === '/keepalive') {
+    keepAlive = body.enabled !== false;
+    return json(res, 200, { ok: true });
+  }
+  if (req.method === 'POST' && req.url === '/hook/slow') {
+    hookDelayMs = body.ms || 0;
+    return json(res, 200, { ok: true });
+  }
   if (req.method === 'POST' && req.url === '/hook/fail') {
     hookFailures = body.times || 1;
     return json(res, 200, { ok: true });
@@ -229,10 +250,11 @@ async function control(req, res) {
   }
   if (req.method === 'POST' && req.url === '/socket/send') {
     const envelopeId = body.envelope_id || crypto.randomUUID();
+    const sentAt = nowUs();
     for (const s of sockets) {
       send(s, { envelope_id: envelopeId, type: 'interactive', accepts_response_payload: false, payload: body.payload });
     }
-    return json(res, 200, { envelope_id: envelopeId, sent: sockets.size });
+    return json(res, 200, { envelope_id: envelopeId, sent: sockets.size, sent_at_us: sentAt });
   }
   if (req.method === 'POST' && req.url === '/socket/disconnect') {
     for (const s of sockets) send(s, { type: 'disconnect', reason: 'refresh_requested' });
@@ -256,6 +278,7 @@ function main() {
     webApi(req, res, api.address().port).catch((e) => json(res, 500, { ok: false, error: String(e.message) }));
   });
   api.on('upgrade', onUpgrade);
+  api.on('secureConnection', () => { tlsConnections += 1; });
   const ctl = http.createServer((req, res) => {
     control(req, res).catch((e) => json(res, 500, { error: String(e.message) }));
   });

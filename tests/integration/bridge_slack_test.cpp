@@ -721,6 +721,39 @@ TEST_F(BridgeSlackTest, ADroppedSocketOrAKilledBridgeMidClickActsOnceAtMost) {
   EXPECT_EQ(state(id), "released");
 }
 
+TEST_F(BridgeSlackTest, WebApiCallsReuseTheTlsConnectionAndReconnectWhenItIsClosed) {
+  auto bridge = startBridge("http");  // no WebSocket: every TLS connection is a Web API one
+  ASSERT_GT(bridge->printedPort("(POST http://127.0.0.1:"), 0) << bridge->logs();
+  const auto tlsConnections = [&] { return parse(slack_.control("GET", "/connections").body)["tls"].GetInt(); };
+  for (int i = 0; i < 5; ++i) {
+    hold("ka-" + std::to_string(i));
+    ASSERT_EQ(slack_.waitCalls("chat.postMessage", static_cast<std::size_t>(i + 1)).size(), static_cast<std::size_t>(i + 1))
+        << bridge->logs();
+  }
+  // auth.test and five posts: one connection (two if the consumer and start-up overlapped).
+  const int kept = tlsConnections();
+  EXPECT_LE(kept, 2);
+  // A server that closes after each answer: every call still goes through, on a new connection.
+  slack_.control("POST", "/keepalive", R"({"enabled":false})");
+  for (int i = 5; i < 8; ++i) {
+    hold("ka-" + std::to_string(i));
+    ASSERT_EQ(slack_.waitCalls("chat.postMessage", static_cast<std::size_t>(i + 1)).size(), static_cast<std::size_t>(i + 1))
+        << bridge->logs();
+  }
+  EXPECT_GE(tlsConnections(), kept + 2);  // the first of the three went on the kept connection
+  // Kept alive again, then idle past the server's keep-alive timeout (5 s): the closed connection
+  // is noticed and replaced, and the job is posted once.
+  slack_.control("POST", "/keepalive", R"({"enabled":true})");
+  hold("ka-8");
+  ASSERT_EQ(slack_.waitCalls("chat.postMessage", 9).size(), 9u) << bridge->logs();
+  std::this_thread::sleep_for(6s);
+  hold("ka-9");
+  ASSERT_EQ(slack_.waitCalls("chat.postMessage", 10).size(), 10u) << bridge->logs();
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(slack_.calls("chat.postMessage").size(), 10u);
+  EXPECT_EQ(bridge->logs().find("slack: no answer"), std::string::npos) << bridge->logs();
+}
+
 TEST_F(BridgeSlackTest, CheckValidatesWithoutStarting) {
   dir_.write("check.yaml", bridgeConfig("socket"));
   const auto ok = runCountersign({"bridge", "--config", (dir_.path() / "check.yaml").string(), "--check"},
