@@ -8,6 +8,7 @@
 #   bench/run.sh --profile  also run countersign and the bare relays under callgrind (allow, hold,
 #                           approve phases) and write annotated profiles to <build dir>/profile/
 #   bench/run.sh --out FILE write the results somewhere else than bench/RESULTS.md
+#   bench/run.sh --slack    also the Slack bridge benchmark (bench/slack_bench.mjs, about 40 s; node)
 #
 # Next to the results it draws the ratio chart with gnuplot (bench/plot.gp): bench/RESULTS.png,
 # or FILE without .md plus .png; without gnuplot it installs gnuplot-nox when run as root, and
@@ -23,6 +24,7 @@ out=$root/bench/RESULTS.md
 quick=0
 build=1
 profile=0
+slack=0
 command_line="bench/run.sh${*:+ $*}"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -30,7 +32,8 @@ while [[ $# -gt 0 ]]; do
     --no-build) build=0 ;;
     --profile) profile=1 ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --slack) slack=1 ;;  # Slack bridge hook (bench/slack_bench.mjs)
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -68,6 +71,11 @@ echo "run.sh: micro-benchmarks" >&2
 "$bench_micro" --benchmark_min_time="$micro_time" --benchmark_format=json --benchmark_out="$work/micro.json" \
   --benchmark_out_format=json >/dev/null
 "$bench_system" micro-table "$work/micro.json" >"$work/micro.md"
+# --- Slack bridge hook: its own script, its own section of the results ---
+if [[ $slack == 1 ]]; then
+  echo "run.sh: Slack bridge benchmark" >&2
+  node "$root/bench/slack_bench.mjs" "$build_dir/src/countersign" "$(command -v nats-server)" >"$work/slack.md"
+fi
 finished=$(date +%s)
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -219,6 +227,7 @@ dirty=$(git -C "$root" status --porcelain 2>/dev/null | grep -c . || true)
   cat "$work/micro.md"
   echo
   if [[ -f $work/profile.md ]]; then cat "$work/profile.md"; fi
+  if [[ -f $work/slack.md ]]; then cat "$work/slack.md"; fi
 } >"$out"
 
 wrote=$out
