@@ -65,11 +65,15 @@ std::vector<std::string> splitNames(std::string_view text) {
 }  // namespace
 
 Bridge::Bridge(BridgeParts parts)
-    : p_(std::move(parts)), stream_(p_.config.audit.stream), filter_(p_.config.control.prefix + ".events.>") {}
+    : p_(std::move(parts)),
+      webhooks_(std::move(p_.webhooks), p_.http, p_.clock, p_.log, p_.metrics),
+      stream_(p_.config.audit.stream),
+      filter_(p_.config.control.prefix + ".events.>") {}
 
 Bridge::~Bridge() { stop(); }
 
 void Bridge::start() {
+  webhooks_.start();
   consumer_thread_ = std::thread([this] { consumeLoop(); });
   click_thread_ = std::thread([this] { clickLoop(); });
 }
@@ -82,6 +86,7 @@ void Bridge::stop() {
   wake_.notify_all();
   if (consumer_thread_.joinable()) consumer_thread_.join();
   if (click_thread_.joinable()) click_thread_.join();
+  webhooks_.stop();  // events still waiting for deliveries are nak'ed: sent again after a restart
   if (sub_ != nullptr) {
     natsSubscription_Destroy(static_cast<natsSubscription*>(sub_));  // never Unsubscribe: it would delete the durable
     sub_ = nullptr;
@@ -216,10 +221,16 @@ void Bridge::consumeLoop() {
       }
       const std::string subject = natsMsg_GetSubject(msg);
       const std::string body(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
-      if (handleEvent(subject, body, msg) == Handled::yes) {
-        (void)natsMsg_Ack(msg, nullptr);
-      } else {
-        (void)natsMsg_NakWithDelay(msg, kRetryEventAfter.count(), nullptr);
+      switch (handleEvent(subject, body, msg)) {
+        case Handled::yes:
+          (void)natsMsg_Ack(msg, nullptr);
+          break;
+        case Handled::retry:
+          (void)natsMsg_NakWithDelay(msg, kRetryEventAfter.count(), nullptr);
+          break;
+        case Handled::handed_over:
+          list.Msgs[i] = nullptr;  // the webhook sender acks and destroys it
+          break;
       }
     }
     natsMsgList_Destroy(&list);
@@ -236,7 +247,7 @@ Bridge::Handled Bridge::handleEvent(const std::string&, const std::string& body,
   if (p_.slack != nullptr && slackCares(event->event) && !event->approval_id.empty()) {
     if (handleSlack(*event, msg) == Handled::retry) return Handled::retry;
   }
-  return deliverWebhooks(*event, body, msg);
+  return handOverToWebhooks(*event, body, msg);
 }
 
 Result<ApprovalView> Bridge::fetchRecord(const std::string& id) {
@@ -377,38 +388,20 @@ Bridge::Handled Bridge::updateOutcome(const ApprovalView& view, const std::strin
   return Handled::yes;
 }
 
-Bridge::Handled Bridge::deliverWebhooks(const BridgeEvent& event, const std::string& body, void* msg) {
-  for (const auto& hook : p_.webhooks) {
-    if (!webhookWants(hook.config, event.event)) continue;
-    RetryPolicy policy = kWebhookRetry;
-    policy.max_attempts = hook.config.max_attempts;
-    for (int attempt = 1;; ++attempt) {
-      const std::string timestamp = std::to_string(
-          std::chrono::duration_cast<std::chrono::seconds>(p_.clock.now().time_since_epoch()).count());
-      const auto result = p_.http.post(hook.config.url, "application/json", body,
-                                       {{"X-Countersign-Timestamp", timestamp},
-                                        {"X-Countersign-Signature", webhookSignature(hook.secret, timestamp, body)}});
-      if (result.status >= 200 && result.status < 300) {
-        p_.metrics.webhook("delivered");
-        break;
-      }
-      if (result.status != 0 && !isRetryableStatus(result.status)) {
-        p_.metrics.webhook("refused");
-        p_.log.warn("webhook: refused", {{"url", hook.config.url}, {"status", std::to_string(result.status)}});
-        break;
-      }
-      const auto delay = retryDelay(policy, attempt, parseRetryAfter(result.retry_after));
-      if (!delay) {
-        p_.metrics.webhook("given_up");
-        p_.metrics.failure();
-        p_.log.error("webhook: given up", {{"url", hook.config.url}, {"event", event.event}, {"id", event.approval_id}});
-        break;
-      }
-      p_.metrics.webhook("retried");
-      if (!sleepUnlessStopping(*delay, msg)) return Handled::retry;
-    }
-  }
-  return Handled::yes;
+Bridge::Handled Bridge::handOverToWebhooks(const BridgeEvent& event, const std::string& body, void* msg) {
+  natsMsg* owned = asMsg(msg);
+  const bool queued = webhooks_.submit(
+      event.event, event.approval_id, body,
+      WebhookSender::EventHooks{[owned](bool handled) {
+                                  if (handled) {
+                                    (void)natsMsg_Ack(owned, nullptr);
+                                  } else {
+                                    (void)natsMsg_Nak(owned, nullptr);
+                                  }
+                                  natsMsg_Destroy(owned);
+                                },
+                                [owned] { (void)natsMsg_InProgress(owned, nullptr); }});
+  return queued ? Handled::handed_over : Handled::yes;
 }
 
 // ---- clicks ---------------------------------------------------------------------------------

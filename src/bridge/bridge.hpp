@@ -1,7 +1,7 @@
 // The Slack bridge and webhook notifier: a durable consumer on the audit stream posts held jobs
 // to Slack, updates their messages on every decision, sends webhooks, and turns clicks into
-// signed control requests. Threads: one consumer, one click worker (plus the transports'
-// own). Exactly one post per job and binding, across redeliveries, restarts and replicas: the
+// signed control requests. Threads: one consumer, one click worker, one per webhook (plus the
+// transports' own). Exactly one post per job and binding, across redeliveries, restarts and replicas: the
 // post is claimed by creating <id>/slack/<channel>/<binding> in the bucket before it is made.
 #pragma once
 
@@ -26,6 +26,7 @@
 #include "nats/connection.hpp"
 #include "slack_api.hpp"
 #include "slack_message.hpp"
+#include "webhook_sender.hpp"
 
 namespace countersign::bridge {
 
@@ -35,11 +36,6 @@ inline constexpr std::string_view kBridgeDurable = "countersign-bridge";
 struct SlackPerson {
   std::string name;
   std::string slack;
-};
-
-struct ResolvedWebhook {
-  WebhookConfig config;
-  std::string secret;
 };
 
 struct BridgeParts {
@@ -71,13 +67,15 @@ class Bridge {
   bool consumerReady() const { return consumer_ready_.load(); }
 
  private:
-  enum class Handled { yes, retry };
+  // yes: ack now; retry: nak (again later); handed_over: the webhook sender owns the message and
+  // acks it when its deliveries are done.
+  enum class Handled { yes, retry, handed_over };
 
   void consumeLoop();
   bool setUpConsumer();
   Handled handleEvent(const std::string& subject, const std::string& body, void* msg);
   Handled handleSlack(const BridgeEvent& event, void* msg);
-  Handled deliverWebhooks(const BridgeEvent& event, const std::string& body, void* msg);
+  Handled handOverToWebhooks(const BridgeEvent& event, const std::string& body, void* msg);
   Handled postHeld(const ApprovalView& view, const std::string& channel, void* msg);
   Handled updateOutcome(const ApprovalView& view, const std::string& channel, const Outcome& outcome, int binding,
                         void* msg);
@@ -91,6 +89,7 @@ class Bridge {
   bool sleepUnlessStopping(std::chrono::milliseconds delay, void* msg = nullptr);
 
   BridgeParts p_;
+  WebhookSender webhooks_;
   std::string stream_;
   std::string filter_;
   std::thread consumer_thread_;

@@ -241,7 +241,7 @@ async function control(req, res) {
     return json(res, 200, { ok: true });
   }
   if (req.method === 'POST' && req.url === '/hook/fail') {
-    hookFailures = body.times || 1;
+    hookFailures = body.times ?? 1;
     return json(res, 200, { ok: true });
   }
   if (req.method === 'POST' && req.url === '/fail') {

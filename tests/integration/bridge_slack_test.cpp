@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <fstream>
@@ -689,7 +690,57 @@ TEST_F(BridgeSlackTest, WebhooksAreSignedAndRetried) {
     EXPECT_EQ(str(hook, "signature"), bridge::webhookSignature("hook-secret", str(hook, "timestamp"), body_text));
     events.push_back(str(parse(body_text), "event"));
   }
+  // The held event's retry waits 1 s on the webhook's lane; the rejected one need not wait for it.
+  std::sort(events.begin(), events.end());
   EXPECT_EQ(events, (std::vector<std::string>{"held", "held", "rejected"}));
+  EXPECT_EQ(str(parse(str(hooks[0], "body")), "event"), "held");
+}
+
+TEST_F(BridgeSlackTest, AFailingWebhookDelaysNoSlackPostAndItsEventsAreAckedOnlyOnceDelivered) {
+  slack_.control("POST", "/hook/fail", R"({"times":100000})");
+  const std::string hooks_yaml =
+      "notify:\n  webhooks:\n    - { url: \"" + slack_.hookUrl() + "\", events: [held], secret_env: HOOK_SECRET }\n";
+  auto bridge = startBridge("socket", hooks_yaml);
+  std::set<std::string> ids;
+  for (int i = 0; i < 5; ++i) ids.insert(hold("hk-" + std::to_string(i)));
+  // Each event's webhook fails and is retried (1 s, 2 s, ... up to 10 attempts: minutes). The
+  // posts do not wait for that.
+  ASSERT_EQ(slack_.waitCalls("chat.postMessage", 5, 15s).size(), 5u) << bridge->logs();
+  const auto hookCount = [&](bool only_delivered) {
+    std::set<std::string> seen;
+    std::size_t all = 0;
+    const auto hooks = parse(slack_.control("GET", "/hooks").body);
+    for (const auto& hook : hooks.GetArray()) {
+      ++all;
+      if (!only_delivered || !hook["failed"].GetBool()) seen.insert(str(parse(str(hook, "body")), "approval_id"));
+    }
+    return only_delivered ? seen.size() : all;
+  };
+  const auto retried = std::chrono::steady_clock::now() + 20s;
+  while (hookCount(false) < 10 && std::chrono::steady_clock::now() < retried) std::this_thread::sleep_for(100ms);
+  EXPECT_GE(hookCount(false), 10u) << "each event tried at least twice";
+  // Stopped with deliveries waiting: the events were not acked, so the next bridge sends them
+  // again, and the receiver, healthy now, gets each held event.
+  EXPECT_EQ(bridge->stop(), 0) << bridge->logs();
+  slack_.control("POST", "/hook/fail", R"({"times":0})");
+  bridge = startBridge("socket", hooks_yaml);
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (hookCount(true) < 5 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(hookCount(true), 5u) << bridge->logs();
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(slack_.calls("chat.postMessage").size(), 5u);
+}
+
+TEST_F(BridgeSlackTest, ASlowWebhookReceiverDelaysNoSlackPost) {
+  slack_.control("POST", "/hook/slow", R"({"ms":4000})");
+  auto bridge = startBridge("socket", "notify:\n  webhooks:\n    - { url: \"" + slack_.hookUrl() +
+                                          "\", events: [held], secret_env: HOOK_SECRET }\n");
+  ASSERT_TRUE(slack_.waitSocketHellos(1)) << bridge->logs();
+  // Four deliveries of 4 s each, one after the other on the webhook's lane: 16 s. Were they on
+  // the consumer's thread, the fourth post would come after 12 s.
+  for (int i = 0; i < 4; ++i) hold("slow-" + std::to_string(i));
+  ASSERT_EQ(slack_.waitCalls("chat.postMessage", 4, 8s).size(), 4u) << bridge->logs();
+  slack_.control("POST", "/hook/slow", R"({"ms":0})");
 }
 
 TEST_F(BridgeSlackTest, ADroppedSocketOrAKilledBridgeMidClickActsOnceAtMost) {
