@@ -10,7 +10,7 @@ packages=(
   libnats-dev nats-server
   libboost-dev libyaml-cpp-dev rapidjson-dev libssl-dev libcli11-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
-  libre2-dev ccache
+  libre2-dev libsodium-dev ccache
   nodejs npm chromium
   openssl
 )

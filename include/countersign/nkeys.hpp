@@ -1,4 +1,5 @@
-// NATS nkeys (user public keys "U...", user seeds "SU...") and Ed25519 signatures on OpenSSL 3.
+// NATS nkeys (user public keys "U...", user seeds "SU...") and Ed25519 signatures (signing with
+// libsodium, verifying with OpenSSL 3).
 //
 // Encoding, as the nkeys implementations of the NATS project write it: base32 (RFC 4648
 // alphabet, no padding) of prefix bytes + 32 key bytes + CRC-16/XMODEM of the preceding bytes,
@@ -39,7 +40,7 @@ std::string sign(const Seed& seed, std::string_view message);
 // input. Never throws.
 bool verify(const PublicKey& key, std::string_view message, std::string_view signature);
 
-// A seed loaded once into OpenSSL, for signing many messages (receipts, audit events) without
+// A seed expanded once into a signing key, for signing many messages (receipts, audit events) without
 // deriving the key pair again each time. Thread-safe: sign() may run on several threads at once.
 class Signer {
  public:

@@ -4,6 +4,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <sodium.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -145,20 +146,6 @@ PkeyPtr privateKey(const Seed& seed) {
   return key;
 }
 
-std::string signWith(EVP_PKEY* key, std::string_view message) {
-  const MdContextPtr context(EVP_MD_CTX_new());
-  std::string signature(64, '\0');
-  std::size_t size = signature.size();
-  if (!context || EVP_DigestSignInit(context.get(), nullptr, nullptr, nullptr, key) != 1 ||
-      EVP_DigestSign(context.get(), reinterpret_cast<unsigned char*>(signature.data()), &size,
-                     reinterpret_cast<const unsigned char*>(message.data()),
-                     message.size()) != 1 ||
-      size != 64) {
-    std::abort();  // Ed25519 signing cannot fail on a valid key short of running out of memory
-  }
-  return signature;
-}
-
 int base64UrlValue(char c) {
   if (c >= 'A' && c <= 'Z') return c - 'A';
   if (c >= 'a' && c <= 'z') return c - 'a' + 26;
@@ -199,8 +186,7 @@ Seed generateSeed() {
 }
 
 std::string sign(const Seed& seed, std::string_view message) {
-  const PkeyPtr key = privateKey(seed);
-  return signWith(key.get(), message);
+  return Signer(seed).sign(message);
 }
 
 bool verify(const PublicKey& key, std::string_view message, std::string_view signature) {
@@ -219,23 +205,36 @@ bool verify(const PublicKey& key, std::string_view message, std::string_view sig
                           message.size()) == 1;
 }
 
+// Signing is libsodium's crypto_sign_detached: the same deterministic Ed25519 signature
+// (RFC 8032) as OpenSSL's, byte for byte, in less than half the CPU (bench_micro
+// BM_SignWithLoadedKey against BM_SignOpenSslEvp), and one is made for every allowed job.
+// Verifying stays on OpenSSL.
 struct Signer::Key {
-  PkeyPtr pkey;
+  std::array<unsigned char, crypto_sign_SECRETKEYBYTES> secret{};  // seed + public key
+  ~Key() { sodium_memzero(secret.data(), secret.size()); }
 };
 
-Signer::Signer(const Seed& seed) : key_(std::make_unique<Key>(Key{privateKey(seed)})) {
-  std::size_t size = public_key_.size();
-  if (EVP_PKEY_get_raw_public_key(key_->pkey.get(), public_key_.data(), &size) != 1 ||
-      size != public_key_.size()) {
-    std::abort();
-  }
+Signer::Signer(const Seed& seed) : key_(std::make_unique<Key>()) {
+  // Thread-safe and idempotent; fails only when the system has no entropy source at all.
+  if (sodium_init() < 0) std::abort();
+  static_assert(crypto_sign_PUBLICKEYBYTES == std::tuple_size_v<PublicKey>);
+  static_assert(crypto_sign_SEEDBYTES == std::tuple_size_v<Seed>);
+  if (crypto_sign_seed_keypair(public_key_.data(), key_->secret.data(), seed.data()) != 0) std::abort();
   encoded_public_key_ = encodePublicKey(public_key_);
 }
 
 Signer::~Signer() = default;
 
 std::string Signer::sign(std::string_view message) const {
-  return signWith(key_->pkey.get(), message);
+  std::string signature(crypto_sign_BYTES, '\0');
+  unsigned long long size = 0;
+  if (crypto_sign_detached(reinterpret_cast<unsigned char*>(signature.data()), &size,
+                           reinterpret_cast<const unsigned char*>(message.data()), message.size(),
+                           key_->secret.data()) != 0 ||
+      size != crypto_sign_BYTES) {
+    std::abort();  // cannot fail on a valid key
+  }
+  return signature;
 }
 
 std::string base64UrlEncode(std::string_view bytes) {

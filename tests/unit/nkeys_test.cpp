@@ -1,6 +1,7 @@
 #include "countersign/nkeys.hpp"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -169,6 +170,29 @@ TEST(Nkeys, SignAndVerify) {
   EXPECT_EQ(signer.publicKey(), key);
   EXPECT_EQ(signer.encodedPublicKey(), kReadmePublic);
   EXPECT_TRUE(verify(key, "", sign(seed, "")));
+}
+
+// Signing (libsodium) and OpenSSL's Ed25519 give the same bytes: receipts signed before and
+// after the switch are the same, and any RFC 8032 verifier accepts them.
+TEST(Nkeys, SignerGivesOpenSslsSignatureByteForByte) {
+  for (int i = 0; i < 20; ++i) {
+    const Seed seed = i == 0 ? *parseSeed(kReadmeSeed) : generateSeed();
+    const std::string message = "message " + std::string(static_cast<std::size_t>(i) * 37, 'x');
+    EVP_PKEY* key = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, seed.data(), seed.size());
+    ASSERT_NE(key, nullptr);
+    EVP_MD_CTX* context = EVP_MD_CTX_new();
+    std::string expected(64, '\0');
+    std::size_t size = expected.size();
+    const bool signed_ok =
+        EVP_DigestSignInit(context, nullptr, nullptr, nullptr, key) == 1 &&
+        EVP_DigestSign(context, reinterpret_cast<unsigned char*>(expected.data()), &size,
+                       reinterpret_cast<const unsigned char*>(message.data()), message.size()) == 1;
+    EVP_MD_CTX_free(context);
+    EVP_PKEY_free(key);
+    ASSERT_TRUE(signed_ok);
+    EXPECT_EQ(Signer(seed).sign(message), expected) << "message " << i;
+    EXPECT_TRUE(verify(publicKeyOf(seed), message, Signer(seed).sign(message)));
+  }
 }
 
 TEST(Nkeys, TamperedMessagesAndSignaturesFail) {
