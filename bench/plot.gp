@@ -10,19 +10,19 @@ if (!exists("subtitle")) subtitle = ""
 
 # pngcairo draws smoother; plain png (libgd) is the fallback.
 if (strstrt(GPVAL_TERMINALS, "pngcairo") > 0) {
-  set terminal pngcairo size 1100,560 font "sans,10"
+  set terminal pngcairo size 1500,600 font "sans,10"
 } else {
-  set terminal png size 1100,560
+  set terminal png size 1500,600
 }
 set output out
 
 set datafile missing "-"
-set title "countersign against raw NATS: ratios with a target" . (subtitle ne "" ? "\n" . subtitle : "")
+set title "countersign against its baselines: ratios with a target" . (subtitle ne "" ? "\n" . subtitle : "")
 set ylabel "ratio (1.0 = as fast as the baseline)"
 set yrange [0:*]
 set offsets 0.5, 0.5, 0.25, 0
 set grid ytics lc rgb "#dddddd"
-set xtics nomirror scale 0
+set xtics nomirror scale 0 rotate by -25 font ",9"
 set ytics nomirror
 set border 3
 set key top right box opaque
@@ -35,8 +35,8 @@ shift = 0.17
 plot data using ($0 - shift):3:(width) with boxes lc rgb "#a0a0a0" \
        title "bare cnats sidecar / raw NATS (the cost of the sidecar position)", \
      data using ($0 + shift):2:(width) with boxes lc rgb "#1f6fb4" \
-       title "countersign / baseline (raw NATS; allow: bare relay; scale: largest / smallest bucket)", \
+       title "countersign / baseline (named under each bar; hold, approve: raw NATS; scale: largest / smallest bucket)", \
      data using 0:4:(0.45):xtic(1) with xerrorbars pt -1 lw 3 lc rgb "#d62728" \
-       title "target (0.7x; scale rate: 1/1.5)", \
+       title "target", \
      data using ($0 - shift):3:(sprintf("%.2fx", $3)) with labels boxed offset 0, 0.8 notitle, \
      data using ($0 + shift):2:(sprintf("%.2fx", $2)) with labels boxed offset 0, 0.8 notitle

@@ -9,6 +9,11 @@
 #                           approve phases) and write annotated profiles to <build dir>/profile/
 #   bench/run.sh --out FILE write the results somewhere else than bench/RESULTS.md
 #   bench/run.sh --slack    also the Slack bridge benchmark (bench/slack_bench.mjs, about 40 s; node)
+#   bench/run.sh --soak     only the soak: 10 minutes of mixed load (80% allowed, 20% held and
+#                           approved), RSS sampled every 5 s; writes bench/SOAK.md and SOAK.png
+#                           (BENCH_SOAK_SECONDS shortens it for a try)
+#   bench/run.sh --scale-1m only the scale phase, up to 1,000,000 pending records (1k, 100k, 1M);
+#                           writes bench/SCALE-1M.md
 #
 # Next to the results it draws the ratio chart with gnuplot (bench/plot.gp): bench/RESULTS.png,
 # or FILE without .md plus .png; without gnuplot it installs gnuplot-nox when run as root, and
@@ -25,15 +30,19 @@ quick=0
 build=1
 profile=0
 slack=0
+mode=full
+out_given=0
 command_line="bench/run.sh${*:+ $*}"
 while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) quick=1 ;;
     --no-build) build=0 ;;
     --profile) profile=1 ;;
-    --out) out=$2; shift ;;
+    --out) out=$2; out_given=1; shift ;;
+    --soak) mode=soak ;;
+    --scale-1m) mode=scale-1m ;;
     --slack) slack=1 ;;  # Slack bridge hook (bench/slack_bench.mjs)
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -64,13 +73,25 @@ if [[ $quick == 1 ]]; then
   system_args+=(--quick)
   micro_time=0.05
 fi
+case $mode in
+  soak)
+    system_args+=(--only soak --soak-seconds "${BENCH_SOAK_SECONDS:-600}")
+    [[ $out_given == 1 ]] || out=$root/bench/SOAK.md ;;
+  scale-1m)
+    system_args+=(--only scale --scale-max 1000000)
+    [[ $out_given == 1 ]] || out=$root/bench/SCALE-1M.md ;;
+esac
+run_kind=$([[ $quick == 1 ]] && echo quick || echo full)
+[[ $mode == full ]] || run_kind=$mode
 
-echo "run.sh: system benchmarks ($([[ $quick == 1 ]] && echo quick || echo full) run)" >&2
+echo "run.sh: system benchmarks ($run_kind run)" >&2
 "$bench_system" "${system_args[@]}"
-echo "run.sh: micro-benchmarks" >&2
-"$bench_micro" --benchmark_min_time="$micro_time" --benchmark_format=json --benchmark_out="$work/micro.json" \
-  --benchmark_out_format=json >/dev/null
-"$bench_system" micro-table "$work/micro.json" >"$work/micro.md"
+if [[ $mode == full ]]; then
+  echo "run.sh: micro-benchmarks" >&2
+  "$bench_micro" --benchmark_min_time="$micro_time" --benchmark_format=json --benchmark_out="$work/micro.json" \
+    --benchmark_out_format=json >/dev/null
+  "$bench_system" micro-table "$work/micro.json" >"$work/micro.md"
+fi
 # --- Slack bridge hook: its own script, its own section of the results ---
 if [[ $slack == 1 ]]; then
   echo "run.sh: Slack bridge benchmark" >&2
@@ -113,7 +134,7 @@ profile_row() {
   echo "| $what | \`$fn\` | $calls | $((ir / calls)) | $total |"
 }
 
-if [[ $profile == 1 ]]; then
+if [[ $profile == 1 && $mode == full ]]; then
   profile_dir=$build_dir/profile
   rm -rf "$profile_dir"
   mkdir -p "$profile_dir/allow" "$profile_dir/control"
@@ -128,7 +149,7 @@ if [[ $profile == 1 ]]; then
     callgrind_annotate "$file" >"$file.self.txt" 2>/dev/null || true
   done
   {
-    echo "### 7. Instructions per operation (callgrind)"
+    echo "### 9. Instructions per operation (callgrind)"
     echo
     echo "\`bench/run.sh --profile\`: the quick allow, hold and approve phases again with countersign and the"
     echo "relay under \`valgrind --tool=callgrind\` (annotated files in \`$(basename "$build_dir")/profile/\`)."
@@ -172,7 +193,13 @@ fi
 png=${out%.md}.png
 png_name=$(basename "$png")
 rm -f "$png"
-if [[ -s $work/system.dat ]]; then
+chart_data=$work/system.dat
+chart_script=$root/bench/plot.gp
+if [[ $mode == soak ]]; then
+  chart_data=$work/system.soak.dat
+  chart_script=$root/bench/plot_soak.gp
+fi
+if [[ -s $chart_data ]]; then
   if ! command -v gnuplot >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "run.sh: gnuplot is missing; installing gnuplot-nox" >&2
     apt-get install -y --no-install-recommends gnuplot-nox >/dev/null 2>&1 ||
@@ -180,8 +207,8 @@ if [[ -s $work/system.dat ]]; then
       true
   fi
   if command -v gnuplot >/dev/null 2>&1; then
-    subtitle="$([[ $quick == 1 ]] && echo quick || echo full) run, $date_utc, tree at $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    gnuplot -e "data='$work/system.dat'; out='$png'; subtitle='$subtitle'" "$root/bench/plot.gp" ||
+    subtitle="$run_kind run, $date_utc, tree at $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    gnuplot -e "data='$chart_data'; out='$png'; subtitle='$subtitle'" "$chart_script" ||
       { echo "run.sh: gnuplot failed; no chart" >&2; rm -f "$png"; }
   else
     echo "run.sh: gnuplot is not installed (and this is not root): no chart $png_name; the tables are the record" >&2
@@ -204,7 +231,7 @@ dirty=$(git -C "$root" status --porcelain 2>/dev/null | grep -c . || true)
   echo "| | |"
   echo "|---|---|"
   echo "| date | $date_utc |"
-  echo "| run | $([[ $quick == 1 ]] && echo "quick (--quick: one round, short windows, scale up to 10k)" || echo full) |"
+  echo "| run | $([[ $quick == 1 ]] && echo "quick (--quick: one round, short windows, scale up to 10k)" || echo "$run_kind") |"
   echo "| duration | $((finished - started)) s (system + micro benchmarks, build excluded) |"
   echo "| machine | $(nproc) x $cpu_model, $memory RAM, $(uname -sr) |"
   echo "| load average (1/5/15 min) | before: $load_before; after: $load_after (shared machine: other builds and tests ran at the same time; compare ratios, not absolute numbers) |"
@@ -219,13 +246,16 @@ dirty=$(git -C "$root" status --porcelain 2>/dev/null | grep -c . || true)
   else
     cat "$work/system.md"
   fi
-  echo "### 6. Micro-benchmarks (bench_micro, Google Benchmark, --benchmark_min_time=$micro_time)"
-  echo
-  echo "Aims: policy evaluation under 1 µs per job; job hash of a 1 KiB payload under 10 µs (parse included"
-  echo "where the name says Parse). Judged on CPU time."
-  echo
-  cat "$work/micro.md"
-  echo
+  if [[ -f $work/micro.md ]]; then
+    echo "### 8. Micro-benchmarks (bench_micro, Google Benchmark, --benchmark_min_time=$micro_time)"
+    echo
+    echo "Aims: policy evaluation under 1 µs per job; job hash of a 1 KiB payload under 10 µs (parse included"
+    echo "where the name says Parse); one Ed25519 receipt under 25 µs. Judged on CPU time. BM_SignOpenSsl*"
+    echo "are the OpenSSL 3 signing paths, measured against libsodium's (BM_SignWithLoadedKey, what countersign uses)."
+    echo
+    cat "$work/micro.md"
+    echo
+  fi
   if [[ -f $work/profile.md ]]; then cat "$work/profile.md"; fi
   if [[ -f $work/slack.md ]]; then cat "$work/slack.md"; fi
 } >"$out"
