@@ -463,13 +463,27 @@ void Bridge::actOnClick(const std::string& payload_json) {
   }
   if (p_.signer == nullptr) return;
   const bool approve = click->action == ClickAction::approve;
+  // Reject opens the reason dialog; its submission comes back as a click from_dialog. Slack's
+  // trigger_id lasts 3 s, so one attempt: without the dialog, the click rejects as it is.
+  if (!approve && !click->from_dialog && !click->trigger_id.empty() && p_.slack != nullptr) {
+    const auto opened =
+        p_.slack->call("views.open", reasonDialog(click->trigger_id, click->value, click->channel_id, click->message_ts));
+    if (opened.ok) {
+      p_.metrics.click("dialog_opened");
+      return;
+    }
+    p_.log.warn("bridge: cannot open the reason dialog, rejecting without a reason",
+                {{"id", click->value.id}, {"error", opened.error}});
+  }
+  std::string typed = approve ? "approved in Slack" : "rejected in Slack";
+  if (click->from_dialog && !click->reason.empty()) typed = click->reason;
   ControlRequestFields fields{approve ? "approve" : "reject",
                               click->value.id,
                               person,
                               click->value.job_hash,
                               click->value.policy_snapshot,
                               formatRfc3339(p_.clock.now()),
-                              approve ? "approved in Slack" : "rejected in Slack",
+                              typed,
                               p_.via};
   const std::string request = signedControlRequest(fields, *p_.signer);
   const std::string subject = p_.config.control.prefix + (approve ? ".control.approve" : ".control.reject");

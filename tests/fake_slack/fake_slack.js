@@ -7,7 +7,7 @@
 //                             SIGTERM. Only Node's own modules and the openssl CLI.
 //
 // Web API (https://127.0.0.1:<api>/api/<method>): auth.test, chat.postMessage, chat.update,
-// chat.postEphemeral (bot token FAKE_SLACK_BOT_TOKEN, default xoxb-fake) and
+// chat.postEphemeral, views.open (needs a trigger_id and a view; bot token FAKE_SLACK_BOT_TOKEN, default xoxb-fake) and
 // apps.connections.open (app token FAKE_SLACK_APP_TOKEN, default xapp-fake). A wrong token
 // answers {"ok":false,"error":"invalid_auth"}, none "not_authed".
 //
@@ -28,6 +28,10 @@
 //                               503 while POST /hook/fail {times} has failures left, else 204;
 //                               POST /hook/slow {ms} delays every answer by ms
 //   GET  /hooks                 what /hook received
+//   POST /view/submission       {user, reason?}: the view_submission payload Slack would send when
+//                               `user` submits the dialog of the last views.open call, with
+//                               `reason` typed in its plain_text_input (play it with
+//                               /socket/send or /http/click)
 //   POST /http/click            {url, payload, secret, signature: right|wrong|stale|none,
 //                               body_bytes?}: a signed interactivity post to the bridge;
 //                               answers {status, body}
@@ -127,6 +131,9 @@ async function webApi(req, res, apiPort) {
     case 'chat.postMessage': return json(res, 200, { ok: true, channel: body.channel, ts: nextTs() });
     case 'chat.update': return json(res, 200, { ok: true, channel: body.channel, ts: body.ts });
     case 'chat.postEphemeral': return json(res, 200, { ok: true, message_ts: nextTs() });
+    case 'views.open':
+      if (!body.trigger_id || !body.view) return json(res, 200, { ok: false, error: 'invalid_arguments' });
+      return json(res, 200, { ok: true, view: { id: `V${calls.length}`, ...body.view } });
     case 'apps.connections.open':
       return json(res, 200, { ok: true, url: `wss://127.0.0.1:${apiPort}/link/?ticket=${crypto.randomUUID()}` });
     default: return json(res, 200, { ok: false, error: 'unknown_method' });
@@ -267,6 +274,22 @@ async function control(req, res) {
     return json(res, 200, { dropped: n });
   }
   if (req.method === 'POST' && req.url === '/http/click') return json(res, 200, await httpClick(body));
+  if (req.method === 'POST' && req.url === '/view/submission') {
+    const opened = calls.filter((c) => c.method === 'views.open').pop();
+    if (!opened) return json(res, 409, { error: 'no views.open call yet' });
+    const view = opened.body.view;
+    const values = {};
+    for (const block of view.blocks || []) {
+      if (block.type !== 'input') continue;
+      values[block.block_id] = { [block.element.action_id]: { type: block.element.type, value: body.reason ?? null } };
+    }
+    return json(res, 200, {
+      type: 'view_submission', team: { id: 'T1' }, user: { id: body.user, username: 'someone', team_id: 'T1' },
+      trigger_id: `${Date.now()}.trigger`,
+      view: { id: `V${calls.indexOf(opened)}`, type: 'modal', callback_id: view.callback_id,
+              private_metadata: view.private_metadata, state: { values } },
+    });
+  }
   return json(res, 404, { error: 'no such control' });
 }
 

@@ -1,6 +1,7 @@
-// Fuzz target for the Slack interactivity decoder (form body and block_actions JSON): any input
-// gives a click or a clean error, never a crash; a decoded click always names the job of its
-// block, and its button value encodes and decodes to itself.
+// Fuzz target for the Slack interactivity decoder (form body, block_actions and view_submission
+// JSON): any input gives a click or a clean error, never a crash; a decoded click always names a
+// job with its hash and snapshot, its button value encodes and decodes to itself, and only a
+// dialog's submission carries a reason, of at most kMaxReasonChars characters.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -26,6 +27,9 @@ void checkClick(const countersign::Result<bridge::Click>& click) {
   auto again = bridge::decodeButtonValue(bridge::encodeButtonValue(click->value));
   check(again.has_value() && again->id == click->value.id && again->job_hash == click->value.job_hash &&
         again->policy_snapshot == click->value.policy_snapshot);
+  check(click->from_dialog || click->reason.empty());
+  check(!click->from_dialog || click->action == bridge::ClickAction::reject);
+  check(click->reason.size() <= 4 * bridge::kMaxReasonChars);
 }
 
 }  // namespace

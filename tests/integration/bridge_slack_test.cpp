@@ -269,6 +269,17 @@ class BridgeSlackTest : public ::testing::Test {
     return str(doc, "approval_id");
   }
 
+  // Holds a job and waits for its post (the `nth` post in all); returns its button value.
+  std::string holdAndWaitForPost(const std::string& id, std::size_t nth = 1) {
+    hold(id);
+    const auto posts = slack_.waitCalls("chat.postMessage", nth);
+    if (posts.size() < nth) {
+      ADD_FAILURE() << "job " << id << " was not posted";
+      return {};
+    }
+    return buttonValue(body(posts[nth - 1]));
+  }
+
   rapidjson::Document control(const std::string& verb, const std::string& body) {
     auto reply = client_->request("countersign.control." + verb, body, {}, 10s);
     EXPECT_TRUE(reply);
@@ -298,10 +309,11 @@ class BridgeSlackTest : public ::testing::Test {
   }
 
   std::string clickPayload(const std::string& action, const std::string& id, const std::string& value,
-                           const std::string& user = "U0UNKNOWN") {
+                           const std::string& user = "U0UNKNOWN", const std::string& trigger_id = "") {
     std::string value_literal;
     json::appendJsonString(value_literal, value);
-    return R"({"type":"block_actions","user":{"id":")" + user +
+    return R"({"type":"block_actions",)" + (trigger_id.empty() ? std::string() : R"("trigger_id":")" + trigger_id + R"(",)") +
+           R"("user":{"id":")" + user +
            R"(","username":"someone"},"container":{"type":"message","message_ts":"1700000000.000001","channel_id":"C0FINANCE"},"actions":[{"type":"button","action_id":")" +
            action + R"(","block_id":"countersign:)" + id + R"(","value":)" + value_literal + "}]}";
   }
@@ -803,6 +815,140 @@ TEST_F(BridgeSlackTest, WebApiCallsReuseTheTlsConnectionAndReconnectWhenItIsClos
   std::this_thread::sleep_for(500ms);
   EXPECT_EQ(slack_.calls("chat.postMessage").size(), 10u);
   EXPECT_EQ(bridge->logs().find("slack: no answer"), std::string::npos) << bridge->logs();
+}
+
+TEST_F(BridgeSlackTest, RejectOpensTheReasonDialogAndTheTypedReasonIsRecorded) {
+  Collector rejected_events(*client_, "countersign.events.rejected.>");
+  auto bridge = startBridge();
+  ASSERT_TRUE(slack_.waitSocketHellos(1)) << bridge->logs();
+  const std::string id = "dialog-1";
+  const std::string value = holdAndWaitForPost(id);
+  ASSERT_FALSE(value.empty()) << bridge->logs();
+  // Someone who is not an approver gets no dialog, only the answer.
+  slack_.control("POST", "/socket/send",
+                 R"({"payload":)" + clickPayload("countersign_reject", id, value, "U0UNKNOWN", "trig-0") + "}");
+  ASSERT_EQ(slack_.waitCalls("chat.postEphemeral", 1).size(), 1u) << bridge->logs();
+  EXPECT_TRUE(slack_.calls("views.open").empty());
+  // Alice clicks Reject: the dialog opens with Slack's trigger_id; nothing is decided yet.
+  slack_.control("POST", "/socket/send",
+                 R"({"payload":)" + clickPayload("countersign_reject", id, value, "U024BE7LH", "trig-1") + "}");
+  const auto opened = slack_.waitCalls("views.open", 1);
+  ASSERT_EQ(opened.size(), 1u) << bridge->logs();
+  const auto dialog = body(opened[0]);
+  EXPECT_EQ(str(dialog, "trigger_id"), "trig-1");
+  EXPECT_EQ(str(dialog["view"], "callback_id"), "countersign_reject_reason");
+  EXPECT_EQ(str(parse(str(dialog["view"], "private_metadata")), "id"), id);
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(state(id), "pending");
+  // She types a reason and submits.
+  const std::string submission =
+      slack_.control("POST", "/view/submission", R"({"user":"U024BE7LH","reason":"Amount <looks> wrong"})").body;
+  slack_.control("POST", "/socket/send", R"({"payload":)" + submission + "}");
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (state(id) != "rejected" && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(100ms);
+  ASSERT_EQ(state(id), "rejected") << bridge->logs();
+  const auto record = control("get", R"({"id":")" + id + R"("})");
+  EXPECT_EQ(str(record["record"], "decided_by"), "alice");
+  EXPECT_EQ(str(record["record"], "reason"), "Amount <looks> wrong") << json::toString(record["record"]);
+  const auto events = rejected_events.waitFor(1, 10s);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(str(parse(events[0].payload), "reason"), "Amount <looks> wrong");
+  EXPECT_TRUE(waitForUpdate(slack_, "Rejected by <@U024BE7LH> (alice): Amount &lt;looks&gt; wrong")) << bridge->logs();
+  EXPECT_EQ(slack_.socketState()["acks"].Size(), 3u);
+}
+
+TEST_F(BridgeSlackTest, TheReasonDialogWorksOverHttpInteractivityToo) {
+  auto bridge = startBridge("http");
+  const int listen_port = bridge->printedPort("(POST http://127.0.0.1:");
+  ASSERT_GT(listen_port, 0) << bridge->logs();
+  const std::string url = "http://127.0.0.1:" + std::to_string(listen_port) + "/slack/interactions";
+  const std::string id = "dialog-http-1";
+  const std::string value = holdAndWaitForPost(id);
+  ASSERT_FALSE(value.empty()) << bridge->logs();
+  const auto post = [&](const std::string& payload, const std::string& signature) {
+    std::string literal;
+    json::appendJsonString(literal, payload);
+    return parse(slack_.control("POST", "/http/click",
+                                R"({"url":")" + url + R"(","secret":"test-signing-secret","signature":")" + signature +
+                                    R"(","payload":)" + literal + "}")
+                     .body)["status"]
+        .GetInt();
+  };
+  EXPECT_EQ(post(clickPayload("countersign_reject", id, value, "U0BOB", "trig-h"), "right"), 200);
+  ASSERT_EQ(slack_.waitCalls("views.open", 1).size(), 1u) << bridge->logs();
+  const std::string submission = slack_.control("POST", "/view/submission", R"({"user":"U0BOB","reason":"not today"})").body;
+  // A forged submission (wrong signature) does nothing; Slack's does.
+  EXPECT_EQ(post(submission, "wrong"), 401);
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(state(id), "pending");
+  EXPECT_EQ(post(submission, "right"), 200);
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (state(id) != "rejected" && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(100ms);
+  ASSERT_EQ(state(id), "rejected") << bridge->logs();
+  const auto record = control("get", R"({"id":")" + id + R"("})");
+  EXPECT_EQ(str(record["record"], "decided_by"), "bob");
+  EXPECT_EQ(str(record["record"], "reason"), "not today");
+}
+
+TEST_F(BridgeSlackTest, TwoReplicasGivenTheSameClickDeliverOnce) {
+  Collector delivered(*client_, "jobs.>");
+  auto a = startBridge();
+  auto b = startBridge();
+  const auto connected = std::chrono::steady_clock::now() + 30s;
+  while (slack_.socketState()["connected"].GetInt() < 2 && std::chrono::steady_clock::now() < connected) {
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(slack_.socketState()["connected"].GetInt(), 2) << a->logs() << b->logs();
+  const std::string id = "two-1";
+  const std::string value = holdAndWaitForPost(id);
+  ASSERT_FALSE(value.empty()) << a->logs() << b->logs();
+  // The fake sends the envelope on both sockets: both replicas act on the same click.
+  const auto sent = parse(slack_.control("POST", "/socket/send",
+                                         R"({"payload":)" + clickPayload("countersign_approve", id, value, "U024BE7LH") + "}")
+                              .body);
+  EXPECT_EQ(sent["sent"].GetInt(), 2);
+  ASSERT_EQ(delivered.waitFor(1, 20s).size(), 1u) << a->logs() << b->logs();
+  std::this_thread::sleep_for(2s);
+  EXPECT_EQ(delivered.count(), 1u);
+  EXPECT_EQ(slack_.calls("chat.postMessage").size(), 1u);
+  EXPECT_EQ(state(id), "released");
+}
+
+TEST_F(BridgeSlackTest, ReplayedOrMalformedHttpPostsApproveAtMostOnce) {
+  Collector delivered(*client_, "jobs.>");
+  auto bridge = startBridge("http");
+  const int listen_port = bridge->printedPort("(POST http://127.0.0.1:");
+  const int admin = bridge->printedPort("admin port ");
+  ASSERT_GT(listen_port, 0) << bridge->logs();
+  const std::string url = "http://127.0.0.1:" + std::to_string(listen_port) + "/slack/interactions";
+  const std::string id = "replay-1";
+  const std::string value = holdAndWaitForPost(id);
+  ASSERT_FALSE(value.empty()) << bridge->logs();
+  const auto post = [&](const std::string& payload) {
+    std::string literal;
+    json::appendJsonString(literal, payload);
+    return parse(slack_.control("POST", "/http/click",
+                                R"({"url":")" + url + R"(","secret":"test-signing-secret","signature":"right","payload":)" +
+                                    literal + "}")
+                     .body)["status"]
+        .GetInt();
+  };
+  // Signed by Slack but not a click we can use: answered 200 (Slack wants it), nothing happens.
+  EXPECT_EQ(post("{not json"), 200);
+  EXPECT_EQ(post(R"({"type":"block_actions"})"), 200);
+  EXPECT_EQ(post(R"({"type":"block_actions","user":{"id":"U024BE7LH"},"actions":[{"action_id":"countersign_approve","block_id":"countersign:replay-1"}]})"),
+            200);
+  // The same approve twice (a replay inside the 300 s window): one decision, one delivery.
+  const std::string approve = clickPayload("countersign_approve", id, value, "U024BE7LH");
+  EXPECT_EQ(post(approve), 200);
+  EXPECT_EQ(post(approve), 200);
+  ASSERT_EQ(delivered.waitFor(1, 20s).size(), 1u) << bridge->logs();
+  std::this_thread::sleep_for(2s);
+  EXPECT_EQ(delivered.count(), 1u);
+  EXPECT_EQ(state(id), "released");
+  const std::string metrics = httpCall(admin, "GET", "/metrics").body;
+  EXPECT_NE(metrics.find(R"(countersign_bridge_clicks_total{result="bad_payload"} 3)"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find(R"(countersign_bridge_clicks_total{result="approved"} 1)"), std::string::npos) << metrics;
 }
 
 TEST_F(BridgeSlackTest, CheckValidatesWithoutStarting) {

@@ -82,10 +82,14 @@ TEST(Interaction, RefusesWhatIsNotOurClick) {
   const std::string value = encodeButtonValue(kValue);
   EXPECT_EQ(decodeInteractionPayload(payload("countersign_details", "countersign:job-1", value)).error().message,
             "not_our_action");
-  EXPECT_EQ(decodeInteractionPayload(payload("countersign_approve", "countersign:job-1", value, "view_submission"))
+  EXPECT_EQ(decodeInteractionPayload(payload("countersign_approve", "countersign:job-1", value, "message_action"))
                 .error()
                 .message,
             "not_block_actions");
+  EXPECT_EQ(decodeInteractionPayload(payload("countersign_approve", "countersign:job-1", value, "view_submission"))
+                .error()
+                .message,
+            "missing view");
   // A value edited by the client to name another job than its block.
   EXPECT_EQ(decodeInteractionPayload(payload("countersign_approve", "countersign:job-2", value)).error().message,
             "block_mismatch");
@@ -98,6 +102,54 @@ TEST(Interaction, RefusesWhatIsNotOurClick) {
   EXPECT_FALSE(decodeInteractionPayload(R"({"type":"block_actions","user":{"id":"U1"},"actions":{}})"));
   EXPECT_EQ(decodeInteractionForm("token=abc").error().message, "missing payload");
   EXPECT_EQ(decodeInteractionForm("payload=%7Bnot").error().code, Errc::parse_error);
+}
+
+// A view_submission of the reason dialog, as Slack sends it: the metadata we set, the typed text.
+std::string submission(const std::string& metadata, const std::string& reason_json,
+                       std::string_view callback_id = kReasonCallbackId) {
+  std::string metadata_literal;
+  json::appendJsonString(metadata_literal, metadata);
+  return R"({"type":"view_submission","team":{"id":"T1"},"user":{"id":"U024BE7LH","username":"alice"},"view":{"id":"V1","type":"modal","callback_id":")" +
+         std::string(callback_id) + R"(","private_metadata":)" + metadata_literal +
+         R"(,"state":{"values":{"countersign_reason":{"reason":{"type":"plain_text_input","value":)" + reason_json + "}}}}}}";
+}
+
+TEST(Interaction, DecodesTheReasonDialogsSubmissionIntoARejectWithItsReason) {
+  const std::string metadata = encodeDialogMetadata(kValue, "C0FINANCE", "1700000000.000100");
+  auto click = decodeInteractionPayload(submission(metadata, R"("Amount \"wrong\"")"));
+  ASSERT_TRUE(click) << click.error().message;
+  EXPECT_EQ(click->action, ClickAction::reject);
+  EXPECT_TRUE(click->from_dialog);
+  EXPECT_EQ(click->reason, "Amount \"wrong\"");
+  EXPECT_EQ(click->user_id, "U024BE7LH");
+  EXPECT_EQ(click->value.id, "job-1");
+  EXPECT_EQ(click->value.job_hash, kValue.job_hash);
+  EXPECT_EQ(click->value.policy_snapshot, kValue.policy_snapshot);
+  EXPECT_EQ(click->channel_id, "C0FINANCE");
+  EXPECT_EQ(click->message_ts, "1700000000.000100");
+  // Nothing typed (the input is optional): null.
+  auto empty = decodeInteractionPayload(submission(metadata, "null"));
+  ASSERT_TRUE(empty) << empty.error().message;
+  EXPECT_EQ(empty->reason, "");
+  // 500 characters (multi-byte counted once) pass; 501 do not.
+  std::string long_reason;
+  for (int i = 0; i < 500; ++i) long_reason += "\xC3\xA9";
+  EXPECT_TRUE(decodeInteractionPayload(submission(metadata, "\"" + long_reason + "\"")));
+  EXPECT_EQ(decodeInteractionPayload(submission(metadata, "\"" + long_reason + "x\"")).error().message, "reason_too_long");
+  // Someone else's dialog, metadata that is not ours, a block click carries the trigger_id.
+  EXPECT_EQ(decodeInteractionPayload(submission(metadata, "null", "other_dialog")).error().message, "not_our_action");
+  EXPECT_EQ(decodeInteractionPayload(submission("not json", "null")).error().message, "missing view.private_metadata");
+  EXPECT_FALSE(decodeInteractionPayload(submission(R"({"id":"job-1"})", "null")));
+  EXPECT_EQ(decodeInteractionPayload(submission(metadata, "42"))->reason, "");
+}
+
+TEST(Interaction, ABlockClickCarriesItsTriggerId) {
+  std::string text = payload("countersign_reject", "countersign:job-1", encodeButtonValue(kValue));
+  text.insert(1, R"("trigger_id":"123.456.abc",)");
+  auto click = decodeInteractionPayload(text);
+  ASSERT_TRUE(click) << click.error().message;
+  EXPECT_EQ(click->trigger_id, "123.456.abc");
+  EXPECT_FALSE(click->from_dialog);
 }
 
 }  // namespace

@@ -124,6 +124,37 @@ TEST(OutcomeUpdate, AVoteKeepsTheButtonsAndCounts) {
   EXPECT_NE(std::string(blocks[4]["elements"][0]["text"].GetString()).find("Vote 1 of 2 recorded"), std::string::npos);
 }
 
+TEST(ReasonDialog, IsAModalWhoseSubmissionDecodesBackToTheJob) {
+  const ButtonValue value{"job-<42>", "sha256:" + std::string(64, 'a'), "v1:sha256:" + std::string(64, 'b')};
+  const auto body = parse(reasonDialog("trig-1", value, "C0FINANCE", "1700000000.000100"));
+  EXPECT_STREQ(body["trigger_id"].GetString(), "trig-1");
+  const auto& dialog = body["view"];
+  EXPECT_STREQ(dialog["type"].GetString(), "modal");
+  EXPECT_EQ(std::string(dialog["callback_id"].GetString()), kReasonCallbackId);
+  EXPECT_STREQ(dialog["submit"]["text"].GetString(), "Reject");
+  // The job id is escaped in the text; the input is optional and limited.
+  EXPECT_NE(std::string(dialog["blocks"][0]["text"]["text"].GetString()).find("job-&lt;42&gt;"), std::string::npos);
+  const auto& input = dialog["blocks"][1];
+  EXPECT_STREQ(input["type"].GetString(), "input");
+  EXPECT_EQ(std::string(input["block_id"].GetString()), kReasonBlockId);
+  EXPECT_TRUE(input["optional"].GetBool());
+  EXPECT_EQ(std::string(input["element"]["action_id"].GetString()), kReasonActionId);
+  EXPECT_EQ(input["element"]["max_length"].GetUint(), kMaxReasonChars);
+  // What Slack sends back on submit decodes to a reject of the same job, hash and snapshot.
+  std::string metadata;
+  json::appendJsonString(metadata, dialog["private_metadata"].GetString());
+  const std::string submitted =
+      R"({"type":"view_submission","user":{"id":"U1"},"view":{"callback_id":"countersign_reject_reason","private_metadata":)" +
+      metadata + R"(,"state":{"values":{"countersign_reason":{"reason":{"value":"no"}}}}}})";
+  auto click = decodeInteractionPayload(submitted);
+  ASSERT_TRUE(click) << click.error().message;
+  EXPECT_EQ(click->value.id, value.id);
+  EXPECT_EQ(click->value.job_hash, value.job_hash);
+  EXPECT_EQ(click->value.policy_snapshot, value.policy_snapshot);
+  EXPECT_EQ(click->channel_id, "C0FINANCE");
+  EXPECT_EQ(click->reason, "no");
+}
+
 TEST(OutcomeLine, SaysWhatHappened) {
   Outcome rejected{OutcomeKind::rejected, {"carol"}, {""}, 0, 1, "too <big>"};
   EXPECT_EQ(outcomeLine(rejected), ":no_entry: Rejected by carol: too &lt;big&gt;");

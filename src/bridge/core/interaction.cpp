@@ -75,13 +75,65 @@ Result<std::string> formField(std::string_view body, std::string_view name) {
   return fail(Errc::not_found, "no field " + std::string(name));
 }
 
+std::string encodeDialogMetadata(const ButtonValue& value, std::string_view channel, std::string_view message_ts) {
+  countersign::detail::JsonObjectWriter out;
+  out.field("id", value.id)
+      .field("job_hash", value.job_hash)
+      .field("policy_snapshot", value.policy_snapshot)
+      .field("channel", channel)
+      .field("ts", message_ts);
+  return out.finish();
+}
+
+namespace {
+
+std::size_t utf8Chars(std::string_view text) {
+  std::size_t n = 0;
+  for (const char c : text) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80 ? 1 : 0;
+  return n;
+}
+
+Result<Click> decodeViewSubmission(const rapidjson::Value& doc) {
+  const auto* user = member(doc, "user");
+  const auto* view = member(doc, "view");
+  if (user == nullptr || !user->IsObject()) return fail(Errc::invalid_argument, "missing user");
+  if (view == nullptr || !view->IsObject()) return fail(Errc::invalid_argument, "missing view");
+  if (stringAt(*view, "callback_id") != kReasonCallbackId) return fail(Errc::invalid_argument, "not_our_action");
+  Click click;
+  click.action = ClickAction::reject;
+  click.from_dialog = true;
+  click.user_id = stringAt(*user, "id");
+  if (click.user_id.empty()) return fail(Errc::invalid_argument, "missing user.id");
+  click.user_name = stringAt(*user, "username");
+  click.team_id = stringAt(*user, "team_id");
+  auto metadata = json::parseStrict(stringAt(*view, "private_metadata"));
+  if (!metadata || !metadata->IsObject()) return fail(Errc::invalid_argument, "missing view.private_metadata");
+  auto value = decodeButtonValue(json::toString(*metadata));
+  if (!value) return std::unexpected(value.error());
+  click.value = std::move(*value);
+  click.channel_id = stringAt(*metadata, "channel");
+  click.message_ts = stringAt(*metadata, "ts");
+  // view.state.values.<block>.<action>.value; absent or null: no reason typed.
+  if (const auto* state = member(*view, "state")) {
+    if (const auto* values = member(*state, "values")) {
+      if (const auto* block = member(*values, kReasonBlockId)) {
+        if (const auto* input = member(*block, kReasonActionId)) click.reason = stringAt(*input, "value");
+      }
+    }
+  }
+  if (utf8Chars(click.reason) > kMaxReasonChars) return fail(Errc::invalid_argument, "reason_too_long");
+  return click;
+}
+
+}  // namespace
+
 Result<Click> decodeInteractionPayload(std::string_view text) {
   auto doc = json::parseStrict(text);
   if (!doc) return fail(Errc::parse_error, "payload is not JSON: " + doc.error().message);
   if (!doc->IsObject()) return fail(Errc::invalid_argument, "payload is not an object");
-  if (stringAt(*doc, "type") != "block_actions") {
-    return fail(Errc::invalid_argument, "not_block_actions");
-  }
+  const std::string type = stringAt(*doc, "type");
+  if (type == "view_submission") return decodeViewSubmission(*doc);
+  if (type != "block_actions") return fail(Errc::invalid_argument, "not_block_actions");
   const auto* user = member(*doc, "user");
   const auto* actions = member(*doc, "actions");
   if (user == nullptr || !user->IsObject()) return fail(Errc::invalid_argument, "missing user");
@@ -94,6 +146,7 @@ Result<Click> decodeInteractionPayload(std::string_view text) {
   click.user_name = stringAt(*user, "username");
   click.team_id = stringAt(*user, "team_id");
   click.response_url = stringAt(*doc, "response_url");
+  click.trigger_id = stringAt(*doc, "trigger_id");
   if (const auto* container = member(*doc, "container")) {
     click.channel_id = stringAt(*container, "channel_id");
     click.message_ts = stringAt(*container, "message_ts");

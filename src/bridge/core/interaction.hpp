@@ -1,6 +1,7 @@
 // Decoding Slack interactivity: the form-encoded HTTP body (one field `payload`) or the payload
-// of a Socket Mode envelope, a `block_actions` JSON object, into the one click the bridge acts
-// on. Pure and total: any input gives a Click or an error saying what was wrong.
+// of a Socket Mode envelope: a `block_actions` JSON object (a button click) or a
+// `view_submission` of the reason dialog (a reject with its reason), into the one click the
+// bridge acts on. Pure and total: any input gives a Click or an error saying what was wrong.
 #pragma once
 
 #include <string>
@@ -14,6 +15,12 @@ inline constexpr std::string_view kApproveAction = "countersign_approve";
 inline constexpr std::string_view kRejectAction = "countersign_reject";
 inline constexpr std::string_view kDetailsAction = "countersign_details";
 inline constexpr std::string_view kBlockIdPrefix = "countersign:";
+// The reason dialog (a modal opened by Reject): its callback_id, and the block and action ids
+// of its text input.
+inline constexpr std::string_view kReasonCallbackId = "countersign_reject_reason";
+inline constexpr std::string_view kReasonBlockId = "countersign_reason";
+inline constexpr std::string_view kReasonActionId = "reason";
+inline constexpr std::size_t kMaxReasonChars = 500;
 
 // What the message showed: the button's `value`, compact JSON {id, job_hash, policy_snapshot}.
 struct ButtonValue {
@@ -34,17 +41,26 @@ struct Click {
   std::string channel_id;    // where the message is
   std::string message_ts;    // the message's ts
   std::string response_url;  // may be empty
+  std::string trigger_id;    // block_actions: opens a dialog within 3 s (may be empty)
+  bool from_dialog = false;  // a view_submission of the reason dialog
+  std::string reason;        // typed in the dialog (may be empty)
   ButtonValue value;
 };
+
+// The reason dialog's private_metadata: what the message showed, and where it is (for answers
+// to the person). Compact JSON {id, job_hash, policy_snapshot, channel, ts}.
+std::string encodeDialogMetadata(const ButtonValue& value, std::string_view channel, std::string_view message_ts);
 
 // Decodes application/x-www-form-urlencoded text: the value of field `name`, percent- and
 // '+'-decoded. not_found when absent, invalid_argument when badly encoded.
 Result<std::string> formField(std::string_view body, std::string_view name);
 
-// A block_actions payload into the click on one of countersign's buttons. Errors
-// (Errc::invalid_argument unless said): parse_error (not strict JSON), "not_block_actions",
-// "missing <field>", "not_our_action" (Details or someone else's button: nothing to do),
-// "block_mismatch" (the button's value names another id than its block).
+// A block_actions payload into the click on one of countersign's buttons, or a view_submission
+// of the reason dialog into a reject (from_dialog, reason). Errors (Errc::invalid_argument
+// unless said): parse_error (not strict JSON), "not_block_actions" (another payload type),
+// "missing <field>", "not_our_action" (Details, someone else's button or dialog: nothing to do),
+// "block_mismatch" (the button's value names another id than its block), "reason_too_long"
+// (over kMaxReasonChars characters).
 Result<Click> decodeInteractionPayload(std::string_view json);
 
 // The HTTP body: formField("payload") then decodeInteractionPayload.

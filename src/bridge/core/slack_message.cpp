@@ -38,6 +38,15 @@ void textObject(Writer& w, std::string_view type, std::string_view text) {
   w.EndObject();
 }
 
+// A section block with one mrkdwn text.
+void textSection(Writer& w, std::string_view mrkdwn) {
+  w.StartObject();
+  kv(w, "type", "section");
+  key(w, "text");
+  textObject(w, "mrkdwn", mrkdwn);
+  w.EndObject();
+}
+
 int intAt(const rapidjson::Value& object, std::string_view name, int fallback) {
   const auto* value = member(object, name);
   if (value == nullptr || !value->IsInt()) return fallback;
@@ -107,11 +116,7 @@ void evidenceBlocks(Writer& w, const ApprovalView& view, int votes) {
   w.EndArray();
   w.EndObject();
 
-  w.StartObject();
-  kv(w, "type", "section");
-  key(w, "text");
-  textObject(w, "mrkdwn", "```\n" + payloadExcerpt(view.payload) + "\n```");
-  w.EndObject();
+  textSection(w, "```\n" + payloadExcerpt(view.payload) + "\n```");
 }
 
 void button(Writer& w, std::string_view action_id, std::string_view label, std::string_view style,
@@ -340,6 +345,49 @@ std::string outcomeUpdate(const ApprovalView& view, std::string_view channel, st
   if (outcome.kind == OutcomeKind::vote) actionsBlock(w, view, console_url);
   contextBlock(w, line);
   w.EndArray();
+  w.EndObject();
+  return finish(buffer);
+}
+
+std::string reasonDialog(std::string_view trigger_id, const ButtonValue& value, std::string_view channel,
+                         std::string_view message_ts) {
+  rapidjson::StringBuffer buffer;
+  Writer w(buffer);
+  w.StartObject();
+  kv(w, "trigger_id", trigger_id);
+  key(w, "view");
+  w.StartObject();
+  kv(w, "type", "modal");
+  kv(w, "callback_id", kReasonCallbackId);
+  kv(w, "private_metadata", encodeDialogMetadata(value, channel, message_ts));
+  key(w, "title");
+  textObject(w, "plain_text", "Reject this job");
+  key(w, "submit");
+  textObject(w, "plain_text", "Reject");
+  key(w, "close");
+  textObject(w, "plain_text", "Cancel");
+  key(w, "blocks");
+  w.StartArray();
+  textSection(w, "Reject `" + escapeMrkdwn(value.id) + "`? It will not be released.");
+  w.StartObject();
+  kv(w, "type", "input");
+  kv(w, "block_id", kReasonBlockId);
+  key(w, "optional");
+  w.Bool(true);
+  key(w, "label");
+  textObject(w, "plain_text", "Reason (recorded with the decision)");
+  key(w, "element");
+  w.StartObject();
+  kv(w, "type", "plain_text_input");
+  kv(w, "action_id", kReasonActionId);
+  key(w, "multiline");
+  w.Bool(true);
+  key(w, "max_length");
+  w.Uint(static_cast<unsigned>(kMaxReasonChars));
+  w.EndObject();
+  w.EndObject();
+  w.EndArray();
+  w.EndObject();
   w.EndObject();
   return finish(buffer);
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "countersign/result.hpp"
+#include "interaction.hpp"
 
 namespace countersign::bridge {
 
@@ -69,5 +70,11 @@ std::string outcomeLine(const Outcome& outcome);
 // every other outcome replaces them with the context line.
 std::string outcomeUpdate(const ApprovalView& view, std::string_view channel, std::string_view ts,
                           const Outcome& outcome, std::string_view console_url);
+
+// views.open body: the reason dialog a Reject opens (callback_id kReasonCallbackId, one optional
+// multi-line input of at most kMaxReasonChars characters), carrying what the message showed and
+// where it is in private_metadata (encodeDialogMetadata).
+std::string reasonDialog(std::string_view trigger_id, const ButtonValue& value, std::string_view channel,
+                         std::string_view message_ts);
 
 }  // namespace countersign::bridge
