@@ -57,6 +57,7 @@
 #include "countersign/receipt.hpp"
 #include "countersign/record.hpp"
 #include "nats/child_process.hpp"
+#include "nats/connection.hpp"
 #include "nats/message_convert.hpp"
 
 namespace {
@@ -920,6 +921,8 @@ void relayMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closur
 
 int runRelay(int argc, char** argv) {
   if (argc != 6 && argc != 7) die("usage: bench_system relay URL FROM_PREFIX TO_PREFIX SEND_ASAP [SIGN]");
+  // cnats opened as countersign opens it (no lock spinning).
+  if (auto opened = natsio::openNatsLibrary(); !opened) die(opened.error().message);
   RelayState state;
   state.from_prefix = argv[3];
   state.to_prefix = argv[4];
@@ -1096,6 +1099,8 @@ int runSidecar(int argc, char** argv) {
   if (!((mode == "hold" && argc == 6) || (mode == "approve" && argc == 7))) {
     die("usage: bench_system sidecar URL hold SUBJECT BUCKET | URL approve SUBJECT BUCKET N");
   }
+  // cnats opened as countersign opens it (no lock spinning).
+  if (auto opened = natsio::openNatsLibrary(); !opened) die(opened.error().message);
   const char* url = argv[2];
   const std::string subject = argv[4];
   const std::string bucket = argv[5];

@@ -66,7 +66,11 @@ Errc errcFor(natsStatus status) {
 }
 
 Status openNatsLibrary() {
-  static const natsStatus opened = nats_Open(-1);
+  // No spinning on cnats' mutexes: by default a thread that finds one taken tries it 2000 times
+  // with a pause in between before it sleeps, which on a small machine burns the core that the
+  // holder needs (natsMutex_Lock took 9% of countersign's CPU samples while approving; without
+  // the spin CPU per hold fell by about 17% in alternating runs, bench/README.md).
+  static const natsStatus opened = nats_Open(0);
   if (opened != NATS_OK) {
     return fail(Errc::internal,
                 std::string("cannot initialise cnats: ") + natsStatus_GetText(opened));
@@ -122,6 +126,7 @@ Result<std::unique_ptr<Connection>> Connection::connect(const NatsConfig& cfg,
   // connect: no callback runs) by this guard.
   std::unique_ptr<void, void (*)(void*)> closure(Home::share(callbacks), &Home::release);
 
+  if (auto ok = openNatsLibrary(); !ok) return std::unexpected(ok.error());
   natsOptions* opts = nullptr;
   natsStatus s = natsOptions_Create(&opts);
   if (s != NATS_OK) return std::unexpected(natsError(s, "nats options"));

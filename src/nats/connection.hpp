@@ -33,8 +33,8 @@ Error natsError(natsStatus status, std::string_view context);
 // The same with an explicit code, for statuses whose meaning depends on the call.
 Error natsError(Errc code, natsStatus status, std::string_view context);
 
-// Initialises the cnats library once per process (nats_Open). Connecting does it implicitly;
-// building a natsMsg before any connection exists needs it explicitly.
+// Initialises the cnats library once per process (nats_Open, without lock spinning). Connect
+// calls it first; building a natsMsg before any connection exists needs it explicitly.
 Status openNatsLibrary();
 
 // cnats' last error text on this thread, without its "(file.c:123): " prefix ("" if none).
