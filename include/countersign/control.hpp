@@ -19,7 +19,7 @@ std::string_view toString(ControlOp op);
 std::optional<ControlOp> parseControlOp(std::string_view text);
 
 struct ControlReply {
-  std::string status;
+  Outcome status = Outcome::ok;
   int code = 0;
   std::string body;    // the JSON reply
   std::string reason;  // for conflicts (409): snapshot_changed, job_changed, lock_busy, ...

@@ -11,12 +11,12 @@
 #include "countersign/clock.hpp"
 #include "countersign/log.hpp"
 #include "countersign/publisher.hpp"
+#include "countersign/wire_names.hpp"
 
 namespace countersign {
 
 struct Event {
-  std::string_view event;  // allowed, denied, throttled, held, approved, rejected, expired,
-                           // released, replayed, conflict, release_unknown
+  EventKind event = EventKind::held;
   std::string_view approval_id;
   std::string_view job_id;  // the producer's job id (generated for a held job that had none)
   std::string_view topic;

@@ -21,6 +21,7 @@
 #include "countersign/policy.hpp"
 #include "countersign/record.hpp"
 #include "countersign/result.hpp"
+#include "countersign/wire_names.hpp"
 
 namespace countersign {
 
@@ -37,7 +38,7 @@ enum class Refusal {
 };
 std::string_view toString(Refusal refusal);
 int httpCode(Refusal refusal);
-std::string_view statusOf(Refusal refusal);  // unauthenticated | forbidden
+Outcome statusOf(Refusal refusal);  // unauthenticated | forbidden
 
 // How far a signed request's `at` may be from countersign's clock, either way.
 inline constexpr std::chrono::seconds kMaxSignatureSkew{300};

@@ -32,9 +32,10 @@ struct IngressPosition {
 
 // What intake did with one job (for the caller's metrics and for tests).
 struct IntakeOutcome {
-  std::string status;  // allowed, denied, throttled, approval_required, conflict, too_large,
-                       // unavailable, unroutable; queued: a hold handed to the hold pool (its
-                       // reply, events and metrics follow from there)
+  Outcome status = Outcome::unroutable;  // allowed, denied, throttled, approval_required,
+                                         // conflict, too_large, unavailable, unroutable,
+                                         // bad_request; queued: a hold handed to the hold pool
+                                         // (its reply, events and metrics follow from there)
   int code = 0;
   std::string rule;
   std::string approval_id;
@@ -82,9 +83,9 @@ class Intake {
   void addAllowedReceipt(const Job& job, std::string_view rule, const JobView& view, Headers& headers) const;
   IntakeOutcome hold(Job& job, const JobView& view, const Policy& policy, const Rule& rule);
   // `view`: the policy's view of the job when it exists (its payload parse is reused).
-  IntakeOutcome refuse(const Job& job, std::string_view status, int code, std::string body,
+  IntakeOutcome refuse(const Job& job, Outcome status, int code, std::string body,
                        const Event& event, const JobView* view = nullptr);
-  bool reply(const Job& job, std::string_view status, const std::string& body);
+  bool reply(const Job& job, Outcome status, const std::string& body);
   static std::string jobIdForEvent(const Job& job, const Headers& headers, const JobView* view = nullptr);
 
   Services s_;

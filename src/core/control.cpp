@@ -21,35 +21,35 @@ namespace {
 constexpr int kDefaultListLimit = 100;
 constexpr int kMaxListLimit = 1000;
 
-ControlReply reply(std::string_view status, int code, JsonObjectWriter& w, std::string_view reason = {}) {
-  return ControlReply{std::string(status), code, w.finish(), std::string(reason)};
+ControlReply reply(Outcome status, int code, JsonObjectWriter& w, std::string_view reason = {}) {
+  return ControlReply{status, code, w.finish(), std::string(reason)};
 }
 
-JsonObjectWriter start(std::string_view status, int code) { return JsonObjectWriter(status, code); }
+JsonObjectWriter start(Outcome status, int code) { return JsonObjectWriter(wireName(status), code); }
 
 ControlReply badRequest(std::string_view field, std::string_view reason) {
-  auto w = start("bad_request", 400);
+  auto w = start(Outcome::bad_request, 400);
   w.field("field", field).field("reason", reason);
-  return reply("bad_request", 400, w);
+  return reply(Outcome::bad_request, 400, w);
 }
 
 ControlReply notFound(std::string_view id) {
-  auto w = start("not_found", 404);
+  auto w = start(Outcome::not_found, 404);
   w.field("approval_id", id);
-  return reply("not_found", 404, w);
+  return reply(Outcome::not_found, 404, w);
 }
 
 ControlReply conflict(std::string_view id, std::string_view reason) {
-  auto w = start("conflict", 409);
+  auto w = start(Outcome::conflict, 409);
   w.field("approval_id", id).field("reason", reason);
-  return reply("conflict", 409, w, reason);
+  return reply(Outcome::conflict, 409, w, reason);
 }
 
 // The store did not confirm: the outcome of this call is unknown, nothing was published by it.
 ControlReply lockBusy(std::string_view id) {
-  auto w = start("conflict", 409);
+  auto w = start(Outcome::conflict, 409);
   w.field("approval_id", id).field("reason", "lock_busy").field("retryable", true);
-  return reply("conflict", 409, w, "lock_busy");
+  return reply(Outcome::conflict, 409, w, "lock_busy");
 }
 
 ControlReply refused(Refusal refusal, std::string_view id) {
@@ -119,7 +119,7 @@ ControlReply Control::onRequest(ControlOp op, const Message& request) {
 
 void Control::answer(const Message& request, const ControlReply& reply_to_send) {
   if (guard_.allowed(request.reply)) {
-    Headers headers{{"Countersign-Status", reply_to_send.status}};
+    Headers headers{{"Countersign-Status", std::string(wireName(reply_to_send.status))}};
     OutMessage out{.subject = request.reply, .reply = {}, .headers = &headers, .payload = reply_to_send.body};
     auto sent = s_.publisher.publish(out, Delivery::core, std::chrono::milliseconds(0));
     if (!sent) s_.log.warn("control reply not sent", {{"error", sent.error().message}});
@@ -154,9 +154,9 @@ ControlReply Control::operatorRelease(std::string_view body) {
   auto decision = parseDecisionRecord(decided->value);
   if (!decision || decision->decision != FinalDecision::approved) return conflict(id, "not_approved");
   if (s_.store.get(releasedKey(id))) {
-    auto w = start("already_released", 200);
+    auto w = start(Outcome::already_released, 200);
     w.field("approval_id", id);
-    return reply("already_released", 200, w);
+    return reply(Outcome::already_released, 200, w);
   }
   const std::string by = "operator:" + *who;
   if (*mode == "mark_released") {
@@ -165,22 +165,22 @@ ControlReply Control::operatorRelease(std::string_view body) {
     auto created = s_.store.create(releasedKey(id), toJson(released));
     if (!created) {
       if (created.error().code != Errc::exists) return lockBusy(id);
-      auto w = start("already_released", 200);
+      auto w = start(Outcome::already_released, 200);
       w.field("approval_id", id);
-      return reply("already_released", 200, w);
+      return reply(Outcome::already_released, 200, w);
     }
     (void)updateRecord(s_.store, id, [&](ApprovalRecord& r) {
       r.state = ApprovalState::released;
       r.released_at = now;
       return true;
     });
-    s_.events.emit(Event{.event = "released", .approval_id = id, .job_id = record->job_id, .topic = record->topic,
+    s_.events.emit(Event{.event = EventKind::released, .approval_id = id, .job_id = record->job_id, .topic = record->topic,
                          .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                          .policy_snapshot = decision->policy_snapshot, .actor = by,
                          .reason = "marked_released"});
-    auto w = start("released", 200);
+    auto w = start(Outcome::released, 200);
     w.field("approval_id", id).field("published", false);
-    return reply("released", 200, w);
+    return reply(Outcome::released, 200, w);
   }
   // force: claim the next replay attempt so no replayer publishes at the same time.
   auto keys = s_.store.listKeys();
@@ -191,14 +191,14 @@ ControlReply Control::operatorRelease(std::string_view body) {
   if (!s_.store.create(replayKey(id, claims + 1), by)) return lockBusy(id);
   const ReleaseOutcome outcome = releaser_.release(*record, *decision, by);
   if (!outcome.published) {
-    auto w = start("unavailable", 503);
+    auto w = start(Outcome::unavailable, 503);
     w.field("approval_id", id).field("retryable", true);
     if (outcome.error) w.field("error", outcome.error->message);
-    return reply("unavailable", 503, w);
+    return reply(Outcome::unavailable, 503, w);
   }
-  auto w = start("released", 200);
+  auto w = start(Outcome::released, 200);
   w.field("approval_id", id).field("published", true).field("msg_id", outcome.msg_id);
-  return reply("released", 200, w);
+  return reply(Outcome::released, 200, w);
 }
 
 ControlReply Control::handle(const ControlRequest& request) {
@@ -325,7 +325,7 @@ ControlReply Control::counted(ControlReply answer) {
     // Conflicts count by their reason (snapshot_changed, job_changed, lock_busy, ...).
     s_.metrics.approval(answer.reason.empty() ? std::string_view("conflict") : std::string_view(answer.reason));
   } else {
-    s_.metrics.approval(answer.status);
+    s_.metrics.approval(wireName(answer.status));
   }
   return answer;
 }
@@ -339,16 +339,16 @@ ControlReply Control::fromDecision(ControlOp op, const std::string& id, const De
         expires_at = record->expires_at;
       }
     }
-    auto w = start("expired", 410);
+    auto w = start(Outcome::expired, 410);
     w.field("approval_id", id).field("expires_at", expires_at).field("decided_at", decision.at);
-    return reply("expired", 410, w);
+    return reply(Outcome::expired, 410, w);
   }
   const bool same = (op == ControlOp::approve) == (decision.decision == FinalDecision::approved);
   if (!same) {
     return conflict(id, decision.decision == FinalDecision::approved ? "already_approved" : "already_rejected");
   }
-  const std::string_view status =
-      decision.decision == FinalDecision::approved ? "already_approved" : "already_rejected";
+  const Outcome status =
+      decision.decision == FinalDecision::approved ? Outcome::already_approved : Outcome::already_rejected;
   auto w = start(status, 200);
   w.field("approval_id", id).field("decided_by", decision.by).field("decided_at", decision.at);
   if (decision.decision == FinalDecision::approved) {
@@ -393,24 +393,24 @@ ControlReply Control::expire(const ApprovalRecord& record) {
                                 .policy_snapshot = record.policy_snapshot, .job_hash = record.job_hash};
   if (auto answered = decide(ControlOp::approve, record.id, decision)) return *answered;
   markDecided(s_.store, record.id, ApprovalState::expired, decision);
-  s_.events.emit(Event{.event = "expired", .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
+  s_.events.emit(Event{.event = EventKind::expired, .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
                        .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
                        .policy_snapshot = record.policy_snapshot, .reason = "timeout"});
-  auto w = start("expired", 410);
+  auto w = start(Outcome::expired, 410);
   w.field("approval_id", record.id).field("expires_at", record.expires_at);
-  return reply("expired", 410, w);
+  return reply(Outcome::expired, 410, w);
 }
 
 ControlReply Control::jobChanged(const ApprovalRecord& record, std::string_view detail) {
   s_.log.warn("approval refused: job changed", {{"approval_id", record.id}, {"detail", detail}});
-  s_.events.emit(Event{.event = "conflict", .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
+  s_.events.emit(Event{.event = EventKind::conflict, .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
                        .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
                        .policy_snapshot = record.policy_snapshot, .reason = "job_changed"});
   return conflict(record.id, "job_changed");
 }
 
 ControlReply Control::snapshotChanged(const ApprovalRecord& record, const Policy& policy) {
-  s_.events.emit(Event{.event = "conflict", .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
+  s_.events.emit(Event{.event = EventKind::conflict, .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
                        .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
                        .policy_snapshot = record.policy_snapshot, .reason = "snapshot_changed"});
   const RouteConfig* route = routeFor(s_.config, record);
@@ -423,21 +423,21 @@ ControlReply Control::snapshotChanged(const ApprovalRecord& record, const Policy
                                   .policy_snapshot = policy.snapshot(), .job_hash = record.job_hash};
     if (auto answered = decide(ControlOp::reject, record.id, decision)) {
       // Someone decided first; report the snapshot conflict with what stands.
-      if (answered->status == "already_rejected") {
-        auto w = start("conflict", 409);
+      if (answered->status == Outcome::already_rejected) {
+        auto w = start(Outcome::conflict, 409);
         w.field("approval_id", record.id).field("reason", "snapshot_changed").field("rejected", true);
-        return reply("conflict", 409, w, "snapshot_changed");
+        return reply(Outcome::conflict, 409, w, "snapshot_changed");
       }
       return *answered;
     }
     markDecided(s_.store, record.id, ApprovalState::rejected, decision);
-    s_.events.emit(Event{.event = "rejected", .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
+    s_.events.emit(Event{.event = EventKind::rejected, .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
                          .subject = record.subject, .rule = verdict.ruleId(), .job_hash = record.job_hash,
                          .policy_snapshot = policy.snapshot(), .reason = "policy_denied"});
-    auto w = start("conflict", 409);
+    auto w = start(Outcome::conflict, 409);
     w.field("approval_id", record.id).field("reason", "snapshot_changed").field("rejected", true)
         .field("policy_snapshot", policy.snapshot());
-    return reply("conflict", 409, w, "snapshot_changed");
+    return reply(Outcome::conflict, 409, w, "snapshot_changed");
   }
   // Re-bind to the policy in force; approvals and votes given under the old one are dismissed
   // (votes live under the binding number, which moves on), and the rule's governance is read
@@ -458,13 +458,13 @@ ControlReply Control::snapshotChanged(const ApprovalRecord& record, const Policy
     return true;
   });
   if (!rebound) return lockBusy(record.id);
-  s_.events.emit(Event{.event = "held", .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
+  s_.events.emit(Event{.event = EventKind::held, .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
                        .subject = record.subject, .rule = rule, .job_hash = record.job_hash,
                        .policy_snapshot = policy.snapshot(), .reason = "snapshot_changed", .payload = record.payload});
-  auto w = start("conflict", 409);
+  auto w = start(Outcome::conflict, 409);
   w.field("approval_id", record.id).field("reason", "snapshot_changed")
       .field("policy_snapshot", policy.snapshot());
-  return reply("conflict", 409, w, "snapshot_changed");
+  return reply(Outcome::conflict, 409, w, "snapshot_changed");
 }
 
 ControlReply Control::approve(const Request& request) {
@@ -536,7 +536,7 @@ ControlReply Control::release(const ApprovalRecord& record, const KvEntry& entry
                               const DecisionRecord& decision, const ApprovalVote& approval,
                               std::chrono::steady_clock::time_point started) {
   const std::string& id = record.id;
-  s_.events.emit(Event{.event = "approved", .approval_id = id, .job_id = record.job_id, .topic = record.topic,
+  s_.events.emit(Event{.event = EventKind::approved, .approval_id = id, .job_id = record.job_id, .topic = record.topic,
                        .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
                        .policy_snapshot = record.policy_snapshot, .actor = decision.by,
                        .reason = decision.reason, .confirmed_by_next = true});
@@ -547,16 +547,16 @@ ControlReply Control::release(const ApprovalRecord& record, const KvEntry& entry
   if (!released.published) {
     // The view says approved (the decision key already does); the replayer finishes it.
     markDecided(s_.store, id, ApprovalState::approved, decision, &approval);
-    auto w = start("approved", 202);
+    auto w = start(Outcome::approved, 202);
     w.field("approval_id", id).field("released", false).field("retryable", false);
     if (released.error) w.field("error", released.error->message);
-    return reply("approved", 202, w);
+    return reply(Outcome::approved, 202, w);
   }
-  auto w = start("approved", 200);
+  auto w = start(Outcome::approved, 200);
   w.field("approval_id", id).field("released", true).field("msg_id", released.msg_id)
       .field("target", record.target);
   if (!record.quorum.single()) w.field("approved_by", decision.by);
-  ControlReply answer = reply("approved", 200, w);
+  ControlReply answer = reply(Outcome::approved, 200, w);
   // The job is out (PubAck, or a flush on core routes): the approver hears it now; <id>/released,
   // the view and the `released` event follow.
   answer.after = std::move(tail);
@@ -604,7 +604,7 @@ ControlReply Control::vote(const ApprovalRecord& record, const KvEntry& entry, c
                         .job_hash = record.job_hash, .policy_snapshot = record.policy_snapshot,
                         .key = actor.key,
                         .signature = request.signature ? request.signature->signature : std::string()};
-  const auto tally = [&](std::string_view status, int code, const std::vector<std::string>& voters) {
+  const auto tally = [&](Outcome status, int code, const std::vector<std::string>& voters) {
     auto w = start(status, code);
     w.field("approval_id", id).field("votes", static_cast<int>(voters.size()))
         .field("quorum", record.quorum.needed());
@@ -618,7 +618,7 @@ ControlReply Control::vote(const ApprovalRecord& record, const KvEntry& entry, c
   if (!created && created.error().code != Errc::exists) return lockBusy(id);
   const bool fresh = created.has_value();
   if (fresh) {
-    s_.events.emit(Event{.event = "vote", .approval_id = id, .job_id = record.job_id, .topic = record.topic, .subject = record.subject,
+    s_.events.emit(Event{.event = EventKind::vote, .approval_id = id, .job_id = record.job_id, .topic = record.topic, .subject = record.subject,
                          .rule = record.rule, .job_hash = record.job_hash,
                          .policy_snapshot = record.policy_snapshot, .actor = actor.approver,
                          .reason = request.reason});
@@ -628,7 +628,7 @@ ControlReply Control::vote(const ApprovalRecord& record, const KvEntry& entry, c
   std::sort(voters->begin(), voters->end());
   if (!governance_.reached(record.quorum, *voters)) {
     if (auto answered = answerFromDecision(ControlOp::approve, id)) return *answered;
-    if (!fresh) return tally("already_voted", 200, *voters);
+    if (!fresh) return tally(Outcome::already_voted, 200, *voters);
     // The record's view follows the keys (best effort: a later vote or the release repairs it).
     (void)updateRecord(s_.store, id, [&](ApprovalRecord& r) {
       if (r.binding != record.binding) return false;
@@ -638,7 +638,7 @@ ControlReply Control::vote(const ApprovalRecord& record, const KvEntry& entry, c
       r.votes.push_back(ApprovalVote{actor.approver, now, request.reason, actor.via});
       return true;
     }, &entry);
-    return tally("vote_recorded", 202, *voters);
+    return tally(Outcome::vote_recorded, 202, *voters);
   }
   // Quorum: the first create of <id>/decision releases; everyone else answers from it.
   const DecisionRecord decision{.decision = FinalDecision::approved, .by = joinVoters(*voters), .at = now,
@@ -681,13 +681,13 @@ ControlReply Control::reject(const Request& request) {
                                 .policy_snapshot = r.policy_snapshot, .job_hash = r.job_hash};
   if (auto answered = decide(ControlOp::reject, id, decision)) return *answered;
   markDecided(s_.store, id, ApprovalState::rejected, decision);
-  s_.events.emit(Event{.event = "rejected", .approval_id = id, .job_id = r.job_id, .topic = r.topic, .subject = r.subject,
+  s_.events.emit(Event{.event = EventKind::rejected, .approval_id = id, .job_id = r.job_id, .topic = r.topic, .subject = r.subject,
                        .rule = r.rule, .job_hash = r.job_hash, .policy_snapshot = r.policy_snapshot,
                        .actor = decision.by, .reason = decision.reason});
-  auto w = start("rejected", 200);
+  auto w = start(Outcome::rejected, 200);
   w.field("approval_id", id).field("decided_by", decision.by).field("decided_at", decision.at);
   if (!actor->via.empty()) w.field("via", actor->via);
-  return reply("rejected", 200, w);
+  return reply(Outcome::rejected, 200, w);
 }
 
 ControlReply Control::get(const Request& request) {
@@ -696,9 +696,9 @@ ControlReply Control::get(const Request& request) {
   if (!entry) return entry.error().code == Errc::not_found ? notFound(id) : lockBusy(id);
   auto record = parseApprovalRecord(entry->value);
   if (!record) {
-    auto w = start("ok", 200);
+    auto w = start(Outcome::ok, 200);
     w.raw("record", entry->value);
-    return reply("ok", 200, w);
+    return reply(Outcome::ok, 200, w);
   }
   // The keys decide; the record's state is only a view of them.
   if (s_.store.get(releasedKey(id))) {
@@ -724,7 +724,7 @@ ControlReply Control::get(const Request& request) {
     record->payload = redactPayload(record->payload, s_.config.events.redact);
     record->payload_is_json = true;
   }
-  auto w = start("ok", 200);
+  auto w = start(Outcome::ok, 200);
   w.raw("record", toJson(*record));
   if (redacted) w.field("payload_redacted", true);
   if (!record->quorum.single() && record->state == ApprovalState::pending) {
@@ -734,22 +734,22 @@ ControlReply Control::get(const Request& request) {
     for (const auto& v : voters) w.writer().String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
     w.writer().EndArray();
   }
-  return reply("ok", 200, w);
+  return reply(Outcome::ok, 200, w);
 }
 
 ControlReply Control::list(const Request& request) {
   auto keys = s_.store.listKeys();
   if (!keys) {
-    auto w = start("unavailable", 503);
+    auto w = start(Outcome::unavailable, 503);
     w.field("retryable", true).field("reason", keys.error().message);
-    return reply("unavailable", 503, w);
+    return reply(Outcome::unavailable, 503, w);
   }
   std::unordered_set<std::string> all(keys->begin(), keys->end());
   std::set<std::string> ids;
   for (const auto& key : *keys) {
     if (key.find('/') == std::string::npos) ids.insert(key);
   }
-  auto w = start("ok", 200);
+  auto w = start(Outcome::ok, 200);
   auto& out = w.writer();
   w.key("items");
   out.StartArray();
@@ -815,7 +815,7 @@ ControlReply Control::list(const Request& request) {
   }
   out.EndArray();
   if (more) w.field("next_after", last);
-  return reply("ok", 200, w);
+  return reply(Outcome::ok, 200, w);
 }
 
 }  // namespace countersign

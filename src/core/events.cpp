@@ -7,9 +7,18 @@
 namespace countersign {
 namespace {
 
-bool decisive(std::string_view event) {
-  return event == "approved" || event == "rejected" || event == "released" || event == "replayed" ||
-         event == "expired" || event == "release_unknown";
+bool decisive(EventKind event) {
+  switch (event) {
+    case EventKind::approved:
+    case EventKind::rejected:
+    case EventKind::released:
+    case EventKind::replayed:
+    case EventKind::expired:
+    case EventKind::release_unknown:
+      return true;
+    default:
+      return false;
+  }
 }
 
 }  // namespace
@@ -19,7 +28,7 @@ EventSink::EventSink(Publisher& publisher, const Clock& clock, Logger& log, Even
 
 std::string EventSink::body(const Event& e, std::uint64_t seq, std::string_view prev) const {
   detail::JsonObjectWriter w;
-  w.field("event", e.event)
+  w.field("event", wireName(e.event))
       .optional("approval_id", e.approval_id)
       .optional("job_id", e.job_id)
       .optional("topic", e.topic)
@@ -46,10 +55,10 @@ std::string EventSink::body(const Event& e, std::uint64_t seq, std::string_view 
 }
 
 void EventSink::emit(const Event& e) {
-  if (e.event == "allowed" && !options_.allowed_events) return;
+  if (e.event == EventKind::allowed && !options_.allowed_events) return;
   std::string subject = options_.prefix;
   subject += ".events.";
-  subject += e.event;
+  subject += wireName(e.event);
   subject += '.';
   subject += e.topic.empty() ? std::string_view("_") : e.topic;
 
@@ -67,7 +76,7 @@ void EventSink::emit(const Event& e) {
     }
     std::string id(e.approval_id.empty() ? std::string_view("-") : e.approval_id);
     id += ':';
-    id += e.event;
+    id += wireName(e.event);
     id += ':';
     id += options_.chain_id;
     id += '-';
@@ -87,7 +96,7 @@ void EventSink::emit(const Event& e) {
                                  std::chrono::milliseconds(5000));
   if (!sent) {
     log_.warn("event not published",
-              {{"event", e.event}, {"approval_id", e.approval_id}, {"error", sent.error().message}});
+              {{"event", wireName(e.event)}, {"approval_id", e.approval_id}, {"error", sent.error().message}});
   }
 }
 

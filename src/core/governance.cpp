@@ -45,8 +45,8 @@ int httpCode(Refusal refusal) {
   return 403;
 }
 
-std::string_view statusOf(Refusal refusal) {
-  return httpCode(refusal) == 401 ? "unauthenticated" : "forbidden";
+Outcome statusOf(Refusal refusal) {
+  return httpCode(refusal) == 401 ? Outcome::unauthenticated : Outcome::forbidden;
 }
 
 std::expected<Actor, Refusal> Governance::identify(const DecisionClaim& claim,

@@ -54,9 +54,9 @@ std::size_t releaseHeadroom(const ApprovalRecord& record) {
 
 }  // namespace
 
-bool Intake::reply(const Job& job, std::string_view status, const std::string& body) {
+bool Intake::reply(const Job& job, Outcome status, const std::string& body) {
   if (job.reply_to.empty()) return false;
-  Headers headers{{"Countersign-Status", std::string(status)}};
+  Headers headers{{"Countersign-Status", std::string(wireName(status))}};
   OutMessage out{.subject = job.reply_to, .reply = {}, .headers = &headers, .payload = body};
   auto sent = replies_.publish(out, Delivery::core, std::chrono::milliseconds(0));
   if (!sent) {
@@ -83,7 +83,7 @@ std::string Intake::jobIdForEvent(const Job& job, const Headers& headers, const 
   return id ? std::move(*id) : std::string();
 }
 
-IntakeOutcome Intake::refuse(const Job& job, std::string_view status, int code, std::string body,
+IntakeOutcome Intake::refuse(const Job& job, Outcome status, int code, std::string body,
                              const Event& event, const JobView* view) {
   std::string job_id;
   Event with_id = event;
@@ -92,7 +92,7 @@ IntakeOutcome Intake::refuse(const Job& job, std::string_view status, int code, 
     with_id.job_id = job_id;
   }
   s_.events.emit(with_id);
-  IntakeOutcome outcome{.status = std::string(status), .code = code, .rule = std::string(event.rule)};
+  IntakeOutcome outcome{.status = status, .code = code, .rule = std::string(event.rule)};
   outcome.replied = reply(job, status, body);
   return outcome;
 }
@@ -116,8 +116,9 @@ IntakeOutcome Intake::onJob(const RouteConfig& route, Message&& message,
 }
 
 void Intake::count(const IntakeOutcome& outcome) {
-  if (outcome.status == "queued") return;  // counted when the hold pool has stored it
-  s_.metrics.decision(outcome.status == "approval_required" ? "held" : outcome.status, outcome.rule);
+  if (outcome.status == Outcome::queued) return;  // counted when the hold pool has stored it
+  s_.metrics.decision(outcome.status == Outcome::approval_required ? wireName(EventKind::held) : wireName(outcome.status),
+                      outcome.rule);
 }
 
 IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
@@ -137,17 +138,17 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
   if (!topic || !target) {
     // Cannot happen for subjects delivered by the route's own subscription; refuse loudly.
     s_.log.error("job subject does not fit its route", {{"subject", job.msg.subject}, {"route", route.name}});
-    return IntakeOutcome{.status = "unroutable", .code = 500};
+    return IntakeOutcome{.status = Outcome::unroutable, .code = 500};
   }
   job.topic = std::move(*topic);
   job.target = std::move(*target);
 
   if (job.msg.headers.size() > kMaxJobHeaders) {
     JsonObjectWriter w;
-    w.field("status", "too_large").field("code", 413).field("reason", "too_many_headers")
+    w.field("status", wireName(Outcome::too_large)).field("code", 413).field("reason", "too_many_headers")
         .field("max_headers", static_cast<std::uint64_t>(kMaxJobHeaders));
-    IntakeOutcome outcome = refuse(job, "too_large", 413, w.finish(),
-                                   Event{.event = "denied", .topic = job.topic, .subject = job.msg.subject,
+    IntakeOutcome outcome = refuse(job, Outcome::too_large, 413, w.finish(),
+                                   Event{.event = EventKind::denied, .topic = job.topic, .subject = job.msg.subject,
                                          .rule = "too_many_headers", .reason = "too_large"});
     outcome.ack = IngressAck::term;
     return outcome;
@@ -155,9 +156,9 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
 
   if (reservedMsgId(job.msg.headers)) {
     JsonObjectWriter w;
-    w.field("status", "denied").field("code", 403).field("rule", "reserved_header").field("reason", "reserved_header");
-    return refuse(job, "denied", 403, w.finish(),
-                  Event{.event = "denied", .topic = job.topic, .subject = job.msg.subject,
+    w.field("status", wireName(Outcome::denied)).field("code", 403).field("rule", "reserved_header").field("reason", "reserved_header");
+    return refuse(job, Outcome::denied, 403, w.finish(),
+                  Event{.event = EventKind::denied, .topic = job.topic, .subject = job.msg.subject,
                         .rule = "reserved_header", .reason = "reserved_header"});
   }
 
@@ -176,13 +177,13 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
       const auto admission = s_.throttler.admit(*verdict.rule, view, s_.clock.steady());
       if (admission.admitted) return forward(job, verdict.rule, view);
       JsonObjectWriter w;
-      w.field("status", "throttled")
+      w.field("status", wireName(Outcome::throttled))
           .field("code", 429)
           .field("rule", rule_id)
           .field("retry_after_ms", static_cast<std::int64_t>(admission.retry_after.count()));
       IntakeOutcome outcome =
-          refuse(job, "throttled", 429, w.finish(),
-                 Event{.event = "throttled", .topic = job.topic, .subject = job.msg.subject,
+          refuse(job, Outcome::throttled, 429, w.finish(),
+                 Event{.event = EventKind::throttled, .topic = job.topic, .subject = job.msg.subject,
                        .rule = rule_id, .policy_snapshot = policy.snapshot(), .reason = "rate"},
                  &view);
       // JetStream intake loses nothing: the job comes back after the delay.
@@ -197,9 +198,9 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
                            : verdict.rule->reason.empty() ? "policy_denied"
                                                           : verdict.rule->reason;
       JsonObjectWriter w;
-      w.field("status", "denied").field("code", 403).field("rule", rule_id).field("reason", reason);
-      return refuse(job, "denied", 403, w.finish(),
-                    Event{.event = "denied", .topic = job.topic, .subject = job.msg.subject,
+      w.field("status", wireName(Outcome::denied)).field("code", 403).field("rule", rule_id).field("reason", reason);
+      return refuse(job, Outcome::denied, 403, w.finish(),
+                    Event{.event = EventKind::denied, .topic = job.topic, .subject = job.msg.subject,
                           .rule = rule_id, .policy_snapshot = policy.snapshot(), .reason = reason},
                     &view);
     }
@@ -211,7 +212,7 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
       }
       return hold(job, view, policy, *verdict.rule);
   }
-  return IntakeOutcome{.status = "unroutable", .code = 500};
+  return IntakeOutcome{.status = Outcome::unroutable, .code = 500};
 }
 
 IntakeOutcome Intake::forward(Job& job, const Rule* matched, const JobView& view) {
@@ -242,32 +243,32 @@ IntakeOutcome Intake::forward(Job& job, const Rule* matched, const JobView& view
   if (!sent) {
     if (sent.error().code == Errc::too_large) {
       JsonObjectWriter w;
-      w.field("status", "too_large").field("code", 413).field("max_payload", static_cast<std::uint64_t>(s_.publisher.maxPayload()));
-      IntakeOutcome outcome = refuse(job, "too_large", 413, w.finish(),
-                                     Event{.event = "denied", .topic = job.topic, .subject = job.msg.subject,
+      w.field("status", wireName(Outcome::too_large)).field("code", 413).field("max_payload", static_cast<std::uint64_t>(s_.publisher.maxPayload()));
+      IntakeOutcome outcome = refuse(job, Outcome::too_large, 413, w.finish(),
+                                     Event{.event = EventKind::denied, .topic = job.topic, .subject = job.msg.subject,
                                            .rule = rule, .reason = "too_large"});
       outcome.ack = IngressAck::term;
       return outcome;
     }
     s_.log.error("forward failed", {{"subject", job.msg.subject}, {"error", sent.error().message}});
-    IntakeOutcome outcome{.status = "unavailable", .code = 503, .rule = std::string(rule),
+    IntakeOutcome outcome{.status = Outcome::unavailable, .code = 503, .rule = std::string(rule),
                           .ack = IngressAck::nak, .redeliver_after = std::chrono::milliseconds(1000)};
     JsonObjectWriter w;
-    w.field("status", "unavailable").field("code", 503).field("retryable", true);
-    outcome.replied = reply(job, "unavailable", w.finish());
+    w.field("status", wireName(Outcome::unavailable)).field("code", 503).field("retryable", true);
+    outcome.replied = reply(job, Outcome::unavailable, w.finish());
     return outcome;
   }
   if (s_.events.allowedEvents()) {
-    s_.events.emit(Event{.event = "allowed", .job_id = job_id, .topic = job.topic, .subject = job.msg.subject,
+    s_.events.emit(Event{.event = EventKind::allowed, .job_id = job_id, .topic = job.topic, .subject = job.msg.subject,
                          .rule = rule, .policy_snapshot = job.policy->snapshot()});
   }
   // The worker answers the producer itself when the reply subject was forwarded. A producer
   // that asked through Countersign-Reply-To (JetStream intake, or a plain publish) hears it here.
-  IntakeOutcome outcome{.status = "allowed", .code = 200, .rule = std::string(rule), .forwarded = true};
+  IntakeOutcome outcome{.status = Outcome::allowed, .code = 200, .rule = std::string(rule), .forwarded = true};
   if (!job.forward_reply && !job.reply_to.empty()) {
     JsonObjectWriter w;
-    w.field("status", "allowed").field("code", 200).field("rule", rule);
-    outcome.replied = reply(job, "allowed", w.finish());
+    w.field("status", wireName(Outcome::allowed)).field("code", 200).field("rule", rule);
+    outcome.replied = reply(job, Outcome::allowed, w.finish());
   }
   return outcome;
 }
@@ -303,10 +304,10 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
   }
   if (!bad_field.empty()) {
     JsonObjectWriter w;
-    w.field("status", "bad_request").field("code", 400).field("field", bad_field).field("reason", "invalid_utf8");
+    w.field("status", wireName(Outcome::bad_request)).field("code", 400).field("field", bad_field).field("reason", "invalid_utf8");
     IntakeOutcome outcome =
-        refuse(job, "bad_request", 400, w.finish(),
-               Event{.event = "denied", .topic = job.topic, .subject = job.msg.subject, .rule = rule.id,
+        refuse(job, Outcome::bad_request, 400, w.finish(),
+               Event{.event = EventKind::denied, .topic = job.topic, .subject = job.msg.subject, .rule = rule.id,
                      .reason = "invalid_utf8"});
     outcome.ack = IngressAck::term;
     return outcome;
@@ -334,9 +335,9 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
   if (rule.human.separation_of_duties && record.requester.empty()) {
     // Whose job it is cannot be told, so nobody could be kept from approving their own: fail closed.
     JsonObjectWriter w;
-    w.field("status", "denied").field("code", 403).field("rule", rule.id).field("reason", "requester_missing");
-    return refuse(job, "denied", 403, w.finish(),
-                  Event{.event = "denied", .approval_id = record.id, .topic = job.topic,
+    w.field("status", wireName(Outcome::denied)).field("code", 403).field("rule", rule.id).field("reason", "requester_missing");
+    return refuse(job, Outcome::denied, 403, w.finish(),
+                  Event{.event = EventKind::denied, .approval_id = record.id, .topic = job.topic,
                         .subject = job.msg.subject, .rule = rule.id, .reason = "requester_missing"});
   }
   const auto now = s_.clock.now();
@@ -352,10 +353,10 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
   if (value.size() > max_payload ||
       wireSize(record.headers, record.payload.size()) + releaseHeadroom(record) > max_payload) {
     JsonObjectWriter w;
-    w.field("status", "too_large").field("code", 413).field("max_payload", static_cast<std::uint64_t>(max_payload));
+    w.field("status", wireName(Outcome::too_large)).field("code", 413).field("max_payload", static_cast<std::uint64_t>(max_payload));
     IntakeOutcome outcome =
-        refuse(job, "too_large", 413, w.finish(),
-               Event{.event = "denied", .approval_id = record.id, .job_id = record.job_id, .topic = job.topic,
+        refuse(job, Outcome::too_large, 413, w.finish(),
+               Event{.event = EventKind::denied, .approval_id = record.id, .job_id = record.job_id, .topic = job.topic,
                      .subject = job.msg.subject, .rule = rule.id, .reason = "too_large"});
     outcome.ack = IngressAck::term;
     return outcome;
@@ -364,7 +365,7 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
   if (hold_pool_ != nullptr && job.ingress == nullptr) {
     // Core intake: the delivery thread does not wait for the KV create; it takes the next job
     // while many creates are in flight. JetStream intake stays in line: its ack waits.
-    IntakeOutcome queued{.status = "queued", .code = 0, .rule = record.rule, .approval_id = record.id};
+    IntakeOutcome queued{.status = Outcome::queued, .code = 0, .rule = record.rule, .approval_id = record.id};
     auto pending = std::make_shared<PendingHold>(PendingHold{std::move(job), std::move(record), std::move(value)});
     s_.store.createAsync(pending->record.id, pending->value, [this, pending](Result<std::uint64_t> created) {
       if (!created && created.error().code == Errc::exists) {
@@ -393,28 +394,28 @@ IntakeOutcome Intake::settle(const Job& job, const ApprovalRecord& record, Resul
       // answer exactly as the first time.
       if (auto decided = s_.store.get(decisionKey(stored->id));
           !decided && decided.error().code == Errc::not_found) {
-        hold_events_.emit(Event{.event = "held", .approval_id = stored->id, .job_id = stored->job_id, .topic = stored->topic,
+        hold_events_.emit(Event{.event = EventKind::held, .approval_id = stored->id, .job_id = stored->job_id, .topic = stored->topic,
                              .subject = stored->subject, .rule = stored->rule, .job_hash = stored->job_hash,
                              .policy_snapshot = stored->policy_snapshot, .reason = "redelivered",
                              .payload = stored->payload});
       }
       JsonObjectWriter w;
-      w.field("status", "approval_required")
+      w.field("status", wireName(Outcome::approval_required))
           .field("code", 202)
           .field("approval_id", stored->id)
           .field("job_hash", stored->job_hash)
           .field("policy_snapshot", stored->policy_snapshot)
           .field("rule", stored->rule);
-      IntakeOutcome outcome{.status = "approval_required", .code = 202, .rule = stored->rule,
+      IntakeOutcome outcome{.status = Outcome::approval_required, .code = 202, .rule = stored->rule,
                             .approval_id = stored->id};
-      outcome.replied = reply(job, "approval_required", w.finish());
+      outcome.replied = reply(job, Outcome::approval_required, w.finish());
       return outcome;
     }
     if (stored || stored.error().code == Errc::parse_error) {
       JsonObjectWriter w;
-      w.field("status", "conflict").field("code", 409).field("reason", "id_conflict").field("approval_id", record.id);
-      return refuse(job, "conflict", 409, w.finish(),
-                    Event{.event = "conflict", .approval_id = record.id, .job_id = record.job_id, .topic = job.topic,
+      w.field("status", wireName(Outcome::conflict)).field("code", 409).field("reason", "id_conflict").field("approval_id", record.id);
+      return refuse(job, Outcome::conflict, 409, w.finish(),
+                    Event{.event = EventKind::conflict, .approval_id = record.id, .job_id = record.job_id, .topic = job.topic,
                           .subject = job.msg.subject, .rule = record.rule, .job_hash = record.job_hash,
                           .reason = "id_conflict"});
     }
@@ -423,11 +424,11 @@ IntakeOutcome Intake::settle(const Job& job, const ApprovalRecord& record, Resul
   if (!created) {
     // Fail closed: nothing forwarded, nothing held; the producer may send again.
     s_.log.error("hold failed", {{"approval_id", record.id}, {"error", created.error().message}});
-    IntakeOutcome outcome{.status = "unavailable", .code = 503, .rule = record.rule, .approval_id = record.id,
+    IntakeOutcome outcome{.status = Outcome::unavailable, .code = 503, .rule = record.rule, .approval_id = record.id,
                           .ack = IngressAck::nak, .redeliver_after = std::chrono::milliseconds(1000)};
     JsonObjectWriter w;
-    w.field("status", "unavailable").field("code", 503).field("retryable", true);
-    outcome.replied = reply(job, "unavailable", w.finish());
+    w.field("status", wireName(Outcome::unavailable)).field("code", 503).field("retryable", true);
+    outcome.replied = reply(job, Outcome::unavailable, w.finish());
     return outcome;
   }
 
@@ -438,19 +439,19 @@ IntakeOutcome Intake::settle(const Job& job, const ApprovalRecord& record, Resul
     on_held_(record.id, nextAttention(record, held_at));
   }
   JsonObjectWriter w;
-  w.field("status", "approval_required")
+  w.field("status", wireName(Outcome::approval_required))
       .field("code", 202)
       .field("approval_id", record.id)
       .field("job_hash", record.job_hash)
       .field("policy_snapshot", record.policy_snapshot)
       .field("rule", record.rule);
-  IntakeOutcome outcome{.status = "approval_required", .code = 202, .rule = record.rule, .approval_id = record.id};
+  IntakeOutcome outcome{.status = Outcome::approval_required, .code = 202, .rule = record.rule, .approval_id = record.id};
   // The event before the answer: once the producer has the id, an approval may follow at once,
   // and the audit trail must not show it before the hold.
-  hold_events_.emit(Event{.event = "held", .approval_id = record.id, .job_id = record.job_id, .topic = job.topic,
+  hold_events_.emit(Event{.event = EventKind::held, .approval_id = record.id, .job_id = record.job_id, .topic = job.topic,
                           .subject = job.msg.subject, .rule = record.rule, .job_hash = record.job_hash,
                           .policy_snapshot = record.policy_snapshot, .payload = record.payload});
-  outcome.replied = reply(job, "approval_required", w.finish());
+  outcome.replied = reply(job, Outcome::approval_required, w.finish());
   return outcome;
 }
 

@@ -89,7 +89,7 @@ ReleaseOutcome Releaser::release(const ApprovalRecord& record, const DecisionRec
     if (!view) {
       s_.log.warn("record view not updated", {{"approval_id", record.id}, {"error", view.error().message}});
     }
-    s_.events.emit(Event{.event = "released", .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
+    s_.events.emit(Event{.event = EventKind::released, .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
                          .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
                          .policy_snapshot = decision.policy_snapshot, .actor = decision.by});
   };

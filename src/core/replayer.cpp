@@ -127,7 +127,7 @@ void Replayer::finishRelease(const std::string& id, int claims, ScanResult& resu
       return true;
     });
     s_.metrics.releaseUnknown();
-    s_.events.emit(Event{.event = "release_unknown", .approval_id = id, .job_id = record->job_id, .topic = record->topic,
+    s_.events.emit(Event{.event = EventKind::release_unknown, .approval_id = id, .job_id = record->job_id, .topic = record->topic,
                          .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                          .policy_snapshot = decision->policy_snapshot,
                          .reason = window.count() == 0 ? "no_stream_dedup" : "past_duplicate_window"});
@@ -151,7 +151,7 @@ void Replayer::finishRelease(const std::string& id, int claims, ScanResult& resu
     r.replays = attempt;
     return true;
   });
-  s_.events.emit(Event{.event = "replayed", .approval_id = id, .job_id = record->job_id, .topic = record->topic,
+  s_.events.emit(Event{.event = EventKind::replayed, .approval_id = id, .job_id = record->job_id, .topic = record->topic,
                        .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                        .policy_snapshot = decision->policy_snapshot, .actor = decision->by});
   ++result.replayed;
@@ -167,7 +167,7 @@ void Replayer::escalate(const ApprovalRecord& record, int step) {
   for (const auto& name : record.escalations[static_cast<std::size_t>(step)].approvers) {
     widened += widened.empty() ? name : "," + name;
   }
-  s_.events.emit(Event{.event = "escalated", .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
+  s_.events.emit(Event{.event = EventKind::escalated, .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
                        .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
                        .policy_snapshot = record.policy_snapshot, .actor = widened,
                        .reason = "escalation_step_" + std::to_string(step)});
@@ -208,7 +208,7 @@ void Replayer::finishQuorum(const std::string& id, ScanResult& result) {
                                 .at = formatRfc3339(s_.clock.now()), .reason = "quorum_reached",
                                 .policy_snapshot = record->policy_snapshot, .job_hash = record->job_hash};
   if (!s_.store.create(decisionKey(id), toJson(decision))) return;  // decided meanwhile
-  s_.events.emit(Event{.event = "approved", .approval_id = id, .job_id = record->job_id, .topic = record->topic,
+  s_.events.emit(Event{.event = EventKind::approved, .approval_id = id, .job_id = record->job_id, .topic = record->topic,
                        .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                        .policy_snapshot = record->policy_snapshot, .actor = decision.by,
                        .reason = "quorum_reached"});
@@ -258,7 +258,7 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
   if (!s_.store.create(decisionKey(id), toJson(decision))) return;  // decided meanwhile
   if (allow) {
     // The policy author chose (and acknowledged) release on timeout: release it like an approval.
-    s_.events.emit(Event{.event = "approved", .approval_id = id, .job_id = record->job_id, .topic = record->topic,
+    s_.events.emit(Event{.event = EventKind::approved, .approval_id = id, .job_id = record->job_id, .topic = record->topic,
                          .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                          .policy_snapshot = record->policy_snapshot, .actor = "countersign",
                          .reason = "on_timeout_allow"});
@@ -268,7 +268,7 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
   }
   markDecided(s_.store, id, ApprovalState::expired, decision);
   settled_.insert(std::string(id));
-  s_.events.emit(Event{.event = "expired", .approval_id = id, .job_id = record->job_id, .topic = record->topic,
+  s_.events.emit(Event{.event = EventKind::expired, .approval_id = id, .job_id = record->job_id, .topic = record->topic,
                        .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                        .policy_snapshot = record->policy_snapshot, .reason = "timeout"});
   ++result.expired;

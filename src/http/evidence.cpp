@@ -33,8 +33,8 @@ bool readsRedacted(std::string_view key, const std::vector<std::string>& redact)
   return false;
 }
 
-ControlReply reply(std::string_view status, int code, JsonObjectWriter& w) {
-  return ControlReply{std::string(status), code, w.finish(), {}, {}};
+ControlReply reply(Outcome status, int code, JsonObjectWriter& w) {
+  return ControlReply{status, code, w.finish(), {}, {}};
 }
 
 }  // namespace
@@ -44,19 +44,19 @@ ControlReply evidenceReply(const EvidenceSources& sources, const std::string& ra
   auto entry = sources.store.get(id);
   if (!entry) {
     if (entry.error().code == Errc::not_found) {
-      JsonObjectWriter w("not_found", 404);
+      JsonObjectWriter w(wireName(Outcome::not_found), 404);
       w.field("approval_id", id);
-      return reply("not_found", 404, w);
+      return reply(Outcome::not_found, 404, w);
     }
-    JsonObjectWriter w("unavailable", 503);
+    JsonObjectWriter w(wireName(Outcome::unavailable), 503);
     w.field("retryable", true).field("reason", entry.error().message);
-    return reply("unavailable", 503, w);
+    return reply(Outcome::unavailable, 503, w);
   }
   auto record = parseApprovalRecord(entry->value);
   if (!record) {
-    JsonObjectWriter w("conflict", 409);
+    JsonObjectWriter w(wireName(Outcome::conflict), 409);
     w.field("approval_id", id).field("reason", "job_changed");
-    return reply("conflict", 409, w);
+    return reply(Outcome::conflict, 409, w);
   }
   const auto policy = sources.policy.current();
   const RouteConfig* route = routeFor(sources.config, *record);
@@ -64,7 +64,7 @@ ControlReply evidenceReply(const EvidenceSources& sources, const std::string& ra
                      route ? &route->labels : nullptr);
   const Explanation explanation = policy->explain(view);
 
-  JsonObjectWriter w("ok", 200);
+  JsonObjectWriter w(wireName(Outcome::ok), 200);
   w.field("approval_id", id)
       .field("policy_snapshot_current", policy->snapshot())
       .field("snapshot_current", policy->snapshot() == record->policy_snapshot);
@@ -117,7 +117,7 @@ ControlReply evidenceReply(const EvidenceSources& sources, const std::string& ra
   }
   out.EndArray();
   w.optional("timeline_error", timeline_error);
-  return reply("ok", 200, w);
+  return reply(Outcome::ok, 200, w);
 }
 
 }  // namespace countersign::http

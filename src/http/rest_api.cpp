@@ -511,7 +511,7 @@ HttpResponse AdminRouter::answer(std::string_view op, const std::function<Contro
       reply.code,
       std::string(kJson),
       std::move(reply.body),
-      {{"Countersign-Status", std::move(reply.status)}, {"Cache-Control", "no-store"}}};
+      {{"Countersign-Status", std::string(wireName(reply.status))}, {"Cache-Control", "no-store"}}};
 }
 
 HttpResponse AdminRouter::decide(ControlOp op, std::string_view id, const Token& token,
@@ -536,7 +536,7 @@ HttpResponse AdminRouter::decide(ControlOp op, std::string_view id, const Token&
     if (!request) {
       ControlReply& bad = request.error();
       return HttpResponse{bad.code, std::string(kJson), std::move(bad.body),
-                          {{"Countersign-Status", std::move(bad.status)}, {"Cache-Control", "no-store"}}};
+                          {{"Countersign-Status", std::string(wireName(bad.status))}, {"Cache-Control", "no-store"}}};
     }
     request->authenticated = true;
     response = answer(toString(op), [&] { return handlers_.decide(*request); });

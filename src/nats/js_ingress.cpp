@@ -585,7 +585,7 @@ void JetStreamIngress::handleOne(natsMsg* msg) {
     log("ingress: stream " + position.stream + " sequence " + std::to_string(position.sequence) +
         ": " + converted.error().message + "; terminated");
     IntakeOutcome refused;
-    refused.status = "malformed";
+    refused.status = Outcome::malformed;
     refused.ack = IngressAck::term;
     settle(msg, refused, position.sequence);
     return;
@@ -594,7 +594,7 @@ void JetStreamIngress::handleOne(natsMsg* msg) {
   converted->reply.clear();
   IntakeOutcome outcome = callHandler(std::move(*converted), position);
   ++counters_.handled;
-  if (outcome.status == "approval_required") crashPoint("after_hold_before_ack");
+  if (outcome.status == Outcome::approval_required) crashPoint("after_hold_before_ack");
   settle(msg, outcome, position.sequence);
 }
 
@@ -610,7 +610,7 @@ IntakeOutcome JetStreamIngress::callHandler(Message&& message, const IngressPosi
   log("ingress: handler failed on stream " + position.stream + " sequence " +
       std::to_string(position.sequence) + ": " + failure + "; redelivering it later");
   IntakeOutcome outcome;
-  outcome.status = "unavailable";
+  outcome.status = Outcome::unavailable;
   outcome.ack = IngressAck::nak;
   outcome.redeliver_after = milliseconds(kRetryDelayMs);
   return outcome;

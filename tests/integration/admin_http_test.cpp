@@ -203,7 +203,7 @@ class FakeControl {
     cv_.wait(lock, [&] { return !blocked_; });
     auto parsed = json::parseStrict(body.empty() ? "{}" : body);
     if (!parsed || !parsed->IsObject())
-      return {"bad_request", 400, R"({"status":"bad_request","code":400})", ""};
+      return {Outcome::bad_request, 400, R"({"status":"bad_request","code":400})", ""};
     auto text = [&](const char* name) {
       const auto it = parsed->FindMember(name);
       return it != parsed->MemberEnd() && it->value.IsString() ? std::string(it->value.GetString())
@@ -211,20 +211,20 @@ class FakeControl {
     };
     seen_.push_back({op, text("id"), text("approver"), text("reason")});
     const std::string id = text("id");
-    if (op == ControlOp::list) return {"ok", 200, R"({"status":"ok","code":200,"items":[]})", ""};
-    if (!known_.contains(id)) return {"not_found", 404, R"({"status":"not_found","code":404})", ""};
-    if (op == ControlOp::get) return {"ok", 200, R"({"status":"ok","code":200,"record":{}})", ""};
+    if (op == ControlOp::list) return {Outcome::ok, 200, R"({"status":"ok","code":200,"items":[]})", ""};
+    if (!known_.contains(id)) return {Outcome::not_found, 404, R"({"status":"not_found","code":404})", ""};
+    if (op == ControlOp::get) return {Outcome::ok, 200, R"({"status":"ok","code":200,"record":{}})", ""};
     std::string& state = decided_[id];
     const std::string want = op == ControlOp::approve ? "approved" : "rejected";
     if (state.empty()) {
       state = want;
-      return {want, 200, R"({"status":")" + want + R"(","code":200,"approval_id":")" + id + "\"}",
+      return {op == ControlOp::approve ? Outcome::approved : Outcome::rejected, 200, R"({"status":")" + want + R"(","code":200,"approval_id":")" + id + "\"}",
               ""};
     }
     if (state == want) {
-      return {"already_" + want, 200, R"({"status":"already_)" + want + R"(","code":200})", ""};
+      return {op == ControlOp::approve ? Outcome::already_approved : Outcome::already_rejected, 200, R"({"status":"already_)" + want + R"(","code":200})", ""};
     }
-    return {"conflict", 409,
+    return {Outcome::conflict, 409,
             R"({"status":"conflict","code":409,"reason":"already_)" + state + "\"}",
             "already_" + state};
   }

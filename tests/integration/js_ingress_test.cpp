@@ -70,9 +70,9 @@ bool eventually(const std::function<bool()>& predicate, std::chrono::millisecond
 }
 
 IntakeOutcome outcome(IngressAck ack, std::chrono::milliseconds delay = 0ms,
-                      std::string status = "allowed") {
+                      Outcome status = Outcome::allowed) {
   IntakeOutcome out;
-  out.status = std::move(status);
+  out.status = status;
   out.ack = ack;
   out.redeliver_after = delay;
   return out;
@@ -249,7 +249,7 @@ int runCrashChild(const char* url) {
     auto ingress =
         JetStreamIngress::start(*connection, options,
                                 [](Message&&, const IngressPosition&) {
-                                  return outcome(IngressAck::ack, 0ms, "approval_required");
+                                  return outcome(IngressAck::ack, 0ms, Outcome::approval_required);
                                 },
                                 {});
     if (!ingress) return 4;
@@ -274,9 +274,9 @@ TEST_F(JsIngressTest, AcksNaksAndTermsEveryMessageInStreamOrderPerSubject) {
   auto is_delayed_nak = [](int i) { return i % 25 == 11; };
   auto is_plain_nak = [](int i) { return i % 100 == 50; };
   Recorder recorder([&](int i, int attempt) {
-    if (is_term(i)) return outcome(IngressAck::term, 0ms, "too_large");
-    if (is_delayed_nak(i) && attempt == 1) return outcome(IngressAck::nak, kNakDelay, "throttled");
-    if (is_plain_nak(i) && attempt == 1) return outcome(IngressAck::nak, 0ms, "unavailable");
+    if (is_term(i)) return outcome(IngressAck::term, 0ms, Outcome::too_large);
+    if (is_delayed_nak(i) && attempt == 1) return outcome(IngressAck::nak, kNakDelay, Outcome::throttled);
+    if (is_plain_nak(i) && attempt == 1) return outcome(IngressAck::nak, 0ms, Outcome::unavailable);
     return outcome(IngressAck::ack);
   });
   auto ingress = startIngress(*connection, defaultOptions(), recorder.handler());

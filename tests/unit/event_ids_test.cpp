@@ -37,9 +37,9 @@ TEST_F(EventIdsTest, HeldApprovedReleasedCarryJobIdAndApprovalId) {
   // A job id outside the approval-id characters gets a derived approval id: both are named.
   const std::string payload = R"({"id":"order 42/x","amount":10,"labels":{"env":"production"}})";
   const auto outcome = send("finance.payment.execute", payload);
-  ASSERT_EQ(outcome.status, "approval_required");
+  ASSERT_EQ(wireName(outcome.status), "approval_required");
   ASSERT_TRUE(outcome.approval_id.starts_with("h-"));
-  EXPECT_EQ(approve(outcome.approval_id).status, "approved");
+  EXPECT_EQ(wireName(approve(outcome.approval_id).status), "approved");
   for (const char* event : {"countersign.events.held.", "countersign.events.approved.",
                             "countersign.events.released."}) {
     const auto body = onlyEvent(event);

@@ -24,7 +24,7 @@ TEST(EventMsgId, CarriesARandomPartWhenGivenANonceSource) {
   NullLogger log;
   RandomIdSource nonces;
   EventSink sink(pub, clock, log, EventOptions{.chained = true, .chain_id = "abc-control", .msg_id_nonces = &nonces});
-  for (int i = 0; i < 3; ++i) sink.emit(Event{.event = "held", .approval_id = "job-1", .topic = "t"});
+  for (int i = 0; i < 3; ++i) sink.emit(Event{.event = EventKind::held, .approval_id = "job-1", .topic = "t"});
   const auto ids = msgIds(pub.all());
   ASSERT_EQ(ids.size(), 3u);
   std::set<std::string> distinct(ids.begin(), ids.end());
@@ -37,7 +37,7 @@ TEST(EventMsgId, CarriesARandomPartWhenGivenANonceSource) {
   // Another process with the same chain name cannot guess them.
   fakes::CapturingPublisher other_pub;
   EventSink other(other_pub, clock, log, EventOptions{.chained = true, .chain_id = "abc-control", .msg_id_nonces = &nonces});
-  other.emit(Event{.event = "held", .approval_id = "job-1", .topic = "t"});
+  other.emit(Event{.event = EventKind::held, .approval_id = "job-1", .topic = "t"});
   EXPECT_NE(msgIds(other_pub.all()).front(), ids.front());
 }
 
@@ -46,7 +46,7 @@ TEST(EventMsgId, WithoutANonceSourceTheIdIsChainAndSeq) {
   fakes::ManualClock clock;
   NullLogger log;
   EventSink sink(pub, clock, log, EventOptions{.chained = true, .chain_id = "abc-intake"});
-  sink.emit(Event{.event = "denied", .topic = "t"});
+  sink.emit(Event{.event = EventKind::denied, .topic = "t"});
   EXPECT_EQ(msgIds(pub.all()), std::vector<std::string>{"-:denied:abc-intake-1"});
 }
 

@@ -104,7 +104,7 @@ class GatewayTest : public ::testing::Test {
   }
   std::string holdPayment() {
     const auto outcome = send("finance.payment.execute", kPayment);
-    EXPECT_EQ(outcome.status, "approval_required");
+    EXPECT_EQ(wireName(outcome.status), "approval_required");
     return outcome.approval_id;
   }
 

@@ -41,7 +41,7 @@ TEST_F(GatewayTest, AllowForwardsBytesHeadersAndReplySubject) {
 
 TEST_F(GatewayTest, DefaultDenyRepliesAndForwardsNothing) {
   const auto outcome = send("finance.payment.execute", R"({"labels":{"env":"staging"}})");
-  EXPECT_EQ(outcome.status, "denied");
+  EXPECT_EQ(wireName(outcome.status), "denied");
   EXPECT_TRUE(pub_.on("jobs.").empty());
   const auto reply = lastReply();
   EXPECT_EQ(reply["code"].GetInt(), 403);
@@ -59,7 +59,7 @@ TEST_F(GatewayTest, ReservedMessageIdIsDenied) {
 
 TEST_F(GatewayTest, DisallowedReplySubjectGetsNoAnswerButDecisionStands) {
   const auto outcome = send("finance.payment.execute", kPayment, {}, "jobs.evil");
-  EXPECT_EQ(outcome.status, "approval_required");
+  EXPECT_EQ(wireName(outcome.status), "approval_required");
   EXPECT_FALSE(outcome.replied);
   EXPECT_TRUE(pub_.on("jobs.evil").empty());
   EXPECT_TRUE(kv_.value("pay-1").has_value());
@@ -137,7 +137,7 @@ TEST_F(GatewayTest, HoldTooLargeIs413) {
 
 TEST_F(GatewayTest, DuplicateKeysAreBytesSoLabelsDoNotMatch) {
   const auto outcome = send("finance.payment.execute", R"({"env":"staging","env":"production"})");
-  EXPECT_EQ(outcome.status, "denied");
+  EXPECT_EQ(wireName(outcome.status), "denied");
 }
 
 TEST_F(GatewayTest, ApproveReleasesOnceWithApprovalHeaders) {
@@ -161,7 +161,7 @@ TEST_F(GatewayTest, ApproveReleasesOnceWithApprovalHeaders) {
   EXPECT_EQ(parseApprovalRecord(*kv_.value("pay-1"))->state, ApprovalState::released);
 
   const auto again = approve(id);
-  EXPECT_EQ(again.status, "already_approved");
+  EXPECT_EQ(wireName(again.status), "already_approved");
   EXPECT_EQ(again.code, 200);
   EXPECT_EQ(pub_.on("jobs.").size(), 1u);
   EXPECT_EQ(pub_.on("countersign.events.released.").size(), 1u);
@@ -182,7 +182,7 @@ TEST_F(GatewayTest, ApproveTakesFourStoreRoundTrips) {
   kv_.gets = 0;
   kv_.creates = 0;
   kv_.updates = 0;
-  EXPECT_EQ(approve(id).status, "approved");
+  EXPECT_EQ(wireName(approve(id).status), "approved");
   EXPECT_EQ(kv_.gets.load(), 1);
   EXPECT_EQ(kv_.creates.load(), 2);
   EXPECT_EQ(kv_.updates.load(), 1);
@@ -219,7 +219,7 @@ TEST_F(GatewayTest, TheApproverHearsBeforeTheViewAndTheReleasedEvent) {
   // handle() (the REST API's path) returns only when all of it is done.
   send("finance.payment.execute", R"({"id":"pay-2","labels":{"env":"production"}})");
   const std::string second = "pay-2";
-  EXPECT_EQ(approve(second).status, "approved");
+  EXPECT_EQ(wireName(approve(second).status), "approved");
   EXPECT_EQ(parseApprovalRecord(*kv_.value(second))->state, ApprovalState::released);
   EXPECT_EQ(pub_.on("countersign.events.released.").size(), 2u);
 }
@@ -236,7 +236,7 @@ TEST_F(GatewayTest, AnExistingDecisionAnswersBeforeAnyOtherCheck) {
   ASSERT_TRUE(changed) << changed.error().message;
   policy_->replace(*changed);
   const auto answer = approve(id, R"(,"job_hash":"sha256:other")");
-  EXPECT_EQ(answer.status, "already_approved");
+  EXPECT_EQ(wireName(answer.status), "already_approved");
   EXPECT_EQ(answer.code, 200);
   // Nothing re-bound, nothing released by this call.
   EXPECT_EQ(parseApprovalRecord(*kv_.value(id))->policy_snapshot, decision.policy_snapshot);
@@ -245,8 +245,8 @@ TEST_F(GatewayTest, AnExistingDecisionAnswersBeforeAnyOtherCheck) {
 
 TEST_F(GatewayTest, RejectAndApproveExcludeEachOther) {
   const std::string id = holdPayment();
-  EXPECT_EQ(reject(id).status, "rejected");
-  EXPECT_EQ(reject(id).status, "already_rejected");
+  EXPECT_EQ(wireName(reject(id).status), "rejected");
+  EXPECT_EQ(wireName(reject(id).status), "already_rejected");
   const auto late = approve(id);
   EXPECT_EQ(late.code, 409);
   EXPECT_EQ(field(parse(late.body), "reason"), "already_rejected");
@@ -371,7 +371,7 @@ TEST_F(GatewayTest, FailedReleaseAnswers202AndKeepsTheDecision) {
   EXPECT_TRUE(kv_.value(id + "/decision"));
   EXPECT_FALSE(kv_.value(id + "/released"));
   const auto again = approve(id);
-  EXPECT_EQ(again.status, "already_approved");
+  EXPECT_EQ(wireName(again.status), "already_approved");
   EXPECT_FALSE(parse(again.body)["released"].GetBool());
 }
 
@@ -487,7 +487,7 @@ TEST_F(GatewayTest, HeldEventsCarryRedactedPayloadOnlyWhenConfigured) {
   options.include_payload = true;
   options.redact = {"amount"};
   EventSink sink(pub_, clock_, log_, options);
-  sink.emit(Event{.event = "held", .approval_id = "x", .topic = "t", .payload = R"({"amount":10,"to":"bob"})"});
+  sink.emit(Event{.event = EventKind::held, .approval_id = "x", .topic = "t", .payload = R"({"amount":10,"to":"bob"})"});
   const auto events = pub_.on("countersign.events.held.t");
   ASSERT_EQ(events.size(), 1u);
   auto body = parse(events[0].payload);
@@ -496,10 +496,10 @@ TEST_F(GatewayTest, HeldEventsCarryRedactedPayloadOnlyWhenConfigured) {
 
 TEST_F(GatewayTest, ApprovedIsConfirmedByTheReleasedEventThatFollows) {
   EventSink sink(pub_, clock_, log_, EventOptions{.chained = true, .chain_id = "c", .durable_decisions = true});
-  sink.emit(Event{.event = "approved", .approval_id = "a", .confirmed_by_next = true});
-  sink.emit(Event{.event = "released", .approval_id = "a"});
-  sink.emit(Event{.event = "rejected", .approval_id = "b"});
-  sink.emit(Event{.event = "held", .approval_id = "c"});
+  sink.emit(Event{.event = EventKind::approved, .approval_id = "a", .confirmed_by_next = true});
+  sink.emit(Event{.event = EventKind::released, .approval_id = "a"});
+  sink.emit(Event{.event = EventKind::rejected, .approval_id = "b"});
+  sink.emit(Event{.event = EventKind::held, .approval_id = "c"});
   ASSERT_EQ(pub_.on("countersign.events.approved.").size(), 1u);
   EXPECT_EQ(pub_.on("countersign.events.approved.")[0].delivery, Delivery::core);
   EXPECT_EQ(pub_.on("countersign.events.released.")[0].delivery, Delivery::jetstream);
@@ -512,8 +512,8 @@ TEST_F(GatewayTest, ChainedEventsLinkEachToThePrevious) {
   options.chained = true;
   options.chain_id = "c1";
   EventSink sink(pub_, clock_, log_, options);
-  sink.emit(Event{.event = "held", .approval_id = "a", .topic = "t"});
-  sink.emit(Event{.event = "approved", .approval_id = "a", .topic = "t"});
+  sink.emit(Event{.event = EventKind::held, .approval_id = "a", .topic = "t"});
+  sink.emit(Event{.event = EventKind::approved, .approval_id = "a", .topic = "t"});
   const auto first = pub_.on("countersign.events.held.t");
   const auto second = pub_.on("countersign.events.approved.t");
   ASSERT_EQ(first.size(), 1u);
@@ -541,8 +541,8 @@ TEST_F(GatewayTest, ConcurrentApprovalsReleaseExactlyOnce) {
   for (int i = 0; i < 16; ++i) {
     threads.emplace_back([&] {
       const auto answer = approve(id);
-      if (answer.status == "approved") ++approved;
-      if (answer.status == "already_approved") ++already;
+      if (wireName(answer.status) == "approved") ++approved;
+      if (wireName(answer.status) == "already_approved") ++already;
     });
   }
   for (auto& t : threads) t.join();
@@ -567,7 +567,7 @@ class PooledHoldTest : public GatewayTest {
 
 TEST_F(PooledHoldTest, HoldIsQueuedThenStoredAnsweredAndCounted) {
   const auto outcome = send("finance.payment.execute", kPayment);
-  EXPECT_EQ(outcome.status, "queued");
+  EXPECT_EQ(wireName(outcome.status), "queued");
   EXPECT_EQ(outcome.approval_id, "pay-1");
   pool_->drain();
   const auto answer = lastReply();
@@ -578,8 +578,8 @@ TEST_F(PooledHoldTest, HoldIsQueuedThenStoredAnsweredAndCounted) {
   EXPECT_EQ(metrics_.decisionCount("held", "require-approval-prod-finance"), 1u);
   EXPECT_EQ(metrics_.decisionCount("queued", "require-approval-prod-finance"), 0u);
   // Other decisions stay in line: answered before onJob returns.
-  EXPECT_EQ(send("knowledge.read", "{}", {}, "_INBOX.r2").status, "allowed");
-  EXPECT_EQ(send("nothing.matches", "{}", {}, "_INBOX.r3").status, "denied");
+  EXPECT_EQ(wireName(send("knowledge.read", "{}", {}, "_INBOX.r2").status), "allowed");
+  EXPECT_EQ(wireName(send("nothing.matches", "{}", {}, "_INBOX.r3").status), "denied");
   EXPECT_EQ(lastReply("_INBOX.r3")["code"].GetInt(), 403);
 }
 
@@ -615,8 +615,8 @@ TEST_F(PooledHoldTest, HeldEventPrecedesTheAnswerOnTheAnswerConnection) {
   const Services services{config_, kv_, pub_, clock_, ids_, *policy_, throttler_, *events_, log_, metrics_};
   intake_ = std::make_unique<Intake>(services, &asap, pool_.get(), &asap_events);
 
-  EXPECT_EQ(send("finance.payment.execute", kPayment).status, "queued");
-  EXPECT_EQ(send("nothing.matches", "{}", {}, "_INBOX.r2").status, "denied");
+  EXPECT_EQ(wireName(send("finance.payment.execute", kPayment).status), "queued");
+  EXPECT_EQ(wireName(send("nothing.matches", "{}", {}, "_INBOX.r2").status), "denied");
   pool_->drain();
 
   const auto sent = asap.on("");
@@ -638,7 +638,7 @@ TEST_F(PooledHoldTest, HeldEventPrecedesTheAnswerOnTheAnswerConnection) {
 
 TEST_F(PooledHoldTest, StoreDownFailsClosedFromThePool) {
   kv_.failNext(Errc::unavailable, 5);
-  EXPECT_EQ(send("finance.payment.execute", kPayment).status, "queued");
+  EXPECT_EQ(wireName(send("finance.payment.execute", kPayment).status), "queued");
   pool_->drain();
   EXPECT_EQ(lastReply()["code"].GetInt(), 503);
   EXPECT_EQ(kv_.size(), 0u);

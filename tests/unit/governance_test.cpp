@@ -70,7 +70,7 @@ class GovernanceTest : public GatewayTest {
   };
   Held hold(const std::string& topic, const std::string& job_id, Headers headers = {}) {
     const auto outcome = send(topic, R"({"id":")" + job_id + R"("})", std::move(headers));
-    EXPECT_EQ(outcome.status, "approval_required") << topic;
+    EXPECT_EQ(wireName(outcome.status), "approval_required") << topic;
     auto record = parseApprovalRecord(*kv_.value(outcome.approval_id));
     EXPECT_TRUE(record.has_value());
     return Held{outcome.approval_id, record ? record->job_hash : "", record ? record->policy_snapshot : ""};
@@ -118,7 +118,7 @@ TEST_F(GovernanceTest, UnsignedIsRefusedWhenSignaturesAreRequired) {
   const Held held = hold("ops.restart", "r-2");
   const auto r = approve(held.id);
   EXPECT_EQ(r.code, 401);
-  EXPECT_EQ(r.status, "unauthenticated");
+  EXPECT_EQ(wireName(r.status), "unauthenticated");
   EXPECT_EQ(reasonOf(r), "signature_required");
   EXPECT_EQ(releases(), 0u);
 }
@@ -146,7 +146,7 @@ TEST_F(GovernanceTest, ASignatureBindsIdHashSnapshotAndAction) {
   EXPECT_EQ(field(parse(signed_a), "status"), "approved");
   // The same signed text, replayed: the same job answers as before, nothing is published again.
   const std::string body_a = signedRequest("approve", a, "alice");
-  EXPECT_EQ(send(ControlOp::approve, body_a).status, "already_approved");
+  EXPECT_EQ(wireName(send(ControlOp::approve, body_a).status), "already_approved");
   EXPECT_EQ(releases(), 1u);
   // Edited to name another job: the signature no longer verifies.
   auto edited = parse(body_a);
@@ -223,13 +223,13 @@ TEST_F(GovernanceTest, QuorumOfTwoReleasesOnTheSecondDistinctVote) {
   const Held held = holdPay("p-2");
   const auto first = send(ControlOp::approve, signedRequest("approve", held, "bob"));
   EXPECT_EQ(first.code, 202);
-  EXPECT_EQ(first.status, "vote_recorded");
+  EXPECT_EQ(wireName(first.status), "vote_recorded");
   auto doc = parse(first.body);
   EXPECT_EQ(doc["votes"].GetInt(), 1);
   EXPECT_EQ(doc["quorum"].GetInt(), 2);
   const auto again = send(ControlOp::approve, signedRequest("approve", held, "bob"));
   EXPECT_EQ(again.code, 200);
-  EXPECT_EQ(again.status, "already_voted");
+  EXPECT_EQ(wireName(again.status), "already_voted");
   EXPECT_EQ(releases(), 0u);
   const auto second = send(ControlOp::approve, signedRequest("approve", held, "alice"));
   EXPECT_EQ(second.code, 200) << second.body;
@@ -238,7 +238,7 @@ TEST_F(GovernanceTest, QuorumOfTwoReleasesOnTheSecondDistinctVote) {
   auto decision = parseDecisionRecord(*kv_.value(decisionKey(held.id)));
   ASSERT_TRUE(decision);
   EXPECT_EQ(decision->by, "alice,bob");
-  EXPECT_EQ(send(ControlOp::approve, signedRequest("approve", held, "carol")).status, "already_approved");
+  EXPECT_EQ(wireName(send(ControlOp::approve, signedRequest("approve", held, "carol")).status), "already_approved");
   EXPECT_EQ(releases(), 1u);
   EXPECT_EQ(pub_.on("countersign.events.vote.").size(), 2u);
 }
@@ -254,7 +254,7 @@ TEST_F(GovernanceTest, TheRequesterMayNotDecideTheirOwnJob) {
 
 TEST_F(GovernanceTest, WithoutARequesterSeparationOfDutiesDeniesAtIntake) {
   const auto outcome = send("finance.payment.execute", R"({"id":"p-4"})");
-  EXPECT_EQ(outcome.status, "denied");
+  EXPECT_EQ(wireName(outcome.status), "denied");
   EXPECT_EQ(outcome.code, 403);
   EXPECT_EQ(field(lastReply(), "reason"), "requester_missing");
   EXPECT_EQ(kv_.size(), 0u);
@@ -264,7 +264,7 @@ TEST_F(GovernanceTest, OneRejectVetoes) {
   const Held held = holdPay("p-5");
   EXPECT_EQ(send(ControlOp::approve, signedRequest("approve", held, "bob")).code, 202);
   const auto veto = send(ControlOp::reject, signedRequest("reject", held, "carol"));
-  EXPECT_EQ(veto.status, "rejected");
+  EXPECT_EQ(wireName(veto.status), "rejected");
   const auto late = send(ControlOp::approve, signedRequest("approve", held, "alice"));
   EXPECT_EQ(late.code, 409);
   EXPECT_EQ(reasonOf(late), "already_rejected");
@@ -288,8 +288,8 @@ TEST_F(GovernanceTest, EscalationWidensWhoMayDecideOnlyOnceItApplies) {
 
 TEST_F(GovernanceTest, PerGroupQuorumNeedsEachGroup) {
   const Held held = hold("infra.change", "i-1");
-  EXPECT_EQ(send(ControlOp::approve, signedRequest("approve", held, "alice")).status, "vote_recorded");
-  EXPECT_EQ(send(ControlOp::approve, signedRequest("approve", held, "bob")).status, "vote_recorded");
+  EXPECT_EQ(wireName(send(ControlOp::approve, signedRequest("approve", held, "alice")).status), "vote_recorded");
+  EXPECT_EQ(wireName(send(ControlOp::approve, signedRequest("approve", held, "bob")).status), "vote_recorded");
   EXPECT_EQ(releases(), 0u);
   EXPECT_EQ(send(ControlOp::approve, signedRequest("approve", held, "erin")).code, 200);
   EXPECT_EQ(*findHeader(pub_.on("jobs.")[0].headers, "Countersign-Approved-By"), "alice,bob,erin");
@@ -308,7 +308,7 @@ TEST_F(GovernanceTest, ARebindDismissesVotes) {
   EXPECT_TRUE(record->votes.empty());
   const Held rebound{held.id, held.hash, record->policy_snapshot};
   // bob's vote under the old snapshot does not count: alice's is the first of the new binding.
-  EXPECT_EQ(send(ControlOp::approve, signedRequest("approve", rebound, "alice")).status, "vote_recorded");
+  EXPECT_EQ(wireName(send(ControlOp::approve, signedRequest("approve", rebound, "alice")).status), "vote_recorded");
   EXPECT_EQ(send(ControlOp::approve, signedRequest("approve", rebound, "bob")).code, 200);
   EXPECT_EQ(releases(), 1u);
 }
@@ -345,7 +345,7 @@ TEST_F(GovernanceTest, AVoteOfSomeoneOutsideTheRuleNeverCounts) {
   const VoteRecord planted{.approver = "erin", .at = formatRfc3339(clock_.now()), .job_hash = held.hash,
                            .policy_snapshot = held.snapshot};
   kv_.put(voteKey(held.id, 0, "erin"), toJson(planted));
-  EXPECT_EQ(send(ControlOp::approve, signedRequest("approve", held, "bob")).status, "vote_recorded");
+  EXPECT_EQ(wireName(send(ControlOp::approve, signedRequest("approve", held, "bob")).status), "vote_recorded");
   EXPECT_EQ(releases(), 0u);
 }
 
@@ -410,7 +410,7 @@ TEST_F(GatewayTest, AFilteredListReadsOnlyTheRecordsItMayShow) {
   std::vector<std::string> ids;
   for (int i = 0; i < 20; ++i) {
     const auto outcome = send("ops.restart", R"({"id":"l-)" + std::to_string(i) + R"("})");
-    ASSERT_EQ(outcome.status, "approval_required");
+    ASSERT_EQ(wireName(outcome.status), "approval_required");
     ids.push_back(outcome.approval_id);
   }
   for (int i = 0; i < 18; ++i) ASSERT_EQ(approve(ids[static_cast<std::size_t>(i)]).code, 200);

@@ -25,7 +25,7 @@ struct ControlCall {
 // Records every control call and answers with `next`.
 struct FakeControl {
   std::vector<ControlCall> calls;
-  ControlReply next{"approved", 200, R"({"status":"approved","code":200})", ""};
+  ControlReply next{Outcome::approved, 200, R"({"status":"approved","code":200})", ""};
 };
 
 class RestApiTest : public ::testing::Test {
@@ -287,7 +287,7 @@ TEST_F(RestApiTest, ApproveForwardsReasonWithTheTokensApproverAndThePathsId) {
 }
 
 TEST_F(RestApiTest, RejectIsForwardedAsReject) {
-  control_.next = ControlReply{"rejected", 200, R"({"status":"rejected","code":200})", ""};
+  control_.next = ControlReply{Outcome::rejected, 200, R"({"status":"rejected","code":200})", ""};
   const auto r = call("POST", "/api/v1/approvals/job-42/reject", R"({"reason":"wrong amount"})");
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.header("Countersign-Status"), "rejected");
@@ -351,26 +351,26 @@ TEST_F(RestApiTest, BodyBeyond64KiBIs413) {
 
 TEST_F(RestApiTest, EveryControlStatusMapsToItsHttpStatus) {
   struct Case {
-    const char* status;
+    Outcome status;
     int code;
   };
   for (const Case& c :
-       {Case{"approved", 200}, Case{"approved", 202}, Case{"already_approved", 200},
-        Case{"rejected", 200}, Case{"already_rejected", 200}, Case{"bad_request", 400},
-        Case{"not_found", 404}, Case{"conflict", 409}, Case{"expired", 410}}) {
+       {Case{Outcome::approved, 200}, Case{Outcome::approved, 202}, Case{Outcome::already_approved, 200},
+        Case{Outcome::rejected, 200}, Case{Outcome::already_rejected, 200}, Case{Outcome::bad_request, 400},
+        Case{Outcome::not_found, 404}, Case{Outcome::conflict, 409}, Case{Outcome::expired, 410}}) {
     const std::string body =
-        std::string(R"({"status":")") + c.status + R"(","code":)" + std::to_string(c.code) + "}";
+        std::string(R"({"status":")") + std::string(wireName(c.status)) + R"(","code":)" + std::to_string(c.code) + "}";
     control_.next = ControlReply{c.status, c.code, body, ""};
     const auto r = call("POST", "/api/v1/approvals/j/approve");
     EXPECT_EQ(r.status, c.code) << c.status;
     EXPECT_EQ(r.body, body);
     EXPECT_EQ(r.content_type, "application/json");
-    EXPECT_EQ(r.header("Countersign-Status"), c.status);
+    EXPECT_EQ(r.header("Countersign-Status"), wireName(c.status));
   }
 }
 
 TEST_F(RestApiTest, ControlFailuresAre500NotCrashes) {
-  control_.next = ControlReply{"weird", 0, "{}", ""};
+  control_.next = ControlReply{Outcome::ok, 0, "{}", ""};
   EXPECT_EQ(call("GET", "/api/v1/approvals/j").status, 500);
 
   AdminHandlers h;
@@ -535,7 +535,7 @@ TEST_F(RestApiTest, EvidenceIsReadableWithAReadTokenAndComesFromTheHandler) {
   AdminHandlers h = handlers();
   h.evidence = [&](const std::string& id) {
     asked.push_back(id);
-    return ControlReply{"ok", 200, R"({"status":"ok","code":200})", "", {}};
+    return ControlReply{Outcome::ok, 200, R"({"status":"ok","code":200})", "", {}};
   };
   const AdminRouter router(config_, h, log_);
   const auto r = router.route("GET", "/api/v1/approvals/a%2Fb/evidence", {{"Authorization", "Bearer read-secret"}}, "");
@@ -622,7 +622,7 @@ TEST_F(RestApiTest, OpenApiDocumentListsExactlyTheRoutesTheServerHas) {
 
   // Every route of the table is really answered (not 404 unknown_path, not 405).
   AdminHandlers h = handlers();
-  h.evidence = [](const std::string&) { return ControlReply{"ok", 200, "{}", "", {}}; };
+  h.evidence = [](const std::string&) { return ControlReply{Outcome::ok, 200, "{}", "", {}}; };
   const AdminRouter router(config_, h, log_);
   for (const auto& route : table) {
     const auto space = route.find(' ');
