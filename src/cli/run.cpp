@@ -1,4 +1,5 @@
 // `countersign run`: the arguments, the config and the policy; the Gateway does the rest.
+// (`run --check` is configCheck, in policy_commands.cpp.)
 #include <iostream>
 
 #include "app/gateway.hpp"
@@ -31,11 +32,6 @@ int runGateway(const RunOptions& options) {
   if (!policy) {
     std::cerr << "countersign: " << policy.error().message << '\n';
     return kExitConfig;
-  }
-  if (options.check) {
-    std::cout << "ok config " << options.config_path << ", policy " << loaded->policy.file << " "
-              << (*policy)->snapshot() << ", " << loaded->routes.size() << " route(s)\n";
-    return 0;
   }
   StreamLogger log(options.log_format == "text" ? LogFormat::text : LogFormat::json,
                    parseLevel(options.log_level));
