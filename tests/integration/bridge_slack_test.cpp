@@ -421,6 +421,14 @@ TEST_F(BridgeSlackTest, RateLimitedPostIsRetriedAfterRetryAfter) {
   EXPECT_GE(second["at_ms"].GetInt64() - first["at_ms"].GetInt64(), 1900);
   std::this_thread::sleep_for(1s);
   EXPECT_EQ(slack_.calls("chat.postMessage").size(), 2u);
+  // Slack's other way to say it: HTTP 200 with {"ok":false,"error":"ratelimited"} and Retry-After.
+  slack_.control("POST", "/fail", R"({"method":"chat.postMessage","error":"ratelimited","retry_after":2,"times":1})");
+  hold("rl-2");
+  const auto again = slack_.waitCalls("chat.postMessage", 4, 30s);
+  ASSERT_EQ(again.size(), 4u) << bridge->logs();
+  EXPECT_GE(parse(again[3])["at_ms"].GetInt64() - parse(again[2])["at_ms"].GetInt64(), 1900);
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(slack_.calls("chat.postMessage").size(), 4u);
 }
 
 TEST_F(BridgeSlackTest, UnknownSlackUserChangesNothingAndIsTold) {
