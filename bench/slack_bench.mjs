@@ -94,7 +94,10 @@ async function control(port, method, path, body) {
   return res.json();
 }
 
+const loadOf = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+
 async function main() {
+  const loadBefore = loadOf();
   const server = await start(natsServerBin, ['-a', '127.0.0.1', '-p', '-1', '-js', '-sd', join(dir, 'js')],
     /Listening for client connections on [^\s]*:(\d+)/);
   const natsUrl = `nats://127.0.0.1:${server.match[1]}`;
@@ -261,13 +264,14 @@ ${approvers}`);
   const decisionCpu = cpuSeconds(bridge.child.pid) - cpuBefore;
   await nc.drain();
 
-  const loadavg = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  const loadAfter = loadOf();
   const row = (what, values) => `| ${what} | ${values.length} | ${ms(quantile(values, 0.5))} | ${ms(quantile(values, 0.99))} |`;
   const lines = [
     '### Slack bridge (bench/slack_bench.mjs)',
     '',
     `Through the fake Slack over TLS on loopback; ${holds} holds per phase at ${rate}/s, ${decisions} clicks and ` +
-      `${decisions} NATS approvals alternating, one at a time. Load average (1/5/15 min) at the end: ${loadavg}.`,
+      `${decisions} NATS approvals alternating, one at a time. Load average (1/5/15 min) before: ${loadBefore}; ` +
+      `after: ${loadAfter}.`,
     '',
     '| path | n | p50 ms | p99 ms |',
     '|---|---|---|---|',
