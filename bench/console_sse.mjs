@@ -7,11 +7,13 @@
 // compares countersign's CPU time (user + system, from /proc/<pid>/stat) over each window.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { resolve } from 'node:path';
 
 import { ALICE, nats, runWithStack, sleep } from '../tests/browser/harness.mjs';
 
 const args = process.argv.slice(2);
+const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
 const [countersignBin, natsServerBin] = args.slice(0, 2).map((p) => (p ? resolve(p) : p));
 const rate = Number(args[2] || 1000);
 const streams = Number(args[3] || 50);
@@ -59,7 +61,7 @@ await runWithStack(countersignBin, natsServerBin, async (stack) => {
     const sent = await holdFor(seconds);
     const cpu = cpuSeconds(stack.gateway.pid) - before;
     const wall = (Date.now() - t0) / 1000;
-    console.log(`${label}: ${sent} holds in ${wall.toFixed(1)} s, countersign CPU ${cpu.toFixed(2)} s = ${(100 * cpu / wall).toFixed(1)}% of a core, ${(1e6 * cpu / sent).toFixed(0)} us per hold`);
+    console.log(`${label}: ${sent} holds in ${wall.toFixed(1)} s, countersign CPU ${cpu.toFixed(2)} s = ${(100 * cpu / wall).toFixed(1)}% of a core, ${(1e6 * cpu / sent).toFixed(0)} us per hold (load average ${load()})`);
     return cpu / sent;  // per hold: the two windows may not send quite the same number
   };
 
@@ -69,7 +71,8 @@ await runWithStack(countersignBin, natsServerBin, async (stack) => {
   // The readers are curl processes (not this busy event loop), so each keeps up like a browser.
   const readers = [];
   for (let i = 0; i < streams; i++) {
-    const curl = spawn('curl', ['-sN', '--noproxy', '*', '-H', 'Authorization: Bearer ' + ALICE,
+    // --max-time ends each reader after the window (killed, curl would not print the byte count).
+    const curl = spawn('curl', ['-sN', '--noproxy', '*', '--max-time', String(seconds + 4), '-H', 'Authorization: Bearer ' + ALICE,
       '-o', '/dev/null', '-w', '%{size_download}', stack.origin + '/api/v1/events'], { stdio: ['ignore', 'pipe', 'ignore'] });
     let out = '';
     curl.stdout.on('data', (d) => { out += d; });
@@ -78,7 +81,6 @@ await runWithStack(countersignBin, natsServerBin, async (stack) => {
   await sleep(1000);
   const withStreams = await measure(`${streams} event streams`);
   const open = readers.filter((r) => r.curl.exitCode === null).length;  // none dropped
-  for (const r of readers) r.curl.kill('SIGTERM');
   const bytes = (await Promise.all(readers.map((r) => r.done))).reduce((x, y) => x + y, 0);
   await nc.close();
 
