@@ -8,10 +8,12 @@
 //   filter   typing a topic filter until the rows are redrawn (median of 5)
 //   clear    clearing it again (all PENDING items sorted and the first page drawn; median of 5)
 // and prints each with its ratio to the baseline. Goal: render and filter within 1 s.
+import { loadavg } from 'node:os';
 import { resolve } from 'node:path';
 
 import { ALICE, chromium, nats, runWithStack } from '../tests/browser/harness.mjs';
 
+const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
 const [countersignBin, natsServerBin] = process.argv.slice(2, 4).map((p) => (p ? resolve(p) : p));
 const pending = Number(process.argv[4] || 10000);
 if (!countersignBin || !natsServerBin) {
@@ -36,7 +38,7 @@ await runWithStack(countersignBin, natsServerBin, async (stack) => {
     }
     await Promise.all(batch);
   }
-  console.log(`held ${pending} jobs in ${Date.now() - holdStart} ms`);
+  console.log(`held ${pending} jobs in ${Date.now() - holdStart} ms (load average ${load()})`);
 
   const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'], headless: true });
   const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
@@ -87,7 +89,7 @@ await runWithStack(countersignBin, natsServerBin, async (stack) => {
     ['filter by topic', median(filters)],
     ['clear the filter', median(clears)],
   ];
-  console.log(`\n${pending} pending approvals, headless chromium (${shown})\n`);
+  console.log(`\n${pending} pending approvals, headless chromium (${shown}); load average ${load()}\n`);
   console.log('| step | ms | ratio to fetch |\n|---|---|---|');
   for (const [name, ms] of rows) console.log(`| ${name} | ${ms.toFixed(1)} | ${(ms / fetchMs).toFixed(3)} |`);
   // Clearing the filter sorts all PENDING items and draws the first page: the full render.

@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "countersign/approval_index.hpp"
 #include "countersign/governance.hpp"
 #include "countersign/releaser.hpp"
 #include "countersign/services.hpp"
@@ -41,6 +42,7 @@ struct ControlRequest {
   bool authenticated = false;  // the edge proved `approver` itself (a REST token naming them)
   // list
   std::optional<ApprovalState> state;
+  std::string topic;  // a subject pattern (`*`, `>`); empty: every topic
   int limit = 100;
   std::string after;
 };
@@ -62,6 +64,9 @@ class Control {
   // publishes again (same Nats-Msg-Id) whatever the duplicate window; `mark_released` records
   // the release without publishing. Subject <prefix>.control.release.
   ControlReply operatorRelease(std::string_view body);
+  // `list` answers from `index` when it can (nullptr, or an index that cannot answer: every
+  // record is read). The index must outlive this Control.
+  void useIndex(ApprovalIndex* index) { index_ = index; }
 
   // handle() plus publishing the reply (with Countersign-Status) when the reply subject is
   // allowed, before the follow-up work (ControlReply::after). A request without a reply subject
@@ -99,6 +104,7 @@ class Control {
   Releaser& releaser_;
   ReplyGuard guard_;
   Governance governance_;
+  ApprovalIndex* index_ = nullptr;
 };
 
 }  // namespace countersign

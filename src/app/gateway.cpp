@@ -246,6 +246,8 @@ Status Gateway::start() {
                                      control_plane_->events.get());
   releaser_ = std::make_unique<Releaser>(*control_services_);
   control_ = std::make_unique<Control>(*control_services_, *releaser_);
+  list_index_ = std::make_unique<natsio::RecordIndex>(control_connection, config_.store.bucket);
+  control_->useIndex(list_index_.get());
   replayer_ = std::make_unique<Replayer>(*control_services_, *releaser_, replay_options);
   intake_->onHeld([replayer = replayer_.get()](std::string_view id,
                                                std::optional<std::chrono::system_clock::time_point> deadline) {
@@ -340,7 +342,8 @@ Status Gateway::start() {
 }
 
 ControlReply Gateway::evidence(const std::string& id) const {
-  http::EvidenceSources sources{.store = *control_plane_->store, .policy = policy_, .config = config_};
+  http::EvidenceSources sources{
+      .store = *control_plane_->store, .policy = policy_, .config = config_, .earlier = &earlier_policies_};
   if (config_.audit.enabled) {
     sources.timeline = [this](const std::string& approval) {
       return natsio::approvalTimeline(*control_plane_->connection, config_.audit.stream, approval, 5000);
@@ -421,6 +424,7 @@ void Gateway::stop(std::chrono::milliseconds timeout) {
   }
   if (control_executor_) control_executor_->drain();
   if (control_plane_ && control_plane_->store) control_plane_->store->stopWatching();
+  if (list_index_) list_index_->stop();
   if (connected(control_plane_)) control_plane_->connection->drain(left());
   // What is left goes in reverse declaration order: endpoints before the executors they feed,
   // executors before the core objects they run, the store before its connection.
@@ -443,6 +447,7 @@ void Gateway::reloadPolicy(std::string_view why) {
     return;
   }
   const std::string before = policy_.current()->snapshot();
+  earlier_policies_.remember(policy_.current());  // the console explains jobs held under it
   policy_.replace(std::move(*next));
   log_.info("policy reloaded", {{"why", why}, {"from", before}, {"policy_snapshot", policy_.current()->snapshot()}});
 }

@@ -18,6 +18,8 @@
 
 #include "app/endpoint.hpp"
 #include "app/nats_plane.hpp"
+#include "http/evidence.hpp"
+#include "nats/record_index.hpp"
 #include "countersign/clock.hpp"
 #include "countersign/config.hpp"
 #include "countersign/log.hpp"
@@ -116,6 +118,7 @@ class Gateway {
   SystemClock clock_;
   RandomIdSource ids_;
   PolicyHolder policy_;
+  http::PolicyHistory earlier_policies_;  // replaced by reloads: the console explains under them
   Throttler throttler_;
   Metrics metrics_;
   bool started_ = false;
@@ -133,6 +136,7 @@ class Gateway {
   std::unique_ptr<Intake> intake_;
   std::unique_ptr<Releaser> releaser_;
   std::unique_ptr<Control> control_;
+  std::unique_ptr<natsio::RecordIndex> list_index_;  // `list` pages (started by the first list)
   std::unique_ptr<Replayer> replayer_;
   // Executors: declared after the core objects they run, so that they are drained and joined
   // before those go (they are created first in start(): intake is given the hold executor).

@@ -10,6 +10,7 @@
 #include "countersign/job.hpp"
 #include "countersign/json.hpp"
 #include "countersign/redact.hpp"
+#include "countersign/subject.hpp"
 #include "json_writer.hpp"
 
 namespace countersign {
@@ -298,6 +299,7 @@ std::expected<ControlRequest, ControlReply> parseControlRequest(ControlOp op, st
       }
     }
     COUNTERSIGN_TRY(readString("after", request.after, false));
+    COUNTERSIGN_TRY(readString("topic", request.topic, false));
   }
 #undef COUNTERSIGN_TRY
   return request;
@@ -737,20 +739,62 @@ ControlReply Control::get(const Request& request) {
   return reply(Outcome::ok, 200, w);
 }
 
+namespace {
+
+// One list item: the same fields whether the index or the records answered.
+std::string listItem(const ApprovalSummary& s, ApprovalState state) {
+  JsonObjectWriter item;
+  item.field("id", s.id)
+      .optional("job_id", s.job_id)
+      .field("state", toString(state))
+      .field("topic", s.topic)
+      .field("rule", s.rule)
+      .field("created_at", s.created_at)
+      .optional("expires_at", s.expires_at)
+      .optional("requester", s.requester)
+      .field("votes", s.votes)
+      .field("quorum", s.quorum);
+  if (!s.approvers.empty()) {
+    item.key("approvers");
+    item.writer().StartArray();
+    for (const auto& a : s.approvers) item.writer().String(a.data(), static_cast<rapidjson::SizeType>(a.size()));
+    item.writer().EndArray();
+  }
+  return item.finish();
+}
+
+}  // namespace
+
 ControlReply Control::list(const Request& request) {
+  auto w = start(Outcome::ok, 200);
+  auto& out = w.writer();
+  if (index_ != nullptr) {
+    const ApprovalQuery query{.state = request.state, .topic = request.topic, .after = request.after,
+                              .limit = request.limit};
+    if (auto page = index_->page(query)) {
+      w.key("items");
+      out.StartArray();
+      for (const auto& summary : page->items) {
+        const std::string text = listItem(summary, summary.state());
+        out.RawValue(text.data(), text.size(), rapidjson::kObjectType);
+      }
+      out.EndArray();
+      if (!page->next_after.empty()) w.field("next_after", page->next_after);
+      return reply(Outcome::ok, 200, w);
+    }
+  }
+  // Without an index: the key listing, then the records a page may show.
   auto keys = s_.store.listKeys();
   if (!keys) {
-    auto w = start(Outcome::unavailable, 503);
-    w.field("retryable", true).field("reason", keys.error().message);
-    return reply(Outcome::unavailable, 503, w);
+    auto failed = start(Outcome::unavailable, 503);
+    failed.field("retryable", true).field("reason", keys.error().message);
+    return reply(Outcome::unavailable, 503, failed);
   }
   std::unordered_set<std::string> all(keys->begin(), keys->end());
   std::set<std::string> ids;
   for (const auto& key : *keys) {
     if (key.find('/') == std::string::npos) ids.insert(key);
   }
-  auto w = start(Outcome::ok, 200);
-  auto& out = w.writer();
   w.key("items");
   out.StartArray();
   int emitted = 0;
@@ -758,9 +802,8 @@ ControlReply Control::list(const Request& request) {
   bool more = false;
   for (auto it = request.after.empty() ? ids.begin() : ids.upper_bound(request.after); it != ids.end(); ++it) {
     const std::string& id = *it;
-    // The key listing is the index: what the decisive keys say rules most ids out without
-    // reading their record (a record without <id>/decision is pending, one with <id>/released
-    // is released), so a filtered page reads only the records it may show.
+    // What the decisive keys say rules most ids out without reading their record (a record
+    // without <id>/decision is pending, one with <id>/released is released).
     if (request.state) {
       const bool released = all.contains(releasedKey(id));
       const bool decided = all.contains(decisionKey(id));
@@ -772,43 +815,23 @@ ControlReply Control::list(const Request& request) {
     }
     auto entry = s_.store.get(id);
     if (!entry) continue;  // aged out between keys() and get()
-    auto record = parseApprovalRecord(entry->value);
-    if (!record) continue;
-    ApprovalState state = record->state;
-    if (all.contains(releasedKey(id))) {
-      state = ApprovalState::released;
-    } else if (all.contains(decisionKey(id)) && state != ApprovalState::release_unknown) {
+    auto summary = summarizeRecord(entry->value);
+    if (!summary) continue;
+    summary->released = all.contains(releasedKey(id));
+    if (!summary->released && all.contains(decisionKey(id))) {
+      summary->decided = true;
       if (auto decided = s_.store.get(decisionKey(id))) {
-        if (auto d = parseDecisionRecord(decided->value)) {
-          state = d->decision == FinalDecision::approved   ? ApprovalState::approved
-                  : d->decision == FinalDecision::rejected ? ApprovalState::rejected
-                                                           : ApprovalState::expired;
-        }
+        if (auto d = parseDecisionRecord(decided->value)) summary->decision = d->decision;
       }
     }
+    const ApprovalState state = summary->state();
     if (request.state && *request.state != state) continue;
+    if (!request.topic.empty() && !subject::matches(request.topic, summary->topic)) continue;
     if (emitted == request.limit) {
       more = true;
       break;
     }
-    JsonObjectWriter item;
-    item.field("id", id)
-        .optional("job_id", record->job_id)
-        .field("state", toString(state))
-        .field("topic", record->topic)
-        .field("rule", record->rule)
-        .field("created_at", record->created_at)
-        .optional("expires_at", record->expires_at)
-        .optional("requester", record->requester)
-        .field("votes", static_cast<int>(record->votes.size()))
-        .field("quorum", record->quorum.needed());
-    if (!record->approvers.empty()) {
-      item.key("approvers");
-      item.writer().StartArray();
-      for (const auto& a : record->approvers) item.writer().String(a.data(), static_cast<rapidjson::SizeType>(a.size()));
-      item.writer().EndArray();
-    }
-    const std::string text = item.finish();
+    const std::string text = listItem(*summary, state);
     out.RawValue(text.data(), text.size(), rapidjson::kObjectType);
     ++emitted;
     last = id;

@@ -557,7 +557,7 @@ HttpResponse AdminRouter::list(std::string_view query) const {
   std::vector<std::string_view> seen;
   for (const auto& [name, value] : *params) {
     // Other parameters are ignored, like unknown fields of a control request.
-    if (name != "state" && name != "after" && name != "limit") continue;
+    if (name != "state" && name != "topic" && name != "after" && name != "limit") continue;
     if (value.empty()) continue;  // `limit=` is the same as no limit
     if (std::find(seen.begin(), seen.end(), name) != seen.end()) {
       return badRequest(name, "given more than once");

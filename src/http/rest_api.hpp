@@ -77,7 +77,7 @@ inline constexpr std::string_view kPrometheusContentType =
 //   GET  /healthz                          200 "ok"                          (no token)
 //   GET  /readyz                           200 "ready" | 503 failing checks  (no token)
 //   GET  /metrics                          200 Prometheus text               (no token)
-//   GET  /api/v1/approvals?state=&limit=&after=    control list   (read or approve token)
+//   GET  /api/v1/approvals?state=&topic=&limit=&after=  control list (read or approve token)
 //   GET  /api/v1/approvals/{id}                    control get    (read or approve token)
 //   POST /api/v1/approvals/{id}/approve            control approve (approve token)
 //   POST /api/v1/approvals/{id}/reject             control reject  (approve token)

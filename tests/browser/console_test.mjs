@@ -8,7 +8,7 @@
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
-import { ALICE, RITA, chromium, nats, policy, sleep, startStack } from './harness.mjs';
+import { ALICE, BOB, RITA, chromium, nats, policy, sleep, startStack } from './harness.mjs';
 
 const { connect, headers: natsHeaders, StringCodec } = nats;
 const [countersignBin, natsServerBin] = process.argv.slice(2).map((p) => (p ? resolve(p) : p));
@@ -48,11 +48,11 @@ async function main() {
   })();
   await nc.flush();
 
-  const hold = async (jobId, body, extraHeaders = {}) => {
+  const hold = async (jobId, body, extraHeaders = {}, subject = 'agents.jobs.finance.payment.execute') => {
     const h = natsHeaders();
     h.set('Nats-Msg-Id', jobId);
     for (const [k, v] of Object.entries(extraHeaders)) h.set(k, v);
-    const reply = await nc.request('agents.jobs.finance.payment.execute', sc.encode(JSON.stringify(body)), { headers: h, timeout: 5000 });
+    const reply = await nc.request(subject, sc.encode(JSON.stringify(body)), { headers: h, timeout: 5000 });
     const answer = JSON.parse(sc.decode(reply.data));
     if (answer.code !== 202) throw new Error('not held: ' + JSON.stringify(answer));
     return answer;
@@ -137,8 +137,58 @@ async function main() {
   await page.waitForSelector(`#rows tr[data-id="${jobA.approval_id}"] .state.released`, { timeout: 3000 });
   check(true, 'the list shows it released');
 
+  // HTML in a job id (the producer's Nats-Msg-Id): listed and shown as text, never run.
+  const xssJob = await hold(XSS, { env: 'production', amount: 333 });
+  await page.waitForSelector(`#rows tr[data-id="${xssJob.approval_id}"]`, { timeout: 2000 });
+  await page.click(`#rows tr[data-id="${xssJob.approval_id}"] td.id a`);
+  await page.waitForSelector('#payload');
+  check((await page.textContent('#detail-body')).includes(XSS) && (await page.$$('#detail-body img, #rows img')).length === 0,
+    'an HTML job id is shown as text, not rendered');
+  await page.click('#back');
+
+  // A 2-of-2 rule: the first vote shows "vote 1 of 2" and who may still decide; nothing runs
+  // until the second approver (bob, signed in on another page) approves; then it runs once.
+  const wire = await hold('wire-' + Date.now(), { env: 'production', amount: 70000, to: 'Initech' }, {},
+    'agents.jobs.finance.wire.send');
+  await page.waitForSelector(`#rows tr[data-id="${wire.approval_id}"]`, { timeout: 2000 });
+  check((await page.textContent(`#rows tr[data-id="${wire.approval_id}"]`)).includes('0 of 2'), 'the list shows a 2-of-2 job with votes 0 of 2');
+  await page.click(`#rows tr[data-id="${wire.approval_id}"] td.id a`);
+  await page.waitForSelector('#approve');
+  check((await page.textContent('#votes-count')) === '0 of 2' && (await page.textContent('#may-decide')) === 'alice, bob',
+    'before any vote: 0 of 2, alice and bob may decide');
+  await page.click('#approve');
+  await page.waitForSelector('#outcome:not([hidden])');
+  const firstVote = await page.textContent('#outcome');
+  check(firstVote.includes('vote 1 of 2') && firstVote.includes('Still to decide: bob'), 'the first vote shows "vote 1 of 2" and who may still decide: ' + firstVote);
+  check((await page.textContent('#votes-count')) === '1 of 2' && (await page.textContent('#may-decide')) === 'bob',
+    'the evidence pack now says 1 of 2, bob may still decide');
+  await sleep(500);
+  check(!delivered.has(wire.approval_id), 'one vote of two released nothing');
+  const bobContext = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const bobPage = await bobContext.newPage();
+  bobPage.on('console', (msg) => { if (msg.type() === 'error') consoleErrors.push('bob: ' + msg.text()); });
+  bobPage.on('request', (request) => { if (new URL(request.url()).origin !== origin) foreign.push(request.url()); });
+  await bobPage.goto(origin + '/ui/approvals/' + wire.approval_id);
+  await bobPage.fill('#token', BOB);
+  await bobPage.click('#signin-form button[type=submit]');
+  await bobPage.waitForSelector('#approve');
+  check((await bobPage.textContent('#votes-count')) === '1 of 2' && (await bobPage.textContent('#may-decide')) === 'bob' &&
+    (await bobPage.textContent('#detail-body')).includes('alice at'), 'bob\'s page shows alice\'s vote and bob as the one left');
+  await bobPage.click('#approve');
+  await bobPage.waitForSelector('#outcome:not([hidden])');
+  check((await bobPage.textContent('#outcome')).startsWith('Approved. The job was released'), 'the second vote releases it: ' + await bobPage.textContent('#outcome'));
+  await sleep(500);
+  check(delivered.get(wire.approval_id) === 1, 'the worker got the 2-of-2 job exactly once');
+  const wireRecord = (await rest('/api/v1/approvals/' + wire.approval_id, ALICE)).body.record;
+  check(wireRecord.state === 'released' && wireRecord.decided_by === 'alice,bob', 'the record says released, decided by alice,bob: ' + wireRecord.decided_by);
+  await bobContext.close();
+  await page.click('#back');
+  await page.waitForSelector(`#rows tr[data-id="${wire.approval_id}"] .state.released`, { timeout: 3000 });
+  check(true, 'alice\'s list shows the 2-of-2 job released without reload');
+
   // The policy changes under a page that shows a job: approve answers 409 in words, nothing runs.
   const jobB = await hold('pay-b-' + Date.now(), { env: 'production', amount: 900 });
+  const jobC = await hold('pay-c-' + Date.now(), { env: 'production', amount: 700 });  // explained after the change
   await page.waitForSelector(`#rows tr[data-id="${jobB.approval_id}"]`, { timeout: 2000 });
   await page.click(`#rows tr[data-id="${jobB.approval_id}"] td.id a`);
   await page.waitForSelector('#approve');
@@ -170,6 +220,21 @@ async function main() {
   check((await readerPage.$$('#approve, #reject')).length === 0, 'a read token sees no Approve or Reject button');
   check(await readerPage.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1),
     'the evidence pack fits a 390 px phone screen without sideways scrolling');
+
+  // A job held under the policy before the change is explained under that policy, and the page
+  // says plainly that the policy changed and what the policy in force now would do.
+  const evidenceC = (await rest('/api/v1/approvals/' + jobC.approval_id + '/evidence', RITA)).body;
+  check(evidenceC.snapshot_current === false && evidenceC.policy_snapshot_held === jobC.policy_snapshot &&
+    evidenceC.explain.conditions.some((c) => c.key === 'payload.amount' && c.test === 'gt 100') &&
+    evidenceC.explain_current.conditions.some((c) => c.key === 'payload.amount' && c.test === 'gt 500'),
+  'evidence: explained under the snapshot it was held under (gt 100), and under the policy now (gt 500)');
+  await readerPage.goto(origin + '/ui/approvals/' + jobC.approval_id);
+  await readerPage.waitForSelector('#policy-changed');
+  const changedNote = await readerPage.textContent('#policy-changed');
+  check(changedNote.includes('The policy changed since this job was held') && changedNote.includes('hold it for approval by rule hold-large-payments'),
+    'the page says the policy changed and what the policy now would do: ' + changedNote);
+  check((await readerPage.textContent('#conditions')).includes('gt 100') && (await readerPage.textContent('#conditions-current')).includes('gt 500'),
+    'the page shows why it was held then (gt 100) and the conditions of the policy now (gt 500)');
 
   // The API takes no cookie-only authentication (CSRF), and answers no cross-origin preflight.
   const cookieOnly = await fetch(origin + '/api/v1/approvals/' + jobB.approval_id + '/approve', {

@@ -13,6 +13,7 @@ export const nats = require('nats');
 
 export const ALICE = 'alice-console-token-7f3a91';
 export const RITA = 'rita-read-token-19c2b4';
+export const BOB = 'bob-approve-token-5d7e20';
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -22,6 +23,12 @@ rules:
   - id: allow-readonly
     when: { topic: knowledge.read }
     decision: allow
+  - id: two-person-wires
+    when: { topic: "finance.wire.>" }
+    decision: require_human
+    approvers: [alice, bob]
+    quorum: 2
+    timeout: 30m
   - id: hold-large-payments
     when: { topic: "finance.>", env: production, payload.amount: { gt: ${threshold} } }
     decision: require_human
@@ -51,7 +58,8 @@ function start(children, dir, bin, args, pattern) {
   });
 }
 
-// nats-server and `countersign run` with tokens alice (approve) and rita (read), the policy of
+// nats-server and `countersign run` with the people alice, bob and rita, tokens alice and bob
+// (approve) and rita (read), the policy of
 // policy(100) in dir/policy.yaml (rewrite it and send SIGHUP to `gateway` to change it).
 export async function startStack(countersignBin, natsServerBin) {
   const dir = mkdtempSync(join(tmpdir(), 'countersign-browser-'));
@@ -75,10 +83,16 @@ routes:
   - { name: jobs, from: "agents.jobs.>", to: "jobs.>" }
 events:
   redact: [card.number]
+approvers:
+  people:
+    - { name: alice }
+    - { name: bob }
+    - { name: rita }
 admin:
   listen: "127.0.0.1:0"
   tokens:
     - { approver: alice, token: ${ALICE}, scope: approve }
+    - { approver: bob, token: ${BOB}, scope: approve }
     - { approver: rita, token: ${RITA}, scope: read }
 `);
     const gateway = await start(children, dir, countersignBin, ['run', '--config', join(dir, 'countersign.yaml')],

@@ -13,6 +13,9 @@
 #include <vector>
 
 #include "countersign/json.hpp"
+#include "countersign/record.hpp"
+#include "http/evidence.hpp"
+#include "unit/fakes.hpp"
 
 namespace countersign::http {
 namespace {
@@ -644,6 +647,69 @@ TEST(ParseQuery, SplitsAndDecodes) {
   EXPECT_EQ((*q)[3], (std::pair<std::string, std::string>{"d", "="}));
   EXPECT_FALSE(parseQuery("a=%").has_value());
   EXPECT_FALSE(parseQuery("%zz=1").has_value());
+}
+
+// The evidence explains a job under the policy it was held under, and when the policy changed
+// also under the one in force, saying which is which; a policy no longer known is said so.
+TEST(EvidenceTest, ExplainsUnderTheHeldSnapshotAndSaysWhenThePolicyChanged) {
+  auto policy = [](int threshold) {
+    auto p = Policy::parse("version: v1\nrules:\n  - id: hold-large\n    when: { topic: \"finance.>\", payload.amount: { gt: " +
+                           std::to_string(threshold) + " } }\n    decision: require_human\n");
+    EXPECT_TRUE(p.has_value());
+    return *p;
+  };
+  const auto v100 = policy(100);
+  const auto v500 = policy(500);
+  const auto v900 = policy(900);
+  fakes::MemoryKv store;
+  ApprovalRecord record;
+  record.id = "pay-1";
+  record.topic = "finance.payment.execute";
+  record.subject = "agents.jobs.finance.payment.execute";
+  record.target = "jobs.finance.payment.execute";
+  record.payload = R"({"amount":700})";
+  record.payload_is_json = true;
+  record.rule = "hold-large";
+  record.policy_snapshot = v100->snapshot();
+  ASSERT_TRUE(store.create("pay-1", toJson(record)).has_value());
+  Config config;
+  PolicyHolder holder(v100);
+  PolicyHistory earlier;
+  const EvidenceSources sources{.store = store, .policy = holder, .config = config, .earlier = &earlier};
+  auto conditionTest = [](const rapidjson::Value& explain) {
+    for (const auto& c : explain["conditions"].GetArray()) {
+      if (std::string(c["key"].GetString()) == "payload.amount") return std::string(c["test"].GetString());
+    }
+    return std::string("<none>");
+  };
+
+  // In force: explained under it, nothing else.
+  auto same = json::parseStrict(evidenceReply(sources, "pay-1").body);
+  ASSERT_TRUE(same.has_value());
+  EXPECT_TRUE((*same)["snapshot_current"].GetBool());
+  EXPECT_EQ(conditionTest((*same)["explain"]), "gt 100");
+  EXPECT_FALSE(same->HasMember("explain_current"));
+
+  // Reloaded to 500: why it was held (gt 100) and what the policy now does (gt 500).
+  earlier.remember(holder.current());
+  holder.replace(v500);
+  auto changed = json::parseStrict(evidenceReply(sources, "pay-1").body);
+  ASSERT_TRUE(changed.has_value());
+  EXPECT_FALSE((*changed)["snapshot_current"].GetBool());
+  EXPECT_EQ(std::string((*changed)["policy_snapshot_held"].GetString()), v100->snapshot());
+  EXPECT_EQ(std::string((*changed)["policy_snapshot_current"].GetString()), v500->snapshot());
+  EXPECT_EQ(conditionTest((*changed)["explain"]), "gt 100");
+  EXPECT_EQ(conditionTest((*changed)["explain_current"]), "gt 500");
+  EXPECT_EQ(std::string((*changed)["explain_current"]["decision"].GetString()), "require_human");
+
+  // A policy this process never had: no explanation claimed, and why; the current one still.
+  PolicyHolder fresh(v900);
+  const EvidenceSources restarted{.store = store, .policy = fresh, .config = config};
+  auto unknown = json::parseStrict(evidenceReply(restarted, "pay-1").body);
+  ASSERT_TRUE(unknown.has_value());
+  EXPECT_FALSE(unknown->HasMember("explain"));
+  EXPECT_NE(std::string((*unknown)["explain_unavailable"].GetString()).find(v100->snapshot()), std::string::npos);
+  EXPECT_EQ(std::string((*unknown)["explain_current"]["decision"].GetString()), "deny");  // 700 <= 900: default
 }
 
 }  // namespace

@@ -461,9 +461,21 @@
     for (const step of record.escalations || []) {
       if (Date.parse(step.at) <= now) { if (approvers) approvers.push(...step.approvers); } else later.push(step);
     }
-    let mayDecide = approvers ? approvers.filter((a) => !voters.has(a)).join(', ') || 'nobody' : 'any approver';
-    if (record.separation_of_duties && record.requester) mayDecide += ' (not ' + record.requester + ', who requested it)';
-    for (const step of later) mayDecide += '; from ' + step.at + ' also ' + step.approvers.join(', ');
+    // Who may still decide: the allowed approvers who have not voted (recomputed after a vote).
+    const mayDecide = () => {
+      let text = approvers ? approvers.filter((a) => !voters.has(a)).join(', ') || 'nobody' : 'any approver';
+      if (record.separation_of_duties && record.requester) text += ' (not ' + record.requester + ', who requested it)';
+      for (const step of later) text += '; from ' + step.at + ' also ' + step.approvers.join(', ');
+      return text;
+    };
+    state.onVote = (who, count, quorum) => {
+      voters.add(who);
+      const votesAt = $('votes-count');
+      const mayAt = $('may-decide');
+      if (votesAt) votesAt.textContent = votesText({ votes: count, quorum: record.quorum === undefined ? quorum : record.quorum });
+      if (mayAt) mayAt.textContent = mayDecide();
+      return mayDecide();
+    };
     const current = evidence.policy_snapshot_current;
 
     const notice = el('div', { class: 'notice', id: 'changed', role: 'status', hidden: true });
@@ -490,20 +502,43 @@
         ? el('span', { class: 'badge ok', text: 'in force' })
         : el('span', { class: 'badge bad', text: 'not in force: the policy changed' }));
 
+    // Why it was held: under the snapshot it was held under. When the policy changed since, say
+    // so, and show what the policy in force now would decide for the same job.
     const why = evidence.explain || {};
-    const conditions = el('ul', { class: 'conds', id: 'conditions' },
-      ...(why.conditions || []).map((c) => el('li', {},
+    const conditionList = (explain, id) => el('ul', { class: 'conds', id },
+      ...(explain.conditions || []).map((c) => el('li', {},
         el('span', { class: 'mark ' + (c.holds ? 'yes' : 'no'), text: c.holds ? '✓' : '✗' }),
         el('code', { text: c.key }), ' saw ', el('code', { text: c.seen }), ' (needs ', el('code', { text: c.test }), ')')));
-    const trace = el('ul', { class: 'conds muted' }, ...(why.trace || []).map((line) => el('li', { class: 'mono', text: line })));
+    const traceList = (explain) => (explain.trace || []).length
+      ? el('details', {}, el('summary', { text: 'Rules tried in order' }),
+        el('ul', { class: 'conds muted' }, ...explain.trace.map((line) => el('li', { class: 'mono', text: line }))))
+      : null;
+    const changed = evidence.snapshot_current === false;
+    const nowExplain = evidence.explain_current || {};
+    const nowText = nowExplain.decision
+      ? (nowExplain.decision === 'require_human' ? 'hold it for approval' : nowExplain.decision) + ' by rule ' + nowExplain.rule
+      : '';
     const rule = section('Why it was held',
+      changed ? el('p', { class: 'notice', id: 'policy-changed', role: 'note',
+        text: 'The policy changed since this job was held. Below: why the policy it was held under held it' +
+          (nowText ? ', then what the policy in force now would do: ' + nowText + '.' : '.') }) : null,
       facts([
         ['Rule', el('strong', { id: 'rule', text: record.rule })],
         ['Policy', snapshotLine],
-        evidence.unavailable ? ['Explanation', evidence.unavailable] : ['Decision now', why.decision ? why.decision + (why.rule && why.rule !== record.rule ? ' by rule ' + why.rule : '') : ''],
+        evidence.unavailable ? ['Explanation', evidence.unavailable]
+          : evidence.explain_unavailable ? ['Explanation', el('span', { id: 'explain-unavailable', text: evidence.explain_unavailable })]
+            : ['Decision then', why.decision ? why.decision + (why.rule && why.rule !== record.rule ? ' by rule ' + why.rule : '') : ''],
       ]),
-      (why.conditions || []).length ? conditions : null,
-      (why.trace || []).length ? el('details', {}, el('summary', { text: 'Rules tried in order' }), trace) : null);
+      (why.conditions || []).length ? conditionList(why, 'conditions') : null,
+      traceList(why),
+      changed ? el('div', { id: 'explain-current' },
+        el('h3', { text: 'What the policy in force now would do' }),
+        facts([
+          ['Policy now', el('code', { text: evidence.policy_snapshot_current || '' })],
+          ['Decision now', nowText || '-'],
+        ]),
+        (nowExplain.conditions || []).length ? conditionList(nowExplain, 'conditions-current') : null,
+        traceList(nowExplain)) : null);
 
     const payload = section('Payload' + (record.payload_redacted ? ' (redacted)' : ''),
       el('pre', { class: 'payload', id: 'payload', tabindex: '0' }, prettyPayload(record)));
@@ -518,9 +553,9 @@
 
     const people = section('Votes',
       facts([
-        ['Votes', votesText(record)],
+        ['Votes', el('span', { id: 'votes-count', text: votesText(record) })],
         ['Voted', votes.length ? votes.map((v) => v.approver + (v.via ? ' via ' + v.via : '') + ' at ' + v.at + (v.reason ? ': ' + v.reason : '')).join('; ') : 'nobody yet'],
-        ['May still decide', record.state === 'pending' ? mayDecide : '-'],
+        ['May still decide', el('span', { id: 'may-decide', text: record.state === 'pending' ? mayDecide() : '-' })],
         ['Decided by', record.decided_by ? record.decided_by + ' at ' + record.decided_at + (record.reason ? ': ' + record.reason : '') : ''],
       ]));
 
@@ -599,7 +634,11 @@
         if (b.status === 'already_voted') return ['info', 'Your vote was already recorded; it counts once.'];
         return ['good', 'Done (' + b.status + ').'];
       case 202:
-        if (b.status === 'vote_recorded') return ['good', 'Your vote is recorded: ' + b.votes + ' of ' + b.quorum + '. The job runs when the quorum is reached.'];
+        if (b.status === 'vote_recorded') {
+          const still = state.onVote ? state.onVote(state.approver, b.votes, b.quorum) : '';
+          return ['good', 'Your vote is recorded: vote ' + b.votes + ' of ' + b.quorum + '.' +
+            (still ? ' Still to decide: ' + still + '.' : '') + ' The job runs when the quorum is reached.'];
+        }
         return ['info', 'Approved. The release is not confirmed yet; countersign finishes it by itself.'];
       case 409:
         switch (b.reason) {

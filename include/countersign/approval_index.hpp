@@ -1,0 +1,92 @@
+// The approvals as a list answers them: one summary per record, kept from the store's writes
+// (record, <id>/decision, <id>/released), so that a list page costs what it shows, not a read
+// of every record in the bucket.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "countersign/record.hpp"
+
+namespace countersign {
+
+// What a list item shows of one approval.
+struct ApprovalSummary {
+  std::string id;
+  std::string job_id;
+  std::string topic;
+  std::string rule;
+  std::string created_at;
+  std::string expires_at;
+  std::string requester;
+  ApprovalState record_state = ApprovalState::pending;  // the record's view
+  int votes = 0;
+  int quorum = 1;  // votes needed
+  std::vector<std::string> approvers;
+  // The decisive keys: <id>/decision (with its outcome when readable) and <id>/released.
+  bool decided = false;
+  std::optional<FinalDecision> decision;
+  bool released = false;
+
+  // As the keys say: released, else the decision's outcome (release_unknown stays), else the
+  // record's view.
+  ApprovalState state() const;
+};
+
+// The summary of a stored record (the fields a list shows); nullopt when `json` is not a
+// record. Reads only those fields: a large payload is skipped, not decoded.
+std::optional<ApprovalSummary> summarizeRecord(std::string_view json);
+
+struct ApprovalQuery {
+  std::optional<ApprovalState> state;
+  std::string topic;  // a NATS subject pattern (`*`, `>`); empty: every topic
+  std::string after;  // the cursor: ids after this one
+  int limit = 100;
+};
+
+struct ApprovalPage {
+  std::vector<ApprovalSummary> items;  // in id order
+  std::string next_after;              // set when more items follow
+};
+
+// Answers list pages without reading the store.
+class ApprovalIndex {
+ public:
+  virtual ~ApprovalIndex() = default;
+  // nullopt when the index cannot answer now (not loaded yet, or its feed is down): the caller
+  // reads the store instead.
+  virtual std::optional<ApprovalPage> page(const ApprovalQuery& query) = 0;
+};
+
+// The index's data: fed with the bucket's writes in any order of keys (a key's older revision
+// after a newer one is ignored), answers pages. Thread-safe.
+class ApprovalTable {
+ public:
+  // A write of `key` at stream sequence `revision`; keys other than a record's, its decision
+  // and its release are ignored.
+  void put(std::string_view key, std::string_view value, std::uint64_t revision);
+  ApprovalPage page(const ApprovalQuery& query) const;
+  std::size_t size() const;
+
+ private:
+  struct Entry {
+    ApprovalSummary summary;
+    bool has_record = false;
+    std::uint64_t record_revision = 0;
+  };
+  void place(const std::string& id, std::optional<ApprovalState> before, const Entry& entry);
+
+  mutable std::mutex mutex_;
+  std::map<std::string, Entry, std::less<>> by_id_;
+  // Ids with a record, by the state the keys give (kept in step with by_id_).
+  std::array<std::set<std::string, std::less<>>, 6> by_state_;
+};
+
+}  // namespace countersign

@@ -1,0 +1,173 @@
+#include "nats/record_index.hpp"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <optional>
+#include <string_view>
+
+namespace countersign::natsio {
+
+namespace {
+
+// Between batches of writes the watcher thread sleeps this long (unless a page waits): a thread
+// woken for every KV write costs a context switch per write.
+constexpr std::chrono::milliseconds kBatchEvery{100};
+constexpr std::chrono::milliseconds kRetryEvery{1000};
+
+}  // namespace
+
+RecordIndex::RecordIndex(Connection& connection, std::string bucket)
+    : connection_(connection), bucket_(std::move(bucket)) {}
+
+RecordIndex::~RecordIndex() {
+  stop();
+  if (kv_ != nullptr) kvStore_Destroy(kv_);
+}
+
+void RecordIndex::start() {
+  const std::lock_guard lock(mutex_);
+  if (started_ || stopping_) return;
+  started_ = true;
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "cs-list-index");
+    run();
+  });
+}
+
+bool RecordIndex::live() const {
+  const std::lock_guard lock(mutex_);
+  return live_;
+}
+
+void RecordIndex::stop() {
+  {
+    const std::lock_guard lock(mutex_);
+    stopping_ = true;
+    if (watcher_ != nullptr) kvWatcher_Stop(watcher_);
+    live_ = false;
+  }
+  changed_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::uint64_t RecordIndex::lastSequence() {
+  const std::string stream = "KV_" + bucket_;
+  jsStreamInfo* info = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  std::uint64_t last = 0;
+  if (js_GetStreamInfo(&info, connection_.js(), stream.c_str(), nullptr, &code) == NATS_OK && info != nullptr) {
+    last = info->State.LastSeq;
+  }
+  jsStreamInfo_Destroy(info);
+  return last;
+}
+
+std::optional<ApprovalPage> RecordIndex::page(const ApprovalQuery& query) {
+  start();
+  {
+    const std::lock_guard lock(mutex_);
+    if (!live_) return std::nullopt;
+  }
+  if (!connection_.connected()) return std::nullopt;
+  const std::uint64_t last = lastSequence();
+  {
+    std::unique_lock lock(mutex_);
+    ++waiting_;
+    changed_.notify_all();  // the watcher stops batching while someone waits
+    const bool caught_up = changed_.wait_for(lock, kSyncWait, [&] {
+      return seen_ >= last || last <= unreachable_ || !live_ || stopping_;
+    });
+    --waiting_;
+    if (!live_ || stopping_) return std::nullopt;
+    // A last write the watcher never delivers (aged out, or removed): not waited for again.
+    if (!caught_up) unreachable_ = std::max(unreachable_, last);
+  }
+  return table_.page(query);
+}
+
+void RecordIndex::run() {
+  auto pause = [&](std::chrono::milliseconds delay) {
+    std::unique_lock lock(mutex_);
+    changed_.wait_for(lock, delay, [&] { return stopping_.load(); });
+  };
+  while (!stopping_) {
+    if (!connection_.connected()) {
+      pause(std::chrono::milliseconds(200));
+      continue;
+    }
+    if (kv_ == nullptr && js_KeyValue(&kv_, connection_.js(), bucket_.c_str()) != NATS_OK) {
+      kv_ = nullptr;
+      pause(kRetryEvery);
+      continue;
+    }
+    kvWatchOptions options;
+    kvWatchOptions_Init(&options);
+    kvWatcher* watcher = nullptr;
+    if (kvStore_WatchAll(&watcher, kv_, &options) != NATS_OK) {
+      pause(kRetryEvery);
+      continue;
+    }
+    {
+      const std::lock_guard lock(mutex_);
+      if (stopping_) {
+        kvWatcher_Destroy(watcher);
+        break;
+      }
+      watcher_ = watcher;
+    }
+    while (!stopping_) {
+      bool hurry = false;
+      {
+        const std::lock_guard lock(mutex_);
+        hurry = waiting_ > 0 || !live_;
+      }
+      kvEntry* entry = nullptr;
+      const natsStatus s = kvWatcher_Next(&entry, watcher, hurry ? 50 : 1);
+      if (s == NATS_TIMEOUT) {
+        if (!hurry) {
+          std::unique_lock lock(mutex_);
+          changed_.wait_for(lock, kBatchEvery, [&] { return waiting_ > 0 || stopping_.load(); });
+        }
+        continue;
+      }
+      if (s != NATS_OK) break;  // stopped, or the subscription failed: a new watcher reloads
+      if (entry == nullptr) {  // the bucket's state is in
+        {
+          const std::lock_guard lock(mutex_);
+          live_ = true;
+        }
+        changed_.notify_all();
+        continue;
+      }
+      const std::uint64_t revision = kvEntry_Revision(entry);
+      if (kvEntry_Operation(entry) == kvOp_Put) {
+        const char* key = kvEntry_Key(entry);
+        const void* value = kvEntry_Value(entry);
+        const int length = kvEntry_ValueLen(entry);
+        table_.put(key != nullptr ? std::string_view(key) : std::string_view(),
+                   value != nullptr && length > 0
+                       ? std::string_view(static_cast<const char*>(value), static_cast<std::size_t>(length))
+                       : std::string_view(),
+                   revision);
+      }
+      kvEntry_Destroy(entry);
+      bool notify = false;
+      {
+        const std::lock_guard lock(mutex_);
+        seen_ = std::max(seen_, revision);
+        notify = waiting_ > 0;
+      }
+      if (notify) changed_.notify_all();
+    }
+    {
+      const std::lock_guard lock(mutex_);
+      watcher_ = nullptr;
+      live_ = false;
+    }
+    changed_.notify_all();
+    kvWatcher_Destroy(watcher);
+  }
+}
+
+}  // namespace countersign::natsio

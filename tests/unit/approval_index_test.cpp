@@ -1,0 +1,154 @@
+// The list index's table: summaries from records, state from the decisive keys, paging by
+// cursor with state and topic filters, older revisions ignored.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include <string>
+#include <vector>
+
+#include "countersign/approval_index.hpp"
+#include "countersign/record.hpp"
+
+namespace countersign {
+namespace {
+
+std::string record(const std::string& id, const std::string& topic, ApprovalState state = ApprovalState::pending,
+                   int votes = 0) {
+  ApprovalRecord r;
+  r.id = id;
+  r.state = state;
+  r.topic = topic;
+  r.subject = "agents.jobs." + topic;
+  r.target = "jobs." + topic;
+  r.rule = "hold-" + topic;
+  r.payload = R"({"amount":250,"memo":"a long payload the index does not keep"})";
+  r.payload_is_json = true;
+  r.job_id = "job-" + id;
+  r.created_at = "2026-12-06T07:00:00Z";
+  r.expires_at = "2026-12-06T07:30:00Z";
+  r.requester = "agent-7";
+  r.approvers = {"alice", "bob"};
+  r.quorum.count = 2;
+  for (int i = 0; i < votes; ++i) r.votes.push_back(ApprovalVote{.approver = "v" + std::to_string(i), .at = "x"});
+  return toJson(r);
+}
+
+std::string decision(FinalDecision outcome) {
+  return toJson(DecisionRecord{.decision = outcome, .by = "alice", .at = "2026-12-06T07:01:00Z"});
+}
+
+std::vector<std::string> ids(const ApprovalPage& page) {
+  std::vector<std::string> out;
+  for (const auto& item : page.items) out.push_back(item.id);
+  return out;
+}
+
+TEST(ApprovalSummaryTest, ReadsTheListedFieldsOfARecord) {
+  const auto s = summarizeRecord(record("pay-1", "finance.payment.execute", ApprovalState::pending, 1));
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->id, "pay-1");
+  EXPECT_EQ(s->job_id, "job-pay-1");
+  EXPECT_EQ(s->topic, "finance.payment.execute");
+  EXPECT_EQ(s->rule, "hold-finance.payment.execute");
+  EXPECT_EQ(s->requester, "agent-7");
+  EXPECT_EQ(s->expires_at, "2026-12-06T07:30:00Z");
+  EXPECT_EQ(s->votes, 1);
+  EXPECT_EQ(s->quorum, 2);
+  EXPECT_EQ(s->approvers, (std::vector<std::string>{"alice", "bob"}));
+  EXPECT_EQ(s->state(), ApprovalState::pending);
+  EXPECT_FALSE(summarizeRecord("not json").has_value());
+  EXPECT_FALSE(summarizeRecord(R"({"id":"x","state":"weird"})").has_value());
+  EXPECT_FALSE(summarizeRecord(R"({"state":"pending"})").has_value());
+}
+
+TEST(ApprovalTableTest, StateComesFromTheDecisiveKeys) {
+  ApprovalTable table;
+  table.put("a", record("a", "finance.pay"), 1);
+  table.put("b", record("b", "finance.pay"), 2);
+  table.put("c", record("c", "finance.pay"), 3);
+  table.put("d", record("d", "finance.pay"), 4);
+  table.put("a/decision", decision(FinalDecision::approved), 5);
+  table.put("a/released", R"({"at":"x"})", 6);
+  table.put("b/decision", decision(FinalDecision::rejected), 7);
+  table.put("c/decision", decision(FinalDecision::approved), 8);
+  table.put("c/vote/0/alice", R"({"approver":"alice"})", 9);  // ignored
+  auto in = [&](ApprovalState state) { return ids(table.page({.state = state, .limit = 100})); };
+  EXPECT_EQ(in(ApprovalState::released), (std::vector<std::string>{"a"}));
+  EXPECT_EQ(in(ApprovalState::rejected), (std::vector<std::string>{"b"}));
+  EXPECT_EQ(in(ApprovalState::approved), (std::vector<std::string>{"c"}));
+  EXPECT_EQ(in(ApprovalState::pending), (std::vector<std::string>{"d"}));
+  EXPECT_EQ(table.size(), 4u);
+
+  // A record whose view says release_unknown keeps that state under its decision.
+  table.put("c", record("c", "finance.pay", ApprovalState::release_unknown), 10);
+  EXPECT_EQ(in(ApprovalState::release_unknown), (std::vector<std::string>{"c"}));
+  EXPECT_TRUE(in(ApprovalState::approved).empty());
+}
+
+TEST(ApprovalTableTest, DecisionBeforeItsRecordAndOlderRevisionsAreHandled) {
+  ApprovalTable table;
+  // Replayed out of order (another replica's decision seen before the record's write).
+  table.put("x/decision", decision(FinalDecision::rejected), 5);
+  EXPECT_TRUE(table.page({.limit = 10}).items.empty()) << "no record yet: not listed";
+  table.put("x", record("x", "t.one", ApprovalState::pending, 0), 3);
+  ASSERT_EQ(table.page({.limit = 10}).items.size(), 1u);
+  EXPECT_EQ(table.page({.limit = 10}).items[0].state(), ApprovalState::rejected);
+  // A newer write of the record replaces the summary; an older one does not.
+  table.put("x", record("x", "t.one", ApprovalState::rejected, 1), 9);
+  table.put("x", record("x", "t.one", ApprovalState::pending, 0), 4);
+  EXPECT_EQ(table.page({.limit = 10}).items[0].votes, 1);
+  EXPECT_EQ(table.page({.limit = 10}).items[0].state(), ApprovalState::rejected);
+  // Values that are not ours are ignored.
+  table.put("junk", "{not json", 11);
+  table.put("", record("y", "t"), 12);
+  EXPECT_EQ(table.size(), 1u);
+}
+
+TEST(ApprovalTableTest, PagesByCursorWithStateAndTopicFilters) {
+  ApprovalTable table;
+  std::uint64_t revision = 0;
+  for (int i = 0; i < 25; ++i) {
+    char id[16];
+    std::snprintf(id, sizeof id, "p-%03d", i);
+    table.put(id, record(id, i % 2 == 0 ? "finance.payment.execute" : "finance.refund.execute"), ++revision);
+    if (i % 5 == 0) table.put(std::string(id) + "/decision", decision(FinalDecision::rejected), ++revision);
+  }
+  // Pending, 4 per page, by cursor: every pending id once, in order.
+  std::vector<std::string> seen;
+  std::string after;
+  int pages = 0;
+  do {
+    const auto page = table.page({.state = ApprovalState::pending, .after = after, .limit = 4});
+    for (const auto& item : page.items) {
+      EXPECT_EQ(item.state(), ApprovalState::pending);
+      seen.push_back(item.id);
+    }
+    after = page.next_after;
+    ++pages;
+    if (!after.empty()) {
+      EXPECT_EQ(page.items.size(), 4u);
+      EXPECT_EQ(after, page.items.back().id);
+    }
+  } while (!after.empty() && pages < 100);
+  EXPECT_EQ(seen.size(), 20u);
+  EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+  EXPECT_EQ(pages, 5);
+
+  // Topic patterns: exact, `*` and `>`.
+  const auto refunds = table.page({.state = ApprovalState::pending, .topic = "finance.refund.execute", .limit = 100});
+  EXPECT_EQ(refunds.items.size(), 10u);  // 12 odd ids, minus p-005 and p-015 (rejected)
+  for (const auto& item : refunds.items) EXPECT_EQ(item.topic, "finance.refund.execute");
+  EXPECT_EQ(table.page({.topic = "finance.*.execute", .limit = 100}).items.size(), 25u);
+  EXPECT_EQ(table.page({.topic = "finance.>", .limit = 100}).items.size(), 25u);
+  EXPECT_TRUE(table.page({.topic = "hr.>", .limit = 100}).items.empty());
+  // A cursor past the end, and the all-states walk.
+  EXPECT_TRUE(table.page({.after = "p-999", .limit = 10}).items.empty());
+  const auto first = table.page({.limit = 3});
+  EXPECT_EQ(ids(first), (std::vector<std::string>{"p-000", "p-001", "p-002"}));
+  EXPECT_EQ(first.next_after, "p-002");
+}
+
+}  // namespace
+}  // namespace countersign
