@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -69,10 +70,15 @@ class ApprovalIndex {
 // after a newer one is ignored), answers pages. Thread-safe.
 class ApprovalTable {
  public:
-  // A write of `key` at stream sequence `revision`; keys other than a record's, its decision
-  // and its release are ignored.
-  void put(std::string_view key, std::string_view value, std::uint64_t revision);
-  ApprovalPage page(const ApprovalQuery& query) const;
+  using Clock = std::chrono::system_clock;
+  // Records written longer than `max_age` ago have aged out of the bucket and are not listed
+  // (0: records never age out).
+  explicit ApprovalTable(std::chrono::seconds max_age = std::chrono::seconds(0)) : max_age_(max_age) {}
+  // A write of `key` at stream sequence `revision`, stored at `written`; keys other than a
+  // record's, its decision and its release are ignored.
+  void put(std::string_view key, std::string_view value, std::uint64_t revision,
+           Clock::time_point written = Clock::now());
+  ApprovalPage page(const ApprovalQuery& query, Clock::time_point now = Clock::now()) const;
   std::size_t size() const;
 
  private:
@@ -80,9 +86,11 @@ class ApprovalTable {
     ApprovalSummary summary;
     bool has_record = false;
     std::uint64_t record_revision = 0;
+    Clock::time_point record_written{};
   };
   void place(const std::string& id, std::optional<ApprovalState> before, const Entry& entry);
 
+  const std::chrono::seconds max_age_;
   mutable std::mutex mutex_;
   std::map<std::string, Entry, std::less<>> by_id_;
   // Ids with a record, by the state the keys give (kept in step with by_id_).

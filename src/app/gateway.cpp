@@ -246,7 +246,7 @@ Status Gateway::start() {
                                      control_plane_->events.get());
   releaser_ = std::make_unique<Releaser>(*control_services_);
   control_ = std::make_unique<Control>(*control_services_, *releaser_);
-  list_index_ = std::make_unique<natsio::RecordIndex>(control_connection, config_.store.bucket);
+  list_index_ = std::make_unique<natsio::RecordIndex>(control_connection, config_.store);
   control_->useIndex(list_index_.get());
   replayer_ = std::make_unique<Replayer>(*control_services_, *releaser_, replay_options);
   intake_->onHeld([replayer = replayer_.get()](std::string_view id,

@@ -73,7 +73,8 @@ void ApprovalTable::place(const std::string& id, std::optional<ApprovalState> be
   if (entry.has_record) by_state_[stateIndex(entry.summary.state())].insert(id);
 }
 
-void ApprovalTable::put(std::string_view key, std::string_view value, std::uint64_t revision) {
+void ApprovalTable::put(std::string_view key, std::string_view value, std::uint64_t revision,
+                        Clock::time_point written) {
   const auto slash = key.find('/');
   const std::string_view id = key.substr(0, slash);
   const std::string_view rest = slash == std::string_view::npos ? std::string_view() : key.substr(slash + 1);
@@ -105,6 +106,7 @@ void ApprovalTable::put(std::string_view key, std::string_view value, std::uint6
     entry.summary = std::move(*summary);
     entry.has_record = true;
     entry.record_revision = revision;
+    entry.record_written = written;
   } else if (rest == "decision") {
     entry.summary.decided = true;  // created once: its value never changes
     if (decision) entry.summary.decision = decision->decision;
@@ -114,12 +116,14 @@ void ApprovalTable::put(std::string_view key, std::string_view value, std::uint6
   place(it->first, before, entry);
 }
 
-ApprovalPage ApprovalTable::page(const ApprovalQuery& query) const {
+ApprovalPage ApprovalTable::page(const ApprovalQuery& query, Clock::time_point now) const {
   ApprovalPage page;
   const int limit = std::max(1, query.limit);
+  const bool ages = max_age_.count() > 0;
   const std::lock_guard lock(mutex_);
   auto take = [&](const std::string& id, const Entry& entry) {
     if (!entry.has_record) return true;
+    if (ages && entry.record_written + max_age_ < now) return true;  // aged out of the bucket
     if (!query.topic.empty() && !subject::matches(query.topic, entry.summary.topic)) return true;
     if (static_cast<int>(page.items.size()) == limit) {
       page.next_after = page.items.back().id;

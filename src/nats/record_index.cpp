@@ -17,8 +17,8 @@ constexpr std::chrono::milliseconds kRetryEvery{1000};
 
 }  // namespace
 
-RecordIndex::RecordIndex(Connection& connection, std::string bucket)
-    : connection_(connection), bucket_(std::move(bucket)) {}
+RecordIndex::RecordIndex(Connection& connection, const StoreConfig& store)
+    : connection_(connection), bucket_(store.bucket), table_(store.max_age) {}
 
 RecordIndex::~RecordIndex() {
   stop();
@@ -65,11 +65,15 @@ std::uint64_t RecordIndex::lastSequence() {
 
 std::optional<ApprovalPage> RecordIndex::page(const ApprovalQuery& query) {
   start();
-  {
-    const std::lock_guard lock(mutex_);
-    if (!live_) return std::nullopt;
-  }
   if (!connection_.connected()) return std::nullopt;
+  {
+    // Loading (the first list after a start): wait for it rather than read every record at the
+    // same time; a bucket that takes longer is read directly meanwhile.
+    std::unique_lock lock(mutex_);
+    if (!changed_.wait_for(lock, kSyncWait, [&] { return live_ || stopping_.load(); }) || stopping_) {
+      return std::nullopt;
+    }
+  }
   const std::uint64_t last = lastSequence();
   {
     std::unique_lock lock(mutex_);
@@ -149,7 +153,7 @@ void RecordIndex::run() {
                    value != nullptr && length > 0
                        ? std::string_view(static_cast<const char*>(value), static_cast<std::size_t>(length))
                        : std::string_view(),
-                   revision);
+                   revision, ApprovalTable::Clock::time_point(std::chrono::nanoseconds(kvEntry_Created(entry))));
       }
       kvEntry_Destroy(entry);
       bool notify = false;

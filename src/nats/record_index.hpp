@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "countersign/approval_index.hpp"
+#include "countersign/config.hpp"
 #include "nats/connection.hpp"
 
 namespace countersign::natsio {
@@ -27,14 +28,13 @@ namespace countersign::natsio {
 class RecordIndex : public ApprovalIndex {
  public:
   // The Connection must outlive the index. Nothing is started here.
-  RecordIndex(Connection& connection, std::string bucket);
+  RecordIndex(Connection& connection, const StoreConfig& store);
   ~RecordIndex() override;  // stop()
   RecordIndex(const RecordIndex&) = delete;
   RecordIndex& operator=(const RecordIndex&) = delete;
 
-  // nullopt while the bucket's state is still loading (the first call starts that), while the
-  // watcher is down, or when the bucket's last sequence cannot be read: the caller falls back
-  // to reading the records.
+  // nullopt when the bucket's state has not loaded within kSyncWait (the first call starts
+  // loading it), or while disconnected: the caller falls back to reading the records.
   std::optional<ApprovalPage> page(const ApprovalQuery& query) override;
   // Starts loading without answering (tests, warm-up).
   void start();

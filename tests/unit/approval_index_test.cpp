@@ -150,5 +150,20 @@ TEST(ApprovalTableTest, PagesByCursorWithStateAndTopicFilters) {
   EXPECT_EQ(first.next_after, "p-002");
 }
 
+TEST(ApprovalTableTest, RecordsPastTheBucketsMaxAgeAreNotListed) {
+  using namespace std::chrono_literals;
+  ApprovalTable table(1h);
+  const auto t0 = ApprovalTable::Clock::now();
+  table.put("old", record("old", "t"), 1, t0 - 2h);
+  table.put("new", record("new", "t"), 2, t0 - 10min);
+  EXPECT_EQ(ids(table.page({.limit = 10}, t0)), (std::vector<std::string>{"new"}));
+  // A later write of a record restarts its age.
+  table.put("old", record("old", "t", ApprovalState::pending, 1), 3, t0);
+  EXPECT_EQ(ids(table.page({.limit = 10}, t0)), (std::vector<std::string>{"new", "old"}));
+  ApprovalTable forever;
+  forever.put("old", record("old", "t"), 1, t0 - 24h * 365);
+  EXPECT_EQ(forever.page({.limit = 10}, t0).items.size(), 1u);
+}
+
 }  // namespace
 }  // namespace countersign
