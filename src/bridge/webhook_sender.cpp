@@ -75,7 +75,11 @@ bool WebhookSender::submit(const std::string& event, const std::string& approval
   pending->approval_id = approval_id;
   pending->body = body;
   pending->hooks = std::move(hooks);
-  if (stopping_.load() || waiting_.load() >= kMaxWaitingEvents) {
+  if (stopping_.load()) {
+    pending->hooks.finished(false);  // delivered by the next start
+    return true;
+  }
+  if (waiting_.load() >= kMaxWaitingEvents) {
     for (const Lane* lane : wanted) {
       metrics_.webhook("given_up");
       metrics_.failure();

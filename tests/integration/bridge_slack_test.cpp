@@ -431,6 +431,33 @@ TEST_F(BridgeSlackTest, RateLimitedPostIsRetriedAfterRetryAfter) {
   EXPECT_EQ(slack_.calls("chat.postMessage").size(), 4u);
 }
 
+TEST_F(BridgeSlackTest, TransientSlackErrorsAreRetriedAndOthersGivenUpAndCounted) {
+  auto bridge = startBridge();
+  const int admin = bridge->printedPort("admin port ");
+  ASSERT_GT(admin, 0) << bridge->logs();
+  // A transient error: tried again after the backoff (1 s), then posted.
+  slack_.control("POST", "/fail", R"({"method":"chat.postMessage","error":"internal_error","times":1})");
+  hold("err-1");
+  const auto retried = slack_.waitCalls("chat.postMessage", 2, 20s);
+  ASSERT_EQ(retried.size(), 2u) << bridge->logs();
+  EXPECT_GE(parse(retried[1])["at_ms"].GetInt64() - parse(retried[0])["at_ms"].GetInt64(), 900);
+  // An error retrying cannot fix: given up at once, logged and counted; the next job is posted.
+  slack_.control("POST", "/fail", R"({"method":"chat.postMessage","error":"channel_not_found","times":1})");
+  hold("err-2");
+  ASSERT_EQ(slack_.waitCalls("chat.postMessage", 3, 20s).size(), 3u) << bridge->logs();
+  hold("err-3");
+  ASSERT_EQ(slack_.waitCalls("chat.postMessage", 4, 20s).size(), 4u) << bridge->logs();
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(slack_.calls("chat.postMessage").size(), 4u);
+  const std::string metrics = httpCall(admin, "GET", "/metrics").body;
+  EXPECT_NE(metrics.find("countersign_bridge_failures_total 1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find(R"(countersign_bridge_slack_api_errors_total{method="chat.postMessage",error="channel_not_found"} 1)"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("countersign_bridge_slack_posts_total 2"), std::string::npos) << metrics;
+  EXPECT_NE(bridge->logs().find("cannot post a held job"), std::string::npos) << bridge->logs();
+}
+
 TEST_F(BridgeSlackTest, UnknownSlackUserChangesNothingAndIsTold) {
   auto bridge = startBridge();
   ASSERT_TRUE(slack_.waitSocketHellos(1)) << bridge->logs();
@@ -749,6 +776,26 @@ TEST_F(BridgeSlackTest, AFailingWebhookDelaysNoSlackPostAndItsEventsAreAckedOnly
   EXPECT_EQ(hookCount(true), 5u) << bridge->logs();
   std::this_thread::sleep_for(1s);
   EXPECT_EQ(slack_.calls("chat.postMessage").size(), 5u);
+}
+
+TEST_F(BridgeSlackTest, AtMost128EventsWaitForWebhookRetries) {
+  slack_.control("POST", "/hook/fail", R"({"times":100000})");
+  auto bridge = startBridge("socket", "notify:\n  webhooks:\n    - { url: \"" + slack_.hookUrl() +
+                                          "\", events: [held], secret_env: HOOK_SECRET }\n");
+  const int admin = bridge->printedPort("admin port ");
+  ASSERT_GT(admin, 0) << bridge->logs();
+  for (int i = 0; i < 135; ++i) hold("many-" + std::to_string(i));
+  // Every job is posted; the 129th event on finds 128 waiting and its delivery is given up.
+  ASSERT_EQ(slack_.waitCalls("chat.postMessage", 135, 60s).size(), 135u) << bridge->logs();
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  std::string metrics;
+  do {
+    metrics = httpCall(admin, "GET", "/metrics").body;
+    if (metrics.find(R"(countersign_bridge_webhook_deliveries_total{result="given_up"} 7)") != std::string::npos) break;
+    std::this_thread::sleep_for(200ms);
+  } while (std::chrono::steady_clock::now() < deadline);
+  EXPECT_NE(metrics.find(R"(countersign_bridge_webhook_deliveries_total{result="given_up"} 7)"), std::string::npos) << metrics;
+  EXPECT_NE(bridge->logs().find("too many events wait for deliveries"), std::string::npos);
 }
 
 TEST_F(BridgeSlackTest, ASlowWebhookReceiverDelaysNoSlackPost) {
