@@ -133,4 +133,23 @@ void BM_SignOpenSslEvpCopiedContext(benchmark::State& state) {
 }
 BENCHMARK(BM_SignOpenSslEvpCopiedContext);
 
+// Verifying on OpenSSL 3 EVP, as countersign did before (nkeys::verify is libsodium's now).
+void BM_VerifyOpenSslEvp(benchmark::State& state) {
+  const nkeys::Seed seed = nkeys::generateSeed();
+  const nkeys::PublicKey key = nkeys::publicKeyOf(seed);
+  const std::string signature = nkeys::sign(seed, kApproval);
+  for (auto _ : state) {
+    EVP_PKEY* pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, key.data(), key.size());
+    EVP_MD_CTX* context = EVP_MD_CTX_new();
+    const bool ok =
+        EVP_DigestVerifyInit(context, nullptr, nullptr, nullptr, pkey) == 1 &&
+        EVP_DigestVerify(context, reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
+                         reinterpret_cast<const unsigned char*>(kApproval.data()), kApproval.size()) == 1;
+    EVP_MD_CTX_free(context);
+    EVP_PKEY_free(pkey);
+    if (!ok) std::abort();
+  }
+}
+BENCHMARK(BM_VerifyOpenSslEvp);
+
 }  // namespace

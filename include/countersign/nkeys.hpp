@@ -1,5 +1,5 @@
-// NATS nkeys (user public keys "U...", user seeds "SU...") and Ed25519 signatures (signing with
-// libsodium, verifying with OpenSSL 3).
+// NATS nkeys (user public keys "U...", user seeds "SU...") and Ed25519 signatures (signed and
+// verified with libsodium; OpenSSL 3 makes seeds and derives public keys).
 //
 // Encoding, as the nkeys implementations of the NATS project write it: base32 (RFC 4648
 // alphabet, no padding) of prefix bytes + 32 key bytes + CRC-16/XMODEM of the preceding bytes,
