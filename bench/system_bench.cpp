@@ -522,6 +522,7 @@ class Connection {
     jsOptions js_opts;
     jsOptions_Init(&js_opts);
     js_opts.PublishAsync.MaxPending = 4096;
+    js_opts.PublishAsync.StallWait = 60000;  // seeding 1M records waits for room, never fails
     js_opts.PublishAsync.ErrHandler = &Connection::onAsyncError;
     js_opts.PublishAsync.ErrHandlerClosure = this;
     check(natsConnection_JetStream(&js_, conn_, &js_opts), "jetstream context");
