@@ -523,6 +523,7 @@ class Connection {
     jsOptions_Init(&js_opts);
     js_opts.PublishAsync.MaxPending = 4096;
     js_opts.PublishAsync.StallWait = 60000;  // seeding 1M records waits for room, never fails
+    js_opts.Wait = 60000;  // a server busy deleting a large bucket answers late
     js_opts.PublishAsync.ErrHandler = &Connection::onAsyncError;
     js_opts.PublishAsync.ErrHandlerClosure = this;
     check(natsConnection_JetStream(&js_, conn_, &js_opts), "jetstream context");
@@ -2819,10 +2820,11 @@ void listPages(Connection& conn, ScaleRow& row, int pages) {
     if (s == NATS_OK) doc.Parse(natsMsg_GetData(reply), static_cast<std::size_t>(natsMsg_GetDataLength(reply)));
     natsMsg_Destroy(reply);
     if (s != NATS_OK || doc.HasParseError() || !doc.IsObject() || !doc.HasMember("items") ||
-        !doc["items"].IsArray() || doc["items"].Empty()) {
+        !doc["items"].IsArray() || (page == 0 && doc["items"].Empty())) {
       row.list_ok = false;
       return;
     }
+    if (doc["items"].Empty()) break;  // past the last pending record
     const auto& items = doc["items"];
     const auto& last = items[items.Size() - 1];
     if (!last.IsObject() || !last.HasMember("id") || !last["id"].IsString()) {
