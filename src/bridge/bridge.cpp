@@ -24,6 +24,7 @@ constexpr milliseconds kRetryEventAfter{2000};
 // A claim without a ts this old is taken over: its poster died between claim and post.
 constexpr std::chrono::seconds kClaimLease{30};
 constexpr milliseconds kRequestTimeout{10000};
+constexpr std::size_t kMaxNotices = 256;
 
 natsMsg* asMsg(void* msg) { return static_cast<natsMsg*>(msg); }
 
@@ -76,6 +77,7 @@ void Bridge::start() {
   webhooks_.start();
   consumer_thread_ = std::thread([this] { consumeLoop(); });
   click_thread_ = std::thread([this] { clickLoop(); });
+  notice_thread_ = std::thread([this] { noticeLoop(); });
 }
 
 void Bridge::stop() {
@@ -86,6 +88,7 @@ void Bridge::stop() {
   wake_.notify_all();
   if (consumer_thread_.joinable()) consumer_thread_.join();
   if (click_thread_.joinable()) click_thread_.join();
+  if (notice_thread_.joinable()) notice_thread_.join();  // after the clicks: they may queue answers
   webhooks_.stop();  // events still waiting for deliveries are nak'ed: sent again after a restart
   if (sub_ != nullptr) {
     natsSubscription_Destroy(static_cast<natsSubscription*>(sub_));  // never Unsubscribe: it would delete the durable
@@ -436,11 +439,33 @@ std::string Bridge::nameOfSlack(std::string_view slack_id) const {
 
 void Bridge::tellUser(const std::string& channel, const std::string& user, const std::string& text) {
   if (p_.slack == nullptr || channel.empty()) return;
-  countersign::detail::JsonObjectWriter w;
-  w.field("channel", channel).field("user", user).field("text", text);
-  const auto reply = p_.slack->callUntilDone("chat.postEphemeral", w.finish(), false,
-                                             [&](milliseconds d) { return sleepUnlessStopping(std::min(d, milliseconds(5000))); });
-  (void)reply;
+  {
+    std::lock_guard lock(mutex_);
+    if (notices_.size() >= kMaxNotices) {
+      p_.log.warn("bridge: too many answers wait for Slack, dropping one", {{"slack_user", user}});
+      return;
+    }
+    notices_.push_back(Notice{channel, user, text});
+  }
+  wake_.notify_all();
+}
+
+void Bridge::noticeLoop() {
+  while (true) {
+    Notice notice;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [this] { return stopping_ || !notices_.empty(); });
+      if (notices_.empty()) return;  // stopping, and every answer in hand was tried
+      notice = std::move(notices_.front());
+      notices_.pop_front();
+    }
+    countersign::detail::JsonObjectWriter w;
+    w.field("channel", notice.channel).field("user", notice.user).field("text", notice.text);
+    (void)p_.slack->callUntilDone("chat.postEphemeral", w.finish(), false, [&](milliseconds d) {
+      return sleepUnlessStopping(std::min(d, milliseconds(5000)));
+    });
+  }
 }
 
 void Bridge::actOnClick(const std::string& payload_json) {

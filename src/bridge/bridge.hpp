@@ -1,7 +1,8 @@
 // The Slack bridge and webhook notifier: a durable consumer on the audit stream posts held jobs
 // to Slack, updates their messages on every decision, sends webhooks, and turns clicks into
-// signed control requests. Threads: one consumer, one click worker, one per webhook (plus the
-// transports' own). Exactly one post per job and binding, across redeliveries, restarts and replicas: the
+// signed control requests. Threads: one consumer, one click worker, one that tells people why a
+// click changed nothing (chat.postEphemeral, which may wait out a rate limit without holding up
+// the next click), one per webhook (plus the transports' own). Exactly one post per job and binding, across redeliveries, restarts and replicas: the
 // post is claimed by creating <id>/slack/<channel>/<binding> in the bucket before it is made.
 #pragma once
 
@@ -83,7 +84,9 @@ class Bridge {
   Result<ApprovalView> fetchRecord(const std::string& id);
   void clickLoop();
   void actOnClick(const std::string& payload_json);
+  // Queues an ephemeral answer to `user` (at most kMaxNotices wait; beyond, dropped and logged).
   void tellUser(const std::string& channel, const std::string& user, const std::string& text);
+  void noticeLoop();
   std::string slackIdOf(std::string_view name) const;
   std::string nameOfSlack(std::string_view slack_id) const;
   bool sleepUnlessStopping(std::chrono::milliseconds delay, void* msg = nullptr);
@@ -94,11 +97,18 @@ class Bridge {
   std::string filter_;
   std::thread consumer_thread_;
   std::thread click_thread_;
+  std::thread notice_thread_;
   std::atomic<bool> consumer_ready_{false};
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stopping_ = false;
   std::deque<std::string> clicks_;
+  struct Notice {
+    std::string channel;
+    std::string user;
+    std::string text;
+  };
+  std::deque<Notice> notices_;
   void* sub_ = nullptr;  // natsSubscription*
 };
 

@@ -477,6 +477,27 @@ TEST_F(BridgeSlackTest, UnknownSlackUserChangesNothingAndIsTold) {
   EXPECT_EQ(state(id), "pending");
 }
 
+TEST_F(BridgeSlackTest, ARateLimitedAnswerToOnePersonDelaysNoOtherClick) {
+  Collector delivered(*client_, "jobs.>");
+  auto bridge = startBridge();
+  ASSERT_TRUE(slack_.waitSocketHellos(1)) << bridge->logs();
+  const std::string first = holdAndWaitForPost("notice-1", 1);
+  const std::string second = holdAndWaitForPost("notice-2", 2);
+  ASSERT_FALSE(second.empty()) << bridge->logs();
+  // The answer to an unknown user meets a rate limit of 8 s (waited in steps of at most 5 s).
+  slack_.control("POST", "/fail", R"({"method":"chat.postEphemeral","error":"ratelimited","status":429,"retry_after":8,"times":1})");
+  slack_.control("POST", "/socket/send",
+                 R"({"payload":)" + clickPayload("countersign_approve", "notice-1", first, "U0UNKNOWN") + "}");
+  ASSERT_EQ(slack_.waitCalls("chat.postEphemeral", 1).size(), 1u) << bridge->logs();
+  // Alice's click right after is acted on while that answer waits.
+  slack_.control("POST", "/socket/send",
+                 R"({"payload":)" + clickPayload("countersign_approve", "notice-2", second, "U024BE7LH") + "}");
+  EXPECT_EQ(delivered.waitFor(1, 4s).size(), 1u) << bridge->logs();
+  // The answer is sent once the limit is over.
+  EXPECT_EQ(slack_.waitCalls("chat.postEphemeral", 2, 20s).size(), 2u) << bridge->logs();
+  EXPECT_EQ(state("notice-1"), "pending");
+}
+
 TEST_F(BridgeSlackTest, SocketModeReconnectsAfterDisconnectAndDrop) {
   auto bridge = startBridge();
   ASSERT_TRUE(slack_.waitSocketHellos(1)) << bridge->logs();
