@@ -3,15 +3,19 @@
 // tasks with different keys run in parallel. Client-library threads (cnats' delivery and PubAck
 // threads, Asio's I/O thread) only decode and post() here; the work runs on these threads. Used
 // for control requests (unkeyed) and for the holds whose id is taken already (keyed by approval
-// id, so that two copies of one job are settled in order).
+// id, so that two copies of one job are settled in order). postAfter() makes it a timer too:
+// periodic work (the replayer's scans, the store's create timeouts) runs on a lane of an
+// executor instead of a thread of its own.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -42,6 +46,11 @@ class WorkPool {
   // threads). The lane may then hold more than `queue_limit` tasks; postedOverLimit() counts
   // the tasks that found it full. May be called from a task of this pool.
   void post(std::string_view key, Task task);
+  // Queues `task` on the thread that owns `key` once `delay` has passed; never waits. The lane's
+  // thread waits for the earliest timer itself (no timer thread); a timer that is due runs
+  // before the lane's queued tasks. A periodic task posts itself again. Timers not yet due when
+  // the pool is destroyed are dropped, and drain() does not wait for them.
+  void postAfter(std::chrono::milliseconds delay, std::string_view key, Task task);
   // Returns when every task submitted before the call has run.
   void drain();
 
@@ -55,6 +64,7 @@ class WorkPool {
     std::condition_variable has_work;
     std::condition_variable has_room;
     std::deque<Task> tasks;
+    std::multimap<std::chrono::steady_clock::time_point, Task> timers;
     bool stopping = false;
     std::thread thread;
   };

@@ -87,63 +87,70 @@ Status failStep(std::string_view step, const Error& error) {
 
 }  // namespace
 
-// The replayer on its own thread (cs-replay): a scan at start, then every
-// release.replay_interval (longer on a large bucket). stop() wakes and joins it.
+// The replayer as a timer on the replay executor (cs-replay-0): a scan at start, then every
+// release.replay_interval (longer on a large bucket). stop() cancels the next scan and waits for
+// a running one.
 class ReplayLoop {
  public:
-  ReplayLoop(Replayer& replayer, const Config& config, Logger& log)
-      : replayer_(replayer), config_(config), log_(log), thread_([this] { run(); }) {}
+  ReplayLoop(Replayer& replayer, const Config& config, Logger& log, WorkPool& executor)
+      : replayer_(replayer), config_(config), log_(log), executor_(executor) {
+    executor_.post(kLane, [this] { scan(); });
+  }
   ~ReplayLoop() { stop(); }
   ReplayLoop(const ReplayLoop&) = delete;
   ReplayLoop& operator=(const ReplayLoop&) = delete;
 
   void stop() {
-    {
-      const std::lock_guard lock(mutex_);
-      stopping_ = true;
-    }
-    wake_.notify_all();
-    if (thread_.joinable()) thread_.join();
+    std::unique_lock lock(mutex_);
+    stopping_ = true;
+    idle_.wait(lock, [&] { return !scanning_; });
   }
   bool storeReachable() const { return store_reachable_.load(); }
 
  private:
-  void run() {
-    pthread_setname_np(pthread_self(), "cs-replay");
-    std::unique_lock lock(mutex_);
-    while (!stopping_) {
-      lock.unlock();
-      const auto scan_started = std::chrono::steady_clock::now();
-      auto scanned = replayer_.scan();
-      // A scan lists the whole bucket: on a large one, leave the server (and us) time between.
-      const auto pause = std::max(config_.release.replay_interval,
-                                  std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      2 * (std::chrono::steady_clock::now() - scan_started)));
-      store_reachable_.store(scanned.has_value());
-      // A scan builds and drops sets as large as the bucket's key list (and the key index's
-      // watcher delivers the whole bucket at start): hand the freed memory back, so that the
-      // process's size follows what it holds (about one key and one deadline per open record).
-      malloc_trim(0);
-      if (!scanned) {
-        log_.warn("replay scan failed", {{"error", scanned.error().message}});
-      } else if (scanned->replayed + scanned->release_unknown + scanned->expired > 0) {
-        log_.info("replay scan", {{"replayed", std::to_string(scanned->replayed)},
-                                  {"release_unknown", std::to_string(scanned->release_unknown)},
-                                  {"expired", std::to_string(scanned->expired)}});
-      }
-      lock.lock();
-      wake_.wait_for(lock, pause, [&] { return stopping_; });
+  static constexpr std::string_view kLane = "replay";
+
+  void scan() {
+    {
+      const std::lock_guard lock(mutex_);
+      if (stopping_) return;
+      scanning_ = true;
     }
+    const auto scan_started = std::chrono::steady_clock::now();
+    auto scanned = replayer_.scan();
+    // A scan lists the whole bucket: on a large one, leave the server (and us) time between.
+    const auto pause = std::max(config_.release.replay_interval,
+                                std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    2 * (std::chrono::steady_clock::now() - scan_started)));
+    store_reachable_.store(scanned.has_value());
+    // A scan builds and drops sets as large as the bucket's key list (and the key index's
+    // watcher delivers the whole bucket at start): hand the freed memory back, so that the
+    // process's size follows what it holds (about one key and one deadline per open record).
+    malloc_trim(0);
+    if (!scanned) {
+      log_.warn("replay scan failed", {{"error", scanned.error().message}});
+    } else if (scanned->replayed + scanned->release_unknown + scanned->expired > 0) {
+      log_.info("replay scan", {{"replayed", std::to_string(scanned->replayed)},
+                                {"release_unknown", std::to_string(scanned->release_unknown)},
+                                {"expired", std::to_string(scanned->expired)}});
+    }
+    {
+      const std::lock_guard lock(mutex_);
+      scanning_ = false;
+      if (!stopping_) executor_.postAfter(pause, kLane, [this] { scan(); });
+    }
+    idle_.notify_all();
   }
 
   Replayer& replayer_;
   const Config& config_;
   Logger& log_;
+  WorkPool& executor_;
   std::mutex mutex_;
-  std::condition_variable wake_;
+  std::condition_variable idle_;
   bool stopping_ = false;
+  bool scanning_ = false;
   std::atomic<bool> store_reachable_{true};  // the last scan could read the bucket
-  std::thread thread_;                       // last: starts once the rest is built
 };
 
 Gateway::Gateway(Config config, std::shared_ptr<const Policy> policy, Logger& log)
@@ -198,7 +205,19 @@ Status Gateway::start() {
   // once: send_asap, so cnats does not hold replies for the flusher). This process's audit
   // chains (one per connection) start anew at every start.
   const std::string chain_id = ids_.newId().substr(0, 12);
+  // Executors first: the store's create timeouts are a timer on the hold executor, and intake
+  // is given it; they are declared after the core objects so that they are drained and joined
+  // before those go.
+  hold_executor_ = std::make_unique<WorkPool>(kHoldThreads, 1024, "hold");
+  control_executor_ = std::make_unique<WorkPool>(static_cast<std::size_t>(config_.concurrency.control), 1024, "control");
+  replay_executor_ = std::make_unique<WorkPool>(1, 16, "replay");
+  // cnats' own threads get names as they start: the library's (timers, connection events),
+  // each connection's reader and flusher and its request-reply inbox.
+  natsio::NewThreads nats_threads;
+  if (auto opened = natsio::openNatsLibrary(); !opened) return failStep("nats: ", opened.error());
+  nats_threads.name("cs-nats-lib");
   auto intake_plane = openPlane(config_, "intake", false, false, log_, clock_, chain_id);
+  nats_threads.name("cs-nats-intake");
   if (!intake_plane) return failStep("cannot start: ", intake_plane.error());
   intake_plane_ = std::move(*intake_plane);
   // Received headers are read from cnats' message buffer: refuse to run on a cnats whose layout
@@ -207,7 +226,8 @@ Status Gateway::start() {
                                                       config_.nats.inbox_prefix); !layout) {
     return failStep("nats: ", layout.error());
   }
-  auto control_plane = openPlane(config_, "control", true, true, log_, clock_, chain_id);
+  auto control_plane = openPlane(config_, "control", true, true, log_, clock_, chain_id, hold_executor_.get());
+  nats_threads.name("cs-nats-control");
   if (!control_plane) return failStep("cannot start: ", control_plane.error());
   control_plane_ = std::move(*control_plane);
   natsio::Connection& control_connection = *control_plane_->connection;
@@ -220,15 +240,38 @@ Status Gateway::start() {
   for (std::size_t i = 0; i < config_.routes.size(); ++i) {
     const RouteConfig& route = config_.routes[i];
     if (route.to_stream.empty()) continue;
-    auto window = natsio::checkStream(control_connection, route.to_stream);
-    if (!window) return failStep("routes[" + std::to_string(i) + "].to_stream: ", window.error());
+    const std::string where = "routes[" + std::to_string(i) + "].to_stream: ";
+    if (!config_.nats.embedded) {
+      // Another team's server: its streams are theirs to make.
+      auto window = natsio::checkStream(control_connection, route.to_stream);
+      if (!window && window.error().message.ends_with("does not exist")) {
+        return failStep(where, Error{window.error().code, window.error().message +
+                                                              " (create it on the server; countersign creates "
+                                                              "streams only with nats.embedded: true)"});
+      }
+      if (!window) return failStep(where, window.error());
+      replay_options.duplicate_windows[route.to_stream] = *window;
+      continue;
+    }
+    // Embedded: the server is countersign's own, so it makes the stream it is told to, capturing
+    // the target subjects of every route that releases into it.
+    std::vector<std::string> subjects;
+    for (const RouteConfig& other : config_.routes) {
+      if (other.to_stream == route.to_stream &&
+          std::find(subjects.begin(), subjects.end(), other.to) == subjects.end()) {
+        subjects.push_back(other.to);
+      }
+    }
+    bool created = false;
+    auto window = natsio::ensureStream(control_connection, route.to_stream, subjects, created);
+    if (!window) return failStep(where, window.error());
+    if (created) {
+      std::string joined;
+      for (const auto& subject : subjects) joined += (joined.empty() ? "" : ",") + subject;
+      log_.info("stream created", {{"stream", route.to_stream}, {"subjects", joined}, {"route", route.name}});
+    }
     replay_options.duplicate_windows[route.to_stream] = *window;
   }
-
-  // Executors first (intake is given the hold executor); declared after the core objects so
-  // that they are drained and joined before those go.
-  hold_executor_ = std::make_unique<WorkPool>(kHoldThreads, 1024, "hold");
-  control_executor_ = std::make_unique<WorkPool>(static_cast<std::size_t>(config_.concurrency.control), 1024, "control");
 
   // Intake's KV calls (a hold's create, sent without waiting) go out on the control connection
   // too: it writes at once (send_asap), where the intake connection's flusher would hold an
@@ -287,12 +330,14 @@ Status Gateway::start() {
                                      .durable = route.durable.empty() ? "countersign-" + route.name : route.durable,
                                      .replicas = config_.store.replicas,
                                      .ack_wait = route.ack_wait};
+      natsio::NewThreads fetch_thread;
       auto started = natsio::JetStreamIngress::start(
           *intake_plane_->connection, std::move(ingress),
           [intake = intake_.get(), &route](Message&& m, const IngressPosition& at) {
             return intake->onJob(route, std::move(m), &at);
           },
           [this](std::string_view line) { log_.warn(line); });
+      fetch_thread.name("cs-ingress");
       if (!started) return failStep("route " + route.name + ": ", started.error());
       intake_endpoints_.push_back(ingressEndpoint(std::move(*started), "ingress " + ingressStreamName(route)));
       continue;
@@ -314,7 +359,7 @@ Status Gateway::start() {
     }
   }
 
-  replay_loop_ = std::make_unique<ReplayLoop>(*replayer_, config_, log_);
+  replay_loop_ = std::make_unique<ReplayLoop>(*replayer_, config_, log_, *replay_executor_);
 
   // Admin HTTP: health, readiness, metrics and the REST API (same decisions as control).
   if (!config_.admin.listen.empty()) {
@@ -334,7 +379,9 @@ Status Gateway::start() {
         .evidence = [this](const std::string& id) { return evidence(id); },
         .events = [this](http::EventSink sink) { return eventFeed(std::move(sink)); }};
     for (auto& extension : admin_extensions_) extension(handlers, *parts_);
+    natsio::NewThreads admin_threads;  // the I/O thread names itself; its workers do not
     auto started = http::AdminServer::start(config_.admin, std::move(handlers), log_);
+    admin_threads.name("cs-admin-work");
     if (!started) return std::unexpected(started.error());  // names admin.listen itself
     admin_ = std::move(*started);
   }
@@ -355,7 +402,8 @@ ControlReply Gateway::evidence(const std::string& id) const {
 std::function<void()> Gateway::eventFeed(http::EventSink sink) const {
   auto sub = natsio::Subscription::subscribe(
       *control_plane_->connection, config_.control.prefix + ".events.>", "",
-      [sink = std::move(sink)](Message&& m) { sink(std::move(m.subject), std::move(m.payload)); });
+      [sink = std::move(sink)](Message&& m) { sink(std::move(m.subject), std::move(m.payload)); }, {},
+      "cs-events-feed");
   if (!sub) {
     log_.warn("admin: no live events for the console", {{"error", sub.error().message}});
     return [] {};
@@ -432,6 +480,9 @@ void Gateway::stop(std::chrono::milliseconds timeout) {
   extra_endpoints_.clear();
   intake_endpoints_.clear();
   control_endpoints_.clear();
+  // The executors before the replay loop: a timer that is due still runs when its executor goes
+  // (the stopped loop ignores it), and none may run once the loop is gone.
+  replay_executor_.reset();
   replay_loop_.reset();
   control_executor_.reset();
   hold_executor_.reset();

@@ -5,8 +5,8 @@
 //
 // Threading rule: a client library's thread (cnats' delivery and PubAck threads, Asio's I/O
 // thread) decodes a message and posts it to one of the Gateway's executors; core code runs on
-// the executors' threads, on intake's delivery threads (policy evaluation and non-blocking
-// publishes only) and on the replay loop. docs/architecture.md has the table.
+// the executors' threads (periodic work as timers on them) and on intake's delivery threads
+// (policy evaluation and non-blocking publishes only). docs/architecture.md has the table.
 #pragma once
 
 #include <chrono>
@@ -140,9 +140,11 @@ class Gateway {
   std::unique_ptr<Replayer> replayer_;
   // Executors: declared after the core objects they run, so that they are drained and joined
   // before those go (they are created first in start(): intake is given the hold executor).
-  std::unique_ptr<WorkPool> hold_executor_;     // cs-hold-N: holds whose id is taken already
+  std::unique_ptr<WorkPool> hold_executor_;     // cs-hold-N: holds whose id is taken already;
+                                                // its timer answers creates without a PubAck
   std::unique_ptr<WorkPool> control_executor_;  // cs-control-N: control requests
-  std::unique_ptr<ReplayLoop> replay_loop_;     // cs-replay
+  std::unique_ptr<ReplayLoop> replay_loop_;     // the replayer's scans, a timer on:
+  std::unique_ptr<WorkPool> replay_executor_;   // cs-replay-0
   std::optional<GatewayParts> parts_;
   std::vector<std::unique_ptr<Endpoint>> intake_endpoints_;   // route subscriptions, ingresses
   std::vector<std::unique_ptr<Endpoint>> control_endpoints_;  // control subjects

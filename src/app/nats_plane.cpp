@@ -4,7 +4,7 @@ namespace countersign::app {
 
 Result<NatsPlane> openPlane(const Config& config, std::string_view name, bool send_asap,
                             bool with_store, Logger& log, const Clock& clock,
-                            const std::string& chain_id) {
+                            const std::string& chain_id, WorkPool* timers) {
   NatsPlane plane;
   auto connection = natsio::Connection::connect(
       config.nats, name, send_asap, [&log](std::string_view line) { log.warn(line); },
@@ -13,7 +13,7 @@ Result<NatsPlane> openPlane(const Config& config, std::string_view name, bool se
   plane.connection = std::move(*connection);
   plane.publisher = std::make_unique<natsio::NatsPublisher>(*plane.connection);
   if (with_store) {
-    auto store = natsio::KvBucket::open(*plane.connection, config.store, config.concurrency.holds);
+    auto store = natsio::KvBucket::open(*plane.connection, config.store, config.concurrency.holds, timers);
     if (!store) return std::unexpected(store.error());
     plane.store = std::move(*store);
   }

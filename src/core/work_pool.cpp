@@ -63,6 +63,16 @@ void WorkPool::post(std::string_view key, Task task) {
   enqueue(laneFor(key), std::move(task), false);
 }
 
+void WorkPool::postAfter(std::chrono::milliseconds delay, std::string_view key, Task task) {
+  Lane& lane = laneFor(key);
+  {
+    const std::lock_guard lock(lane.mutex);
+    if (lane.stopping) return;
+    lane.timers.emplace(std::chrono::steady_clock::now() + delay, std::move(task));
+  }
+  lane.has_work.notify_one();
+}
+
 void WorkPool::drain() {
   std::unique_lock lock(idle_mutex_);
   idle_.wait(lock, [this] { return unfinished_ == 0; });
@@ -81,21 +91,38 @@ void WorkPool::run(Lane& lane, std::string name) {
   pthread_setname_np(pthread_self(), name.c_str());
   for (;;) {
     Task task;
+    bool timer = false;
     {
       std::unique_lock lock(lane.mutex);
-      lane.has_work.wait(lock, [&] { return lane.stopping || !lane.tasks.empty(); });
-      // Stopping still runs what was queued: nothing submitted is dropped.
-      if (lane.tasks.empty()) return;
-      task = std::move(lane.tasks.front());
-      lane.tasks.pop_front();
+      for (;;) {
+        if (!lane.timers.empty() && lane.timers.begin()->first <= std::chrono::steady_clock::now()) {
+          task = std::move(lane.timers.begin()->second);
+          lane.timers.erase(lane.timers.begin());
+          timer = true;
+          break;
+        }
+        if (!lane.tasks.empty()) break;
+        // Stopping still runs what was queued (nothing submitted is dropped); timers not yet
+        // due are dropped.
+        if (lane.stopping) return;
+        if (lane.timers.empty()) {
+          lane.has_work.wait(lock);
+        } else {
+          lane.has_work.wait_until(lock, lane.timers.begin()->first);
+        }
+      }
+      if (!timer) {
+        task = std::move(lane.tasks.front());
+        lane.tasks.pop_front();
+      }
     }
-    lane.has_room.notify_one();
+    if (!timer) lane.has_room.notify_one();
     try {
       task();
     } catch (...) {
       failed_.fetch_add(1);
     }
-    finished();
+    if (!timer) finished();
   }
 }
 

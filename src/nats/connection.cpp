@@ -1,6 +1,10 @@
 #include "nats/connection.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <vector>
 
@@ -27,7 +31,47 @@ Result<std::string> nkeyPublicKeyOfSeedFile(const std::string& path) {
   return nkeys::encodePublicKey(nkeys::publicKeyOf(*seed));
 }
 
+std::vector<int> threadIds() {
+  std::vector<int> ids;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+    try {
+      ids.push_back(std::stoi(entry.path().filename().string()));
+    } catch (...) {
+    }
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+std::string threadName(int tid) {
+  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/comm");
+  std::string name;
+  std::getline(in, name);
+  return name;
+}
+
 }  // namespace
+
+NewThreads::NewThreads() : before_(threadIds()) {
+  char name[16] = {};
+  pthread_getname_np(pthread_self(), name, sizeof name);
+  starter_ = name;
+}
+
+int NewThreads::name(std::string_view name) {
+  int named = 0;
+  const std::string text(name.substr(0, 15));
+  for (const int tid : threadIds()) {
+    if (std::binary_search(before_.begin(), before_.end(), tid) || threadName(tid) != starter_) continue;
+    std::ofstream comm("/proc/self/task/" + std::to_string(tid) + "/comm");
+    comm << text;
+    comm.flush();
+    if (comm) ++named;
+  }
+  before_ = threadIds();
+  return named;
+}
 
 Errc errcFor(natsStatus status) {
   switch (status) {

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "countersign/config.hpp"
 #include "countersign/result.hpp"
@@ -36,6 +37,23 @@ Error natsError(Errc code, natsStatus status, std::string_view context);
 // Initialises the cnats library once per process (nats_Open, without lock spinning). Connect
 // calls it first; building a natsMsg before any connection exists needs it explicitly.
 Status openNatsLibrary();
+
+// cnats starts threads of its own (the library's timer, callback and collector threads, a
+// connection's reader and flusher, a subscription's delivery thread) and cannot name them.
+// NewThreads notes the threads that exist when it is made; name() gives every thread started
+// since that still has the name of the thread that started it a name ("cs-..."; Linux keeps 15
+// characters), through /proc/self/task/<tid>/comm. Call it on the thread that made cnats start
+// them, right after the call.
+class NewThreads {
+ public:
+  NewThreads();
+  // Returns how many threads it named.
+  int name(std::string_view name);
+
+ private:
+  std::vector<int> before_;
+  std::string starter_;  // the calling thread's name: what a thread it started inherits
+};
 
 // cnats' last error text on this thread, without its "(file.c:123): " prefix ("" if none).
 std::string lastNatsErrorText();

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "nats/child_process.hpp"
+#include "nats/nats_publisher.hpp"
 
 namespace countersign::natsio {
 namespace {
@@ -106,6 +107,38 @@ std::string EmbeddedServer::url() const {
   std::string host = connect_host_;
   if (host.find(':') != std::string::npos) host = "[" + host + "]";
   return "nats://" + host + ":" + std::to_string(port_);
+}
+
+Result<std::chrono::nanoseconds> ensureStream(Connection& connection, const std::string& stream,
+                                              const std::vector<std::string>& subjects, bool& created) {
+  created = false;
+  {
+    jsStreamInfo* existing = nullptr;
+    jsErrCode js_error{};
+    const natsStatus found = js_GetStreamInfo(&existing, connection.js(), stream.c_str(), nullptr, &js_error);
+    if (existing != nullptr) jsStreamInfo_Destroy(existing);
+    if (found != NATS_NOT_FOUND && js_error != JSStreamNotFoundErr) return checkStream(connection, stream);
+  }
+  std::vector<const char*> subject_ptrs;
+  for (const auto& subject : subjects) subject_ptrs.push_back(subject.c_str());
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = stream.c_str();
+  cfg.Subjects = subject_ptrs.data();
+  cfg.SubjectsLen = static_cast<int>(subject_ptrs.size());
+  cfg.Storage = js_FileStorage;
+  jsStreamInfo* info = nullptr;
+  jsErrCode code{};
+  const natsStatus s = js_AddStream(&info, connection.js(), &cfg, nullptr, &code);
+  if (s != NATS_OK) {
+    // Another replica may have made it at the same moment: use it if it is there now.
+    if (auto again = checkStream(connection, stream)) return again;
+    return std::unexpected(natsError(s, "cannot create stream " + stream));
+  }
+  const std::chrono::nanoseconds duplicates(info != nullptr && info->Config != nullptr ? info->Config->Duplicates : 0);
+  jsStreamInfo_Destroy(info);
+  created = true;
+  return duplicates;
 }
 
 }  // namespace countersign::natsio

@@ -10,8 +10,10 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "countersign/result.hpp"
+#include "nats/connection.hpp"
 
 namespace countersign::natsio {
 
@@ -49,5 +51,11 @@ class EmbeddedServer {
   std::filesystem::path log_file_;
   Log log_;
 };
+
+// Embedded mode: a route's `to_stream` that does not exist yet is created (file storage, the
+// server's default duplicate window) capturing `subjects`; one that exists is used as it is.
+// Returns the stream's duplicate window; `created` says whether this call made it.
+Result<std::chrono::nanoseconds> ensureStream(Connection& connection, const std::string& stream,
+                                              const std::vector<std::string>& subjects, bool& created);
 
 }  // namespace countersign::natsio

@@ -149,6 +149,10 @@ struct KvBucket::AsyncCreates {
   }
 
   static void onAck(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* error, void* closure) {
+    // cnats starts this delivery thread with the first create, on whichever thread sent it.
+    thread_local bool named = false;
+    if (!named) pthread_setname_np(pthread_self(), "cs-kv-puback");
+    named = true;
     AsyncCreates* self = &Home::of(closure);
     Pending entry;
     bool found = false;
@@ -186,35 +190,60 @@ struct KvBucket::AsyncCreates {
     if (release != nullptr) Home::release(release);  // cnats' last call with it
   }
 
+  // One pass: answers the creates past their deadline (Errc::timeout).
+  void sweepOnce() {
+    std::unique_lock lock(mutex);
+    const auto now = Clock::now();
+    std::vector<Pending> expired;
+    for (auto it = pending.begin(); it != pending.end();) {
+      if (it->second.deadline <= now) {
+        expired.push_back(std::move(it->second));
+        it = pending.erase(it);
+        ++abandoned;
+      } else {
+        ++it;
+      }
+    }
+    if (expired.empty()) return;
+    answering += expired.size();
+    lock.unlock();
+    for (auto& entry : expired) {
+      entry.done(fail(Errc::timeout, "KV create " + entry.key + ": no PubAck within " +
+                                         std::to_string(kAsyncCreateTimeout.count()) + " ms"));
+    }
+    lock.lock();
+    answered(expired.size());
+  }
+
+  // Without an executor: a thread of its own, every kAsyncSweepEvery until stopping.
   void sweep() {
     std::unique_lock lock(mutex);
     while (!stopping) {
       sweeper_wake.wait_for(lock, kAsyncSweepEvery);
-      const auto now = Clock::now();
-      std::vector<Pending> expired;
-      for (auto it = pending.begin(); it != pending.end();) {
-        if (it->second.deadline <= now) {
-          expired.push_back(std::move(it->second));
-          it = pending.erase(it);
-          ++abandoned;
-        } else {
-          ++it;
-        }
-      }
-      if (expired.empty()) continue;
-      answering += expired.size();
+      if (stopping) break;
       lock.unlock();
-      for (auto& entry : expired) {
-        entry.done(fail(Errc::timeout, "KV create " + entry.key + ": no PubAck within " +
-                                           std::to_string(kAsyncCreateTimeout.count()) + " ms"));
-      }
+      sweepOnce();
       lock.lock();
-      answered(expired.size());
     }
+  }
+
+  // With an executor: a timer on its lane "kv-sweep", every kAsyncSweepEvery while the state
+  // exists and is not stopping.
+  static void scheduleSweeps(WorkPool& timers, std::weak_ptr<AsyncCreates> state) {
+    timers.postAfter(kAsyncSweepEvery, "kv-sweep", [&timers, state = std::move(state)] {
+      const std::shared_ptr<AsyncCreates> self = state.lock();
+      if (self == nullptr) return;
+      {
+        const std::lock_guard lock(self->mutex);
+        if (self->stopping) return;
+      }
+      self->sweepOnce();
+      scheduleSweeps(timers, state);
+    });
   }
 };
 
-Status KvBucket::startAsync(int max_pending) {
+Status KvBucket::startAsync(int max_pending, WorkPool* timers) {
   auto state = std::make_shared<AsyncCreates>();
   state->closure = AsyncCreates::Home::share(state);
   jsOptions options;
@@ -230,10 +259,14 @@ Status KvBucket::startAsync(int max_pending) {
     return std::unexpected(natsError(s, "JetStream context for KV creates"));
   }
   state->index = index_.get();
-  state->sweeper = std::thread([raw = state.get()] {
-    pthread_setname_np(pthread_self(), "cs-kv-sweep");
-    raw->sweep();
-  });
+  if (timers != nullptr) {
+    AsyncCreates::scheduleSweeps(*timers, state);
+  } else {
+    state->sweeper = std::thread([raw = state.get()] {
+      pthread_setname_np(pthread_self(), "cs-kv-sweep");
+      raw->sweep();
+    });
+  }
   async_ = std::move(state);
   return {};
 }
@@ -304,7 +337,8 @@ bool KvBucket::indexLive() const {
 }
 
 Result<std::unique_ptr<KvBucket>> KvBucket::open(Connection& connection,
-                                                 const StoreConfig& config, int max_async_creates) {
+                                                 const StoreConfig& config, int max_async_creates,
+                                                 WorkPool* timers) {
   kvStore* kv = nullptr;
   natsStatus s = js_KeyValue(&kv, connection.js(), config.bucket.c_str());
   if (s == NATS_NOT_FOUND) {
@@ -351,7 +385,7 @@ Result<std::unique_ptr<KvBucket>> KvBucket::open(Connection& connection,
                     " (records would age out at another time): set store.max_age to the bucket's, or use "
                     "another bucket");
   }
-  if (auto started = bucket->startAsync(max_async_creates); !started) return std::unexpected(started.error());
+  if (auto started = bucket->startAsync(max_async_creates, timers); !started) return std::unexpected(started.error());
   return bucket;
 }
 
@@ -380,7 +414,7 @@ KvBucket::~KvBucket() {
       async_->stopping = true;
     }
     async_->sweeper_wake.notify_all();
-    async_->sweeper.join();
+    if (async_->sweeper.joinable()) async_->sweeper.join();
     jsCtx_Destroy(async_->js);
     // cnats may still hold unanswered publishes whose PubAck would come to this state: its
     // reference is released by the last of them (or here, when none is awaited).

@@ -8,6 +8,7 @@
 
 #include "countersign/config.hpp"
 #include "countersign/store.hpp"
+#include "countersign/work_pool.hpp"
 #include "nats/connection.hpp"
 
 namespace countersign::natsio {
@@ -26,8 +27,11 @@ class KvBucket : public KvStore {
   // being buffered by cnats and sent, maybe after the caller gave up, once it reconnects).
   // Errc::timeout (no answer within the JetStream context's 5 s) leaves the outcome unknown.
   // `max_async_creates`: createAsync calls in flight before the next one waits for room.
+  // `timers`: the executor whose timer answers creates without a PubAck (its lane "kv-sweep");
+  // the sweeps end with the bucket or the executor. Null: a thread of the bucket's own
+  // (cs-kv-sweep).
   static Result<std::unique_ptr<KvBucket>> open(Connection& connection, const StoreConfig& config,
-                                                int max_async_creates = 1024);
+                                                int max_async_creates = 1024, WorkPool* timers = nullptr);
   ~KvBucket() override;
   KvBucket(const KvBucket&) = delete;
   KvBucket& operator=(const KvBucket&) = delete;
@@ -81,7 +85,7 @@ class KvBucket : public KvStore {
   struct KeyIndex;
   KvBucket(Connection& connection, kvStore* kv, std::string bucket);
   Status checkConnected(std::string_view what) const;
-  Status startAsync(int max_pending);
+  Status startAsync(int max_pending, WorkPool* timers);
   void watchKeys();
   Connection& connection_;
   kvStore* kv_;

@@ -32,6 +32,7 @@ Result<std::unique_ptr<Subscription>> Subscription::subscribe(Connection& connec
   void* closure = Home::share(state);
 
   natsSubscription* sub = nullptr;
+  NewThreads delivery_thread;  // cnats starts the subscription's delivery thread in the call
   natsStatus s = queue.empty() ? natsConnection_Subscribe(&sub, connection.raw(), subject.c_str(),
                                                           &Subscription::onMessage, closure)
                                : natsConnection_QueueSubscribe(
@@ -43,6 +44,7 @@ Result<std::unique_ptr<Subscription>> Subscription::subscribe(Connection& connec
   }
   self->sub_ = sub;
   self->state_ = std::move(state);
+  if (!self->state_->thread_name.empty()) delivery_thread.name(self->state_->thread_name);
 
   s = natsSubscription_SetOnCompleteCB(sub, &Subscription::onComplete, closure);
   if (s != NATS_OK) {

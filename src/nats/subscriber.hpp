@@ -31,7 +31,8 @@ class Subscription {
   // Threading: the handlers run on the subscription's own cnats delivery thread, one message
   // at a time, in the order the server sent them; never inline in this call. A handler must not
   // throw (an exception is caught and dropped, counted in badMessages()). `thread_name` (at
-  // most 15 characters) names the delivery thread with its first message. Pending limits are
+  // most 15 characters) names the delivery thread when it starts (and again with its first
+  // message, should another thread have been started at the same moment). Pending limits are
   // 1M messages / 1 GiB so that bursts wait instead of being dropped as a slow consumer.
   // The Connection must outlive the Subscription.
   static Result<std::unique_ptr<Subscription>> subscribe(Connection& connection,

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -176,6 +177,72 @@ TEST(ShellStartTest, BadCredentialsExitThreeWithoutThePassword) {
   expectStartFailure(basicConfig(urlWithPassword(server->port())), "Authorization");
 }
 
+std::map<std::string, int> threadNames(int pid);
+
+// ---- to_stream: embedded creates it, an external server must have it --------------------------
+
+// A config with the route agents.jobs.> -> jobs.> releasing into `stream`; with `data_dir`, the
+// embedded nats-server listens on `url`.
+std::string toStreamConfig(const std::string& url, const std::string& stream, const std::string& data_dir = "") {
+  return "nats:\n  servers: [\"" + url + "\"]\n" +
+         (data_dir.empty() ? "  embedded: false\n" : "  embedded: true\n  data_dir: " + data_dir + "\n") + "policy:\n  file: policy.yaml\nroutes:\n  - name: jobs\n    from: \"agents.jobs.>\"\n" +
+         "    to: \"jobs.>\"\n    to_stream: " + stream + "\nadmin:\n  listen: \"\"\n";
+}
+
+// The embedded server is countersign's own: a to_stream it does not have yet is created (logged
+// at info with its subjects), and an approved job is released into it with its PubAck.
+TEST(ShellEmbeddedTest, ToStreamIsCreatedAndAReleasedJobLandsInIt) {
+  int port = 0;
+  {
+    TakenPort released;  // a port free a moment ago
+    port = released.port();
+  }
+  TempDir data;
+  const std::string url = "nats://127.0.0.1:" + std::to_string(port);
+  CountersignOptions options;
+  options.config_yaml = toStreamConfig(url, "JOBS", (data.path() / "nats").string());
+  options.policy_yaml = kHoldPolicy;
+  options.wait_ready = false;  // its server starts with it: the banner says when it is ready
+  auto cs = CountersignProcess::start(options);
+  ASSERT_TRUE(saysReady(*cs, 30s)) << cs->logs();
+  const std::string logs = cs->logs();
+  EXPECT_NE(logs.find("stream created"), std::string::npos) << logs;
+  EXPECT_NE(logs.find("\"stream\":\"JOBS\""), std::string::npos) << logs;
+  EXPECT_NE(logs.find("\"subjects\":\"jobs.>\""), std::string::npos) << logs;
+
+  Client client(url);
+  auto held = client.request("agents.jobs.risky.deploy", R"({"n":1})", {{"Nats-Msg-Id", "job-1"}}, 10s);
+  ASSERT_TRUE(held.has_value());
+  const Reply hold = toReply(held);
+  ASSERT_EQ(hold.status(), "approval_required") << held->payload;
+  EXPECT_EQ(client.streamMessageCount("JOBS"), 0u) << "a held job reached the stream before its approval";
+  const Reply approved = toReply(client.request(
+      "countersign.control.approve", R"({"id":")" + hold.field("approval_id") + R"(","approver":"alice"})", {}, 10s));
+  EXPECT_EQ(approved.status(), "approved");
+  ASSERT_TRUE(waitUntil([&] { return client.streamMessageCount("JOBS") == 1; }, 10s));
+  const auto stored = readStream(client, "JOBS");
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored[0].msg.subject, "jobs.risky.deploy");
+  EXPECT_EQ(stored[0].msg.payload, R"({"n":1})");
+  EXPECT_EQ(cs->stop(), 0);
+
+  // Started again on the same data dir, it uses the stream it made (and says nothing about it).
+  auto again = CountersignProcess::start(options);
+  ASSERT_TRUE(saysReady(*again, 30s)) << again->logs();
+  EXPECT_EQ(again->logs().find("stream created"), std::string::npos) << again->logs();
+  Client after(url);
+  EXPECT_EQ(after.streamMessageCount("JOBS"), 1u);
+  EXPECT_EQ(again->stop(), 0);
+}
+
+// Someone else's server: countersign does not create streams there; a missing to_stream ends
+// the start with one line that names it and says what to do.
+TEST(ShellStartTest, MissingToStreamOnAnExternalServerExitsThreeNamingIt) {
+  auto server = NatsServer::start({.extra_config = kUserBlock});
+  expectStartFailure(toStreamConfig(urlWithPassword(server->port()), "NOSUCH"),
+                     "routes[0].to_stream: stream NOSUCH does not exist (create it on the server");
+}
+
 // ---- callbacks only hand over -------------------------------------------------------------------
 
 // A hold whose id is taken already is settled on the hold executor (telling a repeat from a
@@ -236,6 +303,55 @@ TEST(ShellHandOverTest, AStuckHoldExecutorDoesNotHoldUpOtherPubAcks) {
   EXPECT_TRUE((*store)->waitForCreates(5s));
 }
 
+// Pauses the server and returns once it no longer answers at all: SIGSTOP takes effect
+// asynchronously, and a request with no responders is answered at once by a running server.
+// The probe's connection is returned: it is closed once the server runs again.
+std::unique_ptr<Client> pauseUntilSilent(NatsServer& server) {
+  auto probe = std::make_unique<Client>(server.url());
+  server.pause();
+  EXPECT_TRUE(waitUntil(
+      [&] {
+        const auto sent = std::chrono::steady_clock::now();
+        (void)probe->request("nobody.listens", "", {}, 150ms);
+        return std::chrono::steady_clock::now() - sent >= 140ms;
+      },
+      3s, 1ms));
+  return probe;
+}
+
+// With an executor, the store's create timeouts are a timer on it (no thread of the store's own):
+// a create the server never confirms is answered `timeout` after 5 s, on the executor's lane.
+TEST(ShellHandOverTest, CreateTimeoutsAreATimerOnTheExecutor) {
+  auto server = NatsServer::start();
+  NatsConfig nats;
+  nats.servers = {server->url()};
+  auto connection = natsio::Connection::connect(nats, "test", true);
+  ASSERT_TRUE(connection) << connection.error().message;
+  WorkPool executor(2, 16, "hold");
+  auto store = natsio::KvBucket::open(**connection, StoreConfig{}, 1024, &executor);
+  ASSERT_TRUE(store) << store.error().message;
+  EXPECT_EQ(threadNames(getpid()).count("cs-kv-sweep"), 0u) << "the store started a thread of its own";
+  const auto probe = pauseUntilSilent(*server);
+  std::promise<std::pair<Errc, std::string>> answered;
+  const auto sent = std::chrono::steady_clock::now();
+  (*store)->createAsync("never-confirmed", "v", [&](Result<std::uint64_t> created) {
+    char name[16] = {};
+    pthread_getname_np(pthread_self(), name, sizeof name);
+    answered.set_value({created ? Errc::internal : created.error().code, name});
+  });
+  auto answer = answered.get_future();
+  ASSERT_EQ(answer.wait_for(10s), std::future_status::ready);
+  const auto waited = std::chrono::steady_clock::now() - sent;
+  const auto [code, thread] = answer.get();
+  EXPECT_EQ(code, Errc::timeout);
+  EXPECT_TRUE(thread.starts_with("cs-hold-")) << thread;
+  EXPECT_GE(waited, 4500ms);
+  EXPECT_LT(waited, 8s);
+  server->resume();
+  EXPECT_TRUE((*store)->waitForCreates(5s));
+  store->reset();
+}
+
 // The owner of what the completions capture cancels them before it goes: cancelCreates answers
 // every create still waiting for its PubAck, at once and on the calling thread, and the PubAck
 // that comes later calls nothing.
@@ -250,17 +366,7 @@ TEST(ShellHandOverTest, CancelledCreatesAreAnsweredOnceAndLatePubAcksCallNothing
   ASSERT_TRUE(store) << store.error().message;
   std::atomic<int> calls{0};
   std::atomic<int> unavailable{0};
-  Client probe(server->url());
-  server->pause();  // no PubAck comes while paused
-  // SIGSTOP takes effect asynchronously: wait until the server no longer answers at all (a
-  // request with no responders is answered at once by a running server).
-  ASSERT_TRUE(waitUntil(
-      [&] {
-        const auto sent = std::chrono::steady_clock::now();
-        (void)probe.request("nobody.listens", "", {}, 150ms);
-        return std::chrono::steady_clock::now() - sent >= 140ms;
-      },
-      3s, 1ms));
+  const auto probe = pauseUntilSilent(*server);  // no PubAck comes while paused
   for (int i = 0; i < 50; ++i) {
     (*store)->createAsync("late-" + std::to_string(i), "v", [&](Result<std::uint64_t> created) {
       calls.fetch_add(1);
@@ -392,7 +498,7 @@ std::vector<std::string> loudLinesAfterStop(const std::string& logs) {
 // The number docs/architecture.md states: a core route, the admin listener (with the console's
 // live event feed), the default concurrency.control (8), and the list index (the readiness
 // probe's list request starts it).
-constexpr int kIdleThreads = 34;
+constexpr int kIdleThreads = 33;
 
 TEST(ShellThreadsTest, IdleThreadsAreFewNamedAndCountedInMetrics) {
   auto server = NatsServer::start();
@@ -412,8 +518,17 @@ TEST(ShellThreadsTest, IdleThreadsAreFewNamedAndCountedInMetrics) {
   EXPECT_GT(threads, 0);
   for (int i = 0; i < 8; ++i) EXPECT_EQ(names.count("cs-control-" + std::to_string(i)), 1u) << i;
   for (int i = 0; i < 4; ++i) EXPECT_EQ(names.count("cs-hold-" + std::to_string(i)), 1u) << i;
-  EXPECT_EQ(names.count("cs-replay"), 1u);
-  EXPECT_EQ(names.count("cs-kv-sweep"), 1u);
+  EXPECT_EQ(names.count("cs-replay-0"), 1u);
+  EXPECT_EQ(names.count("cs-kv-sweep"), 0u) << "the store's create timeouts are a timer on cs-hold-N";
+  // Every thread has a name of its own, cnats' included; only the main thread keeps the
+  // process's name.
+  EXPECT_EQ(names.count("countersign"), 1u);
+  EXPECT_EQ(names.count("cs-nats-lib"), 1u);
+  EXPECT_EQ(names.count("cs-nats-intake"), 1u);
+  EXPECT_EQ(names.count("cs-nats-control"), 1u);
+  for (const auto& [name, n] : names) {
+    EXPECT_TRUE(name == "countersign" || name.starts_with("cs-")) << name;
+  }
 
   // /metrics says how many threads there are.
   const auto banner = cs->logs();

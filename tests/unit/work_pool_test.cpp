@@ -5,10 +5,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace countersign {
@@ -181,6 +183,69 @@ TEST(WorkPool, ThreadsAreNamedAfterThePool) {
   });
   long_named.drain();
   EXPECT_EQ(seen, "cs-a-very-lon-0");
+}
+
+TEST(WorkPool, TimersRunOnTheKeysLaneWhenDueAndInDueOrder) {
+  WorkPool pool(2, 16, "tick");
+  std::mutex mutex;
+  std::vector<int> order;
+  std::set<std::string> names;
+  std::promise<void> done;
+  const auto started = std::chrono::steady_clock::now();
+  auto note = [&](int n) {
+    char name[16] = {};
+    pthread_getname_np(pthread_self(), name, sizeof name);
+    const std::lock_guard lock(mutex);
+    order.push_back(n);
+    names.insert(name);
+    if (order.size() == 3) done.set_value();
+  };
+  pool.postAfter(std::chrono::milliseconds(150), "k", [&] { note(3); });
+  pool.postAfter(std::chrono::milliseconds(50), "k", [&] { note(1); });
+  pool.postAfter(std::chrono::milliseconds(100), "k", [&] { note(2); });
+  ASSERT_EQ(done.get_future().wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(150));
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+  EXPECT_EQ(names.size(), 1u) << "one key, one lane";
+}
+
+TEST(WorkPool, APeriodicTaskPostsItselfAgainUntilThePoolGoes) {
+  std::atomic<int> ticks{0};
+  {
+    WorkPool pool(1, 16, "tick");
+    std::function<void()> tick = [&] {
+      if (++ticks < 1000) pool.postAfter(std::chrono::milliseconds(10), "", tick);
+    };
+    pool.postAfter(std::chrono::milliseconds(10), "", tick);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (ticks < 5 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_GE(ticks.load(), 5);
+    pool.drain();  // does not wait for the next tick
+  }
+  const int at_destruction = ticks.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(ticks.load(), at_destruction) << "a timer ran after the pool was gone";
+}
+
+TEST(WorkPool, ADueTimerIsNotStarvedByQueuedTasks) {
+  WorkPool pool(1, 100000, "busy");
+  std::atomic<bool> fired{false};
+  std::atomic<int> ran{0};
+  pool.postAfter(std::chrono::milliseconds(20), "", [&] { fired = true; });
+  // Far more queued work than fits in 20 ms: the timer runs between tasks once it is due.
+  for (int i = 0; i < 2000; ++i) {
+    pool.post("", [&] {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      ++ran;
+    });
+  }
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!fired && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_TRUE(fired.load());
+  EXPECT_LT(ran.load(), 2000) << "the timer waited for the whole queue";
+  pool.drain();
 }
 
 }  // namespace
