@@ -477,5 +477,165 @@ TEST_F(SingleServerUsersTest, EachUserDoesOnlyItsPart) {
   EXPECT_EQ(payments.count(), 1u);
 }
 
+// ---- to_stream across accounts: the stream lives in COUNTERSIGN ----------------------------------
+
+// A JetStream connection as one user, asking on `inbox_prefix` (the countersign user may subscribe
+// only to its own inbox prefix, so the harness's Client cannot ask as it).
+class JetStreamAs {
+ public:
+  JetStreamAs(const std::string& url, const std::string& inbox_prefix) {
+    natsOptions* opts = nullptr;
+    natsOptions_Create(&opts);
+    natsOptions_SetURL(opts, url.c_str());
+    natsOptions_SetCustomInboxPrefix(opts, inbox_prefix.c_str());
+    EXPECT_EQ(natsConnection_Connect(&conn_, opts), NATS_OK);
+    natsOptions_Destroy(opts);
+    if (conn_ != nullptr) EXPECT_EQ(natsConnection_JetStream(&js_, conn_, nullptr), NATS_OK);
+  }
+  ~JetStreamAs() {
+    jsCtx_Destroy(js_);
+    natsConnection_Destroy(conn_);
+  }
+  JetStreamAs(const JetStreamAs&) = delete;
+  JetStreamAs& operator=(const JetStreamAs&) = delete;
+
+  void addStream(const std::string& name, const std::string& subjects) {
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = name.c_str();
+    const char* subject_list[] = {subjects.c_str()};
+    cfg.Subjects = subject_list;
+    cfg.SubjectsLen = 1;
+    jsStreamInfo* info = nullptr;
+    jsErrCode code{};
+    EXPECT_EQ(js_AddStream(&info, js_, &cfg, nullptr, &code), NATS_OK) << code;
+    jsStreamInfo_Destroy(info);
+  }
+  std::uint64_t messages(const std::string& stream) {
+    jsStreamInfo* info = nullptr;
+    jsErrCode code{};
+    EXPECT_EQ(js_GetStreamInfo(&info, js_, stream.c_str(), nullptr, &code), NATS_OK) << code;
+    const std::uint64_t count = info != nullptr ? info->State.Msgs : 0;
+    jsStreamInfo_Destroy(info);
+    return count;
+  }
+
+ private:
+  natsConnection* conn_ = nullptr;
+  jsCtx* js_ = nullptr;
+};
+
+// A stream in WORKERS cannot take countersign's releases with a PubAck (a stream import carries no
+// answer back). What deploy/nats/README.md says to do instead, run here: the stream JOBS in
+// COUNTERSIGN captures jobs.>, countersign's config names it (to_stream: JOBS), and workers keep
+// receiving through the stream export. A release is confirmed by JOBS's PubAck, stored once, and
+// delivered to the worker once, also when it is approved again and after a restart.
+TEST(AccountsToStreamTest, StreamInTheCountersignAccountTakesReleasesOnce) {
+  NatsServerOptions server_options;
+  server_options.extra_config = std::string(kPasswords) + kAuditorPassword + deployFile("accounts-replies-block.conf");
+  auto server = NatsServer::start(server_options);
+  JetStreamAs admin(userUrl(*server, "countersign"), "_CS_INBOX.admin");
+  admin.addStream("JOBS", "jobs.>");
+  Client producer(userUrl(*server, "producer"));
+  Client worker(userUrl(*server, "worker"));
+  Client approver(userUrl(*server, "approver"));
+  Collector payments(worker, "jobs.finance.>");
+
+  std::string config = deployConfig("countersign-accounts.yaml");
+  const std::string mode = "    mode: core\n";
+  config.insert(config.find(mode) + mode.size(), "    to_stream: JOBS\n");
+  CountersignOptions options;
+  options.config_yaml = config;
+  options.env["COUNTERSIGN_NATS_URL"] = userUrl(*server, "countersign");
+  options.env["COUNTERSIGN_ADMIN_LISTEN"] = "";
+  options.policy_yaml = seedPolicy();
+  options.nats_url = userUrl(*server, "approver");
+  auto countersign = CountersignProcess::start(options);
+  ASSERT_NE(countersign->logs().find("(to_stream JOBS)"), std::string::npos) << countersign->logs();
+
+  auto held = producer.request("jobs.finance.payment.execute", kPayment, {{"Nats-Msg-Id", "xacct-pay-1"}}, 10s);
+  ASSERT_TRUE(held.has_value());
+  EXPECT_EQ(jsonFields(held->payload)["status"], "approval_required") << held->payload;
+  for (int i = 0; i < 2; ++i) {
+    auto approved = approver.request("countersign.control.approve", R"({"id":"xacct-pay-1","approver":"alice"})", {}, 10s);
+    ASSERT_TRUE(approved.has_value());
+    EXPECT_EQ(jsonFields(approved->payload)["status"], i == 0 ? "approved" : "already_approved") << approved->payload;
+  }
+  ASSERT_EQ(payments.waitFor(1, 10s).size(), 1u);
+  EXPECT_EQ(headerValues(payments.messages()[0], "Countersign-Approval"), one("granted"));
+  ASSERT_EQ(countersign->stop(), 0);
+  countersign = CountersignProcess::start(options);  // its replayer looks at the record again
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(payments.count(), 1u) << "delivered more than once";
+  EXPECT_EQ(countersign->stop(), 0);
+  EXPECT_EQ(admin.messages("JOBS"), 1u) << "JOBS stored the release more than once";
+  // No release went elsewhere or failed on its way (the only warning is the open mode's).
+  const std::string logs = countersign->logs();
+  EXPECT_EQ(logs.find("\"level\":\"error\""), std::string::npos) << logs;
+  EXPECT_EQ(logs.find("release stored by another stream"), std::string::npos) << logs;
+}
+
+// ---- .creds files: an operator-mode server (JWTs), set up the way `nsc` does ------------------
+
+// tests/node/operator_creds.js (nkeys.js) makes an operator, its accounts SYS and APP and a user of
+// APP with its .creds file; nats-server runs with that operator and a MEMORY resolver. countersign
+// run (nats.credentials) and the CLI (--creds) connect with the user's JWT and seed; without them,
+// or with the creds of an account the server does not know, the server refuses.
+class OperatorCredsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string command = "node " + std::string(COUNTERSIGN_SOURCE_DIR) + "/tests/node/operator_creds.js " +
+                                dir_.path().string();
+    ASSERT_EQ(std::system(command.c_str()), 0) << command;
+    std::ifstream in(dir_.path() / "server.conf");
+    std::ostringstream conf;
+    conf << in.rdbuf();
+    server_ = NatsServer::start({.extra_config = conf.str()});
+    creds_ = (dir_.path() / "user.creds").string();
+  }
+
+  TempDir dir_;
+  std::unique_ptr<NatsServer> server_;
+  std::string creds_;
+};
+
+TEST_F(OperatorCredsTest, RunAndTheCliConnectWithACredsFile) {
+  CountersignOptions options;
+  options.config_yaml = "nats:\n  servers: [\"" + server_->url() + "\"]\n  credentials: " + creds_ +
+                        "\npolicy:\n  file: policy.yaml\nroutes:\n  - name: jobs\n    from: \"agents.jobs.>\"\n"
+                        "    to: \"jobs.>\"\nadmin:\n  listen: \"\"\n";
+  options.policy_yaml = seedPolicy();
+  options.wait_ready = false;  // the harness's probe has no credentials: the banner says ready
+  auto gateway = CountersignProcess::start(options);
+  ASSERT_TRUE(saysReady(*gateway, 20s)) << gateway->logs();
+
+  // The CLI with --creds reaches countersign (which answers: it is connected with its own creds).
+  const CommandResult listed = runCountersign({"pending", "--json", "-s", server_->url(), "--creds", creds_});
+  EXPECT_EQ(listed.exit_code, 0) << listed.out << listed.err;
+  EXPECT_NE(listed.out.find("\"items\""), std::string::npos) << listed.out;
+
+  // Without credentials, or with a user of an account the server does not trust: refused.
+  const CommandResult anonymous = runCountersign({"pending", "-s", server_->url()});
+  EXPECT_EQ(anonymous.exit_code, 3) << anonymous.out << anonymous.err;
+  EXPECT_NE(anonymous.err.find("uthorization"), std::string::npos) << anonymous.err;
+  const CommandResult stranger =
+      runCountersign({"pending", "-s", server_->url(), "--creds", (dir_.path() / "stranger.creds").string()});
+  EXPECT_EQ(stranger.exit_code, 3) << stranger.out << stranger.err;
+  EXPECT_NE(stranger.err.find("uthorization"), std::string::npos) << stranger.err;
+  // The seed in the creds file is never printed.
+  std::ifstream in(creds_);
+  std::string line;
+  std::string seed;
+  while (std::getline(in, line)) {
+    if (line.starts_with("SU")) seed = line;
+  }
+  ASSERT_FALSE(seed.empty());
+  for (const auto* r : {&listed, &anonymous, &stranger}) {
+    EXPECT_EQ((r->out + r->err).find(seed), std::string::npos) << "the seed was printed";
+  }
+  EXPECT_EQ(gateway->logs().find(seed), std::string::npos) << "the seed was logged";
+  EXPECT_EQ(gateway->stop(), 0);
+}
+
 }  // namespace
 }  // namespace countersign::testing
