@@ -86,9 +86,17 @@ Result<Headers> parseHeaderBlock(std::string_view block) {
   if (eol == std::string_view::npos) return bad("unterminated status line");
 
   Headers headers;
-  std::string_view status = trimBlanks(block.substr(kPrefix.size(), eol - kPrefix.size()));
+  const std::string_view status_line = block.substr(kPrefix.size(), eol - kPrefix.size());
+  if (hasAny(status_line, kLineBreaks)) return bad("bare CR, LF or NUL in the status line");
+  std::string_view status = trimBlanks(status_line);
   if (!status.empty()) {
     // "503 No Responders": three digits of status, then an optional description.
+    const bool digits = status.size() >= 3 && std::all_of(status.begin(), status.begin() + 3, [](char c) {
+      return c >= '0' && c <= '9';
+    });
+    if (!digits || (status.size() > 3 && status[3] != ' ' && status[3] != '\t')) {
+      return bad("status line is not three digits and an optional description");
+    }
     headers.emplace_back("Status", std::string(status.substr(0, 3)));
     std::string_view description = status.size() > 3 ? trimBlanks(status.substr(3)) : ""sv;
     if (!description.empty()) headers.emplace_back("Description", std::string(description));

@@ -1102,6 +1102,10 @@ TEST(HeaderBlock, ParsesStatusFoldingAndRefusesMalformedBlocks) {
            std::string_view("NATS/1.0\r\n continuation-first\r\n\r\n"),
            std::string_view("NATS/1.0\r\nA: bare\rCR\r\n\r\n"),
            std::string_view("NATS/1.0\r\nA: bare\nLF\r\n\r\n"),
+           std::string_view("NATS/1.0 503\nX: injected\r\n\r\n"),  // LF in the status line
+           std::string_view("NATS/1.0\x0c\nA:\rB: 2\r\n\r\n"),
+           std::string_view("NATS/1.0 No Responders\r\n\r\n"),  // status not three digits
+           std::string_view("NATS/1.0 5034\r\n\r\n"),
            std::string_view("NATS/1.0\r\nA: 1\r\n"),
            std::string_view("NATS/1.0\r\nA: 1\r\n\r\nB: 2\r\n\r\n"),
            std::string_view("NATS/1.0"),
