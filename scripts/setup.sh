@@ -11,6 +11,7 @@ packages=(
   libboost-dev libyaml-cpp-dev rapidjson-dev libssl-dev libcli11-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   libre2-dev libsodium-dev ccache
+  clang-16 libclang-rt-16-dev  # the fuzz stage (scripts/fuzz.sh): clang with libFuzzer
   nodejs npm chromium
   openssl
 )
