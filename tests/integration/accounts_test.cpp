@@ -490,7 +490,9 @@ class JetStreamAs {
     natsOptions_SetCustomInboxPrefix(opts, inbox_prefix.c_str());
     EXPECT_EQ(natsConnection_Connect(&conn_, opts), NATS_OK);
     natsOptions_Destroy(opts);
-    if (conn_ != nullptr) EXPECT_EQ(natsConnection_JetStream(&js_, conn_, nullptr), NATS_OK);
+    if (conn_ != nullptr) {
+      EXPECT_EQ(natsConnection_JetStream(&js_, conn_, nullptr), NATS_OK);
+    }
   }
   ~JetStreamAs() {
     jsCtx_Destroy(js_);
