@@ -527,7 +527,7 @@
         ['Policy', snapshotLine],
         evidence.unavailable ? ['Explanation', evidence.unavailable]
           : evidence.explain_unavailable ? ['Explanation', el('span', { id: 'explain-unavailable', text: evidence.explain_unavailable })]
-            : ['Decision then', why.decision ? why.decision + (why.rule && why.rule !== record.rule ? ' by rule ' + why.rule : '') : ''],
+            : [changed ? 'Decision then' : 'Decision', why.decision ? why.decision + (why.rule && why.rule !== record.rule ? ' by rule ' + why.rule : '') : ''],
       ]),
       (why.conditions || []).length ? conditionList(why, 'conditions') : null,
       traceList(why),
