@@ -80,6 +80,8 @@ constexpr jsErrCode kWrongLastSequence = static_cast<jsErrCode>(10071);
 }  // namespace
 
 constexpr std::chrono::seconds kFullListingEvery{30};
+// How long the listing's and the watcher's JetStream calls wait (see KvBucket::listing_kv_).
+constexpr std::int64_t kListingWaitMs = 120000;
 constexpr std::chrono::milliseconds kWatchBatchEvery{100};
 
 // The bucket's keys as a watcher (meta only) reports them, so that keys() need not list the
@@ -288,7 +290,7 @@ void KvBucket::watchKeys() {
     kvWatchOptions_Init(&options);
     options.MetaOnly = true;
     kvWatcher* watcher = nullptr;
-    if (kvStore_WatchAll(&watcher, kv_, &options) != NATS_OK) {
+    if (kvStore_WatchAll(&watcher, listing_kv_ != nullptr ? listing_kv_ : kv_, &options) != NATS_OK) {
       pause(std::chrono::milliseconds(1000));
       continue;
     }
@@ -365,6 +367,13 @@ Result<std::unique_ptr<KvBucket>> KvBucket::open(Connection& connection,
     return std::unexpected(std::move(error));
   }
   std::unique_ptr<KvBucket> bucket(new KvBucket(connection, kv, config.bucket));
+  jsOptions listing_options;
+  jsOptions_Init(&listing_options);
+  listing_options.Wait = kListingWaitMs;
+  if (natsConnection_JetStream(&bucket->listing_js_, connection.raw(), &listing_options) == NATS_OK &&
+      js_KeyValue(&bucket->listing_kv_, bucket->listing_js_, config.bucket.c_str()) != NATS_OK) {
+    bucket->listing_kv_ = nullptr;  // listings use kv_ and its shorter wait
+  }
   // The bucket's own settings (an existing bucket keeps its own): with one replica and direct
   // gets allowed, reads are direct gets. A bucket scaled up later needs a restart to be read
   // through its leader again.
@@ -425,6 +434,8 @@ KvBucket::~KvBucket() {
     }
     if (release != nullptr) AsyncCreates::Home::release(release);
   }
+  if (listing_kv_ != nullptr) kvStore_Destroy(listing_kv_);
+  if (listing_js_ != nullptr) jsCtx_Destroy(listing_js_);
   kvStore_Destroy(kv_);
 }
 
@@ -623,7 +634,7 @@ Result<std::vector<std::string>> KvBucket::listKeys() {
   kvWatchOptions options;
   kvWatchOptions_Init(&options);
   kvKeysList list{};
-  natsStatus s = kvStore_Keys(&list, kv_, &options);
+  natsStatus s = kvStore_Keys(&list, listing_kv_ != nullptr ? listing_kv_ : kv_, &options);
   std::vector<std::string> out;
   if (s == NATS_OK) {
     out.reserve(static_cast<std::size_t>(list.Count));

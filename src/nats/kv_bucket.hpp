@@ -89,6 +89,11 @@ class KvBucket : public KvStore {
   void watchKeys();
   Connection& connection_;
   kvStore* kv_;
+  // The same bucket on a JetStream context that waits longer for the server (kListingWait): the
+  // full listing and the key watcher create a consumer over every key, which a server holding a
+  // million records answers in more than the 5 s the other calls wait. Null: kv_ is used.
+  jsCtx* listing_js_ = nullptr;
+  kvStore* listing_kv_ = nullptr;
   std::string bucket_;
   std::shared_ptr<AsyncCreates> async_;  // shared with cnats' PubAck handler (CallbackHome)
   std::unique_ptr<KeyIndex> index_;
