@@ -98,7 +98,7 @@ class Control {
   // The answer when <id>/decision exists already (or the store cannot tell); nullopt if undecided.
   std::optional<ControlReply> answerFromDecision(ControlOp op, const std::string& id);
   // Creates <id>/decision; on losing the race, answers from the winner's decision.
-  std::optional<ControlReply> decide(ControlOp op, const std::string& id, const DecisionRecord& decision);
+  std::optional<ControlReply> decide(ControlOp op, const std::string& id, DecisionRecord& decision);
 
   Services s_;
   Releaser& releaser_;

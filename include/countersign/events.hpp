@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -10,8 +11,10 @@
 
 #include "countersign/clock.hpp"
 #include "countersign/log.hpp"
+#include "countersign/nkeys.hpp"
 #include "countersign/publisher.hpp"
 #include "countersign/wire_names.hpp"
+#include "countersign/work_pool.hpp"
 
 namespace countersign {
 
@@ -51,12 +54,34 @@ struct EventOptions {
   // the next id first and make the stream drop the real one as a duplicate. A retried publish
   // of the same event keeps its id. nullptr: no random part (tests).
   IdSource* msg_id_nonces = nullptr;
+  // With a chain: every event is signed with countersign's own key (Ed25519 over the exact
+  // body bytes) and published with the headers Countersign-Event-Signature (base64url) and
+  // Countersign-Event-Key (the public nkey), so that `audit verify` can refuse events that no
+  // known countersign made. Signing runs on a thread of the sink's own ("cs-<signer_name>-0"),
+  // in the chain's order: emit() fixes seq, body and hash and returns, so that the threads
+  // answering producers never pay for a signature. A decisive event that waits for its PubAck
+  // still waits (for its turn, its signature and its publish). nullptr: unsigned, published by
+  // the caller.
+  const nkeys::Signer* signer = nullptr;
+  std::string signer_name = "sign";
+  // Signed events waiting for the signing thread, at most; beyond it emit() waits for room when
+  // `backpressure` (a busy intake slows to the signing rate instead of growing memory), and
+  // otherwise queues anyway (for callers that must never wait: cnats' PubAck thread).
+  std::size_t signer_queue = 16384;
+  bool backpressure = false;
 };
+
+inline constexpr std::string_view kEventSignatureHeader = "Countersign-Event-Signature";
+inline constexpr std::string_view kEventKeyHeader = "Countersign-Event-Key";
 
 // Thread-safe. An event never fails or blocks a decision beyond its publish.
 class EventSink {
  public:
   EventSink(Publisher& publisher, const Clock& clock, Logger& log, EventOptions options);
+  // Publishes every event already emitted, then stops the signing thread.
+  ~EventSink();
+  EventSink(const EventSink&) = delete;
+  EventSink& operator=(const EventSink&) = delete;
   void emit(const Event& event);
   bool allowedEvents() const { return options_.allowed_events; }
   // The JSON body of an unchained event (for tests).
@@ -64,6 +89,8 @@ class EventSink {
 
  private:
   std::string body(const Event& event, std::uint64_t seq, std::string_view prev) const;
+  void send(const std::string& subject, Headers& headers, const std::string& payload, bool durable,
+            std::string_view event, std::string_view approval_id);
 
   Publisher& publisher_;
   const Clock& clock_;
@@ -72,6 +99,7 @@ class EventSink {
   std::mutex chain_mutex_;
   std::uint64_t seq_ = 0;
   std::string prev_;
+  std::unique_ptr<WorkPool> signing_;  // with a signer: one thread, the chain's order
 };
 
 }  // namespace countersign

@@ -43,6 +43,9 @@ class Metrics {
   void replayed() { replayed_.fetch_add(1, std::memory_order_relaxed); }
   void releaseUnknown() { release_unknown_.fetch_add(1, std::memory_order_relaxed); }
   void released() { released_.fetch_add(1, std::memory_order_relaxed); }
+  // A release refused because the record's or the decision's tag is missing or wrong.
+  void releaseRefused() { release_refused_.fetch_add(1, std::memory_order_relaxed); }
+  std::uint64_t releaseRefusedCount() const { return release_refused_.load(); }
   void policyReload(bool ok) { (ok ? reloads_ok_ : reloads_failed_).fetch_add(1, std::memory_order_relaxed); }
   void setPending(std::int64_t n) { pending_.store(n, std::memory_order_relaxed); }
   void setPolicyLoaded(bool loaded) { policy_loaded_.store(loaded, std::memory_order_relaxed); }
@@ -68,6 +71,7 @@ class Metrics {
   std::atomic<std::uint64_t> replayed_{0};
   std::atomic<std::uint64_t> release_unknown_{0};
   std::atomic<std::uint64_t> released_{0};
+  std::atomic<std::uint64_t> release_refused_{0};
   std::atomic<std::uint64_t> reloads_ok_{0};
   std::atomic<std::uint64_t> reloads_failed_{0};
   std::atomic<std::int64_t> pending_{0};

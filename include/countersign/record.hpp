@@ -66,6 +66,9 @@ struct ApprovalRecord {
   std::string released_at;
   std::string release_msg_id;
   int replays = 0;
+  // countersign's tag over the job (StoreTags::recordTag), set at the hold; "" on records held
+  // before tags existed.
+  std::string tag;
 };
 
 // Serialises to the KV value (compact JSON; field names as in docs/protocol.md).
@@ -84,6 +87,7 @@ struct DecisionRecord {
   std::string reason;
   std::string policy_snapshot;
   std::string job_hash;
+  std::string tag;  // countersign's tag over the approval id and the fields above (StoreTags)
 };
 std::string toJson(const DecisionRecord& decision);
 Result<DecisionRecord> parseDecisionRecord(std::string_view json);

@@ -16,6 +16,7 @@
 #include "countersign/publisher.hpp"
 #include "countersign/record.hpp"
 #include "countersign/store.hpp"
+#include "countersign/store_tags.hpp"
 
 namespace countersign {
 
@@ -70,7 +71,13 @@ struct Services {
   // countersign's own key: signs receipts on released (and, per config, allowed) jobs. nullptr:
   // no receipts (tests that do not look at them).
   const nkeys::Signer* receipts = nullptr;
+  // Tags held records and decisions at creation, checked before a release (docs/security.md).
+  // nullptr: untagged and unchecked (unit tests that do not look at them).
+  const StoreTags* tags = nullptr;
 };
+
+// The value of a new <id>/decision key: `decision` with countersign's tag set (when tags are on).
+std::string decisionValue(const Services& services, std::string_view id, DecisionRecord& decision);
 
 // Reads, changes and compare-and-swaps the record under `id`, retrying when a concurrent
 // writer moved it on (they converge: every writer applies the same monotone change).

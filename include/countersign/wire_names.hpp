@@ -52,6 +52,7 @@ enum class EventKind : std::uint8_t {
   replayed,
   conflict,
   release_unknown,
+  release_refused,  // the record's or the decision's tag is missing or wrong (docs/security.md)
 };
 std::string_view wireName(EventKind kind);
 

@@ -182,6 +182,7 @@ Status Gateway::start() {
   auto receipt_seed = nkeys::readOrCreateSeedFile(config_.receipts.seed_file, &receipt_key_created_);
   if (!receipt_seed) return failStep("receipts.seed_file: ", receipt_seed.error());
   receipt_signer_ = std::make_unique<nkeys::Signer>(*receipt_seed);
+  store_tags_ = std::make_unique<StoreTags>(*receipt_seed);
   if (receipt_key_created_) {
     log_.info("receipt key created",
               {{"file", config_.receipts.seed_file}, {"public_key", receipt_signer_->encodedPublicKey()}});
@@ -216,7 +217,7 @@ Status Gateway::start() {
   natsio::NewThreads nats_threads;
   if (auto opened = natsio::openNatsLibrary(); !opened) return failStep("nats: ", opened.error());
   nats_threads.name("cs-nats-lib");
-  auto intake_plane = openPlane(config_, "intake", false, false, log_, clock_, chain_id);
+  auto intake_plane = openPlane(config_, "intake", false, false, log_, clock_, chain_id, receipt_signer_.get());
   nats_threads.name("cs-nats-intake");
   if (!intake_plane) return failStep("cannot start: ", intake_plane.error());
   intake_plane_ = std::move(*intake_plane);
@@ -226,7 +227,8 @@ Status Gateway::start() {
                                                       config_.nats.inbox_prefix); !layout) {
     return failStep("nats: ", layout.error());
   }
-  auto control_plane = openPlane(config_, "control", true, true, log_, clock_, chain_id, hold_executor_.get());
+  auto control_plane = openPlane(config_, "control", true, true, log_, clock_, chain_id, receipt_signer_.get(),
+                                 hold_executor_.get());
   nats_threads.name("cs-nats-control");
   if (!control_plane) return failStep("cannot start: ", control_plane.error());
   control_plane_ = std::move(*control_plane);
@@ -277,12 +279,25 @@ Status Gateway::start() {
   // too: it writes at once (send_asap), where the intake connection's flusher would hold an
   // asynchronous publish up to a millisecond. Forwards and events keep the intake connection.
   natsio::KvBucket& store = *control_plane_->store;
+  // Records and decisions held before tags existed are tagged once, before anything is released.
+  std::vector<std::string> adopted_keys;
+  if (auto adopted = adoptUntagged(store, *store_tags_, formatRfc3339(clock_.now()), &adopted_keys); !adopted) {
+    return failStep("store: tagging records held before store tags: ", adopted.error());
+  } else if (!adopted_keys.empty()) {
+    // Loud on purpose: whatever the bucket held is trusted from now on.
+    std::string keys;
+    for (std::size_t i = 0; i < adopted_keys.size() && i < 100; ++i) keys += (i == 0 ? "" : ",") + adopted_keys[i];
+    log_.warn("tagged records and decisions that carried no valid tag (first start with store tags, or the "
+              "marker key was deleted)",
+              {{"records", std::to_string(adopted->records)}, {"decisions", std::to_string(adopted->decisions)},
+               {"keys", keys}});
+  }
   intake_services_ = std::make_unique<Services>(Services{config_, store, *intake_plane_->publisher, clock_, ids_,
                                                          policy_, throttler_, *intake_plane_->events, log_, metrics_,
-                                                         receipt_signer_.get()});
+                                                         receipt_signer_.get(), store_tags_.get()});
   control_services_ = std::make_unique<Services>(Services{config_, store, *control_plane_->publisher, clock_, ids_,
                                                           policy_, throttler_, *control_plane_->events, log_, metrics_,
-                                                          receipt_signer_.get()});
+                                                          receipt_signer_.get(), store_tags_.get()});
   // Holds do not wait for their KV create (concurrency.holds in flight); answers to producers
   // and the `held` events just before them go out at once on the control connection.
   intake_ = std::make_unique<Intake>(*intake_services_, control_plane_->publisher.get(), hold_executor_.get(),

@@ -125,6 +125,7 @@ class Gateway {
   bool stopped_ = false;
   // countersign's own key (receipts.seed_file, made at the first start): signs receipts.
   std::unique_ptr<nkeys::Signer> receipt_signer_;
+  std::unique_ptr<StoreTags> store_tags_;  // from the same seed: tags held records and decisions
   bool receipt_key_created_ = false;
 
   // The parts, in start order.

@@ -4,7 +4,7 @@ namespace countersign::app {
 
 Result<NatsPlane> openPlane(const Config& config, std::string_view name, bool send_asap,
                             bool with_store, Logger& log, const Clock& clock,
-                            const std::string& chain_id, WorkPool* timers) {
+                            const std::string& chain_id, const nkeys::Signer* signer, WorkPool* timers) {
   NatsPlane plane;
   auto connection = natsio::Connection::connect(
       config.nats, name, send_asap, [&log](std::string_view line) { log.warn(line); },
@@ -23,7 +23,13 @@ Result<NatsPlane> openPlane(const Config& config, std::string_view name, bool se
                       .redact = config.events.redact,
                       .chained = config.audit.enabled,
                       .chain_id = chain_id + "-" + std::string(name),
-                      .durable_decisions = config.audit.enabled};
+                      .durable_decisions = config.audit.enabled,
+                      .signer = signer,
+                      .signer_name = "sign-" + std::string(name.substr(0, 4)),  // cs-sign-inta-0, cs-sign-cont-0
+                      // The intake connection's events (denied, throttled, allowed) come from the
+                      // routes' delivery threads, which may wait; the control connection's `held`
+                      // events come from the store's answer thread, which must not.
+                      .backpressure = !with_store};
   static RandomIdSource nonces;  // thread-safe, stateless: shared by every plane
   events.msg_id_nonces = &nonces;
   plane.events = std::make_unique<EventSink>(*plane.publisher, clock, log, std::move(events));

@@ -27,12 +27,13 @@ struct NatsPlane {
 
 // Connects (connection name "<nats.name>-<name>"), opens the store bucket when `with_store`
 // (checking that JetStream answers and that an existing bucket has the configured max_age) and
-// builds the event sink for the audit chain "<chain_id>-<name>". Connection events are logged
+// builds the event sink for the audit chain "<chain_id>-<name>", its events signed by `signer`
+// (countersign's own key) on a thread of its own. Connection events are logged
 // through `log`: a disconnect at warn, except while the plane is being closed on purpose (debug).
 // `timers`: the executor whose timer answers the store's creates that get no PubAck (null: the
 // store's own thread).
 Result<NatsPlane> openPlane(const Config& config, std::string_view name, bool send_asap,
                             bool with_store, Logger& log, const Clock& clock,
-                            const std::string& chain_id, WorkPool* timers = nullptr);
+                            const std::string& chain_id, const nkeys::Signer* signer, WorkPool* timers = nullptr);
 
 }  // namespace countersign::app

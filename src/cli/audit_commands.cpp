@@ -1,5 +1,5 @@
 // `countersign audit ID` and `countersign audit verify`: read the audit stream and check its
-// hash chains (docs/audit.md).
+// hash chains and their signatures (docs/audit.md).
 #include <nats/nats.h>
 #include <rapidjson/document.h>
 
@@ -8,11 +8,15 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <optional>
+#include <set>
 #include <vector>
 
 #include "client.hpp"
 #include "core/json_writer.hpp"
+#include "countersign/events.hpp"
 #include "countersign/json.hpp"
+#include "countersign/nkeys.hpp"
 
 namespace countersign::cli {
 namespace {
@@ -20,12 +24,20 @@ namespace {
 struct StoredEvent {
   std::uint64_t stream_seq = 0;
   std::string body;
+  std::optional<std::string> signature;  // Countersign-Event-Signature
+  std::optional<std::string> key;        // Countersign-Event-Key
 };
+
+std::optional<std::string> header(natsMsg* msg, std::string_view name) {
+  const char* value = nullptr;
+  if (natsMsgHeader_Get(msg, std::string(name).c_str(), &value) != NATS_OK || value == nullptr) return std::nullopt;
+  return std::string(value);
+}
 
 // Calls `visit` for every message of the stream, oldest first. False when the stream cannot be
 // read (the reason is printed).
 bool forEachEvent(natsio::Connection& connection, const std::string& stream,
-                  const std::function<void(const StoredEvent&)>& visit) {
+                  const std::function<void(const StoredEvent&)>& visit, std::uint64_t from = 0) {
   jsStreamInfo* info = nullptr;
   jsErrCode code = static_cast<jsErrCode>(0);
   natsStatus status = js_GetStreamInfo(&info, connection.js(), stream.c_str(), nullptr, &code);
@@ -38,7 +50,7 @@ bool forEachEvent(natsio::Connection& connection, const std::string& stream,
   const std::uint64_t count = info->State.Msgs;
   jsStreamInfo_Destroy(info);
   if (count == 0) return true;
-  for (std::uint64_t seq = first; seq <= last; ++seq) {
+  for (std::uint64_t seq = std::max(first, from); seq <= last; ++seq) {
     natsMsg* msg = nullptr;
     status = js_GetMsg(&msg, connection.js(), stream.c_str(), seq, nullptr, &code);
     if (status == NATS_NOT_FOUND) continue;
@@ -46,7 +58,8 @@ bool forEachEvent(natsio::Connection& connection, const std::string& stream,
       std::cerr << "countersign: reading " << stream << " #" << seq << ": " << natsStatus_GetText(status) << '\n';
       return false;
     }
-    visit(StoredEvent{seq, std::string(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)))});
+    visit(StoredEvent{seq, std::string(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg))),
+                      header(msg, kEventSignatureHeader), header(msg, kEventKeyHeader)});
     natsMsg_Destroy(msg);
   }
   return true;
@@ -86,9 +99,51 @@ int auditCommand(const ClientOptions& options, const std::string& id) {
   return kExitOk;
 }
 
-int auditVerifyCommand(const ClientOptions& options) {
+namespace {
+
+// The keys `audit verify` trusts: every --key, and the public key of the config's seed file.
+// nullopt (the reason printed) when a --key is not a public key.
+std::optional<std::map<std::string, nkeys::PublicKey>> trustedKeys(const AuditVerifyOptions& verify,
+                                                                   const Target& target) {
+  std::map<std::string, nkeys::PublicKey> keys;
+  for (const auto& text : verify.keys) {
+    auto key = nkeys::parsePublicKey(text);
+    if (!key) {
+      std::cerr << "countersign: --key " << text << ": " << key.error().message << '\n';
+      return std::nullopt;
+    }
+    keys.emplace(nkeys::encodePublicKey(*key), *key);
+  }
+  if (!target.receipt_seed_file.empty()) {
+    if (auto seed = nkeys::readSeedFile(target.receipt_seed_file)) {
+      const auto key = nkeys::publicKeyOf(*seed);
+      keys.emplace(nkeys::encodePublicKey(key), key);
+    }
+  }
+  return keys;
+}
+
+std::string seqList(const std::vector<std::uint64_t>& seqs, std::size_t at_most) {
+  std::string out;
+  for (std::size_t i = 0; i < seqs.size() && i < at_most; ++i) {
+    out += (i == 0 ? "#" : ", #") + std::to_string(seqs[i]);
+  }
+  if (seqs.size() > at_most) out += " and " + std::to_string(seqs.size() - at_most) + " more";
+  return out;
+}
+
+}  // namespace
+
+int auditVerifyCommand(const ClientOptions& options, const AuditVerifyOptions& verify) {
   const auto target = resolveTarget(options);
   if (!target) return kExitUsage;
+  const auto trusted = trustedKeys(verify, *target);
+  if (!trusted) return kExitUsage;
+  if (trusted->empty()) {
+    std::cerr << "countersign: audit verify needs countersign's public key: --key U... (`countersign keys show` "
+                 "prints it), or --config naming a config whose receipts.seed_file can be read\n";
+    return kExitUsage;
+  }
   auto connection = connectTo(*target);
   if (!connection) return kExitUnreachable;
 
@@ -100,36 +155,53 @@ int auditVerifyCommand(const ClientOptions& options) {
   };
   std::map<std::string, std::vector<Link>> chains;
   std::vector<std::string> problems;
+  std::vector<std::uint64_t> foreign;  // stream sequences of messages that are not countersign events
   std::size_t events = 0;
   const bool ok = forEachEvent(*connection, target->audit_stream, [&](const StoredEvent& e) {
     ++events;
     rapidjson::Document doc;
     doc.Parse(e.body.data(), e.body.size());
     const auto where = "stream #" + std::to_string(e.stream_seq);
-    if (doc.HasParseError() || !doc.IsObject()) {
-      problems.push_back(where + ": not a JSON event");
+    const auto seq = doc.HasParseError() || !doc.IsObject() ? rapidjson::Value::ConstMemberIterator() : doc.FindMember("seq");
+    const std::string chain = doc.HasParseError() || !doc.IsObject() ? std::string() : str(doc, "chain");
+    if (chain.empty() || seq == doc.MemberEnd() || !seq->value.IsUint64()) {
+      // Not JSON, or no place in a chain: it does not claim to be countersign's. The stream
+      // refuses deletes, so it is reported, not held against the trail.
+      foreign.push_back(e.stream_seq);
       return;
     }
-    const auto seq = doc.FindMember("seq");
-    const std::string chain = str(doc, "chain");
-    if (chain.empty() || seq == doc.MemberEnd() || !seq->value.IsUint64()) {
-      problems.push_back(where + ": event carries no chain (not written by countersign's audit)");
+    const std::string at = where + " (chain " + chain + " seq " + std::to_string(seq->value.GetUint64()) + ")";
+    if (!e.signature || !e.key) {
+      problems.push_back(at + ": unsigned: not made by a known countersign (forged, or written before events were signed: see --from)");
+      return;
+    }
+    const auto key = trusted->find(*e.key);
+    if (key == trusted->end()) {
+      problems.push_back(at + ": signed by an unknown key " + *e.key);
+      return;
+    }
+    const auto signature = nkeys::base64UrlDecode(*e.signature);
+    if (!signature || !nkeys::verify(key->second, e.body, *signature)) {
+      problems.push_back(at + ": bad signature (the event was altered, or the signature forged)");
       return;
     }
     chains[chain].push_back(Link{seq->value.GetUint64(), str(doc, "prev"),
                                  "sha256:" + json::sha256Hex(e.body), e.stream_seq});
-  });
+  }, verify.from);
   if (!ok) return kExitUnreachable;
   for (auto& [chain, links] : chains) {
     std::sort(links.begin(), links.end(), [](const Link& a, const Link& b) { return a.seq < b.seq; });
+    // From a stream sequence on, a chain may begin before it: its first event here is not seq 1.
+    const std::uint64_t first = verify.from > 0 ? links.front().seq : 1;
     for (std::size_t i = 0; i < links.size(); ++i) {
       const Link& link = links[i];
       const std::string where = "chain " + chain + " seq " + std::to_string(link.seq) + " (stream #" +
                                 std::to_string(link.stream_seq) + ")";
-      if (link.seq != i + 1) {
-        problems.push_back(where + (link.seq <= i ? ": seq appears twice" : ": events before it are missing"));
+      if (link.seq != first + i) {
+        problems.push_back(where + (link.seq < first + i ? ": seq appears twice" : ": events before it are missing"));
         break;
       }
+      if (i == 0 && link.seq != 1) continue;  // its predecessor is before --from
       const std::string expected_prev = i == 0 ? "" : links[i - 1].hash;
       if (link.prev != expected_prev) {
         problems.push_back(where + ": prev does not match the previous event (altered, inserted or removed)");
@@ -138,12 +210,21 @@ int auditVerifyCommand(const ClientOptions& options) {
     }
   }
   if (options.json) {
-    // {"ok", "events", "chains", "stream", "problems": [...]}
+    // {"ok", "events", "chains", "stream", "keys", "foreign", "foreign_seqs", "problems": [...]}
     detail::JsonObjectWriter w;
     w.field("ok", problems.empty())
         .field("events", static_cast<std::uint64_t>(events))
         .field("chains", static_cast<std::uint64_t>(chains.size()))
         .field("stream", target->audit_stream);
+    w.key("keys");
+    w.writer().StartArray();
+    for (const auto& [text, key] : *trusted) w.writer().String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
+    w.writer().EndArray();
+    w.field("foreign", static_cast<std::uint64_t>(foreign.size()));
+    w.key("foreign_seqs");
+    w.writer().StartArray();
+    for (const auto seq : foreign) w.writer().Uint64(seq);
+    w.writer().EndArray();
     w.key("problems");
     w.writer().StartArray();
     for (const auto& problem : problems) w.writer().String(problem.data(), static_cast<rapidjson::SizeType>(problem.size()));
@@ -151,13 +232,17 @@ int auditVerifyCommand(const ClientOptions& options) {
     std::cout << w.finish() << '\n';
     return problems.empty() ? kExitOk : kExitRefused;
   }
+  if (!foreign.empty()) {
+    std::cout << "audit: " << foreign.size() << " foreign message(s) on the stream, not countersign events (ignored): "
+              << seqList(foreign, 20) << '\n';
+  }
   if (!problems.empty()) {
     for (const auto& problem : problems) std::cerr << "audit: " << problem << '\n';
-    std::cerr << "audit verify FAILED: " << problems.size() << " problem(s) in " << events << " events\n";
+    std::cerr << "audit verify FAILED: " << problems.size() << " problem(s) in " << events << " messages\n";
     return kExitRefused;
   }
-  std::cout << "audit verify ok: " << events << " events in " << chains.size() << " chain(s), stream "
-            << target->audit_stream << '\n';
+  std::cout << "audit verify ok: " << events - foreign.size() << " signed events in " << chains.size()
+            << " chain(s), stream " << target->audit_stream << '\n';
   return kExitOk;
 }
 

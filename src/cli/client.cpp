@@ -94,6 +94,7 @@ std::optional<Target> resolveTarget(const ClientOptions& options) {
       target.nats.tls_key = config->nats.tls_key;
       target.prefix = config->control.prefix;
       target.audit_stream = config->audit.stream;
+      target.receipt_seed_file = config->receipts.seed_file;
     }
   }
   if (!options.context.empty() && !applyContext(options.context, target.nats)) return std::nullopt;

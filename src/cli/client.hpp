@@ -25,6 +25,7 @@ struct Target {
   std::string server;  // the first server, for messages (credentials masked)
   std::string prefix = "countersign";
   std::string audit_stream = "COUNTERSIGN_AUDIT";
+  std::string receipt_seed_file;  // the config's receipts.seed_file ("" without a config)
 };
 
 // Servers: --server, else NATS_URL, else the --context's url, else --config's (or

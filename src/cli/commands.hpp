@@ -1,6 +1,7 @@
 // The subcommands of the countersign binary. Each returns the process exit code.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
@@ -75,7 +76,11 @@ int submitCommand(const ClientOptions& client, const std::string& subject, const
                   const std::vector<std::string>& headers);
 // The event trail of one approval, and the verification of every audit chain.
 int auditCommand(const ClientOptions& client, const std::string& id);
-int auditVerifyCommand(const ClientOptions& client);
+struct AuditVerifyOptions {
+  std::vector<std::string> keys;  // --key: trusted public keys ("U..."), beside the config's own
+  std::uint64_t from = 0;         // --from: the first stream sequence to check (0: the whole stream)
+};
+int auditVerifyCommand(const ClientOptions& client, const AuditVerifyOptions& verify);
 
 // Tails the events: one line in words per decision (or the event's JSON with --json).
 struct WatchOptions {

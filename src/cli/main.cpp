@@ -180,7 +180,13 @@ int main(int argc, char** argv) {
   auto* audit_cmd = app.add_subcommand("audit", "the event trail of one approval; `audit verify` checks the chains");
   std::string audit_id;
   audit_cmd->add_option("id", audit_id, "approval id");
-  auto* verify_cmd = audit_cmd->add_subcommand("verify", "verify the audit stream's hash chains");
+  auto* verify_cmd = audit_cmd->add_subcommand("verify", "verify the audit stream's hash chains and signatures");
+  AuditVerifyOptions audit_verify;
+  verify_cmd->add_option("--key", audit_verify.keys,
+                         "a trusted countersign public key, U... (repeatable; `countersign keys show` prints it); "
+                         "the key of the config's receipts.seed_file is trusted too when it can be read");
+  verify_cmd->add_option("--from", audit_verify.from,
+                         "check from this stream sequence on (events written before countersign signed them)");
   addClientOptions(audit_cmd, client);
   addClientOptions(verify_cmd, client);
 
@@ -211,7 +217,7 @@ int main(int argc, char** argv) {
     watch.limit_wait = watch_cmd->get_option("--timeout-ms")->count() > 0;
     return watchCommand(client, watch);
   }
-  if (verify_cmd->parsed()) return auditVerifyCommand(client);
+  if (verify_cmd->parsed()) return auditVerifyCommand(client, audit_verify);
   if (audit_cmd->parsed()) {
     if (audit_id.empty()) {
       std::cerr << "countersign: audit: give an approval id, or `audit verify`\n";

@@ -333,6 +333,11 @@ ControlReply Control::counted(ControlReply answer) {
 }
 
 ControlReply Control::fromDecision(ControlOp op, const std::string& id, const DecisionRecord& decision) {
+  if (s_.tags != nullptr && !s_.tags->decisionValid(id, decision)) {
+    // A <id>/decision that countersign did not write (made by hand in the bucket): not an answer.
+    s_.log.error("decision not written by countersign: not believed", {{"approval_id", id}, {"by", decision.by}});
+    return conflict(id, "decision_not_trusted");
+  }
   if (decision.decision == FinalDecision::expired) {
     // Every 410 names the deadline (the record's; the decision's time if it cannot be read).
     std::string expires_at = decision.at;
@@ -371,9 +376,8 @@ std::optional<ControlReply> Control::answerFromDecision(ControlOp op, const std:
   return fromDecision(op, id, *parsed);
 }
 
-std::optional<ControlReply> Control::decide(ControlOp op, const std::string& id,
-                                            const DecisionRecord& decision) {
-  auto created = s_.store.create(decisionKey(id), toJson(decision));
+std::optional<ControlReply> Control::decide(ControlOp op, const std::string& id, DecisionRecord& decision) {
+  auto created = s_.store.create(decisionKey(id), decisionValue(s_, id, decision));
   if (created) return std::nullopt;  // this call decided
   if (created.error().code != Errc::exists) {
     s_.log.warn("decision not confirmed by the store", {{"approval_id", id}, {"error", created.error().message}});
@@ -390,7 +394,7 @@ std::optional<ControlReply> Control::decide(ControlOp op, const std::string& id,
 }
 
 ControlReply Control::expire(const ApprovalRecord& record) {
-  const DecisionRecord decision{.decision = FinalDecision::expired, .by = "countersign",
+  DecisionRecord decision{.decision = FinalDecision::expired, .by = "countersign",
                                 .at = formatRfc3339(s_.clock.now()), .reason = "timeout",
                                 .policy_snapshot = record.policy_snapshot, .job_hash = record.job_hash};
   if (auto answered = decide(ControlOp::approve, record.id, decision)) return *answered;
@@ -420,7 +424,7 @@ ControlReply Control::snapshotChanged(const ApprovalRecord& record, const Policy
                route ? &route->labels : nullptr);
   const Verdict verdict = policy.evaluate(view);
   if (verdict.decision == Decision::deny) {
-    const DecisionRecord decision{.decision = FinalDecision::rejected, .by = "countersign",
+    DecisionRecord decision{.decision = FinalDecision::rejected, .by = "countersign",
                                   .at = formatRfc3339(s_.clock.now()), .reason = "policy_denied",
                                   .policy_snapshot = policy.snapshot(), .job_hash = record.job_hash};
     if (auto answered = decide(ControlOp::reject, record.id, decision)) {
@@ -525,7 +529,7 @@ ControlReply Control::approve(const Request& request) {
   if (!record->quorum.single()) return vote(*record, *entry, *actor, request, started);
 
   // One approver decides: the decision itself is the vote.
-  const DecisionRecord decision{.decision = FinalDecision::approved, .by = actor->approver,
+  DecisionRecord decision{.decision = FinalDecision::approved, .by = actor->approver,
                                 .at = formatRfc3339(s_.clock.now()), .reason = request.reason,
                                 .policy_snapshot = record->policy_snapshot, .job_hash = record->job_hash};
   if (auto answered = decide(ControlOp::approve, id, decision)) return *answered;
@@ -643,7 +647,7 @@ ControlReply Control::vote(const ApprovalRecord& record, const KvEntry& entry, c
     return tally(Outcome::vote_recorded, 202, *voters);
   }
   // Quorum: the first create of <id>/decision releases; everyone else answers from it.
-  const DecisionRecord decision{.decision = FinalDecision::approved, .by = joinVoters(*voters), .at = now,
+  DecisionRecord decision{.decision = FinalDecision::approved, .by = joinVoters(*voters), .at = now,
                                 .reason = request.reason, .policy_snapshot = record.policy_snapshot,
                                 .job_hash = record.job_hash};
   if (auto answered = decide(ControlOp::approve, id, decision)) return *answered;
@@ -678,7 +682,7 @@ ControlReply Control::reject(const Request& request) {
   }
 
   // Any allowed approver's reject decides at once (veto), whatever the quorum.
-  const DecisionRecord decision{.decision = FinalDecision::rejected, .by = actor->approver,
+  DecisionRecord decision{.decision = FinalDecision::rejected, .by = actor->approver,
                                 .at = formatRfc3339(s_.clock.now()), .reason = request.reason,
                                 .policy_snapshot = r.policy_snapshot, .job_hash = r.job_hash};
   if (auto answered = decide(ControlOp::reject, id, decision)) return *answered;

@@ -1,5 +1,8 @@
 #include "countersign/events.hpp"
 
+#include <future>
+#include <memory>
+
 #include "countersign/json.hpp"
 #include "countersign/redact.hpp"
 #include "json_writer.hpp"
@@ -24,7 +27,13 @@ bool decisive(EventKind event) {
 }  // namespace
 
 EventSink::EventSink(Publisher& publisher, const Clock& clock, Logger& log, EventOptions options)
-    : publisher_(publisher), clock_(clock), log_(log), options_(std::move(options)) {}
+    : publisher_(publisher), clock_(clock), log_(log), options_(std::move(options)) {
+  if (options_.chained && options_.signer != nullptr) {
+    signing_ = std::make_unique<WorkPool>(1, options_.signer_queue, options_.signer_name);
+  }
+}
+
+EventSink::~EventSink() { signing_.reset(); }  // runs what is queued, then joins
 
 std::string EventSink::body(const Event& e, std::uint64_t seq, std::string_view prev) const {
   detail::JsonObjectWriter w;
@@ -54,49 +63,81 @@ std::string EventSink::body(const Event& e, std::uint64_t seq, std::string_view 
   return w.finish();
 }
 
-void EventSink::emit(const Event& e) {
-  if (e.event == EventKind::allowed && !options_.allowed_events) return;
-  std::string subject = options_.prefix;
-  subject += ".events.";
-  subject += wireName(e.event);
-  subject += '.';
-  subject += e.topic.empty() ? std::string_view("_") : e.topic;
-
-  std::string payload;
-  Headers headers;
-  if (options_.chained) {
-    std::uint64_t seq = 0;
-    {
-      // The chain's order is the seq order, fixed here; publishes may reach the stream in
-      // another order (verification sorts by seq).
-      const std::lock_guard lock(chain_mutex_);
-      seq = ++seq_;
-      payload = body(e, seq, prev_);
-      prev_ = "sha256:" + json::sha256Hex(payload);
-    }
-    std::string id(e.approval_id.empty() ? std::string_view("-") : e.approval_id);
-    id += ':';
-    id += wireName(e.event);
-    id += ':';
-    id += options_.chain_id;
-    id += '-';
-    id += std::to_string(seq);
-    if (options_.msg_id_nonces != nullptr) {
-      id += '-';
-      id += options_.msg_id_nonces->newId().substr(0, 16);
-    }
-    headers.emplace_back("Nats-Msg-Id", std::move(id));
-  } else {
-    payload = body(e, 0, {});
-  }
-  const bool durable = options_.durable_decisions && decisive(e.event) && !e.confirmed_by_next;
+void EventSink::send(const std::string& subject, Headers& headers, const std::string& payload, bool durable,
+                     std::string_view event, std::string_view approval_id) {
   OutMessage out{.subject = subject, .reply = {}, .headers = headers.empty() ? nullptr : &headers,
                  .payload = payload};
   auto sent = publisher_.publish(out, durable ? Delivery::jetstream : Delivery::core,
                                  std::chrono::milliseconds(5000));
   if (!sent) {
     log_.warn("event not published",
-              {{"event", wireName(e.event)}, {"approval_id", e.approval_id}, {"error", sent.error().message}});
+              {{"event", event}, {"approval_id", approval_id}, {"error", sent.error().message}});
+  }
+}
+
+void EventSink::emit(const Event& e) {
+  if (e.event == EventKind::allowed && !options_.allowed_events) return;
+  const std::string_view kind = wireName(e.event);
+  std::string subject = options_.prefix;
+  subject += ".events.";
+  subject += kind;
+  subject += '.';
+  subject += e.topic.empty() ? std::string_view("_") : e.topic;
+  const bool durable = options_.durable_decisions && decisive(e.event) && !e.confirmed_by_next;
+
+  std::string payload;
+  Headers headers;
+  if (!options_.chained) {
+    payload = body(e, 0, {});
+    send(subject, headers, payload, durable, kind, e.approval_id);
+    return;
+  }
+  // Drawn outside the chain's lock.
+  const std::string nonce =
+      options_.msg_id_nonces != nullptr ? "-" + options_.msg_id_nonces->newId().substr(0, 16) : std::string();
+  std::shared_ptr<std::promise<void>> published;
+  std::future<void> done;
+  {
+    // The chain's order is the seq order, fixed here; publishes may reach the stream in
+    // another order (verification sorts by seq).
+    const std::lock_guard lock(chain_mutex_);
+    const std::uint64_t seq = ++seq_;
+    payload = body(e, seq, prev_);
+    prev_ = "sha256:" + json::sha256Hex(payload);
+    std::string id(e.approval_id.empty() ? std::string_view("-") : e.approval_id);
+    id += ':';
+    id += kind;
+    id += ':';
+    id += options_.chain_id;
+    id += '-';
+    id += std::to_string(seq);
+    id += nonce;
+    headers.emplace_back("Nats-Msg-Id", std::move(id));
+    if (signing_ != nullptr) {
+      // Queued in seq order (under the chain's lock); signed and published on the signing thread.
+      if (durable) {
+        published = std::make_shared<std::promise<void>>();
+        done = published->get_future();
+      }
+      auto task = [this, subject = std::move(subject), headers = std::move(headers), payload = std::move(payload),
+                   durable, kind, approval_id = std::string(e.approval_id), published]() mutable {
+        headers.emplace_back(std::string(kEventSignatureHeader),
+                             nkeys::base64UrlEncode(options_.signer->sign(payload)));
+        headers.emplace_back(std::string(kEventKeyHeader), options_.signer->encodedPublicKey());
+        send(subject, headers, payload, durable, kind, approval_id);
+        if (published) published->set_value();
+      };
+      if (durable || options_.backpressure) {
+        signing_->submit({}, std::move(task));
+      } else {
+        signing_->post({}, std::move(task));
+      }
+    }
+  }
+  if (signing_ == nullptr) {
+    send(subject, headers, payload, durable, kind, e.approval_id);
+  } else if (durable) {
+    done.wait();  // a decisive event is confirmed (or its failure logged) before emit returns
   }
 }
 

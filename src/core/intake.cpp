@@ -52,6 +52,21 @@ std::size_t releaseHeadroom(const ApprovalRecord& record) {
   return kReleaseHeaderHeadroom + 2 * (record.subject.size() + record.target.size() + 2 * record.id.size());
 }
 
+// The approval id of a job whose id is held already by a job of another route or topic: "h-" and
+// 32 hex digits of a SHA-256 over route, topic and job id. The input starts with a byte that is
+// never part of a job id (held jobs are UTF-8), so no job id hashes to it, and carries the
+// lengths, so no other route, topic and id do.
+std::string scopedApprovalId(const ApprovalRecord& record) {
+  std::string input = "\xff" "scoped:";
+  for (const std::string* part : {&record.route, &record.topic}) {
+    input += std::to_string(part->size());
+    input += ':';
+    input += *part;
+  }
+  input += record.job_id;
+  return "h-" + json::sha256Hex(input).substr(0, 32);
+}
+
 }  // namespace
 
 bool Intake::reply(const Job& job, Outcome status, const std::string& body) {
@@ -348,6 +363,7 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
     record.on_timeout = rule.human.on_timeout;
   }
 
+  if (s_.tags != nullptr) record.tag = s_.tags->recordTag(record);
   std::string value = toJson(record);
   const std::size_t max_payload = s_.publisher.maxPayload();
   if (value.size() > max_payload ||
@@ -388,6 +404,20 @@ IntakeOutcome Intake::settle(const Job& job, const ApprovalRecord& record, Resul
   if (!created && created.error().code == Errc::exists) {
     auto existing = s_.store.get(record.id);
     auto stored = existing ? parseApprovalRecord(existing->value) : std::unexpected(existing.error());
+    if (stored && (stored->route != record.route || stored->topic != record.topic)) {
+      // Job ids are unique per route and topic: a job of another route or topic that came first
+      // with this id (by chance, or to squat it) neither blocks this one nor takes its approvals.
+      // This job is held under an id scoped by its route and topic (the 202 names it).
+      if (std::string scoped = scopedApprovalId(record); scoped != record.id) {
+        ApprovalRecord moved = record;
+        moved.id = std::move(scoped);
+        if (s_.tags != nullptr) moved.tag = s_.tags->recordTag(moved);
+        s_.log.info("job id held by another route or topic: held under a scoped approval id",
+                    {{"job_id", record.job_id}, {"approval_id", moved.id}, {"other_topic", stored->topic}});
+        auto again = s_.store.create(moved.id, toJson(moved));
+        return settle(job, moved, std::move(again));
+      }
+    }
     if (stored && stored->job_hash == record.job_hash) {
       // The same job again (a producer retry, or a JetStream redelivery after a crash that may
       // have lost the first `held` event): tell reviewers again while it is undecided, and

@@ -219,7 +219,8 @@ std::string toJson(const ApprovalRecord& r) {
       .field("reason", r.reason)
       .field("released_at", r.released_at)
       .field("release_msg_id", r.release_msg_id)
-      .field("replays", r.replays);
+      .field("replays", r.replays)
+      .optional("tag", r.tag);
   return w.finish();
 }
 
@@ -257,6 +258,7 @@ Result<ApprovalRecord> parseApprovalRecord(std::string_view json) {
       {"reason", &r.reason},
       {"released_at", &r.released_at},
       {"release_msg_id", &r.release_msg_id},
+      {"tag", &r.tag},
   };
   for (const auto& f : fields) {
     if (!readString(d, f.name, *f.out)) return badField(f.name);
@@ -324,7 +326,8 @@ std::string toJson(const DecisionRecord& d) {
       .field("at", d.at)
       .field("reason", d.reason)
       .field("policy_snapshot", d.policy_snapshot)
-      .field("job_hash", d.job_hash);
+      .field("job_hash", d.job_hash)
+      .optional("tag", d.tag);
   return w.finish();
 }
 
@@ -336,7 +339,7 @@ Result<DecisionRecord> parseDecisionRecord(std::string_view json) {
   if (!readString(*doc, "decision", decision) || !readString(*doc, "by", d.by) ||
       !readString(*doc, "at", d.at) || !readString(*doc, "reason", d.reason) ||
       !readString(*doc, "policy_snapshot", d.policy_snapshot) ||
-      !readString(*doc, "job_hash", d.job_hash)) {
+      !readString(*doc, "job_hash", d.job_hash) || !readString(*doc, "tag", d.tag)) {
     return fail(Errc::parse_error, "decision: a field has the wrong type");
   }
   if (decision == "approved") {

@@ -23,6 +23,25 @@ ReleaseOutcome Releaser::release(const ApprovalRecord& record, const DecisionRec
                                  const KvEntry* entry, std::function<void()>* tail) {
   ReleaseOutcome outcome;
   outcome.msg_id = "countersign:" + record.id;
+  if (s_.tags != nullptr) {
+    // What is published, and the decision that lets it out, must be countersign's own: a record
+    // rewritten in the bucket (with a recomputed hash) or a <id>/decision written by hand carries
+    // no valid tag.
+    const std::string_view forged = !s_.tags->recordValid(record)                ? "record_tag"
+                                    : !s_.tags->decisionValid(record.id, decision) ? "decision_tag"
+                                                                                   : "";
+    if (!forged.empty()) {
+      s_.metrics.releaseRefused();
+      s_.log.error("release refused: the stored record or decision was not written by countersign",
+                   {{"approval_id", record.id}, {"reason", forged},
+                    {"tag", forged == "record_tag" ? std::string_view(record.tag) : std::string_view(decision.tag)}});
+      s_.events.emit(Event{.event = EventKind::release_refused, .approval_id = record.id, .job_id = record.job_id,
+                           .topic = record.topic, .subject = record.subject, .rule = record.rule,
+                           .job_hash = record.job_hash, .reason = forged});
+      outcome.error = Error{Errc::invalid_argument, "release refused: " + std::string(forged) + " missing or wrong"};
+      return outcome;
+    }
+  }
   const RouteConfig* route = routeFor(s_.config, record);
   const bool to_stream = route != nullptr && !route->to_stream.empty();
   Headers headers = releaseHeaders(record, decision);

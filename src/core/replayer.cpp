@@ -204,10 +204,10 @@ void Replayer::finishQuorum(const std::string& id, ScanResult& result) {
     }
   }
   if (!governance.reached(record->quorum, voters)) return;
-  const DecisionRecord decision{.decision = FinalDecision::approved, .by = joinVoters(voters),
+  DecisionRecord decision{.decision = FinalDecision::approved, .by = joinVoters(voters),
                                 .at = formatRfc3339(s_.clock.now()), .reason = "quorum_reached",
                                 .policy_snapshot = record->policy_snapshot, .job_hash = record->job_hash};
-  if (!s_.store.create(decisionKey(id), toJson(decision))) return;  // decided meanwhile
+  if (!s_.store.create(decisionKey(id), decisionValue(s_, id, decision))) return;  // decided meanwhile
   s_.events.emit(Event{.event = EventKind::approved, .approval_id = id, .job_id = record->job_id, .topic = record->topic,
                        .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                        .policy_snapshot = record->policy_snapshot, .actor = decision.by,
@@ -251,11 +251,11 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
     return;
   }
   const bool allow = record->on_timeout == "allow";
-  const DecisionRecord decision{.decision = allow ? FinalDecision::approved : FinalDecision::expired,
+  DecisionRecord decision{.decision = allow ? FinalDecision::approved : FinalDecision::expired,
                                 .by = "countersign", .at = formatRfc3339(s_.clock.now()),
                                 .reason = allow ? "on_timeout_allow" : "timeout",
                                 .policy_snapshot = record->policy_snapshot, .job_hash = record->job_hash};
-  if (!s_.store.create(decisionKey(id), toJson(decision))) return;  // decided meanwhile
+  if (!s_.store.create(decisionKey(id), decisionValue(s_, id, decision))) return;  // decided meanwhile
   if (allow) {
     // The policy author chose (and acknowledged) release on timeout: release it like an approval.
     s_.events.emit(Event{.event = EventKind::approved, .approval_id = id, .job_id = record->job_id, .topic = record->topic,

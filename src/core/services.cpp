@@ -26,6 +26,11 @@ bool ReplyGuard::allowed(std::string_view reply_subject) const {
   return true;
 }
 
+std::string decisionValue(const Services& services, std::string_view id, DecisionRecord& decision) {
+  if (services.tags != nullptr) decision.tag = services.tags->decisionTag(id, decision);
+  return toJson(decision);
+}
+
 Result<ApprovalRecord> updateRecord(KvStore& store, std::string_view id,
                                     const std::function<bool(ApprovalRecord&)>& change,
                                     const KvEntry* known) {

@@ -47,6 +47,7 @@ std::string_view wireName(EventKind kind) {
     case EventKind::replayed: return "replayed";
     case EventKind::conflict: return "conflict";
     case EventKind::release_unknown: return "release_unknown";
+    case EventKind::release_refused: return "release_refused";
   }
   return "conflict";
 }

@@ -17,7 +17,10 @@ WorkPool::WorkPool(std::size_t threads, std::size_t queue_limit, std::string_vie
     const std::size_t room = 15 - 4 - index.size();
     std::string thread_name = "cs-" + std::string(name.substr(0, room)) + "-" + index;
     Lane* lane = lanes_[i].get();
-    lane->thread = std::thread([this, lane, thread_name = std::move(thread_name)] { run(*lane, thread_name); });
+    lane->thread = std::thread([this, lane, thread_name] { run(*lane, thread_name); });
+    // Named here too, so that the name is there when the constructor returns (threads that
+    // appear unnamed during a step may be named after it by whoever started that step).
+    pthread_setname_np(lane->thread.native_handle(), thread_name.c_str());
   }
 }
 

@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "countersign/nkeys.hpp"
 #include "integration/harness/harness.hpp"
 #include "integration/harness/wire.hpp"
 #include "nats/child_process.hpp"
@@ -201,6 +202,20 @@ class OperateTest : public ::testing::Test {
         << logs;
     port_ = std::stoi(match[1].str());
     api_ = "http://127.0.0.1:" + std::to_string(port_);
+  }
+
+  // countersign's public key (the seed file it created at start in its dir).
+  std::string countersignKey() {
+    auto seed = nkeys::readSeedFile((countersign_->dir() / "receipt.nk").string());
+    EXPECT_TRUE(seed.has_value()) << "no receipt.nk in countersign's dir";
+    return seed ? nkeys::encodePublicKey(nkeys::publicKeyOf(*seed)) : std::string();
+  }
+
+  // `countersign audit verify --key <countersign's key>`, plus `more`.
+  CommandResult auditVerify(const std::vector<std::string>& more = {}) {
+    std::vector<std::string> args{"audit", "verify", "--key", countersignKey()};
+    args.insert(args.end(), more.begin(), more.end());
+    return cli(args);
   }
 
   // Runs before countersign starts (a test may prepare the server).
@@ -403,7 +418,7 @@ TEST_F(OperateTest, CliExitsThreeWithAMessageWhenTheServerIsDead) {
       {"reject", "x", "--as", "alice"},
       {"release", "x", "--force"},
       {"audit", "x"},
-      {"audit", "verify"}};
+      {"audit", "verify", "--key", nkeys::encodePublicKey(nkeys::publicKeyOf(nkeys::generateSeed()))}};
   for (auto args : commands) {
     args.push_back("--server");
     args.push_back(dead);
@@ -731,7 +746,7 @@ TEST_F(OperateTest, AuditTrailListsHeldApprovedReleasedAndVerifies) {
   const auto none = cli({"audit", "no-such-approval"});
   EXPECT_EQ(none.exit_code, 1) << none.out << none.err;
 
-  const auto verified = cli({"audit", "verify"});
+  const auto verified = auditVerify();
   EXPECT_EQ(verified.exit_code, 0) << verified.out << verified.err;
   EXPECT_TRUE(contains(verified.out, "audit verify ok")) << verified.out;
 
@@ -742,7 +757,7 @@ TEST_F(OperateTest, AuditTrailListsHeldApprovedReleasedAndVerifies) {
   jsErrCode code{};
   EXPECT_NE(js_DeleteMsg(client_->js(), kAuditStream, events.front().sequence, nullptr, &code),
             NATS_OK);
-  const auto still = cli({"audit", "verify"});
+  const auto still = auditVerify();
   EXPECT_EQ(still.exit_code, 0) << still.out << still.err;
 }
 
@@ -757,20 +772,34 @@ class AuditTamperTest : public OperateTest {
     ASSERT_EQ(approved.exit_code, 0) << approved.err;
     ASSERT_TRUE(
         eventually([&] { return storedEventsOf(*client_, "pay-tamper-1").size() >= 3; }, 10s));
-    const auto verified = cli({"audit", "verify"});
+    const auto verified = auditVerify();
     ASSERT_EQ(verified.exit_code, 0) << "before tampering: " << verified.out << verified.err;
   }
 
   // A core publish into the stream's subjects, waited for until the stream stored it; returns
   // its stream sequence.
-  std::uint64_t forge(const std::string& subject, const std::string& body) {
+  std::uint64_t forge(const std::string& subject, const std::string& body, const Headers& headers = {}) {
     const std::uint64_t before = client_->streamMessageCount(kAuditStream);
-    client_->publish(subject, body);
+    client_->publish(subject, body, headers);
     client_->flush();
     EXPECT_TRUE(
         eventually([&] { return client_->streamMessageCount(kAuditStream) == before + 1; }, 10s));
     const auto events = readStream(*client_, kAuditStream);
     return events.empty() ? 0 : events.back().sequence;
+  }
+
+  // The stored message of the approval's event with this name (body and headers as stored).
+  StoredMessage storedMessage(const std::string& name) {
+    for (auto& e : readStream(*client_, kAuditStream)) {
+      rapidjson::Document doc;
+      doc.Parse(e.msg.payload.data(), e.msg.payload.size());
+      if (!doc.HasParseError() && doc.IsObject() && str(doc, "approval_id") == "pay-tamper-1" &&
+          str(doc, "event") == name) {
+        return e;
+      }
+    }
+    ADD_FAILURE() << "no stored " << name << " event";
+    return {};
   }
 
   // The stored event of the approval with this name.
@@ -790,6 +819,12 @@ class AuditTamperTest : public OperateTest {
   }
 };
 
+// Signature headers as countersign writes them, made with `seed` (not countersign's key).
+Headers signedBy(const nkeys::Seed& seed, const std::string& body) {
+  return {{"Countersign-Event-Signature", nkeys::base64UrlEncode(nkeys::sign(seed, body))},
+          {"Countersign-Event-Key", nkeys::encodePublicKey(nkeys::publicKeyOf(seed))}};
+}
+
 TEST_F(AuditTamperTest, ForgedEventReusingAChainAndSeqFailsVerify) {
   // The released event follows the approved one on the control chain: copy its place.
   auto released = storedEvent("released");
@@ -802,14 +837,54 @@ TEST_F(AuditTamperTest, ForgedEventReusingAChainAndSeqFailsVerify) {
                            R"("at":"2024-01-01T00:00:00Z","chain":")" +
                            chain + R"(","seq":)" + std::to_string(seq) + R"(,"prev":")" + prev +
                            R"("})";
-  forge("countersign.events.approved.x", body);
+  const std::uint64_t at = forge("countersign.events.approved.x", body);
 
-  const auto verified = cli({"audit", "verify"});
+  const auto verified = auditVerify();
   EXPECT_EQ(verified.exit_code, 1) << verified.out << verified.err;
-  EXPECT_TRUE(contains(verified.err, "chain " + chain + " seq " + std::to_string(seq)))
+  EXPECT_TRUE(contains(verified.err, "stream #" + std::to_string(at) + " (chain " + chain + " seq " +
+                                         std::to_string(seq) + "): unsigned"))
+      << verified.err;
+  EXPECT_TRUE(contains(verified.err, "FAILED")) << verified.err;
+}
+
+TEST_F(AuditTamperTest, ReplayedSignedEventFailsVerify) {
+  // A genuine event, signature and all, published again (under a new message id).
+  const StoredMessage released = storedMessage("released");
+  ASSERT_FALSE(header(released.msg, "Countersign-Event-Signature").empty()) << "events are not signed";
+  Headers copied;
+  for (const auto& [name, value] : released.msg.headers) {
+    if (lower(name) != "nats-msg-id") copied.emplace_back(name, value);
+  }
+  const auto doc = parseJson(released.msg.payload);
+  forge(released.msg.subject, released.msg.payload, copied);
+
+  const auto verified = auditVerify();
+  EXPECT_EQ(verified.exit_code, 1) << verified.out << verified.err;
+  EXPECT_TRUE(contains(verified.err, "chain " + str(doc, "chain") + " seq " + std::to_string(num(doc, "seq"))))
       << verified.err;
   EXPECT_TRUE(contains(verified.err, "seq appears twice")) << verified.err;
-  EXPECT_TRUE(contains(verified.err, "FAILED")) << verified.err;
+}
+
+TEST_F(AuditTamperTest, SignedEventWithAnAlteredBodyFailsVerify) {
+  // A genuine event's signature on a body that says something else (and a new seq after the
+  // chain's end, with the right prev, so that only the signature can tell).
+  const StoredMessage released = storedMessage("released");
+  const auto doc = parseJson(released.msg.payload);
+  std::string body = released.msg.payload;
+  const auto actor = body.find("\"actor\":\"");
+  ASSERT_NE(actor, std::string::npos) << body;
+  body.insert(actor + 9, "mallory-");
+  Headers copied;
+  for (const auto& [name, value] : released.msg.headers) {
+    if (lower(name) != "nats-msg-id") copied.emplace_back(name, value);
+  }
+  const std::uint64_t at = forge(released.msg.subject, body, copied);
+
+  const auto verified = auditVerify();
+  EXPECT_EQ(verified.exit_code, 1) << verified.out << verified.err;
+  EXPECT_TRUE(contains(verified.err, "stream #" + std::to_string(at) + " (chain " + str(doc, "chain")))
+      << verified.err;
+  EXPECT_TRUE(contains(verified.err, "bad signature")) << verified.err;
 }
 
 TEST_F(AuditTamperTest, ForgedEventAppendedWithAWrongPrevFailsVerify) {
@@ -823,44 +898,95 @@ TEST_F(AuditTamperTest, ForgedEventAppendedWithAWrongPrevFailsVerify) {
       R"(,"prev":"sha256:0000000000000000000000000000000000000000000000000000000000000000"})";
   const std::uint64_t at = forge("countersign.events.approved.x", body);
 
-  const auto verified = cli({"audit", "verify"});
+  const auto verified = auditVerify();
   EXPECT_EQ(verified.exit_code, 1) << verified.out << verified.err;
-  EXPECT_TRUE(contains(verified.err, "chain " + chain + " seq " + std::to_string(next) +
-                                         " (stream #" + std::to_string(at) + ")"))
+  EXPECT_TRUE(contains(verified.err, "stream #" + std::to_string(at) + " (chain " + chain + " seq " +
+                                         std::to_string(next) + ")"))
       << verified.err;
-  EXPECT_TRUE(contains(verified.err, "prev does not match")) << verified.err;
+  EXPECT_TRUE(contains(verified.err, "unsigned")) << verified.err;
 }
 
-TEST_F(AuditTamperTest, ForgedEventWithoutAChainFailsVerify) {
-  const std::uint64_t at =
+TEST_F(AuditTamperTest, ForeignMessagesAreReportedAndDoNotFailVerify) {
+  // Not JSON, and JSON without a place in a chain: they claim nothing, and the stream refuses
+  // deletes, so verify names them and goes on.
+  const std::uint64_t no_chain =
       forge("countersign.events.approved.x",
             R"({"event":"approved","approval_id":"pay-tamper-1","actor":"mallory"})");
+  const std::uint64_t not_json = forge("countersign.events.held.x", "not json at all");
 
-  const auto verified = cli({"audit", "verify"});
-  EXPECT_EQ(verified.exit_code, 1) << verified.out << verified.err;
-  EXPECT_TRUE(contains(verified.err, "stream #" + std::to_string(at))) << verified.err;
-  EXPECT_TRUE(contains(verified.err, "no chain")) << verified.err;
-}
+  const auto verified = auditVerify();
+  EXPECT_EQ(verified.exit_code, 0) << verified.out << verified.err;
+  EXPECT_TRUE(contains(verified.out, "2 foreign message(s)")) << verified.out;
+  EXPECT_TRUE(contains(verified.out, "#" + std::to_string(no_chain) + ", #" + std::to_string(not_json)))
+      << verified.out;
+  EXPECT_TRUE(contains(verified.out, "audit verify ok")) << verified.out;
 
-TEST_F(AuditTamperTest, NonJsonBodyInTheStreamFailsVerify) {
-  const std::uint64_t at = forge("countersign.events.held.x", "not json at all");
-  const auto verified = cli({"audit", "verify"});
-  EXPECT_EQ(verified.exit_code, 1) << verified.out << verified.err;
-  EXPECT_TRUE(contains(verified.err, "stream #" + std::to_string(at))) << verified.err;
+  const auto as_json = auditVerify({"--json"});
+  EXPECT_EQ(as_json.exit_code, 0) << as_json.out << as_json.err;
+  const auto report = parseJson(as_json.out);
+  EXPECT_EQ(num(report, "foreign"), 2) << as_json.out;
+  ASSERT_TRUE(report.HasMember("foreign_seqs") && report["foreign_seqs"].IsArray()) << as_json.out;
+  ASSERT_EQ(report["foreign_seqs"].Size(), 2u) << as_json.out;
+  EXPECT_EQ(report["foreign_seqs"][0].GetUint64(), no_chain);
+  EXPECT_EQ(report["foreign_seqs"][1].GetUint64(), not_json);
 }
 
 // Anyone allowed to publish on <prefix>.events.> can add a chain of its own: a made-up chain
-// name, seq 1, prev "". Nothing in the stream tells it from a chain countersign wrote, so
-// `audit verify` accepts it and `audit ID` lists its events in the approval's trail.
-// Disabled: it fails against the current binary (a finding, see the report); it needs events
-// that only countersign can produce (a keyed MAC, or signatures) before it can pass.
-TEST_F(AuditTamperTest, DISABLED_ForgedChainOfItsOwnFailsVerify) {
-  forge("countersign.events.approved.finance.payment.execute",
-        R"({"event":"approved","approval_id":"pay-tamper-1","topic":"finance.payment.execute",)"
-        R"("actor":"mallory","reason":"forged","at":"2024-01-01T00:00:00Z",)"
-        R"("chain":"feedfacecafe-control","seq":1,"prev":""})");
-  const auto verified = cli({"audit", "verify"});
+// name, seq 1, prev "". Its events carry no signature by countersign's key: refused.
+TEST_F(AuditTamperTest, ForgedChainOfItsOwnFailsVerify) {
+  const std::uint64_t at =
+      forge("countersign.events.approved.finance.payment.execute",
+            R"({"event":"approved","approval_id":"pay-tamper-1","topic":"finance.payment.execute",)"
+            R"("actor":"mallory","reason":"forged","at":"2024-01-01T00:00:00Z",)"
+            R"("chain":"feedfacecafe-control","seq":1,"prev":""})");
+  const auto verified = auditVerify();
   EXPECT_EQ(verified.exit_code, 1) << verified.out << verified.err;
+  EXPECT_TRUE(contains(verified.err, "stream #" + std::to_string(at) + " (chain feedfacecafe-control seq 1): unsigned"))
+      << verified.err;
+
+  // --from: what comes after a stream sequence (after an upgrade, events written before it are
+  // unsigned); the chains that began before it are checked from their first event on.
+  hold("pay-tamper-2");
+  ASSERT_TRUE(eventually([&] { return storedEventsOf(*client_, "pay-tamper-2").size() >= 1; }, 10s));
+  const auto after = auditVerify({"--from", std::to_string(at + 1)});
+  EXPECT_EQ(after.exit_code, 0) << after.out << after.err;
+}
+
+// The same chain signed with a key of the forger's own: a valid signature, by a key nobody trusts.
+TEST_F(AuditTamperTest, ForgedChainSignedWithAnotherKeyFailsVerify) {
+  const nkeys::Seed mallory = nkeys::generateSeed();
+  const std::string body =
+      R"({"event":"approved","approval_id":"pay-tamper-1","topic":"finance.payment.execute",)"
+      R"("actor":"mallory","reason":"forged","at":"2024-01-01T00:00:00Z",)"
+      R"("chain":"feedfacecafe-control","seq":1,"prev":""})";
+  const std::uint64_t at = forge("countersign.events.approved.finance.payment.execute", body, signedBy(mallory, body));
+  const auto verified = auditVerify();
+  EXPECT_EQ(verified.exit_code, 1) << verified.out << verified.err;
+  EXPECT_TRUE(contains(verified.err, "stream #" + std::to_string(at) + " (chain feedfacecafe-control seq 1): "
+                                     "signed by an unknown key " + nkeys::encodePublicKey(nkeys::publicKeyOf(mallory))))
+      << verified.err;
+
+  // Trusting the forger's key as well (as an auditor told the wrong key would) lets it pass:
+  // the trust is in the keys given.
+  const auto trusting = auditVerify({"--key", nkeys::encodePublicKey(nkeys::publicKeyOf(mallory))});
+  EXPECT_EQ(trusting.exit_code, 0) << trusting.out << trusting.err;
+}
+
+TEST_F(AuditTamperTest, VerifyNeedsAKeyAndRefusesCountersignsEventsUnderAnotherKey) {
+  const auto no_key = cli({"audit", "verify"});
+  EXPECT_EQ(no_key.exit_code, 2) << no_key.out << no_key.err;
+  EXPECT_TRUE(contains(no_key.err, "--key")) << no_key.err;
+
+  const auto bad_key = cli({"audit", "verify", "--key", "UNOTAKEY"});
+  EXPECT_EQ(bad_key.exit_code, 2) << bad_key.out << bad_key.err;
+
+  const auto other = cli({"audit", "verify", "--key", nkeys::encodePublicKey(nkeys::publicKeyOf(nkeys::generateSeed()))});
+  EXPECT_EQ(other.exit_code, 1) << other.out << other.err;
+  EXPECT_TRUE(contains(other.err, "signed by an unknown key " + countersignKey())) << other.err;
+
+  // The config's seed file names the key: --config is enough.
+  const auto by_config = cli({"audit", "verify", "--config", (countersign_->dir() / "countersign.yaml").string()});
+  EXPECT_EQ(by_config.exit_code, 0) << by_config.out << by_config.err;
 }
 
 // The audit stream exists before countersign starts, without deny-delete: countersign binds to
@@ -894,12 +1020,12 @@ TEST_F(ExistingAuditStreamTest, DeletedMiddleEventFailsVerify) {
   ASSERT_TRUE(intake.contains(2) && intake.contains(3)) << "held events are not seq 1..3";
   EXPECT_TRUE(chain.ends_with("-control")) << chain;  // held events go out with the answers
 
-  const auto before = cli({"audit", "verify"});
+  const auto before = auditVerify();
   ASSERT_EQ(before.exit_code, 0) << before.out << before.err;
 
   jsErrCode code{};
   ASSERT_EQ(js_DeleteMsg(client_->js(), kAuditStream, intake[2].sequence, nullptr, &code), NATS_OK);
-  const auto after = cli({"audit", "verify"});
+  const auto after = auditVerify();
   EXPECT_EQ(after.exit_code, 1) << after.out << after.err;
   EXPECT_TRUE(contains(after.err, "chain " + chain + " seq 3")) << after.err;
   EXPECT_TRUE(contains(after.err, "missing")) << after.err;

@@ -496,9 +496,9 @@ std::vector<std::string> loudLinesAfterStop(const std::string& logs) {
 }
 
 // The number docs/architecture.md states: a core route, the admin listener (with the console's
-// live event feed), the default concurrency.control (8), and the list index (the readiness
-// probe's list request starts it).
-constexpr int kIdleThreads = 33;
+// live event feed), the default concurrency.control (8), the list index (the readiness
+// probe's list request starts it), and the two audit signing threads.
+constexpr int kIdleThreads = 35;
 
 TEST(ShellThreadsTest, IdleThreadsAreFewNamedAndCountedInMetrics) {
   auto server = NatsServer::start();
@@ -526,6 +526,8 @@ TEST(ShellThreadsTest, IdleThreadsAreFewNamedAndCountedInMetrics) {
   EXPECT_EQ(names.count("cs-nats-lib"), 1u);
   EXPECT_EQ(names.count("cs-nats-intake"), 1u);
   EXPECT_EQ(names.count("cs-nats-control"), 1u);
+  EXPECT_EQ(names.count("cs-sign-inta-0"), 1u);
+  EXPECT_EQ(names.count("cs-sign-cont-0"), 1u);
   for (const auto& [name, n] : names) {
     EXPECT_TRUE(name == "countersign" || name.starts_with("cs-")) << name;
   }

@@ -55,10 +55,10 @@ TEST(WireNamesTest, EveryEventKindHasItsDocumentedWord) {
       {EventKind::vote, "vote"},         {EventKind::escalated, "escalated"},
       {EventKind::expired, "expired"},   {EventKind::released, "released"},
       {EventKind::replayed, "replayed"}, {EventKind::conflict, "conflict"},
-      {EventKind::release_unknown, "release_unknown"},
+      {EventKind::release_unknown, "release_unknown"}, {EventKind::release_refused, "release_refused"},
   };
   for (const auto& [kind, word] : expected) EXPECT_EQ(wireName(kind), word);
-  EXPECT_EQ(expected.size(), static_cast<std::size_t>(EventKind::release_unknown) + 1)
+  EXPECT_EQ(expected.size(), static_cast<std::size_t>(EventKind::release_refused) + 1)
       << "an event kind without a test row";
 }
 

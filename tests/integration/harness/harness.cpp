@@ -4,6 +4,8 @@
 // destructors still stop every child.
 #include "integration/harness/harness.hpp"
 
+#include "countersign/nkeys.hpp"
+
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
@@ -458,6 +460,12 @@ std::unique_ptr<CountersignProcess> CountersignProcess::start(CountersignOptions
   process->dir_ = std::make_unique<TempDir>();
   const fs::path config = process->dir_->write("countersign.yaml", process->options_.config_yaml);
   process->dir_->write("policy.yaml", process->options_.policy_yaml);
+  if (process->options_.config_yaml.find("seed_file") == std::string::npos) {
+    // Every countersign of a test shares one key, as replicas share their seed file: a job held by
+    // one is released by another, which checks the tag the first one wrote (docs/security.md).
+    static const nkeys::Seed shared = nkeys::generateSeed();
+    (void)nkeys::writeSeedFile((process->dir_->path() / "receipt.nk").string(), shared);
+  }
 
   natsio::SpawnOptions spawn;
   spawn.argv = {process->options_.binary, "run", "--config", config.string()};

@@ -1,0 +1,57 @@
+// Tags on what decides a release in the bucket: the held record's job (what would be published,
+// and where) and the <id>/decision key. HMAC-SHA256 under a key derived with HKDF-SHA256 from
+// countersign's own seed (receipts.seed_file): only countersign writes and checks them, so a
+// MAC does what a signature would at a fraction of the cost (docs/security.md).
+#pragma once
+
+#include <array>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "countersign/nkeys.hpp"
+#include "countersign/record.hpp"
+#include "countersign/result.hpp"
+#include "countersign/store.hpp"
+
+namespace countersign {
+
+class StoreTags {
+ public:
+  explicit StoreTags(const nkeys::Seed& seed);
+
+  // "v1:" + 64 hex digits, over the record's id, route, subject, target, topic, headers,
+  // payload (and its encoding), job id, job hash and created_at: the fields a release publishes
+  // or that name the job. The record's other fields (state, votes, the views) may change later.
+  std::string recordTag(const ApprovalRecord& record) const;
+  // Over the approval id and every field of the decision.
+  std::string decisionTag(std::string_view id, const DecisionRecord& decision) const;
+
+  // Constant-time comparisons of the stored tag with the one computed now.
+  bool recordValid(const ApprovalRecord& record) const;
+  bool decisionValid(std::string_view id, const DecisionRecord& decision) const;
+
+ private:
+  std::string mac(std::string_view text) const;
+  std::array<unsigned char, 32> key_{};
+};
+
+// Created once the records and decisions held before tags existed have been tagged.
+inline constexpr std::string_view kTagsAdoptedKey = "_countersign/tags_adopted";
+
+struct Adopted {
+  bool ran = false;  // false: adopted before (the marker key exists), nothing looked at
+  std::size_t records = 0;
+  std::size_t decisions = 0;
+};
+
+// The upgrade rule: at the first start of a countersign with tags on a bucket (no
+// kTagsAdoptedKey yet), every record and decision without a valid tag is tagged as it stands
+// (they were as trustworthy as the bucket before the upgrade); then kTagsAdoptedKey is created,
+// and from then on one without a valid tag is refused. An operator deletes the key to adopt
+// again (after a key change, or records held by replicas with other seed files). A crash
+// half-way leaves no marker: the next start adopts the rest. `ids` gets the adopted keys.
+Result<Adopted> adoptUntagged(KvStore& store, const StoreTags& tags, std::string_view now,
+                              std::vector<std::string>* ids = nullptr);
+
+}  // namespace countersign

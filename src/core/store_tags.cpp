@@ -1,0 +1,130 @@
+#include "countersign/store_tags.hpp"
+
+#include "countersign/services.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+namespace countersign {
+namespace {
+
+constexpr std::string_view kTagVersion = "v1:";
+
+// <length>:<bytes>, so that no two field lists give the same text.
+void field(std::string& out, std::string_view value) {
+  out += std::to_string(value.size());
+  out += ':';
+  out += value;
+}
+
+std::array<unsigned char, 32> hmacSha256(const unsigned char* key, std::size_t key_size, std::string_view text) {
+  std::array<unsigned char, 32> out{};
+  unsigned int size = 0;
+  HMAC(EVP_sha256(), key, static_cast<int>(key_size), reinterpret_cast<const unsigned char*>(text.data()), text.size(),
+       out.data(), &size);
+  return out;
+}
+
+bool sameTag(const std::string& stored, const std::string& computed) {
+  return stored.size() == computed.size() && CRYPTO_memcmp(stored.data(), computed.data(), stored.size()) == 0;
+}
+
+}  // namespace
+
+StoreTags::StoreTags(const nkeys::Seed& seed) {
+  // HKDF-SHA256 (RFC 5869) for one 32-byte block: extract with a fixed salt, expand with the
+  // purpose as info. A key of its own: the seed's signing key never meets HMAC.
+  constexpr std::string_view salt = "countersign";
+  const auto prk = hmacSha256(reinterpret_cast<const unsigned char*>(salt.data()), salt.size(),
+                              std::string_view(reinterpret_cast<const char*>(seed.data()), seed.size()));
+  key_ = hmacSha256(prk.data(), prk.size(), std::string_view("countersign store tags v1\x01"));
+}
+
+std::string StoreTags::mac(std::string_view text) const {
+  static constexpr char kHex[] = "0123456789abcdef";
+  const auto digest = hmacSha256(key_.data(), key_.size(), text);
+  std::string out(kTagVersion);
+  for (const unsigned char byte : digest) {
+    out += kHex[byte >> 4];
+    out += kHex[byte & 15];
+  }
+  return out;
+}
+
+std::string StoreTags::recordTag(const ApprovalRecord& r) const {
+  std::string text = "record";
+  for (const std::string* value : {&r.id, &r.route, &r.subject, &r.target, &r.topic}) field(text, *value);
+  field(text, std::to_string(r.headers.size()));
+  for (const auto& [name, value] : r.headers) {
+    field(text, name);
+    field(text, value);
+  }
+  field(text, r.payload);
+  field(text, r.payload_is_json ? "json" : "base64");
+  for (const std::string* value : {&r.job_id, &r.job_hash, &r.created_at}) field(text, *value);
+  return mac(text);
+}
+
+std::string StoreTags::decisionTag(std::string_view id, const DecisionRecord& d) const {
+  std::string text = "decision";
+  field(text, id);
+  field(text, toString(d.decision));
+  for (const std::string* value : {&d.by, &d.at, &d.reason, &d.policy_snapshot, &d.job_hash}) field(text, *value);
+  return mac(text);
+}
+
+bool StoreTags::recordValid(const ApprovalRecord& record) const { return sameTag(record.tag, recordTag(record)); }
+
+bool StoreTags::decisionValid(std::string_view id, const DecisionRecord& decision) const {
+  return sameTag(decision.tag, decisionTag(id, decision));
+}
+
+Result<Adopted> adoptUntagged(KvStore& store, const StoreTags& tags, std::string_view now,
+                              std::vector<std::string>* ids) {
+  Adopted adopted;
+  if (auto marker = store.get(kTagsAdoptedKey); marker) return adopted;
+  else if (marker.error().code != Errc::not_found) return std::unexpected(marker.error());
+  adopted.ran = true;
+  auto keys = store.listKeys();
+  if (!keys) return std::unexpected(keys.error());
+  for (const auto& key : *keys) {
+    const auto slash = key.find('/');
+    if (slash == std::string::npos) {
+      bool tagged_now = false;
+      auto updated = updateRecord(store, key, [&](ApprovalRecord& r) {
+        if (tags.recordValid(r)) return false;
+        r.tag = tags.recordTag(r);
+        tagged_now = true;
+        return true;
+      });
+      if (!updated && updated.error().code != Errc::parse_error && updated.error().code != Errc::not_found) {
+        return std::unexpected(updated.error());
+      }
+      if (tagged_now) {
+        ++adopted.records;
+        if (ids != nullptr) ids->push_back(key);
+      }
+    } else if (std::string_view(key).substr(slash + 1) == "decision") {
+      auto entry = store.get(key);
+      if (!entry) continue;
+      auto decision = parseDecisionRecord(entry->value);
+      if (!decision || tags.decisionValid(std::string_view(key).substr(0, slash), *decision)) continue;
+      decision->tag = tags.decisionTag(std::string_view(key).substr(0, slash), *decision);
+      if (auto written = store.update(key, toJson(*decision), entry->revision); !written) {
+        return std::unexpected(written.error());
+      }
+      ++adopted.decisions;
+      if (ids != nullptr) ids->push_back(key);
+    }
+  }
+  std::string marker = "{\"at\":\"";
+  marker += now;
+  marker += "\"}";
+  if (auto created = store.create(kTagsAdoptedKey, marker); !created && created.error().code != Errc::exists) {
+    return std::unexpected(created.error());
+  }
+  return adopted;
+}
+
+}  // namespace countersign
