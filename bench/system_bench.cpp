@@ -2799,6 +2799,7 @@ struct ScaleRow {
   double list_next_ms = 0;   // median of the following pages (`after` the last id)
   std::size_t list_items = 0;  // items of the first page
   bool list_ok = false;
+  std::string list_error;  // what the failed page answered
 };
 
 // Pages through the pending records with countersign's `list` (100 per page, `after` the last
@@ -2817,11 +2818,16 @@ void listPages(Connection& conn, ScaleRow& row, int pages) {
                                                 body.data(), static_cast<int>(body.size()), 60000);
     const double ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - started).count();
     rapidjson::Document doc;
-    if (s == NATS_OK) doc.Parse(natsMsg_GetData(reply), static_cast<std::size_t>(natsMsg_GetDataLength(reply)));
+    std::string answer;
+    if (s == NATS_OK) {
+      answer.assign(natsMsg_GetData(reply), static_cast<std::size_t>(natsMsg_GetDataLength(reply)));
+      doc.Parse(answer.data(), answer.size());
+    }
     natsMsg_Destroy(reply);
     if (s != NATS_OK || doc.HasParseError() || !doc.IsObject() || !doc.HasMember("items") ||
         !doc["items"].IsArray() || (page == 0 && doc["items"].Empty())) {
       row.list_ok = false;
+      row.list_error = s != NATS_OK ? natsText(s) + " after " + fmt(ms, 0) + " ms" : answer.substr(0, 160);
       return;
     }
     if (doc["items"].Empty()) break;  // past the last pending record
@@ -3008,7 +3014,7 @@ void scale(Rig& rig, Worker& worker) {
       << row.approve.failures << " | "
       << (row.list_ok ? fmt(row.list_first_ms, 1) + " ms (" + std::to_string(row.list_items) +
                             " items) / " + fmt(row.list_next_ms, 1) + " ms"
-                      : std::string("failed"))
+                      : "failed: `" + row.list_error + "`")
       << " |\n";
   }
   if (rows.size() >= 2) {
@@ -3051,7 +3057,7 @@ void scale(Rig& rig, Worker& worker) {
         {"5. scale: `list` of pending at " + std::to_string(large.pending) + " (100 per page)",
          std::to_string(small.pending) + ": " + fmt(small.list_first_ms, 1) + " ms / " + fmt(small.list_next_ms, 1) + " ms",
          large.list_ok ? fmt(large.list_first_ms, 1) + " ms first page, " + fmt(large.list_next_ms, 1) + " ms next"
-                       : std::string("failed"),
+                       : "failed (section 5)",
          "-", "(information)", std::nullopt, true});
     rig.report.summary.push_back(
         {"5. scale: replayer CPU per scan at " + std::to_string(large.pending) + " pending (idle, 1 s interval)",
