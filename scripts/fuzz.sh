@@ -6,6 +6,8 @@
 #   scripts/fuzz.sh                  every target
 #   scripts/fuzz.sh control rest_api the named targets (tests/fuzz/<name>_fuzz.cpp)
 #   FUZZ_SECONDS=300 scripts/fuzz.sh longer runs
+#   FUZZ_SEED=0 scripts/fuzz.sh      a new random seed each run (default 1: a failure in CI
+#                                    replays here with the same command)
 #
 # Compiler: clang 16 or newer (Debian's clang-16 with libclang-rt-16-dev) builds real libFuzzer
 # binaries (-fsanitize=fuzzer, edge coverage). Without it, GCC builds the targets with its
@@ -15,6 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-20}"
+seed="${FUZZ_SEED:-1}"
 dir=build-fuzz
 jobs="$(nproc)"
 
@@ -64,7 +67,7 @@ for name in "${names[@]}"; do
   echo "fuzz: $name for ${seconds}s"
   # detect_leaks: a leak fails like a crash. The exit code of the fuzzer decides, not the log.
   if ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-      "$dir/tests/${name}_fuzz_fuzzer" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+      "$dir/tests/${name}_fuzz_fuzzer" -max_total_time="$seconds" -seed="$seed" -timeout=10 -rss_limit_mb=2048 \
       -print_final_stats=1 -artifact_prefix="$artifacts/$name-" "${extra[@]}" "$work" >"$work.log" 2>&1; then
     grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added)' "$work.log" | tr '\n' ' '
     echo

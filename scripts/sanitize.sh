@@ -5,6 +5,10 @@
 #   build-tsan: ThreadSanitizer; the unit tests and the integration suites where threads meet.
 #   scripts/sanitize.sh            both
 #   scripts/sanitize.sh asan|tsan  one
+#   scripts/sanitize.sh asan-unit  ASan+UBSan over the unit tests and fuzz corpora only (builds
+#                                  neither the binary nor the integration tests)
+#   scripts/sanitize.sh asan -R Json   one, with more ctest arguments (a later -R replaces the
+#                                      run's own selection)
 # Each build dir gets only the targets its tests need, at -O1 with line tables (-g1): enough for
 # exact stack traces, and much quicker to compile than the debug build.
 # The integration tests run the sanitized countersign binary as a child process: every process
@@ -50,17 +54,25 @@ check_logs() {  # <dir>
   fi
 }
 
-run_asan() {
-  local dir=build-asan
-  build "$dir" "address,undefined"
+run_asan() {  # [unit]: only the unit tests and the fuzz corpora
+  local dir=build-asan labels='unit|integration|fuzz'
+  if [ "${1:-}" = unit ]; then
+    local corpora=()
+    for src in tests/fuzz/*_fuzz.cpp; do corpora+=("$(basename "$src" .cpp)_corpus"); done
+    build "$dir" "address,undefined" "${unit_targets[@]}" "${corpora[@]}"
+    labels='unit|fuzz'
+    ctest_args=(-E '^binary_' "${ctest_args[@]}")
+  else
+    build "$dir" "address,undefined"
+  fi
   rm -rf "$dir/sanitizer-logs" && mkdir -p "$dir/sanitizer-logs"
   local logs start status=0
   logs="$(pwd)/$dir/sanitizer-logs"
   start=$(date +%s)
   ASAN_OPTIONS="detect_leaks=1:log_path=$logs/asan:abort_on_error=0:exitcode=66" \
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$logs/ubsan" \
-    ctest --test-dir "$dir" --output-on-failure --timeout 900 -j"$jobs" -L 'unit|integration|fuzz' \
-    -E "$asan_excluded" || status=1
+    ctest --test-dir "$dir" --output-on-failure --timeout 900 -j"$jobs" -L "$labels" \
+    -E "$asan_excluded" "${ctest_args[@]}" || status=1
   echo "sanitize: asan tests took $(( $(date +%s) - start )) s"
   check_logs "$dir" || status=1
   return $status
@@ -81,17 +93,21 @@ run_tsan() {
   fi
   start=$(date +%s)
   "${norandom[@]}" ctest --test-dir "$dir" --output-on-failure --timeout 900 -j"$jobs" -L unit \
-    -E '^binary_' || status=1
+    -E '^binary_' "${ctest_args[@]}" || status=1
   "${norandom[@]}" ctest --test-dir "$dir" --output-on-failure --timeout 900 -j"$jobs" -L integration \
-    -R "$tsan_integration" || status=1
+    -R "$tsan_integration" "${ctest_args[@]}" || status=1
   echo "sanitize: tsan tests took $(( $(date +%s) - start )) s"
   unset TSAN_OPTIONS
   check_logs "$dir" || status=1
   return $status
 }
 
-case "${1:-all}" in
+run="${1:-all}"
+[ $# -gt 0 ] && shift
+ctest_args=("$@")
+case "$run" in
   asan) run_asan ;;
+  asan-unit) run_asan unit ;;
   tsan) run_tsan ;;
   all)
     status=0
@@ -99,5 +115,5 @@ case "${1:-all}" in
     run_tsan || status=1
     exit $status
     ;;
-  *) echo "usage: $0 [asan|tsan]" >&2; exit 2 ;;
+  *) echo "usage: $0 [asan|asan-unit|tsan] [ctest arguments]" >&2; exit 2 ;;
 esac

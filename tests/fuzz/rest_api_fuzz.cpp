@@ -107,7 +107,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     auto request = parseControlRequest(op, text);
     if (op == ControlOp::approve || op == ControlOp::reject) {
       check(carriesApproveToken(headers));
-      check(request.has_value() && request->approver == "alice");
+      // A wrongly typed forwarded field is control's 400 to name; who acts is never the body's.
+      if (request) check(request->approver == "alice");
     }
     return canned;
   };
