@@ -87,6 +87,7 @@ struct DecisionRecord {
   std::string reason;
   std::string policy_snapshot;
   std::string job_hash;
+  std::string via;  // the channel the decision came through (e.g. slack); empty: none, left out
   std::string tag;  // countersign's tag over the approval id and the fields above (StoreTags)
 };
 std::string toJson(const DecisionRecord& decision);

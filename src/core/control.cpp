@@ -531,7 +531,8 @@ ControlReply Control::approve(const Request& request) {
   // One approver decides: the decision itself is the vote.
   DecisionRecord decision{.decision = FinalDecision::approved, .by = actor->approver,
                                 .at = formatRfc3339(s_.clock.now()), .reason = request.reason,
-                                .policy_snapshot = record->policy_snapshot, .job_hash = record->job_hash};
+                                .policy_snapshot = record->policy_snapshot, .job_hash = record->job_hash,
+                                .via = actor->via};
   if (auto answered = decide(ControlOp::approve, id, decision)) return *answered;
   crashPoint("after_approve_cas");
   const ApprovalVote approval{decision.by, decision.at, decision.reason, actor->via};
@@ -684,7 +685,7 @@ ControlReply Control::reject(const Request& request) {
   // Any allowed approver's reject decides at once (veto), whatever the quorum.
   DecisionRecord decision{.decision = FinalDecision::rejected, .by = actor->approver,
                                 .at = formatRfc3339(s_.clock.now()), .reason = request.reason,
-                                .policy_snapshot = r.policy_snapshot, .job_hash = r.job_hash};
+                                .policy_snapshot = r.policy_snapshot, .job_hash = r.job_hash, .via = actor->via};
   if (auto answered = decide(ControlOp::reject, id, decision)) return *answered;
   markDecided(s_.store, id, ApprovalState::rejected, decision);
   s_.events.emit(Event{.event = EventKind::rejected, .approval_id = id, .job_id = r.job_id, .topic = r.topic, .subject = r.subject,

@@ -327,6 +327,7 @@ std::string toJson(const DecisionRecord& d) {
       .field("reason", d.reason)
       .field("policy_snapshot", d.policy_snapshot)
       .field("job_hash", d.job_hash)
+      .optional("via", d.via)
       .optional("tag", d.tag);
   return w.finish();
 }
@@ -339,7 +340,8 @@ Result<DecisionRecord> parseDecisionRecord(std::string_view json) {
   if (!readString(*doc, "decision", decision) || !readString(*doc, "by", d.by) ||
       !readString(*doc, "at", d.at) || !readString(*doc, "reason", d.reason) ||
       !readString(*doc, "policy_snapshot", d.policy_snapshot) ||
-      !readString(*doc, "job_hash", d.job_hash) || !readString(*doc, "tag", d.tag)) {
+      !readString(*doc, "job_hash", d.job_hash) || !readString(*doc, "via", d.via) ||
+      !readString(*doc, "tag", d.tag)) {
     return fail(Errc::parse_error, "decision: a field has the wrong type");
   }
   if (decision == "approved") {

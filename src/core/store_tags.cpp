@@ -71,6 +71,7 @@ std::string StoreTags::decisionTag(std::string_view id, const DecisionRecord& d)
   field(text, id);
   field(text, toString(d.decision));
   for (const std::string* value : {&d.by, &d.at, &d.reason, &d.policy_snapshot, &d.job_hash}) field(text, *value);
+  if (!d.via.empty()) field(text, d.via);  // only when set: decisions without one keep their tags
   return mac(text);
 }
 

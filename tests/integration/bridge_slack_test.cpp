@@ -625,6 +625,11 @@ TEST_F(BridgeSlackTest, ApproveInSlackDeliversOnceAsThePersonWhoClicked) {
   EXPECT_TRUE(updated) << bridge->logs();
   const auto record = control("get", R"({"id":")" + id + R"("})");
   EXPECT_EQ(str(record["record"], "decided_by"), "alice");
+  // The decision says it came through Slack.
+  const auto decision = client_->kvGet("countersign_approvals", id + "/decision");
+  ASSERT_TRUE(decision);
+  EXPECT_EQ(str(parse(*decision), "via"), "slack") << *decision;
+  EXPECT_EQ(str(parse(*decision), "by"), "alice") << *decision;
   std::this_thread::sleep_for(1s);
   EXPECT_EQ(delivered.count(), 1u);
   EXPECT_EQ(slack_.socketState()["acks"].Size(), 2u);
@@ -926,6 +931,9 @@ TEST_F(BridgeSlackTest, RejectOpensTheReasonDialogAndTheTypedReasonIsRecorded) {
   const auto record = control("get", R"({"id":")" + id + R"("})");
   EXPECT_EQ(str(record["record"], "decided_by"), "alice");
   EXPECT_EQ(str(record["record"], "reason"), "Amount <looks> wrong") << json::toString(record["record"]);
+  const auto decision = client_->kvGet("countersign_approvals", id + "/decision");
+  ASSERT_TRUE(decision);
+  EXPECT_EQ(str(parse(*decision), "via"), "slack") << *decision;
   const auto events = rejected_events.waitFor(1, 10s);
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(str(parse(events[0].payload), "reason"), "Amount <looks> wrong");

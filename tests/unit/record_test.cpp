@@ -75,11 +75,15 @@ TEST(Record, MalformedRecordsAreRefused) {
 }
 
 TEST(Record, DecisionAndReleasedRoundTrip) {
-  DecisionRecord d{FinalDecision::rejected, "bob", "2026-01-01T00:00:00.000Z", "no", "v1:x", "sha256:y"};
+  DecisionRecord d{FinalDecision::rejected, "bob", "2026-01-01T00:00:00.000Z", "no", "v1:x", "sha256:y", "slack"};
   auto back = parseDecisionRecord(toJson(d));
   ASSERT_TRUE(back);
   EXPECT_EQ(back->decision, FinalDecision::rejected);
   EXPECT_EQ(back->by, "bob");
+  EXPECT_EQ(back->via, "slack");
+  // Without a channel the field is left out.
+  d.via.clear();
+  EXPECT_EQ(toJson(d).find("via"), std::string::npos);
   EXPECT_FALSE(parseDecisionRecord(R"({"decision":"maybe"})"));
   ReleasedRecord rel{"t", "countersign:j", "JOBS", 42, "approve"};
   auto rb = parseReleasedRecord(toJson(rel));

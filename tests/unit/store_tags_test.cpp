@@ -87,6 +87,18 @@ TEST(StoreTags, DecisionTagBindsTheApprovalIdAndEveryField) {
   DecisionRecord rejected = d;
   rejected.decision = FinalDecision::rejected;
   EXPECT_FALSE(tags.decisionValid("pay-1", rejected));
+  // The channel is covered too: a via added, changed or removed by hand is not believed.
+  DecisionRecord via_slack = d;
+  via_slack.via = "slack";
+  via_slack.tag = tags.decisionTag("pay-1", via_slack);
+  auto with_via = parseDecisionRecord(toJson(via_slack));
+  ASSERT_TRUE(with_via.has_value());
+  EXPECT_TRUE(tags.decisionValid("pay-1", *with_via));
+  with_via->via = "console";
+  EXPECT_FALSE(tags.decisionValid("pay-1", *with_via));
+  DecisionRecord added = d;
+  added.via = "slack";
+  EXPECT_FALSE(tags.decisionValid("pay-1", added));
 }
 
 TEST(StoreTags, AdoptionTagsWhatCarriesNoValidTagOnceThenLeavesTheRestToTheCheck) {
