@@ -119,6 +119,10 @@ struct ReceiptsConfig {
 struct ConcurrencyConfig {
   int holds = 1024;  // core-route holds whose KV create is in flight at once (then intake waits)
   int control = 8;   // queue subscribers per control subject (approve, reject, ...) and process
+  // Bytes of jobs a core route may hold in memory, twice over: jobs received and not yet taken
+  // (beyond it a job is answered 503 "overloaded" at once), and held jobs whose record's create
+  // is in flight (beyond it intake waits). docs/configuration.md.
+  int intake_bytes = 64 * 1024 * 1024;
 };
 
 struct Config {

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -65,6 +67,10 @@ class Intake {
   // ingress position when the job has none, so a redelivery after a crash is deduplicated.
   IntakeOutcome onJob(const RouteConfig& route, Message&& message,
                       const IngressPosition* ingress = nullptr);
+  // A core route's job that arrived while more than concurrency.intake_bytes waited: answered
+  // 503 {"status":"unavailable","reason":"overloaded","retryable":true} where a reply subject
+  // allows it, without looking further; counted as decision "unavailable", rule "overloaded".
+  IntakeOutcome overloaded(const RouteConfig& route, Message&& message);
   // Told of every record this intake created, with its deadline (nullopt: none): lets the
   // process's replayer skip reading it. Set before the first job arrives.
   using HeldCallback =
@@ -78,6 +84,8 @@ class Intake {
   // Answers a hold from the outcome of its record's create.
   IntakeOutcome settle(const Job& job, const ApprovalRecord& record, Result<std::uint64_t> created);
   IntakeOutcome decide(const RouteConfig& route, Message&& message, const IngressPosition* ingress);
+  // Reads the untrusted headers and picks where to answer.
+  void receive(Job& job) const;
   IntakeOutcome forward(Job& job, const Rule* rule, const JobView& view);
   // Signs the receipt of an allowed job into the headers it is forwarded with.
   void addAllowedReceipt(const Job& job, std::string_view rule, const JobView& view, Headers& headers) const;
@@ -94,6 +102,11 @@ class Intake {
   ReplyGuard guard_;
   WorkPool* hold_pool_ = nullptr;
   HeldCallback on_held_;
+  // Bytes of held records whose create is in flight (core intake): at most
+  // concurrency.intake_bytes (or one record), else the delivery thread waits.
+  std::mutex inflight_mutex_;
+  std::condition_variable inflight_room_;
+  std::int64_t inflight_bytes_ = 0;
 };
 
 }  // namespace countersign

@@ -14,6 +14,7 @@ class SubscriptionEndpoint final : public Endpoint {
   explicit SubscriptionEndpoint(std::unique_ptr<natsio::Subscription> sub) : sub_(std::move(sub)) {}
   std::string name() const override { return "subscription " + sub_->subject(); }
   void drain(std::chrono::milliseconds timeout) override { (void)sub_->drain(timeout); }
+  std::uint64_t dropped() const override { return sub_->dropped(); }
 
  private:
   std::unique_ptr<natsio::Subscription> sub_;
@@ -63,6 +64,15 @@ Result<std::unique_ptr<Endpoint>> subscribeInline(natsio::Connection& connection
                                                   std::string thread_name) {
   return wrap(natsio::Subscription::subscribe(connection, subject, queue, std::move(handler), {},
                                               std::move(thread_name)),
+              subject);
+}
+
+Result<std::unique_ptr<Endpoint>> subscribeShedding(natsio::Connection& connection, const std::string& subject,
+                                                    const std::string& queue, std::function<void(Message&&)> handler,
+                                                    int shed_above, std::function<void(Message&&)> on_shed,
+                                                    std::string thread_name) {
+  return wrap(natsio::Subscription::subscribe(connection, subject, queue, std::move(handler), {}, std::move(thread_name),
+                                              {.above = shed_above, .on_shed = std::move(on_shed)}),
               subject);
 }
 

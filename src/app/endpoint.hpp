@@ -29,6 +29,8 @@ class Endpoint {
   virtual void drain(std::chrono::milliseconds timeout) = 0;
   // Not empty while it cannot take work it should (for readiness): what is wrong.
   virtual std::string problem() const { return {}; }
+  // Messages dropped unseen by the client library (a slow consumer), for /metrics.
+  virtual std::uint64_t dropped() const { return 0; }
 };
 
 // A core NATS subscription whose delivery thread only decodes the message and posts it to
@@ -48,6 +50,13 @@ Result<std::unique_ptr<Endpoint>> subscribeInline(natsio::Connection& connection
                                                   const std::string& queue,
                                                   std::function<void(Message&&)> handler,
                                                   std::string thread_name);
+
+// subscribeInline with load shedding (natsio::Subscription::shedAbove): beyond `shed_above`
+// bytes waiting, `on_shed` answers a message instead of `handler`.
+Result<std::unique_ptr<Endpoint>> subscribeShedding(natsio::Connection& connection, const std::string& subject,
+                                                    const std::string& queue, std::function<void(Message&&)> handler,
+                                                    int shed_above, std::function<void(Message&&)> on_shed,
+                                                    std::string thread_name);
 
 // A JetStream ingress consumer as an endpoint.
 std::unique_ptr<Endpoint> ingressEndpoint(std::unique_ptr<natsio::JetStreamIngress> ingress,

@@ -357,9 +357,13 @@ Status Gateway::start() {
       intake_endpoints_.push_back(ingressEndpoint(std::move(*started), "ingress " + ingressStreamName(route)));
       continue;
     }
-    auto endpoint = subscribeInline(*intake_plane_->connection, route.from, route.queue,
-                                    [intake = intake_.get(), &route](Message&& m) { intake->onJob(route, std::move(m)); },
-                                    "cs-intake");
+    // Beyond concurrency.intake_bytes waiting, a job is answered 503 "overloaded" at once
+    // instead of growing memory (or being dropped unanswered by the client library).
+    auto endpoint = subscribeShedding(
+        *intake_plane_->connection, route.from, route.queue,
+        [intake = intake_.get(), &route](Message&& m) { intake->onJob(route, std::move(m)); },
+        config_.concurrency.intake_bytes,
+        [intake = intake_.get(), &route](Message&& m) { intake->overloaded(route, std::move(m)); }, "cs-intake");
     if (!endpoint) return std::unexpected(endpoint.error());
     intake_endpoints_.push_back(std::move(*endpoint));
   }
@@ -431,6 +435,12 @@ std::string Gateway::metricsText() const {
   text += "# HELP countersign_threads Threads of the countersign process.\n";
   text += "# TYPE countersign_threads gauge\n";
   text += "countersign_threads " + std::to_string(threadCount()) + "\n";
+  std::uint64_t dropped = 0;
+  for (const auto& endpoint : intake_endpoints_) dropped += endpoint->dropped();
+  text += "# HELP countersign_intake_dropped_total Jobs the NATS client dropped unanswered: more than twice "
+          "concurrency.intake_bytes waited on a core route.\n";
+  text += "# TYPE countersign_intake_dropped_total counter\n";
+  text += "countersign_intake_dropped_total " + std::to_string(dropped) + "\n";
   return text;
 }
 

@@ -605,10 +605,11 @@ void readSections(const yaml::Value& root, Config& config, const std::string& ba
     }
   }
   if (const auto concurrency = top.get("concurrency")) {
-    const yaml::MapReader map(*concurrency, {"holds", "control"});
+    const yaml::MapReader map(*concurrency, {"holds", "control", "intake_bytes"});
     if (map.valid()) {
       map.read("holds", config.concurrency.holds, 1, 65536);
       map.read("control", config.concurrency.control, 1, 256);
+      map.read("intake_bytes", config.concurrency.intake_bytes, 1024 * 1024, 2147483647);
     }
   }
   if (const auto release = top.get("release")) {

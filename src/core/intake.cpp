@@ -136,10 +136,7 @@ void Intake::count(const IntakeOutcome& outcome) {
                       outcome.rule);
 }
 
-IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
-                             const IngressPosition* ingress) {
-  Job job{.route = route, .msg = std::move(message)};
-  job.ingress = ingress;
+void Intake::receive(Job& job) const {
   job.untrusted = stripCountersignHeaders(job.msg.headers);
   if (guard_.allowed(job.msg.reply)) {
     job.reply_to = job.msg.reply;
@@ -147,6 +144,24 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
   } else if (job.msg.reply.empty() && job.untrusted.reply_to && guard_.allowed(*job.untrusted.reply_to)) {
     job.reply_to = *job.untrusted.reply_to;
   }
+}
+
+IntakeOutcome Intake::overloaded(const RouteConfig& route, Message&& message) {
+  Job job{.route = route, .msg = std::move(message)};
+  receive(job);
+  JsonObjectWriter w;
+  w.field("status", "unavailable").field("code", 503).field("reason", "overloaded").field("retryable", true);
+  IntakeOutcome outcome{.status = Outcome::unavailable, .code = 503, .rule = "overloaded"};
+  outcome.replied = reply(job, Outcome::unavailable, w.finish());
+  count(outcome);
+  return outcome;
+}
+
+IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
+                             const IngressPosition* ingress) {
+  Job job{.route = route, .msg = std::move(message)};
+  job.ingress = ingress;
+  receive(job);
 
   auto topic = subject::topicOf(route.from, job.msg.subject);
   auto target = topic ? subject::targetFor(route.to, *topic) : std::nullopt;
@@ -382,8 +397,23 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
     // Core intake: the delivery thread does not wait for the KV create; it takes the next job
     // while many creates are in flight. JetStream intake stays in line: its ack waits.
     IntakeOutcome queued{.status = Outcome::queued, .code = 0, .rule = record.rule, .approval_id = record.id};
+    // Bounded in bytes as well as in number: large jobs wait here (and the route's subscription
+    // sheds what arrives meanwhile) rather than pile up in memory.
+    const auto size = static_cast<std::int64_t>(value.size() + record.payload.size());
+    {
+      std::unique_lock lock(inflight_mutex_);
+      inflight_room_.wait(lock, [&] {
+        return inflight_bytes_ == 0 || inflight_bytes_ + size <= s_.config.concurrency.intake_bytes;
+      });
+      inflight_bytes_ += size;
+    }
     auto pending = std::make_shared<PendingHold>(PendingHold{std::move(job), std::move(record), std::move(value)});
-    s_.store.createAsync(pending->record.id, pending->value, [this, pending](Result<std::uint64_t> created) {
+    s_.store.createAsync(pending->record.id, pending->value, [this, pending, size](Result<std::uint64_t> created) {
+      {
+        const std::lock_guard lock(inflight_mutex_);
+        inflight_bytes_ -= size;
+      }
+      inflight_room_.notify_all();
       if (!created && created.error().code == Errc::exists) {
         // The id is held already: telling a repeat from a conflict takes reads, which must
         // not wait on the store's answer thread. Handed over without waiting for room: this is

@@ -21,7 +21,8 @@ Result<std::unique_ptr<Subscription>> Subscription::subscribe(Connection& connec
                                                               const std::string& queue,
                                                               Handler handler,
                                                               BadMessageHandler on_bad,
-                                                              std::string thread_name) {
+                                                              std::string thread_name,
+                                                              Shedding shedding) {
   if (!handler) return fail(Errc::invalid_argument, "subscribe " + subject + ": no handler");
   std::unique_ptr<Subscription> self(new Subscription());
   self->subject_ = subject;
@@ -29,6 +30,8 @@ Result<std::unique_ptr<Subscription>> Subscription::subscribe(Connection& connec
   state->handler = std::move(handler);
   state->on_bad = std::move(on_bad);
   state->thread_name = std::move(thread_name);
+  const int shed_above = shedding.above;
+  state->shedding = std::move(shedding);
   void* closure = Home::share(state);
 
   natsSubscription* sub = nullptr;
@@ -56,9 +59,20 @@ Result<std::unique_ptr<Subscription>> Subscription::subscribe(Connection& connec
     self->sub_ = nullptr;
     return std::unexpected(std::move(error));
   }
-  s = natsSubscription_SetPendingLimits(sub, kPendingMessages, kPendingBytes);
+  // With shedding, cnats keeps room for what arrives while the handler sheds, and for one
+  // max-size message.
+  const std::int64_t pending_bytes =
+      shed_above > 0 ? std::min<std::int64_t>(2 * static_cast<std::int64_t>(shed_above) + 8 * 1024 * 1024, kPendingBytes)
+                     : kPendingBytes;
+  s = natsSubscription_SetPendingLimits(sub, kPendingMessages, static_cast<int>(pending_bytes));
   if (s != NATS_OK) return std::unexpected(natsError(s, "subscribe " + subject));
   return self;
+}
+
+std::uint64_t Subscription::dropped() const {
+  std::int64_t n = 0;
+  if (sub_ == nullptr || natsSubscription_GetDropped(sub_, &n) != NATS_OK) return 0;
+  return static_cast<std::uint64_t>(n);
 }
 
 Subscription::~Subscription() {
@@ -106,7 +120,7 @@ Status Subscription::drain(std::chrono::milliseconds timeout) {
   return {};
 }
 
-void Subscription::onMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+void Subscription::onMessage(natsConnection*, natsSubscription* sub, natsMsg* msg, void* closure) {
   State* state = &Home::of(closure);
   OwnedNatsMsg owned(msg);  // a core subscription's message: ours
   if (t_delivering == nullptr && !state->thread_name.empty()) {
@@ -118,7 +132,13 @@ void Subscription::onMessage(natsConnection*, natsSubscription*, natsMsg* msg, v
   t_delivering = state;
   try {
     auto converted = fromNatsMsg(msg);
-    if (converted) {
+    int waiting_messages = 0;
+    int waiting_bytes = 0;
+    if (converted && state->shedding.above > 0 &&
+        natsSubscription_GetPending(sub, &waiting_messages, &waiting_bytes) == NATS_OK &&
+        waiting_bytes > state->shedding.above) {
+      state->shedding.on_shed(std::move(*converted));
+    } else if (converted) {
       state->handler(std::move(*converted));
     } else if (state->on_bad) {
       Message partial;

@@ -19,6 +19,15 @@
 
 namespace countersign::natsio {
 
+// Load shedding for a Subscription: when the handler is about to take a message while more than
+// `above` bytes wait behind it, `on_shed` gets the message instead (it must be quick: answer and
+// drop). cnats' own limit is then twice that (plus 8 MiB for a max-size message), beyond which
+// cnats drops messages unseen (counted in Subscription::dropped()). above == 0: no shedding.
+struct SubscriptionShedding {
+  int above = 0;
+  std::function<void(Message&&)> on_shed;
+};
+
 class Subscription {
  public:
   using Handler = std::function<void(Message&&)>;
@@ -26,6 +35,7 @@ class Subscription {
   // subject, reply and payload but no headers, and the parse error. Without this handler such
   // messages are dropped (and counted in badMessages()).
   using BadMessageHandler = std::function<void(Message&&, const Error&)>;
+  using Shedding = SubscriptionShedding;
 
   // Subscribes to `subject` (wildcards allowed), in queue group `queue` unless it is empty.
   // Threading: the handlers run on the subscription's own cnats delivery thread, one message
@@ -39,7 +49,8 @@ class Subscription {
                                                          const std::string& subject,
                                                          const std::string& queue, Handler handler,
                                                          BadMessageHandler on_bad = {},
-                                                         std::string thread_name = {});
+                                                         std::string thread_name = {},
+                                                         Shedding shedding = {});
   // Unsubscribes and waits until no handler runs any more, however long that takes (a handler
   // that hands its message over returns at once), except on the delivery thread itself.
   ~Subscription();
@@ -56,6 +67,9 @@ class Subscription {
   // itself).
   Status drain(std::chrono::milliseconds timeout);
 
+  // Messages cnats dropped because more than its pending limit waited (a slow consumer).
+  std::uint64_t dropped() const;
+
   const std::string& subject() const { return subject_; }
   // Messages dropped because their headers were malformed (without BadMessageHandler) or a
   // handler threw.
@@ -67,6 +81,7 @@ class Subscription {
   struct State {
     Handler handler;
     BadMessageHandler on_bad;
+    Shedding shedding;
     std::string thread_name;
     std::atomic<std::uint64_t> bad{0};
     std::mutex mutex;

@@ -8,6 +8,10 @@
 
 #include <chrono>
 #include <filesystem>
+#include <iostream>
+#include <set>
+#include <map>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -382,6 +386,61 @@ TEST(HostileInputTest, UntaggedRecordsAreRefusedUntilAnOperatorHasThemAdopted) {
   ASSERT_EQ(released.size(), 1u) << "the adopted record was not released";
   EXPECT_EQ(released[0].payload, R"({"n":"old-2"})");
   std::filesystem::remove(seed_file);
+}
+
+// ---- bursts of large jobs ---------------------------------------------------------------------
+
+// Peak resident memory of a process (VmHWM), in MiB.
+long peakRssMib(int pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with("VmHWM:")) return std::stol(line.substr(6)) / 1024;
+  }
+  return -1;
+}
+
+// 300 held jobs of 600 KB each (180 MB) published at once used to wait in memory (every create in
+// flight holds its record) and, past the client library's limit, to be dropped unanswered as a
+// slow consumer. With concurrency.intake_bytes, what waits is bounded: every job is answered,
+// held (202) or refused at once (503 overloaded, retryable), and memory stays near the bound.
+TEST(HostileInputTest, BurstOfLargeJobsBeyondTheIntakeBoundIsAnsweredWithinBoundedMemory) {
+  auto server = NatsServer::start();
+  CountersignOptions options;
+  options.config_yaml = basicConfig(server->url(), "concurrency:\n  intake_bytes: 8388608\n");
+  options.policy_yaml = kPolicy;
+  options.nats_url = server->url();
+  auto cs = CountersignProcess::start(options);
+  Client client(server->url());
+  Collector answers(client, "_INBOX.burst.>");
+  client.flush();
+  const long rss_before = peakRssMib(cs->pid());
+
+  constexpr int kJobs = 300;
+  const std::string payload = R"({"d":")" + std::string(600 * 1000, 'a') + R"("})";
+  for (int i = 0; i < kJobs; ++i) {
+    client.publish("agents.jobs.bulk.upload", payload, {{"Nats-Msg-Id", "burst-" + std::to_string(i)}},
+                   "_INBOX.burst." + std::to_string(i));
+  }
+  client.flush();
+  const auto got = answers.waitFor(kJobs, 120s);
+  std::map<std::string, int> by_status;
+  std::set<std::string> answered;
+  for (const auto& m : got) {
+    Reply r = toReply(m);
+    const std::string key = r.status() + "/" + std::to_string(r.code()) + (r.has("reason") ? "/" + r.field("reason") : "");
+    ++by_status[key];
+    answered.insert(m.subject);
+  }
+  std::string tally;
+  for (const auto& [key, n] : by_status) tally += key + " x" + std::to_string(n) + "\n";
+  EXPECT_EQ(answered.size(), static_cast<std::size_t>(kJobs)) << "jobs left unanswered:\n" << tally;
+  EXPECT_EQ(by_status["approval_required/202"] + by_status["unavailable/503/overloaded"], kJobs) << tally;
+  EXPECT_GE(by_status["unavailable/503/overloaded"], 1) << "the bound never applied:\n" << tally;
+  EXPECT_GE(by_status["approval_required/202"], 1) << tally;
+  const long peak = peakRssMib(cs->pid());
+  EXPECT_LT(peak - rss_before, 150) << "peak RSS " << peak << " MiB, " << rss_before << " MiB before the burst\n" << tally;
+  std::cerr << "burst: " << tally << "peak RSS " << peak << " MiB (" << rss_before << " before)\n";
 }
 
 }  // namespace

@@ -330,7 +330,7 @@ INSTANTIATE_TEST_SUITE_P(
         RefusalCase{"ConcurrencyWord", plus("concurrency: {control: many}\n"),
                     "concurrency.control: expected an integer, got \"many\""},
         RefusalCase{"ConcurrencyUnknownKey", plus("concurrency: {approvals: 4}\n"),
-                    "concurrency.approvals: unknown key (expected one of: holds, control)"},
+                    "concurrency.approvals: unknown key (expected one of: holds, control, intake_bytes)"},
         RefusalCase{"ModeTypo", with(kRouteEnd, kRouteEnd + "    mode: jetsream\n"),
                     "routes[0].mode: expected core or jetstream, got \"jetsream\""},
         RefusalCase{"UnknownRouteKey", with(kRouteEnd, kRouteEnd + "    modee: core\n"),
