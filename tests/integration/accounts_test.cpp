@@ -55,6 +55,9 @@ std::string deployConfig(const std::string& name) {
   std::string config = deployFile(name);
   const std::string policy = "file: approval-policy.yaml";
   config.replace(config.find(policy), policy.size(), "file: policy.yaml");
+  // The seed file the harness shares among a test's processes, not the host's /var/lib.
+  const std::string seed = "seed_file: /var/lib/countersign/receipt.nk";
+  config.replace(config.find(seed), seed.size(), "allowed: true");
   return config;
 }
 
@@ -366,7 +369,7 @@ TEST_F(AccountsRepliesTest, ApproverAndAuditorRunTheirCliCommands) {
   const std::string auditor = userUrl(*server_, "auditor");
   EXPECT_NE(cli({"audit", "cli-pay-1", "--inbox-prefix", "_AUDIT_INBOX"}, auditor).out.find("released"),
             std::string::npos);
-  cli({"audit", "verify", "--inbox-prefix", "_AUDIT_INBOX"}, auditor);
+  cli({"audit", "verify", "--key", countersign_->receiptKey(), "--inbox-prefix", "_AUDIT_INBOX"}, auditor);
   // The auditor may not decide anything.
   const CommandResult refused = runCountersign({"approve", "cli-pay-2", "-s", auditor, "--timeout-ms", "2000",
                                                 "--inbox-prefix", "_AUDIT_INBOX"});
@@ -398,6 +401,7 @@ TEST_F(AccountsRepliesTest, ReplyBridgeCarriesOnlyAnswersToProducers) {
                   .has_value());
   // The auditor checks the trail meanwhile, with the CLI and its own inbox prefix.
   const CommandResult audit = runCountersign({"audit", "verify", "-s", userUrl(*server_, "auditor"),
+                                              "--key", countersign_->receiptKey(),
                                               "--inbox-prefix", "_AUDIT_INBOX"});
   EXPECT_EQ(audit.exit_code, 0) << audit.out << audit.err;
   std::this_thread::sleep_for(300ms);

@@ -102,7 +102,7 @@ TEST_F(CliTest, EveryCommandsJsonOutputParses) {
   expectJsonLines(cli({"show", "nope", "--json"}), "show (404)");
   expectJsonLines(cli({"release", "pay-1", "--force", "--json"}), "release");
   expectJsonLines(cli({"audit", "pay-1", "--json"}), "audit ID");
-  expectJsonLines(cli({"audit", "verify", "--json"}), "audit verify");
+  expectJsonLines(cli({"audit", "verify", "--key", gateway_->receiptKey(), "--json"}), "audit verify");
   const CommandResult watch = watched.get();
   EXPECT_EQ(watch.exit_code, 0) << both(watch);
   expectJsonLines(watch, "watch");

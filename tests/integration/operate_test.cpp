@@ -205,11 +205,7 @@ class OperateTest : public ::testing::Test {
   }
 
   // countersign's public key (the seed file it created at start in its dir).
-  std::string countersignKey() {
-    auto seed = nkeys::readSeedFile((countersign_->dir() / "receipt.nk").string());
-    EXPECT_TRUE(seed.has_value()) << "no receipt.nk in countersign's dir";
-    return seed ? nkeys::encodePublicKey(nkeys::publicKeyOf(*seed)) : std::string();
-  }
+  std::string countersignKey() { return countersign_->receiptKey(); }
 
   // `countersign audit verify --key <countersign's key>`, plus `more`.
   CommandResult auditVerify(const std::vector<std::string>& more = {}) {

@@ -454,6 +454,12 @@ std::vector<Message> Responder::received() const {
 
 // ---- CountersignProcess ---------------------------------------------------------------------
 
+std::string CountersignProcess::receiptKey() const {
+  auto seed = nkeys::readSeedFile((dir() / "receipt.nk").string());
+  EXPECT_TRUE(seed.has_value()) << "no receipt.nk in countersign's dir";
+  return seed ? nkeys::encodePublicKey(nkeys::publicKeyOf(*seed)) : std::string();
+}
+
 std::unique_ptr<CountersignProcess> CountersignProcess::start(CountersignOptions options) {
   std::unique_ptr<CountersignProcess> process(new CountersignProcess());
   process->options_ = std::move(options);

@@ -169,6 +169,9 @@ class CountersignProcess {
 
   int pid() const { return pid_; }
   const std::filesystem::path& dir() const;
+  // The public key (U...) of the seed in its directory (receipt.nk): what `audit verify --key`
+  // and workers checking receipts trust. Empty, with a test failure, when there is none.
+  std::string receiptKey() const;
   std::filesystem::path policyPath() const;
   std::string logs() const;  // stdout + stderr so far
 
