@@ -212,8 +212,10 @@ TEST(WorkPool, TimersRunOnTheKeysLaneWhenDueAndInDueOrder) {
 TEST(WorkPool, APeriodicTaskPostsItselfAgainUntilThePoolGoes) {
   std::atomic<int> ticks{0};
   {
+    // Declared before the pool, so it outlives the pool's thread, which copies it on each tick.
+    std::function<void()> tick;
     WorkPool pool(1, 16, "tick");
-    std::function<void()> tick = [&] {
+    tick = [&] {
       if (++ticks < 1000) pool.postAfter(std::chrono::milliseconds(10), "", tick);
     };
     pool.postAfter(std::chrono::milliseconds(10), "", tick);
