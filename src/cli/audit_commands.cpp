@@ -225,10 +225,7 @@ int auditVerifyCommand(const ClientOptions& options, const AuditVerifyOptions& v
     w.writer().StartArray();
     for (const auto seq : foreign) w.writer().Uint64(seq);
     w.writer().EndArray();
-    w.key("problems");
-    w.writer().StartArray();
-    for (const auto& problem : problems) w.writer().String(problem.data(), static_cast<rapidjson::SizeType>(problem.size()));
-    w.writer().EndArray();
+    w.strings("problems", problems);
     std::cout << w.finish() << '\n';
     return problems.empty() ? kExitOk : kExitRefused;
   }

@@ -615,10 +615,7 @@ ControlReply Control::vote(const ApprovalRecord& record, const KvEntry& entry, c
     auto w = start(status, code);
     w.field("approval_id", id).field("votes", static_cast<int>(voters.size()))
         .field("quorum", record.quorum.needed());
-    w.key("voters");
-    w.writer().StartArray();
-    for (const auto& v : voters) w.writer().String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
-    w.writer().EndArray();
+    w.strings("voters", voters);
     return reply(status, code, w);
   };
   auto created = s_.store.create(voteKey(id, record.binding, actor.approver), toJson(cast));
@@ -736,10 +733,7 @@ ControlReply Control::get(const Request& request) {
   if (redacted) w.field("payload_redacted", true);
   if (!record->quorum.single() && record->state == ApprovalState::pending) {
     w.field("votes", static_cast<int>(voters.size())).field("quorum", record->quorum.needed());
-    w.key("voters");
-    w.writer().StartArray();
-    for (const auto& v : voters) w.writer().String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
-    w.writer().EndArray();
+    w.strings("voters", voters);
   }
   return reply(Outcome::ok, 200, w);
 }
@@ -759,12 +753,7 @@ std::string listItem(const ApprovalSummary& s, ApprovalState state) {
       .optional("requester", s.requester)
       .field("votes", s.votes)
       .field("quorum", s.quorum);
-  if (!s.approvers.empty()) {
-    item.key("approvers");
-    item.writer().StartArray();
-    for (const auto& a : s.approvers) item.writer().String(a.data(), static_cast<rapidjson::SizeType>(a.size()));
-    item.writer().EndArray();
-  }
+  if (!s.approvers.empty()) item.strings("approvers", s.approvers);
   return item.finish();
 }
 

@@ -149,8 +149,8 @@ void Intake::receive(Job& job) const {
 IntakeOutcome Intake::overloaded(const RouteConfig& route, Message&& message) {
   Job job{.route = route, .msg = std::move(message)};
   receive(job);
-  JsonObjectWriter w;
-  w.field("status", "unavailable").field("code", 503).field("reason", "overloaded").field("retryable", true);
+  JsonObjectWriter w(wireName(Outcome::unavailable), 503);
+  w.field("reason", "overloaded").field("retryable", true);
   IntakeOutcome outcome{.status = Outcome::unavailable, .code = 503, .rule = "overloaded"};
   outcome.replied = reply(job, Outcome::unavailable, w.finish());
   count(outcome);
@@ -174,8 +174,8 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
   job.target = std::move(*target);
 
   if (job.msg.headers.size() > kMaxJobHeaders) {
-    JsonObjectWriter w;
-    w.field("status", wireName(Outcome::too_large)).field("code", 413).field("reason", "too_many_headers")
+    JsonObjectWriter w(wireName(Outcome::too_large), 413);
+    w.field("reason", "too_many_headers")
         .field("max_headers", static_cast<std::uint64_t>(kMaxJobHeaders));
     IntakeOutcome outcome = refuse(job, Outcome::too_large, 413, w.finish(),
                                    Event{.event = EventKind::denied, .topic = job.topic, .subject = job.msg.subject,
@@ -185,8 +185,8 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
   }
 
   if (reservedMsgId(job.msg.headers)) {
-    JsonObjectWriter w;
-    w.field("status", wireName(Outcome::denied)).field("code", 403).field("rule", "reserved_header").field("reason", "reserved_header");
+    JsonObjectWriter w(wireName(Outcome::denied), 403);
+    w.field("rule", "reserved_header").field("reason", "reserved_header");
     return refuse(job, Outcome::denied, 403, w.finish(),
                   Event{.event = EventKind::denied, .topic = job.topic, .subject = job.msg.subject,
                         .rule = "reserved_header", .reason = "reserved_header"});
@@ -206,10 +206,8 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
     case Decision::throttle: {
       const auto admission = s_.throttler.admit(*verdict.rule, view, s_.clock.steady());
       if (admission.admitted) return forward(job, verdict.rule, view);
-      JsonObjectWriter w;
-      w.field("status", wireName(Outcome::throttled))
-          .field("code", 429)
-          .field("rule", rule_id)
+      JsonObjectWriter w(wireName(Outcome::throttled), 429);
+      w.field("rule", rule_id)
           .field("retry_after_ms", static_cast<std::int64_t>(admission.retry_after.count()));
       IntakeOutcome outcome =
           refuse(job, Outcome::throttled, 429, w.finish(),
@@ -227,8 +225,8 @@ IntakeOutcome Intake::decide(const RouteConfig& route, Message&& message,
                            : verdict.rule == nullptr ? "no_rule_matched"
                            : verdict.rule->reason.empty() ? "policy_denied"
                                                           : verdict.rule->reason;
-      JsonObjectWriter w;
-      w.field("status", wireName(Outcome::denied)).field("code", 403).field("rule", rule_id).field("reason", reason);
+      JsonObjectWriter w(wireName(Outcome::denied), 403);
+      w.field("rule", rule_id).field("reason", reason);
       return refuse(job, Outcome::denied, 403, w.finish(),
                     Event{.event = EventKind::denied, .topic = job.topic, .subject = job.msg.subject,
                           .rule = rule_id, .policy_snapshot = policy.snapshot(), .reason = reason},
@@ -272,8 +270,8 @@ IntakeOutcome Intake::forward(Job& job, const Rule* matched, const JobView& view
   auto sent = s_.publisher.publish(out, delivery, s_.config.release.publish_timeout);
   if (!sent) {
     if (sent.error().code == Errc::too_large) {
-      JsonObjectWriter w;
-      w.field("status", wireName(Outcome::too_large)).field("code", 413).field("max_payload", static_cast<std::uint64_t>(s_.publisher.maxPayload()));
+      JsonObjectWriter w(wireName(Outcome::too_large), 413);
+      w.field("max_payload", static_cast<std::uint64_t>(s_.publisher.maxPayload()));
       IntakeOutcome outcome = refuse(job, Outcome::too_large, 413, w.finish(),
                                      Event{.event = EventKind::denied, .topic = job.topic, .subject = job.msg.subject,
                                            .rule = rule, .reason = "too_large"});
@@ -283,8 +281,8 @@ IntakeOutcome Intake::forward(Job& job, const Rule* matched, const JobView& view
     s_.log.error("forward failed", {{"subject", job.msg.subject}, {"error", sent.error().message}});
     IntakeOutcome outcome{.status = Outcome::unavailable, .code = 503, .rule = std::string(rule),
                           .ack = IngressAck::nak, .redeliver_after = std::chrono::milliseconds(1000)};
-    JsonObjectWriter w;
-    w.field("status", wireName(Outcome::unavailable)).field("code", 503).field("retryable", true);
+    JsonObjectWriter w(wireName(Outcome::unavailable), 503);
+    w.field("retryable", true);
     outcome.replied = reply(job, Outcome::unavailable, w.finish());
     return outcome;
   }
@@ -296,8 +294,8 @@ IntakeOutcome Intake::forward(Job& job, const Rule* matched, const JobView& view
   // that asked through Countersign-Reply-To (JetStream intake, or a plain publish) hears it here.
   IntakeOutcome outcome{.status = Outcome::allowed, .code = 200, .rule = std::string(rule), .forwarded = true};
   if (!job.forward_reply && !job.reply_to.empty()) {
-    JsonObjectWriter w;
-    w.field("status", wireName(Outcome::allowed)).field("code", 200).field("rule", rule);
+    JsonObjectWriter w(wireName(Outcome::allowed), 200);
+    w.field("rule", rule);
     outcome.replied = reply(job, Outcome::allowed, w.finish());
   }
   return outcome;
@@ -333,8 +331,8 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
     if (bad_field.empty() && !(json::isValidUtf8(name) && json::isValidUtf8(value))) bad_field = "headers";
   }
   if (!bad_field.empty()) {
-    JsonObjectWriter w;
-    w.field("status", wireName(Outcome::bad_request)).field("code", 400).field("field", bad_field).field("reason", "invalid_utf8");
+    JsonObjectWriter w(wireName(Outcome::bad_request), 400);
+    w.field("field", bad_field).field("reason", "invalid_utf8");
     IntakeOutcome outcome =
         refuse(job, Outcome::bad_request, 400, w.finish(),
                Event{.event = EventKind::denied, .topic = job.topic, .subject = job.msg.subject, .rule = rule.id,
@@ -364,8 +362,8 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
   record.requester = readRequester(rule.human.requester, view);
   if (rule.human.separation_of_duties && record.requester.empty()) {
     // Whose job it is cannot be told, so nobody could be kept from approving their own: fail closed.
-    JsonObjectWriter w;
-    w.field("status", wireName(Outcome::denied)).field("code", 403).field("rule", rule.id).field("reason", "requester_missing");
+    JsonObjectWriter w(wireName(Outcome::denied), 403);
+    w.field("rule", rule.id).field("reason", "requester_missing");
     return refuse(job, Outcome::denied, 403, w.finish(),
                   Event{.event = EventKind::denied, .approval_id = record.id, .topic = job.topic,
                         .subject = job.msg.subject, .rule = rule.id, .reason = "requester_missing"});
@@ -383,8 +381,8 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
   const std::size_t max_payload = s_.publisher.maxPayload();
   if (value.size() > max_payload ||
       wireSize(record.headers, record.payload.size()) + releaseHeadroom(record) > max_payload) {
-    JsonObjectWriter w;
-    w.field("status", wireName(Outcome::too_large)).field("code", 413).field("max_payload", static_cast<std::uint64_t>(max_payload));
+    JsonObjectWriter w(wireName(Outcome::too_large), 413);
+    w.field("max_payload", static_cast<std::uint64_t>(max_payload));
     IntakeOutcome outcome =
         refuse(job, Outcome::too_large, 413, w.finish(),
                Event{.event = EventKind::denied, .approval_id = record.id, .job_id = record.job_id, .topic = job.topic,
@@ -459,10 +457,8 @@ IntakeOutcome Intake::settle(const Job& job, const ApprovalRecord& record, Resul
                              .policy_snapshot = stored->policy_snapshot, .reason = "redelivered",
                              .payload = stored->payload});
       }
-      JsonObjectWriter w;
-      w.field("status", wireName(Outcome::approval_required))
-          .field("code", 202)
-          .field("approval_id", stored->id)
+      JsonObjectWriter w(wireName(Outcome::approval_required), 202);
+      w.field("approval_id", stored->id)
           .field("job_hash", stored->job_hash)
           .field("policy_snapshot", stored->policy_snapshot)
           .field("rule", stored->rule);
@@ -472,8 +468,8 @@ IntakeOutcome Intake::settle(const Job& job, const ApprovalRecord& record, Resul
       return outcome;
     }
     if (stored || stored.error().code == Errc::parse_error) {
-      JsonObjectWriter w;
-      w.field("status", wireName(Outcome::conflict)).field("code", 409).field("reason", "id_conflict").field("approval_id", record.id);
+      JsonObjectWriter w(wireName(Outcome::conflict), 409);
+      w.field("reason", "id_conflict").field("approval_id", record.id);
       return refuse(job, Outcome::conflict, 409, w.finish(),
                     Event{.event = EventKind::conflict, .approval_id = record.id, .job_id = record.job_id, .topic = job.topic,
                           .subject = job.msg.subject, .rule = record.rule, .job_hash = record.job_hash,
@@ -486,8 +482,8 @@ IntakeOutcome Intake::settle(const Job& job, const ApprovalRecord& record, Resul
     s_.log.error("hold failed", {{"approval_id", record.id}, {"error", created.error().message}});
     IntakeOutcome outcome{.status = Outcome::unavailable, .code = 503, .rule = record.rule, .approval_id = record.id,
                           .ack = IngressAck::nak, .redeliver_after = std::chrono::milliseconds(1000)};
-    JsonObjectWriter w;
-    w.field("status", wireName(Outcome::unavailable)).field("code", 503).field("retryable", true);
+    JsonObjectWriter w(wireName(Outcome::unavailable), 503);
+    w.field("retryable", true);
     outcome.replied = reply(job, Outcome::unavailable, w.finish());
     return outcome;
   }
@@ -498,10 +494,8 @@ IntakeOutcome Intake::settle(const Job& job, const ApprovalRecord& record, Resul
     if (!parseRfc3339(record.created_at, held_at)) held_at = {};
     on_held_(record.id, nextAttention(record, held_at));
   }
-  JsonObjectWriter w;
-  w.field("status", wireName(Outcome::approval_required))
-      .field("code", 202)
-      .field("approval_id", record.id)
+  JsonObjectWriter w(wireName(Outcome::approval_required), 202);
+  w.field("approval_id", record.id)
       .field("job_hash", record.job_hash)
       .field("policy_snapshot", record.policy_snapshot)
       .field("rule", record.rule);

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace countersign::detail {
 
@@ -76,6 +77,14 @@ class JsonObjectWriter {
   JsonObjectWriter& field(std::string_view k, bool v) {
     key(k);
     writer_.Bool(v);
+    return *this;
+  }
+  // An array of strings (empty arrays included).
+  JsonObjectWriter& strings(std::string_view k, const std::vector<std::string>& items) {
+    key(k);
+    writer_.StartArray();
+    for (const auto& item : items) writer_.String(item);
+    writer_.EndArray();
     return *this;
   }
   // Inserts already-serialised JSON text as the value.

@@ -32,17 +32,6 @@ Result<rapidjson::Document> parseObject(std::string_view json, std::string_view 
   return doc;
 }
 
-void writeString(JsonObjectWriter& w, std::string_view text) {
-  w.writer().String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
-}
-
-void writeStrings(JsonObjectWriter& w, std::string_view name, const std::vector<std::string>& items) {
-  w.key(name);
-  w.writer().StartArray();
-  for (const auto& item : items) writeString(w, item);
-  w.writer().EndArray();
-}
-
 void writeVotes(JsonObjectWriter& w, std::string_view name, const std::vector<ApprovalVote>& votes) {
   auto& out = w.writer();
   w.key(name);
@@ -189,7 +178,7 @@ std::string toJson(const ApprovalRecord& r) {
       .field("expires_at", r.expires_at)
       .field("on_timeout", r.on_timeout);
   writeVotes(w, "approvals", r.approvals);
-  writeStrings(w, "approvers", r.approvers);
+  w.strings("approvers", r.approvers);
   w.key("quorum");
   if (r.quorum.per_group.empty()) {
     out.Int(r.quorum.count);
@@ -208,7 +197,7 @@ std::string toJson(const ApprovalRecord& r) {
     out.StartObject();
     out.Key("at");
     out.String(step.at.data(), static_cast<rapidjson::SizeType>(step.at.size()));
-    writeStrings(w, "approvers", step.approvers);
+    w.strings("approvers", step.approvers);
     out.EndObject();
   }
   out.EndArray();
