@@ -151,7 +151,12 @@ async function main() {
   const wire = await hold('wire-' + Date.now(), { env: 'production', amount: 70000, to: 'Initech' }, {},
     'agents.jobs.finance.wire.send');
   await page.waitForSelector(`#rows tr[data-id="${wire.approval_id}"]`, { timeout: 2000 });
-  check((await page.textContent(`#rows tr[data-id="${wire.approval_id}"]`)).includes('0 of 2'), 'the list shows a 2-of-2 job with votes 0 of 2');
+  // The row comes from the held event; its votes column fills in once the record is read.
+  const votesCell = `#rows tr[data-id="${wire.approval_id}"] td[data-label="Votes"]`;
+  check(['…', '0 of 2'].includes(await page.textContent(votesCell)), 'a fresh 2-of-2 row never claims a quorum of 1');
+  await page.waitForFunction((sel) => document.querySelector(sel)?.textContent === '0 of 2', votesCell, { timeout: 2000 })
+    .catch(() => {});
+  check((await page.textContent(votesCell)) === '0 of 2', 'the list shows a 2-of-2 job with votes 0 of 2');
   await page.click(`#rows tr[data-id="${wire.approval_id}"] td.id a`);
   await page.waitForSelector('#approve');
   check((await page.textContent('#votes-count')) === '0 of 2' && (await page.textContent('#may-decide')) === 'alice, bob',

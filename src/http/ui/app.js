@@ -76,6 +76,7 @@
       : Array.isArray(item.approvals) ? item.approvals.length
         : (typeof item.votes === 'number' ? item.votes : 0);
     const q = item.quorum;
+    if (item.unread) return '…';  // a row from a held event before its record is read
     if (q && typeof q === 'object') {
       const parts = Object.entries(q);
       const needed = parts.reduce((sum, [, n]) => sum + n, 0);
@@ -262,6 +263,7 @@
         item = { id, state: 'pending', topic: event.topic || '', rule: event.rule || '', created_at: event.at || '' };
         state.items.set(id, item);
         item.fresh = true;
+        item.unread = true;
         fillItem(item);
       } else {
         item.state = 'pending';
@@ -285,7 +287,8 @@
   async function fillItem(item) {
     try {
       const answer = await api('/api/v1/approvals/' + encodeURIComponent(item.id));
-      if (answer.status !== 200 || !answer.body.record) return;
+      delete item.unread;
+      if (answer.status !== 200 || !answer.body.record) { queueRender(); return; }
       const r = answer.body.record;
       item.expires_at = r.expires_at || '';
       item.requester = r.requester || '';
@@ -293,7 +296,7 @@
       if (Array.isArray(r.votes)) item.votes = Math.max(r.votes.length, (r.approvals || []).length);
       if (r.quorum !== undefined) item.quorum = r.quorum;
       queueRender();
-    } catch (e) { /* signed out */ }
+    } catch (e) { delete item.unread; /* signed out */ }
   }
 
   // ---- the list -----------------------------------------------------------------------------
