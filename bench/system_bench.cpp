@@ -56,6 +56,7 @@
 #include "countersign/policy.hpp"
 #include "countersign/receipt.hpp"
 #include "countersign/record.hpp"
+#include "countersign/store_tags.hpp"
 #include "nats/child_process.hpp"
 #include "nats/connection.hpp"
 #include "nats/message_convert.hpp"
@@ -347,6 +348,20 @@ std::string selfExe() {
   return path.string();
 }
 
+// The key every countersign of this run signs with (written as its receipts.seed_file before it
+// starts), so that records seeded straight into a bucket carry the tag countersign's own hold
+// gives them (StoreTags): a countersign starting on them finds a bucket it could have written,
+// not one to adopt record by record (the upgrade step, about 3,000 records a second).
+const countersign::nkeys::Seed& benchSeed() {
+  static const countersign::nkeys::Seed seed = countersign::nkeys::generateSeed();
+  return seed;
+}
+
+const countersign::StoreTags& benchTags() {
+  static const countersign::StoreTags tags(benchSeed());
+  return tags;
+}
+
 struct CountersignOptions {
   std::string url;
   std::string bucket = "countersign_approvals";
@@ -386,6 +401,12 @@ struct Countersign {
     config << "admin:\n  listen: \"" << (options.admin ? "127.0.0.1:0" : "") << "\"\n";
     config << options.extra_yaml << envOr("BENCH_COUNTERSIGN_EXTRA_YAML");
     writeFile(dir / "countersign.yaml", config.str());
+    // Its key (receipts.seed_file's default) is the run's: the seeded records' tags verify.
+    if (!fs::exists(dir / "receipt.nk")) {
+      if (auto written = countersign::nkeys::writeSeedFile((dir / "receipt.nk").string(), benchSeed()); !written) {
+        die("receipt.nk: " + written.error().message);
+      }
+    }
     writeFile(dir / "policy.yaml",
               !options.policy_text.empty()
                   ? options.policy_text
@@ -667,7 +688,7 @@ std::string holdPayload(const std::string& id) {
 const std::string kHoldSubject = "agents.jobs.finance.payment.execute";
 const std::string kHoldTarget = "jobs.finance.payment.execute";
 
-// The record countersign's intake would store for holdPayload(id) (same fields and hash).
+// The record countersign's intake would store for holdPayload(id) (same fields, hash and tag).
 std::string heldRecordJson(const std::string& id, const std::string& snapshot, int quorum = 1) {
   countersign::ApprovalRecord record;
   record.quorum.count = quorum;
@@ -687,6 +708,7 @@ std::string heldRecordJson(const std::string& id, const std::string& snapshot, i
   record.policy_snapshot = snapshot;
   record.rule = "require-approval-prod-finance";
   record.created_at = countersign::formatRfc3339(std::chrono::system_clock::now());
+  record.tag = benchTags().recordTag(record);
   return countersign::toJson(record);
 }
 
@@ -763,6 +785,17 @@ double seedRecords(Connection& conn, const std::string& bucket, const std::vecto
       natsMsg_Destroy(msg);
       die("seed publish: " + natsText(s));
     }
+  }
+  // The marker a countersign creates on its first start once the bucket holds no untagged
+  // record: without it, the next countersign would re-read every record to adopt it.
+  const std::string marker = R"({"at":"2026-01-01T00:00:00Z"})";
+  natsMsg* msg = nullptr;
+  check(natsMsg_Create(&msg, ("$KV." + bucket + "." + std::string(countersign::kTagsAdoptedKey)).c_str(), nullptr,
+                       marker.data(), static_cast<int>(marker.size())),
+        "seed marker");
+  if (js_PublishMsgAsync(conn.js(), &msg, nullptr) != NATS_OK) {
+    natsMsg_Destroy(msg);
+    die("seed marker publish failed");
   }
   jsPubOptions wait;
   jsPubOptions_Init(&wait);
@@ -2975,7 +3008,8 @@ void scale(Rig& rig, Worker& worker) {
        "into the bucket "
        "in the record format (async JetStream publishes to `$KV.<bucket>.<id>`: the same bytes a "
        "hold stores, "
-       "faster than holding through countersign), then countersign starts on it (route with "
+       "store tag included, and the marker key of a bucket with nothing to adopt; faster than holding through "
+       "countersign), then countersign starts on it (route with "
        "`to_stream: JOBS`, "
        "admin listener for /metrics). Ready = spawn -> stdout line `countersign ready`; first scan "
        "= spawn -> "
