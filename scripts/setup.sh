@@ -14,6 +14,7 @@ packages=(
   clang-16 libclang-rt-16-dev  # the fuzz stage (scripts/fuzz.sh): clang with libFuzzer
   nodejs npm chromium
   openssl
+  python3  # the tests run the Python webhook receiver of docs/webhooks.md as written
 )
 
 missing=()

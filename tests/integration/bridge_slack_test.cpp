@@ -1052,5 +1052,188 @@ TEST_F(BridgeSlackTest, CheckValidatesWithoutStarting) {
   EXPECT_NE(typo.err.find("slack.chanels: unknown key"), std::string::npos) << typo.err;
 }
 
+// ---- the receiver examples of docs/webhooks.md, run as written ----------------------------------
+
+// The body of the first fenced block ```<fence> that follows `after` in `text`; empty if none.
+std::string fencedBlock(const std::string& text, const std::string& after, const std::string& fence) {
+  const std::size_t anchor = text.find(after);
+  if (anchor == std::string::npos) return {};
+  const std::string open = "```" + fence + "\n";
+  const std::size_t start = text.find(open, anchor);
+  if (start == std::string::npos) return {};
+  const std::size_t end = text.find("\n```\n", start + open.size());
+  if (end == std::string::npos) return {};
+  return text.substr(start + open.size(), end - start - open.size() + 1);
+}
+
+std::string readFile(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+int freeLoopbackPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+bool waitListening(int port, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool up = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(fd);
+    if (up) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
+std::size_t countOf(const std::string& text, const std::string& needle) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+class WebhookReceiverExampleTest : public BridgeSlackTest {
+ protected:
+  // Runs the doc's example (`fence` block after `heading`) with `interpreter`, lets the bridge
+  // deliver real signed events to it (and to the fake's recorder), then plays forged ones.
+  void checkReceiver(const std::string& heading, const std::string& fence, const std::string& interpreter,
+                     const std::string& file) {
+    const std::string doc = readFile(fs::path(COUNTERSIGN_SOURCE_DIR) / "docs" / "webhooks.md");
+    const std::string code = fencedBlock(doc, heading, fence);
+    ASSERT_FALSE(code.empty()) << "docs/webhooks.md has no ```" << fence << " block after '" << heading << "'";
+    const auto exe = natsio::findExecutable(interpreter);
+    ASSERT_TRUE(exe) << interpreter << " is not installed (scripts/setup.sh installs it)";
+    const auto script = dir_.write(file, code);
+    const int port = freeLoopbackPort();
+    ASSERT_GT(port, 0);
+    natsio::SpawnOptions options;
+    options.argv = {*exe, script.string()};
+    options.env = std::vector<std::string>{"HOOK_SECRET=hook-secret", "PORT=" + std::to_string(port),
+                                           "PYTHONUNBUFFERED=1", "PATH=/usr/bin:/bin"};
+    const fs::path out = dir_.path() / (file + ".out");
+    options.stdout_path = out.string();
+    options.stderr_path = (dir_.path() / (file + ".err")).string();
+    auto pid = natsio::spawnProcess(options);
+    ASSERT_TRUE(pid) << pid.error().message;
+    struct Stop {
+      int pid;
+      ~Stop() { natsio::stopProcess(pid, 5s); }
+    } stop{*pid};
+    ASSERT_TRUE(waitListening(port, 20s)) << readFile(dir_.path() / (file + ".err"));
+
+    // Real deliveries: the bridge sends held and rejected to the example and to the recorder.
+    const std::string receiver = "http://127.0.0.1:" + std::to_string(port) + "/";
+    auto bridge = startBridge("socket", "notify:\n  webhooks:\n    - { url: \"" + slack_.hookUrl() +
+                                            "\", events: [held], secret_env: HOOK_SECRET }\n    - { url: \"" +
+                                            receiver + "\", events: [held, rejected], secret_env: HOOK_SECRET }\n");
+    const std::string id = hold("receiver-" + fence);
+    ASSERT_FALSE(id.empty());
+    EXPECT_EQ(str(control("reject", R"({"id":")" + id + R"(","approver":"carol"})"), "status"), "rejected");
+    const auto wait_line = [&](const std::string& line) {
+      const auto deadline = std::chrono::steady_clock::now() + 20s;
+      while (readFile(out).find(line) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(100ms);
+      }
+      return readFile(out).find(line) != std::string::npos;
+    };
+    ASSERT_TRUE(wait_line("held " + id + " finance.payment.execute\n"))
+        << readFile(out) << readFile(dir_.path() / (file + ".err")) << bridge->logs();
+    ASSERT_TRUE(wait_line("rejected " + id + " finance.payment.execute\n")) << readFile(out) << bridge->logs();
+
+    // The held delivery as the recorder saw it: the same bytes the example accepted.
+    rapidjson::Document hooks;
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    do {
+      hooks = parse(slack_.control("GET", "/hooks").body);
+      if (hooks.Size() >= 1) break;
+      std::this_thread::sleep_for(100ms);
+    } while (std::chrono::steady_clock::now() < deadline);
+    ASSERT_GE(hooks.Size(), 1u);
+    const std::string body_text = str(hooks[0], "body");
+    const std::string ts = str(hooks[0], "timestamp");
+    const std::string signature = str(hooks[0], "signature");
+    ASSERT_EQ(signature, bridge::webhookSignature("hook-secret", ts, body_text));
+
+    const auto post = [&](const std::string& body, const std::string& timestamp, const std::string& sig) {
+      std::vector<std::string> headers;
+      if (!timestamp.empty()) headers.push_back("X-Countersign-Timestamp: " + timestamp);
+      if (!sig.empty()) headers.push_back("X-Countersign-Signature: " + sig);
+      return httpCall(port, "POST", "/", body, headers).status;
+    };
+    const std::string now = std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                               std::chrono::system_clock::now().time_since_epoch())
+                                               .count());
+    const std::string old = std::to_string(std::stoll(now) - 600);
+    const std::string ahead = std::to_string(std::stoll(now) + 600);
+    std::string forged_body = body_text;
+    forged_body.replace(forged_body.find(id), id.size(), "forged-id");
+
+    // A replayed genuine delivery (within 300 s) is accepted and deduplicated: printed once.
+    EXPECT_EQ(post(body_text, ts, signature), 204);
+    // Forged or stale: refused.
+    EXPECT_EQ(post(forged_body, ts, signature), 401) << "an edited body with the genuine signature";
+    EXPECT_EQ(post(forged_body, now, bridge::webhookSignature("wrong-secret", now, forged_body)), 401) << "wrong secret";
+    EXPECT_EQ(post(forged_body, old, bridge::webhookSignature("hook-secret", old, forged_body)), 401) << "10 minutes old";
+    EXPECT_EQ(post(forged_body, ahead, bridge::webhookSignature("hook-secret", ahead, forged_body)), 401) << "10 minutes ahead";
+    EXPECT_EQ(post(forged_body, "", ""), 401) << "unsigned";
+    EXPECT_EQ(post(forged_body, now, ""), 401) << "no signature";
+    EXPECT_EQ(post(forged_body, now + "x", bridge::webhookSignature("hook-secret", now + "x", forged_body)), 401)
+        << "a timestamp that is not a number";
+    EXPECT_EQ(post(forged_body, now, "v0=" + bridge::hmacSha256Hex("hook-secret", now + "." + forged_body)), 401)
+        << "another scheme";
+    // The same edited body, signed now with the secret, is accepted: the refusals above are the check's.
+    EXPECT_EQ(post(forged_body, now, bridge::webhookSignature("hook-secret", now, forged_body)), 204);
+    ASSERT_TRUE(wait_line("held forged-id finance.payment.execute\n")) << readFile(out);
+    const std::string printed = readFile(out);
+    EXPECT_EQ(countOf(printed, "held " + id + " "), 1u) << printed;
+    EXPECT_EQ(countOf(printed, "rejected " + id + " "), 1u) << printed;
+    EXPECT_EQ(countOf(printed, "held forged-id "), 1u) << printed;
+    EXPECT_EQ(countOf(printed, "\n"), 3u) << printed;
+
+    // The shell line of the doc computes the same signature for the delivered body.
+    if (fence == "python") {
+      const std::string shell = fencedBlock(doc, "The same signature in a shell", "sh");
+      ASSERT_FALSE(shell.empty());
+      dir_.write("body.json", body_text);
+      natsio::SpawnOptions sh;
+      sh.argv = {"/bin/sh", "-c", shell};
+      sh.env = std::vector<std::string>{"TS=" + ts, "HOOK_SECRET=hook-secret", "PATH=/usr/bin:/bin"};
+      sh.working_dir = dir_.path().string();
+      sh.stdout_path = (dir_.path() / "sh.out").string();
+      sh.stderr_path = (dir_.path() / "sh.err").string();
+      auto sh_pid = natsio::spawnProcess(sh);
+      ASSERT_TRUE(sh_pid);
+      EXPECT_EQ(natsio::waitProcess(*sh_pid, 20s), std::optional<int>(0)) << readFile(dir_.path() / "sh.err");
+      EXPECT_EQ(readFile(dir_.path() / "sh.out"), signature + "\n") << readFile(dir_.path() / "sh.err");
+    }
+  }
+};
+
+TEST_F(WebhookReceiverExampleTest, PythonAcceptsGenuineAndRefusesForgedOrStale) {
+  checkReceiver("In Python:", "python", "python3", "receiver.py");
+}
+
+TEST_F(WebhookReceiverExampleTest, NodeAcceptsGenuineAndRefusesForgedOrStale) {
+  checkReceiver("In Node.js:", "js", "node", "receiver.js");
+}
+
 }  // namespace
 }  // namespace countersign::testing
