@@ -278,6 +278,8 @@ std::optional<Outcome> Bridge::outcomeOf(const ApprovalView& view, const BridgeE
     voters.push_back(event.actor);
   }
   outcome.votes = static_cast<int>(voters.size());
+  // The reason of a rejection, the note of an approval (the record keeps it; the released event
+  // carries none).
   outcome.reason = event.event == "rejected" ? event.reason : "";
   if (view.state == "released") {
     outcome.kind = OutcomeKind::released;
@@ -292,6 +294,7 @@ std::optional<Outcome> Bridge::outcomeOf(const ApprovalView& view, const BridgeE
   } else {
     return std::nullopt;
   }
+  if (outcome.kind == OutcomeKind::approved || outcome.kind == OutcomeKind::released) outcome.reason = view.reason;
   const bool decided_elsewhere = outcome.kind != OutcomeKind::vote && !view.voters.empty() &&
                                  (outcome.kind == OutcomeKind::approved || outcome.kind == OutcomeKind::released);
   outcome.actors = decided_elsewhere ? view.voters : splitNames(event.actor);
@@ -488,19 +491,37 @@ void Bridge::actOnClick(const std::string& payload_json) {
   }
   if (p_.signer == nullptr) return;
   const bool approve = click->action == ClickAction::approve;
-  // Reject opens the reason dialog; its submission comes back as a click from_dialog. Slack's
-  // trigger_id lasts 3 s, so one attempt: without the dialog, the click rejects as it is.
-  if (!approve && !click->from_dialog && !click->trigger_id.empty() && p_.slack != nullptr) {
-    const auto opened =
-        p_.slack->call("views.open", reasonDialog(click->trigger_id, click->value, click->channel_id, click->message_ts));
+  // Reject and "Approve with note…" open their dialog; its submission comes back as a click
+  // from_dialog. Slack's trigger_id lasts 3 s, so one attempt. Without the dialog a Reject rejects
+  // as it is, but an approval is never made without the confirmation the dialog stands for.
+  const bool wants_dialog = click->with_note || (!approve && !click->trigger_id.empty());
+  if (wants_dialog && !click->from_dialog && p_.slack != nullptr) {
+    SlackReply opened;
+    if (!click->trigger_id.empty()) {
+      opened = p_.slack->call("views.open", approve ? noteDialog(click->trigger_id, click->value, click->channel_id,
+                                                                 click->message_ts)
+                                                    : reasonDialog(click->trigger_id, click->value, click->channel_id,
+                                                                   click->message_ts));
+    } else {
+      opened.error = "no trigger_id";
+    }
     if (opened.ok) {
       p_.metrics.click("dialog_opened");
+      return;
+    }
+    if (approve) {
+      p_.metrics.click("dialog_failed");
+      p_.log.warn("bridge: cannot open the note dialog, nothing approved", {{"id", click->value.id}, {"error", opened.error}});
+      tellUser(click->channel_id, click->user_id,
+               "The note dialog did not open in time: nothing was approved. Click again, or use Approve.");
       return;
     }
     p_.log.warn("bridge: cannot open the reason dialog, rejecting without a reason",
                 {{"id", click->value.id}, {"error", opened.error}});
   }
-  std::string typed = approve ? "approved in Slack" : "rejected in Slack";
+  // An approval carries the note typed in its dialog, or no reason; a rejection its reason, or
+  // "rejected in Slack".
+  std::string typed = approve ? "" : "rejected in Slack";
   if (click->from_dialog && !click->reason.empty()) typed = click->reason;
   ControlRequestFields fields{approve ? "approve" : "reject",
                               click->value.id,

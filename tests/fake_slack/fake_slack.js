@@ -31,7 +31,8 @@
 //   POST /view/submission       {user, reason?}: the view_submission payload Slack would send when
 //                               `user` submits the dialog of the last views.open call, with
 //                               `reason` typed in its plain_text_input (play it with
-//                               /socket/send or /http/click)
+//                               /socket/send or /http/click); 422 when the input is required
+//                               (not `optional`) and `reason` is empty, as Slack refuses to submit
 //   POST /http/click            {url, payload, secret, signature: right|wrong|stale|none,
 //                               body_bytes?}: a signed interactivity post to the bridge;
 //                               answers {status, body}
@@ -281,6 +282,8 @@ async function control(req, res) {
     const values = {};
     for (const block of view.blocks || []) {
       if (block.type !== 'input') continue;
+      // Slack does not let a dialog be submitted with a required input left empty.
+      if (!block.optional && !body.reason) return json(res, 422, { error: 'required input empty' });
       values[block.block_id] = { [block.element.action_id]: { type: block.element.type, value: body.reason ?? null } };
     }
     return json(res, 200, {

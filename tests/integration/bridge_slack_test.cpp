@@ -630,6 +630,7 @@ TEST_F(BridgeSlackTest, ApproveInSlackDeliversOnceAsThePersonWhoClicked) {
   ASSERT_TRUE(decision);
   EXPECT_EQ(str(parse(*decision), "via"), "slack") << *decision;
   EXPECT_EQ(str(parse(*decision), "by"), "alice") << *decision;
+  EXPECT_EQ(str(parse(*decision), "reason"), "") << "a plain Approve carries no note: " << *decision;
   std::this_thread::sleep_for(1s);
   EXPECT_EQ(delivered.count(), 1u);
   EXPECT_EQ(slack_.socketState()["acks"].Size(), 2u);
@@ -941,6 +942,55 @@ TEST_F(BridgeSlackTest, RejectOpensTheReasonDialogAndTheTypedReasonIsRecorded) {
   EXPECT_EQ(slack_.socketState()["acks"].Size(), 3u);
 }
 
+TEST_F(BridgeSlackTest, ApproveWithNoteOpensTheNoteDialogAndTheNoteIsRecordedAndShown) {
+  Collector delivered(*client_, "jobs.>");
+  Collector approved_events(*client_, "countersign.events.approved.>");
+  auto bridge = startBridge();
+  ASSERT_TRUE(slack_.waitSocketHellos(1)) << bridge->logs();
+  const std::string id = "note-1";
+  const std::string value = holdAndWaitForPost(id);
+  ASSERT_FALSE(value.empty()) << bridge->logs();
+  // Without Slack's trigger_id the dialog cannot open: nothing is approved, the person is told.
+  slack_.control("POST", "/socket/send",
+                 R"({"payload":)" + clickPayload("countersign_approve_note", id, value, "U024BE7LH") + "}");
+  const auto told = slack_.waitCalls("chat.postEphemeral", 1);
+  ASSERT_EQ(told.size(), 1u) << bridge->logs();
+  EXPECT_NE(told[0].find("nothing was approved"), std::string::npos) << told[0];
+  EXPECT_EQ(state(id), "pending");
+  // Alice clicks "Approve with note…": the note dialog opens; nothing is decided yet.
+  slack_.control("POST", "/socket/send",
+                 R"({"payload":)" + clickPayload("countersign_approve_note", id, value, "U024BE7LH", "trig-n") + "}");
+  const auto opened = slack_.waitCalls("views.open", 1);
+  ASSERT_EQ(opened.size(), 1u) << bridge->logs();
+  const auto dialog = body(opened[0]);
+  EXPECT_EQ(str(dialog, "trigger_id"), "trig-n");
+  EXPECT_EQ(str(dialog["view"], "callback_id"), "countersign_approve_note");
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(state(id), "pending");
+  EXPECT_EQ(delivered.count(), 0u);
+  // An empty note cannot be submitted (the input is required).
+  EXPECT_EQ(slack_.control("POST", "/view/submission", R"({"user":"U024BE7LH","reason":""})").status, 422);
+  // She types a note and submits: approved with the note, delivered once.
+  const std::string submission =
+      slack_.control("POST", "/view/submission", R"({"user":"U024BE7LH","reason":"Checked <the> invoice"})").body;
+  slack_.control("POST", "/socket/send", R"({"payload":)" + submission + "}");
+  slack_.control("POST", "/socket/send", R"({"payload":)" + submission + "}");  // submitted twice
+  const auto got = delivered.waitFor(1, 20s);
+  ASSERT_EQ(got.size(), 1u) << bridge->logs();
+  const auto decision = client_->kvGet("countersign_approvals", id + "/decision");
+  ASSERT_TRUE(decision);
+  EXPECT_EQ(str(parse(*decision), "by"), "alice") << *decision;
+  EXPECT_EQ(str(parse(*decision), "via"), "slack") << *decision;
+  EXPECT_EQ(str(parse(*decision), "reason"), "Checked <the> invoice") << *decision;
+  const auto events = approved_events.waitFor(1, 10s);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(str(parse(events[0].payload), "reason"), "Checked <the> invoice");
+  EXPECT_TRUE(waitForUpdate(slack_, "Approved by <@U024BE7LH> (alice): Checked &lt;the&gt; invoice \u00b7 released"))
+      << bridge->logs();
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(delivered.count(), 1u);
+}
+
 TEST_F(BridgeSlackTest, TheReasonDialogWorksOverHttpInteractivityToo) {
   auto bridge = startBridge("http");
   const int listen_port = bridge->printedPort("(POST http://127.0.0.1:");
@@ -1051,6 +1101,7 @@ TEST_F(BridgeSlackTest, CheckValidatesWithoutStarting) {
   EXPECT_EQ(typo.exit_code, 2);
   EXPECT_NE(typo.err.find("slack.chanels: unknown key"), std::string::npos) << typo.err;
 }
+
 
 // ---- the receiver examples of docs/webhooks.md, run as written ----------------------------------
 

@@ -143,6 +143,28 @@ TEST(Interaction, DecodesTheReasonDialogsSubmissionIntoARejectWithItsReason) {
   EXPECT_EQ(decodeInteractionPayload(submission(metadata, "42"))->reason, "");
 }
 
+TEST(Interaction, ApproveWithNoteIsAnApproveThatAsksForTheDialog) {
+  auto click = decodeInteractionPayload(payload("countersign_approve_note", "countersign:job-1", encodeButtonValue(kValue)));
+  ASSERT_TRUE(click) << click.error().message;
+  EXPECT_EQ(click->action, ClickAction::approve);
+  EXPECT_TRUE(click->with_note);
+  EXPECT_FALSE(click->from_dialog);
+  EXPECT_EQ(click->value.id, "job-1");
+  // A plain Approve asks for no dialog; the note dialog's submission is an approve with its note.
+  EXPECT_FALSE(decodeInteractionPayload(payload("countersign_approve", "countersign:job-1", encodeButtonValue(kValue)))->with_note);
+  const std::string metadata = encodeDialogMetadata(kValue, "C0FINANCE", "1700000000.000100");
+  auto noted = decodeInteractionPayload(submission(metadata, R"("looks right")", kNoteCallbackId));
+  ASSERT_TRUE(noted) << noted.error().message;
+  EXPECT_EQ(noted->action, ClickAction::approve);
+  EXPECT_TRUE(noted->from_dialog);
+  EXPECT_EQ(noted->reason, "looks right");
+  // An edited value is refused as for the other buttons.
+  EXPECT_EQ(decodeInteractionPayload(payload("countersign_approve_note", "countersign:job-2", encodeButtonValue(kValue)))
+                .error()
+                .message,
+            "block_mismatch");
+}
+
 TEST(Interaction, ABlockClickCarriesItsTriggerId) {
   std::string text = payload("countersign_reject", "countersign:job-1", encodeButtonValue(kValue));
   text.insert(1, R"("trigger_id":"123.456.abc",)");

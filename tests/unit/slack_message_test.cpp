@@ -61,11 +61,19 @@ TEST(HeldMessage, HasTheEvidenceAndTheButtons) {
   EXPECT_EQ(value->id, "job-42");
   EXPECT_EQ(value->job_hash, view().job_hash);
   EXPECT_EQ(value->policy_snapshot, view().policy_snapshot);
-  const auto& reject = actions["elements"][1];
+  // Approve with a note: the same value, no style of its own, no confirm (its dialog is the
+  // confirmation).
+  const auto& note = actions["elements"][1];
+  EXPECT_STREQ(note["action_id"].GetString(), "countersign_approve_note");
+  EXPECT_STREQ(note["text"]["text"].GetString(), "Approve with note\u2026");
+  EXPECT_FALSE(note.HasMember("style"));
+  EXPECT_FALSE(note.HasMember("confirm"));
+  EXPECT_STREQ(note["value"].GetString(), approve["value"].GetString());
+  const auto& reject = actions["elements"][2];
   EXPECT_STREQ(reject["action_id"].GetString(), "countersign_reject");
   EXPECT_STREQ(reject["style"].GetString(), "danger");
   EXPECT_FALSE(reject.HasMember("confirm"));
-  EXPECT_STREQ(actions["elements"][2]["url"].GetString(), "https://cs.example/ui/approvals/job-42");
+  EXPECT_STREQ(actions["elements"][3]["url"].GetString(), "https://cs.example/ui/approvals/job-42");
 }
 
 TEST(HeldMessage, MissingRequesterAndExpiryShowADash) {
@@ -76,7 +84,7 @@ TEST(HeldMessage, MissingRequesterAndExpiryShowADash) {
   const auto doc = parse(heldMessage(v, "C1", ""));
   EXPECT_NE(fieldsText(doc["blocks"]).find("*Requester*\n-|*Expires*\n-|*Votes*\n0 of 1|"), std::string::npos);
   // No console: no Details button.
-  EXPECT_EQ(doc["blocks"][3]["elements"].Size(), 2u);
+  EXPECT_EQ(doc["blocks"][3]["elements"].Size(), 3u);
 }
 
 TEST(PayloadExcerpt, CutsAt2500CharactersWithTheMarker) {
@@ -155,9 +163,43 @@ TEST(ReasonDialog, IsAModalWhoseSubmissionDecodesBackToTheJob) {
   EXPECT_EQ(click->reason, "no");
 }
 
+TEST(NoteDialog, IsARequiredNoteWhoseSubmissionDecodesToAnApprove) {
+  const ButtonValue value{"job-<42>", "sha256:" + std::string(64, 'a'), "v1:sha256:" + std::string(64, 'b')};
+  const auto body = parse(noteDialog("trig-2", value, "C0FINANCE", "1700000000.000100"));
+  EXPECT_STREQ(body["trigger_id"].GetString(), "trig-2");
+  const auto& dialog = body["view"];
+  EXPECT_EQ(std::string(dialog["callback_id"].GetString()), kNoteCallbackId);
+  EXPECT_STREQ(dialog["title"]["text"].GetString(), "Approve this job");
+  EXPECT_STREQ(dialog["submit"]["text"].GetString(), "Approve");
+  const std::string question = dialog["blocks"][0]["text"]["text"].GetString();
+  EXPECT_NE(question.find("job-&lt;42&gt;"), std::string::npos) << question;
+  EXPECT_NE(question.find("released to its workers once"), std::string::npos) << question;
+  const auto& input = dialog["blocks"][1];
+  EXPECT_EQ(std::string(input["block_id"].GetString()), kReasonBlockId);
+  EXPECT_FALSE(input["optional"].GetBool());  // the person chose to write one
+  EXPECT_EQ(input["element"]["max_length"].GetUint(), kMaxReasonChars);
+  std::string metadata;
+  json::appendJsonString(metadata, dialog["private_metadata"].GetString());
+  const std::string submitted =
+      R"({"type":"view_submission","user":{"id":"U1"},"view":{"callback_id":"countersign_approve_note","private_metadata":)" +
+      metadata + R"(,"state":{"values":{"countersign_reason":{"reason":{"value":"checked the invoice"}}}}}})";
+  auto click = decodeInteractionPayload(submitted);
+  ASSERT_TRUE(click) << click.error().message;
+  EXPECT_EQ(click->action, ClickAction::approve);
+  EXPECT_TRUE(click->from_dialog);
+  EXPECT_FALSE(click->with_note);
+  EXPECT_EQ(click->value.id, value.id);
+  EXPECT_EQ(click->value.job_hash, value.job_hash);
+  EXPECT_EQ(click->reason, "checked the invoice");
+}
+
 TEST(OutcomeLine, SaysWhatHappened) {
   Outcome rejected{OutcomeKind::rejected, {"carol"}, {""}, 0, 1, "too <big>"};
   EXPECT_EQ(outcomeLine(rejected), ":no_entry: Rejected by carol: too &lt;big&gt;");
+  Outcome noted{OutcomeKind::released, {"alice"}, {"U024BE7LH"}, 0, 1, "checked <invoice>"};
+  EXPECT_EQ(outcomeLine(noted), ":white_check_mark: Approved by <@U024BE7LH> (alice): checked &lt;invoice&gt; · released");
+  noted.kind = OutcomeKind::approved;
+  EXPECT_EQ(outcomeLine(noted), ":white_check_mark: Approved by <@U024BE7LH> (alice): checked &lt;invoice&gt;");
   EXPECT_NE(outcomeLine(Outcome{OutcomeKind::expired, {}, {}, 0, 1, ""}).find("Expired"), std::string::npos);
   EXPECT_NE(outcomeLine(Outcome{OutcomeKind::policy_changed, {}, {}, 0, 1, ""}).find("policy changed"),
             std::string::npos);

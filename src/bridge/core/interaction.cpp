@@ -98,9 +98,10 @@ Result<Click> decodeViewSubmission(const rapidjson::Value& doc) {
   const auto* view = member(doc, "view");
   if (user == nullptr || !user->IsObject()) return fail(Errc::invalid_argument, "missing user");
   if (view == nullptr || !view->IsObject()) return fail(Errc::invalid_argument, "missing view");
-  if (stringAt(*view, "callback_id") != kReasonCallbackId) return fail(Errc::invalid_argument, "not_our_action");
+  const std::string callback = stringAt(*view, "callback_id");
+  if (callback != kReasonCallbackId && callback != kNoteCallbackId) return fail(Errc::invalid_argument, "not_our_action");
   Click click;
-  click.action = ClickAction::reject;
+  click.action = callback == kNoteCallbackId ? ClickAction::approve : ClickAction::reject;
   click.from_dialog = true;
   click.user_id = stringAt(*user, "id");
   if (click.user_id.empty()) return fail(Errc::invalid_argument, "missing user.id");
@@ -157,8 +158,9 @@ Result<Click> decodeInteractionPayload(std::string_view text) {
   // Slack sends one action per block_actions payload; take the first that is one of ours.
   for (const auto& action : actions->GetArray()) {
     const std::string action_id = stringAt(action, "action_id");
-    if (action_id != kApproveAction && action_id != kRejectAction) continue;
-    click.action = action_id == kApproveAction ? ClickAction::approve : ClickAction::reject;
+    if (action_id != kApproveAction && action_id != kApproveNoteAction && action_id != kRejectAction) continue;
+    click.action = action_id == kRejectAction ? ClickAction::reject : ClickAction::approve;
+    click.with_note = action_id == kApproveNoteAction;
     auto value = decodeButtonValue(stringAt(action, "value"));
     if (!value) return std::unexpected(value.error());
     const std::string block_id = stringAt(action, "block_id");

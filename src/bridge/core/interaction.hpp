@@ -12,12 +12,16 @@
 namespace countersign::bridge {
 
 inline constexpr std::string_view kApproveAction = "countersign_approve";
+// "Approve with note…": opens the note dialog instead of approving at once.
+inline constexpr std::string_view kApproveNoteAction = "countersign_approve_note";
 inline constexpr std::string_view kRejectAction = "countersign_reject";
 inline constexpr std::string_view kDetailsAction = "countersign_details";
 inline constexpr std::string_view kBlockIdPrefix = "countersign:";
-// The reason dialog (a modal opened by Reject): its callback_id, and the block and action ids
-// of its text input.
+// The dialogs (modals): the reason dialog opened by Reject, the note dialog opened by "Approve
+// with note…". Their callback_ids, and the block and action ids of their text input (the same in
+// both).
 inline constexpr std::string_view kReasonCallbackId = "countersign_reject_reason";
+inline constexpr std::string_view kNoteCallbackId = "countersign_approve_note";
 inline constexpr std::string_view kReasonBlockId = "countersign_reason";
 inline constexpr std::string_view kReasonActionId = "reason";
 inline constexpr std::size_t kMaxReasonChars = 500;
@@ -42,7 +46,8 @@ struct Click {
   std::string message_ts;    // the message's ts
   std::string response_url;  // may be empty
   std::string trigger_id;    // block_actions: opens a dialog within 3 s (may be empty)
-  bool from_dialog = false;  // a view_submission of the reason dialog
+  bool with_note = false;    // "Approve with note…": open the note dialog, approve nothing yet
+  bool from_dialog = false;  // a view_submission of the reason or the note dialog
   std::string reason;        // typed in the dialog (may be empty)
   ButtonValue value;
 };
@@ -55,8 +60,9 @@ std::string encodeDialogMetadata(const ButtonValue& value, std::string_view chan
 // '+'-decoded. not_found when absent, invalid_argument when badly encoded.
 Result<std::string> formField(std::string_view body, std::string_view name);
 
-// A block_actions payload into the click on one of countersign's buttons, or a view_submission
-// of the reason dialog into a reject (from_dialog, reason). Errors (Errc::invalid_argument
+// A block_actions payload into the click on one of countersign's buttons (approve, with_note or
+// reject), or a view_submission of the reason dialog into a reject and of the note dialog into an
+// approve (from_dialog, reason). Errors (Errc::invalid_argument
 // unless said): parse_error (not strict JSON), "not_block_actions" (another payload type),
 // "missing <field>", "not_our_action" (Details, someone else's button or dialog: nothing to do),
 // "block_mismatch" (the button's value names another id than its block), "reason_too_long"

@@ -126,7 +126,7 @@ void button(Writer& w, std::string_view action_id, std::string_view label, std::
   kv(w, "action_id", action_id);
   key(w, "text");
   textObject(w, "plain_text", label);
-  kv(w, "style", style);
+  if (!style.empty()) kv(w, "style", style);  // Slack knows primary and danger; none is the default look
   kv(w, "value", value);
 }
 
@@ -151,6 +151,8 @@ void actionsBlock(Writer& w, const ApprovalView& view, std::string_view console_
   key(w, "deny");
   textObject(w, "plain_text", "Cancel");
   w.EndObject();
+  w.EndObject();
+  button(w, kApproveNoteAction, "Approve with note\u2026", "", value);
   w.EndObject();
   button(w, kRejectAction, "Reject", "danger", value);
   w.EndObject();
@@ -215,6 +217,7 @@ Result<ApprovalView> parseApprovalView(std::string_view text) {
   view.job_hash = stringAt(*record, "job_hash");
   view.policy_snapshot = stringAt(*record, "policy_snapshot");
   view.payload = stringAt(*record, "payload");
+  view.reason = stringAt(*record, "reason");
   // A quorum per group ({finance-leads: 1, security: 1}) needs the sum of its counts.
   if (const auto* quorum = member(*record, "quorum"); quorum != nullptr && quorum->IsObject()) {
     int total = 0;
@@ -310,17 +313,17 @@ std::string heldMessage(const ApprovalView& view, std::string_view channel, std:
 }
 
 std::string outcomeLine(const Outcome& outcome) {
+  const std::string note = outcome.reason.empty() ? "" : ": " + escapeMrkdwn(outcome.reason);
   switch (outcome.kind) {
     case OutcomeKind::vote:
       return ":ballot_box_with_ballot: Vote " + votesText(outcome.votes, outcome.quorum) +
              " recorded: " + who(outcome);
     case OutcomeKind::approved:
-      return ":white_check_mark: Approved by " + who(outcome);
+      return ":white_check_mark: Approved by " + who(outcome) + note;
     case OutcomeKind::released:
-      return ":white_check_mark: Approved by " + who(outcome) + " · released";
+      return ":white_check_mark: Approved by " + who(outcome) + note + " · released";
     case OutcomeKind::rejected:
-      return ":no_entry: Rejected by " + who(outcome) +
-             (outcome.reason.empty() ? "" : ": " + escapeMrkdwn(outcome.reason));
+      return ":no_entry: Rejected by " + who(outcome) + note;
     case OutcomeKind::expired:
       return ":hourglass: Expired without a decision";
     case OutcomeKind::policy_changed:
@@ -349,8 +352,19 @@ std::string outcomeUpdate(const ApprovalView& view, std::string_view channel, st
   return finish(buffer);
 }
 
-std::string reasonDialog(std::string_view trigger_id, const ButtonValue& value, std::string_view channel,
-                         std::string_view message_ts) {
+namespace {
+
+struct DialogText {
+  std::string_view callback_id;
+  std::string_view title;   // at most 24 characters (Slack's limit)
+  std::string_view submit;
+  std::string question;     // mrkdwn
+  std::string_view label;
+  bool optional;
+};
+
+std::string dialog(std::string_view trigger_id, const ButtonValue& value, std::string_view channel,
+                   std::string_view message_ts, const DialogText& text) {
   rapidjson::StringBuffer buffer;
   Writer w(buffer);
   w.StartObject();
@@ -358,24 +372,24 @@ std::string reasonDialog(std::string_view trigger_id, const ButtonValue& value, 
   key(w, "view");
   w.StartObject();
   kv(w, "type", "modal");
-  kv(w, "callback_id", kReasonCallbackId);
+  kv(w, "callback_id", text.callback_id);
   kv(w, "private_metadata", encodeDialogMetadata(value, channel, message_ts));
   key(w, "title");
-  textObject(w, "plain_text", "Reject this job");
+  textObject(w, "plain_text", text.title);
   key(w, "submit");
-  textObject(w, "plain_text", "Reject");
+  textObject(w, "plain_text", text.submit);
   key(w, "close");
   textObject(w, "plain_text", "Cancel");
   key(w, "blocks");
   w.StartArray();
-  textSection(w, "Reject `" + escapeMrkdwn(value.id) + "`? It will not be released.");
+  textSection(w, text.question);
   w.StartObject();
   kv(w, "type", "input");
   kv(w, "block_id", kReasonBlockId);
   key(w, "optional");
-  w.Bool(true);
+  w.Bool(text.optional);
   key(w, "label");
-  textObject(w, "plain_text", "Reason (recorded with the decision)");
+  textObject(w, "plain_text", text.label);
   key(w, "element");
   w.StartObject();
   kv(w, "type", "plain_text_input");
@@ -390,6 +404,25 @@ std::string reasonDialog(std::string_view trigger_id, const ButtonValue& value, 
   w.EndObject();
   w.EndObject();
   return finish(buffer);
+}
+
+}  // namespace
+
+std::string reasonDialog(std::string_view trigger_id, const ButtonValue& value, std::string_view channel,
+                         std::string_view message_ts) {
+  return dialog(trigger_id, value, channel, message_ts,
+                DialogText{kReasonCallbackId, "Reject this job", "Reject",
+                           "Reject `" + escapeMrkdwn(value.id) + "`? It will not be released.",
+                           "Reason (recorded with the decision)", true});
+}
+
+std::string noteDialog(std::string_view trigger_id, const ButtonValue& value, std::string_view channel,
+                       std::string_view message_ts) {
+  return dialog(trigger_id, value, channel, message_ts,
+                DialogText{kNoteCallbackId, "Approve this job", "Approve",
+                           "Approve `" + escapeMrkdwn(value.id) + "`? It will be released to its workers once (job hash `" +
+                               escapeMrkdwn(shortHash(value.job_hash)) + "`).",
+                           "Note (recorded with the approval)", false});
 }
 
 }  // namespace countersign::bridge

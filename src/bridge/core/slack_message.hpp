@@ -29,6 +29,7 @@ struct ApprovalView {
   std::string job_hash;
   std::string policy_snapshot;
   std::string payload;  // as the gateway showed it (redacted); base64 text when not JSON
+  std::string reason;   // the decision's reason (an approver's note), once decided
   int quorum = 1;
   int binding = 0;  // 0 at the hold, +1 at each re-bind
   std::vector<std::string> voters;  // votes under the current snapshot
@@ -60,7 +61,7 @@ struct Outcome {
   std::vector<std::string> actor_slack;   // their Slack ids where known (same order; may be "")
   int votes = 0;                          // vote: k of quorum
   int quorum = 1;
-  std::string reason;
+  std::string reason;                     // a rejection's reason, an approval's note (may be "")
 };
 
 // The context line of an outcome, e.g. "Approved by <@U024BE7LH> (alice) · released".
@@ -76,5 +77,10 @@ std::string outcomeUpdate(const ApprovalView& view, std::string_view channel, st
 // where it is in private_metadata (encodeDialogMetadata).
 std::string reasonDialog(std::string_view trigger_id, const ButtonValue& value, std::string_view channel,
                          std::string_view message_ts);
+
+// views.open body: the note dialog "Approve with note…" opens (callback_id kNoteCallbackId, the
+// same input as the reason dialog, here required: Slack's own confirmation of the approval).
+std::string noteDialog(std::string_view trigger_id, const ButtonValue& value, std::string_view channel,
+                       std::string_view message_ts);
 
 }  // namespace countersign::bridge
