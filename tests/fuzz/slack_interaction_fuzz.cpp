@@ -1,7 +1,8 @@
 // Fuzz target for the Slack interactivity decoder (form body, block_actions and view_submission
 // JSON): any input gives a click or a clean error, never a crash; a decoded click always names a
-// job with its hash and snapshot, its button value encodes and decodes to itself, and only a
-// dialog's submission carries a reason, of at most kMaxReasonChars characters.
+// job with its hash and snapshot, its button value encodes and decodes to itself, only a dialog's
+// submission carries a reason, of at most kMaxReasonChars characters, and only the Approve with
+// note button asks for the note dialog.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -28,7 +29,8 @@ void checkClick(const countersign::Result<bridge::Click>& click) {
   check(again.has_value() && again->id == click->value.id && again->job_hash == click->value.job_hash &&
         again->policy_snapshot == click->value.policy_snapshot);
   check(click->from_dialog || click->reason.empty());
-  check(!click->from_dialog || click->action == bridge::ClickAction::reject);
+  // "Approve with note…" asks for its dialog and is an approve; a submission is never that ask.
+  check(!click->with_note || (click->action == bridge::ClickAction::approve && !click->from_dialog));
   check(click->reason.size() <= 4 * bridge::kMaxReasonChars);
 }
 
