@@ -19,6 +19,10 @@
 //    when the released job reaches a worker subscribed to jobs.>.
 // 3. The bridge's CPU (user + system, /proc/<pid>/stat) over phase 1's keep-alive window, per
 //    held job.
+// 4. Where the bridge's time went, per post, from its log line `bridge: posted a held job`:
+//    queued_ms (the event stored in the stream -> a lane takes it: the pull consumer and the lane's
+//    queue), read_ms (the record read, control.get), claim_ms (the wait for the create-once post
+//    key beyond the read: it is made while the record is read) and slack_ms (chat.postMessage).
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -65,11 +69,32 @@ async function stopAll() {
   rmSync(dir, { recursive: true, force: true });
 }
 
-// Starts a process and resolves when its output matches `pattern`.
-function start(bin, argv, pattern, env = {}) {
+// The bridge's `posted a held job` log lines, by approval id.
+const postTimings = new Map();
+function readPostTimings(text) {
+  for (const line of text.split('\n')) {
+    if (!line.includes('"bridge: posted a held job"')) continue;
+    try {
+      const entry = JSON.parse(line);
+      if (entry.read_ms !== undefined) postTimings.set(entry.id, entry);
+    } catch { /* a line cut at a chunk boundary: the next chunk completes it */ }
+  }
+}
+
+// Starts a process and resolves when its output matches `pattern`; `onLines` sees whole lines.
+function start(bin, argv, pattern, env = {}, onLines = null) {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(bin, argv, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     children.push(child);
+    if (onLines) {
+      let partial = '';
+      child.stderr.on('data', (data) => {
+        const text = partial + data;
+        const cut = text.lastIndexOf('\n') + 1;
+        partial = text.slice(cut);
+        onLines(text.slice(0, cut));
+      });
+    }
     let output = '';
     const timer = setTimeout(() => reject(new Error(`${bin} did not start:\n${output}`)), 30000);
     const onData = (data) => {
@@ -146,7 +171,7 @@ slack:
 ${approvers}`);
   await start(countersignBin, ['run', '--config', join(dir, 'gateway.yaml')], /countersign ready/);
   const bridge = await start(countersignBin, ['bridge', '--config', join(dir, 'bridge.yaml')], /countersign bridge ready/,
-    { SLACK_BOT_TOKEN: 'xoxb-fake', SLACK_APP_TOKEN: 'xapp-fake' });
+    { SLACK_BOT_TOKEN: 'xoxb-fake', SLACK_APP_TOKEN: 'xapp-fake' }, readPostTimings);
   for (let i = 0; i < 200 && (await control(ports.control, 'GET', '/socket')).connected < 1; i++) await sleep(50);
 
   const nc = await nats.connect({ servers: natsUrl });
@@ -265,6 +290,24 @@ ${approvers}`);
   await nc.drain();
 
   const loadAfter = loadOf();
+  // The bridge's own steps per post (its log), keep-alive phase; the worst posts' steps.
+  const stepLines = (phase) => {
+    const timings = phase.jobs.map((j) => postTimings.get(j.id)).filter(Boolean);
+    if (timings.length === 0) return ['(the bridge logged no step timings)', ''];
+    const steps = ['queued_ms', 'read_ms', 'claim_ms', 'slack_ms'];
+    const us = (entry, step) => Number(entry[step]) * 1000;
+    const worst = phase.jobs.map((j, i) => ({ added: phase.added[i], t: postTimings.get(j.id) }))
+      .filter((x) => x.t).sort((a, b) => b.added - a.added).slice(0, 3);
+    return [
+      `The bridge's steps per post (its log line \`posted a held job\`, ${phase.label} phase, ${timings.length} posts), ` +
+        'p50 / p99 ms: ' + steps.map((step) => `${step.replace('_ms', '')} ` +
+        `${ms(quantile(timings.map((t) => us(t, step)), 0.5))} / ${ms(quantile(timings.map((t) => us(t, step)), 0.99))}`).join(', ') +
+        '. The three slowest posts (bridge adds: ' + worst.map((x) => `${ms(x.added)} ms = ` +
+        steps.map((step) => `${step.replace('_ms', '')} ${Number(x.t[step]).toFixed(2)}`).join(' + ')).join('; ') +
+        '; the rest is the HTTPS hop and the time between the steps).',
+      '',
+    ];
+  };
   const row = (what, values) => `| ${what} | ${values.length} | ${ms(quantile(values, 0.5))} | ${ms(quantile(values, 0.99))} |`;
   const lines = [
     '### Slack bridge (bench/slack_bench.mjs)',
@@ -287,6 +330,7 @@ ${approvers}`);
       `p99 ${(quantile(click, 0.99) / quantile(approve, 0.99)).toFixed(2)}x; the click adds ` +
       `${ms(quantile(click, 0.5) - quantile(approve, 0.5))} ms at p50 and ${ms(quantile(click, 0.99) - quantile(approve, 0.99))} ms at p99.`,
     '',
+    ...stepLines(kept),
     `Bridge CPU per held job (keep-alive phase): ${((kept.cpu / holds) * 1e3).toFixed(2)} ms ` +
       `(${kept.tls} new TLS connection(s) for ${holds} posts); with a new TLS connection per call: ` +
       `${((closed.cpu / holds) * 1e3).toFixed(2)} ms (${closed.tls} connections). Bridge CPU per decision in the ` +

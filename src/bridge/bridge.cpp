@@ -3,6 +3,9 @@
 #include <nats/nats.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <future>
+#include <memory>
 
 #include "bridge_event.hpp"
 #include "countersign/control_request.hpp"
@@ -50,6 +53,23 @@ std::optional<PostRecord> parsePost(const std::string& text) {
   return PostRecord{detail::stringAt(*doc, "channel"), detail::stringAt(*doc, "ts"), detail::stringAt(*doc, "claimed_at")};
 }
 
+// The approval id of a compact event body (countersign writes `"approval_id":"..."`); empty when
+// there is none.
+std::string_view approvalIdOf(std::string_view body) {
+  constexpr std::string_view kKey = "\"approval_id\":\"";
+  const std::size_t key = body.find(kKey);
+  if (key == std::string_view::npos) return {};
+  const std::size_t start = key + kKey.size();
+  const std::size_t end = body.find('"', start);
+  return end == std::string_view::npos ? std::string_view() : body.substr(start, end - start);
+}
+
+std::string millis(std::chrono::nanoseconds d) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3f", static_cast<double>(d.count()) / 1e6);
+  return text;
+}
+
 std::vector<std::string> splitNames(std::string_view text) {
   std::vector<std::string> out;
   std::size_t start = 0;
@@ -65,6 +85,16 @@ std::vector<std::string> splitNames(std::string_view text) {
 
 }  // namespace
 
+// Where a post's time went, logged with it (bench/slack_bench.mjs reads these): milliseconds from
+// the event's arrival in the stream to its lane taking it (queued), the record read (read), the
+// wait for the post key's create beyond the read (claim), and the chat.postMessage call (slack).
+struct PostTiming {
+  std::chrono::system_clock::time_point stored{};  // the stream's timestamp; epoch when unknown
+  std::chrono::system_clock::time_point taken = std::chrono::system_clock::now();
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point read{};
+};
+
 Bridge::Bridge(BridgeParts parts)
     : p_(std::move(parts)),
       webhooks_(std::move(p_.webhooks), p_.http, p_.clock, p_.log, p_.metrics),
@@ -75,6 +105,7 @@ Bridge::~Bridge() { stop(); }
 
 void Bridge::start() {
   webhooks_.start();
+  for (int i = 0; i < kEventLanes; ++i) lanes_[static_cast<std::size_t>(i)].thread = std::thread([this, i] { laneLoop(i); });
   consumer_thread_ = std::thread([this] { consumeLoop(); });
   click_thread_ = std::thread([this] { clickLoop(); });
   notice_thread_ = std::thread([this] { noticeLoop(); });
@@ -86,7 +117,12 @@ void Bridge::stop() {
     stopping_ = true;
   }
   wake_.notify_all();
+  room_.notify_all();
+  for (auto& lane : lanes_) lane.wake.notify_all();
   if (consumer_thread_.joinable()) consumer_thread_.join();
+  for (auto& lane : lanes_) {
+    if (lane.thread.joinable()) lane.thread.join();  // each finishes the event in hand, naks the rest
+  }
   if (click_thread_.joinable()) click_thread_.join();
   if (notice_thread_.joinable()) notice_thread_.join();  // after the clicks: they may queue answers
   webhooks_.stop();  // events still waiting for deliveries are nak'ed: sent again after a restart
@@ -203,41 +239,96 @@ void Bridge::consumeLoop() {
       }
       if (info != nullptr) jsConsumerInfo_Destroy(info);
     }
+    // Fetch no more than the lanes have room for: what is not fetched stays with the stream
+    // (and another replica may take it).
+    int room = 0;
+    {
+      std::unique_lock lock(mutex_);
+      room_.wait(lock, [this] { return stopping_ || events_in_hand_ < kMaxEventsInHand; });
+      if (stopping_) return;
+      room = std::min(kFetchBatch, kMaxEventsInHand - events_in_hand_);
+    }
     natsMsgList list{};
     jsErrCode js_error{};
-    const natsStatus s = natsSubscription_Fetch(&list, sub, kFetchBatch, kFetchWaitMs, &js_error);
+    const natsStatus s = natsSubscription_Fetch(&list, sub, room, kFetchWaitMs, &js_error);
     if (s != NATS_OK) {
       natsMsgList_Destroy(&list);
       if (s != NATS_TIMEOUT) sleepUnlessStopping(milliseconds(500));
       continue;
     }
     for (int i = 0; i < list.Count; ++i) {
-      natsMsg* msg = list.Msgs[i];
-      bool stopping = false;
-      {
-        std::lock_guard lock(mutex_);
-        stopping = stopping_;
-      }
-      if (stopping) {
-        (void)natsMsg_Nak(msg, nullptr);  // another replica (or the next start) takes it
-        continue;
-      }
-      const std::string subject = natsMsg_GetSubject(msg);
-      const std::string body(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
-      switch (handleEvent(subject, body, msg)) {
-        case Handled::yes:
-          (void)natsMsg_Ack(msg, nullptr);
-          break;
-        case Handled::retry:
-          (void)natsMsg_NakWithDelay(msg, kRetryEventAfter.count(), nullptr);
-          break;
-        case Handled::handed_over:
-          list.Msgs[i] = nullptr;  // the webhook sender acks and destroys it
-          break;
-      }
+      dispatch(list.Msgs[i]);
+      list.Msgs[i] = nullptr;  // the lane owns it now
     }
     natsMsgList_Destroy(&list);
   }
+}
+
+void Bridge::dispatch(void* msg) {
+  // The lane of the event's approval, so that its events are handled in stream order (an event
+  // without one: they share a lane). Only the lane depends on this quick look; the lane parses it.
+  const std::string_view data(natsMsg_GetData(asMsg(msg)), static_cast<std::size_t>(natsMsg_GetDataLength(asMsg(msg))));
+  const std::size_t lane = std::hash<std::string_view>{}(approvalIdOf(data)) % lanes_.size();
+  {
+    std::lock_guard lock(mutex_);
+    if (!stopping_) {
+      lanes_[lane].events.push_back(msg);
+      ++events_in_hand_;
+      msg = nullptr;
+    }
+  }
+  if (msg != nullptr) {
+    (void)natsMsg_Nak(asMsg(msg), nullptr);  // another replica (or the next start) takes it
+    natsMsg_Destroy(asMsg(msg));
+    return;
+  }
+  lanes_[lane].wake.notify_one();
+}
+
+void Bridge::laneLoop(int index) {
+  EventLane& lane = lanes_[static_cast<std::size_t>(index)];
+  while (true) {
+    void* msg = nullptr;
+    {
+      std::unique_lock lock(mutex_);
+      lane.wake.wait(lock, [&] { return stopping_ || !lane.events.empty(); });
+      if (lane.events.empty()) return;
+      msg = lane.events.front();
+      lane.events.pop_front();
+      if (stopping_) {
+        // Not started: another replica (or the next start) takes it.
+        lock.unlock();
+        (void)natsMsg_Nak(asMsg(msg), nullptr);
+        natsMsg_Destroy(asMsg(msg));
+        finishEvent();
+        continue;
+      }
+    }
+    natsMsg* nats_msg = asMsg(msg);
+    const std::string subject = natsMsg_GetSubject(nats_msg);
+    const std::string body(natsMsg_GetData(nats_msg), static_cast<std::size_t>(natsMsg_GetDataLength(nats_msg)));
+    switch (handleEvent(subject, body, msg)) {
+      case Handled::yes:
+        (void)natsMsg_Ack(nats_msg, nullptr);
+        natsMsg_Destroy(nats_msg);
+        break;
+      case Handled::retry:
+        (void)natsMsg_NakWithDelay(nats_msg, kRetryEventAfter.count(), nullptr);
+        natsMsg_Destroy(nats_msg);
+        break;
+      case Handled::handed_over:
+        break;  // the webhook sender acks and destroys it
+    }
+    finishEvent();
+  }
+}
+
+void Bridge::finishEvent() {
+  {
+    std::lock_guard lock(mutex_);
+    --events_in_hand_;
+  }
+  room_.notify_one();
 }
 
 Bridge::Handled Bridge::handleEvent(const std::string&, const std::string& body, void* msg) {
@@ -306,7 +397,33 @@ std::optional<Outcome> Bridge::outcomeOf(const ApprovalView& view, const BridgeE
 Bridge::Handled Bridge::handleSlack(const BridgeEvent& event, void* msg) {
   const auto channel = channelFor(p_.config.slack.channels, event.topic);
   if (!channel) return Handled::yes;
+  PostTiming timing;
+  if (jsMsgMetaData* meta = nullptr; natsMsg_GetMetaData(&meta, asMsg(msg)) == NATS_OK) {
+    timing.stored = std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::nanoseconds(meta->Timestamp)));
+    jsMsgMetaData_Destroy(meta);
+  }
+  // A job's first hold is binding 0: its post is claimed while the record is read, so that the
+  // two round trips overlap. postHeld takes the claim when the record is pending at binding 0;
+  // otherwise it is given back (see giveBack).
+  std::optional<std::future<Result<std::uint64_t>>> early;
+  const std::string claimed_at = formatRfc3339(p_.clock.now());
+  if (event.event == "held" && event.reason.empty()) {
+    auto done = std::make_shared<std::promise<Result<std::uint64_t>>>();
+    early = done->get_future();
+    p_.store.createAsync(postKey(event.approval_id, *channel, 0), toJson(PostRecord{*channel, "", claimed_at}),
+                         [done](Result<std::uint64_t> created) { done->set_value(std::move(created)); });
+  }
   auto view = fetchRecord(event.approval_id);
+  timing.read = std::chrono::steady_clock::now();
+  std::optional<Result<std::uint64_t>> claim;
+  if (early) {
+    claim = early->get();
+    if (!view || view->state != "pending" || view->binding != 0) {
+      giveBack(postKey(event.approval_id, *channel, 0), *channel, *claim);
+      claim.reset();
+    }
+  }
   if (!view) {
     if (view.error().code == Errc::not_found) return Handled::yes;
     if (view.error().code == Errc::unavailable) {
@@ -318,7 +435,9 @@ Bridge::Handled Bridge::handleSlack(const BridgeEvent& event, void* msg) {
     return Handled::yes;
   }
   if (view->state == "pending") {
-    if (auto handled = postHeld(*view, *channel, msg); handled == Handled::retry) return handled;
+    if (auto handled = postHeld(*view, *channel, msg, std::move(claim), claimed_at, &timing); handled == Handled::retry) {
+      return handled;
+    }
     if (event.event != "vote") return Handled::yes;
   }
   const auto outcome = outcomeOf(*view, event);
@@ -326,11 +445,22 @@ Bridge::Handled Bridge::handleSlack(const BridgeEvent& event, void* msg) {
   return updateOutcome(*view, *channel, *outcome, view->binding, msg);
 }
 
-Bridge::Handled Bridge::postHeld(const ApprovalView& view, const std::string& channel, void* msg) {
+void Bridge::giveBack(const std::string& key, const std::string& channel, const Result<std::uint64_t>& claim) {
+  // Ours and unused: written without claimed_at, the claim is free for the next poster at once,
+  // and an update finds no message to change (instead of waiting for a post that never comes).
+  if (!claim) return;  // someone else's (exists), or unknown: it ends with its lease
+  if (auto freed = p_.store.update(key, toJson(PostRecord{channel, "", ""}), *claim); !freed) {
+    p_.log.warn("bridge: cannot give back an unused post claim", {{"key", key}, {"error", freed.error().message}});
+  }
+}
+
+Bridge::Handled Bridge::postHeld(const ApprovalView& view, const std::string& channel, void* msg,
+                                 std::optional<Result<std::uint64_t>> claim, const std::string& now,
+                                 const PostTiming* timing) {
   const std::string key = postKey(view.id, channel, view.binding);
-  const std::string now = formatRfc3339(p_.clock.now());
   std::uint64_t revision = 0;
-  auto created = p_.store.create(key, toJson(PostRecord{channel, "", now}));
+  auto created = claim ? std::move(*claim) : p_.store.create(key, toJson(PostRecord{channel, "", now}));
+  const auto claim_done = std::chrono::steady_clock::now();
   if (created) {
     revision = *created;
   } else if (created.error().code == Errc::exists) {
@@ -349,8 +479,10 @@ Bridge::Handled Bridge::postHeld(const ApprovalView& view, const std::string& ch
   } else {
     return Handled::retry;
   }
+  const auto sending = std::chrono::steady_clock::now();
   const auto reply = p_.slack->callUntilDone("chat.postMessage", heldMessage(view, channel, p_.config.slack.console_url),
                                              false, [&](milliseconds d) { return sleepUnlessStopping(d, msg); });
+  const auto answered = std::chrono::steady_clock::now();
   if (!reply.ok) {
     if (reply.retryable() || reply.authError()) return Handled::retry;  // stopping
     p_.log.error("bridge: cannot post a held job", {{"id", view.id}, {"channel", channel}, {"error", reply.error}});
@@ -360,7 +492,17 @@ Bridge::Handled Bridge::postHeld(const ApprovalView& view, const std::string& ch
   std::string ts;
   if (auto doc = json::parseStrict(reply.body); doc && doc->IsObject()) ts = detail::stringAt(*doc, "ts");
   p_.metrics.post();
-  p_.log.info("bridge: posted a held job", {{"id", view.id}, {"channel", channel}, {"ts", ts}});
+  if (timing != nullptr) {
+    const bool stored = timing->stored.time_since_epoch().count() != 0;
+    const std::string queued = stored ? millis(timing->taken - timing->stored) : "";
+    const std::string read = millis(timing->read - timing->start);
+    // The claim's part not hidden by the read (all of it when it was made after the read).
+    const std::string claim_ms = millis(claim_done - timing->read);
+    p_.log.info("bridge: posted a held job", {{"id", view.id}, {"channel", channel}, {"ts", ts}, {"queued_ms", queued},
+                                              {"read_ms", read}, {"claim_ms", claim_ms}, {"slack_ms", millis(answered - sending)}});
+  } else {
+    p_.log.info("bridge: posted a held job", {{"id", view.id}, {"channel", channel}, {"ts", ts}});
+  }
   if (auto recorded = p_.store.update(key, toJson(PostRecord{channel, ts, now}), revision); !recorded) {
     p_.log.error("bridge: posted but could not record the post", {{"id", view.id}, {"error", recorded.error().message}});
   }
@@ -380,7 +522,10 @@ Bridge::Handled Bridge::updateOutcome(const ApprovalView& view, const std::strin
   if (!existing) return existing.error().code == Errc::not_found ? Handled::yes : Handled::retry;
   const auto post = parsePost(existing->value);
   if (!post) return Handled::yes;
-  if (post->ts.empty()) return Handled::retry;  // the post is being made: update after it
+  if (post->ts.empty()) {
+    // Claimed: the post is being made, update after it. Given back: there is no message.
+    return post->claimed_at.empty() ? Handled::yes : Handled::retry;
+  }
   const auto reply =
       p_.slack->callUntilDone("chat.update", outcomeUpdate(view, channel, post->ts, outcome, p_.config.slack.console_url),
                               false, [&](milliseconds d) { return sleepUnlessStopping(d, msg); });

@@ -1,11 +1,15 @@
 // The Slack bridge and webhook notifier: a durable consumer on the audit stream posts held jobs
 // to Slack, updates their messages on every decision, sends webhooks, and turns clicks into
-// signed control requests. Threads: one consumer, one click worker, one that tells people why a
-// click changed nothing (chat.postEphemeral, which may wait out a rate limit without holding up
-// the next click), one per webhook (plus the transports' own). Exactly one post per job and binding, across redeliveries, restarts and replicas: the
-// post is claimed by creating <id>/slack/<channel>/<binding> in the bucket before it is made.
+// signed control requests. Threads: one that fetches events, kEventLanes that handle them (the
+// events of one approval always on the same lane, in stream order; a slow Slack call or record
+// read holds up only its own lane), one click worker, one that tells people why a click changed
+// nothing (chat.postEphemeral, which may wait out a rate limit without holding up the next
+// click), one per webhook (plus the transports' own). Exactly one post per job and binding,
+// across redeliveries, restarts and replicas: the post is claimed by creating
+// <id>/slack/<channel>/<binding> in the bucket before it is made.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -32,6 +36,9 @@
 namespace countersign::bridge {
 
 inline constexpr std::string_view kBridgeDurable = "countersign-bridge";
+// Events handled at once: lanes, and the most fetched events waiting for or on a lane.
+inline constexpr int kEventLanes = 4;
+inline constexpr int kMaxEventsInHand = 64;
 
 // People by Slack user id (from approvers.people[].slack).
 struct SlackPerson {
@@ -54,6 +61,8 @@ struct BridgeParts {
   const Clock& clock;
 };
 
+struct PostTiming;
+
 class Bridge {
  public:
   explicit Bridge(BridgeParts parts);
@@ -74,10 +83,19 @@ class Bridge {
 
   void consumeLoop();
   bool setUpConsumer();
+  // Hands a fetched event to the lane of its approval (nak'ed when stopping).
+  void dispatch(void* msg);
+  void laneLoop(int lane);
+  void finishEvent();
   Handled handleEvent(const std::string& subject, const std::string& body, void* msg);
   Handled handleSlack(const BridgeEvent& event, void* msg);
   Handled handOverToWebhooks(const BridgeEvent& event, const std::string& body, void* msg);
-  Handled postHeld(const ApprovalView& view, const std::string& channel, void* msg);
+  // `claim`: the create of the post key when already made (binding 0, while the record was read);
+  // `now`: the claim's time.
+  Handled postHeld(const ApprovalView& view, const std::string& channel, void* msg,
+                   std::optional<Result<std::uint64_t>> claim, const std::string& now,
+                   const PostTiming* timing = nullptr);
+  void giveBack(const std::string& key, const std::string& channel, const Result<std::uint64_t>& claim);
   Handled updateOutcome(const ApprovalView& view, const std::string& channel, const Outcome& outcome, int binding,
                         void* msg);
   std::optional<Outcome> outcomeOf(const ApprovalView& view, const BridgeEvent& event) const;
@@ -96,6 +114,14 @@ class Bridge {
   std::string stream_;
   std::string filter_;
   std::thread consumer_thread_;
+  struct EventLane {
+    std::thread thread;
+    std::deque<void*> events;  // natsMsg*, owned; guarded by mutex_
+    std::condition_variable wake;  // an event queued, or stopping
+  };
+  std::array<EventLane, kEventLanes> lanes_;
+  std::condition_variable room_;  // events_in_hand_ went down, or stopping
+  int events_in_hand_ = 0;        // dispatched and not finished; guarded by mutex_
   std::thread click_thread_;
   std::thread notice_thread_;
   std::atomic<bool> consumer_ready_{false};
