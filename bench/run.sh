@@ -57,7 +57,9 @@ if [[ $build == 1 ]]; then
 fi
 bench_system=$build_dir/bench/bench_system
 bench_micro=$build_dir/bench/bench_micro
-for binary in "$bench_system" "$bench_micro"; do
+binaries=("$bench_system")
+[[ $mode == full ]] && binaries+=("$bench_micro")
+for binary in "${binaries[@]}"; do
   [[ -x $binary ]] || { echo "run.sh: $binary is missing (run without --no-build)" >&2; exit 1; }
 done
 

@@ -34,8 +34,13 @@ class KvStore {
                                        std::uint64_t expected_revision) = 0;
 
   // Keys that currently have a value, in any order. May come from an index that learns of
-  // other processes' writes with a delay (KvBucket): fine for periodic scans.
+  // other processes' writes with a delay (KvBucket): fine for periodic scans. Such an index may
+  // leave out the keys of groups given to retire().
   virtual Result<std::vector<std::string>> keys() = 0;
+  // The caller needs no key of `group` (the key `group` and every `group/...`) from keys() any
+  // more: its work on them is finished for good. An index may forget them (and ignore writes to
+  // them for a while); a store without one lists them as before.
+  virtual void retire(std::string_view group) { (void)group; }
   // The same, read from the bucket now: includes every write confirmed before the call (for
   // answers to people: `list`, and operator decisions).
   virtual Result<std::vector<std::string>> listKeys() { return keys(); }

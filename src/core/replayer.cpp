@@ -58,6 +58,9 @@ Result<ScanResult> Replayer::scan() {
     }
   }
 
+  // Released: nothing of it will ever need this replayer again.
+  for (const auto id : released) s_.store.retire(id);
+
   ScanResult result;
   record_reads_ = 0;
   for (const auto id : decided) {
@@ -73,7 +76,8 @@ Result<ScanResult> Replayer::scan() {
     ++result.pending;
     expireIfDue(id, result);
   }
-  // Forget what is finished so memory follows the open work, not the bucket's history.
+  // Forget what is finished so memory follows the open work, not the bucket's history (the
+  // store's index forgets the retired ids; `settled_` goes with their keys).
   std::erase_if(sightings_, [&](const auto& entry) {
     return released.contains(entry.first) || !decided.contains(entry.first);
   });
@@ -94,6 +98,7 @@ void Replayer::finishRelease(const std::string& id, int claims, ScanResult& resu
   if (!decision) return;
   if (decision->decision != FinalDecision::approved) {
     settled_.insert(id);  // rejected or expired: nothing to release, ever
+    s_.store.retire(id);
     return;
   }
   auto entry = s_.store.get(id);
@@ -268,6 +273,7 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
   }
   markDecided(s_.store, id, ApprovalState::expired, decision);
   settled_.insert(std::string(id));
+  s_.store.retire(id);
   s_.events.emit(Event{.event = EventKind::expired, .approval_id = id, .job_id = record->job_id, .topic = record->topic,
                        .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                        .policy_snapshot = record->policy_snapshot, .reason = "timeout"});

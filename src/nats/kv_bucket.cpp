@@ -79,20 +79,40 @@ constexpr jsErrCode kWrongLastSequence = static_cast<jsErrCode>(10071);
 
 }  // namespace
 
+// With an age limit, how often the index is checked against a full listing (the server ages
+// keys out without telling a watcher).
 constexpr std::chrono::seconds kFullListingEvery{30};
+// A retired group stays retired (later writes to it are not indexed) for at least this long.
+constexpr std::chrono::seconds kRetiredFor{30};
 // How long the listing's and the watcher's JetStream calls wait (see KvBucket::listing_kv_).
 constexpr std::int64_t kListingWaitMs = 120000;
 constexpr std::chrono::milliseconds kWatchBatchEvery{100};
 
 // The bucket's keys as a watcher (meta only) reports them, so that keys() need not list the
-// whole bucket every time.
+// whole bucket every time; grouped by the part before the first '/' (the group of "a/b" and of
+// "a" is "a"), so that a retired group is forgotten whole and memory follows the groups still
+// open, not the bucket's history.
 struct KvBucket::KeyIndex {
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view key) const { return std::hash<std::string_view>{}(key); }
+  };
+  using Clock = std::chrono::steady_clock;
+  using Names = std::unordered_set<std::string, Hash, std::equal_to<>>;
+
   mutable std::mutex mutex;
-  std::unordered_set<std::string> keys;
-  bool live = false;  // the watcher delivered the initial state and still runs
-  std::chrono::steady_clock::time_point last_full{};
+  // Group -> the rest of each of its keys after the '/' ("" for the key that is the group).
+  std::unordered_map<std::string, std::vector<std::string>, Hash, std::equal_to<>> groups;
+  // Retired groups, in two generations: a write to one of them is not indexed; `retired_before`
+  // is dropped when `retired` is kRetiredFor old, so this holds what was retired lately.
+  Names retired;
+  Names retired_before;
+  Clock::time_point retired_since = Clock::now();
+  bool live = false;   // the watcher delivered the initial state and still runs
+  bool ages = false;   // the bucket has an age limit: keys leave it without a delete
+  Clock::time_point last_full = Clock::now();
   bool listing = false;
-  std::vector<std::string> added_while_listing;
+  Names added_while_listing;
   std::mutex listing_mutex;  // one full listing at a time
   std::atomic<bool> stopping{false};
   kvWatcher* watcher = nullptr;  // guarded by mutex
@@ -101,11 +121,67 @@ struct KvBucket::KeyIndex {
 
   bool active = false;  // keys() was called: from then on the index is kept
 
-  void add(const std::string& key) {
+  static std::pair<std::string_view, std::string_view> split(std::string_view key) {
+    const auto slash = key.find('/');
+    if (slash == std::string_view::npos) return {key, {}};
+    return {key.substr(0, slash), key.substr(slash + 1)};
+  }
+
+  // With `mutex` held.
+  bool isRetired(std::string_view group) const { return retired.contains(group) || retired_before.contains(group); }
+
+  void add(std::string_view key) {
     const std::lock_guard lock(mutex);
     if (!active) return;
-    keys.insert(key);
-    if (listing) added_while_listing.push_back(key);
+    if (listing) added_while_listing.emplace(key);
+    const auto [group, rest] = split(key);
+    if (isRetired(group)) return;
+    auto it = groups.find(group);
+    if (it == groups.end()) it = groups.emplace(std::string(group), std::vector<std::string>{}).first;
+    if (std::find(it->second.begin(), it->second.end(), rest) == it->second.end()) it->second.emplace_back(rest);
+  }
+
+  // With `mutex` held.
+  void eraseLocked(std::string_view key) {
+    const auto [group, rest] = split(key);
+    const auto it = groups.find(group);
+    if (it == groups.end()) return;
+    std::erase(it->second, rest);
+    if (it->second.empty()) groups.erase(it);
+  }
+
+  void erase(std::string_view key) {
+    const std::lock_guard lock(mutex);
+    eraseLocked(key);
+  }
+
+  void retire(std::string_view group) {
+    const std::lock_guard lock(mutex);
+    if (!active) return;
+    const auto now = Clock::now();
+    if (now - retired_since >= kRetiredFor) {
+      retired_before = std::move(retired);
+      retired.clear();
+      retired_since = now;
+    }
+    if (const auto it = groups.find(group); it != groups.end()) groups.erase(it);
+    retired.emplace(group);
+  }
+
+  // With `mutex` held.
+  std::vector<std::string> keysLocked() const {
+    std::vector<std::string> out;
+    out.reserve(groups.size());
+    for (const auto& [group, rests] : groups) {
+      for (const auto& rest : rests) out.push_back(rest.empty() ? group : group + "/" + rest);
+    }
+    return out;
+  }
+
+  // With `mutex` held: `listed` without the keys of retired groups.
+  void dropRetired(std::vector<std::string>& listed) const {
+    if (retired.empty() && retired_before.empty()) return;
+    std::erase_if(listed, [&](const std::string& key) { return isRetired(split(key).first); });
   }
 };
 
@@ -295,8 +371,10 @@ void KvBucket::watchKeys() {
       continue;
     }
     {
+      // The new watcher delivers the bucket's state again: keys deleted meanwhile must go.
       const std::lock_guard lock(index.mutex);
       index.watcher = watcher;
+      index.groups.clear();
     }
     while (!index.stopping) {
       kvEntry* entry = nullptr;
@@ -320,8 +398,7 @@ void KvBucket::watchKeys() {
       if (put) {
         index.add(key);
       } else {
-        const std::lock_guard lock(index.mutex);
-        index.keys.erase(key);
+        index.erase(key);
       }
     }
     {
@@ -394,6 +471,7 @@ Result<std::unique_ptr<KvBucket>> KvBucket::open(Connection& connection,
                     " (records would age out at another time): set store.max_age to the bucket's, or use "
                     "another bucket");
   }
+  bucket->index_->ages = want_ns > 0;
   if (auto started = bucket->startAsync(max_async_creates, timers); !started) return std::unexpected(started.error());
   return bucket;
 }
@@ -603,11 +681,10 @@ Result<std::vector<std::string>> KvBucket::keys() {
   });
   {
     const std::lock_guard lock(index_->mutex);
-    if (index_->live && std::chrono::steady_clock::now() - index_->last_full < kFullListingEvery) {
-      return std::vector<std::string>(index_->keys.begin(), index_->keys.end());
+    if (index_->live && (!index_->ages || KeyIndex::Clock::now() - index_->last_full < kFullListingEvery)) {
+      return index_->keysLocked();
     }
   }
-  // Rebuild from a full listing; keys the watcher or our creates add meanwhile are kept.
   const std::lock_guard listing(index_->listing_mutex);
   {
     const std::lock_guard lock(index_->mutex);
@@ -617,14 +694,26 @@ Result<std::vector<std::string>> KvBucket::keys() {
   auto listed = listKeys();
   const std::lock_guard lock(index_->mutex);
   index_->listing = false;
-  if (!listed) return listed;
-  std::unordered_set<std::string> keys(listed->begin(), listed->end());
-  keys.insert(index_->added_while_listing.begin(), index_->added_while_listing.end());
+  KeyIndex::Names added = std::move(index_->added_while_listing);
   index_->added_while_listing.clear();
-  index_->keys = std::move(keys);
-  index_->last_full = std::chrono::steady_clock::now();
-  return std::vector<std::string>(index_->keys.begin(), index_->keys.end());
+  if (!listed) return listed;
+  if (!index_->live) {
+    // No watcher yet (or it is being restarted): the listing is the answer.
+    index_->dropRetired(*listed);
+    return listed;
+  }
+  // An age limit removes keys without a delete: what the listing no longer has (and was not
+  // written meanwhile) has aged out. Keys are added only by the watcher and our own creates,
+  // so that retired groups stay out.
+  const KeyIndex::Names present(listed->begin(), listed->end());
+  for (const auto& key : index_->keysLocked()) {
+    if (!present.contains(key) && !added.contains(key)) index_->eraseLocked(key);
+  }
+  index_->last_full = KeyIndex::Clock::now();
+  return index_->keysLocked();
 }
+
+void KvBucket::retire(std::string_view group) { index_->retire(group); }
 
 Result<std::vector<std::string>> KvBucket::listKeys() {
   if (auto ok = checkConnected("KV keys of " + bucket_); !ok) return std::unexpected(ok.error());

@@ -52,13 +52,18 @@ class KvBucket : public KvStore {
   // an unconditional put; use create().
   Result<std::uint64_t> update(std::string_view key, std::string_view value,
                                std::uint64_t expected_revision) override;
-  // Keys that currently have a value; an empty bucket gives an empty list. Served from an
-  // index that a KV watcher (started by the first call) keeps current, plus this process's own
-  // creates, so that periodic
-  // scans do not read the whole bucket again; the index is rebuilt from a full listing when the
-  // watcher is not running or the last listing is older than 30 s. A key created by another
-  // process may show up a few milliseconds late.
+  // Keys that currently have a value, but those of retired groups; an empty bucket gives an
+  // empty list. Served from an index that a KV watcher (started by the first call) keeps
+  // current, plus this process's own creates, so that periodic scans do not read the whole
+  // bucket again. Until the watcher has delivered the bucket's state, a full listing answers.
+  // With an age limit (store.max_age) the index is checked against a full listing every 30 s
+  // (aged-out keys get no delete). A key created by another process may show up a few
+  // milliseconds late.
   Result<std::vector<std::string>> keys() override;
+  // Forgets the group's keys (`group` and `group/...`) in the index; writes to it in the next
+  // 30 s or more are not indexed either, so memory follows the open groups. A full listing
+  // (the watcher restarting, or an age limit's check) may bring it back once.
+  void retire(std::string_view group) override;
   // The full listing (kvStore_Keys), bypassing the index.
   Result<std::vector<std::string>> listKeys() override;
   // Whether the watcher has delivered the bucket's state and is running (for tests).

@@ -431,6 +431,39 @@ TEST_F(NatsAdapterTest, KvKeysComeFromAWatchedIndexThatFollowsOtherWriters) {
   for (const std::string key : {"from-other", "own", "own-async"}) EXPECT_TRUE(contains(key)) << key;
 }
 
+TEST_F(NatsAdapterTest, KvRetiredGroupsLeaveTheIndexAndStayOut) {
+  auto kv = openBucket(*connection);
+  ASSERT_TRUE(kv->keys().has_value());
+  ASSERT_TRUE(eventually([&] { return kv->indexLive(); }));
+  for (const std::string key : {"done", "done/decision", "done/released", "open", "open/vote/1/alice"}) {
+    ASSERT_TRUE(kv->create(key, "v").has_value()) << key;
+  }
+  auto sorted = [&] {
+    auto keys = kv->keys();
+    EXPECT_TRUE(keys.has_value());
+    std::vector<std::string> out = keys ? *keys : std::vector<std::string>{};
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  EXPECT_EQ(sorted(), (std::vector<std::string>{"done", "done/decision", "done/released", "open", "open/vote/1/alice"}));
+  kv->retire("done");
+  const std::vector<std::string> open{"open", "open/vote/1/alice"};
+  EXPECT_EQ(sorted(), open);
+  // Later writes to a retired group, from this process or another, are not indexed.
+  ASSERT_TRUE(kv->update("done", "w", kv->get("done")->revision).has_value());
+  auto other_connection = connectTo(server->url());
+  auto other = openBucket(*other_connection);
+  ASSERT_TRUE(other->create("done/late", "v").has_value());
+  ASSERT_TRUE(other->create("new", "v").has_value());
+  ASSERT_TRUE(eventually([&] {
+    auto keys = kv->keys();
+    return keys && std::find(keys->begin(), keys->end(), "new") != keys->end();
+  }));
+  EXPECT_EQ(sorted(), (std::vector<std::string>{"new", "open", "open/vote/1/alice"}));
+  // The bucket still has them all.
+  EXPECT_EQ(kv->listKeys()->size(), 7u);
+}
+
 TEST_F(NatsAdapterTest, KvKeysOfEmptyBucketIsEmptyThenListsEveryKey) {
   auto kv = openBucket(*connection);
   auto none = kv->keys();

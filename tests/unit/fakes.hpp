@@ -56,6 +56,16 @@ class MemoryKv final : public KvStore {
     return out;
   }
 
+  // Listing is unchanged by it (a store may keep listing retired groups); recorded for tests.
+  void retire(std::string_view group) override {
+    const std::lock_guard lock(mutex_);
+    retired_.emplace_back(group);
+  }
+  std::vector<std::string> retired() const {
+    const std::lock_guard lock(mutex_);
+    return retired_;
+  }
+
   // Test access, bypassing failure injection.
   std::optional<std::string> value(const std::string& key) const {
     const std::lock_guard lock(mutex_);
@@ -91,6 +101,7 @@ class MemoryKv final : public KvStore {
   }
   mutable std::mutex mutex_;
   std::map<std::string, KvEntry> data_;
+  std::vector<std::string> retired_;
   std::uint64_t sequence_ = 0;
   Errc fail_code_ = Errc::unavailable;
   int fail_calls_ = 0;

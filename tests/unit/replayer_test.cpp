@@ -173,6 +173,33 @@ TEST_F(ReplayerTest, RejectedJobsAreLookedAtOnceNotEveryScan) {
   EXPECT_EQ(kv_.gets.load(), 0) << "rejected decisions never change: read once";
 }
 
+TEST_F(ReplayerTest, FinishedApprovalsAreRetiredOpenOnesAreNot) {
+  auto replay = replayer();
+  ASSERT_EQ(send("ops.restart", R"({"id":"r-1"})").code, 202);  // expires in 10 s
+  auto hold = [&](const std::string& id) {
+    const auto outcome = send("finance.payment.execute", R"({"id":")" + id + R"(","labels":{"env":"production"}})");
+    EXPECT_EQ(wireName(outcome.status), "approval_required");
+    return outcome.approval_id;
+  };
+  const std::string released = hold("p-1");
+  ASSERT_EQ(approve(released).code, 200);
+  const std::string rejected = hold("p-2");
+  ASSERT_EQ(reject(rejected).code, 200);
+  const std::string open = hold("p-3");
+  ASSERT_TRUE(replay->scan());
+  auto retired = kv_.retired();
+  std::sort(retired.begin(), retired.end());
+  std::vector<std::string> expected{released, rejected};
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(retired, expected) << "released at once; rejected once its decision was read";
+  clock_.advance(11s);
+  EXPECT_EQ(replay->scan()->expired, 1);
+  retired = kv_.retired();
+  EXPECT_NE(std::find(retired.begin(), retired.end(), "r-1"), retired.end()) << "expired by this scan";
+  EXPECT_EQ(std::find(retired.begin(), retired.end(), open), retired.end()) << "still pending";
+  EXPECT_EQ(replay->scan()->pending, 1);
+}
+
 TEST_F(ReplayerTest, LargeBacklogsAreReadOverSeveralScans) {
   for (int i = 0; i < 5; ++i) send("ops.restart", R"({"id":"r-)" + std::to_string(i) + R"("})");
   clock_.advance(11s);
