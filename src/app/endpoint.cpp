@@ -27,6 +27,9 @@ class IngressEndpoint final : public Endpoint {
   std::string name() const override { return name_; }
   void drain(std::chrono::milliseconds) override { ingress_->stop(); }
   std::string problem() const override { return ingress_->stalled(); }
+  std::optional<std::pair<std::string, natsio::IngressStats>> ingressStats() const override {
+    return std::make_pair(ingress_->options().stream, ingress_->stats());
+  }
 
  private:
   std::unique_ptr<natsio::JetStreamIngress> ingress_;

@@ -5,16 +5,18 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "countersign/message.hpp"
 #include "countersign/result.hpp"
 #include "countersign/work_pool.hpp"
 #include "nats/connection.hpp"
+#include "nats/js_ingress.hpp"
 
 namespace countersign::natsio {
 class Subscription;
-class JetStreamIngress;
 }  // namespace countersign::natsio
 
 namespace countersign::app {
@@ -31,6 +33,8 @@ class Endpoint {
   virtual std::string problem() const { return {}; }
   // Messages dropped unseen by the client library (a slow consumer), for /metrics.
   virtual std::uint64_t dropped() const { return 0; }
+  // A JetStream ingress's stream and counters (for /metrics); nullopt for other endpoints.
+  virtual std::optional<std::pair<std::string, natsio::IngressStats>> ingressStats() const { return std::nullopt; }
 };
 
 // A core NATS subscription whose delivery thread only decodes the message and posts it to

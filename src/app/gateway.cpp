@@ -441,6 +441,47 @@ std::string Gateway::metricsText() const {
           "concurrency.intake_bytes waited on a core route.\n";
   text += "# TYPE countersign_intake_dropped_total counter\n";
   text += "countersign_intake_dropped_total " + std::to_string(dropped) + "\n";
+  text += ingressMetrics();
+  return text;
+}
+
+// JetStream ingresses: what readiness reports, as numbers to alert on.
+std::string Gateway::ingressMetrics() const {
+  struct Family {
+    const char* name;
+    const char* type;
+    const char* help;
+    std::function<std::uint64_t(const Endpoint&, const natsio::IngressStats&)> value;
+  };
+  const Family families[] = {
+      {"countersign_ingress_stalled", "gauge",
+       "1 while a JetStream ingress takes nothing although jobs wait (the reason is on /readyz).",
+       [](const Endpoint& e, const natsio::IngressStats&) -> std::uint64_t { return e.problem().empty() ? 0 : 1; }},
+      {"countersign_ingress_stalls_total", "counter",
+       "Stalls a JetStream ingress found and acted on: fetches empty while its consumer had jobs waiting, or its "
+       "consumer past the end of its stream.",
+       [](const Endpoint&, const natsio::IngressStats& s) { return s.stalls; }},
+      {"countersign_ingress_rebinds_total", "counter",
+       "Times a JetStream ingress set up its stream, consumer or pull subscription again.",
+       [](const Endpoint&, const natsio::IngressStats& s) { return s.rebinds; }},
+      {"countersign_ingress_consumer_recreated_total", "counter",
+       "Consumers a JetStream ingress deleted and created again because they were past the end of their stream.",
+       [](const Endpoint&, const natsio::IngressStats& s) { return s.recreated; }},
+  };
+  std::string text;
+  for (const auto& family : families) {
+    std::string rows;
+    for (const auto& endpoint : intake_endpoints_) {
+      if (auto stats = endpoint->ingressStats()) {
+        rows += std::string(family.name) + "{stream=\"" + stats->first + "\"} " +
+                std::to_string(family.value(*endpoint, stats->second)) + "\n";
+      }
+    }
+    if (rows.empty()) return text;  // no JetStream route
+    text += std::string("# HELP ") + family.name + " " + family.help + "\n";
+    text += std::string("# TYPE ") + family.name + " " + family.type + "\n";
+    text += rows;
+  }
   return text;
 }
 

@@ -90,8 +90,8 @@ class Gateway {
   // store does not confirm them in time), control finishes the requests it took, the
   // connections drain and close, the embedded server stops. Idempotent.
   void stop(std::chrono::milliseconds deadline);
-  // What /readyz reports: ready when both connections are up and the last replay scan could
-  // read the bucket.
+  // What /readyz reports: ready when both connections are up, the last replay scan could
+  // read the bucket, and no JetStream ingress takes nothing while jobs wait.
   http::Readiness health() const;
 
   // The whole `countersign run`: blocks SIGTERM, SIGINT and SIGHUP in every thread, start()
@@ -107,6 +107,7 @@ class Gateway {
   void printBanner() const;
   void reloadPolicy(std::string_view why);
   std::string metricsText() const;
+  std::string ingressMetrics() const;
   // The console's evidence of one approval, and its live events (<prefix>.events.> on the
   // control connection) for /api/v1/events.
   ControlReply evidence(const std::string& id) const;

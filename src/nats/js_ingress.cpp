@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -123,6 +124,9 @@ Status checkOptions(const IngressOptions& o) {
     return fail(Errc::invalid_argument,
                 "ingress batch: expected 1 to 10000, got " + std::to_string(o.batch));
   }
+  if (o.stuck_after < milliseconds(1)) {
+    return fail(Errc::invalid_argument, "ingress stuck_after: must be at least 1 ms");
+  }
   if (o.max_ack_pending < 1) {
     return fail(Errc::invalid_argument, "ingress max_ack_pending: must be positive, got " +
                                             std::to_string(o.max_ack_pending));
@@ -155,6 +159,10 @@ std::int64_t nanos(milliseconds duration) {
 bool streamOrConsumerMissing(natsStatus s, jsErrCode js_error) {
   return s == NATS_NOT_FOUND || js_error == JSStreamNotFoundErr ||
          js_error == JSConsumerNotFoundErr;
+}
+
+std::string secondsText(Clock::duration d) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(d).count()) + " s";
 }
 
 }  // namespace
@@ -213,7 +221,22 @@ IngressStats JetStreamIngress::stats() const {
   s.fetch_errors = counters_.fetch_errors.load();
   s.rebinds = counters_.rebinds.load();
   s.stalls = counters_.stalls.load();
+  s.recreated = counters_.recreated.load();
   return s;
+}
+
+JetStreamIngress::InStep::InStep(JetStreamIngress& self, Step step, std::uint64_t sequence)
+    : self_(self) {
+  std::lock_guard lock(self_.stalled_mutex_);
+  self_.step_ = step;
+  self_.step_sequence_ = sequence;
+  self_.step_since_ = Clock::now();
+}
+
+JetStreamIngress::InStep::~InStep() {
+  std::lock_guard lock(self_.stalled_mutex_);
+  self_.step_ = Step::waiting;
+  self_.step_since_ = Clock::now();
 }
 
 void JetStreamIngress::log(const std::string& line) const {
@@ -403,10 +426,14 @@ void JetStreamIngress::run() {
   };
   while (!stop_requested_) {
     if (need_setup_) {
-      if (auto ok = setUp(); !ok) {
+      Status set_up = [&] {
+        InStep step(*this, Step::setting_up);
+        return setUp();
+      }();
+      if (!set_up) {
         if (!degraded_) {
           log("ingress: cannot set up stream " + options_.stream +
-              " again (retrying): " + ok.error().message);
+              " again (retrying): " + set_up.error().message);
         }
         degraded_ = true;
         wait();
@@ -414,6 +441,8 @@ void JetStreamIngress::run() {
       }
       need_setup_ = false;
       degraded_ = false;
+      idle_checks_with_pending_ = 0;
+      idle_checks_past_end_ = 0;
       ++counters_.rebinds;
       log("ingress: stream " + options_.stream + " and consumer " + options_.durable +
           " are back; fetching again");
@@ -426,7 +455,11 @@ void JetStreamIngress::run() {
     }
     natsMsgList list{};
     jsErrCode js_error{};
-    natsStatus s = natsSubscription_Fetch(&list, sub_, options_.batch, kFetchWaitMs, &js_error);
+    natsStatus s = NATS_OK;
+    {
+      InStep step(*this, Step::fetching);
+      s = natsSubscription_Fetch(&list, sub_, options_.batch, kFetchWaitMs, &js_error);
+    }
     if (s == NATS_OK || s == NATS_TIMEOUT || s == NATS_NOT_FOUND) {
       if (degraded_) log("ingress: fetching from " + options_.stream + " again");
       degraded_ = false;
@@ -455,14 +488,20 @@ void JetStreamIngress::checkWhileIdle() {
   // nats-server 2.9.10: no message, no 503), just like an idle one: only asking for the
   // consumer tells them apart.
   //
-  // A consumer can also exist and hold jobs while pulls on this subscription find nothing: seen
-  // after nats-server restarts under load (the pull requests of a subscription re-sent on
-  // reconnect are not served again). Idle fetches while the consumer reports undelivered jobs,
-  // at two checks in a row (with room under max_ack_pending: not merely another replica's
-  // unacked batch), mean this ingress is stalled: readiness says so, and the subscription is
-  // bound again (a new pull subscription; the consumer and its state are kept).
+  // A consumer can also exist and hold jobs while pulls on this subscription find nothing:
+  // - Its delivered stream sequence is past the stream's last sequence. nats-server 2.9 keeps a
+  //   consumer's state and a stream's messages in separate files written at different times; a
+  //   crash can leave a stream whose sequence went back (its last block and index not written)
+  //   beside a consumer that remembers a later position. New jobs get sequences the consumer
+  //   believes it has delivered, so it skips them and reports nothing pending. Nothing short of
+  //   a new consumer takes them: the consumer is deleted and created again (deliver all: the
+  //   stream is a work queue, so it holds exactly the jobs not yet acked).
+  // - It reports undelivered jobs (with room under max_ack_pending: not merely another
+  //   replica's unacked batch) at two checks in a row while every fetch came back empty: the
+  //   subscription is bound again (a new pull subscription; the consumer and its state kept).
   if (Clock::now() - last_verified_ < kIdleCheckInterval) return;
   last_verified_ = Clock::now();
+  InStep step(*this, Step::checking);
   const ConsumerState state = consumerState();
   if (state.gone) {
     log("ingress: consumer " + options_.durable + " on stream " + options_.stream +
@@ -471,13 +510,31 @@ void JetStreamIngress::checkWhileIdle() {
     return;
   }
   if (!state.known) return;
+  // Read after the consumer: in normal operation the stream's last sequence can only have grown.
+  if (auto last = streamLastSequence(); last && state.delivered_stream > *last) {
+    const std::string what = "ingress " + options_.stream + ": consumer " + options_.durable +
+                             " has delivered up to stream sequence " +
+                             std::to_string(state.delivered_stream) +
+                             ", past the stream's last sequence " + std::to_string(*last) +
+                             " (the stream's sequence went back, e.g. after a server crash): it "
+                             "skips new jobs";
+    if (++idle_checks_past_end_ < 2) {
+      setStalled(what + "; re-creating the consumer if it stays so");
+      log(what + "; checking again");
+      return;
+    }
+    idle_checks_past_end_ = 0;
+    ++counters_.stalls;
+    setStalled(what + "; re-creating the consumer");
+    log(what + "; deleting the consumer and creating it again");
+    recreateConsumer(state.delivered_stream, *last);
+    return;
+  }
+  idle_checks_past_end_ = 0;
   const bool room = state.max_ack_pending <= 0 || state.ack_pending < state.max_ack_pending;
   if (state.pending == 0 || !room) {
     idle_checks_with_pending_ = 0;
-    if (state.pending == 0) {
-      std::lock_guard lock(stalled_mutex_);
-      stalled_.clear();
-    }
+    if (state.pending == 0) setStalled({});
     return;
   }
   if (++idle_checks_with_pending_ < 2) return;
@@ -485,17 +542,69 @@ void JetStreamIngress::checkWhileIdle() {
   ++counters_.stalls;
   const std::string what = "ingress " + options_.stream + ": fetches find nothing while consumer " +
                            options_.durable + " has " + std::to_string(state.pending) + " jobs waiting";
-  {
-    std::lock_guard lock(stalled_mutex_);
-    stalled_ = what;
-  }
+  setStalled(what);
   log(what + "; binding the subscription again");
   need_setup_ = true;
 }
 
+void JetStreamIngress::recreateConsumer(std::uint64_t delivered, std::uint64_t last) {
+  // Another replica may have re-created it meanwhile: delete only what is still past the end.
+  const ConsumerState again = consumerState();
+  const auto last_again = streamLastSequence();
+  if (again.known && last_again && again.delivered_stream <= *last_again) {
+    log("ingress: consumer " + options_.durable + " is no longer past the end of stream " + options_.stream +
+        " (another replica re-created it?); keeping it");
+    setStalled({});
+    return;
+  }
+  jsErrCode js_error{};
+  natsStatus s = js_DeleteConsumer(connection_.js(), options_.stream.c_str(), options_.durable.c_str(), nullptr,
+                                   &js_error);
+  if (s != NATS_OK && !streamOrConsumerMissing(s, js_error)) {
+    log("ingress: " + natsError(s, "deleting consumer " + options_.durable).message + "; trying again later");
+    return;
+  }
+  ++counters_.recreated;
+  log("ingress: deleted consumer " + options_.durable + " on stream " + options_.stream + " (delivered " +
+      std::to_string(delivered) + ", stream ends at " + std::to_string(last) + "); creating it again");
+  need_setup_ = true;  // the loop creates it (deliver all) and binds a new subscription
+}
+
+void JetStreamIngress::setStalled(std::string reason) {
+  std::lock_guard lock(stalled_mutex_);
+  stalled_ = std::move(reason);
+}
+
 std::string JetStreamIngress::stalled() const {
   std::lock_guard lock(stalled_mutex_);
-  return stalled_;
+  std::string out = stalled_;
+  const auto in_step = Clock::now() - step_since_;
+  if (step_ != Step::waiting && in_step > options_.stuck_after) {
+    std::string doing;
+    switch (step_) {
+      case Step::fetching:
+        doing = "in one fetch";
+        break;
+      case Step::handling:
+        doing = "deciding stream sequence " + std::to_string(step_sequence_);
+        break;
+      case Step::flushing:
+        doing = "flushing acks";
+        break;
+      case Step::checking:
+        doing = "checking its consumer";
+        break;
+      case Step::setting_up:
+        doing = "setting up its stream and consumer";
+        break;
+      case Step::waiting:
+        break;
+    }
+    if (!out.empty()) out += "\n";
+    out += "ingress " + options_.stream + ": the fetch thread has been " + doing + " for " + secondsText(in_step) +
+           " (more than " + secondsText(options_.stuck_after) + "), taking nothing";
+  }
+  return out;
 }
 
 void JetStreamIngress::onFetchError(natsStatus status, jsErrCode js_error) {
@@ -508,6 +617,7 @@ void JetStreamIngress::onFetchError(natsStatus status, jsErrCode js_error) {
   // A failed pull ("409 Consumer Deleted" to a waiting request, ...): the consumer or the whole
   // stream may be gone, e.g. a server that restarted without its store. Only a definite
   // "not found" rebuilds them.
+  InStep step(*this, Step::checking);
   if (consumerIsGone()) {
     log("ingress: consumer " + options_.durable + " on stream " + options_.stream +
         " is gone; creating it again");
@@ -531,9 +641,20 @@ JetStreamIngress::ConsumerState JetStreamIngress::consumerState() {
     state.known = true;
     state.pending = info->NumPending;
     state.ack_pending = info->NumAckPending;
+    state.delivered_stream = info->Delivered.Stream;
     if (info->Config != nullptr) state.max_ack_pending = info->Config->MaxAckPending;
   }
   return state;
+}
+
+std::optional<std::uint64_t> JetStreamIngress::streamLastSequence() {
+  if (!connection_.connected()) return std::nullopt;
+  jsStreamInfo* raw = nullptr;
+  jsErrCode js_error{};
+  natsStatus s = js_GetStreamInfo(&raw, connection_.js(), options_.stream.c_str(), nullptr, &js_error);
+  StreamInfoPtr info(raw);
+  if (s != NATS_OK || !info) return std::nullopt;
+  return info->State.LastSeq;
 }
 
 void JetStreamIngress::handleBatch(natsMsgList& list) {
@@ -592,6 +713,7 @@ void JetStreamIngress::handleOne(natsMsg* msg) {
   }
   // The reply is JetStream's ack subject, never the producer's.
   converted->reply.clear();
+  InStep step(*this, Step::handling, position.sequence);
   IntakeOutcome outcome = callHandler(std::move(*converted), position);
   ++counters_.handled;
   if (outcome.status == Outcome::approval_required) crashPoint("after_hold_before_ack");
@@ -660,6 +782,7 @@ void JetStreamIngress::flushAcks() {
   if (unflushed_acks_ == 0) return;
   unflushed_acks_ = 0;
   if (!connection_.connected()) return;  // cnats sends them after the reconnect
+  InStep step(*this, Step::flushing);
   natsStatus s = natsConnection_FlushTimeout(connection_.raw(), kFlushWaitMs);
   if (s != NATS_OK) {
     log("ingress: " + natsError(s, "flushing acks").message +

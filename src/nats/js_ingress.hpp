@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -38,6 +39,9 @@ struct IngressOptions {
   // Trivial handler on the 2-vCPU test machine: ~33k msg/s async, ~4k msg/s confirmed (see the
   // top of js_ingress.cpp).
   bool confirm_each_ack = false;
+  // One step of the fetch loop (a fetch, one handler call, an ack flush, a JetStream API
+  // request) that takes longer than this makes stalled() report the loop as stuck in it.
+  std::chrono::milliseconds stuck_after{30000};
 };
 
 // Returns the ack decision for one message; called on the ingress thread, in stream order.
@@ -56,7 +60,9 @@ struct IngressStats {
   std::uint64_t ack_failures = 0;  // acks/NAKs/Terms the server did not take (redelivered later)
   std::uint64_t fetch_errors = 0;  // fetches that failed for another reason than no messages
   std::uint64_t rebinds = 0;       // stream/consumer re-created or subscription re-bound
-  std::uint64_t stalls = 0;        // times fetches found nothing while the consumer had jobs
+  std::uint64_t stalls = 0;        // stalls found: fetches found nothing while the consumer had
+                                   // jobs, or the consumer was past the end of its stream
+  std::uint64_t recreated = 0;     // consumers deleted and created again (past the stream's end)
 };
 
 class JetStreamIngress {
@@ -72,7 +78,12 @@ class JetStreamIngress {
   // After start, environment failures never end the loop: while the connection is down it
   // waits (250 ms doubling to 2 s) and tries again; if the stream or the consumer disappeared
   // (a server restarted without its store) they are created again and the subscription is
-  // bound again. The Connection must outlive the ingress.
+  // bound again. While fetches come back empty it checks the consumer every 2 s: a consumer
+  // with jobs waiting that this ingress is not given gets a new pull subscription, and a
+  // consumer whose delivered stream sequence is past the stream's last sequence (the stream's
+  // sequence went back after a server crash, so every new job would be skipped) is deleted and
+  // created again, the only case where the ingress deletes a consumer. The Connection must
+  // outlive the ingress.
   static Result<std::unique_ptr<JetStreamIngress>> start(Connection& connection,
                                                          IngressOptions options,
                                                          IngressHandler handler, Logger log);
@@ -91,14 +102,30 @@ class JetStreamIngress {
 
   IngressStats stats() const;
   const IngressOptions& options() const { return options_; }
-  // Not empty while the ingress takes nothing although its consumer has jobs waiting (for
-  // readiness): says how many. Cleared when a fetch brings messages again.
+  // Not empty while the ingress takes nothing although jobs wait (for readiness), one reason
+  // per line: its consumer has jobs waiting and fetches find nothing (cleared when a fetch brings
+  // messages again), its consumer is past the end of its stream (cleared once re-created), or
+  // one step of the fetch loop has taken longer than stuck_after (computed when asked, so it is
+  // reported even while the fetch thread is blocked).
   std::string stalled() const;
 
  private:
   struct Counters {
     std::atomic<std::uint64_t> handled{0}, acked{0}, naked{0}, terminated{0}, malformed{0},
-        ack_failures{0}, fetch_errors{0}, rebinds{0}, stalls{0};
+        ack_failures{0}, fetch_errors{0}, rebinds{0}, stalls{0}, recreated{0};
+  };
+  // What the fetch thread is doing, for the stuck-step report.
+  enum class Step { waiting, fetching, handling, flushing, checking, setting_up };
+  // RAII: the fetch thread is in `step` until this goes out of scope.
+  class InStep {
+   public:
+    InStep(JetStreamIngress& self, Step step, std::uint64_t sequence = 0);
+    ~InStep();
+    InStep(const InStep&) = delete;
+    InStep& operator=(const InStep&) = delete;
+
+   private:
+    JetStreamIngress& self_;
   };
 
   JetStreamIngress(Connection& connection, IngressOptions options, IngressHandler handler,
@@ -116,6 +143,8 @@ class JetStreamIngress {
   void flushAcks();
   void onFetchError(natsStatus status, jsErrCode js_error);
   void checkWhileIdle();
+  void recreateConsumer(std::uint64_t delivered, std::uint64_t last);
+  void setStalled(std::string reason);
   // Consumer info; nullptr with `gone` set when the stream or consumer does not exist.
   struct ConsumerState {
     bool gone = false;
@@ -123,8 +152,10 @@ class JetStreamIngress {
     std::uint64_t pending = 0;  // messages not yet delivered to anyone
     std::int64_t ack_pending = 0;
     std::int64_t max_ack_pending = 0;
+    std::uint64_t delivered_stream = 0;  // last stream sequence delivered to anyone
   };
   ConsumerState consumerState();
+  std::optional<std::uint64_t> streamLastSequence();  // nullopt when it cannot be read
   bool consumerIsGone();
   bool sleepUnlessStopping(std::chrono::milliseconds delay);
   void log(const std::string& line) const;
@@ -141,9 +172,14 @@ class JetStreamIngress {
   // fetch thread: when messages last came or the consumer was last seen to exist
   std::chrono::steady_clock::time_point last_verified_ = std::chrono::steady_clock::now();
   int idle_checks_with_pending_ = 0;  // fetch thread: idle checks in a row that saw jobs waiting
+  int idle_checks_past_end_ = 0;      // fetch thread: idle checks in a row that saw the consumer
+                                      // past the stream's last sequence
   Counters counters_;
   mutable std::mutex stalled_mutex_;
   std::string stalled_;  // see stalled()
+  Step step_ = Step::waiting;  // under stalled_mutex_: what the fetch thread does, since when
+  std::uint64_t step_sequence_ = 0;
+  std::chrono::steady_clock::time_point step_since_ = std::chrono::steady_clock::now();
 
   std::mutex stop_mutex_;  // serialises stop() calls
   std::mutex mutex_;

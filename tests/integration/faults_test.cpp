@@ -1086,8 +1086,11 @@ TEST_P(ServerRestartTest, CountersignRidesOutANatsServerRestart) {
   for (auto& replica : replicas) {
     EXPECT_FALSE(replica->waitExit(0ms).has_value()) << "countersign exited during the restart";
   }
-  if (::testing::Test::HasFailure()) {
+  // FAULTS_PRINT_LOGS=1: also when it passed (scripts/repeat-restart-test.sh counts what the
+  // ingresses logged over many runs).
+  if (::testing::Test::HasFailure() || std::getenv("FAULTS_PRINT_LOGS") != nullptr) {
     for (auto& replica : replicas) std::cout << "[faults] countersign log:\n" << replica->logs() << "\n";
+    if (fault.intake == Intake::jetstream) std::cout << "[faults] ingress: " << ingressState(client) << "\n";
   }
 }
 

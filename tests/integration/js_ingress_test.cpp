@@ -540,6 +540,87 @@ TEST_F(JsIngressTest, ConsumerAndStreamThatDisappearAreCreatedAgain) {
   EXPECT_GE(ingress->stats().rebinds, 2u);
 }
 
+// What a crash can leave behind (nats-server 2.9 writes a stream's message blocks and a
+// consumer's state file separately): a stream whose sequence went back, beside a consumer that
+// remembers delivering past it. New jobs get sequences the consumer believes it has delivered:
+// it skips them and reports nothing pending. The ingress reports it (readiness), deletes the
+// consumer, creates it again and takes the jobs.
+TEST_F(JsIngressTest, AConsumerPastTheEndOfItsStreamIsCreatedAgainAndTakesTheJobsItSkipped) {
+  Recorder recorder;
+  auto ingress = startIngress(*connection, defaultOptions(), recorder.handler());
+  for (int i = 0; i < 10; ++i) publishDurably(*client, subjectFor(i), i);
+  ASSERT_TRUE(eventually([&] { return recorder.calls() == 10; }));
+  ASSERT_TRUE(eventually([&] { return consumerState(*client).ack_pending == 0; }));
+  server->stop();
+  // The stream's message files go; its config and the consumer's state file stay.
+  const auto messages = server->storeDir() / "jetstream" / "$G" / "streams" / kStream / "msgs";
+  ASSERT_TRUE(std::filesystem::is_directory(messages)) << messages;
+  for (const auto& file : std::filesystem::directory_iterator(messages)) std::filesystem::remove_all(file.path());
+  server->restart();
+  // Sequences 1 to 3 again, which the consumer (at 10) believes it has delivered.
+  for (int i = 10; i < 13; ++i) publishDurably(*client, subjectFor(i), i);
+  std::string report;
+  EXPECT_TRUE(eventually(
+      [&] {
+        report = ingress->stalled();
+        return report.find("past the stream's last sequence") != std::string::npos;
+      },
+      15s))
+      << "readiness never said why nothing is taken";
+  EXPECT_NE(report.find("consumer " + std::string(kDurable) + " has delivered up to stream sequence 10"),
+            std::string::npos)
+      << report;
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto seen = recorder.indexes();
+        return seen.contains(10) && seen.contains(11) && seen.contains(12);
+      },
+      20s))
+      << "the skipped jobs were never taken; handler calls " << recorder.calls();
+  EXPECT_EQ(ingress->stats().recreated, 1u);
+  EXPECT_GE(ingress->stats().stalls, 1u);
+  EXPECT_TRUE(eventually([&] { return ingress->stalled().empty(); })) << ingress->stalled();
+  EXPECT_TRUE(eventually([&] { return consumerState(*client).exists && consumerState(*client).ack_pending == 0; }));
+}
+
+// A fetch thread that cannot get on (here a handler that does not return) takes nothing while
+// jobs wait: readiness says so while it lasts, without the fetch thread's help.
+TEST_F(JsIngressTest, AFetchThreadStuckInOneStepIsReportedWhileItLasts) {
+  std::mutex mutex;
+  std::condition_variable released;
+  bool release = false;
+  Recorder recorder;
+  auto inner = recorder.handler();
+  IngressOptions options = defaultOptions();
+  options.stuck_after = 500ms;
+  auto ingress = startIngress(*connection, options, [&](Message&& message, const IngressPosition& position) {
+    if (message.payload == "job-0") {
+      std::unique_lock lock(mutex);
+      released.wait(lock, [&] { return release; });
+    }
+    return inner(std::move(message), position);
+  });
+  EXPECT_EQ(ingress->stalled(), "");
+  for (int i = 0; i < 3; ++i) publishDurably(*client, subjectFor(i), i);
+  std::string report;
+  EXPECT_TRUE(eventually(
+      [&] {
+        report = ingress->stalled();
+        return !report.empty();
+      },
+      10s));
+  EXPECT_EQ(report.rfind("ingress " + std::string(kStream) + ": the fetch thread has been deciding stream sequence 1 for ", 0), 0u)
+      << report;
+  EXPECT_NE(report.find("taking nothing"), std::string::npos) << report;
+  {
+    std::lock_guard lock(mutex);
+    release = true;
+  }
+  released.notify_all();
+  EXPECT_TRUE(eventually([&] { return recorder.unique() == 3; }));
+  EXPECT_EQ(ingress->stalled(), "");
+}
+
 TEST_F(JsIngressTest, AnExistingStreamWithAnotherConfigIsRefusedAndLeftAlone) {
   Recorder recorder;
   client->addStream(kStream, {"other.>"});  // limits retention, other subjects
