@@ -12,9 +12,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <optional>
+#include <regex>
 #include <set>
 #include <string>
 #include <thread>
@@ -70,6 +72,24 @@ bool ingressSettled(Client& client) {
   return consumerSettled(client, kIngressStream, kIngressDurable);
 }
 
+struct HttpAnswer {
+  int status = 0;
+  std::string body;
+};
+
+// GET http://127.0.0.1:<port><path> through the curl binary.
+HttpAnswer httpGet(int port, const std::string& path) {
+  HttpAnswer answer;
+  const auto run = runCurl({"http://127.0.0.1:" + std::to_string(port) + path}, 5);
+  if (!run || run->exit_code != 0) return answer;
+  const auto head_end = run->out.find("\r\n\r\n");
+  const auto space = run->out.find(' ');
+  if (head_end == std::string::npos || space == std::string::npos) return answer;
+  answer.status = std::atoi(run->out.c_str() + space + 1);
+  answer.body = run->out.substr(head_end + 4);
+  return answer;
+}
+
 class JetStreamIntakeTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -78,14 +98,30 @@ class JetStreamIntakeTest : public ::testing::Test {
     client_->addStream(kJobsStream, {"jobs.>"});
   }
 
-  std::unique_ptr<CountersignProcess> startGateway() {
+  // With `admin_port`: an admin listener on a port of its choosing, written there.
+  std::unique_ptr<CountersignProcess> startGateway(int* admin_port = nullptr) {
     CountersignOptions options;
     options.config_yaml =
         gatewayConfig({.servers = {server_->url()}, .mode = "jetstream", .lease = "1s"});
+    if (admin_port != nullptr) {
+      const std::string none = "admin:\n  listen: \"\"\n";
+      const auto at = options.config_yaml.find(none);
+      EXPECT_NE(at, std::string::npos) << options.config_yaml;
+      if (at != std::string::npos) options.config_yaml.replace(at, none.size(), "admin:\n  listen: \"127.0.0.1:0\"\n");
+    }
     options.policy_yaml = kPolicy;
     options.nats_url = server_->url();
     auto process = CountersignProcess::start(options);
     EXPECT_TRUE(saysReady(*process, 15s));
+    if (admin_port != nullptr) {
+      const std::regex admin_line(R"(\n  admin http://127\.0\.0\.1:([0-9]+) )");
+      std::smatch match;
+      std::string logs;
+      EXPECT_TRUE(waitUntil([&] { return std::regex_search(logs = process->logs(), match, admin_line); }, 10s))
+          << "no admin line in the output:\n"
+          << logs;
+      *admin_port = match.empty() ? 0 : std::stoi(match[1].str());
+    }
     return process;
   }
 
@@ -233,6 +269,66 @@ TEST_F(JetStreamIntakeTest, DeniedJobsLeaveTheQueueAndHeldJobsAnswerOnCountersig
   for (const auto& m : control.messages()) {
     EXPECT_NE(m.subject, "countersign.control.approve") << m.payload;
   }
+}
+
+// What a crash of nats-server 2.9 can leave behind: a stream whose sequence went back (its
+// message files lost their end) beside a consumer that remembers delivering past it. New jobs
+// get sequences the consumer believes delivered: it skips them and reports nothing pending, so
+// nothing would ever take them. /readyz says so with the reason, countersign deletes the
+// consumer and creates it again, the waiting job is held, /readyz is ready again and /metrics
+// counts the re-creation.
+TEST_F(JetStreamIntakeTest, AConsumerPastTheEndOfItsStreamIsReportedOnReadyzAndCreatedAgain) {
+  int admin = 0;
+  auto gateway = startGateway(&admin);
+  ASSERT_GT(admin, 0);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_GT(publishDurably(*client_, "agents.jobs.risky.transfer", R"({"id":"before-)" + std::to_string(i) + R"("})"),
+              0u);
+  }
+  ASSERT_TRUE(waitUntil([&] { return ingressSettled(*client_) && client_->streamMessageCount(kIngressStream) == 0; }, 20s));
+  EXPECT_EQ(httpGet(admin, "/readyz").status, 200);
+
+  server_->stop();
+  const auto messages = server_->storeDir() / "jetstream" / "$G" / "streams" / kIngressStream / "msgs";
+  ASSERT_TRUE(std::filesystem::is_directory(messages)) << messages;
+  for (const auto& file : std::filesystem::directory_iterator(messages)) std::filesystem::remove_all(file.path());
+  server_->restart();
+  // Stream sequence 1 again; the consumer believes it delivered up to 5.
+  ASSERT_EQ(publishDurably(*client_, "agents.jobs.risky.transfer", R"({"id":"after-1"})"), 1u);
+
+  HttpAnswer ready;
+  EXPECT_TRUE(waitUntil(
+      [&] {
+        ready = httpGet(admin, "/readyz");
+        return ready.status == 503 && ready.body.find("past the stream's last sequence") != std::string::npos;
+      },
+      20s, 50ms))
+      << "last /readyz: " << ready.status << " " << ready.body << "\n"
+      << gateway->logs();
+  EXPECT_NE(ready.body.find("ingress COUNTERSIGN_JOBS: consumer countersign-jobs has delivered up to stream "
+                            "sequence 5, past the stream's last sequence 1"),
+            std::string::npos)
+      << ready.body;
+
+  EXPECT_TRUE(waitUntil(
+      [&] {
+        auto reply = client_->request("countersign.control.get", R"({"id":"after-1"})", {}, 5s);
+        if (!reply) return false;
+        auto body = parseJsonQuiet(reply->payload);
+        return body.HasMember("record") && str(body["record"], "state") == "pending";
+      },
+      20s))
+      << "the job the consumer skipped was never held:\n"
+      << gateway->logs();
+  EXPECT_TRUE(waitUntil([&] { return httpGet(admin, "/readyz").status == 200; }, 10s))
+      << httpGet(admin, "/readyz").body;
+  const std::string metrics = httpGet(admin, "/metrics").body;
+  EXPECT_NE(metrics.find("countersign_ingress_consumer_recreated_total{stream=\"COUNTERSIGN_JOBS\"} 1\n"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("countersign_ingress_stalled{stream=\"COUNTERSIGN_JOBS\"} 0\n"), std::string::npos)
+      << metrics;
+  EXPECT_NE(gateway->logs().find("deleting the consumer and creating it again"), std::string::npos);
 }
 
 }  // namespace
