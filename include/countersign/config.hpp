@@ -105,6 +105,10 @@ struct AuditConfig {
   std::string stream = "COUNTERSIGN_AUDIT";
   int replicas = 1;
   std::chrono::seconds max_age{0};  // 0: kept forever
+  // countersign's public key (U...; `countersign keys show`), trusted beside the gateway's own
+  // when events are read back: the bridge checks every event's signature with it (or with the
+  // key of a readable receipts.seed_file), and refuses to start with neither (docs/audit.md).
+  std::string public_key;
 };
 
 // Receipts: countersign's own Ed25519 nkey signs a receipt on every released job and, with

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -73,6 +75,44 @@ struct EventOptions {
 
 inline constexpr std::string_view kEventSignatureHeader = "Countersign-Event-Signature";
 inline constexpr std::string_view kEventKeyHeader = "Countersign-Event-Key";
+
+// What a reader of the audit stream can say about who made an event, from the two headers above
+// and the public keys it trusts (never the key an event names for itself).
+enum class EventOrigin {
+  verified,       // signed by a trusted key, over exactly these bytes
+  unsigned_event, // no signature or no key header: forged, or written before events were signed
+  unknown_key,    // signed, by a key the reader does not trust
+  bad_signature,  // the trusted key's signature does not match the bytes: altered or forged
+  not_checked,    // signed, but the reader trusts no key at all
+};
+// The wire words: verified, unsigned, unknown_key, bad_signature, not_checked.
+std::string_view toString(EventOrigin origin);
+
+// The keys countersign's events may be signed by, and the check of one event. Immutable once
+// filled: check() may run on several threads at once.
+class EventVerifier {
+ public:
+  void trust(const nkeys::PublicKey& key);
+  bool empty() const { return keys_.empty(); }
+  // The trusted keys, encoded ("U..."), sorted.
+  std::vector<std::string> keys() const;
+  // `signature` and `key`: the header values, nullptr when the header is absent.
+  EventOrigin check(std::string_view body, const std::string* signature, const std::string* key) const;
+
+ private:
+  std::map<std::string, nkeys::PublicKey, std::less<>> keys_;
+};
+
+// An event read back from the audit stream, with what its signature says.
+struct CheckedEvent {
+  std::string body;
+  EventOrigin origin = EventOrigin::unsigned_event;
+};
+
+// For readers that show events: the event's JSON object with "signature_check" set to `origin`
+// (replacing a member of that name the body may carry, so that a forged body cannot mark itself)
+// and, when given, "stream_seq". nullopt when the body is not a JSON object.
+std::optional<std::string> markedEvent(std::string_view body, EventOrigin origin, std::uint64_t stream_seq = 0);
 
 // Thread-safe. An event never fails or blocks a decision beyond its publish.
 class EventSink {

@@ -183,6 +183,8 @@ Status Gateway::start() {
   if (!receipt_seed) return failStep("receipts.seed_file: ", receipt_seed.error());
   receipt_signer_ = std::make_unique<nkeys::Signer>(*receipt_seed);
   store_tags_ = std::make_unique<StoreTags>(*receipt_seed);
+  event_keys_.trust(receipt_signer_->publicKey());
+  if (auto configured = nkeys::parsePublicKey(config_.audit.public_key)) event_keys_.trust(*configured);
   if (receipt_key_created_) {
     log_.info("receipt key created",
               {{"file", config_.receipts.seed_file}, {"public_key", receipt_signer_->encodedPublicKey()}});
@@ -412,7 +414,7 @@ ControlReply Gateway::evidence(const std::string& id) const {
       .store = *control_plane_->store, .policy = policy_, .config = config_, .earlier = &earlier_policies_};
   if (config_.audit.enabled) {
     sources.timeline = [this](const std::string& approval) {
-      return natsio::approvalTimeline(*control_plane_->connection, config_.audit.stream, approval, 5000);
+      return natsio::approvalTimeline(*control_plane_->connection, config_.audit.stream, approval, 5000, event_keys_);
     };
   }
   return http::evidenceReply(sources, id);
@@ -421,7 +423,17 @@ ControlReply Gateway::evidence(const std::string& id) const {
 std::function<void()> Gateway::eventFeed(http::EventSink sink) const {
   auto sub = natsio::Subscription::subscribe(
       *control_plane_->connection, config_.control.prefix + ".events.>", "",
-      [sink = std::move(sink)](Message&& m) { sink(std::move(m.subject), std::move(m.payload)); }, {},
+      [this, sink = std::move(sink)](Message&& m) {
+        // With the audit trail on, countersign signs every event: the console never sees one it
+        // did not make (anyone allowed to publish on the events subjects could add rows).
+        if (config_.audit.enabled &&
+            event_keys_.check(m.payload, findHeader(m.headers, kEventSignatureHeader),
+                              findHeader(m.headers, kEventKeyHeader)) != EventOrigin::verified) {
+          return;
+        }
+        sink(std::move(m.subject), std::move(m.payload));
+      },
+      {},
       "cs-events-feed");
   if (!sub) {
     log_.warn("admin: no live events for the console", {{"error", sub.error().message}});

@@ -22,6 +22,7 @@
 #include "nats/record_index.hpp"
 #include "countersign/clock.hpp"
 #include "countersign/config.hpp"
+#include "countersign/events.hpp"
 #include "countersign/log.hpp"
 #include "countersign/metrics.hpp"
 #include "countersign/policy.hpp"
@@ -127,6 +128,7 @@ class Gateway {
   // countersign's own key (receipts.seed_file, made at the first start): signs receipts.
   std::unique_ptr<nkeys::Signer> receipt_signer_;
   std::unique_ptr<StoreTags> store_tags_;  // from the same seed: tags held records and decisions
+  EventVerifier event_keys_;  // checks events read back: its own key and audit.public_key
   bool receipt_key_created_ = false;
 
   // The parts, in start order.

@@ -12,6 +12,7 @@
 #include "core/json_writer.hpp"
 #include "countersign/json.hpp"
 #include "interaction.hpp"
+#include "nats/audit_reader.hpp"
 #include "json_fields.hpp"
 #include "retry.hpp"
 #include "signatures.hpp"
@@ -331,7 +332,21 @@ void Bridge::finishEvent() {
   room_.notify_one();
 }
 
-Bridge::Handled Bridge::handleEvent(const std::string&, const std::string& body, void* msg) {
+Bridge::Handled Bridge::handleEvent(const std::string& subject, const std::string& body, void* msg) {
+  // Anyone who may publish on <prefix>.events.> can put a message in the stream: only what
+  // countersign signed may post, update a message or reach a webhook.
+  if (const EventOrigin origin = natsio::checkEvent(asMsg(msg), *p_.event_keys); origin != EventOrigin::verified) {
+    p_.metrics.refused(toString(origin));
+    const bool first = !told_unverified_.exchange(true);
+    const std::initializer_list<LogField> fields{{"subject", subject}, {"signature_check", toString(origin)}};
+    if (first) {
+      p_.log.warn("bridge: ignoring an event countersign did not sign (further ones are logged at debug and counted "
+                  "in countersign_bridge_events_refused_total)", fields);
+    } else {
+      p_.log.debug("bridge: ignoring an event countersign did not sign", fields);
+    }
+    return Handled::yes;
+  }
   auto event = parseBridgeEvent(body);
   if (!event) {
     p_.log.warn("bridge: skipping a message that is not an event", {{"error", event.error().message}});

@@ -24,6 +24,7 @@
 #include "bridge_metrics.hpp"
 #include "countersign/clock.hpp"
 #include "countersign/config.hpp"
+#include "countersign/events.hpp"
 #include "countersign/log.hpp"
 #include "countersign/nkeys.hpp"
 #include "countersign/store.hpp"
@@ -59,6 +60,9 @@ struct BridgeParts {
   std::vector<SlackPerson> people;
   std::vector<ResolvedWebhook> webhooks;
   const Clock& clock;
+  // countersign's public keys: an event whose signature none of them verifies is counted, logged
+  // and acked, and changes nothing (no post, no update, no webhook). Never null.
+  const EventVerifier* event_keys = nullptr;
 };
 
 struct PostTiming;
@@ -125,6 +129,7 @@ class Bridge {
   std::thread click_thread_;
   std::thread notice_thread_;
   std::atomic<bool> consumer_ready_{false};
+  std::atomic<bool> told_unverified_{false};  // the first unverified event is logged as a warning
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stopping_ = false;

@@ -57,6 +57,8 @@ std::string BridgeMetrics::render() const {
       {"webhook", "countersign_bridge_webhook_deliveries_total", "Webhook delivery attempts by result.", "result", ""},
       {"interaction", "countersign_bridge_interactions_total", "HTTP interactivity posts by result.", "result", ""},
       {"events", "countersign_bridge_events_total", "Events handled, by event.", "event", ""},
+      {"refused", "countersign_bridge_events_refused_total",
+       "Events ignored because countersign's key does not verify their signature.", "signature_check", ""},
   };
   std::lock_guard lock(mutex_);
   for (const auto& family : families) {

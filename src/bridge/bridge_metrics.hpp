@@ -28,6 +28,9 @@ class BridgeMetrics {
   // countersign_bridge_failures_total: events given up
   void failure() { failures_.fetch_add(1); }
   void events(std::string_view event) { bump("events", event); }
+  // countersign_bridge_events_refused_total{signature_check}: events ignored because countersign's
+  // key does not verify them (unsigned, unknown_key, bad_signature)
+  void refused(std::string_view check) { bump("refused", check); }
   void setLag(std::int64_t pending) { lag_.store(pending); }
 
   std::uint64_t count(std::string_view family, std::string_view label) const;

@@ -17,6 +17,7 @@
 #include "countersign/events.hpp"
 #include "countersign/json.hpp"
 #include "countersign/nkeys.hpp"
+#include "nats/audit_reader.hpp"
 
 namespace countersign::cli {
 namespace {
@@ -27,12 +28,6 @@ struct StoredEvent {
   std::optional<std::string> signature;  // Countersign-Event-Signature
   std::optional<std::string> key;        // Countersign-Event-Key
 };
-
-std::optional<std::string> header(natsMsg* msg, std::string_view name) {
-  const char* value = nullptr;
-  if (natsMsgHeader_Get(msg, std::string(name).c_str(), &value) != NATS_OK || value == nullptr) return std::nullopt;
-  return std::string(value);
-}
 
 // Calls `visit` for every message of the stream, oldest first. False when the stream cannot be
 // read (the reason is printed).
@@ -59,7 +54,7 @@ bool forEachEvent(natsio::Connection& connection, const std::string& stream,
       return false;
     }
     visit(StoredEvent{seq, std::string(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg))),
-                      header(msg, kEventSignatureHeader), header(msg, kEventKeyHeader)});
+                      natsio::messageHeader(msg, kEventSignatureHeader), natsio::messageHeader(msg, kEventKeyHeader)});
     natsMsg_Destroy(msg);
   }
   return true;
@@ -70,25 +65,62 @@ std::string str(const rapidjson::Value& obj, const char* name) {
   return it != obj.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
 }
 
+// The keys events are checked against: every --key, and the public key of the config's seed
+// file. nullopt (the reason printed) when a --key is not a public key.
+std::optional<EventVerifier> trustedKeys(const AuditVerifyOptions& verify, const Target& target) {
+  EventVerifier keys;
+  for (const auto& text : verify.keys) {
+    auto key = nkeys::parsePublicKey(text);
+    if (!key) {
+      std::cerr << "countersign: --key " << text << ": " << key.error().message << '\n';
+      return std::nullopt;
+    }
+    keys.trust(*key);
+  }
+  if (!target.receipt_seed_file.empty()) {
+    if (auto seed = nkeys::readSeedFile(target.receipt_seed_file)) keys.trust(nkeys::publicKeyOf(*seed));
+  }
+  return keys;
+}
+
+const std::string* orNull(const std::optional<std::string>& value) { return value ? &*value : nullptr; }
+
 }  // namespace
 
-int auditCommand(const ClientOptions& options, const std::string& id) {
+int auditCommand(const ClientOptions& options, const std::string& id, const AuditVerifyOptions& keys) {
   const auto target = resolveTarget(options);
   if (!target) return kExitUsage;
+  const auto trusted = trustedKeys(keys, *target);
+  if (!trusted) return kExitUsage;
+  if (trusted->empty()) {
+    std::cerr << "countersign: no countersign public key to check the events' signatures with: they are shown "
+                 "as not_checked (give --key U..., or --config naming a config whose receipts.seed_file can be read)\n";
+  }
   auto connection = connectTo(*target);
   if (!connection) return kExitUnreachable;
   int found = 0;
-  if (!options.json) std::printf("%-24s %-16s %-20s %s\n", "AT", "EVENT", "ACTOR", "REASON");
+  int doubtful = 0;  // events not verified
+  if (!options.json) std::printf("%-14s %-24s %-16s %-20s %s\n", "SIGNATURE", "AT", "EVENT", "ACTOR", "REASON");
   const bool ok = forEachEvent(*connection, target->audit_stream, [&](const StoredEvent& e) {
     rapidjson::Document doc;
     doc.Parse(e.body.data(), e.body.size());
     if (doc.HasParseError() || !doc.IsObject() || str(doc, "approval_id") != id) return;
     ++found;
+    const EventOrigin origin = trusted->check(e.body, orNull(e.signature), orNull(e.key));
+    if (origin != EventOrigin::verified) ++doubtful;
     if (options.json) {
-      std::cout << e.body << '\n';
+      // Each event as stored, with signature_check and stream_seq added; a body that is not
+      // strict JSON is printed as a string under "body".
+      if (auto marked = markedEvent(e.body, origin, e.stream_seq)) {
+        std::cout << *marked << '\n';
+      } else {
+        detail::JsonObjectWriter w;
+        w.field("body", e.body).field("signature_check", toString(origin)).field("stream_seq", e.stream_seq);
+        std::cout << w.finish() << '\n';
+      }
     } else {
-      std::printf("%-24s %-16s %-20s %s\n", str(doc, "at").c_str(), str(doc, "event").c_str(),
-                  str(doc, "actor").c_str(), str(doc, "reason").c_str());
+      std::printf("%-14s %-24s %-16s %-20s %s\n", std::string(toString(origin)).c_str(), str(doc, "at").c_str(),
+                  str(doc, "event").c_str(), str(doc, "actor").c_str(), str(doc, "reason").c_str());
     }
   });
   if (!ok) return kExitUnreachable;
@@ -96,32 +128,15 @@ int auditCommand(const ClientOptions& options, const std::string& id) {
     std::cerr << "countersign: no events for " << id << " in " << target->audit_stream << '\n';
     return kExitRefused;
   }
+  if (doubtful > 0 && !trusted->empty()) {
+    std::cerr << "countersign: " << doubtful << " of " << found << " events of " << id
+              << " are not verified: no known countersign signed them as they are (forged, altered, or written "
+                 "before events were signed)\n";
+  }
   return kExitOk;
 }
 
 namespace {
-
-// The keys `audit verify` trusts: every --key, and the public key of the config's seed file.
-// nullopt (the reason printed) when a --key is not a public key.
-std::optional<std::map<std::string, nkeys::PublicKey>> trustedKeys(const AuditVerifyOptions& verify,
-                                                                   const Target& target) {
-  std::map<std::string, nkeys::PublicKey> keys;
-  for (const auto& text : verify.keys) {
-    auto key = nkeys::parsePublicKey(text);
-    if (!key) {
-      std::cerr << "countersign: --key " << text << ": " << key.error().message << '\n';
-      return std::nullopt;
-    }
-    keys.emplace(nkeys::encodePublicKey(*key), *key);
-  }
-  if (!target.receipt_seed_file.empty()) {
-    if (auto seed = nkeys::readSeedFile(target.receipt_seed_file)) {
-      const auto key = nkeys::publicKeyOf(*seed);
-      keys.emplace(nkeys::encodePublicKey(key), key);
-    }
-  }
-  return keys;
-}
 
 std::string seqList(const std::vector<std::uint64_t>& seqs, std::size_t at_most) {
   std::string out;
@@ -171,19 +186,19 @@ int auditVerifyCommand(const ClientOptions& options, const AuditVerifyOptions& v
       return;
     }
     const std::string at = where + " (chain " + chain + " seq " + std::to_string(seq->value.GetUint64()) + ")";
-    if (!e.signature || !e.key) {
-      problems.push_back(at + ": unsigned: not made by a known countersign (forged, or written before events were signed: see --from)");
-      return;
-    }
-    const auto key = trusted->find(*e.key);
-    if (key == trusted->end()) {
-      problems.push_back(at + ": signed by an unknown key " + *e.key);
-      return;
-    }
-    const auto signature = nkeys::base64UrlDecode(*e.signature);
-    if (!signature || !nkeys::verify(key->second, e.body, *signature)) {
-      problems.push_back(at + ": bad signature (the event was altered, or the signature forged)");
-      return;
+    switch (trusted->check(e.body, orNull(e.signature), orNull(e.key))) {
+      case EventOrigin::verified:
+        break;
+      case EventOrigin::unsigned_event:
+        problems.push_back(at + ": unsigned: not made by a known countersign (forged, or written before events were signed: see --from)");
+        return;
+      case EventOrigin::unknown_key:
+      case EventOrigin::not_checked:
+        problems.push_back(at + ": signed by an unknown key " + *e.key);
+        return;
+      case EventOrigin::bad_signature:
+        problems.push_back(at + ": bad signature (the event was altered, or the signature forged)");
+        return;
     }
     chains[chain].push_back(Link{seq->value.GetUint64(), str(doc, "prev"),
                                  "sha256:" + json::sha256Hex(e.body), e.stream_seq});
@@ -216,10 +231,7 @@ int auditVerifyCommand(const ClientOptions& options, const AuditVerifyOptions& v
         .field("events", static_cast<std::uint64_t>(events))
         .field("chains", static_cast<std::uint64_t>(chains.size()))
         .field("stream", target->audit_stream);
-    w.key("keys");
-    w.writer().StartArray();
-    for (const auto& [text, key] : *trusted) w.writer().String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
-    w.writer().EndArray();
+    w.strings("keys", trusted->keys());
     w.field("foreign", static_cast<std::uint64_t>(foreign.size()));
     w.key("foreign_seqs");
     w.writer().StartArray();

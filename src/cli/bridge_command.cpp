@@ -14,6 +14,7 @@
 #include "bridge/socket_mode.hpp"
 #include "client.hpp"
 #include "commands.hpp"
+#include "countersign/events.hpp"
 #include "countersign/nkeys.hpp"
 #include "http/admin_server.hpp"
 #include "nats/kv_bucket.hpp"
@@ -113,6 +114,16 @@ int bridgeCommand(const RunOptions& options) {
     }
     webhooks.push_back({hook, std::move(secret)});
   }
+  // Events are believed only when countersign signed them: its public key from audit.public_key,
+  // and from receipts.seed_file when the bridge can read it (the same host and config).
+  EventVerifier event_keys;
+  if (auto configured = nkeys::parsePublicKey(config.audit.public_key)) event_keys.trust(*configured);
+  if (auto seed = nkeys::readSeedFile(config.receipts.seed_file)) event_keys.trust(nkeys::publicKeyOf(*seed));
+  if (event_keys.empty()) {
+    return refuse("audit.public_key: the bridge checks every event's signature with countersign's public key: set "
+                  "audit.public_key to what `countersign keys show` prints on the gateway (receipts.seed_file " +
+                  config.receipts.seed_file + " cannot be read here)");
+  }
   auto http_client = bridge::HttpsClient::create(config.slack.ca_file);
   if (!http_client) return refuse("slack.ca_file: " + http_client.error().message);
   if (options.check) {
@@ -120,7 +131,9 @@ int bridgeCommand(const RunOptions& options) {
               << (config.slack.enabled ? std::string("slack (") + (config.slack.mode == SlackConfig::Mode::socket ? "socket" : "http") +
                                              " mode, " + std::to_string(config.slack.channels.size()) + " channel route(s), via " + identity.via + ")"
                                        : std::string("no slack"))
-              << ", " << webhooks.size() << " webhook(s)\n";
+              << ", " << webhooks.size() << " webhook(s), events checked against";
+    for (const auto& key : event_keys.keys()) std::cout << ' ' << key;
+    std::cout << '\n';
     return kExitOk;
   }
 
@@ -145,7 +158,7 @@ int bridgeCommand(const RunOptions& options) {
   }
   bridge::Bridge service(bridge::BridgeParts{config, log, metrics, **connection, **store, **http_client, slack.get(),
                                              signer ? &*signer : nullptr, identity.via, identity.people,
-                                             std::move(webhooks), clock});
+                                             std::move(webhooks), clock, &event_keys});
   service.start();
 
   std::unique_ptr<bridge::SocketMode> socket_mode;

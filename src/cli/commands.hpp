@@ -74,12 +74,13 @@ int releaseCommand(const ClientOptions& client, const std::string& id, const std
 // Publishes one job as a request (what a producer does) and prints the answer.
 int submitCommand(const ClientOptions& client, const std::string& subject, const std::string& payload,
                   const std::vector<std::string>& headers);
-// The event trail of one approval, and the verification of every audit chain.
-int auditCommand(const ClientOptions& client, const std::string& id);
+// The event trail of one approval (each event marked by its signature check), and the
+// verification of every audit chain.
 struct AuditVerifyOptions {
   std::vector<std::string> keys;  // --key: trusted public keys ("U..."), beside the config's own
   std::uint64_t from = 0;         // --from: the first stream sequence to check (0: the whole stream)
 };
+int auditCommand(const ClientOptions& client, const std::string& id, const AuditVerifyOptions& keys);
 int auditVerifyCommand(const ClientOptions& client, const AuditVerifyOptions& verify);
 
 // Tails the events: one line in words per decision (or the event's JSON with --json).

@@ -182,6 +182,9 @@ int main(int argc, char** argv) {
   audit_cmd->add_option("id", audit_id, "approval id");
   auto* verify_cmd = audit_cmd->add_subcommand("verify", "verify the audit stream's hash chains and signatures");
   AuditVerifyOptions audit_verify;
+  audit_cmd->add_option("--key", audit_verify.keys,
+                        "a trusted countersign public key, U... (repeatable): each event is marked verified or "
+                        "not; the key of the config's receipts.seed_file is trusted too when it can be read");
   verify_cmd->add_option("--key", audit_verify.keys,
                          "a trusted countersign public key, U... (repeatable; `countersign keys show` prints it); "
                          "the key of the config's receipts.seed_file is trusted too when it can be read");
@@ -223,7 +226,7 @@ int main(int argc, char** argv) {
       std::cerr << "countersign: audit: give an approval id, or `audit verify`\n";
       return kExitUsage;
     }
-    return auditCommand(client, audit_id);
+    return auditCommand(client, audit_id, audit_verify);
   }
   std::cerr << app.help();
   return kExitUsage;

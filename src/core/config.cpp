@@ -583,9 +583,11 @@ void readSections(const yaml::Value& root, Config& config, const std::string& ba
   }
   checkTokens(root, config);
   if (const auto audit = top.get("audit")) {
-    const yaml::MapReader map(*audit, {"enabled", "stream", "replicas", "max_age"});
+    const yaml::MapReader map(*audit, {"enabled", "stream", "replicas", "max_age", "public_key"});
     if (map.valid()) {
       map.read("enabled", config.audit.enabled);
+      readString(map, "public_key", config.audit.public_key,
+                 [](std::string_view key) { return key.empty() ? std::string() : publicKeyProblem(key); });
       readString(map, "stream", config.audit.stream, [](std::string_view text) {
         return isName(text) ? std::string() : "expected a stream name of letters, digits, '_' and '-'";
       });

@@ -26,6 +26,48 @@ bool decisive(EventKind event) {
 
 }  // namespace
 
+std::string_view toString(EventOrigin origin) {
+  switch (origin) {
+    case EventOrigin::verified: return "verified";
+    case EventOrigin::unsigned_event: return "unsigned";
+    case EventOrigin::unknown_key: return "unknown_key";
+    case EventOrigin::bad_signature: return "bad_signature";
+    case EventOrigin::not_checked: return "not_checked";
+  }
+  return "bad_signature";
+}
+
+void EventVerifier::trust(const nkeys::PublicKey& key) { keys_.emplace(nkeys::encodePublicKey(key), key); }
+
+std::vector<std::string> EventVerifier::keys() const {
+  std::vector<std::string> out;
+  for (const auto& [text, key] : keys_) out.push_back(text);
+  return out;
+}
+
+EventOrigin EventVerifier::check(std::string_view body, const std::string* signature, const std::string* key) const {
+  if (signature == nullptr || key == nullptr) return EventOrigin::unsigned_event;
+  if (keys_.empty()) return EventOrigin::not_checked;
+  const auto trusted = keys_.find(*key);
+  if (trusted == keys_.end()) return EventOrigin::unknown_key;
+  const auto raw = nkeys::base64UrlDecode(*signature);
+  if (!raw || !nkeys::verify(trusted->second, body, *raw)) return EventOrigin::bad_signature;
+  return EventOrigin::verified;
+}
+
+std::optional<std::string> markedEvent(std::string_view body, EventOrigin origin, std::uint64_t stream_seq) {
+  auto doc = json::parseStrict(body);
+  if (!doc || !doc->IsObject()) return std::nullopt;
+  doc->RemoveMember("signature_check");
+  doc->RemoveMember("stream_seq");
+  auto& alloc = doc->GetAllocator();
+  const std::string_view word = toString(origin);
+  doc->AddMember("signature_check", rapidjson::Value(word.data(), static_cast<rapidjson::SizeType>(word.size()), alloc),
+                 alloc);
+  if (stream_seq > 0) doc->AddMember("stream_seq", rapidjson::Value(static_cast<std::uint64_t>(stream_seq)), alloc);
+  return json::toString(*doc);
+}
+
 EventSink::EventSink(Publisher& publisher, const Clock& clock, Logger& log, EventOptions options)
     : publisher_(publisher), clock_(clock), log_(log), options_(std::move(options)) {
   if (options_.chained && options_.signer != nullptr) {

@@ -137,10 +137,10 @@ ControlReply evidenceReply(const EvidenceSources& sources, const std::string& ra
     if (!events) {
       timeline_error = events.error().message;
     } else {
-      for (const auto& body : *events) {
-        auto parsed = json::parseStrict(body);
-        if (!parsed || !parsed->IsObject()) continue;  // not an event of ours
-        out.RawValue(body.data(), body.size(), rapidjson::kObjectType);
+      for (const auto& event : *events) {
+        const auto marked = markedEvent(event.body, event.origin);
+        if (!marked) continue;  // not an event of ours
+        out.RawValue(marked->data(), marked->size(), rapidjson::kObjectType);
       }
     }
   } else {

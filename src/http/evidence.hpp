@@ -13,6 +13,7 @@
 
 #include "countersign/config.hpp"
 #include "countersign/control.hpp"
+#include "countersign/events.hpp"
 #include "countersign/result.hpp"
 #include "countersign/services.hpp"
 #include "countersign/store.hpp"
@@ -39,20 +40,24 @@ struct EvidenceSources {
   const PolicyHolder& policy;
   const Config& config;
   const PolicyHistory* earlier = nullptr;  // policies replaced by reloads; nullptr: none kept
-  // The approval's events (JSON bodies) in the order they happened; empty function: no audit.
-  std::function<Result<std::vector<std::string>>(const std::string& id)> timeline;
+  // The approval's events in the order they happened, each with its signature check; empty
+  // function: no audit.
+  std::function<Result<std::vector<CheckedEvent>>(const std::string& id)> timeline;
 };
 
 // {"status":"ok","code":200,"approval_id","policy_snapshot_held","policy_snapshot_current",
 //  "snapshot_current",
 //  "explain"?:{"decision","rule","conditions":[{key,test,seen,holds}],"trace":[...]},
 //  "explain_unavailable"?, "explain_current"?: {same shape},
-//  "timeline":[events],"timeline_error"?}; 404 when there is no such approval.
+//  "timeline":[events, each with "signature_check"],"timeline_error"?}; 404 when there is no
+//  such approval.
 // `explain` is why the job was held: under the snapshot it was held under (the policy in force,
 // or one this process replaced). When that policy is not known here any more, `explain` is
 // absent and `explain_unavailable` says why. When the policy changed since the hold,
 // `explain_current` is what the policy in force now decides for the same job. Values of
-// conditions that read a redacted payload field are shown as "[REDACTED]".
+// conditions that read a redacted payload field are shown as "[REDACTED]". Each timeline event
+// carries "signature_check" (verified, unsigned, unknown_key, bad_signature, not_checked): only
+// "verified" ones were made by this countersign (or a key configured as audit.public_key).
 ControlReply evidenceReply(const EvidenceSources& sources, const std::string& id);
 
 }  // namespace countersign::http

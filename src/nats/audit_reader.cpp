@@ -4,6 +4,7 @@
 #include <rapidjson/document.h>
 
 #include <algorithm>
+#include <optional>
 
 namespace countersign::natsio {
 
@@ -17,8 +18,22 @@ std::string_view member(const rapidjson::Value& object, const char* name) {
 
 }  // namespace
 
-Result<std::vector<std::string>> approvalTimeline(Connection& connection, const std::string& stream,
-                                                  std::string_view id, std::size_t max_scan) {
+std::optional<std::string> messageHeader(natsMsg* msg, std::string_view name) {
+  const char* value = nullptr;
+  if (natsMsgHeader_Get(msg, std::string(name).c_str(), &value) != NATS_OK || value == nullptr) return std::nullopt;
+  return std::string(value);
+}
+
+EventOrigin checkEvent(natsMsg* msg, const EventVerifier& verifier) {
+  const auto signature = messageHeader(msg, kEventSignatureHeader);
+  const auto key = messageHeader(msg, kEventKeyHeader);
+  const std::string_view body(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+  return verifier.check(body, signature ? &*signature : nullptr, key ? &*key : nullptr);
+}
+
+Result<std::vector<CheckedEvent>> approvalTimeline(Connection& connection, const std::string& stream,
+                                                   std::string_view id, std::size_t max_scan,
+                                                   const EventVerifier& verifier) {
   jsStreamInfo* info = nullptr;
   jsErrCode code = static_cast<jsErrCode>(0);
   natsStatus status = js_GetStreamInfo(&info, connection.js(), stream.c_str(), nullptr, &code);
@@ -30,7 +45,7 @@ Result<std::vector<std::string>> approvalTimeline(Connection& connection, const 
   const bool empty = info->State.Msgs == 0;
   jsStreamInfo_Destroy(info);
 
-  std::vector<std::string> newest_first;
+  std::vector<CheckedEvent> newest_first;
   std::size_t scanned = 0;
   for (std::uint64_t seq = last; !empty && seq >= first && seq > 0 && scanned < max_scan; --seq, ++scanned) {
     natsMsg* msg = nullptr;
@@ -41,12 +56,14 @@ Result<std::vector<std::string>> approvalTimeline(Connection& connection, const 
                                          natsStatus_GetText(status));
     }
     std::string body(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+    const EventOrigin origin = checkEvent(msg, verifier);
     natsMsg_Destroy(msg);
     rapidjson::Document doc;
     doc.Parse(body.data(), body.size());
     if (doc.HasParseError() || !doc.IsObject() || member(doc, "approval_id") != id) continue;
-    const bool first_hold = member(doc, "event") == "held" && member(doc, "reason") != "snapshot_changed";
-    newest_first.push_back(std::move(body));
+    const bool first_hold = member(doc, "event") == "held" && member(doc, "reason") != "snapshot_changed" &&
+                            (origin == EventOrigin::verified || verifier.empty());
+    newest_first.push_back(CheckedEvent{std::move(body), origin});
     if (first_hold) break;
   }
   std::reverse(newest_first.begin(), newest_first.end());

@@ -125,6 +125,28 @@ async function main() {
   await page.waitForSelector('#timeline');
   check((await page.textContent('#timeline')).includes('held'), 'the timeline shows the held event');
 
+  // A `held` event forged by anyone who may publish on the events subjects (unsigned, claiming to
+  // be verified) is marked in the timeline, never shown as genuine.
+  const forged = { event: 'held', approval_id: jobA.approval_id, topic: 'finance.payment.execute', actor: 'mallory',
+    reason: 'forged', at: new Date().toISOString(), signature_check: 'verified' };
+  nc.publish('countersign.events.held.finance.payment.execute', sc.encode(JSON.stringify(forged)));
+  await nc.flush();
+  for (let i = 0; i < 50 && (await rest('/api/v1/approvals/' + jobA.approval_id + '/evidence', ALICE)).body.timeline.length < 2; i++) await sleep(100);
+  await page.click('#back');
+  // Nor does a forged `held` reach the live list: a genuine job held after it appears, it does not.
+  nc.publish('countersign.events.held.finance.payment.execute',
+    sc.encode(JSON.stringify({ ...forged, approval_id: 'forged-row-1' })));
+  const sentinel = await hold('pay-sentinel-' + Date.now(), { env: 'production', amount: 150 });
+  await page.waitForSelector(`#rows tr[data-id="${sentinel.approval_id}"]`, { timeout: 2000 });
+  check((await page.$$('#rows tr[data-id="forged-row-1"]')).length === 0, 'a forged held event adds no row to the list');
+  await page.click(`#rows tr[data-id="${jobA.approval_id}"] td.id a`);
+  await page.waitForSelector('#timeline li[data-signature="unsigned"]', { timeout: 5000 });
+  const forgedRow = await page.textContent('#timeline li[data-signature="unsigned"]');
+  check(forgedRow.includes('NOT VERIFIED') && forgedRow.includes('mallory'), 'a forged event is shown as NOT VERIFIED');
+  const genuineRows = await page.$$eval('#timeline li[data-signature="verified"]', (rows) => rows.map((r) => r.textContent));
+  check(genuineRows.length === 1 && genuineRows[0].includes('held') && !genuineRows[0].includes('mallory'),
+    'the genuine held event is the one marked verified');
+
   // Approve (keyboard: focus the button, press Enter) with a hostile reason.
   await page.fill('#reason', XSS);
   await page.focus('#approve');

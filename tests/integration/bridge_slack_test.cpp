@@ -250,7 +250,7 @@ class BridgeSlackTest : public ::testing::Test {
            "slack:\n  api_url: " + slack_.apiUrl() + "\n  ca_file: " + slack_.caFile() +
            "\n  mode: " + mode + "\n  listen: \"127.0.0.1:0\"\n  key_file: slack.nk\n  backfill: 1h\n"
            "  channels:\n    - { topics: [\"finance.>\"], channel: C0FINANCE }\n    - { topics: [\">\"], channel: C0APPROVALS }\n" +
-           extra + approvers();
+           extra + "audit:\n  public_key: \"" + gateway_->receiptKey() + "\"\n" + approvers();
   }
 
   std::unique_ptr<BridgeProcess> startBridge(const std::string& mode = "socket", const std::string& extra = "") {
@@ -358,6 +358,84 @@ TEST_F(BridgeSlackTest, HeldJobIsPostedOnceWithTheEvidenceAndButtons) {
   const auto all = slack_.calls("chat.postMessage");
   ASSERT_EQ(all.size(), 2u);
   EXPECT_EQ(str(body(all[1]), "channel"), "C0APPROVALS");
+}
+
+// Anyone who may publish on countersign.events.> can put a message into the audit stream. The
+// bridge acts only on events countersign's key verifies: a forged `held` naming a real pending
+// job under another topic would otherwise post it into another channel (with buttons), and a
+// forged `vote` would show a vote nobody cast.
+TEST_F(BridgeSlackTest, ForgedEventsPostNothingAndUpdateNothing) {
+  Collector held(*client_, "countersign.events.held.>");
+  auto bridge = startBridge();
+  const std::string id = hold("ops-forged-1", "ops.restart");
+  ASSERT_EQ(slack_.waitCalls("chat.postMessage", 1).size(), 1u) << bridge->logs();
+  const auto genuine = held.waitFor(1);
+  ASSERT_EQ(genuine.size(), 1u);
+  const std::string* real_signature = findHeader(genuine[0].headers, "Countersign-Event-Signature");
+  const std::string* real_key = findHeader(genuine[0].headers, "Countersign-Event-Key");
+  ASSERT_TRUE(real_signature != nullptr && real_key != nullptr) << "the genuine event is signed";
+  EXPECT_EQ(*real_key, gateway_->receiptKey());
+
+  // The same event, moved to a topic the finance channel gets.
+  auto forged_doc = parse(genuine[0].payload);
+  forged_doc["topic"].SetString("finance.payment.execute", forged_doc.GetAllocator());
+  const std::string forged = json::toString(forged_doc);
+  const std::string subject = "countersign.events.held.finance.payment.execute";
+  const auto attacker = nkeys::generateSeed();
+  client_->publish(subject, forged);                                               // unsigned
+  client_->publish(subject, forged, {{"Countersign-Event-Signature", *real_signature},  // the real signature
+                                     {"Countersign-Event-Key", *real_key}});           // over other bytes
+  client_->publish(subject, forged,
+                   {{"Countersign-Event-Signature", nkeys::base64UrlEncode(nkeys::sign(attacker, forged))},
+                    {"Countersign-Event-Key", nkeys::encodePublicKey(nkeys::publicKeyOf(attacker))}});
+  const std::string vote = R"({"event":"vote","approval_id":")" + id +
+                           R"(","topic":"ops.restart","actor":"mallory","at":"2026-01-01T00:00:00Z"})";
+  client_->publish("countersign.events.vote.ops.restart", vote);
+  client_->flush();
+
+  // A genuine job after them: once it is posted, the bridge has handled the forged ones (one
+  // consumer, in stream order).
+  hold("pay-after-forged");
+  ASSERT_EQ(slack_.waitCalls("chat.postMessage", 2).size(), 2u) << bridge->logs();
+  std::this_thread::sleep_for(500ms);
+  const auto posts = slack_.calls("chat.postMessage");
+  ASSERT_EQ(posts.size(), 2u) << "a forged event made a post";
+  EXPECT_EQ(str(body(posts[0]), "channel"), "C0APPROVALS");
+  EXPECT_EQ(slack_.calls("chat.update").size(), 0u) << "a forged event updated a message";
+  EXPECT_FALSE(client_->kvGet("countersign_approvals", id + "/slack/C0FINANCE/0")) << "claimed a post in another channel";
+
+  const int admin = bridge->printedPort("admin port ");
+  ASSERT_GT(admin, 0) << bridge->logs();
+  const std::string metrics = httpCall(admin, "GET", "/metrics").body;
+  EXPECT_NE(metrics.find(R"(countersign_bridge_events_refused_total{signature_check="unsigned"} 2)"), std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find(R"(countersign_bridge_events_refused_total{signature_check="bad_signature"} 1)"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find(R"(countersign_bridge_events_refused_total{signature_check="unknown_key"} 1)"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(bridge->logs().find("ignoring an event countersign did not sign"), std::string::npos);
+}
+
+TEST_F(BridgeSlackTest, ABridgeWithoutCountersignsKeyDoesNotStart) {
+  // No audit.public_key, and no seed file where receipts.seed_file points: refused, with the key
+  // to set. A malformed key is refused by the config check.
+  dir_.write("nokey.yaml", "nats:\n  servers: [\"" + nats_->url() + "\"]\nreceipts:\n  seed_file: absent.nk\n" +
+                               "notify:\n  webhooks: []\n");
+  const auto no_key = runCountersign({"bridge", "--config", (dir_.path() / "nokey.yaml").string(), "--check"});
+  EXPECT_EQ(no_key.exit_code, 2) << no_key.out << no_key.err;
+  EXPECT_NE(no_key.err.find("audit.public_key"), std::string::npos) << no_key.err;
+  dir_.write("badkey.yaml", "nats:\n  servers: [\"" + nats_->url() + "\"]\naudit:\n  public_key: UNOTAKEY\n" +
+                                "notify:\n  webhooks: []\n");
+  const auto bad_key = runCountersign({"bridge", "--config", (dir_.path() / "badkey.yaml").string(), "--check"});
+  EXPECT_EQ(bad_key.exit_code, 2) << bad_key.out << bad_key.err;
+  EXPECT_NE(bad_key.err.find("audit.public_key"), std::string::npos) << bad_key.err;
+  dir_.write("goodkey.yaml", "nats:\n  servers: [\"" + nats_->url() + "\"]\nreceipts:\n  seed_file: absent.nk\n" +
+                                 "audit:\n  public_key: \"" + gateway_->receiptKey() + "\"\nnotify:\n  webhooks: []\n");
+  const auto good = runCountersign({"bridge", "--config", (dir_.path() / "goodkey.yaml").string(), "--check"});
+  EXPECT_EQ(good.exit_code, 0) << good.out << good.err;
+  EXPECT_NE(good.out.find(gateway_->receiptKey()), std::string::npos) << good.out;
 }
 
 TEST_F(BridgeSlackTest, ABridgeThatWasDownPostsWhatWasHeldMeanwhile) {

@@ -985,6 +985,78 @@ TEST_F(AuditTamperTest, VerifyNeedsAKeyAndRefusesCountersignsEventsUnderAnotherK
   EXPECT_EQ(by_config.exit_code, 0) << by_config.out << by_config.err;
 }
 
+// Events shown to people are checked too: `audit ID` and the console's timeline (the REST
+// evidence) mark each event by its signature, so that what a publisher on the events subjects
+// forged is never shown as genuine, and a forged `held` does not end the timeline early.
+TEST_F(AuditTamperTest, ForgedEventsAreMarkedInAuditIdAndInTheConsoleTimeline) {
+  const StoredMessage released = storedMessage("released");
+  const std::string real_signature = header(released.msg, "Countersign-Event-Signature");
+  ASSERT_FALSE(real_signature.empty()) << "events are not signed";
+  // 1. Unsigned, claiming to be verified; 2. signed with the forger's own key; 3. countersign's
+  // key and a genuine signature, over an altered body.
+  forge("countersign.events.held.finance.payment.execute",
+        R"({"event":"held","approval_id":"pay-tamper-1","topic":"finance.payment.execute","actor":"countersign",)"
+        R"("reason":"forged-unsigned","at":"2024-01-01T00:00:00Z","signature_check":"verified"})");
+  const auto forger = nkeys::generateSeed();
+  const std::string by_forger =
+      R"({"event":"approved","approval_id":"pay-tamper-1","topic":"finance.payment.execute","actor":"mallory",)"
+      R"("reason":"forged-other-key","at":"2024-01-01T00:00:00Z"})";
+  forge("countersign.events.approved.finance.payment.execute", by_forger, signedBy(forger, by_forger));
+  std::string altered = released.msg.payload;
+  const auto at = altered.find("\"actor\":\"");
+  ASSERT_NE(at, std::string::npos);
+  altered.insert(at + 9, "mallory-");
+  forge(released.msg.subject, altered,
+        {{"Countersign-Event-Signature", real_signature}, {"Countersign-Event-Key", countersignKey()}});
+
+  // audit ID --json: every event with signature_check and stream_seq.
+  const auto as_json = cli({"audit", "pay-tamper-1", "--key", countersignKey(), "--json"});
+  ASSERT_EQ(as_json.exit_code, 0) << as_json.out << as_json.err;
+  std::vector<std::string> checks;
+  for (const auto& row : lines(as_json.out)) {
+    const auto event = parseJson(row);
+    checks.push_back(str(event, "event") + ":" + str(event, "signature_check"));
+    EXPECT_GE(num(event, "stream_seq"), 1) << row;
+  }
+  EXPECT_EQ(checks, (std::vector<std::string>{"held:verified", "approved:verified", "released:verified",
+                                              "held:unsigned", "approved:unknown_key", "released:bad_signature"}))
+      << as_json.out;
+  EXPECT_TRUE(contains(as_json.err, "3 of 6 events of pay-tamper-1 are not verified")) << as_json.err;
+
+  // In words: the first column says it.
+  const auto table = cli({"audit", "pay-tamper-1", "--key", countersignKey()});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_TRUE(std::regex_search(table.out, std::regex(R"(\nunsigned +\S+ +held +countersign +forged-unsigned)")))
+      << table.out;
+  EXPECT_TRUE(std::regex_search(table.out, std::regex(R"(\nunknown_key +\S+ +approved +mallory )"))) << table.out;
+  EXPECT_TRUE(std::regex_search(table.out, std::regex(R"(\nbad_signature +\S+ +released +mallory-)"))) << table.out;
+  EXPECT_TRUE(std::regex_search(table.out, std::regex(R"(\nverified +\S+ +released +alice)"))) << table.out;
+
+  // Without a key nothing can be verified: said, and every event is not_checked or unsigned.
+  const auto no_key = cli({"audit", "pay-tamper-1"});
+  ASSERT_EQ(no_key.exit_code, 0) << no_key.err;
+  EXPECT_TRUE(contains(no_key.err, "no countersign public key")) << no_key.err;
+  EXPECT_FALSE(contains(no_key.out, "verified")) << no_key.out;
+  // The config's seed file is enough.
+  const auto by_config =
+      cli({"audit", "pay-tamper-1", "--json", "--config", (countersign_->dir() / "countersign.yaml").string()});
+  std::size_t verified_rows = 0;
+  for (const auto& row : lines(by_config.out)) verified_rows += str(parseJson(row), "signature_check") == "verified";
+  EXPECT_EQ(verified_rows, 3u) << by_config.out;
+
+  // The console's timeline (GET .../evidence): the same marks, every event there (the forged
+  // `held`, newest, does not end the read-back before the genuine events).
+  const HttpReply evidence = get("/api/v1/approvals/pay-tamper-1/evidence", kReaderToken);
+  ASSERT_EQ(evidence.status, 200) << evidence.body;
+  const auto doc = parseJson(evidence.body);
+  ASSERT_TRUE(doc.HasMember("timeline") && doc["timeline"].IsArray()) << evidence.body;
+  std::vector<std::string> timeline;
+  for (const auto& event : doc["timeline"].GetArray()) {
+    timeline.push_back(str(event, "event") + ":" + str(event, "signature_check"));
+  }
+  EXPECT_EQ(timeline, checks) << evidence.body;
+}
+
 // The audit stream exists before countersign starts, without deny-delete: countersign binds to
 // it as it is, and a message deleted from the middle of a chain is found by verify.
 class ExistingAuditStreamTest : public OperateTest {

@@ -573,6 +573,14 @@ TEST(ConfigFile, MissingFileIsAnIoError) {
   EXPECT_THAT(config.error().message, HasSubstr("/nonexistent/countersign.yaml"));
 }
 
+TEST(ConfigFile, AuditPublicKeyIsAnNkeyOrEmpty) {
+  EXPECT_EQ(parseOk(std::string(kMinimal) + "audit:\n  public_key: \"" + std::string(kAliceKey) + "\"\n").audit.public_key,
+            kAliceKey);
+  EXPECT_EQ(parseOk(std::string(kMinimal) + "audit:\n  public_key: \"\"\n").audit.public_key, "");
+  EXPECT_THAT(refusal(std::string(kMinimal) + "audit:\n  public_key: UNOTAKEY\n"),
+              HasSubstr("audit.public_key: expected an nkey user public key"));
+}
+
 TEST(ConfigFile, DesignExampleParses) {
   // The documented example config (docs/configuration.md), verbatim.
   const Config config = parseOk(R"(

@@ -562,10 +562,24 @@
         ['Decided by', record.decided_by ? record.decided_by + ' at ' + record.decided_at + (record.reason ? ': ' + record.reason : '') : ''],
       ]));
 
+    // countersign checked each event's signature when it read it back (signature_check): only a
+    // verified one was made by countersign; anyone allowed to publish events can add the others.
+    const signatureText = {
+      verified: 'verified',
+      unsigned: 'NOT VERIFIED: unsigned',
+      unknown_key: 'NOT VERIFIED: signed by an unknown key',
+      bad_signature: 'NOT VERIFIED: bad signature',
+      not_checked: 'NOT VERIFIED: not checked',
+    };
     const timeline = section('Timeline', (evidence.timeline || []).length
-      ? el('ol', { class: 'timeline', id: 'timeline' }, ...evidence.timeline.map((e) =>
-        el('li', {}, el('strong', { text: e.event }), ' ', el('span', { class: 'muted', text: e.at || '' }),
-          e.actor ? ' by ' + e.actor : '', e.reason ? ' (' + e.reason + ')' : '')))
+      ? el('ol', { class: 'timeline', id: 'timeline' }, ...evidence.timeline.map((e) => {
+        const verified = e.signature_check === 'verified';
+        return el('li', { class: verified ? 'verified' : 'unverified', 'data-signature': e.signature_check || 'missing' },
+          el('span', { class: 'badge ' + (verified ? 'ok' : 'bad'), text: signatureText[e.signature_check] || 'NOT VERIFIED' }),
+          ' ', el('strong', { text: e.event }), ' ', el('span', { class: 'muted', text: e.at || '' }),
+          e.actor ? ' by ' + e.actor : '', e.reason ? ' (' + e.reason + ')' : '',
+          verified ? '' : el('div', { class: 'muted', text: 'Not made by countersign as shown: forged, altered, or written before events were signed.' }));
+      }))
       : el('p', { class: 'muted', text: evidence.unavailable ? 'The audit trail is not available.' : 'No events recorded yet.' }));
 
     const decide = decidePanel(record);

@@ -1,0 +1,60 @@
+// Reading events back: which ones countersign's key verifies, and how a shown event is marked.
+#include <gtest/gtest.h>
+
+#include "countersign/events.hpp"
+#include "countersign/json.hpp"
+#include "countersign/nkeys.hpp"
+
+namespace countersign::testing {
+namespace {
+
+struct Signed {
+  std::string signature;
+  std::string key;
+};
+
+Signed signWith(const nkeys::Seed& seed, std::string_view body) {
+  return {nkeys::base64UrlEncode(nkeys::sign(seed, body)), nkeys::encodePublicKey(nkeys::publicKeyOf(seed))};
+}
+
+TEST(EventVerifier, OnlyATrustedKeysSignatureOverTheExactBytesVerifies) {
+  const auto countersign = nkeys::generateSeed();
+  const auto forger = nkeys::generateSeed();
+  EventVerifier verifier;
+  verifier.trust(nkeys::publicKeyOf(countersign));
+  const std::string body = R"({"event":"held","approval_id":"a"})";
+  const Signed genuine = signWith(countersign, body);
+  EXPECT_EQ(verifier.check(body, &genuine.signature, &genuine.key), EventOrigin::verified);
+  EXPECT_EQ(verifier.check(body, nullptr, nullptr), EventOrigin::unsigned_event);
+  EXPECT_EQ(verifier.check(body, &genuine.signature, nullptr), EventOrigin::unsigned_event);
+  const Signed other = signWith(forger, body);
+  EXPECT_EQ(verifier.check(body, &other.signature, &other.key), EventOrigin::unknown_key);
+  // The forger names countersign's key over its own signature, or alters the body.
+  EXPECT_EQ(verifier.check(body, &other.signature, &genuine.key), EventOrigin::bad_signature);
+  EXPECT_EQ(verifier.check(R"({"event":"held","approval_id":"b"})", &genuine.signature, &genuine.key),
+            EventOrigin::bad_signature);
+  const std::string garbage = "not base64!";
+  EXPECT_EQ(verifier.check(body, &garbage, &genuine.key), EventOrigin::bad_signature);
+  // Trusting no key at all: nothing signed can be told apart.
+  EXPECT_EQ(EventVerifier().check(body, &genuine.signature, &genuine.key), EventOrigin::not_checked);
+  EXPECT_EQ(verifier.keys(), std::vector<std::string>{genuine.key});
+}
+
+TEST(EventVerifier, AMarkedEventCannotMarkItself) {
+  const auto marked = markedEvent(R"({"event":"held","signature_check":"verified","stream_seq":1})",
+                                  EventOrigin::unsigned_event, 42);
+  ASSERT_TRUE(marked);
+  auto doc = json::parseStrict(*marked);
+  ASSERT_TRUE(doc) << *marked;
+  EXPECT_STREQ((*doc)["signature_check"].GetString(), "unsigned");
+  EXPECT_EQ((*doc)["stream_seq"].GetUint64(), 42u);
+  EXPECT_STREQ((*doc)["event"].GetString(), "held");
+  EXPECT_FALSE(markedEvent("[1]", EventOrigin::verified));
+  EXPECT_FALSE(markedEvent("not json", EventOrigin::verified));
+  const auto no_seq = markedEvent(R"({"event":"held"})", EventOrigin::verified);
+  ASSERT_TRUE(no_seq);
+  EXPECT_EQ(*no_seq, R"({"event":"held","signature_check":"verified"})");
+}
+
+}  // namespace
+}  // namespace countersign::testing
