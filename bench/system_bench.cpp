@@ -786,16 +786,18 @@ double seedRecords(Connection& conn, const std::string& bucket, const std::vecto
       die("seed publish: " + natsText(s));
     }
   }
-  // The marker a countersign creates on its first start once the bucket holds no untagged
-  // record: without it, the next countersign would re-read every record to adopt it.
+  // The markers a countersign creates on its first start once the bucket holds no untagged
+  // record or vote: without them, the next countersign would list every key to adopt them.
   const std::string marker = R"({"at":"2026-01-01T00:00:00Z"})";
-  natsMsg* msg = nullptr;
-  check(natsMsg_Create(&msg, ("$KV." + bucket + "." + std::string(countersign::kTagsAdoptedKey)).c_str(), nullptr,
-                       marker.data(), static_cast<int>(marker.size())),
-        "seed marker");
-  if (js_PublishMsgAsync(conn.js(), &msg, nullptr) != NATS_OK) {
-    natsMsg_Destroy(msg);
-    die("seed marker publish failed");
+  for (const std::string_view key : {countersign::kTagsAdoptedKey, countersign::kVoteTagsAdoptedKey}) {
+    natsMsg* msg = nullptr;
+    check(natsMsg_Create(&msg, ("$KV." + bucket + "." + std::string(key)).c_str(), nullptr, marker.data(),
+                         static_cast<int>(marker.size())),
+          "seed marker");
+    if (js_PublishMsgAsync(conn.js(), &msg, nullptr) != NATS_OK) {
+      natsMsg_Destroy(msg);
+      die("seed marker publish failed");
+    }
   }
   jsPubOptions wait;
   jsPubOptions_Init(&wait);

@@ -46,6 +46,9 @@ class Metrics {
   // A release refused because the record's or the decision's tag is missing or wrong.
   void releaseRefused() { release_refused_.fetch_add(1, std::memory_order_relaxed); }
   std::uint64_t releaseRefusedCount() const { return release_refused_.load(); }
+  // A vote key that does not count: its tag is missing or wrong (written by hand in the bucket).
+  void voteRefused() { vote_refused_.fetch_add(1, std::memory_order_relaxed); }
+  std::uint64_t voteRefusedCount() const { return vote_refused_.load(); }
   void policyReload(bool ok) { (ok ? reloads_ok_ : reloads_failed_).fetch_add(1, std::memory_order_relaxed); }
   void setPending(std::int64_t n) { pending_.store(n, std::memory_order_relaxed); }
   void setPolicyLoaded(bool loaded) { policy_loaded_.store(loaded, std::memory_order_relaxed); }
@@ -72,6 +75,7 @@ class Metrics {
   std::atomic<std::uint64_t> release_unknown_{0};
   std::atomic<std::uint64_t> released_{0};
   std::atomic<std::uint64_t> release_refused_{0};
+  std::atomic<std::uint64_t> vote_refused_{0};
   std::atomic<std::uint64_t> reloads_ok_{0};
   std::atomic<std::uint64_t> reloads_failed_{0};
   std::atomic<std::int64_t> pending_{0};

@@ -103,6 +103,7 @@ struct VoteRecord {
   std::string policy_snapshot;
   std::string key;        // the signer's nkey, when signed
   std::string signature;  // base64url Ed25519 signature of the signed request, when signed
+  std::string tag;        // countersign's tag over the vote's key and the fields above (StoreTags)
 };
 std::string toJson(const VoteRecord& vote);
 Result<VoteRecord> parseVoteRecord(std::string_view json);

@@ -5,8 +5,10 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "countersign/clock.hpp"
 #include "countersign/config.hpp"
@@ -78,6 +80,21 @@ struct Services {
 
 // The value of a new <id>/decision key: `decision` with countersign's tag set (when tags are on).
 std::string decisionValue(const Services& services, std::string_view id, DecisionRecord& decision);
+
+// The value of a new <id>/vote/<binding>/<approver> key: `vote` with countersign's tag set (when
+// tags are on).
+std::string voteValue(const Services& services, std::string_view key, VoteRecord& vote);
+
+// Whether the vote stored under `key` counts for `record`: it names the record's job hash and
+// policy snapshot and the approver its key names, and (tags on) carries countersign's tag. A vote
+// refused for its tag is counted in countersign_votes_refused_total; the first one is logged.
+bool voteCounts(const Services& services, const ApprovalRecord& record, std::string_view key, const VoteRecord& vote);
+
+// The approvers whose votes count for `record` under its binding: one read per name of
+// `candidates` (each through the stream: a key listing can miss the newest keys), or, when
+// anyone may vote (nullopt), the keys listed under the binding.
+Result<std::vector<std::string>> countVotes(const Services& services, const ApprovalRecord& record,
+                                            const std::optional<std::vector<std::string>>& candidates);
 
 // Reads, changes and compare-and-swaps the record under `id`, retrying when a concurrent
 // writer moved it on (they converge: every writer applies the same monotone change).

@@ -1,5 +1,5 @@
 // Tags on what decides a release in the bucket: the held record's job (what would be published,
-// and where) and the <id>/decision key. HMAC-SHA256 under a key derived with HKDF-SHA256 from
+// and where), the <id>/decision key and the votes that make a quorum. HMAC-SHA256 under a key derived with HKDF-SHA256 from
 // countersign's own seed (receipts.seed_file): only countersign writes and checks them, so a
 // MAC does what a signature would at a fraction of the cost (docs/security.md).
 #pragma once
@@ -27,9 +27,13 @@ class StoreTags {
   // Over the approval id and every field of the decision.
   std::string decisionTag(std::string_view id, const DecisionRecord& decision) const;
 
+  // Over the vote's key (<id>/vote/<binding>/<approver>) and every field of the vote.
+  std::string voteTag(std::string_view key, const VoteRecord& vote) const;
+
   // Constant-time comparisons of the stored tag with the one computed now.
   bool recordValid(const ApprovalRecord& record) const;
   bool decisionValid(std::string_view id, const DecisionRecord& decision) const;
+  bool voteValid(std::string_view key, const VoteRecord& vote) const;
 
  private:
   std::string mac(std::string_view text) const;
@@ -38,17 +42,21 @@ class StoreTags {
 
 // Created once the records and decisions held before tags existed have been tagged.
 inline constexpr std::string_view kTagsAdoptedKey = "_countersign/tags_adopted";
+// The same for vote keys, which were tagged later: a bucket adopted before has its own marker.
+inline constexpr std::string_view kVoteTagsAdoptedKey = "_countersign/vote_tags_adopted";
 
 struct Adopted {
-  bool ran = false;  // false: adopted before (the marker key exists), nothing looked at
+  bool ran = false;  // false: adopted before (both marker keys exist), nothing looked at
   std::size_t records = 0;
   std::size_t decisions = 0;
+  std::size_t votes = 0;
 };
 
 // The upgrade rule: at the first start of a countersign with tags on a bucket (no
 // kTagsAdoptedKey yet), every record and decision without a valid tag is tagged as it stands
 // (they were as trustworthy as the bucket before the upgrade); then kTagsAdoptedKey is created,
-// and from then on one without a valid tag is refused. An operator deletes the key to adopt
+// and from then on one without a valid tag is refused. Vote keys follow the same rule under
+// kVoteTagsAdoptedKey (a vote without a valid tag then counts toward no quorum). An operator deletes the key to adopt
 // again (after a key change, or records held by replicas with other seed files). A crash
 // half-way leaves no marker: the next start adopts the rest. `ids` gets the adopted keys.
 Result<Adopted> adoptUntagged(KvStore& store, const StoreTags& tags, std::string_view now,

@@ -281,7 +281,8 @@ Status Gateway::start() {
   // too: it writes at once (send_asap), where the intake connection's flusher would hold an
   // asynchronous publish up to a millisecond. Forwards and events keep the intake connection.
   natsio::KvBucket& store = *control_plane_->store;
-  // Records and decisions held before tags existed are tagged once, before anything is released.
+  // Records, decisions and votes written before tags existed are tagged once, before anything is
+  // released.
   std::vector<std::string> adopted_keys;
   if (auto adopted = adoptUntagged(store, *store_tags_, formatRfc3339(clock_.now()), &adopted_keys); !adopted) {
     return failStep("store: tagging records held before store tags: ", adopted.error());
@@ -289,10 +290,10 @@ Status Gateway::start() {
     // Loud on purpose: whatever the bucket held is trusted from now on.
     std::string keys;
     for (std::size_t i = 0; i < adopted_keys.size() && i < 100; ++i) keys += (i == 0 ? "" : ",") + adopted_keys[i];
-    log_.warn("tagged records and decisions that carried no valid tag (first start with store tags, or the "
-              "marker key was deleted)",
+    log_.warn("tagged records, decisions and votes that carried no valid tag (first start with store tags, or "
+              "a marker key was deleted)",
               {{"records", std::to_string(adopted->records)}, {"decisions", std::to_string(adopted->decisions)},
-               {"keys", keys}});
+               {"votes", std::to_string(adopted->votes)}, {"keys", keys}});
   }
   intake_services_ = std::make_unique<Services>(Services{config_, store, *intake_plane_->publisher, clock_, ids_,
                                                          policy_, throttler_, *intake_plane_->events, log_, metrics_,

@@ -571,46 +571,16 @@ ControlReply Control::release(const ApprovalRecord& record, const KvEntry& entry
 }
 
 Result<std::vector<std::string>> Control::countVotes(const ApprovalRecord& record) {
-  std::vector<std::string> counted;
-  const auto accept = [&](const std::string& value) {
-    auto vote = parseVoteRecord(value);
-    if (vote && vote->policy_snapshot == record.policy_snapshot && vote->job_hash == record.job_hash) {
-      counted.push_back(vote->approver);
-    }
-  };
-  const auto candidates = governance_.voters(record, s_.clock.now());
-  if (candidates) {
-    // One read per allowed approver, each through the stream: a key listing can miss the
-    // newest keys, a direct read sees every create confirmed before it.
-    for (const auto& name : *candidates) {
-      auto entry = s_.store.get(voteKey(record.id, record.binding, name));
-      if (entry) {
-        accept(entry->value);
-      } else if (entry.error().code != Errc::not_found) {
-        return std::unexpected(entry.error());
-      }
-    }
-    return counted;
-  }
-  // Anyone may vote (open mode without a list): the votes are listed.
-  auto keys = s_.store.listKeys();
-  if (!keys) return std::unexpected(keys.error());
-  const std::string prefix = voteKey(record.id, record.binding, "");
-  for (const auto& key : *keys) {
-    if (!key.starts_with(prefix)) continue;
-    if (auto entry = s_.store.get(key)) accept(entry->value);
-  }
-  return counted;
+  return countersign::countVotes(s_, record, governance_.voters(record, s_.clock.now()));
 }
 
 ControlReply Control::vote(const ApprovalRecord& record, const KvEntry& entry, const Actor& actor,
                            const Request& request, std::chrono::steady_clock::time_point started) {
   const std::string& id = record.id;
   const std::string now = formatRfc3339(s_.clock.now());
-  const VoteRecord cast{.approver = actor.approver, .at = now, .via = actor.via, .reason = request.reason,
-                        .job_hash = record.job_hash, .policy_snapshot = record.policy_snapshot,
-                        .key = actor.key,
-                        .signature = request.signature ? request.signature->signature : std::string()};
+  VoteRecord cast{.approver = actor.approver, .at = now, .via = actor.via, .reason = request.reason,
+                  .job_hash = record.job_hash, .policy_snapshot = record.policy_snapshot, .key = actor.key,
+                  .signature = request.signature ? request.signature->signature : std::string()};
   const auto tally = [&](Outcome status, int code, const std::vector<std::string>& voters) {
     auto w = start(status, code);
     w.field("approval_id", id).field("votes", static_cast<int>(voters.size()))
@@ -618,9 +588,22 @@ ControlReply Control::vote(const ApprovalRecord& record, const KvEntry& entry, c
     w.strings("voters", voters);
     return reply(status, code, w);
   };
-  auto created = s_.store.create(voteKey(id, record.binding, actor.approver), toJson(cast));
+  const std::string key = voteKey(id, record.binding, actor.approver);
+  const std::string value = voteValue(s_, key, cast);
+  auto created = s_.store.create(key, value);
   if (!created && created.error().code != Errc::exists) return lockBusy(id);
-  const bool fresh = created.has_value();
+  bool fresh = created.has_value();
+  if (!fresh) {
+    // Theirs already, unless countersign did not write it (a vote made by hand in the bucket
+    // under their name): then their real vote takes its place.
+    auto existing = s_.store.get(key);
+    if (!existing) return lockBusy(id);
+    auto stored = parseVoteRecord(existing->value);
+    if (!stored || !voteCounts(s_, record, key, *stored)) {
+      if (!s_.store.update(key, value, existing->revision)) return lockBusy(id);
+      fresh = true;
+    }
+  }
   if (fresh) {
     s_.events.emit(Event{.event = EventKind::vote, .approval_id = id, .job_id = record.job_id, .topic = record.topic, .subject = record.subject,
                          .rule = record.rule, .job_hash = record.job_hash,

@@ -188,6 +188,9 @@ std::string Metrics::renderPrometheus() const {
   simple(out, "countersign_release_refused_total", "counter",
          "Releases refused because the held record or its decision carries no valid countersign tag.",
          static_cast<double>(release_refused_.load()));
+  simple(out, "countersign_votes_refused_total", "counter",
+         "Vote keys that count toward no quorum because they carry no valid countersign tag.",
+         static_cast<double>(vote_refused_.load()));
   header(out, "countersign_policy_reloads_total", "counter", "Policy reloads by result.");
   out += "countersign_policy_reloads_total{result=\"ok\"} " + std::to_string(reloads_ok_.load()) + '\n';
   out += "countersign_policy_reloads_total{result=\"failed\"} " + std::to_string(reloads_failed_.load()) + '\n';

@@ -354,7 +354,8 @@ std::string toJson(const VoteRecord& v) {
       .field("job_hash", v.job_hash)
       .field("policy_snapshot", v.policy_snapshot)
       .field("key", v.key)
-      .field("signature", v.signature);
+      .field("signature", v.signature)
+      .optional("tag", v.tag);
   return w.finish();
 }
 
@@ -365,7 +366,8 @@ Result<VoteRecord> parseVoteRecord(std::string_view json) {
   if (!readString(*doc, "approver", v.approver) || !readString(*doc, "at", v.at) ||
       !readString(*doc, "via", v.via) || !readString(*doc, "reason", v.reason) ||
       !readString(*doc, "job_hash", v.job_hash) || !readString(*doc, "policy_snapshot", v.policy_snapshot) ||
-      !readString(*doc, "key", v.key) || !readString(*doc, "signature", v.signature) || v.approver.empty()) {
+      !readString(*doc, "key", v.key) || !readString(*doc, "signature", v.signature) ||
+      !readString(*doc, "tag", v.tag) || v.approver.empty()) {
     return fail(Errc::parse_error, "vote: a field has the wrong type or is missing");
   }
   return v;

@@ -189,25 +189,10 @@ void Replayer::finishQuorum(const std::string& id, ScanResult& result) {
   auto record = parseApprovalRecord(entry->value);
   if (!record || record->quorum.single()) return;
   const Governance governance(s_.config.approvers ? &*s_.config.approvers : nullptr);
-  std::vector<std::string> voters;
-  const auto candidates = governance.voters(*record, s_.clock.now());
-  std::vector<std::string> keys;
-  if (candidates) {
-    for (const auto& name : *candidates) keys.push_back(voteKey(id, record->binding, name));
-  } else if (auto listed = s_.store.listKeys()) {
-    const std::string prefix = voteKey(id, record->binding, "");
-    for (auto& key : *listed) {
-      if (key.starts_with(prefix)) keys.push_back(std::move(key));
-    }
-  }
-  for (const auto& key : keys) {
-    auto value = s_.store.get(key);
-    if (!value) continue;
-    auto vote = parseVoteRecord(value->value);
-    if (vote && vote->policy_snapshot == record->policy_snapshot && vote->job_hash == record->job_hash) {
-      voters.push_back(vote->approver);
-    }
-  }
+  // Only votes countersign wrote count (their tags), as on the approve path.
+  auto counted = countVotes(s_, *record, governance.voters(*record, s_.clock.now()));
+  if (!counted) return;  // next scan
+  const std::vector<std::string>& voters = *counted;
   if (!governance.reached(record->quorum, voters)) return;
   DecisionRecord decision{.decision = FinalDecision::approved, .by = joinVoters(voters),
                                 .at = formatRfc3339(s_.clock.now()), .reason = "quorum_reached",

@@ -2,6 +2,8 @@
 
 #include "countersign/subject.hpp"
 
+#include <atomic>
+
 namespace countersign {
 
 ReplyGuard::ReplyGuard(const Config& config)
@@ -29,6 +31,55 @@ bool ReplyGuard::allowed(std::string_view reply_subject) const {
 std::string decisionValue(const Services& services, std::string_view id, DecisionRecord& decision) {
   if (services.tags != nullptr) decision.tag = services.tags->decisionTag(id, decision);
   return toJson(decision);
+}
+
+std::string voteValue(const Services& services, std::string_view key, VoteRecord& vote) {
+  if (services.tags != nullptr) vote.tag = services.tags->voteTag(key, vote);
+  return toJson(vote);
+}
+
+bool voteCounts(const Services& services, const ApprovalRecord& record, std::string_view key, const VoteRecord& vote) {
+  if (vote.policy_snapshot != record.policy_snapshot || vote.job_hash != record.job_hash) return false;
+  if (key != voteKey(record.id, record.binding, vote.approver)) return false;
+  if (services.tags == nullptr || services.tags->voteValid(key, vote)) return true;
+  services.metrics.voteRefused();
+  // Once per process: a forger could write many; the counter says how many.
+  static std::atomic<bool> told{false};
+  if (!told.exchange(true)) {
+    services.log.error("vote not written by countersign: it counts toward no quorum (further ones are counted in "
+                       "countersign_votes_refused_total)",
+                       {{"key", key}, {"approver", vote.approver}});
+  }
+  return false;
+}
+
+Result<std::vector<std::string>> countVotes(const Services& services, const ApprovalRecord& record,
+                                            const std::optional<std::vector<std::string>>& candidates) {
+  std::vector<std::string> counted;
+  const auto accept = [&](const std::string& key, const std::string& value) {
+    auto vote = parseVoteRecord(value);
+    if (vote && voteCounts(services, record, key, *vote)) counted.push_back(vote->approver);
+  };
+  if (candidates) {
+    for (const auto& name : *candidates) {
+      const std::string key = voteKey(record.id, record.binding, name);
+      auto entry = services.store.get(key);
+      if (entry) {
+        accept(key, entry->value);
+      } else if (entry.error().code != Errc::not_found) {
+        return std::unexpected(entry.error());
+      }
+    }
+    return counted;
+  }
+  auto keys = services.store.listKeys();
+  if (!keys) return std::unexpected(keys.error());
+  const std::string prefix = voteKey(record.id, record.binding, "");
+  for (const auto& key : *keys) {
+    if (!key.starts_with(prefix)) continue;
+    if (auto entry = services.store.get(key)) accept(key, entry->value);
+  }
+  return counted;
 }
 
 Result<ApprovalRecord> updateRecord(KvStore& store, std::string_view id,

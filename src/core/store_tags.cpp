@@ -75,22 +75,59 @@ std::string StoreTags::decisionTag(std::string_view id, const DecisionRecord& d)
   return mac(text);
 }
 
+std::string StoreTags::voteTag(std::string_view key, const VoteRecord& v) const {
+  std::string text = "vote";
+  field(text, key);
+  for (const std::string* value : {&v.approver, &v.at, &v.via, &v.reason, &v.job_hash, &v.policy_snapshot, &v.key,
+                                   &v.signature}) {
+    field(text, *value);
+  }
+  return mac(text);
+}
+
 bool StoreTags::recordValid(const ApprovalRecord& record) const { return sameTag(record.tag, recordTag(record)); }
 
 bool StoreTags::decisionValid(std::string_view id, const DecisionRecord& decision) const {
   return sameTag(decision.tag, decisionTag(id, decision));
 }
 
+bool StoreTags::voteValid(std::string_view key, const VoteRecord& vote) const {
+  return sameTag(vote.tag, voteTag(key, vote));
+}
+
 Result<Adopted> adoptUntagged(KvStore& store, const StoreTags& tags, std::string_view now,
                               std::vector<std::string>* ids) {
   Adopted adopted;
-  if (auto marker = store.get(kTagsAdoptedKey); marker) return adopted;
-  else if (marker.error().code != Errc::not_found) return std::unexpected(marker.error());
+  const auto missing = [&](std::string_view marker) -> Result<bool> {
+    auto entry = store.get(marker);
+    if (entry) return false;
+    if (entry.error().code != Errc::not_found) return std::unexpected(entry.error());
+    return true;
+  };
+  const auto records_open = missing(kTagsAdoptedKey);
+  if (!records_open) return std::unexpected(records_open.error());
+  const auto votes_open = missing(kVoteTagsAdoptedKey);
+  if (!votes_open) return std::unexpected(votes_open.error());
+  if (!*records_open && !*votes_open) return adopted;
   adopted.ran = true;
   auto keys = store.listKeys();
   if (!keys) return std::unexpected(keys.error());
   for (const auto& key : *keys) {
     const auto slash = key.find('/');
+    if (*votes_open && slash != std::string::npos && std::string_view(key).substr(slash + 1).starts_with("vote/")) {
+      auto entry = store.get(key);
+      if (!entry) continue;
+      auto vote = parseVoteRecord(entry->value);
+      if (!vote || tags.voteValid(key, *vote)) continue;
+      vote->tag = tags.voteTag(key, *vote);
+      if (auto written = store.update(key, toJson(*vote), entry->revision); !written) {
+        return std::unexpected(written.error());
+      }
+      ++adopted.votes;
+      if (ids != nullptr) ids->push_back(key);
+      continue;
+    }
+    if (!*records_open) continue;
     if (slash == std::string::npos) {
       bool tagged_now = false;
       auto updated = updateRecord(store, key, [&](ApprovalRecord& r) {
@@ -122,8 +159,11 @@ Result<Adopted> adoptUntagged(KvStore& store, const StoreTags& tags, std::string
   std::string marker = "{\"at\":\"";
   marker += now;
   marker += "\"}";
-  if (auto created = store.create(kTagsAdoptedKey, marker); !created && created.error().code != Errc::exists) {
-    return std::unexpected(created.error());
+  for (const auto& [open, name] : {std::pair{*records_open, kTagsAdoptedKey}, std::pair{*votes_open, kVoteTagsAdoptedKey}}) {
+    if (!open) continue;
+    if (auto created = store.create(name, marker); !created && created.error().code != Errc::exists) {
+      return std::unexpected(created.error());
+    }
   }
   return adopted;
 }

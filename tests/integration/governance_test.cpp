@@ -206,6 +206,46 @@ TEST_F(GovernanceIt, HostileRequestsAreRefusedAndReleaseNothing) {
   EXPECT_EQ(delivered(b.id), 0);
 }
 
+// Someone with write access to the bucket writes a vote key by hand for a 2-of-2 job that has
+// one genuine vote: a copy of alice's tagged vote under bob's name, then one without a tag. It
+// counts toward no quorum: alice asking again, the replayer (which finishes quorums whose voter
+// crashed) and `get` all see one vote, and nothing is released. Bob's own vote replaces it and
+// releases the job once.
+TEST_F(GovernanceIt, AVoteKeyWrittenByHandCountsTowardNoQuorum) {
+  const std::string bucket = "countersign_approvals";
+  const Held held = hold("pair.forged", "forged-vote-1");
+  ASSERT_EQ(ask("approve", signedRequest(keys_, "approve", held, "alice")).status(), "vote_recorded");
+  const auto alice_vote = client_->kvGet(bucket, held.id + "/vote/0/alice");
+  ASSERT_TRUE(alice_vote);
+  auto forged = parseJson(*alice_vote);
+  ASSERT_TRUE(str(forged, "tag").starts_with("v1:")) << "votes carry countersign's tag: " << *alice_vote;
+  forged["approver"].SetString("bob", forged.GetAllocator());
+  const std::string copied = json::toString(forged);
+  forged.RemoveMember("tag");
+  const std::string untagged = json::toString(forged);
+
+  for (const std::string& value : {copied, untagged}) {
+    client_->kvPut(bucket, held.id + "/vote/0/bob", value);
+    const Reply again = ask("approve", signedRequest(keys_, "approve", held, "alice"));
+    EXPECT_EQ(again.status(), "already_voted") << again.raw;
+    EXPECT_EQ(again.number("votes"), 1) << again.raw;
+    const Reply shown = ask("get", R"({"id":")" + held.id + R"("})");
+    EXPECT_EQ(shown.number("votes"), 1) << shown.raw;
+    // The replayer looks at quorums every 200 ms and acts after the 1 s lease.
+    std::this_thread::sleep_for(2500ms);
+    EXPECT_EQ(delivered(held.id), 0) << "released on a vote written by hand";
+    EXPECT_FALSE(client_->kvGet(bucket, held.id + "/decision")) << "decided on a vote written by hand";
+  }
+  EXPECT_NE(replicas_[0]->logs().find("vote not written by countersign"), std::string::npos);
+
+  // Bob's own vote takes the forged one's place and makes the quorum.
+  const Reply bob = ask("approve", signedRequest(keys_, "approve", held, "bob"));
+  EXPECT_EQ(bob.status(), "approved") << bob.raw;
+  EXPECT_TRUE(waitUntil([&] { return delivered(held.id) == 1; }, 10s));
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(delivered(held.id), 1);
+}
+
 TEST_F(GovernanceIt, TheSameApproverTwiceAtOnceFromTwoConnectionsIsOneVote) {
   Client second(server_->url());
   for (int j = 0; j < 10; ++j) {

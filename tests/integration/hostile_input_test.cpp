@@ -377,7 +377,7 @@ TEST(HostileInputTest, UntaggedRecordsAreRefusedUntilAnOperatorHasThemAdopted) {
   ASSERT_EQ(kvStore_Delete(kv, "_countersign/tags_adopted"), NATS_OK);
   kvStore_Destroy(kv);
   auto upgraded = CountersignProcess::start(options);
-  EXPECT_NE(upgraded->logs().find("tagged records and decisions"), std::string::npos) << upgraded->logs();
+  EXPECT_NE(upgraded->logs().find("tagged records, decisions and votes"), std::string::npos) << upgraded->logs();
   EXPECT_TRUE(client.kvGet(kBucket, "_countersign/tags_adopted").has_value());
   Reply approved = toReply(client.request("countersign.control.approve", R"({"id":"old-2","approver":"alice"})", {}, 10s));
   EXPECT_EQ(approved.code(), 200) << approved.raw;

@@ -1,4 +1,4 @@
-// Store tags (held records and decisions) and signed audit events, without a network.
+// Store tags (held records, decisions and votes) and signed audit events, without a network.
 #include <gtest/gtest.h>
 
 #include "countersign/events.hpp"
@@ -128,6 +128,60 @@ TEST(StoreTags, AdoptionTagsWhatCarriesNoValidTagOnceThenLeavesTheRestToTheCheck
   ASSERT_TRUE(again.has_value());
   EXPECT_FALSE(again->ran);
   EXPECT_FALSE(tags.recordValid(*parseApprovalRecord(store.get("pay-2")->value)));
+}
+
+VoteRecord sampleVote(const std::string& approver) {
+  return VoteRecord{.approver = approver, .at = "2026-01-01T00:00:00Z", .via = "", .reason = "ok",
+                    .job_hash = "sha256:00", .policy_snapshot = "v1:x", .key = "", .signature = ""};
+}
+
+TEST(StoreTags, VoteTagBindsItsKeyAndEveryField) {
+  const StoreTags tags(seedOf(7));
+  VoteRecord alice = sampleVote("alice");
+  alice.tag = tags.voteTag("pay-1/vote/0/alice", alice);
+  auto parsed = parseVoteRecord(toJson(alice));
+  ASSERT_TRUE(parsed.has_value());
+  EXPECT_TRUE(tags.voteValid("pay-1/vote/0/alice", *parsed));
+  // Copied under another approver's, binding's or approval's key, or edited: not valid.
+  EXPECT_FALSE(tags.voteValid("pay-1/vote/0/bob", *parsed));
+  EXPECT_FALSE(tags.voteValid("pay-1/vote/1/alice", *parsed));
+  EXPECT_FALSE(tags.voteValid("pay-2/vote/0/alice", *parsed));
+  VoteRecord as_bob = *parsed;
+  as_bob.approver = "bob";
+  EXPECT_FALSE(tags.voteValid("pay-1/vote/0/bob", as_bob));
+  VoteRecord other_job = *parsed;
+  other_job.job_hash = "sha256:11";
+  EXPECT_FALSE(tags.voteValid("pay-1/vote/0/alice", other_job));
+  VoteRecord by_hand = sampleVote("bob");
+  EXPECT_FALSE(tags.voteValid("pay-1/vote/0/bob", by_hand));
+  EXPECT_FALSE(StoreTags(seedOf(8)).voteValid("pay-1/vote/0/alice", *parsed));
+}
+
+TEST(StoreTags, VotesAreAdoptedOnceUnderTheirOwnMarkerOnABucketAdoptedBefore) {
+  fakes::MemoryKv store;
+  const StoreTags tags(seedOf(7));
+  // A bucket whose records and decisions were adopted before votes had tags: an untagged record
+  // stays refused, the votes written before this version are adopted once.
+  ASSERT_TRUE(store.create(std::string(kTagsAdoptedKey), R"({"at":"2026-01-01T00:00:00Z"})"));
+  ASSERT_TRUE(store.create("pay-1", toJson(sampleRecord())));
+  ASSERT_TRUE(store.create("pay-1/vote/0/alice", toJson(sampleVote("alice"))));
+  std::vector<std::string> ids;
+  auto adopted = adoptUntagged(store, tags, "2026-02-01T00:00:00Z", &ids);
+  ASSERT_TRUE(adopted.has_value());
+  EXPECT_TRUE(adopted->ran);
+  EXPECT_EQ(adopted->records, 0u);
+  EXPECT_EQ(adopted->votes, 1u);
+  EXPECT_EQ(ids, (std::vector<std::string>{"pay-1/vote/0/alice"}));
+  EXPECT_TRUE(tags.voteValid("pay-1/vote/0/alice", *parseVoteRecord(store.get("pay-1/vote/0/alice")->value)));
+  EXPECT_FALSE(tags.recordValid(*parseApprovalRecord(store.get("pay-1")->value)));
+  EXPECT_TRUE(store.get(kVoteTagsAdoptedKey).has_value());
+
+  // A vote written by hand after that: not adopted by the next start, and it does not count.
+  ASSERT_TRUE(store.create("pay-1/vote/0/bob", toJson(sampleVote("bob"))));
+  auto again = adoptUntagged(store, tags, "2026-02-02T00:00:00Z");
+  ASSERT_TRUE(again.has_value());
+  EXPECT_FALSE(again->ran);
+  EXPECT_FALSE(tags.voteValid("pay-1/vote/0/bob", *parseVoteRecord(store.get("pay-1/vote/0/bob")->value)));
 }
 
 // Signed events: every event carries a signature of its exact body by the signer's key, in the
