@@ -65,11 +65,13 @@ std::string str(const rapidjson::Value& obj, const char* name) {
   return it != obj.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
 }
 
-// The keys events are checked against: every --key, and the public key of the config's seed
-// file. nullopt (the reason printed) when a --key is not a public key.
-std::optional<EventVerifier> trustedKeys(const AuditVerifyOptions& verify, const Target& target) {
+const std::string* orNull(const std::optional<std::string>& value) { return value ? &*value : nullptr; }
+
+}  // namespace
+
+std::optional<EventVerifier> trustedEventKeys(const std::vector<std::string>& given, const Target& target) {
   EventVerifier keys;
-  for (const auto& text : verify.keys) {
+  for (const auto& text : given) {
     auto key = nkeys::parsePublicKey(text);
     if (!key) {
       std::cerr << "countersign: --key " << text << ": " << key.error().message << '\n';
@@ -83,14 +85,10 @@ std::optional<EventVerifier> trustedKeys(const AuditVerifyOptions& verify, const
   return keys;
 }
 
-const std::string* orNull(const std::optional<std::string>& value) { return value ? &*value : nullptr; }
-
-}  // namespace
-
 int auditCommand(const ClientOptions& options, const std::string& id, const AuditVerifyOptions& keys) {
   const auto target = resolveTarget(options);
   if (!target) return kExitUsage;
-  const auto trusted = trustedKeys(keys, *target);
+  const auto trusted = trustedEventKeys(keys.keys, *target);
   if (!trusted) return kExitUsage;
   if (trusted->empty()) {
     std::cerr << "countersign: no countersign public key to check the events' signatures with: they are shown "
@@ -152,7 +150,7 @@ std::string seqList(const std::vector<std::uint64_t>& seqs, std::size_t at_most)
 int auditVerifyCommand(const ClientOptions& options, const AuditVerifyOptions& verify) {
   const auto target = resolveTarget(options);
   if (!target) return kExitUsage;
-  const auto trusted = trustedKeys(verify, *target);
+  const auto trusted = trustedEventKeys(verify.keys, *target);
   if (!trusted) return kExitUsage;
   if (trusted->empty()) {
     std::cerr << "countersign: audit verify needs countersign's public key: --key U... (`countersign keys show` "

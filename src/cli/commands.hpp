@@ -7,11 +7,15 @@
 #include <string>
 #include <vector>
 
+#include "countersign/events.hpp"
+
 namespace CLI {
 class App;
 }
 
 namespace countersign::cli {
+
+struct Target;
 
 struct RunOptions {
   std::string config_path = "config/countersign.yaml";
@@ -89,7 +93,12 @@ struct WatchOptions {
   std::vector<std::string> events;  // only these events (default: all)
   int count = 0;                    // stop after this many (0: never)
   bool limit_wait = false;          // --timeout-ms given: give up when no event comes that long
+  std::vector<std::string> keys;    // --key: countersign's public keys, beside the config's own
 };
+// The keys events are checked against: every `keys` entry (--key U...), and the public key of
+// the config's receipts.seed_file when it can be read. nullopt (the reason printed) when a --key
+// is not a public key.
+std::optional<EventVerifier> trustedEventKeys(const std::vector<std::string>& keys, const Target& target);
 int watchCommand(const ClientOptions& client, const WatchOptions& watch);
 
 // `keys generate|show` and `receipt verify`: adds them to `app`; the returned function runs the

@@ -175,6 +175,9 @@ int main(int argc, char** argv) {
   watch_cmd->add_option("--topic", watch.topic, "only jobs whose topic matches this pattern")->capture_default_str();
   watch_cmd->add_option("--event", watch.events, "only this event (repeatable): held, approved, released, denied, ...");
   watch_cmd->add_option("--count", watch.count, "stop after this many events")->check(CLI::Range(1, 1000000));
+  watch_cmd->add_option("--key", watch.keys,
+                        "a trusted countersign public key, U... (repeatable): events it did not sign are marked "
+                        "NOT VERIFIED; the key of the config's receipts.seed_file is trusted too when it can be read");
   addClientOptions(watch_cmd, client);
 
   auto* audit_cmd = app.add_subcommand("audit", "the event trail of one approval; `audit verify` checks the chains");

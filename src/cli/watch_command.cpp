@@ -8,6 +8,7 @@
 #include "client.hpp"
 #include "commands.hpp"
 #include "countersign/json.hpp"
+#include "nats/audit_reader.hpp"
 
 namespace countersign::cli {
 namespace {
@@ -68,6 +69,8 @@ int watchCommand(const ClientOptions& options, const WatchOptions& watch) {
   int exit_code = kExitOk;
   auto connection = connectFor(options, target, exit_code);
   if (!connection) return exit_code;
+  const auto trusted = trustedEventKeys(watch.keys, target);
+  if (!trusted) return kExitUsage;
   const std::string subject = target.prefix + ".events.*." + watch.topic;
   natsSubscription* sub = nullptr;
   if (natsConnection_SubscribeSync(&sub, connection->raw(), subject.c_str()) != NATS_OK) {
@@ -77,7 +80,12 @@ int watchCommand(const ClientOptions& options, const WatchOptions& watch) {
   std::unique_ptr<natsSubscription, decltype(&natsSubscription_Destroy)> guard(sub, &natsSubscription_Destroy);
   // A refused subscription is only reported asynchronously: the flush makes the server answer.
   (void)connection->flush(std::chrono::milliseconds(options.timeout_ms));
-  if (!options.json) std::cerr << "watching " << subject << " on " << target.server << '\n';
+  if (!options.json) {
+    std::cerr << "watching " << subject << " on " << target.server << '\n';
+    if (trusted->empty()) {
+      std::cerr << "(signatures not checked: give --key U... or --config to mark events countersign did not sign)\n";
+    }
+  }
   int seen = 0;
   long long waited_ms = 0;
   constexpr int kPollMs = 250;
@@ -104,6 +112,7 @@ int watchCommand(const ClientOptions& options, const WatchOptions& watch) {
     }
     waited_ms = 0;
     const std::string body(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+    const EventOrigin origin = natsio::checkEvent(msg, *trusted);
     natsMsg_Destroy(msg);
     auto doc = json::parseStrict(body);
     if (!doc || !doc->IsObject()) continue;
@@ -115,7 +124,11 @@ int watchCommand(const ClientOptions& options, const WatchOptions& watch) {
     if (options.json) {
       std::cout << body << '\n';
     } else {
-      std::cout << line(*doc) << '\n';
+      // Anyone allowed to publish on the events subjects can add events: say which are not
+      // countersign's (with a key to check against).
+      std::cout << line(*doc);
+      if (!trusted->empty() && origin != EventOrigin::verified) std::cout << "  [NOT VERIFIED: " << toString(origin) << ']';
+      std::cout << '\n';
     }
     std::cout.flush();
   }

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <optional>
@@ -1055,6 +1056,28 @@ TEST_F(AuditTamperTest, ForgedEventsAreMarkedInAuditIdAndInTheConsoleTimeline) {
     timeline.push_back(str(event, "event") + ":" + str(event, "signature_check"));
   }
   EXPECT_EQ(timeline, checks) << evidence.body;
+}
+
+// `watch` in words marks what countersign's key does not verify; the genuine events are not marked.
+TEST_F(OperateTest, WatchMarksEventsCountersignDidNotSign) {
+  auto watched = std::async(std::launch::async, [&] {
+    return cli({"watch", "--count", "3", "--timeout-ms", "15000", "--key", countersignKey()});
+  });
+  std::this_thread::sleep_for(1s);
+  client_->publish("countersign.events.approved.finance.payment.execute",
+                   R"({"event":"approved","approval_id":"pay-watch-1","topic":"finance.payment.execute",)"
+                   R"("actor":"mallory","at":"2024-01-01T00:00:00Z"})");
+  client_->flush();
+  std::this_thread::sleep_for(300ms);
+  hold("pay-watch-2");
+  ASSERT_EQ(cli({"approve", "pay-watch-2", "--as", "alice"}).exit_code, 0);
+  const CommandResult watch = watched.get();
+  ASSERT_EQ(watch.exit_code, 0) << watch.out << watch.err;
+  const auto rows = lines(watch.out);
+  ASSERT_EQ(rows.size(), 3u) << watch.out;
+  EXPECT_TRUE(contains(rows[0], "pay-watch-1") && contains(rows[0], "[NOT VERIFIED: unsigned]")) << watch.out;
+  EXPECT_TRUE(contains(rows[1], "pay-watch-2") && !contains(rows[1], "NOT VERIFIED")) << watch.out;
+  EXPECT_FALSE(contains(rows[2], "NOT VERIFIED")) << watch.out;
 }
 
 // The audit stream exists before countersign starts, without deny-delete: countersign binds to
