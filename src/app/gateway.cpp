@@ -219,7 +219,8 @@ Status Gateway::start() {
   natsio::NewThreads nats_threads;
   if (auto opened = natsio::openNatsLibrary(); !opened) return failStep("nats: ", opened.error());
   nats_threads.name("cs-nats-lib");
-  auto intake_plane = openPlane(config_, "intake", false, false, log_, clock_, chain_id, receipt_signer_.get());
+  auto intake_plane =
+      openPlane(config_, "intake", false, false, log_, clock_, chain_id, receipt_signer_.get(), nullptr, &signed_bodies_);
   nats_threads.name("cs-nats-intake");
   if (!intake_plane) return failStep("cannot start: ", intake_plane.error());
   intake_plane_ = std::move(*intake_plane);
@@ -230,7 +231,7 @@ Status Gateway::start() {
     return failStep("nats: ", layout.error());
   }
   auto control_plane = openPlane(config_, "control", true, true, log_, clock_, chain_id, receipt_signer_.get(),
-                                 hold_executor_.get());
+                                 hold_executor_.get(), &signed_bodies_);
   nats_threads.name("cs-nats-control");
   if (!control_plane) return failStep("cannot start: ", control_plane.error());
   control_plane_ = std::move(*control_plane);
@@ -426,8 +427,9 @@ std::function<void()> Gateway::eventFeed(http::EventSink sink) const {
       *control_plane_->connection, config_.control.prefix + ".events.>", "",
       [this, sink = std::move(sink)](Message&& m) {
         // With the audit trail on, countersign signs every event: the console never sees one it
-        // did not make (anyone allowed to publish on the events subjects could add rows).
-        if (config_.audit.enabled &&
+        // did not make (anyone allowed to publish on the events subjects could add rows). This
+        // process's own events are known by their bodies; others' (replicas', forgers') verified.
+        if (config_.audit.enabled && !signed_bodies_.contains(m.payload) &&
             event_keys_.check(m.payload, findHeader(m.headers, kEventSignatureHeader),
                               findHeader(m.headers, kEventKeyHeader)) != EventOrigin::verified) {
           return;

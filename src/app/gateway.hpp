@@ -129,6 +129,7 @@ class Gateway {
   std::unique_ptr<nkeys::Signer> receipt_signer_;
   std::unique_ptr<StoreTags> store_tags_;  // from the same seed: tags held records and decisions
   EventVerifier event_keys_;  // checks events read back: its own key and audit.public_key
+  RecentlySigned signed_bodies_;  // the events this process signed lately (the live feed's shortcut)
   bool receipt_key_created_ = false;
 
   // The parts, in start order.

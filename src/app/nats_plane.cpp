@@ -4,7 +4,8 @@ namespace countersign::app {
 
 Result<NatsPlane> openPlane(const Config& config, std::string_view name, bool send_asap,
                             bool with_store, Logger& log, const Clock& clock,
-                            const std::string& chain_id, const nkeys::Signer* signer, WorkPool* timers) {
+                            const std::string& chain_id, const nkeys::Signer* signer, WorkPool* timers,
+                            RecentlySigned* signed_bodies) {
   NatsPlane plane;
   auto connection = natsio::Connection::connect(
       config.nats, name, send_asap, [&log](std::string_view line) { log.warn(line); },
@@ -26,6 +27,7 @@ Result<NatsPlane> openPlane(const Config& config, std::string_view name, bool se
                       .durable_decisions = config.audit.enabled,
                       .signer = signer,
                       .signer_name = "sign-" + std::string(name.substr(0, 4)),  // cs-sign-inta-0, cs-sign-cont-0
+                      .signed_bodies = signed_bodies,
                       // The intake connection's events (denied, throttled, allowed) come from the
                       // routes' delivery threads, which may wait; the control connection's `held`
                       // events come from the store's answer thread, which must not.

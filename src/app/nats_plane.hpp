@@ -34,6 +34,7 @@ struct NatsPlane {
 // store's own thread).
 Result<NatsPlane> openPlane(const Config& config, std::string_view name, bool send_asap,
                             bool with_store, Logger& log, const Clock& clock,
-                            const std::string& chain_id, const nkeys::Signer* signer, WorkPool* timers = nullptr);
+                            const std::string& chain_id, const nkeys::Signer* signer, WorkPool* timers = nullptr,
+                            RecentlySigned* signed_bodies = nullptr);
 
 }  // namespace countersign::app

@@ -55,6 +55,23 @@ EventOrigin EventVerifier::check(std::string_view body, const std::string* signa
   return EventOrigin::verified;
 }
 
+void RecentlySigned::add(std::string_view body) {
+  std::string hash = json::sha256Hex(body);
+  const std::lock_guard lock(mutex_);
+  if (!hashes_.insert(hash).second) return;
+  order_.push_back(std::move(hash));
+  if (order_.size() > capacity_) {
+    hashes_.erase(order_.front());
+    order_.pop_front();
+  }
+}
+
+bool RecentlySigned::contains(std::string_view body) const {
+  const std::string hash = json::sha256Hex(body);
+  const std::lock_guard lock(mutex_);
+  return hashes_.contains(hash);
+}
+
 std::optional<std::string> markedEvent(std::string_view body, EventOrigin origin, std::uint64_t stream_seq) {
   auto doc = json::parseStrict(body);
   if (!doc || !doc->IsObject()) return std::nullopt;
@@ -166,6 +183,7 @@ void EventSink::emit(const Event& e) {
         headers.emplace_back(std::string(kEventSignatureHeader),
                              nkeys::base64UrlEncode(options_.signer->sign(payload)));
         headers.emplace_back(std::string(kEventKeyHeader), options_.signer->encodedPublicKey());
+        if (options_.signed_bodies != nullptr) options_.signed_bodies->add(payload);
         send(subject, headers, payload, durable, kind, approval_id);
         if (published) published->set_value();
       };

@@ -4,6 +4,7 @@
 #include "countersign/events.hpp"
 #include "countersign/json.hpp"
 #include "countersign/nkeys.hpp"
+#include "fakes.hpp"
 
 namespace countersign::testing {
 namespace {
@@ -54,6 +55,35 @@ TEST(EventVerifier, AMarkedEventCannotMarkItself) {
   const auto no_seq = markedEvent(R"({"event":"held"})", EventOrigin::verified);
   ASSERT_TRUE(no_seq);
   EXPECT_EQ(*no_seq, R"({"event":"held","signature_check":"verified"})");
+}
+
+TEST(RecentlySigned, KnowsTheExactBodiesItWasGivenAndForgetsTheOldest) {
+  RecentlySigned recent(2);
+  recent.add(R"({"seq":1})");
+  recent.add(R"({"seq":2})");
+  EXPECT_TRUE(recent.contains(R"({"seq":1})"));
+  EXPECT_FALSE(recent.contains(R"({"seq":1} )"));  // one byte more: another body
+  recent.add(R"({"seq":3})");
+  EXPECT_FALSE(recent.contains(R"({"seq":1})"));
+  EXPECT_TRUE(recent.contains(R"({"seq":2})"));
+  EXPECT_TRUE(recent.contains(R"({"seq":3})"));
+}
+
+// A signing sink remembers what it signed, as it published it.
+TEST(RecentlySigned, ASigningSinkRemembersEveryBodyItPublished) {
+  fakes::CapturingPublisher pub;
+  fakes::ManualClock clock;
+  NullLogger log;
+  const nkeys::Signer signer(nkeys::generateSeed());
+  RecentlySigned recent;
+  {
+    EventSink sink(pub, clock, log,
+                   EventOptions{.chained = true, .chain_id = "abc-control", .signer = &signer, .signed_bodies = &recent});
+    for (int i = 0; i < 5; ++i) sink.emit(Event{.event = EventKind::held, .approval_id = "job", .topic = "t"});
+  }
+  ASSERT_EQ(pub.all().size(), 5u);
+  for (const auto& m : pub.all()) EXPECT_TRUE(recent.contains(m.payload));
+  EXPECT_FALSE(recent.contains(R"({"event":"held","approval_id":"job"})"));
 }
 
 }  // namespace
