@@ -302,9 +302,10 @@ ${approvers}`);
       `The bridge's steps per post (its log line \`posted a held job\`, ${phase.label} phase, ${timings.length} posts), ` +
         'p50 / p99 ms: ' + steps.map((step) => `${step.replace('_ms', '')} ` +
         `${ms(quantile(timings.map((t) => us(t, step)), 0.5))} / ${ms(quantile(timings.map((t) => us(t, step)), 0.99))}`).join(', ') +
-        '. The three slowest posts (bridge adds: ' + worst.map((x) => `${ms(x.added)} ms = ` +
-        steps.map((step) => `${step.replace('_ms', '')} ${Number(x.t[step]).toFixed(2)}`).join(' + ')).join('; ') +
-        '; the rest is the HTTPS hop and the time between the steps).',
+        '. The three slowest posts by what the bridge adds, with their steps: ' + worst.map((x) => `${ms(x.added)} ms (` +
+        steps.map((step) => `${step.replace('_ms', '')} ${Number(x.t[step]).toFixed(2)}`).join(', ') + ')').join('; ') +
+        '. The steps are timed by the bridge from the event\'s time in the stream, the benchmark from the event at ' +
+        'its own subscriber, so they need not add up; the time between the steps and the HTTPS hop are in neither.',
       '',
     ];
   };
