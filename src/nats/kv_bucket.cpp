@@ -75,6 +75,8 @@ std::optional<std::string> jetStreamMissing(Connection& connection) {
 
 constexpr std::chrono::milliseconds kAsyncCreateTimeout{5000};
 constexpr std::chrono::milliseconds kAsyncSweepEvery{100};
+// At close, how long cnats may still deliver the PubAcks of creates that timed out here.
+constexpr std::chrono::milliseconds kLatePubAckWait{2000};
 constexpr jsErrCode kWrongLastSequence = static_cast<jsErrCode>(10071);
 
 }  // namespace
@@ -502,6 +504,20 @@ KvBucket::~KvBucket() {
     }
     async_->sweeper_wake.notify_all();
     if (async_->sweeper.joinable()) async_->sweeper.join();
+    // A create that timed out here may still get its PubAck (a server that was slow, not gone):
+    // let cnats deliver it now, so that its reference to this state goes with it, rather than
+    // never when the connection closes with the publish still pending (a leak at exit).
+    bool late = false;
+    {
+      const std::lock_guard lock(async_->mutex);
+      late = async_->abandoned > 0;
+    }
+    if (late) {
+      jsPubOptions wait;
+      jsPubOptions_Init(&wait);
+      wait.MaxWait = kLatePubAckWait.count();
+      (void)js_PublishAsyncComplete(async_->js, &wait);
+    }
     jsCtx_Destroy(async_->js);
     // cnats may still hold unanswered publishes whose PubAck would come to this state: its
     // reference is released by the last of them (or here, when none is awaited).
