@@ -9,6 +9,10 @@
 #                           approve phases) and write annotated profiles to <build dir>/profile/
 #   bench/run.sh --out FILE write the results somewhere else than bench/RESULTS.md
 #   bench/run.sh --slack    also the Slack bridge benchmark (bench/slack_bench.mjs, about 40 s; node)
+#   bench/run.sh --countersign PATH
+#                           measure another countersign binary (another commit's build) with this
+#                           tree's benchmarks (it must accept their configs); also
+#                           COUNTERSIGN_BIN=PATH. See "Before and after" in bench/README.md
 #   bench/run.sh --soak     only the soak: 10 minutes of mixed load (80% allowed, 20% held and
 #                           approved), RSS sampled every 5 s; writes bench/SOAK.md and SOAK.png
 #                           (BENCH_SOAK_SECONDS shortens it for a try)
@@ -19,7 +23,7 @@
 # or FILE without .md plus .png; without gnuplot it installs gnuplot-nox when run as root, and
 # otherwise skips the chart (the tables stay the record). CI does not run this script.
 #
-# Environment: BENCH_BUILD_DIR (default build-bench), BENCH_COUNTERSIGN_EXTRA_YAML,
+# Environment: BENCH_BUILD_DIR (default build-bench), COUNTERSIGN_BIN, BENCH_COUNTERSIGN_EXTRA_YAML,
 # BENCH_COUNTERSIGN_WRAPPER, BENCH_RELAY_WRAPPER and BENCH_SIDECAR_WRAPPER (see bench/README.md).
 set -euo pipefail
 
@@ -32,6 +36,7 @@ profile=0
 slack=0
 mode=full
 out_given=0
+countersign_bin=${COUNTERSIGN_BIN:-}
 command_line="bench/run.sh${*:+ $*}"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -42,7 +47,8 @@ while [[ $# -gt 0 ]]; do
     --soak) mode=soak ;;
     --scale-1m) mode=scale-1m ;;
     --slack) slack=1 ;;  # Slack bridge hook (bench/slack_bench.mjs)
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    --countersign) countersign_bin=$2; shift ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -65,6 +71,19 @@ done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/countersign-bench-run-XXXXXX")
 trap 'rm -rf "$work"' EXIT
+
+# Another binary: bench_system puts BENCH_COUNTERSIGN_WRAPPER in front of its own countersign's
+# command line, so a wrapper that drops that path and runs the given binary with the same
+# arguments (behind any wrapper already asked for) measures it under the same benchmarks.
+if [[ -n $countersign_bin ]]; then
+  countersign_bin=$(realpath "$countersign_bin")
+  [[ -x $countersign_bin ]] || { echo "run.sh: $countersign_bin is not an executable" >&2; exit 1; }
+  printf '#!/bin/sh\nshift\nexec %s "%s" "$@"\n' "${BENCH_COUNTERSIGN_WRAPPER:-}" "$countersign_bin" \
+    >"$work/countersign-other"
+  chmod +x "$work/countersign-other"
+  export BENCH_COUNTERSIGN_WRAPPER=$work/countersign-other
+  echo "run.sh: measuring $countersign_bin ($("$countersign_bin" --version 2>/dev/null | head -1))" >&2
+fi
 
 started=$(date +%s)
 date_utc=$(date -u +"%Y-%m-%d %H:%M UTC")
@@ -238,6 +257,9 @@ dirty=$(git -C "$root" status --porcelain 2>/dev/null | grep -c . || true)
   echo "| machine | $(nproc) x $cpu_model, $memory RAM, $(uname -sr) |"
   echo "| load average (1/5/15 min) | before: $load_before; after: $load_after (shared machine: other builds and tests ran at the same time; compare ratios, not absolute numbers) |"
   echo "| software | $nats_version, libnats $libnats, $compiler, CMake Release (-O3), tree at $commit ($dirty files changed or new) |"
+  if [[ -n $countersign_bin ]]; then
+    echo "| countersign measured | \`$countersign_bin\` (--countersign), not this tree's build |"
+  fi
   echo
   if [[ -f $png ]]; then
     # The chart goes right below the summary table.
