@@ -125,7 +125,7 @@ struct ConcurrencyConfig {
   int control = 8;   // queue subscribers per control subject (approve, reject, ...) and process
   // Bytes of jobs a core route may hold in memory, twice over: jobs received and not yet taken
   // (beyond it a job is answered 503 "overloaded" at once), and held jobs whose record's create
-  // is in flight (beyond it intake waits). docs/configuration.md.
+  // is in flight (beyond it too: 503 "overloaded"). docs/configuration.md.
   int intake_bytes = 64 * 1024 * 1024;
 };
 

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -90,6 +89,8 @@ class Intake {
   // Signs the receipt of an allowed job into the headers it is forwarded with.
   void addAllowedReceipt(const Job& job, std::string_view rule, const JobView& view, Headers& headers) const;
   IntakeOutcome hold(Job& job, const JobView& view, const Policy& policy, const Rule& rule);
+  // The 503 "overloaded" answer (not counted: the caller counts the outcome it returns).
+  IntakeOutcome answerOverloaded(const Job& job);
   // `view`: the policy's view of the job when it exists (its payload parse is reused).
   IntakeOutcome refuse(const Job& job, Outcome status, int code, std::string body,
                        const Event& event, const JobView* view = nullptr);
@@ -103,9 +104,8 @@ class Intake {
   WorkPool* hold_pool_ = nullptr;
   HeldCallback on_held_;
   // Bytes of held records whose create is in flight (core intake): at most
-  // concurrency.intake_bytes (or one record), else the delivery thread waits.
+  // concurrency.intake_bytes (or one record); a hold beyond it is answered 503 overloaded.
   std::mutex inflight_mutex_;
-  std::condition_variable inflight_room_;
   std::int64_t inflight_bytes_ = 0;
 };
 

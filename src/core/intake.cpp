@@ -149,11 +149,16 @@ void Intake::receive(Job& job) const {
 IntakeOutcome Intake::overloaded(const RouteConfig& route, Message&& message) {
   Job job{.route = route, .msg = std::move(message)};
   receive(job);
+  IntakeOutcome outcome = answerOverloaded(job);
+  count(outcome);
+  return outcome;
+}
+
+IntakeOutcome Intake::answerOverloaded(const Job& job) {
   JsonObjectWriter w(wireName(Outcome::unavailable), 503);
   w.field("reason", "overloaded").field("retryable", true);
   IntakeOutcome outcome{.status = Outcome::unavailable, .code = 503, .rule = "overloaded"};
   outcome.replied = reply(job, Outcome::unavailable, w.finish());
-  count(outcome);
   return outcome;
 }
 
@@ -395,14 +400,15 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
     // Core intake: the delivery thread does not wait for the KV create; it takes the next job
     // while many creates are in flight. JetStream intake stays in line: its ack waits.
     IntakeOutcome queued{.status = Outcome::queued, .code = 0, .rule = record.rule, .approval_id = record.id};
-    // Bounded in bytes as well as in number: large jobs wait here (and the route's subscription
-    // sheds what arrives meanwhile) rather than pile up in memory.
+    // Bounded in bytes as well as in number: a job whose record does not fit beside the creates
+    // in flight is answered 503 overloaded at once. Waiting for room here would stop this
+    // delivery thread, and the client library drops, unanswered, what then piles up behind it.
     const auto size = static_cast<std::int64_t>(value.size() + record.payload.size());
     {
-      std::unique_lock lock(inflight_mutex_);
-      inflight_room_.wait(lock, [&] {
-        return inflight_bytes_ == 0 || inflight_bytes_ + size <= s_.config.concurrency.intake_bytes;
-      });
+      const std::lock_guard lock(inflight_mutex_);
+      if (inflight_bytes_ != 0 && inflight_bytes_ + size > s_.config.concurrency.intake_bytes) {
+        return answerOverloaded(job);
+      }
       inflight_bytes_ += size;
     }
     auto pending = std::make_shared<PendingHold>(PendingHold{std::move(job), std::move(record), std::move(value)});
@@ -411,7 +417,6 @@ IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, 
         const std::lock_guard lock(inflight_mutex_);
         inflight_bytes_ -= size;
       }
-      inflight_room_.notify_all();
       if (!created && created.error().code == Errc::exists) {
         // The id is held already: telling a repeat from a conflict takes reads, which must
         // not wait on the store's answer thread. Handed over without waiting for room: this is
