@@ -270,6 +270,11 @@ class BridgeSlackTest : public ::testing::Test {
   }
 
   // Holds a job and waits for its post (the `nth` post in all); returns its button value.
+  // An interactivity payload (a click or a dialog's submission), sent as a Socket Mode envelope.
+  void sendOverSocket(const std::string& payload) {
+    slack_.control("POST", "/socket/send", R"({"payload":)" + payload + "}");
+  }
+
   std::string holdAndWaitForPost(const std::string& id, std::size_t nth = 1) {
     hold(id);
     const auto posts = slack_.waitCalls("chat.postMessage", nth);
@@ -564,12 +569,10 @@ TEST_F(BridgeSlackTest, ARateLimitedAnswerToOnePersonDelaysNoOtherClick) {
   ASSERT_FALSE(second.empty()) << bridge->logs();
   // The answer to an unknown user meets a rate limit of 8 s (waited in steps of at most 5 s).
   slack_.control("POST", "/fail", R"({"method":"chat.postEphemeral","error":"ratelimited","status":429,"retry_after":8,"times":1})");
-  slack_.control("POST", "/socket/send",
-                 R"({"payload":)" + clickPayload("countersign_approve", "notice-1", first, "U0UNKNOWN") + "}");
+  sendOverSocket(clickPayload("countersign_approve", "notice-1", first, "U0UNKNOWN"));
   ASSERT_EQ(slack_.waitCalls("chat.postEphemeral", 1).size(), 1u) << bridge->logs();
   // Alice's click right after is acted on while that answer waits.
-  slack_.control("POST", "/socket/send",
-                 R"({"payload":)" + clickPayload("countersign_approve", "notice-2", second, "U024BE7LH") + "}");
+  sendOverSocket(clickPayload("countersign_approve", "notice-2", second, "U024BE7LH"));
   EXPECT_EQ(delivered.waitFor(1, 4s).size(), 1u) << bridge->logs();
   // The answer is sent once the limit is over.
   EXPECT_EQ(slack_.waitCalls("chat.postEphemeral", 2, 20s).size(), 2u) << bridge->logs();
@@ -588,8 +591,7 @@ TEST_F(BridgeSlackTest, SocketModeReconnectsAfterDisconnectAndDrop) {
   const std::string id = hold("sock-1");
   const auto posts = slack_.waitCalls("chat.postMessage", 1);
   ASSERT_EQ(posts.size(), 1u);
-  slack_.control("POST", "/socket/send",
-                 R"({"payload":)" + clickPayload("countersign_reject", id, buttonValue(body(posts[0]))) + "}");
+  sendOverSocket(clickPayload("countersign_reject", id, buttonValue(body(posts[0]))));
   EXPECT_EQ(slack_.waitCalls("chat.postEphemeral", 1).size(), 1u);
 }
 
@@ -731,15 +733,14 @@ TEST_F(BridgeSlackTest, AnEditedButtonValueOrALateClickApprovesNothing) {
                      R"(","policy_snapshot":")" + str(parse(value), "policy_snapshot") + R"("})";
     }
   }
-  slack_.control("POST", "/socket/send",
-                 R"({"payload":)" + clickPayload("countersign_approve", edited, forged_value, "U024BE7LH") + "}");
+  sendOverSocket(clickPayload("countersign_approve", edited, forged_value, "U024BE7LH"));
   // A click on a job rejected a moment earlier elsewhere.
   EXPECT_EQ(str(control("reject", R"({"id":")" + late + R"(","approver":"carol"})"), "status"), "rejected");
   std::string late_value;
   for (const auto& call : posts) {
     if (str(parse(buttonValue(body(call))), "id") == late) late_value = buttonValue(body(call));
   }
-  slack_.control("POST", "/socket/send", R"({"payload":)" + clickPayload("countersign_approve", late, late_value, "U0BOB") + "}");
+  sendOverSocket(clickPayload("countersign_approve", late, late_value, "U0BOB"));
   const auto told = slack_.waitCalls("chat.postEphemeral", 2);
   EXPECT_EQ(told.size(), 2u) << bridge->logs();
   std::this_thread::sleep_for(1s);
@@ -782,11 +783,11 @@ rules:
   ASSERT_EQ(posts.size(), 1u) << bridge->logs();
   EXPECT_NE(posts[0].find("*Votes*\\n0 of 2"), std::string::npos) << posts[0];
   const std::string value = buttonValue(body(posts[0]));
-  slack_.control("POST", "/socket/send", R"({"payload":)" + clickPayload("countersign_approve", id, value, "U024BE7LH") + "}");
+  sendOverSocket(clickPayload("countersign_approve", id, value, "U024BE7LH"));
   ASSERT_TRUE(waitForUpdate(slack_, "Vote 1 of 2 recorded")) << bridge->logs();
   EXPECT_EQ(delivered.count(), 0u);
   EXPECT_EQ(state(id), "pending");
-  slack_.control("POST", "/socket/send", R"({"payload":)" + clickPayload("countersign_approve", id, value, "U0BOB") + "}");
+  sendOverSocket(clickPayload("countersign_approve", id, value, "U0BOB"));
   const auto got = delivered.waitFor(1, 20s);
   ASSERT_EQ(got.size(), 1u) << bridge->logs();
   std::string approved_by;
@@ -812,7 +813,7 @@ TEST_F(BridgeSlackTest, APolicyChangePostsTheReboundJobAgain) {
   std::ofstream(gateway_->policyPath()) << std::string(kPolicy) + "  - id: deny-deletes\n    when: { topic: files.delete }\n    decision: deny\n";
   gateway_->signal(SIGHUP);
   std::this_thread::sleep_for(1s);
-  slack_.control("POST", "/socket/send", R"({"payload":)" + clickPayload("countersign_approve", id, old_value, "U024BE7LH") + "}");
+  sendOverSocket(clickPayload("countersign_approve", id, old_value, "U024BE7LH"));
   const auto reposted = slack_.waitCalls("chat.postMessage", 2);
   ASSERT_EQ(reposted.size(), 2u) << bridge->logs();
   EXPECT_NE(str(parse(buttonValue(body(reposted[1]))), "policy_snapshot"), str(parse(old_value), "policy_snapshot"));
@@ -985,13 +986,11 @@ TEST_F(BridgeSlackTest, RejectOpensTheReasonDialogAndTheTypedReasonIsRecorded) {
   const std::string value = holdAndWaitForPost(id);
   ASSERT_FALSE(value.empty()) << bridge->logs();
   // Someone who is not an approver gets no dialog, only the answer.
-  slack_.control("POST", "/socket/send",
-                 R"({"payload":)" + clickPayload("countersign_reject", id, value, "U0UNKNOWN", "trig-0") + "}");
+  sendOverSocket(clickPayload("countersign_reject", id, value, "U0UNKNOWN", "trig-0"));
   ASSERT_EQ(slack_.waitCalls("chat.postEphemeral", 1).size(), 1u) << bridge->logs();
   EXPECT_TRUE(slack_.calls("views.open").empty());
   // Alice clicks Reject: the dialog opens with Slack's trigger_id; nothing is decided yet.
-  slack_.control("POST", "/socket/send",
-                 R"({"payload":)" + clickPayload("countersign_reject", id, value, "U024BE7LH", "trig-1") + "}");
+  sendOverSocket(clickPayload("countersign_reject", id, value, "U024BE7LH", "trig-1"));
   const auto opened = slack_.waitCalls("views.open", 1);
   ASSERT_EQ(opened.size(), 1u) << bridge->logs();
   const auto dialog = body(opened[0]);
@@ -1003,7 +1002,7 @@ TEST_F(BridgeSlackTest, RejectOpensTheReasonDialogAndTheTypedReasonIsRecorded) {
   // She types a reason and submits.
   const std::string submission =
       slack_.control("POST", "/view/submission", R"({"user":"U024BE7LH","reason":"Amount <looks> wrong"})").body;
-  slack_.control("POST", "/socket/send", R"({"payload":)" + submission + "}");
+  sendOverSocket(submission);
   const auto deadline = std::chrono::steady_clock::now() + 20s;
   while (state(id) != "rejected" && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(100ms);
   ASSERT_EQ(state(id), "rejected") << bridge->logs();
@@ -1029,15 +1028,13 @@ TEST_F(BridgeSlackTest, ApproveWithNoteOpensTheNoteDialogAndTheNoteIsRecordedAnd
   const std::string value = holdAndWaitForPost(id);
   ASSERT_FALSE(value.empty()) << bridge->logs();
   // Without Slack's trigger_id the dialog cannot open: nothing is approved, the person is told.
-  slack_.control("POST", "/socket/send",
-                 R"({"payload":)" + clickPayload("countersign_approve_note", id, value, "U024BE7LH") + "}");
+  sendOverSocket(clickPayload("countersign_approve_note", id, value, "U024BE7LH"));
   const auto told = slack_.waitCalls("chat.postEphemeral", 1);
   ASSERT_EQ(told.size(), 1u) << bridge->logs();
   EXPECT_NE(told[0].find("nothing was approved"), std::string::npos) << told[0];
   EXPECT_EQ(state(id), "pending");
   // Alice clicks "Approve with note…": the note dialog opens; nothing is decided yet.
-  slack_.control("POST", "/socket/send",
-                 R"({"payload":)" + clickPayload("countersign_approve_note", id, value, "U024BE7LH", "trig-n") + "}");
+  sendOverSocket(clickPayload("countersign_approve_note", id, value, "U024BE7LH", "trig-n"));
   const auto opened = slack_.waitCalls("views.open", 1);
   ASSERT_EQ(opened.size(), 1u) << bridge->logs();
   const auto dialog = body(opened[0]);
@@ -1051,8 +1048,8 @@ TEST_F(BridgeSlackTest, ApproveWithNoteOpensTheNoteDialogAndTheNoteIsRecordedAnd
   // She types a note and submits: approved with the note, delivered once.
   const std::string submission =
       slack_.control("POST", "/view/submission", R"({"user":"U024BE7LH","reason":"Checked <the> invoice"})").body;
-  slack_.control("POST", "/socket/send", R"({"payload":)" + submission + "}");
-  slack_.control("POST", "/socket/send", R"({"payload":)" + submission + "}");  // submitted twice
+  sendOverSocket(submission);
+  sendOverSocket(submission);  // submitted twice
   const auto got = delivered.waitFor(1, 20s);
   ASSERT_EQ(got.size(), 1u) << bridge->logs();
   const auto decision = client_->kvGet("countersign_approvals", id + "/decision");
