@@ -66,8 +66,13 @@ class Replayer {
   Releaser& releaser_;
   ReplayerOptions options_;
   std::unordered_map<std::string, Sighting> sightings_;
-  // Records with votes and no decision, since when this process has seen them so.
-  std::unordered_map<std::string, std::chrono::steady_clock::time_point> vote_sightings_;
+  // Records with votes and no decision: since when this process has seen their vote keys as
+  // `votes` (the lease restarts whenever they change).
+  struct VoteSighting {
+    std::chrono::steady_clock::time_point since;
+    VoteStamp votes;
+  };
+  std::unordered_map<std::string, VoteSighting> vote_sightings_;
   int record_reads_ = 0;  // in the current scan
   // Deadlines of undecided records (nullopt: none), read once per id.
   std::unordered_map<std::string, std::optional<std::chrono::system_clock::time_point>, KeyHash,

@@ -2,6 +2,7 @@
 // environment (store, publisher, clock, ids, log), the current policy and the configuration.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -90,11 +91,22 @@ std::string voteValue(const Services& services, std::string_view key, VoteRecord
 // refused for its tag is counted in countersign_votes_refused_total; the first one is logged.
 bool voteCounts(const Services& services, const ApprovalRecord& record, std::string_view key, const VoteRecord& vote);
 
+// What the vote keys read for one count looked like: any write to them (a new vote, a vote
+// replacing one written by hand, a delete) changes it, since every write to the bucket gets a
+// higher revision than all before it.
+struct VoteStamp {
+  std::uint64_t newest_revision = 0;  // of the vote keys found, counted or not
+  std::size_t keys = 0;               // vote keys found
+  bool operator==(const VoteStamp&) const = default;
+};
+
 // The approvers whose votes count for `record` under its binding: one read per name of
 // `candidates` (each through the stream: a key listing can miss the newest keys), or, when
-// anyone may vote (nullopt), the keys listed under the binding.
+// anyone may vote (nullopt), the keys listed under the binding. `stamp`, when given, receives
+// what the keys read looked like.
 Result<std::vector<std::string>> countVotes(const Services& services, const ApprovalRecord& record,
-                                            const std::optional<std::vector<std::string>>& candidates);
+                                            const std::optional<std::vector<std::string>>& candidates,
+                                            VoteStamp* stamp = nullptr);
 
 // Reads, changes and compare-and-swaps the record under `id`, retrying when a concurrent
 // writer moved it on (they converge: every writer applies the same monotone change).

@@ -81,7 +81,8 @@ Result<ScanResult> Replayer::scan() {
   std::erase_if(sightings_, [&](const auto& entry) {
     return released.contains(entry.first) || !decided.contains(entry.first);
   });
-  std::erase_if(vote_sightings_, [&](const auto& entry) { return decided.contains(entry.first); });
+  std::erase_if(vote_sightings_,
+                [&](const auto& entry) { return decided.contains(entry.first) || !voted.contains(entry.first); });
   std::erase_if(deadlines_, [&](const auto& entry) {
     return decided.contains(entry.first) || !records.contains(entry.first);
   });
@@ -180,18 +181,25 @@ void Replayer::escalate(const ApprovalRecord& record, int step) {
 
 void Replayer::finishQuorum(const std::string& id, ScanResult& result) {
   // A vote reached the quorum but its voter did not create the decision (a crash between
-  // the two): after the lease, decide and let the release path finish it.
+  // the two): decide and let the release path finish it. The lease runs from the last change to
+  // the vote keys this process saw, not from its first sight of them: a voter whose vote has
+  // just landed is creating the decision itself (and must hear `approved` from its own request).
   const auto now = s_.clock.steady();
-  const auto [sighting, first] = vote_sightings_.try_emplace(id, now);
-  if (first || now - sighting->second < options_.lease) return;
+  const auto seen = vote_sightings_.find(id);
+  if (seen != vote_sightings_.end() && now - seen->second.since < options_.lease) return;
   auto entry = s_.store.get(id);
   if (!entry) return;
   auto record = parseApprovalRecord(entry->value);
   if (!record || record->quorum.single()) return;
   const Governance governance(s_.config.approvers ? &*s_.config.approvers : nullptr);
   // Only votes countersign wrote count (their tags), as on the approve path.
-  auto counted = countVotes(s_, *record, governance.voters(*record, s_.clock.now()));
+  VoteStamp votes;
+  auto counted = countVotes(s_, *record, governance.voters(*record, s_.clock.now()), &votes);
   if (!counted) return;  // next scan
+  if (seen == vote_sightings_.end() || seen->second.votes != votes) {
+    vote_sightings_.insert_or_assign(id, VoteSighting{now, votes});  // first seen, or a voter at work
+    return;
+  }
   const std::vector<std::string>& voters = *counted;
   if (!governance.reached(record->quorum, voters)) return;
   DecisionRecord decision{.decision = FinalDecision::approved, .by = joinVoters(voters),

@@ -2,6 +2,7 @@
 
 #include "countersign/subject.hpp"
 
+#include <algorithm>
 #include <atomic>
 
 namespace countersign {
@@ -54,10 +55,15 @@ bool voteCounts(const Services& services, const ApprovalRecord& record, std::str
 }
 
 Result<std::vector<std::string>> countVotes(const Services& services, const ApprovalRecord& record,
-                                            const std::optional<std::vector<std::string>>& candidates) {
+                                            const std::optional<std::vector<std::string>>& candidates,
+                                            VoteStamp* stamp) {
   std::vector<std::string> counted;
-  const auto accept = [&](const std::string& key, const std::string& value) {
-    auto vote = parseVoteRecord(value);
+  const auto accept = [&](const std::string& key, const KvEntry& entry) {
+    if (stamp != nullptr) {
+      stamp->newest_revision = std::max(stamp->newest_revision, entry.revision);
+      ++stamp->keys;
+    }
+    auto vote = parseVoteRecord(entry.value);
     if (vote && voteCounts(services, record, key, *vote)) counted.push_back(vote->approver);
   };
   if (candidates) {
@@ -65,7 +71,7 @@ Result<std::vector<std::string>> countVotes(const Services& services, const Appr
       const std::string key = voteKey(record.id, record.binding, name);
       auto entry = services.store.get(key);
       if (entry) {
-        accept(key, entry->value);
+        accept(key, *entry);
       } else if (entry.error().code != Errc::not_found) {
         return std::unexpected(entry.error());
       }
@@ -77,7 +83,7 @@ Result<std::vector<std::string>> countVotes(const Services& services, const Appr
   const std::string prefix = voteKey(record.id, record.binding, "");
   for (const auto& key : *keys) {
     if (!key.starts_with(prefix)) continue;
-    if (auto entry = services.store.get(key)) accept(key, entry->value);
+    if (auto entry = services.store.get(key)) accept(key, *entry);
   }
   return counted;
 }

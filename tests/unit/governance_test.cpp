@@ -101,6 +101,12 @@ class GovernanceTest : public GatewayTest {
   using GatewayTest::send;
   std::string reasonOf(const ControlReply& reply) { return field(parse(reply.body), "reason"); }
   std::size_t releases() { return pub_.on("jobs.").size(); }
+  // A 5 s lease; JOBS dedups for 2 minutes.
+  std::unique_ptr<Replayer> quorumReplayer() {
+    ReplayerOptions options{.lease = std::chrono::seconds(5)};
+    options.duplicate_windows.emplace("JOBS", std::chrono::minutes(2));
+    return replayer(std::move(options));
+  }
 
   bool require_signature_ = true;
   std::map<std::string, Signer> signers_;
@@ -320,9 +326,7 @@ TEST_F(GovernanceTest, TheReplayerFinishesAQuorumReachedBeforeACrash) {
   const VoteRecord vote{.approver = "alice", .at = formatRfc3339(clock_.now()), .job_hash = held.hash,
                         .policy_snapshot = held.snapshot};
   kv_.put(voteKey(held.id, 0, "alice"), toJson(vote));
-  ReplayerOptions options{.lease = std::chrono::seconds(5)};
-  options.duplicate_windows.emplace("JOBS", std::chrono::minutes(2));
-  auto replay = replayer(std::move(options));
+  auto replay = quorumReplayer();
   ASSERT_TRUE(replay->scan());
   EXPECT_FALSE(kv_.value(decisionKey(held.id)));  // within the lease: the voter may still decide
   clock_.advance(std::chrono::seconds(6));
@@ -331,6 +335,63 @@ TEST_F(GovernanceTest, TheReplayerFinishesAQuorumReachedBeforeACrash) {
   ASSERT_TRUE(decision);
   EXPECT_EQ(decision->by, "alice,bob");
   for (int i = 0; i < 3 && releases() == 0; ++i) {
+    clock_.advance(std::chrono::seconds(6));
+    ASSERT_TRUE(replay->scan());
+  }
+  EXPECT_EQ(releases(), 1u);
+}
+
+// The replayer has watched a 1-of-2 quorum for longer than its lease when the last vote lands:
+// that voter is creating the decision itself, so the lease starts again from its vote.
+TEST_F(GovernanceTest, TheReplayerGivesTheLastVoterTheLeaseFromItsVote) {
+  const Held held = holdPay("p-10");
+  EXPECT_EQ(send(ControlOp::approve, signedRequest("approve", held, "bob")).code, 202);
+  auto replay = quorumReplayer();
+  ASSERT_TRUE(replay->scan());
+  clock_.advance(std::chrono::seconds(60));
+  ASSERT_TRUE(replay->scan());
+  EXPECT_FALSE(kv_.value(decisionKey(held.id)));  // one vote of two
+  // alice's approve has stored her vote and is about to create the decision.
+  const VoteRecord vote{.approver = "alice", .at = formatRfc3339(clock_.now()), .job_hash = held.hash,
+                        .policy_snapshot = held.snapshot};
+  kv_.put(voteKey(held.id, 0, "alice"), toJson(vote));
+  clock_.advance(std::chrono::seconds(1));
+  ASSERT_TRUE(replay->scan());
+  EXPECT_FALSE(kv_.value(decisionKey(held.id))) << "decided under the feet of a voter still at work";
+  clock_.advance(std::chrono::seconds(3));
+  ASSERT_TRUE(replay->scan());
+  EXPECT_FALSE(kv_.value(decisionKey(held.id)));
+  // alice never finished (a crash): a lease after her vote, the replayer decides.
+  clock_.advance(std::chrono::seconds(2));
+  ASSERT_TRUE(replay->scan());
+  const auto decision = kv_.value(decisionKey(held.id));
+  ASSERT_TRUE(decision);
+  EXPECT_EQ(parseDecisionRecord(*decision)->by, "alice,bob");
+}
+
+// A vote key that does not count (here, for another job hash, as one written by hand) sits under
+// alice's name; her own vote replaces it: the set of keys is the same, their revision is not.
+TEST_F(GovernanceTest, AVoteReplacingOneThatDidNotCountRestartsTheLease) {
+  const Held held = holdPay("p-11");
+  EXPECT_EQ(send(ControlOp::approve, signedRequest("approve", held, "bob")).code, 202);
+  VoteRecord vote{.approver = "alice", .at = formatRfc3339(clock_.now()), .job_hash = "sha256:other",
+                  .policy_snapshot = held.snapshot};
+  kv_.put(voteKey(held.id, 0, "alice"), toJson(vote));
+  auto replay = quorumReplayer();
+  ASSERT_TRUE(replay->scan());
+  clock_.advance(std::chrono::seconds(60));
+  ASSERT_TRUE(replay->scan());
+  EXPECT_FALSE(kv_.value(decisionKey(held.id))) << "a vote for another job counted";
+  vote.job_hash = held.hash;
+  kv_.put(voteKey(held.id, 0, "alice"), toJson(vote));
+  clock_.advance(std::chrono::seconds(1));
+  ASSERT_TRUE(replay->scan());
+  EXPECT_FALSE(kv_.value(decisionKey(held.id))) << "decided under the feet of a voter still at work";
+  // alice's request, its vote stored, finishes within the lease: she hears `approved`.
+  const auto alice = send(ControlOp::approve, signedRequest("approve", held, "alice"));
+  EXPECT_EQ(wireName(alice.status), "approved") << alice.body;
+  EXPECT_EQ(releases(), 1u);
+  for (int i = 0; i < 3; ++i) {
     clock_.advance(std::chrono::seconds(6));
     ASSERT_TRUE(replay->scan());
   }
