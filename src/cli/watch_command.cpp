@@ -7,6 +7,7 @@
 
 #include "client.hpp"
 #include "commands.hpp"
+#include "countersign/events.hpp"
 #include "countersign/json.hpp"
 #include "nats/audit_reader.hpp"
 
@@ -122,7 +123,8 @@ int watchCommand(const ClientOptions& options, const WatchOptions& watch) {
     }
     ++seen;
     if (options.json) {
-      std::cout << body << '\n';
+      // The event as published, with signature_check set by this check (a body cannot mark itself).
+      std::cout << markedEvent(body, origin).value_or(body) << '\n';
     } else {
       // Anyone allowed to publish on the events subjects can add events: say which are not
       // countersign's (with a key to check against).

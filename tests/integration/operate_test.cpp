@@ -759,6 +759,12 @@ TEST_F(OperateTest, AuditTrailListsHeldApprovedReleasedAndVerifies) {
 }
 
 // Holds, approves and waits until the three events of the approval are stored.
+// Signature headers as countersign writes them, made with `seed` (not countersign's key).
+Headers signedBy(const nkeys::Seed& seed, const std::string& body) {
+  return {{"Countersign-Event-Signature", nkeys::base64UrlEncode(nkeys::sign(seed, body))},
+          {"Countersign-Event-Key", nkeys::encodePublicKey(nkeys::publicKeyOf(seed))}};
+}
+
 class AuditTamperTest : public OperateTest {
  protected:
   void SetUp() override {
@@ -799,6 +805,30 @@ class AuditTamperTest : public OperateTest {
     return {};
   }
 
+  // Three forged events of pay-tamper-1, one of each kind a reader must not believe: 1. a `held`
+  // without a signature, claiming to be verified; 2. an `approved` signed with the forger's own
+  // key; 3. the genuine `released` with its actor altered, under countersign's key and genuine
+  // signature.
+  void forgeThreeEvents() {
+    const StoredMessage released = storedMessage("released");
+    const std::string real_signature = header(released.msg, "Countersign-Event-Signature");
+    ASSERT_FALSE(real_signature.empty()) << "events are not signed";
+    forge("countersign.events.held.finance.payment.execute",
+          R"({"event":"held","approval_id":"pay-tamper-1","topic":"finance.payment.execute","actor":"countersign",)"
+          R"("reason":"forged-unsigned","at":"2024-01-01T00:00:00Z","signature_check":"verified"})");
+    const auto forger = nkeys::generateSeed();
+    const std::string by_forger =
+        R"({"event":"approved","approval_id":"pay-tamper-1","topic":"finance.payment.execute","actor":"mallory",)"
+        R"("reason":"forged-other-key","at":"2024-01-01T00:00:00Z"})";
+    forge("countersign.events.approved.finance.payment.execute", by_forger, signedBy(forger, by_forger));
+    std::string altered = released.msg.payload;
+    const auto at = altered.find("\"actor\":\"");
+    ASSERT_NE(at, std::string::npos);
+    altered.insert(at + 9, "mallory-");
+    forge(released.msg.subject, altered,
+          {{"Countersign-Event-Signature", real_signature}, {"Countersign-Event-Key", countersignKey()}});
+  }
+
   // The stored event of the approval with this name.
   rapidjson::Document storedEvent(const std::string& name) {
     for (const auto& e : readStream(*client_, kAuditStream)) {
@@ -815,12 +845,6 @@ class AuditTamperTest : public OperateTest {
     return none;
   }
 };
-
-// Signature headers as countersign writes them, made with `seed` (not countersign's key).
-Headers signedBy(const nkeys::Seed& seed, const std::string& body) {
-  return {{"Countersign-Event-Signature", nkeys::base64UrlEncode(nkeys::sign(seed, body))},
-          {"Countersign-Event-Key", nkeys::encodePublicKey(nkeys::publicKeyOf(seed))}};
-}
 
 TEST_F(AuditTamperTest, ForgedEventReusingAChainAndSeqFailsVerify) {
   // The released event follows the approved one on the control chain: copy its place.
@@ -969,6 +993,46 @@ TEST_F(AuditTamperTest, ForgedChainSignedWithAnotherKeyFailsVerify) {
   EXPECT_EQ(trusting.exit_code, 0) << trusting.out << trusting.err;
 }
 
+// `watch --json` marks each event as `audit ID --json` does: signature_check on every line,
+// set by watch's own check (a forged body claiming "verified" is still unsigned).
+TEST_F(AuditTamperTest, WatchJsonMarksEachEventBySignature) {
+  const auto watch = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args{"watch", "--json", "--count", "4", "--timeout-ms", "15000"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return std::async(std::launch::async, [this, args] { return cli(args); });
+  };
+  auto with_key = watch({"--key", countersignKey()});
+  auto without_key = watch({});
+  std::this_thread::sleep_for(1s);
+  forgeThreeEvents();
+  ASSERT_FALSE(HasFatalFailure());
+  hold("pay-watch-json");
+
+  const auto checks = [](const CommandResult& result) {
+    EXPECT_EQ(result.exit_code, 0) << result.out << result.err;
+    std::vector<std::string> seen;
+    for (const auto& row : lines(result.out)) {
+      const auto event = parseJson(row);
+      EXPECT_TRUE(event.IsObject()) << row;
+      seen.push_back(str(event, "event") + ":" + str(event, "signature_check"));
+    }
+    return seen;
+  };
+  const CommandResult checked = with_key.get();
+  EXPECT_EQ(checks(checked), (std::vector<std::string>{"held:unsigned", "approved:unknown_key",
+                                                       "released:bad_signature", "held:verified"}))
+      << checked.out;
+  // Without a key: a signature can only be seen, not checked.
+  const CommandResult unchecked = without_key.get();
+  EXPECT_EQ(checks(unchecked), (std::vector<std::string>{"held:unsigned", "approved:not_checked",
+                                                         "released:not_checked", "held:not_checked"}))
+      << unchecked.out;
+  // The rest of each event is as published.
+  const auto first = parseJson(lines(checked.out).at(0));
+  EXPECT_EQ(str(first, "reason"), "forged-unsigned");
+  EXPECT_EQ(str(first, "approval_id"), "pay-tamper-1");
+}
+
 TEST_F(AuditTamperTest, VerifyNeedsAKeyAndRefusesCountersignsEventsUnderAnotherKey) {
   const auto no_key = cli({"audit", "verify"});
   EXPECT_EQ(no_key.exit_code, 2) << no_key.out << no_key.err;
@@ -990,25 +1054,8 @@ TEST_F(AuditTamperTest, VerifyNeedsAKeyAndRefusesCountersignsEventsUnderAnotherK
 // evidence) mark each event by its signature, so that what a publisher on the events subjects
 // forged is never shown as genuine, and a forged `held` does not end the timeline early.
 TEST_F(AuditTamperTest, ForgedEventsAreMarkedInAuditIdAndInTheConsoleTimeline) {
-  const StoredMessage released = storedMessage("released");
-  const std::string real_signature = header(released.msg, "Countersign-Event-Signature");
-  ASSERT_FALSE(real_signature.empty()) << "events are not signed";
-  // 1. Unsigned, claiming to be verified; 2. signed with the forger's own key; 3. countersign's
-  // key and a genuine signature, over an altered body.
-  forge("countersign.events.held.finance.payment.execute",
-        R"({"event":"held","approval_id":"pay-tamper-1","topic":"finance.payment.execute","actor":"countersign",)"
-        R"("reason":"forged-unsigned","at":"2024-01-01T00:00:00Z","signature_check":"verified"})");
-  const auto forger = nkeys::generateSeed();
-  const std::string by_forger =
-      R"({"event":"approved","approval_id":"pay-tamper-1","topic":"finance.payment.execute","actor":"mallory",)"
-      R"("reason":"forged-other-key","at":"2024-01-01T00:00:00Z"})";
-  forge("countersign.events.approved.finance.payment.execute", by_forger, signedBy(forger, by_forger));
-  std::string altered = released.msg.payload;
-  const auto at = altered.find("\"actor\":\"");
-  ASSERT_NE(at, std::string::npos);
-  altered.insert(at + 9, "mallory-");
-  forge(released.msg.subject, altered,
-        {{"Countersign-Event-Signature", real_signature}, {"Countersign-Event-Key", countersignKey()}});
+  forgeThreeEvents();
+  ASSERT_FALSE(HasFatalFailure());
 
   // audit ID --json: every event with signature_check and stream_seq.
   const auto as_json = cli({"audit", "pay-tamper-1", "--key", countersignKey(), "--json"});
