@@ -281,25 +281,31 @@ async function main() {
   check(foreign.length === 0, 'no request left the admin origin: ' + foreign.join(' '));
   check(consoleErrors.length === 0, 'no console errors: ' + consoleErrors.join(' | '));
 
-  if (screenshots) await takeScreenshots(browser, origin, hold);
+  if (screenshots) await takeScreenshots(browser, origin, hold, rest);
 
   await reader.close();
   await browser.close();
   await nc.close();
 }
 
-// Screenshots for the docs: the list and the evidence pack, desktop and phone.
-async function takeScreenshots(browser, origin, hold) {
+// Screenshots for the docs: the list and the evidence pack (a 2-of-2 wire with bob's vote, so
+// that its timeline shows the signature badges of the held and vote events), desktop and phone.
+async function takeScreenshots(browser, origin, hold, rest) {
   const samples = [
     [{ env: 'production', amount: 1250, currency: 'EUR', to: 'ACME GmbH', iban: 'DE89370400440532013000', card: { number: '4111111111111111' } }, 'agent-billing'],
     [{ env: 'production', amount: 640, currency: 'USD', to: 'Globex Ltd', memo: 'Invoice 2026-114' }, 'agent-payables'],
     [{ env: 'production', amount: 9800, currency: 'EUR', to: 'Initech', memo: 'Quarterly licence' }, 'agent-procurement'],
   ];
-  let first = null;
   for (const [body, who] of samples) {
-    const held = await hold('inv-' + Math.random().toString(36).slice(2, 8), body, { 'X-Requested-By': who });
-    first = first || held;
+    await hold('inv-' + Math.random().toString(36).slice(2, 8), body, { 'X-Requested-By': who });
   }
+  const shown = await hold('wire-' + Math.random().toString(36).slice(2, 8),
+    { env: 'production', amount: 48000, currency: 'EUR', to: 'Umbrella Corp', iban: 'FR7630006000011234567890189', memo: 'Plant 7 retrofit, 2nd tranche' },
+    { 'X-Requested-By': 'agent-treasury' }, 'agents.jobs.finance.wire.send');
+  const vote = await rest('/api/v1/approvals/' + shown.approval_id + '/approve', BOB, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ reason: 'matches the signed contract' }),
+  });
+  if (vote.body.status !== 'vote_recorded') throw new Error('bob\'s vote: ' + JSON.stringify(vote.body));
   for (const [name, viewport] of [['desktop', { width: 1280, height: 860 }], ['phone', { width: 390, height: 844 }]]) {
     const context = await browser.newContext({ viewport, deviceScaleFactor: 1, isMobile: name === 'phone' });
     const page = await context.newPage();
@@ -310,8 +316,8 @@ async function takeScreenshots(browser, origin, hold) {
     await page.waitForSelector('#rows tr');
     await sleep(1600);  // the new-row highlight fades
     await page.screenshot({ path: join(screenshots, `console-list-${name}.png`), fullPage: name === 'desktop' });
-    await page.goto(origin + '/ui/approvals/' + first.approval_id);
-    await page.waitForSelector('#timeline');
+    await page.goto(origin + '/ui/approvals/' + shown.approval_id);
+    await page.waitForSelector('#timeline li[data-signature="verified"] + li[data-signature="verified"]');
     await page.screenshot({ path: join(screenshots, `console-evidence-${name}.png`), fullPage: true });
     await context.close();
   }

@@ -82,7 +82,7 @@ policy:
 routes:
   - { name: jobs, from: "agents.jobs.>", to: "jobs.>" }
 events:
-  redact: [card.number]
+  redact: [card.number, iban]
 approvers:
   people:
     - { name: alice }
