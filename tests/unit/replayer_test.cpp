@@ -53,6 +53,34 @@ TEST_F(ReplayerTest, FinishesAnInterruptedReleaseAfterTheLease) {
   EXPECT_EQ(pub_.on("jobs.").size(), 1u);
 }
 
+// A gateway mid-release: its decision is stored and its publish not yet confirmed. The decision
+// is the last write it makes before <id>/released, and the replayer's lease starts when it first
+// sees that decision (never before it exists), so a gateway that finishes within the lease is
+// left to finish alone: nothing published twice, no `replayed`.
+TEST_F(ReplayerTest, AGatewayThatFinishesItsReleaseWithinTheLeaseIsLeftAlone) {
+  config_.routes[0].to_stream = "JOBS";
+  const std::string id = holdPayment();
+  auto replay = replayer(withWindow(120s));
+  clock_.advance(60s);
+  ASSERT_TRUE(replay->scan());  // watched undecided for a minute: no lease runs for it yet
+  const auto record = parseApprovalRecord(*kv_.value(id));
+  ASSERT_TRUE(record);
+  const DecisionRecord decision{.decision = FinalDecision::approved, .by = "alice", .at = formatRfc3339(clock_.now()),
+                                .policy_snapshot = record->policy_snapshot, .job_hash = record->job_hash};
+  ASSERT_TRUE(kv_.create(decisionKey(id), toJson(decision)));
+  clock_.advance(1s);
+  EXPECT_EQ(replay->scan()->replayed, 0);
+  clock_.advance(3s);
+  EXPECT_EQ(replay->scan()->replayed, 0);
+  EXPECT_TRUE(pub_.on("jobs.").empty());
+  // The gateway's PubAck arrives, 4 s after its decision: it records the release.
+  EXPECT_TRUE(releaser_->release(*record, decision, "approve").published);
+  clock_.advance(10s);
+  EXPECT_EQ(replay->scan()->replayed, 0);
+  EXPECT_EQ(pub_.on("jobs.").size(), 1u);
+  EXPECT_TRUE(pub_.on("countersign.events.replayed.").empty());
+}
+
 TEST_F(ReplayerTest, TwoReplayersNeverBothPublish) {
   interruptedRelease();
   auto a = replayer(withWindow(120s));
