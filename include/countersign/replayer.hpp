@@ -45,12 +45,17 @@ class Replayer {
   // A hold this process stored, with its deadline (nullopt: none): the next scan need not read
   // the record to learn it. Thread-safe (intake calls it while scan() runs).
   void noteHeld(std::string_view id, std::optional<std::chrono::system_clock::time_point> deadline);
+  // A key and value of the store as found at start (KvBucket::onFirstPass): a record's deadline
+  // is noted as for noteHeld, so the scans need not read the record again. Other keys and
+  // values that are not records are ignored. Thread-safe.
+  void noteRecord(std::string_view key, std::string_view value);
 
  private:
   struct Sighting {
     std::chrono::steady_clock::time_point since;
     int claims = 0;  // replay claims seen when the lease started
   };
+  void takeNoted();  // moves what noteHeld/noteRecord gave into deadlines_
   void finishRelease(const std::string& id, int claims, ScanResult& result);
   void expireIfDue(std::string_view id, ScanResult& result);
   void finishQuorum(const std::string& id, ScanResult& result);

@@ -106,6 +106,9 @@ class ReplayLoop {
     idle_.wait(lock, [&] { return !scanning_; });
   }
   bool storeReachable() const { return store_reachable_.load(); }
+  // The first scan has completed (readiness waits for it: until then the expiries and
+  // unfinished releases of a large bucket are not looked after yet).
+  bool scannedOnce() const { return scanned_once_.load(); }
 
  private:
   static constexpr std::string_view kLane = "replay";
@@ -127,6 +130,11 @@ class ReplayLoop {
     // watcher delivers the whole bucket at start): hand the freed memory back, so that the
     // process's size follows what it holds (about one key and one deadline per open record).
     malloc_trim(0);
+    if (scanned && !scanned_once_.exchange(true)) {
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_);
+      log_.info("first replay scan done", {{"pending", std::to_string(scanned->pending)},
+                                           {"ms", std::to_string(ms.count())}});
+    }
     if (!scanned) {
       log_.warn("replay scan failed", {{"error", scanned.error().message}});
     } else if (scanned->replayed + scanned->release_unknown + scanned->expired > 0) {
@@ -151,6 +159,8 @@ class ReplayLoop {
   bool stopping_ = false;
   bool scanning_ = false;
   std::atomic<bool> store_reachable_{true};  // the last scan could read the bucket
+  std::atomic<bool> scanned_once_{false};
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
 Gateway::Gateway(Config config, std::shared_ptr<const Policy> policy, Logger& log)
@@ -308,9 +318,16 @@ Status Gateway::start() {
                                      control_plane_->events.get());
   releaser_ = std::make_unique<Releaser>(*control_services_);
   control_ = std::make_unique<Control>(*control_services_, *releaser_);
-  list_index_ = std::make_unique<natsio::RecordIndex>(control_connection, config_.store);
+  // The list index's pass over the bucket goes on the store's watch connection, as the key
+  // index's does.
+  list_index_ = std::make_unique<natsio::RecordIndex>(*control_plane_->watch_connection, config_.store);
   control_->useIndex(list_index_.get());
   replayer_ = std::make_unique<Replayer>(*control_services_, *releaser_, replay_options);
+  // The first scan's listing is the key index's first pass over the bucket: with values, so the
+  // replayer learns every record's deadline from it instead of reading each record again.
+  store.onFirstPass([replayer = replayer_.get()](std::string_view key, std::string_view value) {
+    replayer->noteRecord(key, value);
+  });
   intake_->onHeld([replayer = replayer_.get()](std::string_view id,
                                                std::optional<std::chrono::system_clock::time_point> deadline) {
     replayer->noteHeld(id, deadline);
@@ -508,6 +525,8 @@ http::Readiness Gateway::health() const {
   }
   if (replay_loop_ && !replay_loop_->storeReachable()) {
     r.failing.push_back("store: bucket " + config_.store.bucket + " not readable");
+  } else if (replay_loop_ && !replay_loop_->scannedOnce()) {
+    r.failing.push_back("store: first scan of bucket " + config_.store.bucket + " not done yet");
   }
   // A JetStream ingress that takes nothing while its consumer has jobs waiting.
   for (const auto& endpoint : intake_endpoints_) {

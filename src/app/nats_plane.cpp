@@ -14,7 +14,16 @@ Result<NatsPlane> openPlane(const Config& config, std::string_view name, bool se
   plane.connection = std::move(*connection);
   plane.publisher = std::make_unique<natsio::NatsPublisher>(*plane.connection);
   if (with_store) {
-    auto store = natsio::KvBucket::open(*plane.connection, config.store, config.concurrency.holds, timers);
+    // The passes over the whole bucket (the key index's watcher, the list index, full listings)
+    // on a connection of their own: they stream every key, and the server creates their
+    // consumers on the asking connection's read loop.
+    auto watch = natsio::Connection::connect(
+        config.nats, std::string(name) + "-watch", true, [&log](std::string_view line) { log.warn(line); },
+        [&log](std::string_view line) { log.debug(line); });
+    if (!watch) return std::unexpected(watch.error());
+    plane.watch_connection = std::move(*watch);
+    auto store = natsio::KvBucket::open(*plane.connection, config.store, config.concurrency.holds, timers,
+                                        plane.watch_connection.get());
     if (!store) return std::unexpected(store.error());
     plane.store = std::move(*store);
   }

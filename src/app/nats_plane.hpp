@@ -21,11 +21,14 @@ struct NatsPlane {
   // Declared in start order: the events use the publisher, which uses the connection.
   std::unique_ptr<natsio::Connection> connection;
   std::unique_ptr<natsio::NatsPublisher> publisher;
+  // with_store only: the store's passes over the whole bucket (and the list index's watcher)
+  std::unique_ptr<natsio::Connection> watch_connection;
   std::unique_ptr<natsio::KvBucket> store;  // with_store only
   std::unique_ptr<EventSink> events;
 };
 
 // Connects (connection name "<nats.name>-<name>"), opens the store bucket when `with_store`
+// (with a second connection, "<nats.name>-<name>-watch", for its passes over the whole bucket)
 // (checking that JetStream answers and that an existing bucket has the configured max_age) and
 // builds the event sink for the audit chain "<chain_id>-<name>", its events signed by `signer`
 // (countersign's own key) on a thread of its own. Connection events are logged

@@ -16,23 +16,46 @@ std::chrono::nanoseconds Replayer::duplicateWindow(const ApprovalRecord& record)
   return it == options_.duplicate_windows.end() ? std::chrono::nanoseconds(0) : it->second;
 }
 
+namespace {
+
+// When an undecided record next needs the replayer: its deadline or, sooner, its first
+// escalation step still to come (nullopt: never).
+std::optional<std::chrono::system_clock::time_point> attentionOf(const ApprovalRecord& record) {
+  std::chrono::system_clock::time_point held_at{};
+  (void)parseRfc3339(record.created_at, held_at);
+  return nextAttention(record, held_at);
+}
+
+}  // namespace
+
 void Replayer::noteHeld(std::string_view id,
                         std::optional<std::chrono::system_clock::time_point> deadline) {
   const std::lock_guard lock(noted_mutex_);
   noted_.emplace_back(std::string(id), deadline);
 }
 
-Result<ScanResult> Replayer::scan() {
+void Replayer::noteRecord(std::string_view key, std::string_view value) {
+  if (key.find('/') != std::string_view::npos) return;  // not a record
+  auto record = parseApprovalRecord(value);
+  if (!record || record->id != key) return;  // read by the scan, as any record it knows nothing of
+  noteHeld(key, attentionOf(*record));
+}
+
+void Replayer::takeNoted() {
+  std::vector<std::pair<std::string, std::optional<std::chrono::system_clock::time_point>>> noted;
   {
-    std::vector<std::pair<std::string, std::optional<std::chrono::system_clock::time_point>>> noted;
-    {
-      const std::lock_guard lock(noted_mutex_);
-      noted.swap(noted_);
-    }
-    for (auto& [id, deadline] : noted) deadlines_.try_emplace(std::move(id), deadline);
+    const std::lock_guard lock(noted_mutex_);
+    noted.swap(noted_);
   }
+  for (auto& [id, deadline] : noted) deadlines_.try_emplace(std::move(id), deadline);
+}
+
+Result<ScanResult> Replayer::scan() {
+  takeNoted();
   auto keys = s_.store.keys();
   if (!keys) return std::unexpected(keys.error());
+  // What was noted while the keys were listed (the store's first pass notes every record).
+  takeNoted();
   // Views into `keys`, which outlives them: a scan copies no key again.
   std::unordered_set<std::string_view> records;
   std::unordered_set<std::string_view> decided;
@@ -221,12 +244,7 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
     std::optional<std::chrono::system_clock::time_point> deadline;
     auto entry = s_.store.get(id);
     if (!entry) return;
-    // Its deadline or, sooner, its first escalation step still to come.
-    if (auto record = parseApprovalRecord(entry->value)) {
-      std::chrono::system_clock::time_point held_at{};
-      (void)parseRfc3339(record->created_at, held_at);
-      deadline = nextAttention(*record, held_at);
-    }
+    if (auto record = parseApprovalRecord(entry->value)) deadline = attentionOf(*record);
     cached = deadlines_.emplace(std::string(id), deadline).first;
   }
   if (!cached->second || s_.clock.now() < *cached->second) return;

@@ -117,7 +117,9 @@ struct KvBucket::KeyIndex {
   Names added_while_listing;
   std::mutex listing_mutex;  // one full listing at a time
   std::atomic<bool> stopping{false};
-  kvWatcher* watcher = nullptr;  // guarded by mutex
+  std::condition_variable changed;  // the watcher went live (or is stopping)
+  std::uint64_t delivered = 0;      // messages of first passes taken (keys() sees progress)
+  FirstPassValue first_pass;        // guarded by mutex
   std::once_flag started;  // the watcher starts with the first keys() call
   std::thread thread;
 
@@ -351,65 +353,150 @@ Status KvBucket::startAsync(int max_pending, WorkPool* timers) {
   return {};
 }
 
+std::optional<std::uint64_t> KvBucket::lastSequence() {
+  const std::string stream = "KV_" + bucket_;
+  jsStreamInfo* info = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  std::optional<std::uint64_t> last;
+  if (js_GetStreamInfo(&info, listing_js_ != nullptr ? listing_js_ : connection_.js(), stream.c_str(), nullptr,
+                       &code) == NATS_OK &&
+      info != nullptr) {
+    last = info->State.LastSeq;
+  }
+  jsStreamInfo_Destroy(info);
+  return last;
+}
+
 void KvBucket::watchKeys() {
   KeyIndex& index = *index_;
+  Connection& connection = watchConnection();
   auto pause = [&](std::chrono::milliseconds delay) {
-    const auto until = std::chrono::steady_clock::now() + delay;
-    while (!index.stopping && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    std::unique_lock lock(index.mutex);
+    index.changed.wait_for(lock, delay, [&] { return index.stopping.load(); });
   };
+  const std::string stream = "KV_" + bucket_;
+  const std::string prefix = "$KV." + bucket_ + ".";
+  const std::string everything = prefix + ">";
+  // The next stream sequence to deliver: a new subscription (after a lost one, or after the
+  // first pass) resumes there, so the bucket is passed over once, not once per subscription.
+  std::uint64_t next = 1;
+  bool first_pass_done = false;
   while (!index.stopping) {
-    if (!connection_.connected()) {
+    if (!connection.connected()) {
       pause(std::chrono::milliseconds(200));
       continue;
     }
-    kvWatchOptions options;
-    kvWatchOptions_Init(&options);
-    options.MetaOnly = true;
-    kvWatcher* watcher = nullptr;
-    if (kvStore_WatchAll(&watcher, listing_kv_ != nullptr ? listing_kv_ : kv_, &options) != NATS_OK) {
+    FirstPassValue first_pass;
+    {
+      const std::lock_guard lock(index.mutex);
+      if (!first_pass_done) first_pass = index.first_pass;
+    }
+    // Caught up already when the stream holds nothing from `next` on.
+    const auto last = lastSequence();
+    if (!last) {
       pause(std::chrono::milliseconds(1000));
       continue;
     }
-    {
-      // The new watcher delivers the bucket's state again: keys deleted meanwhile must go.
-      const std::lock_guard lock(index.mutex);
-      index.watcher = watcher;
-      index.groups.clear();
+    bool caught_up = *last < next;
+    // An ordered consumer from `next` (cheap for the server to create: no last-per-subject
+    // search over a million subjects, which a key watcher's consumer costs nats-server 2.9 tens of
+    // seconds on the connection's read loop); headers only, but for a first pass that hands
+    // the values on. The bucket keeps one value per key, so every message is a key's last.
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = stream.c_str();
+    so.Ordered = true;
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = next;
+    so.Config.HeadersOnly = !first_pass;
+    natsSubscription* sub = nullptr;
+    jsErrCode code = static_cast<jsErrCode>(0);
+    if (js_SubscribeSync(&sub, listing_js_ != nullptr ? listing_js_ : connection.js(), everything.c_str(), nullptr,
+                         &so, &code) != NATS_OK) {
+      natsSubscription_Destroy(sub);
+      pause(std::chrono::milliseconds(1000));
+      continue;
     }
-    while (!index.stopping) {
-      kvEntry* entry = nullptr;
-      // Take what has arrived, then sleep: a thread woken for every key would cost a context
-      // switch per KV write (three per approval), which on a small VM costs more than the rest
-      // of the approval's work on this side.
-      const natsStatus s = kvWatcher_Next(&entry, watcher, 1);
-      if (s == NATS_TIMEOUT) {
-        pause(kWatchBatchEvery);
-        continue;
-      }
-      if (s != NATS_OK) break;  // stopped, or the subscription failed: start a new watcher
-      if (entry == nullptr) {
+    (void)natsSubscription_SetPendingLimits(sub, -1, -1);  // the consumer's flow control bounds it
+    bool switch_to_headers = false;
+    auto loaded = [&] {
+      {
         const std::lock_guard lock(index.mutex);
-        index.live = true;  // the initial state is in
+        index.live = true;
+      }
+      index.changed.notify_all();
+      if (first_pass) switch_to_headers = true;  // later writes: keys only
+      first_pass_done = true;
+    };
+    if (caught_up) loaded();
+    while (!index.stopping && !switch_to_headers) {
+      natsMsg* raw = nullptr;
+      // While loading, take the messages as they come; once live, take what has arrived, then
+      // sleep: a thread woken for every key would cost a context switch per KV write (three per
+      // approval), which on a small VM costs more than the rest of the approval's work here.
+      const bool loading = !caught_up;
+      const natsStatus s = natsSubscription_NextMsg(&raw, sub, loading ? 100 : 1);
+      if (s == NATS_TIMEOUT) {
+        if (loading) {
+          // Messages below `next` may have gone (aged out) since the count was taken.
+          const auto now_last = lastSequence();
+          if (now_last && *now_last < next) {
+            caught_up = true;
+            loaded();
+          }
+        } else {
+          pause(kWatchBatchEvery);
+        }
         continue;
       }
-      const std::string key = kvEntry_Key(entry);
-      const bool put = kvEntry_Operation(entry) == kvOp_Put;
-      kvEntry_Destroy(entry);
-      if (put) {
-        index.add(key);
-      } else {
-        index.erase(key);
+      if (s != NATS_OK) break;  // the subscription failed: a new one resumes at `next`
+      const OwnedNatsMsg msg(raw);
+      jsMsgMetaData* meta = nullptr;
+      std::uint64_t pending = 0;
+      if (natsMsg_GetMetaData(&meta, msg.get()) == NATS_OK && meta != nullptr) {
+        next = std::max(next, meta->Sequence.Stream + 1);
+        pending = meta->NumPending;
+      }
+      jsMsgMetaData_Destroy(meta);
+      const std::string_view subject = natsMsg_GetSubject(msg.get());
+      if (subject.size() > prefix.size() && subject.starts_with(prefix)) {
+        const std::string_view key = subject.substr(prefix.size());
+        const char* operation = nullptr;
+        const bool removed = natsMsgHeader_Get(msg.get(), "KV-Operation", &operation) == NATS_OK &&
+                             operation != nullptr &&
+                             (std::string_view(operation) == "DEL" || std::string_view(operation) == "PURGE");
+        if (removed) {
+          index.erase(key);
+        } else {
+          index.add(key);
+          if (first_pass) {
+            const char* data = natsMsg_GetData(msg.get());
+            const int length = natsMsg_GetDataLength(msg.get());
+            first_pass(key, data != nullptr && length > 0
+                                ? std::string_view(data, static_cast<std::size_t>(length))
+                                : std::string_view());
+          }
+        }
+      }
+      if (!caught_up) {
+        {
+          const std::lock_guard lock(index.mutex);
+          ++index.delivered;
+        }
+        if (pending == 0) {
+          caught_up = true;
+          loaded();
+        }
       }
     }
-    {
+    natsSubscription_Destroy(sub);
+    if (!switch_to_headers) {
       const std::lock_guard lock(index.mutex);
-      index.watcher = nullptr;
       index.live = false;
     }
-    kvWatcher_Destroy(watcher);
   }
+  const std::lock_guard lock(index.mutex);
+  index.live = false;
 }
 
 bool KvBucket::indexLive() const {
@@ -419,7 +506,7 @@ bool KvBucket::indexLive() const {
 
 Result<std::unique_ptr<KvBucket>> KvBucket::open(Connection& connection,
                                                  const StoreConfig& config, int max_async_creates,
-                                                 WorkPool* timers) {
+                                                 WorkPool* timers, Connection* watch_connection) {
   kvStore* kv = nullptr;
   natsStatus s = js_KeyValue(&kv, connection.js(), config.bucket.c_str());
   if (s == NATS_NOT_FOUND) {
@@ -446,10 +533,11 @@ Result<std::unique_ptr<KvBucket>> KvBucket::open(Connection& connection,
     return std::unexpected(std::move(error));
   }
   std::unique_ptr<KvBucket> bucket(new KvBucket(connection, kv, config.bucket));
+  bucket->watch_connection_ = watch_connection;
   jsOptions listing_options;
   jsOptions_Init(&listing_options);
   listing_options.Wait = kListingWaitMs;
-  if (natsConnection_JetStream(&bucket->listing_js_, connection.raw(), &listing_options) == NATS_OK &&
+  if (natsConnection_JetStream(&bucket->listing_js_, bucket->watchConnection().raw(), &listing_options) == NATS_OK &&
       js_KeyValue(&bucket->listing_kv_, bucket->listing_js_, config.bucket.c_str()) != NATS_OK) {
     bucket->listing_kv_ = nullptr;  // listings use kv_ and its shorter wait
   }
@@ -462,6 +550,7 @@ Result<std::unique_ptr<KvBucket>> KvBucket::open(Connection& connection,
   if (js_GetStreamInfo(&info, connection.js(), stream.c_str(), nullptr, nullptr) == NATS_OK && info != nullptr &&
       info->Config != nullptr) {
     bucket->direct_gets_ = info->Config->Replicas == 1 && info->Config->AllowDirect;
+    bucket->one_value_per_key_ = info->Config->MaxMsgsPerSubject == 1;
     max_age_ns = info->Config->MaxAge;
   }
   jsStreamInfo_Destroy(info);
@@ -484,13 +573,18 @@ KvBucket::KvBucket(Connection& connection, kvStore* kv, std::string bucket)
 void KvBucket::stopWatching() {
   // Also keeps keys() from starting a watcher later.
   std::call_once(index_->started, [] {});
-  index_->stopping = true;
   {
     const std::lock_guard lock(index_->mutex);
-    if (index_->watcher != nullptr) kvWatcher_Stop(index_->watcher);
+    index_->stopping = true;
     index_->live = false;
   }
+  index_->changed.notify_all();
   if (index_->thread.joinable()) index_->thread.join();
+}
+
+void KvBucket::onFirstPass(FirstPassValue each) {
+  const std::lock_guard lock(index_->mutex);
+  index_->first_pass = std::move(each);
 }
 
 KvBucket::~KvBucket() {
@@ -696,8 +790,28 @@ Result<std::vector<std::string>> KvBucket::keys() {
     });
   });
   {
-    const std::lock_guard lock(index_->mutex);
-    if (index_->live && (!index_->ages || KeyIndex::Clock::now() - index_->last_full < kFullListingEvery)) {
+    // The watcher's pass over the bucket is the listing: wait for it (a second pass at the same
+    // time would double the work of the server, which on a large bucket is what is short).
+    std::unique_lock lock(index_->mutex);
+    std::uint64_t delivered = index_->delivered;
+    auto progress = KeyIndex::Clock::now();
+    while (!index_->live) {
+      if (index_->stopping) return fail(Errc::unavailable, "KV keys of " + bucket_ + ": stopping");
+      if (!watchConnection().connected()) {
+        return fail(Errc::unavailable, "KV keys of " + bucket_ + ": not connected to NATS");
+      }
+      index_->changed.wait_for(lock, std::chrono::milliseconds(200));
+      const auto now = KeyIndex::Clock::now();
+      if (index_->delivered != delivered) {
+        delivered = index_->delivered;
+        progress = now;
+      } else if (now - progress > std::chrono::milliseconds(kListingWaitMs)) {
+        return fail(Errc::timeout, "KV keys of " + bucket_ + ": the key watcher delivered nothing for " +
+                                       std::to_string(kListingWaitMs / 1000) + " s (" +
+                                       std::to_string(delivered) + " keys so far)");
+      }
+    }
+    if (!index_->ages || KeyIndex::Clock::now() - index_->last_full < kFullListingEvery) {
       return index_->keysLocked();
     }
   }
@@ -714,7 +828,7 @@ Result<std::vector<std::string>> KvBucket::keys() {
   index_->added_while_listing.clear();
   if (!listed) return listed;
   if (!index_->live) {
-    // No watcher yet (or it is being restarted): the listing is the answer.
+    // The watcher is being restarted: the listing is the answer.
     index_->dropRetired(*listed);
     return listed;
   }
@@ -732,12 +846,16 @@ Result<std::vector<std::string>> KvBucket::keys() {
 void KvBucket::retire(std::string_view group) { index_->retire(group); }
 
 Result<std::vector<std::string>> KvBucket::listKeys() {
-  if (auto ok = checkConnected("KV keys of " + bucket_); !ok) return std::unexpected(ok.error());
+  if (!watchConnection().connected()) return fail(Errc::unavailable, "KV keys of " + bucket_ + ": not connected to NATS");
   // No Timeout: with one set, cnats 3.4.1's kvStore_Keys gives up early on larger buckets
   // (nats-io/nats.c#916: failed from about 2,000 keys with 30 s); with none it listed 100k keys
   // in 1.1 s here.
   kvWatchOptions options;
   kvWatchOptions_Init(&options);
+  // Where the bucket keeps one value per key, every message is a key's last: a consumer over
+  // all of them lists the same keys, and nats-server creates it at once (one that delivers the
+  // last message per key costs it tens of seconds over a million keys).
+  options.IncludeHistory = one_value_per_key_;
   kvKeysList list{};
   natsStatus s = kvStore_Keys(&list, listing_kv_ != nullptr ? listing_kv_ : kv_, &options);
   std::vector<std::string> out;

@@ -4,7 +4,9 @@
 #include <nats/nats.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
+#include <optional>
 
 #include "countersign/config.hpp"
 #include "countersign/store.hpp"
@@ -30,8 +32,14 @@ class KvBucket : public KvStore {
   // `timers`: the executor whose timer answers creates without a PubAck (its lane "kv-sweep");
   // the sweeps end with the bucket or the executor. Null: a thread of the bucket's own
   // (cs-kv-sweep).
+  // `watch_connection`: where the passes over the whole bucket go (the key watcher, full
+  // listings): on a large bucket they stream every key, and the server answers a consumer
+  // request on the connection's own read loop, so on a connection of their own they do not
+  // hold up this connection's requests and answers (nor its heartbeats). Null: `connection`.
+  // It must outlive the bucket.
   static Result<std::unique_ptr<KvBucket>> open(Connection& connection, const StoreConfig& config,
-                                                int max_async_creates = 1024, WorkPool* timers = nullptr);
+                                                int max_async_creates = 1024, WorkPool* timers = nullptr,
+                                                Connection* watch_connection = nullptr);
   ~KvBucket() override;
   KvBucket(const KvBucket&) = delete;
   KvBucket& operator=(const KvBucket&) = delete;
@@ -53,13 +61,21 @@ class KvBucket : public KvStore {
   Result<std::uint64_t> update(std::string_view key, std::string_view value,
                                std::uint64_t expected_revision) override;
   // Keys that currently have a value, but those of retired groups; an empty bucket gives an
-  // empty list. Served from an index that a KV watcher (started by the first call) keeps
-  // current, plus this process's own creates, so that periodic scans do not read the whole
-  // bucket again. Until the watcher has delivered the bucket's state, a full listing answers.
-  // With an age limit (store.max_age) the index is checked against a full listing every 30 s
-  // (aged-out keys get no delete). A key created by another process may show up a few
-  // milliseconds late.
+  // empty list. Served from an index that a watcher (started by the first call) keeps current,
+  // plus this process's own creates, so that periodic scans do not read the whole bucket again.
+  // The watcher's first pass over the bucket is the only one: until it has delivered the
+  // bucket's state, keys() waits for it (Errc::unavailable at once while disconnected,
+  // Errc::timeout when the pass delivers nothing for 120 s). After a lost subscription the
+  // watcher resumes after the last write it saw. With an age limit (store.max_age) the index is
+  // checked against a full listing every 30 s (aged-out keys get no delete). A key created by
+  // another process may show up a few milliseconds late.
   Result<std::vector<std::string>> keys() override;
+  // Called, on the watcher's thread, with every key and value its first pass over the bucket
+  // delivers (that pass then carries values; later writes come as keys only). Set it before
+  // the first keys() call. The replayer learns the deadlines of the records from it, instead of
+  // reading each record again.
+  using FirstPassValue = std::function<void(std::string_view key, std::string_view value)>;
+  void onFirstPass(FirstPassValue each);
   // Forgets the group's keys (`group` and `group/...`) in the index; writes to it in the next
   // 30 s or more are not indexed either, so memory follows the open groups. A full listing
   // (the watcher restarting, or an age limit's check) may bring it back once.
@@ -92,17 +108,22 @@ class KvBucket : public KvStore {
   Status checkConnected(std::string_view what) const;
   Status startAsync(int max_pending, WorkPool* timers);
   void watchKeys();
+  Connection& watchConnection() const { return watch_connection_ != nullptr ? *watch_connection_ : connection_; }
+  // The bucket stream's last sequence (0 when empty; nullopt when it cannot be read).
+  std::optional<std::uint64_t> lastSequence();
   Connection& connection_;
+  Connection* watch_connection_ = nullptr;  // null: connection_
   kvStore* kv_;
-  // The same bucket on a JetStream context that waits longer for the server (kListingWait): the
-  // full listing and the key watcher create a consumer over every key, which a server holding a
-  // million records answers in more than the 5 s the other calls wait. Null: kv_ is used.
+  // The same bucket on the watch connection, on a JetStream context that waits longer for the
+  // server (kListingWait): a full listing creates a consumer over every key, which a server
+  // holding a million records answers in more than the 5 s the other calls wait. Null: kv_.
   jsCtx* listing_js_ = nullptr;
   kvStore* listing_kv_ = nullptr;
   std::string bucket_;
   std::shared_ptr<AsyncCreates> async_;  // shared with cnats' PubAck handler (CallbackHome)
   std::unique_ptr<KeyIndex> index_;
   bool direct_gets_ = false;  // one replica and allow_direct: reads are direct gets
+  bool one_value_per_key_ = false;  // history 1: the stream holds only each key's last message
 };
 
 }  // namespace countersign::natsio

@@ -107,6 +107,11 @@ void RecordIndex::run() {
     }
     kvWatchOptions options;
     kvWatchOptions_Init(&options);
+    // Every message the stream keeps, in order, rather than the last per key: the same messages
+    // in a bucket that keeps one value per key (older revisions of a record are ignored
+    // otherwise), and a consumer that nats-server 2.9 creates at once, where a last-per-key
+    // consumer over a million keys takes it tens of seconds on the connection's read loop.
+    options.IncludeHistory = true;
     kvWatcher* watcher = nullptr;
     if (kvStore_WatchAll(&watcher, kv_, &options) != NATS_OK) {
       pause(kRetryEvery);

@@ -482,6 +482,55 @@ TEST_F(NatsAdapterTest, KvKeysOfEmptyBucketIsEmptyThenListsEveryKey) {
   EXPECT_EQ(keys->size(), expected.size());
 }
 
+// The first keys() call waits for the watcher's one pass over the bucket (no second listing),
+// which hands every key and value to onFirstPass once; later writes come as keys only. The pass
+// runs on the watch connection given to open().
+TEST_F(NatsAdapterTest, KvFirstPassHandsOverEveryValueOnceOnTheWatchConnection) {
+  {
+    auto writer = openBucket(*connection);
+    for (int i = 0; i < 300; ++i) {
+      ASSERT_TRUE(writer->create("r" + std::to_string(i), "value-" + std::to_string(i)).has_value());
+    }
+    ASSERT_TRUE(writer->create("r7/decision", "d").has_value());
+    ASSERT_TRUE(writer->update("r8", "value-8b", writer->get("r8")->revision).has_value());
+  }
+  auto watch = connectTo(server->url());
+  StoreConfig config;
+  config.bucket = "approvals";
+  auto opened = KvBucket::open(*connection, config, 1024, nullptr, watch.get());
+  ASSERT_TRUE(opened.has_value()) << opened.error().message;
+  auto kv = std::move(*opened);
+  std::mutex mutex;
+  std::map<std::string, std::vector<std::string>> seen;
+  kv->onFirstPass([&](std::string_view key, std::string_view value) {
+    const std::lock_guard lock(mutex);
+    seen[std::string(key)].emplace_back(value);
+  });
+  auto keys = kv->keys();
+  ASSERT_TRUE(keys.has_value()) << keys.error().message;
+  EXPECT_TRUE(kv->indexLive());  // keys() answered from the watcher's pass, not a listing
+  EXPECT_EQ(keys->size(), 301u);
+  {
+    const std::lock_guard lock(mutex);
+    ASSERT_EQ(seen.size(), 301u);
+    for (const auto& [key, values] : seen) EXPECT_EQ(values.size(), 1u) << key;
+    EXPECT_EQ(seen["r0"], std::vector<std::string>{"value-0"});
+    EXPECT_EQ(seen["r8"], std::vector<std::string>{"value-8b"});  // the key's last value
+    EXPECT_EQ(seen["r7/decision"], std::vector<std::string>{"d"});
+  }
+  // Later writes, from another writer: indexed, not handed over.
+  auto other_connection = connectTo(server->url());
+  auto other = openBucket(*other_connection);
+  ASSERT_TRUE(other->create("later", "v").has_value());
+  EXPECT_TRUE(eventually([&] {
+    auto now = kv->keys();
+    return now && std::find(now->begin(), now->end(), "later") != now->end();
+  }));
+  const std::lock_guard lock(mutex);
+  EXPECT_FALSE(seen.contains("later"));
+  EXPECT_EQ(seen.size(), 301u);
+}
+
 TEST_F(NatsAdapterTest, KvCreateRaceHasExactlyOneWinner) {
   constexpr int kRacers = 8;
   constexpr int kRounds = 40;

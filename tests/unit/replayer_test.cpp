@@ -185,6 +185,27 @@ TEST_F(ReplayerTest, HoldsThisProcessMadeAreNotReadAgain) {
   EXPECT_EQ(kv_.gets.load(), 0);
 }
 
+// Records found by the store's first pass (KvBucket::onFirstPass) are not read again either:
+// their deadlines come with the pass's values; keys that are no records, and values that are
+// not, are ignored (such a record is read once by the scan, as before).
+TEST_F(ReplayerTest, RecordsFromTheStoresFirstPassAreNotReadAgain) {
+  ASSERT_EQ(send("ops.restart", R"({"id":"r-1"})").code, 202);  // deadline in 10 s
+  const std::string pay = holdPayment();                         // none
+  kv_.put("broken", "{not a record");
+  auto replay = replayer();
+  for (const std::string key : {std::string("r-1"), pay, std::string("broken")}) {
+    replay->noteRecord(key, *kv_.value(key));
+  }
+  replay->noteRecord("r-1/decision", "{}");  // not a record key: ignored
+  kv_.gets = 0;
+  EXPECT_EQ(replay->scan()->pending, 3);
+  EXPECT_EQ(kv_.gets.load(), 1) << "only the value that was no record is read";
+  clock_.advance(11s);
+  EXPECT_EQ(replay->scan()->expired, 1);
+  EXPECT_EQ(parseDecisionRecord(*kv_.value("r-1/decision"))->decision, FinalDecision::expired);
+  EXPECT_FALSE(kv_.value(pay + "/decision"));
+}
+
 TEST_F(ReplayerTest, RejectedJobsAreLookedAtOnceNotEveryScan) {
   auto replay = replayer();
   for (int i = 0; i < 3; ++i) {
