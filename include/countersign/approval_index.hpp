@@ -68,18 +68,30 @@ class ApprovalIndex {
 
 // The index's data: fed with the bucket's writes in any order of keys (a key's older revision
 // after a newer one is ignored), answers pages. Thread-safe.
+//
+// Memory follows the open approvals, not the bucket's history: every approval with work left
+// (pending, approved but not released yet, release_unknown) is kept, and of the finished ones
+// (released, rejected, expired) only the `finished_kept` that finished last. Once one was let
+// go, a page that may show finished approvals (no state filter, or a finished state) is not
+// answered here (page() gives nullopt): the caller reads the store for it.
 class ApprovalTable {
  public:
   using Clock = std::chrono::system_clock;
+  static constexpr std::size_t kFinishedKept = 10000;
   // Records written longer than `max_age` ago have aged out of the bucket and are not listed
   // (0: records never age out).
-  explicit ApprovalTable(std::chrono::seconds max_age = std::chrono::seconds(0)) : max_age_(max_age) {}
+  explicit ApprovalTable(std::chrono::seconds max_age = std::chrono::seconds(0),
+                         std::size_t finished_kept = kFinishedKept)
+      : max_age_(max_age), finished_kept_(finished_kept) {}
   // A write of `key` at stream sequence `revision`, stored at `written`; keys other than a
   // record's, its decision and its release are ignored.
   void put(std::string_view key, std::string_view value, std::uint64_t revision,
            Clock::time_point written = Clock::now());
-  ApprovalPage page(const ApprovalQuery& query, Clock::time_point now = Clock::now()) const;
-  std::size_t size() const;
+  // nullopt when the page may hold finished approvals this table has let go.
+  std::optional<ApprovalPage> page(const ApprovalQuery& query, Clock::time_point now = Clock::now()) const;
+  std::size_t size() const;  // approvals with a record held
+  // Whether a finished approval was let go (pages that may show finished ones go to the store).
+  bool forgotFinished() const;
 
  private:
   struct Entry {
@@ -87,14 +99,22 @@ class ApprovalTable {
     bool has_record = false;
     std::uint64_t record_revision = 0;
     Clock::time_point record_written{};
+    std::uint64_t finished_order = 0;  // its place in finished_ (0: not finished)
   };
-  void place(const std::string& id, std::optional<ApprovalState> before, const Entry& entry);
+  // With mutex_ held.
+  void place(const std::string& id, std::optional<ApprovalState> before, Entry& entry);
+  void forgetOldestFinished();
 
   const std::chrono::seconds max_age_;
+  const std::size_t finished_kept_;
   mutable std::mutex mutex_;
   std::map<std::string, Entry, std::less<>> by_id_;
   // Ids with a record, by the state the keys give (kept in step with by_id_).
   std::array<std::set<std::string, std::less<>>, 6> by_state_;
+  // Finished approvals in the order they finished (the oldest is let go first).
+  std::map<std::uint64_t, std::string> finished_;
+  std::uint64_t finished_count_ = 0;
+  bool forgot_finished_ = false;
 };
 
 }  // namespace countersign

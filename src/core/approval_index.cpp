@@ -19,6 +19,11 @@ std::size_t stateIndex(ApprovalState state) {
   return static_cast<std::size_t>(state);
 }
 
+// Nothing will happen to it any more: let go first when memory is bounded.
+bool finished(ApprovalState state) {
+  return state == ApprovalState::released || state == ApprovalState::rejected || state == ApprovalState::expired;
+}
+
 }  // namespace
 
 ApprovalState ApprovalSummary::state() const {
@@ -68,9 +73,30 @@ std::optional<ApprovalSummary> summarizeRecord(std::string_view json) {
   return s;
 }
 
-void ApprovalTable::place(const std::string& id, std::optional<ApprovalState> before, const Entry& entry) {
+void ApprovalTable::place(const std::string& id, std::optional<ApprovalState> before, Entry& entry) {
   if (before) by_state_[stateIndex(*before)].erase(id);
-  if (entry.has_record) by_state_[stateIndex(entry.summary.state())].insert(id);
+  if (!entry.has_record) return;
+  const ApprovalState now = entry.summary.state();
+  by_state_[stateIndex(now)].insert(id);
+  if (finished(now) && entry.finished_order == 0) {
+    entry.finished_order = ++finished_count_;
+    finished_.emplace(entry.finished_order, id);
+  } else if (!finished(now) && entry.finished_order != 0) {
+    finished_.erase(entry.finished_order);
+    entry.finished_order = 0;
+  }
+}
+
+void ApprovalTable::forgetOldestFinished() {
+  while (finished_.size() > finished_kept_) {
+    const auto oldest = finished_.begin();
+    if (const auto it = by_id_.find(oldest->second); it != by_id_.end()) {
+      by_state_[stateIndex(it->second.summary.state())].erase(it->first);
+      by_id_.erase(it);
+    }
+    finished_.erase(oldest);
+    forgot_finished_ = true;
+  }
 }
 
 void ApprovalTable::put(std::string_view key, std::string_view value, std::uint64_t revision,
@@ -114,13 +140,15 @@ void ApprovalTable::put(std::string_view key, std::string_view value, std::uint6
     entry.summary.released = true;
   }
   place(it->first, before, entry);
+  forgetOldestFinished();
 }
 
-ApprovalPage ApprovalTable::page(const ApprovalQuery& query, Clock::time_point now) const {
+std::optional<ApprovalPage> ApprovalTable::page(const ApprovalQuery& query, Clock::time_point now) const {
   ApprovalPage page;
   const int limit = std::max(1, query.limit);
   const bool ages = max_age_.count() > 0;
   const std::lock_guard lock(mutex_);
+  if (forgot_finished_ && (!query.state || finished(*query.state))) return std::nullopt;
   auto take = [&](const std::string& id, const Entry& entry) {
     if (!entry.has_record) return true;
     if (ages && entry.record_written + max_age_ < now) return true;  // aged out of the bucket
@@ -145,6 +173,11 @@ ApprovalPage ApprovalTable::page(const ApprovalQuery& query, Clock::time_point n
     }
   }
   return page;
+}
+
+bool ApprovalTable::forgotFinished() const {
+  const std::lock_guard lock(mutex_);
+  return forgot_finished_;
 }
 
 std::size_t ApprovalTable::size() const {

@@ -4,6 +4,7 @@
 // bucket; topic filters and cursors page the same items the records hold.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -13,6 +14,9 @@
 #include <vector>
 
 #include "countersign/json.hpp"
+#include "countersign/approval_index.hpp"
+#include "countersign/record.hpp"
+#include "countersign/store_tags.hpp"
 #include "integration/harness/harness.hpp"
 
 namespace countersign::testing {
@@ -159,6 +163,93 @@ TEST(ListIndexTest, ReplicasListFromTheirIndexAndSeeEachOthersDecisions) {
   EXPECT_EQ(listAll(port_a2, "state=rejected"), rejected);
   EXPECT_EQ(listAll(port_a2, "state=released"), released);
   EXPECT_EQ(listAll(port_a2, "state=pending", 1000).size(), static_cast<std::size_t>(kJobs - 10));
+}
+
+// Writes `count` records straight into the bucket (async JetStream publishes, as a countersign
+// that held them would have left them), with a rejected <id>/decision when `rejected`; plus the
+// markers a countersign leaves once nothing needs tagging.
+void seed(Client& client, const std::string& prefix, int count, bool rejected) {
+  kvStore* kv = nullptr;
+  kvConfig config;
+  kvConfig_Init(&config);
+  config.Bucket = "countersign_approvals";
+  config.History = 1;
+  config.StorageType = js_FileStorage;
+  if (js_KeyValue(&kv, client.js(), config.Bucket) != NATS_OK) {
+    ASSERT_EQ(js_CreateKeyValue(&kv, client.js(), &config), NATS_OK);
+  }
+  kvStore_Destroy(kv);
+  auto put = [&](const std::string& key, const std::string& value) {
+    natsMsg* msg = nullptr;
+    ASSERT_EQ(natsMsg_Create(&msg, ("$KV.countersign_approvals." + key).c_str(), nullptr, value.data(),
+                             static_cast<int>(value.size())),
+              NATS_OK);
+    if (js_PublishMsgAsync(client.js(), &msg, nullptr) != NATS_OK) natsMsg_Destroy(msg);
+  };
+  for (int i = 0; i < count; ++i) {
+    char id[32];
+    std::snprintf(id, sizeof id, "%s-%05d", prefix.c_str(), i);
+    ApprovalRecord r;
+    r.id = id;
+    r.topic = i % 2 == 0 ? "finance.refund.execute" : "finance.payment.execute";
+    r.subject = "agents.jobs." + r.topic;
+    r.target = "jobs." + r.topic;
+    r.rule = "hold-finance";
+    r.payload = R"({"amount":1})";
+    r.payload_is_json = true;
+    r.created_at = "2026-12-06T07:00:00Z";
+    r.expires_at = "2099-12-06T07:30:00Z";
+    put(id, toJson(r));
+    if (rejected) {
+      put(std::string(id) + "/decision",
+          toJson(DecisionRecord{.decision = FinalDecision::rejected, .by = "alice", .at = "2026-12-06T07:01:00Z"}));
+    }
+  }
+  for (const std::string_view marker : {kTagsAdoptedKey, kVoteTagsAdoptedKey}) {
+    put(std::string(marker), R"({"at":"2026-01-01T00:00:00Z"})");
+  }
+  jsPubOptions wait;
+  jsPubOptions_Init(&wait);
+  wait.MaxWait = 60000;
+  ASSERT_EQ(js_PublishAsyncComplete(client.js(), &wait), NATS_OK);
+}
+
+// A process that lists keeps every open approval in memory but only the last
+// ApprovalTable::kFinishedKept finished ones: pages that may show finished approvals are then
+// read from the store, and every filter still pages every item once, in id order.
+TEST(ListIndexTest, FinishedApprovalsBeyondWhatTheIndexKeepsArePagedFromTheStore) {
+  auto server = NatsServer::start();
+  Client client(server->url());
+  constexpr int kRejected = static_cast<int>(ApprovalTable::kFinishedKept) + 40;
+  constexpr int kPending = 60;
+  seed(client, "old", kRejected, true);
+  seed(client, "new", kPending, false);
+  auto cs = replica(*server);
+  const int port = adminPort(*cs);
+  ASSERT_GT(port, 0) << cs->logs();
+
+  std::vector<std::string> pending;
+  for (int i = 0; i < kPending; ++i) {
+    char id[32];
+    std::snprintf(id, sizeof id, "new-%05d", i);
+    pending.emplace_back(id);
+  }
+  EXPECT_EQ(listAll(port, "state=pending", 7), pending);
+  std::this_thread::sleep_for(1s);  // the first list started the index; it has loaded now
+  EXPECT_EQ(listAll(port, "state=pending", 7), pending);
+  EXPECT_EQ(listAll(port, "state=pending&topic=finance.refund.execute", 1000).size(), kPending / 2u);
+
+  const auto rejected = listAll(port, "state=rejected", 1000);
+  EXPECT_EQ(rejected.size(), static_cast<std::size_t>(kRejected));
+  EXPECT_TRUE(std::is_sorted(rejected.begin(), rejected.end()));
+  EXPECT_EQ(std::set<std::string>(rejected.begin(), rejected.end()).size(), rejected.size());
+  EXPECT_EQ(rejected.front(), "old-00000");
+  EXPECT_EQ(rejected.back(), "old-" + std::to_string(kRejected - 1));
+  const auto refunds = listAll(port, "state=rejected&topic=finance.refund.execute", 1000);
+  EXPECT_EQ(refunds.size(), static_cast<std::size_t>(kRejected / 2));
+  const auto everything = listAll(port, "", 1000);
+  EXPECT_EQ(everything.size(), static_cast<std::size_t>(kRejected + kPending));
+  EXPECT_TRUE(listAll(port, "state=released", 1000).empty());
 }
 
 }  // namespace

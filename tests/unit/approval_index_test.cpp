@@ -39,9 +39,11 @@ std::string decision(FinalDecision outcome) {
   return toJson(DecisionRecord{.decision = outcome, .by = "alice", .at = "2026-12-06T07:01:00Z"});
 }
 
-std::vector<std::string> ids(const ApprovalPage& page) {
+std::vector<std::string> ids(const std::optional<ApprovalPage>& page) {
   std::vector<std::string> out;
-  for (const auto& item : page.items) out.push_back(item.id);
+  EXPECT_TRUE(page.has_value()) << "the table did not answer";
+  if (!page) return out;
+  for (const auto& item : page->items) out.push_back(item.id);
   return out;
 }
 
@@ -91,15 +93,15 @@ TEST(ApprovalTableTest, DecisionBeforeItsRecordAndOlderRevisionsAreHandled) {
   ApprovalTable table;
   // Replayed out of order (another replica's decision seen before the record's write).
   table.put("x/decision", decision(FinalDecision::rejected), 5);
-  EXPECT_TRUE(table.page({.limit = 10}).items.empty()) << "no record yet: not listed";
+  EXPECT_TRUE(table.page({.limit = 10})->items.empty()) << "no record yet: not listed";
   table.put("x", record("x", "t.one", ApprovalState::pending, 0), 3);
-  ASSERT_EQ(table.page({.limit = 10}).items.size(), 1u);
-  EXPECT_EQ(table.page({.limit = 10}).items[0].state(), ApprovalState::rejected);
+  ASSERT_EQ(table.page({.limit = 10})->items.size(), 1u);
+  EXPECT_EQ(table.page({.limit = 10})->items[0].state(), ApprovalState::rejected);
   // A newer write of the record replaces the summary; an older one does not.
   table.put("x", record("x", "t.one", ApprovalState::rejected, 1), 9);
   table.put("x", record("x", "t.one", ApprovalState::pending, 0), 4);
-  EXPECT_EQ(table.page({.limit = 10}).items[0].votes, 1);
-  EXPECT_EQ(table.page({.limit = 10}).items[0].state(), ApprovalState::rejected);
+  EXPECT_EQ(table.page({.limit = 10})->items[0].votes, 1);
+  EXPECT_EQ(table.page({.limit = 10})->items[0].state(), ApprovalState::rejected);
   // Values that are not ours are ignored.
   table.put("junk", "{not json", 11);
   table.put("", record("y", "t"), 12);
@@ -120,7 +122,9 @@ TEST(ApprovalTableTest, PagesByCursorWithStateAndTopicFilters) {
   std::string after;
   int pages = 0;
   do {
-    const auto page = table.page({.state = ApprovalState::pending, .after = after, .limit = 4});
+    const auto answered = table.page({.state = ApprovalState::pending, .after = after, .limit = 4});
+    ASSERT_TRUE(answered.has_value());
+    const ApprovalPage& page = *answered;
     for (const auto& item : page.items) {
       EXPECT_EQ(item.state(), ApprovalState::pending);
       seen.push_back(item.id);
@@ -138,16 +142,17 @@ TEST(ApprovalTableTest, PagesByCursorWithStateAndTopicFilters) {
 
   // Topic patterns: exact, `*` and `>`.
   const auto refunds = table.page({.state = ApprovalState::pending, .topic = "finance.refund.execute", .limit = 100});
-  EXPECT_EQ(refunds.items.size(), 10u);  // 12 odd ids, minus p-005 and p-015 (rejected)
-  for (const auto& item : refunds.items) EXPECT_EQ(item.topic, "finance.refund.execute");
-  EXPECT_EQ(table.page({.topic = "finance.*.execute", .limit = 100}).items.size(), 25u);
-  EXPECT_EQ(table.page({.topic = "finance.>", .limit = 100}).items.size(), 25u);
-  EXPECT_TRUE(table.page({.topic = "hr.>", .limit = 100}).items.empty());
+  ASSERT_TRUE(refunds.has_value());
+  EXPECT_EQ(refunds->items.size(), 10u);  // 12 odd ids, minus p-005 and p-015 (rejected)
+  for (const auto& item : refunds->items) EXPECT_EQ(item.topic, "finance.refund.execute");
+  EXPECT_EQ(table.page({.topic = "finance.*.execute", .limit = 100})->items.size(), 25u);
+  EXPECT_EQ(table.page({.topic = "finance.>", .limit = 100})->items.size(), 25u);
+  EXPECT_TRUE(table.page({.topic = "hr.>", .limit = 100})->items.empty());
   // A cursor past the end, and the all-states walk.
-  EXPECT_TRUE(table.page({.after = "p-999", .limit = 10}).items.empty());
+  EXPECT_TRUE(table.page({.after = "p-999", .limit = 10})->items.empty());
   const auto first = table.page({.limit = 3});
   EXPECT_EQ(ids(first), (std::vector<std::string>{"p-000", "p-001", "p-002"}));
-  EXPECT_EQ(first.next_after, "p-002");
+  EXPECT_EQ(first->next_after, "p-002");
 }
 
 TEST(ApprovalTableTest, RecordsPastTheBucketsMaxAgeAreNotListed) {
@@ -162,7 +167,53 @@ TEST(ApprovalTableTest, RecordsPastTheBucketsMaxAgeAreNotListed) {
   EXPECT_EQ(ids(table.page({.limit = 10}, t0)), (std::vector<std::string>{"new", "old"}));
   ApprovalTable forever;
   forever.put("old", record("old", "t"), 1, t0 - 24h * 365);
-  EXPECT_EQ(forever.page({.limit = 10}, t0).items.size(), 1u);
+  EXPECT_EQ(forever.page({.limit = 10}, t0)->items.size(), 1u);
+}
+
+
+// Memory follows the open approvals: of the finished ones only the last `finished_kept` stay.
+// Open ones are all listed, whatever was let go; a page that may show finished ones is then left
+// to the store (nullopt), and approvals that finish later still count toward the bound.
+TEST(ApprovalTableTest, FinishedApprovalsBeyondTheKeptWindowAreLetGoOpenOnesStay) {
+  ApprovalTable table(std::chrono::seconds(0), 3);
+  std::uint64_t revision = 0;
+  char id[16];
+  for (int i = 0; i < 10; ++i) {
+    std::snprintf(id, sizeof id, "a-%02d", i);
+    table.put(id, record(id, "finance.payment.execute"), ++revision);
+  }
+  // Finish a-00..a-04 in that order: rejected, released, expired, rejected, released.
+  const FinalDecision outcomes[] = {FinalDecision::rejected, FinalDecision::approved, FinalDecision::expired,
+                                    FinalDecision::rejected, FinalDecision::approved};
+  for (int i = 0; i < 5; ++i) {
+    std::snprintf(id, sizeof id, "a-%02d", i);
+    table.put(std::string(id) + "/decision", decision(outcomes[i]), ++revision);
+    if (outcomes[i] == FinalDecision::approved) table.put(std::string(id) + "/released", "x", ++revision);
+  }
+  // a-06 approved, not released yet: open, kept.
+  table.put("a-06/decision", decision(FinalDecision::approved), ++revision);
+  EXPECT_TRUE(table.forgotFinished());
+  EXPECT_EQ(table.size(), 8u);  // 10 records, the 2 that finished first let go
+  const auto pending = table.page({.state = ApprovalState::pending, .limit = 100});
+  EXPECT_EQ(ids(pending), (std::vector<std::string>{"a-05", "a-07", "a-08", "a-09"}));
+  EXPECT_EQ(ids(table.page({.state = ApprovalState::approved, .limit = 100})), std::vector<std::string>{"a-06"});
+  // Pages that may show finished approvals: the store answers them.
+  EXPECT_FALSE(table.page({.state = ApprovalState::released, .limit = 100}).has_value());
+  EXPECT_FALSE(table.page({.state = ApprovalState::rejected, .limit = 100}).has_value());
+  EXPECT_FALSE(table.page({.state = ApprovalState::expired, .limit = 100}).has_value());
+  EXPECT_FALSE(table.page({.limit = 100}).has_value());
+  // Finishing more keeps the bound; topic filters on open states still page.
+  table.put("a-06/released", "x", ++revision);
+  table.put("a-07/decision", decision(FinalDecision::rejected), ++revision);
+  EXPECT_EQ(table.size(), 6u);
+  EXPECT_EQ(ids(table.page({.state = ApprovalState::pending, .topic = "finance.>", .after = "a-05", .limit = 1})),
+            std::vector<std::string>{"a-08"});
+  // Under the bound nothing is let go and every page is answered.
+  ApprovalTable roomy(std::chrono::seconds(0), 100);
+  roomy.put("b-1", record("b-1", "t"), 1);
+  roomy.put("b-1/decision", decision(FinalDecision::rejected), 2);
+  EXPECT_FALSE(roomy.forgotFinished());
+  EXPECT_EQ(ids(roomy.page({.state = ApprovalState::rejected, .limit = 10})), std::vector<std::string>{"b-1"});
 }
 
 }  // namespace
