@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,6 +28,15 @@ class KvStore {
 
   // Errc::not_found when the key has no value (never written, deleted or purged).
   virtual Result<KvEntry> get(std::string_view key) = 0;
+  // get() of each key, answered in the order of `keys`: for each key what get() would return.
+  // A store that can sends the reads at once and waits for the answers together (one round
+  // trip's wait instead of one per key); this default reads them one after the other.
+  virtual std::vector<Result<KvEntry>> getMany(std::span<const std::string> keys) {
+    std::vector<Result<KvEntry>> out;
+    out.reserve(keys.size());
+    for (const auto& key : keys) out.push_back(get(key));
+    return out;
+  }
 
   // Compare-and-swap on the key's last revision. Errc::wrong_revision when it moved on.
   // Only for the record's own fields, never as the lock (see docs/exactly-once.md).

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include <algorithm>
+#include <array>
 #include <set>
 #include <unordered_set>
 
@@ -679,7 +680,12 @@ ControlReply Control::reject(const Request& request) {
 
 ControlReply Control::get(const Request& request) {
   const std::string& id = request.id;
-  auto entry = s_.store.get(id);
+  // The record and the keys that decide its state, read at once: one wait instead of three.
+  // The answer is what reading them one after the other gives (a failed read of the released
+  // or decision key counts as no key, as it did).
+  const std::array<std::string, 3> keys{id, releasedKey(id), decisionKey(id)};
+  auto read = s_.store.getMany(keys);
+  auto& entry = read[0];
   if (!entry) return entry.error().code == Errc::not_found ? notFound(id) : lockBusy(id);
   auto record = parseApprovalRecord(entry->value);
   if (!record) {
@@ -688,9 +694,9 @@ ControlReply Control::get(const Request& request) {
     return reply(Outcome::ok, 200, w);
   }
   // The keys decide; the record's state is only a view of them.
-  if (s_.store.get(releasedKey(id))) {
+  if (read[1]) {
     record->state = ApprovalState::released;
-  } else if (auto decided = s_.store.get(decisionKey(id))) {
+  } else if (const auto& decided = read[2]) {
     if (auto d = parseDecisionRecord(decided->value)) {
       if (record->state != ApprovalState::release_unknown) {
         record->state = d->decision == FinalDecision::approved   ? ApprovalState::approved

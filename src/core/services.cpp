@@ -66,24 +66,31 @@ Result<std::vector<std::string>> countVotes(const Services& services, const Appr
     auto vote = parseVoteRecord(entry.value);
     if (vote && voteCounts(services, record, key, *vote)) counted.push_back(vote->approver);
   };
+  // The vote keys are read together (one wait instead of one per key).
   if (candidates) {
-    for (const auto& name : *candidates) {
-      const std::string key = voteKey(record.id, record.binding, name);
-      auto entry = services.store.get(key);
-      if (entry) {
-        accept(key, *entry);
-      } else if (entry.error().code != Errc::not_found) {
-        return std::unexpected(entry.error());
+    std::vector<std::string> keys;
+    keys.reserve(candidates->size());
+    for (const auto& name : *candidates) keys.push_back(voteKey(record.id, record.binding, name));
+    auto entries = services.store.getMany(keys);
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      if (entries[i]) {
+        accept(keys[i], *entries[i]);
+      } else if (entries[i].error().code != Errc::not_found) {
+        return std::unexpected(entries[i].error());
       }
     }
     return counted;
   }
-  auto keys = services.store.listKeys();
-  if (!keys) return std::unexpected(keys.error());
+  auto listed = services.store.listKeys();
+  if (!listed) return std::unexpected(listed.error());
   const std::string prefix = voteKey(record.id, record.binding, "");
-  for (const auto& key : *keys) {
-    if (!key.starts_with(prefix)) continue;
-    if (auto entry = services.store.get(key)) accept(key, *entry);
+  std::vector<std::string> keys;
+  for (auto& key : *listed) {
+    if (key.starts_with(prefix)) keys.push_back(std::move(key));
+  }
+  auto entries = services.store.getMany(keys);
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (entries[i]) accept(keys[i], *entries[i]);
   }
   return counted;
 }

@@ -161,6 +161,7 @@ Result<std::unique_ptr<Connection>> Connection::connect(const NatsConfig& cfg,
   if (cfg.servers.empty()) return fail(Errc::invalid_argument, "nats.servers: empty");
 
   std::unique_ptr<Connection> self(new Connection());
+  if (!cfg.inbox_prefix.empty()) self->inbox_prefix_ = cfg.inbox_prefix;
   auto callbacks = std::make_shared<Callbacks>();
   callbacks->logger = std::move(logger);
   callbacks->quiet = std::move(quiet);

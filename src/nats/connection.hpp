@@ -83,6 +83,8 @@ class Connection {
   natsConnection* raw() const { return conn_; }
   // The JetStream context, created once; JetStream API calls wait up to 5 s by default.
   jsCtx* js() const { return js_; }
+  // Where this connection's reply inboxes live: nats.inbox_prefix, or cnats' "_INBOX".
+  const std::string& inboxPrefix() const { return inbox_prefix_; }
 
   bool connected() const;
   // The server's max payload (headers + payload) from its INFO; kept while reconnecting.
@@ -120,6 +122,7 @@ class Connection {
 
   natsConnection* conn_ = nullptr;
   jsCtx* js_ = nullptr;
+  std::string inbox_prefix_ = "_INBOX";
   std::shared_ptr<Callbacks> callbacks_;
   void* closure_ = nullptr;  // cnats' reference to callbacks_, released by onClosed
 };

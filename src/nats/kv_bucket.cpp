@@ -4,7 +4,9 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <charconv>
 #include <condition_variable>
+#include <cstring>
 #include <limits>
 #include <mutex>
 #include <optional>
@@ -50,6 +52,47 @@ bool validKey(std::string_view key) {
     previous = c;
   }
   return true;
+}
+
+// How long getMany waits for the direct gets' answers: what the JetStream context waits.
+constexpr std::chrono::milliseconds kDirectGetWait{5000};
+
+// A stored KV message as an entry: its value and revision, or Errc::not_found for the marker a
+// delete or purge leaves.
+Result<KvEntry> storedEntry(natsMsg* msg, const std::string& key, std::uint64_t revision) {
+  const char* operation = nullptr;
+  if (natsMsgHeader_Get(msg, "KV-Operation", &operation) == NATS_OK && operation != nullptr &&
+      (std::string_view(operation) == "DEL" || std::string_view(operation) == "PURGE")) {
+    return fail(Errc::not_found, "key " + key + " deleted");
+  }
+  KvEntry out;
+  const char* data = natsMsg_GetData(msg);
+  const int length = natsMsg_GetDataLength(msg);
+  if (data != nullptr && length > 0) out.value.assign(data, static_cast<std::size_t>(length));
+  out.revision = revision;
+  return out;
+}
+
+// The answer to a direct get of a key's last value, read as js_DirectGetMsg reads it: a message
+// without data that has a status is the server's refusal (404: no such key; 503: no stream
+// answers), anything else is the stored message, its sequence in the Nats-Sequence header.
+Result<KvEntry> directGetAnswer(natsMsg* msg, const std::string& key) {
+  const char* status = nullptr;
+  if (natsMsg_GetDataLength(msg) == 0 && natsMsgHeader_Get(msg, "Status", &status) == NATS_OK && status != nullptr) {
+    const std::string_view code(status);
+    if (code == "404") return fail(Errc::not_found, "key " + key + " not found");
+    const char* description = nullptr;
+    (void)natsMsgHeader_Get(msg, "Description", &description);
+    return fail(Errc::unavailable, "KV get " + key + ": the server answered " + std::string(code) +
+                                       (description != nullptr ? " " + std::string(description) : std::string()));
+  }
+  const char* sequence = nullptr;
+  std::uint64_t revision = 0;
+  if (natsMsgHeader_Get(msg, "Nats-Sequence", &sequence) != NATS_OK || sequence == nullptr ||
+      std::from_chars(sequence, sequence + std::strlen(sequence), revision).ec != std::errc() || revision == 0) {
+    return fail(Errc::unavailable, "KV get " + key + ": an answer without a sequence");
+  }
+  return storedEntry(msg, key, revision);
 }
 
 // "0s (none)", "3600s": an age limit in nanoseconds, for messages.
@@ -745,17 +788,76 @@ Result<KvEntry> KvBucket::get(std::string_view key) {
   const OwnedNatsMsg msg(raw);
   if (s == NATS_NOT_FOUND) return fail(Errc::not_found, "key " + k + " not found");
   if (s != NATS_OK) return std::unexpected(kvError(s, "KV get " + k));
-  const char* operation = nullptr;
-  if (natsMsgHeader_Get(msg.get(), "KV-Operation", &operation) == NATS_OK && operation != nullptr &&
-      (std::string_view(operation) == "DEL" || std::string_view(operation) == "PURGE")) {
-    return fail(Errc::not_found, "key " + k + " deleted");
+  return storedEntry(msg.get(), k, natsMsg_GetSequence(msg.get()));
+}
+
+std::vector<Result<KvEntry>> KvBucket::getMany(std::span<const std::string> keys) {
+  if (!direct_gets_ || keys.size() < 2) return KvStore::getMany(keys);
+  std::vector<std::optional<Result<KvEntry>>> answers(keys.size());
+  const auto answered = [&] {
+    std::vector<Result<KvEntry>> out;
+    out.reserve(answers.size());
+    for (auto& answer : answers) out.push_back(std::move(*answer));
+    return out;
+  };
+  const auto answerAll = [&](const Error& error) {
+    for (auto& answer : answers) {
+      if (!answer) answer = std::unexpected(error);
+    }
+    return answered();
+  };
+  if (auto ok = checkConnected("KV get"); !ok) return answerAll(ok.error());
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (!validKey(keys[i])) answers[i] = fail(Errc::invalid_argument, "KV get: invalid key \"" + keys[i] + "\"");
   }
-  KvEntry out;
-  const char* data = natsMsg_GetData(msg.get());
-  const int length = natsMsg_GetDataLength(msg.get());
-  if (data != nullptr && length > 0) out.value.assign(data, static_cast<std::size_t>(length));
-  out.revision = natsMsg_GetSequence(msg.get());
-  return out;
+  // One reply subject per key under a fresh inbox of this connection's, so each answer says
+  // whose it is.
+  natsInbox* raw_inbox = nullptr;
+  if (natsInbox_Create(&raw_inbox) != NATS_OK) return answerAll(Error{Errc::internal, "KV get: cannot create an inbox"});
+  std::string inbox = raw_inbox;
+  natsInbox_Destroy(raw_inbox);
+  inbox = connection_.inboxPrefix() + inbox.substr(inbox.find('.'));
+  natsSubscription* raw_sub = nullptr;
+  natsStatus s = natsConnection_SubscribeSync(&raw_sub, connection_.raw(), (inbox + ".*").c_str());
+  if (s != NATS_OK) return answerAll(kvError(s, "KV get: subscribe to the answers"));
+  const std::unique_ptr<natsSubscription, void (*)(natsSubscription*)> sub(raw_sub, natsSubscription_Destroy);
+  // What js_DirectGetMsg asks for a key's last value, without its wait for the answer.
+  const std::string api = "$JS.API.DIRECT.GET.KV_" + bucket_ + ".$KV." + bucket_ + ".";
+  std::size_t waiting = 0;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (answers[i]) continue;
+    const std::string reply = inbox + "." + std::to_string(i);
+    s = natsConnection_PublishRequest(connection_.raw(), (api + keys[i]).c_str(), reply.c_str(), nullptr, 0);
+    if (s == NATS_OK) {
+      ++waiting;
+    } else {
+      answers[i] = std::unexpected(kvError(s, "KV get " + keys[i]));
+    }
+  }
+  const auto deadline = std::chrono::steady_clock::now() + kDirectGetWait;
+  s = NATS_OK;
+  while (waiting > 0) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      s = NATS_TIMEOUT;
+      break;
+    }
+    natsMsg* raw = nullptr;
+    s = natsSubscription_NextMsg(&raw, sub.get(), static_cast<std::int64_t>(left.count()));
+    if (s != NATS_OK) break;
+    const OwnedNatsMsg msg(raw);
+    const std::string_view subject = natsMsg_GetSubject(msg.get());
+    std::size_t i = keys.size();
+    if (subject.size() > inbox.size() + 1) {
+      const std::string_view index = subject.substr(inbox.size() + 1);
+      std::from_chars(index.data(), index.data() + index.size(), i);
+    }
+    if (i >= keys.size() || answers[i]) continue;  // not an answer of this call
+    answers[i] = directGetAnswer(msg.get(), keys[i]);
+    --waiting;
+  }
+  if (waiting > 0) return answerAll(kvError(s, "KV get"));
+  return answered();
 }
 
 Result<std::uint64_t> KvBucket::update(std::string_view key, std::string_view value,

@@ -55,6 +55,10 @@ class KvBucket : public KvStore {
   // read with direct gets; a replicated one through the stream leader (a lagging replica may
   // answer a direct get without the latest writes).
   Result<KvEntry> get(std::string_view key) override;
+  // The keys' direct gets sent at once on one reply inbox, the answers awaited together (each
+  // as get() would give it; Errc::timeout for one without an answer within 5 s). A replicated
+  // bucket is read one key after the other, through the stream leader as get() does.
+  std::vector<Result<KvEntry>> getMany(std::span<const std::string> keys) override;
   // Errc::wrong_revision when the key's last revision is not `expected_revision` (including a
   // key without value). expected_revision 0 is Errc::invalid_argument: cnats would turn it into
   // an unconditional put; use create().

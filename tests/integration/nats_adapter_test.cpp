@@ -68,6 +68,29 @@ std::unique_ptr<KvBucket> openBucket(Connection& connection,
   return std::move(*kv);
 }
 
+// A KV bucket's stream as one made elsewhere might be, without allow_direct: countersign reads
+// it through the stream leader.
+natsStatus addBucketWithoutDirectGets(Connection& connection, const std::string& bucket) {
+  const std::string name = "KV_" + bucket;
+  const std::string subject = "$KV." + bucket + ".>";
+  const char* subjects[] = {subject.c_str()};
+  jsStreamConfig stream;
+  jsStreamConfig_Init(&stream);
+  stream.Name = name.c_str();
+  stream.Subjects = subjects;
+  stream.SubjectsLen = 1;
+  stream.Storage = js_FileStorage;
+  stream.MaxMsgsPerSubject = 1;
+  stream.Discard = js_DiscardNew;
+  stream.DenyDelete = true;
+  stream.AllowRollup = true;
+  stream.AllowDirect = false;
+  jsStreamInfo* info = nullptr;
+  const natsStatus s = js_AddStream(&info, connection.js(), &stream, nullptr, nullptr);
+  jsStreamInfo_Destroy(info);
+  return s;
+}
+
 // A socket listening on a free loopback port until destroyed.
 struct Listener {
   int fd = -1;
@@ -312,21 +335,7 @@ TEST_F(NatsAdapterTest, KvKeysWithSlashesAndBinaryValues) {
 // Reads are direct gets only where the bucket allows them; a bucket made elsewhere without
 // allow_direct is read through its stream leader, with the same answers.
 TEST_F(NatsAdapterTest, KvBucketWithoutDirectGetsIsReadThroughTheLeader) {
-  const char* subjects[] = {"$KV.nodirect.>"};
-  jsStreamConfig stream;
-  jsStreamConfig_Init(&stream);
-  stream.Name = "KV_nodirect";
-  stream.Subjects = subjects;
-  stream.SubjectsLen = 1;
-  stream.Storage = js_FileStorage;
-  stream.MaxMsgsPerSubject = 1;
-  stream.Discard = js_DiscardNew;
-  stream.DenyDelete = true;
-  stream.AllowRollup = true;
-  stream.AllowDirect = false;
-  jsStreamInfo* info = nullptr;
-  ASSERT_EQ(js_AddStream(&info, connection->js(), &stream, nullptr, nullptr), NATS_OK);
-  jsStreamInfo_Destroy(info);
+  ASSERT_EQ(addBucketWithoutDirectGets(*connection, "nodirect"), NATS_OK);
 
   auto kv = openBucket(*connection, "nodirect");
   auto created = kv->create("k1", "first");
@@ -341,6 +350,89 @@ TEST_F(NatsAdapterTest, KvBucketWithoutDirectGetsIsReadThroughTheLeader) {
   auto lost = kv->create("k1", "second");
   ASSERT_FALSE(lost.has_value());
   EXPECT_EQ(lost.error().code, Errc::exists);
+}
+
+// getMany answers each key as get() does, whatever mix of keys it is given: present, updated,
+// empty and binary values, never written, deleted, invalid; on a bucket read with direct gets
+// (sent at once), on one read through the stream leader, and over a connection whose reply
+// inboxes have their own prefix.
+TEST_F(NatsAdapterTest, KvGetManyAnswersEachKeyAsGetDoes) {
+  ASSERT_EQ(addBucketWithoutDirectGets(*connection, "nodirect"), NATS_OK);
+
+  NatsConfig prefixed = configFor(server->url());
+  prefixed.inbox_prefix = "_CS_REPLIES.test";
+  auto prefixed_connection = Connection::connect(prefixed, "prefixed", false);
+  ASSERT_TRUE(prefixed_connection.has_value()) << prefixed_connection.error().message;
+  ASSERT_EQ((*prefixed_connection)->inboxPrefix(), "_CS_REPLIES.test");
+  EXPECT_EQ(connection->inboxPrefix(), "_INBOX");
+
+  const std::string binary("a\0b\xff\r\n", 6);
+  for (const std::string bucket : {"approvals", "nodirect"}) {
+    for (Connection* over : {connection.get(), prefixed_connection->get()}) {
+      SCOPED_TRACE(bucket + (over == connection.get() ? "" : ", prefixed inbox"));
+      auto kv = openBucket(*over, bucket);
+      if (over == connection.get()) {
+        ASSERT_TRUE(kv->create("id-1", "record").has_value());
+        auto first = kv->create("id-1/decision", "one");
+        ASSERT_TRUE(first.has_value());
+        ASSERT_TRUE(kv->update("id-1/decision", "two", *first).has_value());
+        ASSERT_TRUE(kv->create("id-1/empty", "").has_value());
+        ASSERT_TRUE(kv->create("id-1/binary", binary).has_value());
+        ASSERT_TRUE(kv->create("id-1/gone", "v").has_value());
+        kvStore* raw = nullptr;
+        ASSERT_EQ(js_KeyValue(&raw, connection->js(), bucket.c_str()), NATS_OK);
+        ASSERT_EQ(kvStore_Delete(raw, "id-1/gone"), NATS_OK);
+        kvStore_Destroy(raw);
+      }
+      const std::vector<std::string> keys{"id-1",     "id-1/released", "id-1/decision", "id-1/empty", "a..b",
+                                          "id-1/gone", "id-1/binary",  "id-1",          "other"};
+      const auto many = kv->getMany(keys);
+      ASSERT_EQ(many.size(), keys.size());
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        SCOPED_TRACE(keys[i]);
+        const auto one = kv->get(keys[i]);
+        ASSERT_EQ(many[i].has_value(), one.has_value()) << (many[i] ? "" : many[i].error().message);
+        if (one) {
+          EXPECT_EQ(many[i]->value, one->value);
+          EXPECT_EQ(many[i]->revision, one->revision);
+        } else {
+          EXPECT_EQ(many[i].error().code, one.error().code) << many[i].error().message;
+        }
+      }
+      EXPECT_EQ(many[0]->value, "record");
+      EXPECT_EQ(many[2]->value, "two");
+      EXPECT_EQ(many[3]->value, "");
+      EXPECT_EQ(many[6]->value, binary);
+      EXPECT_EQ(many[1].error().code, Errc::not_found);
+      EXPECT_EQ(many[4].error().code, Errc::invalid_argument);
+      EXPECT_EQ(many[5].error().code, Errc::not_found);
+      EXPECT_TRUE(kv->getMany(std::vector<std::string>{}).empty());
+      ASSERT_EQ(kv->getMany(std::vector<std::string>{"id-1"}).size(), 1u);
+    }
+  }
+}
+
+// Every key gets an answer at once while the server is down, and the reads work again after it
+// is back.
+TEST_F(NatsAdapterTest, KvGetManyIsUnavailableWhileTheServerIsDown) {
+  auto kv = openBucket(*connection);
+  ASSERT_TRUE(kv->create("k", "v").has_value());
+  server->stop();
+  ASSERT_TRUE(eventually([&] { return !connection->connected(); }));
+  const auto started = std::chrono::steady_clock::now();
+  const auto many = kv->getMany(std::vector<std::string>{"k", "k/decision"});
+  ASSERT_EQ(many.size(), 2u);
+  for (const auto& answer : many) {
+    ASSERT_FALSE(answer.has_value());
+    EXPECT_EQ(answer.error().code, Errc::unavailable) << answer.error().message;
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 3s);
+  server->restart();
+  ASSERT_TRUE(eventually([&] { return connection->connected(); }));
+  const auto after = kv->getMany(std::vector<std::string>{"k", "k/decision"});
+  ASSERT_TRUE(after[0].has_value()) << after[0].error().message;
+  EXPECT_EQ(after[0]->value, "v");
+  EXPECT_EQ(after[1].error().code, Errc::not_found);
 }
 
 TEST_F(NatsAdapterTest, KvGetRefusesInvalidKeys) {

@@ -33,6 +33,7 @@ class MemoryKv final : public KvStore {
     const std::lock_guard lock(mutex_);
     ++gets;
     if (auto e = injected()) return std::unexpected(*e);
+    if (!fail_get_suffix.empty() && key.ends_with(fail_get_suffix)) return fail(Errc::timeout, "injected timeout");
     const auto it = data_.find(std::string(key));
     if (it == data_.end()) return fail(Errc::not_found, "no such key");
     return it->second;
@@ -84,6 +85,8 @@ class MemoryKv final : public KvStore {
   std::string fail_create_suffix;  // creates of keys ending with this time out
   // Calls made (failed ones included), for tests of how many round trips a path takes.
   std::atomic<int> gets{0};
+  // Reads of keys that end with it time out (empty: none).
+  std::string fail_get_suffix;
   std::atomic<int> creates{0};
   std::atomic<int> updates{0};
 

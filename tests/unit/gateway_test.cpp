@@ -388,6 +388,55 @@ TEST_F(GatewayTest, StoreTimeoutOnTheLockIsLockBusy) {
   EXPECT_EQ(approve(id).code, 200);
 }
 
+// get's state comes from the keys that decide it, not from the record's view (which may lag),
+// read together; a failed read of the released or decision key counts as no key, a failed read
+// of the record is lock_busy, a missing record not_found.
+TEST_F(GatewayTest, GetStateFollowsTheKeysAndAFailedReadAtTheEdges) {
+  const std::string id = holdPayment();
+  const std::string pending = *kv_.value(id);
+  const auto stateOf = [&] {
+    const auto got = control_->handle(ControlOp::get, R"({"id":")" + id + R"("})");
+    EXPECT_EQ(got.code, 200) << got.body;
+    return std::string(parse(got.body)["record"]["state"].GetString());
+  };
+  EXPECT_EQ(stateOf(), "pending");
+  ASSERT_EQ(approve(id).code, 200);
+  ASSERT_TRUE(kv_.value(id + "/decision"));
+  ASSERT_TRUE(kv_.value(id + "/released"));
+  kv_.put(id, pending);  // the record's view not yet updated
+  EXPECT_EQ(stateOf(), "released");
+  kv_.fail_get_suffix = "/released";
+  EXPECT_EQ(stateOf(), "approved");  // the decision key still says so
+  kv_.fail_get_suffix = "/decision";
+  EXPECT_EQ(stateOf(), "released");
+  kv_.fail_get_suffix = id;  // the record itself
+  const auto busy = control_->handle(ControlOp::get, R"({"id":")" + id + R"("})");
+  EXPECT_EQ(busy.code, 409);
+  EXPECT_EQ(field(parse(busy.body), "reason"), "lock_busy");
+  kv_.fail_get_suffix.clear();
+  const auto missing = control_->handle(ControlOp::get, R"({"id":"no-such-id"})");
+  EXPECT_EQ(missing.code, 404);
+  EXPECT_EQ(wireName(missing.status), "not_found");
+
+  // Decided (the decision key) but not released, the record still pending: approved; with that
+  // read failing too, the record's own view.
+  config_.routes[0].to_stream = "JOBS";
+  pub_.fail_delivery = Delivery::jetstream;
+  send("finance.payment.execute", R"({"id":"pay-9","labels":{"env":"production"}})");
+  const std::string other = "pay-9";
+  const std::string other_pending = *kv_.value(other);
+  const auto decided = approve(other);
+  ASSERT_TRUE(kv_.value(other + "/decision"));
+  ASSERT_FALSE(kv_.value(other + "/released")) << decided.body;
+  kv_.put(other, other_pending);
+  const auto got = control_->handle(ControlOp::get, R"({"id":"pay-9"})");
+  EXPECT_EQ(std::string(parse(got.body)["record"]["state"].GetString()), "approved");
+  kv_.fail_get_suffix = "/decision";
+  const auto unread = control_->handle(ControlOp::get, R"({"id":"pay-9"})");
+  EXPECT_EQ(std::string(parse(unread.body)["record"]["state"].GetString()), "pending");
+  kv_.fail_get_suffix.clear();
+}
+
 TEST_F(GatewayTest, GetAndListReflectTheKeys) {
   holdPayment();
   send("finance.payment.execute", R"({"id":"pay-2","labels":{"env":"production"}})");
