@@ -25,10 +25,19 @@ enum class IngressAck {
   term,  // can never be taken (too large): do not redeliver
 };
 
+class IngressReuse;
+
 // Where a job came from when it was read from an ingress stream (JetStream intake mode).
 struct IngressPosition {
   std::string stream;
   std::uint64_t sequence = 0;
+  // When the stream stored it (ns since the Unix epoch), and the epoch of its forward id (0: the
+  // plain countersign-in:<stream>:<sequence>; see countersign/ingress_reuse.hpp).
+  std::int64_t stored_ns = 0;
+  std::uint64_t epoch = 0;
+  // The stream's recorded regressions: asked again when the target stream calls a forward a
+  // duplicate. nullptr: none kept (the plain id always).
+  IngressReuse* reuse = nullptr;
 };
 
 // What intake did with one job (for the caller's metrics and for tests).

@@ -365,7 +365,8 @@ Status Gateway::start() {
                                      .subjects = {route.from},
                                      .durable = route.durable.empty() ? "countersign-" + route.name : route.durable,
                                      .replicas = config_.store.replicas,
-                                     .ack_wait = route.ack_wait};
+                                     .ack_wait = route.ack_wait,
+                                     .reuse_store = &store};
       natsio::NewThreads fetch_thread;
       auto started = natsio::JetStreamIngress::start(
           *intake_plane_->connection, std::move(ingress),
@@ -497,8 +498,12 @@ std::string Gateway::ingressMetrics() const {
        "Times a JetStream ingress set up its stream, consumer or pull subscription again.",
        [](const Endpoint&, const natsio::IngressStats& s) { return s.rebinds; }},
       {"countersign_ingress_consumer_recreated_total", "counter",
-       "Consumers a JetStream ingress deleted and created again because they were past the end of their stream.",
+       "Consumers a JetStream ingress deleted and created again: past the end of their stream, or after its sequence went back.",
        [](const Endpoint&, const natsio::IngressStats& s) { return s.recreated; }},
+      {"countersign_ingress_regressions_total", "counter",
+       "Times a JetStream ingress found its stream's sequence gone back (after a server crash) and recorded the "
+       "reused sequences, whose jobs are forwarded under a new id.",
+       [](const Endpoint&, const natsio::IngressStats& s) { return s.regressions; }},
   };
   std::string text;
   for (const auto& family : families) {

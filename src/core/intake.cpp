@@ -5,6 +5,7 @@
 
 #include "countersign/events.hpp"
 #include "countersign/governance.hpp"
+#include "countersign/ingress_reuse.hpp"
 #include "countersign/job.hpp"
 #include "countersign/json.hpp"
 #include "countersign/receipt.hpp"
@@ -255,24 +256,48 @@ IntakeOutcome Intake::forward(Job& job, const Rule* matched, const JobView& view
   // Read before the headers move on (and before a countersign-in: id is added to them).
   const std::string job_id = s_.events.allowedEvents() ? jobIdForEvent(job, job.msg.headers, &view) : std::string();
   Headers headers = std::move(job.msg.headers);
+  const std::size_t own_headers = headers.size();
   Delivery delivery = Delivery::core;
+  // JetStream intake without the producer's own Nats-Msg-Id: the ingress position is the id
+  // (docs/protocol.md, "Forward ids"), so a redelivery is dropped by the target stream.
+  bool position_id = false;
   if (job.ingress != nullptr) {
     // Acked only once the forward is confirmed: a PubAck from to_stream, else a flush.
     delivery = job.route.to_stream.empty() ? Delivery::core_flush : Delivery::jetstream;
     bool has_id = false;
     for (const auto& header : headers) has_id = has_id || equalsIgnoreCase(header.first, kMsgIdHeader);
-    if (!has_id) {
-      headers.emplace_back(std::string(kMsgIdHeader), "countersign-in:" + job.ingress->stream + ":" +
-                                                           std::to_string(job.ingress->sequence));
+    position_id = !has_id;
+  }
+  auto publish = [&](std::uint64_t epoch) {
+    headers.resize(own_headers);
+    if (position_id) {
+      headers.emplace_back(std::string(kMsgIdHeader),
+                           ingressForwardId(job.ingress->stream, job.ingress->sequence, epoch));
+    }
+    if (s_.receipts != nullptr && s_.config.receipts.allowed) addAllowedReceipt(job, rule, view, headers);
+    OutMessage out{.subject = job.target,
+                   .reply = job.forward_reply ? std::string_view(job.msg.reply) : std::string_view(),
+                   .headers = &headers,
+                   .payload = job.msg.payload,
+                   .more_headers = &job.policy->forwardHeaders(matched)};
+    return s_.publisher.publish(out, delivery, s_.config.release.publish_timeout);
+  };
+  const std::uint64_t epoch = position_id ? job.ingress->epoch : 0;
+  auto sent = publish(epoch);
+  if (sent && sent->duplicate && position_id && job.ingress->reuse != nullptr) {
+    // Either a redelivery (the same id on purpose), or the ingress stream's sequence went back
+    // after a crash and another replica has recorded it since this one last looked: then this
+    // job reused a forwarded sequence, and under the id of that regression it is new.
+    const std::uint64_t now = job.ingress->reuse->reloadedEpoch(job.ingress->sequence, job.ingress->stored_ns);
+    if (now != epoch) {
+      s_.log.warn("forward id already used before the ingress stream's sequence went back; forwarding under the "
+                  "recorded epoch",
+                  {{"stream", job.ingress->stream},
+                   {"sequence", std::to_string(job.ingress->sequence)},
+                   {"epoch", std::to_string(now)}});
+      sent = publish(now);
     }
   }
-  if (s_.receipts != nullptr && s_.config.receipts.allowed) addAllowedReceipt(job, rule, view, headers);
-  OutMessage out{.subject = job.target,
-                 .reply = job.forward_reply ? std::string_view(job.msg.reply) : std::string_view(),
-                 .headers = &headers,
-                 .payload = job.msg.payload,
-                 .more_headers = &job.policy->forwardHeaders(matched)};
-  auto sent = s_.publisher.publish(out, delivery, s_.config.release.publish_timeout);
   if (!sent) {
     if (sent.error().code == Errc::too_large) {
       JsonObjectWriter w(wireName(Outcome::too_large), 413);

@@ -22,6 +22,7 @@
 #include <set>
 #include <utility>
 
+#include "countersign/clock.hpp"
 #include "countersign/faults.hpp"
 #include "nats/message_convert.hpp"
 
@@ -41,6 +42,9 @@ constexpr milliseconds kIdleCheckInterval{2000};
 // A handler that throws or a message without metadata: try again later, never drop it.
 constexpr std::int64_t kRetryDelayMs = 1000;
 constexpr int kMaxBatch = 10000;
+// A busy ingress reads the stream's recorded regressions again at least this often (another
+// replica may have recorded one); an idle one before its next batch.
+constexpr milliseconds kReuseReloadInterval{1000};
 constexpr int kMaxReplicas = 5;
 
 struct StreamInfoFree {
@@ -172,7 +176,9 @@ JetStreamIngress::JetStreamIngress(Connection& connection, IngressOptions option
     : connection_(connection),
       options_(std::move(options)),
       handler_(std::move(handler)),
-      log_(std::move(log)) {}
+      log_(std::move(log)) {
+  if (options_.reuse_store != nullptr) reuse_ = std::make_unique<IngressReuse>(*options_.reuse_store, options_.stream);
+}
 
 Result<std::unique_ptr<JetStreamIngress>> JetStreamIngress::start(Connection& connection,
                                                                   IngressOptions options,
@@ -183,6 +189,7 @@ Result<std::unique_ptr<JetStreamIngress>> JetStreamIngress::start(Connection& co
   std::unique_ptr<JetStreamIngress> self(
       new JetStreamIngress(connection, std::move(options), std::move(handler), std::move(log)));
   if (auto ok = self->setUp(); !ok) return std::unexpected(ok.error());
+  self->reconnects_seen_ = connection.reconnects();
   self->thread_ = std::thread([raw = self.get()] { raw->run(); });
   return self;
 }
@@ -222,6 +229,7 @@ IngressStats JetStreamIngress::stats() const {
   s.rebinds = counters_.rebinds.load();
   s.stalls = counters_.stalls.load();
   s.recreated = counters_.recreated.load();
+  s.regressions = counters_.regressions.load();
   return s;
 }
 
@@ -441,6 +449,7 @@ void JetStreamIngress::run() {
       }
       need_setup_ = false;
       degraded_ = false;
+      reload_reuse_ = true;
       idle_checks_with_pending_ = 0;
       idle_checks_past_end_ = 0;
       ++counters_.rebinds;
@@ -453,12 +462,39 @@ void JetStreamIngress::run() {
       wait();
       continue;
     }
+    // A server that restarted may have brought the stream back with a lower sequence: look
+    // before taking anything from it. A regression found but not recorded yet blocks fetching.
+    if (unrecorded_regression_ || connection_.reconnects() != reconnects_seen_) {
+      reconnects_seen_ = connection_.reconnects();
+      {
+        InStep step(*this, Step::checking);
+        checkAfterReconnect();
+      }
+      if (unrecorded_regression_) {
+        wait();
+        continue;
+      }
+      if (need_setup_) continue;
+    }
     natsMsgList list{};
     jsErrCode js_error{};
     natsStatus s = NATS_OK;
     {
       InStep step(*this, Step::fetching);
       s = natsSubscription_Fetch(&list, sub_, options_.batch, kFetchWaitMs, &js_error);
+    }
+    if (s == NATS_OK && list.Count > 0 && connection_.reconnects() != reconnects_seen_) {
+      // Reconnected during the fetch: not one of these before the check. They go back to the
+      // consumer (its next delivery is after the check).
+      for (int i = 0; i < list.Count; ++i) {
+        if (natsMsg_Nak(list.Msgs[i], nullptr) == NATS_OK) {
+          ++counters_.naked;
+        } else {
+          ++counters_.ack_failures;
+        }
+      }
+      natsMsgList_Destroy(&list);
+      continue;
     }
     if (s == NATS_OK || s == NATS_TIMEOUT || s == NATS_NOT_FOUND) {
       if (degraded_) log("ingress: fetching from " + options_.stream + " again");
@@ -471,8 +507,10 @@ void JetStreamIngress::run() {
           std::lock_guard lock(stalled_mutex_);
           stalled_.clear();
         }
+        if (reuse_ && (reload_reuse_ || Clock::now() - reuse_loaded_ > kReuseReloadInterval)) reloadReuse();
         handleBatch(list);
       } else {
+        reload_reuse_ = true;
         checkWhileIdle();
       }
       natsMsgList_Destroy(&list);
@@ -526,8 +564,7 @@ void JetStreamIngress::checkWhileIdle() {
     idle_checks_past_end_ = 0;
     ++counters_.stalls;
     setStalled(what + "; re-creating the consumer");
-    log(what + "; deleting the consumer and creating it again");
-    recreateConsumer(state.delivered_stream, *last);
+    regressionFound(what, state.created, state.delivered_stream, *last);
     return;
   }
   idle_checks_past_end_ = 0;
@@ -547,13 +584,119 @@ void JetStreamIngress::checkWhileIdle() {
   need_setup_ = true;
 }
 
-void JetStreamIngress::recreateConsumer(std::uint64_t delivered, std::uint64_t last) {
-  // Another replica may have re-created it meanwhile: delete only what is still past the end.
+void JetStreamIngress::checkAfterReconnect() {
+  // The server may have restarted after a crash with the stream's sequence set back (see
+  // checkWhileIdle). Then new jobs get sequences forwarded before under the same
+  // countersign-in:<stream>:<seq>, which the target stream would drop as duplicates. Signs, any
+  // of which is proof (in normal operation a stream's last sequence only grows):
+  // - the consumer delivered, or this ingress handled, a sequence past the stream's last one;
+  // - the message on the highest sequence this ingress handled is not the one it handled (another
+  //   store time): new jobs may already have taken the stream past its old end.
+  if (reuse_) reloadReuse();
+  const ConsumerState state = consumerState();
+  if (state.gone) {
+    need_setup_ = true;
+    return;
+  }
+  const auto last = streamLastSequence();
+  if (!state.known || !last) {
+    unrecorded_regression_ = false;  // nothing to tell: the fetch loop's own checks go on
+    return;
+  }
+  const std::uint64_t beyond = std::max(state.delivered_stream, highest_handled_);
+  std::string what;
+  if (beyond > *last) {
+    what = "ingress " + options_.stream + ": the stream's last sequence is " + std::to_string(*last) +
+           " after a reconnect, below sequence " + std::to_string(beyond) + " delivered before it";
+  } else if (highest_handled_ > 0) {
+    if (const auto stored = storedAt(highest_handled_); stored && *stored != highest_handled_ns_) {
+      what = "ingress " + options_.stream + ": sequence " + std::to_string(highest_handled_) +
+             ", handled before a reconnect, holds another message now";
+    }
+  }
+  if (what.empty()) {
+    unrecorded_regression_ = false;
+    return;
+  }
+  what += " (the stream's sequence went back, e.g. after a server crash)";
+  if (reuse_ && state.delivered_stream <= *last) {
+    // Another replica may have found it first (on this server instance), recorded it and created
+    // the consumer again: then only make sure the record covers what this one handled.
+    const std::string server = connectedServer();
+    for (const auto& r : reuse_->regressions()) {
+      if (r.server != server) continue;
+      regressionFound(what, state.created, state.delivered_stream, *last, /*recreate=*/false);
+      return;
+    }
+  }
+  ++counters_.stalls;
+  regressionFound(what, state.created, state.delivered_stream, *last);
+}
+
+std::string JetStreamIngress::connectedServer() const {
+  char server[256] = {0};
+  natsConnection_GetConnectedServerId(connection_.raw(), server, sizeof server);
+  return server;
+}
+
+bool JetStreamIngress::regressionFound(const std::string& what, std::int64_t consumer_created, std::uint64_t delivered,
+                                       std::uint64_t last, bool recreate) {
+  if (reuse_) {
+    const std::string server = connectedServer();
+    const std::uint64_t up_to = std::max(delivered, highest_handled_);
+    // Messages stored no later than the newest one this ingress handled were there before the
+    // crash: their ids stay (each replica raises it to its own newest; new messages were all
+    // stored after the server came back, later than any of them). A process that handled
+    // nothing yet cannot tell: every one up to up_to gets the epoch.
+    const std::int64_t after = highest_handled_ns_;
+    auto recorded = reuse_->record(server, up_to, after,
+                                   formatRfc3339(std::chrono::system_clock::now()));
+    if (!recorded) {
+      unrecorded_regression_ = true;
+      setStalled(what + "; cannot record it in the store, taking nothing until it is");
+      log(what + "; cannot record it (" + recorded.error().message + "): taking nothing until it is");
+      return false;
+    }
+    unrecorded_regression_ = false;
+    reuse_loaded_ = Clock::now();
+    reload_reuse_ = false;
+    ++counters_.regressions;
+    log(what + "; recorded as epoch " + std::to_string(recorded->epoch) + ": jobs on sequences up to " +
+        std::to_string(recorded->up_to) + " stored after it are forwarded as countersign-in:" + options_.stream +
+        ":<seq>:" + std::to_string(recorded->epoch) +
+        (after == 0 ? " (this process handled nothing before it: all of them)" : ""));
+  } else {
+    ++counters_.regressions;
+    log(what + "; no store to record it in: forwards on reused sequences may be dropped as duplicates");
+  }
+  // What was handled before is covered now; later sequences are the stream's new ones.
+  highest_handled_ = 0;
+  highest_handled_ns_ = 0;
+  if (!recreate) {
+    setStalled({});
+    return true;
+  }
+  setStalled(what + "; re-creating the consumer");
+  log(what + "; deleting the consumer and creating it again");
+  recreateConsumer(consumer_created, delivered, last);
+  return true;
+}
+
+void JetStreamIngress::reloadReuse() {
+  reuse_loaded_ = Clock::now();
+  reload_reuse_ = false;
+  if (auto loaded = reuse_->load(); !loaded) {
+    log("ingress " + options_.stream + ": cannot read the recorded regressions (" + loaded.error().message +
+        "); using the ones read before");
+  }
+}
+
+void JetStreamIngress::recreateConsumer(std::int64_t created, std::uint64_t delivered, std::uint64_t last) {
+  // Another replica may have re-created it meanwhile: delete only the consumer that was found.
   const ConsumerState again = consumerState();
-  const auto last_again = streamLastSequence();
-  if (again.known && last_again && again.delivered_stream <= *last_again) {
-    log("ingress: consumer " + options_.durable + " is no longer past the end of stream " + options_.stream +
-        " (another replica re-created it?); keeping it");
+  if (again.known && again.created != created) {
+    log("ingress: consumer " + options_.durable + " on stream " + options_.stream +
+        " was created again meanwhile (by another replica?); keeping it");
     setStalled({});
     return;
   }
@@ -642,6 +785,7 @@ JetStreamIngress::ConsumerState JetStreamIngress::consumerState() {
     state.pending = info->NumPending;
     state.ack_pending = info->NumAckPending;
     state.delivered_stream = info->Delivered.Stream;
+    state.created = info->Created;
     if (info->Config != nullptr) state.max_ack_pending = info->Config->MaxAckPending;
   }
   return state;
@@ -655,6 +799,20 @@ std::optional<std::uint64_t> JetStreamIngress::streamLastSequence() {
   StreamInfoPtr info(raw);
   if (s != NATS_OK || !info) return std::nullopt;
   return info->State.LastSeq;
+}
+
+std::optional<std::int64_t> JetStreamIngress::storedAt(std::uint64_t sequence) {
+  if (!connection_.connected()) return std::nullopt;
+  natsMsg* raw = nullptr;
+  jsErrCode js_error{};
+  natsStatus s = js_GetMsg(&raw, connection_.js(), options_.stream.c_str(), sequence, nullptr, &js_error);
+  if (s != NATS_OK || raw == nullptr) {
+    natsMsg_Destroy(raw);
+    return std::nullopt;
+  }
+  const std::int64_t stored = natsMsg_GetTime(raw);
+  natsMsg_Destroy(raw);
+  return stored;
 }
 
 void JetStreamIngress::handleBatch(natsMsgList& list) {
@@ -697,7 +855,15 @@ void JetStreamIngress::handleOne(natsMsg* msg) {
     }
     return;
   }
-  IngressPosition position{meta->Stream, meta->Sequence.Stream};
+  IngressPosition position{.stream = meta->Stream,
+                           .sequence = meta->Sequence.Stream,
+                           .stored_ns = meta->Timestamp,
+                           .epoch = reuse_ ? reuse_->epoch(meta->Sequence.Stream, meta->Timestamp) : 0,
+                           .reuse = reuse_.get()};
+  if (position.sequence >= highest_handled_) {
+    highest_handled_ = position.sequence;
+    highest_handled_ns_ = position.stored_ns;
+  }
 
   auto converted = fromNatsMsg(msg);
   if (!converted) {

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "countersign/ingress_reuse.hpp"
 #include "countersign/intake.hpp"
 #include "countersign/message.hpp"
 #include "countersign/result.hpp"
@@ -42,6 +43,10 @@ struct IngressOptions {
   // One step of the fetch loop (a fetch, one handler call, an ack flush, a JetStream API
   // request) that takes longer than this makes stalled() report the loop as stuck in it.
   std::chrono::milliseconds stuck_after{30000};
+  // Where the stream's regressions are recorded (the approval bucket; see
+  // countersign/ingress_reuse.hpp). nullptr: none are, and forwards always carry the plain
+  // countersign-in:<stream>:<seq>, which a regression can make the target stream drop.
+  KvStore* reuse_store = nullptr;
 };
 
 // Returns the ack decision for one message; called on the ingress thread, in stream order.
@@ -62,7 +67,10 @@ struct IngressStats {
   std::uint64_t rebinds = 0;       // stream/consumer re-created or subscription re-bound
   std::uint64_t stalls = 0;        // stalls found: fetches found nothing while the consumer had
                                    // jobs, or the consumer was past the end of its stream
-  std::uint64_t recreated = 0;     // consumers deleted and created again (past the stream's end)
+  std::uint64_t recreated = 0;     // consumers deleted and created again (past the stream's end,
+                                   // or after a regression of the stream's sequence)
+  std::uint64_t regressions = 0;   // regressions of the stream's sequence found (each recorded
+                                   // before a job on a reused sequence is taken)
 };
 
 class JetStreamIngress {
@@ -82,8 +90,15 @@ class JetStreamIngress {
   // with jobs waiting that this ingress is not given gets a new pull subscription, and a
   // consumer whose delivered stream sequence is past the stream's last sequence (the stream's
   // sequence went back after a server crash, so every new job would be skipped) is deleted and
-  // created again, the only case where the ingress deletes a consumer. The Connection must
-  // outlive the ingress.
+  // created again, the only case where the ingress deletes a consumer.
+  //
+  // With options.reuse_store, after every reconnect and before fetching again it also looks for
+  // a regression of the stream's sequence (the stream's last sequence below what its consumer
+  // delivered or this ingress handled, or another message on the highest sequence this ingress
+  // handled). One found is recorded in the store before any job is taken
+  // (fetching waits while it cannot be), and the consumer is created again so that it delivers
+  // the jobs it would skip; jobs on the reused sequences then carry the recorded epoch in their
+  // forward id. The Connection must outlive the ingress.
   static Result<std::unique_ptr<JetStreamIngress>> start(Connection& connection,
                                                          IngressOptions options,
                                                          IngressHandler handler, Logger log);
@@ -112,7 +127,7 @@ class JetStreamIngress {
  private:
   struct Counters {
     std::atomic<std::uint64_t> handled{0}, acked{0}, naked{0}, terminated{0}, malformed{0},
-        ack_failures{0}, fetch_errors{0}, rebinds{0}, stalls{0}, recreated{0};
+        ack_failures{0}, fetch_errors{0}, rebinds{0}, stalls{0}, recreated{0}, regressions{0};
   };
   // What the fetch thread is doing, for the stuck-step report.
   enum class Step { waiting, fetching, handling, flushing, checking, setting_up };
@@ -143,7 +158,15 @@ class JetStreamIngress {
   void flushAcks();
   void onFetchError(natsStatus status, jsErrCode js_error);
   void checkWhileIdle();
-  void recreateConsumer(std::uint64_t delivered, std::uint64_t last);
+  // After a reconnect, before fetching: finds a regression of the stream's sequence.
+  void checkAfterReconnect();
+  // Records a regression (when a store is given) and, once recorded, re-creates the consumer.
+  // False while it could not be recorded: nothing may be taken until it is.
+  bool regressionFound(const std::string& what, std::int64_t consumer_created, std::uint64_t delivered,
+                       std::uint64_t last, bool recreate = true);
+  std::string connectedServer() const;  // the id of the server instance connected to
+  void recreateConsumer(std::int64_t created, std::uint64_t delivered, std::uint64_t last);
+  void reloadReuse();
   void setStalled(std::string reason);
   // Consumer info; nullptr with `gone` set when the stream or consumer does not exist.
   struct ConsumerState {
@@ -153,9 +176,12 @@ class JetStreamIngress {
     std::int64_t ack_pending = 0;
     std::int64_t max_ack_pending = 0;
     std::uint64_t delivered_stream = 0;  // last stream sequence delivered to anyone
+    std::int64_t created = 0;            // when this consumer was created (tells re-creations apart)
   };
   ConsumerState consumerState();
   std::optional<std::uint64_t> streamLastSequence();  // nullopt when it cannot be read
+  // When the message at `sequence` was stored; nullopt when there is none (or it cannot be read).
+  std::optional<std::int64_t> storedAt(std::uint64_t sequence);
   bool consumerIsGone();
   bool sleepUnlessStopping(std::chrono::milliseconds delay);
   void log(const std::string& line) const;
@@ -174,6 +200,13 @@ class JetStreamIngress {
   int idle_checks_with_pending_ = 0;  // fetch thread: idle checks in a row that saw jobs waiting
   int idle_checks_past_end_ = 0;      // fetch thread: idle checks in a row that saw the consumer
                                       // past the stream's last sequence
+  std::unique_ptr<IngressReuse> reuse_;  // with options.reuse_store
+  std::uint64_t highest_handled_ = 0;      // fetch thread: highest stream sequence handed to the handler
+  std::int64_t highest_handled_ns_ = 0;    // fetch thread: when the stream stored that message
+  std::uint64_t reconnects_seen_ = 0;      // fetch thread: the connection's reconnects already checked
+  bool unrecorded_regression_ = false;     // fetch thread: found, not yet recorded: fetch nothing
+  bool reload_reuse_ = true;               // fetch thread: read the regressions before the next batch
+  std::chrono::steady_clock::time_point reuse_loaded_{};  // fetch thread: when last read
   Counters counters_;
   mutable std::mutex stalled_mutex_;
   std::string stalled_;  // see stalled()

@@ -11,6 +11,7 @@
 #include <rapidjson/document.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -274,19 +275,18 @@ TEST_F(JetStreamIntakeTest, DeniedJobsLeaveTheQueueAndHeldJobsAnswerOnCountersig
 // What a crash of nats-server 2.9 can leave behind: a stream whose sequence went back (its
 // message files lost their end) beside a consumer that remembers delivering past it. New jobs
 // get sequences the consumer believes delivered: it skips them and reports nothing pending, so
-// nothing would ever take them. /readyz says so with the reason, countersign deletes the
-// consumer and creates it again, the waiting job is held, /readyz is ready again and /metrics
-// counts the re-creation.
+// nothing would ever take them. A countersign that lived through the restart finds it as soon
+// as it reconnects (the next test); one started afterwards, as here, finds it while idle:
+// /readyz says so with the reason, countersign deletes the consumer and creates it again, the
+// waiting job is held, /readyz is ready again and /metrics counts the re-creation.
 TEST_F(JetStreamIntakeTest, AConsumerPastTheEndOfItsStreamIsReportedOnReadyzAndCreatedAgain) {
-  int admin = 0;
-  auto gateway = startGateway(&admin);
-  ASSERT_GT(admin, 0);
+  auto first = startGateway();
   for (int i = 0; i < 5; ++i) {
     ASSERT_GT(publishDurably(*client_, "agents.jobs.risky.transfer", R"({"id":"before-)" + std::to_string(i) + R"("})"),
               0u);
   }
   ASSERT_TRUE(waitUntil([&] { return ingressSettled(*client_) && client_->streamMessageCount(kIngressStream) == 0; }, 20s));
-  EXPECT_EQ(httpGet(admin, "/readyz").status, 200);
+  first->stop();
 
   server_->stop();
   const auto messages = server_->storeDir() / "jetstream" / "$G" / "streams" / kIngressStream / "msgs";
@@ -295,6 +295,9 @@ TEST_F(JetStreamIntakeTest, AConsumerPastTheEndOfItsStreamIsReportedOnReadyzAndC
   server_->restart();
   // Stream sequence 1 again; the consumer believes it delivered up to 5.
   ASSERT_EQ(publishDurably(*client_, "agents.jobs.risky.transfer", R"({"id":"after-1"})"), 1u);
+  int admin = 0;
+  auto gateway = startGateway(&admin);
+  ASSERT_GT(admin, 0);
 
   HttpAnswer ready;
   EXPECT_TRUE(waitUntil(
@@ -329,6 +332,121 @@ TEST_F(JetStreamIntakeTest, AConsumerPastTheEndOfItsStreamIsReportedOnReadyzAndC
   EXPECT_NE(metrics.find("countersign_ingress_stalled{stream=\"COUNTERSIGN_JOBS\"} 0\n"), std::string::npos)
       << metrics;
   EXPECT_NE(gateway->logs().find("deleting the consumer and creating it again"), std::string::npos);
+}
+
+// The same crash, seen from the target stream. The forwards before it carried
+// countersign-in:<stream>:1..5; new jobs that get sequences 1..5 again would carry the same ids
+// and, within the target's duplicate window, be dropped as duplicates (acked, and lost).
+// countersign records the reused range before it takes any of them, so they go out as
+// countersign-in:<stream>:<seq>:1 and arrive once each; a sequence past the range keeps the
+// plain id.
+class StreamRegressionTest : public JetStreamIntakeTest {
+ protected:
+  // Five allowed jobs forwarded (ingress sequences 1..5), then the ingress stream's message
+  // files lost over a server restart: its sequence starts again at 1, while its consumer
+  // remembers delivering up to 5. `before_stop` runs just before the server stops, `after_restart`
+  // once it is back (countersign may not have looked yet).
+  void forwardFiveThenLoseTheStreamEnd(const std::function<void()>& before_stop,
+                                       const std::function<void()>& after_restart) {
+    for (int i = 1; i <= 5; ++i) {
+      ASSERT_EQ(publishDurably(*client_, "agents.jobs.safe.read", R"({"id":"before-)" + std::to_string(i) + R"("})"),
+                static_cast<std::uint64_t>(i));
+    }
+    ASSERT_TRUE(waitUntil([&] { return client_->streamMessageCount(kJobsStream) == 5; }, 20s));
+    ASSERT_TRUE(
+        waitUntil([&] { return ingressSettled(*client_) && client_->streamMessageCount(kIngressStream) == 0; }, 20s));
+    before_stop();
+    server_->stop();
+    const auto messages = server_->storeDir() / "jetstream" / "$G" / "streams" / kIngressStream / "msgs";
+    ASSERT_TRUE(std::filesystem::is_directory(messages)) << messages;
+    for (const auto& file : std::filesystem::directory_iterator(messages)) std::filesystem::remove_all(file.path());
+    server_->restart();
+    after_restart();
+  }
+
+  void publishAfter(int from, int to) {
+    for (int i = from; i <= to; ++i) {
+      ASSERT_EQ(publishDurably(*client_, "agents.jobs.safe.read", R"({"id":"after-)" + std::to_string(i) + R"("})"),
+                static_cast<std::uint64_t>(i));
+    }
+  }
+
+  // Every job in JOBS once: before-1..5 with their plain ids, after-1..`reused` under epoch 1,
+  // after-(reused+1)..`last` plain again.
+  void expectEachOnce(int reused, int last, CountersignProcess& gateway) {
+    const std::size_t want = 5 + static_cast<std::size_t>(last);
+    EXPECT_TRUE(waitUntil([&] { return client_->streamMessageCount(kJobsStream) >= want; }, 20s))
+        << client_->streamMessageCount(kJobsStream) << " of " << want << " jobs in " << kJobsStream << "\n"
+        << gateway.logs();
+    EXPECT_TRUE(waitUntil([&] { return ingressSettled(*client_); }, 10s));
+    std::this_thread::sleep_for(1s);  // a second copy, if any, shows up
+
+    std::map<std::string, int> forwarded;
+    std::map<std::string, std::string> msg_ids;
+    for (const auto& [seq, m] : readStream(*client_, kJobsStream)) {
+      const std::string id = str(parseJsonQuiet(m.payload), "id");
+      ++forwarded[id];
+      msg_ids[id] = header(m, "Nats-Msg-Id");
+    }
+    EXPECT_EQ(forwarded.size(), want);
+    for (const auto& [id, n] : forwarded) EXPECT_EQ(n, 1) << id;
+    const std::string prefix = std::string("countersign-in:") + kIngressStream + ":";
+    for (int i = 1; i <= 5; ++i) EXPECT_EQ(msg_ids["before-" + std::to_string(i)], prefix + std::to_string(i));
+    for (int i = 1; i <= last; ++i) {
+      EXPECT_EQ(msg_ids["after-" + std::to_string(i)], prefix + std::to_string(i) + (i <= reused ? ":1" : ""));
+    }
+  }
+};
+
+// countersign finds the regression as it reconnects, before it takes anything, and creates the
+// consumer again (which would skip the new jobs on 1..5).
+TEST_F(StreamRegressionTest, JobsOnReusedSequencesAreForwardedUnderAnEpochIdNotDroppedAsDuplicates) {
+  int admin = 0;
+  auto gateway = startGateway(&admin);
+  ASSERT_GT(admin, 0);
+  forwardFiveThenLoseTheStreamEnd([] {}, [&] { publishAfter(1, 2); });
+  EXPECT_TRUE(waitUntil(
+      [&] {
+        return httpGet(admin, "/metrics")
+                   .body.find("countersign_ingress_regressions_total{stream=\"COUNTERSIGN_JOBS\"} 1\n") !=
+               std::string::npos;
+      },
+      20s))
+      << httpGet(admin, "/metrics").body << gateway->logs();
+  publishAfter(3, 6);  // 3..5 reused as well, 6 is new
+  expectEachOnce(5, 6, *gateway);
+  EXPECT_NE(httpGet(admin, "/metrics").body.find(
+                "countersign_ingress_consumer_recreated_total{stream=\"COUNTERSIGN_JOBS\"} 1\n"),
+            std::string::npos);
+}
+
+// Two replicas live through it: both find it as they reconnect, and race to record it and to
+// create the consumer again. One record (epoch 1), one id per job, every job once.
+TEST_F(StreamRegressionTest, TwoReplicasRecordOneRegressionAndForwardEachJobOnce) {
+  auto first = startGateway();
+  auto second = startGateway();
+  forwardFiveThenLoseTheStreamEnd([] {}, [&] { publishAfter(1, 2); });
+  const auto logs = [&] { return first->logs() + second->logs(); };
+  EXPECT_TRUE(waitUntil([&] { return logs().find("recorded as epoch 1") != std::string::npos; }, 20s)) << logs();
+  publishAfter(3, 6);
+  expectEachOnce(5, 6, *first);
+  EXPECT_EQ(logs().find("recorded as epoch 2"), std::string::npos) << logs();
+}
+
+// New jobs took the stream past its old end before countersign looked (it was stopped with
+// SIGSTOP meanwhile): the consumer, at 5, would deliver 6 and 7 and skip 1..5 for good, and no
+// sequence is past the stream's end. countersign finds another message on the sequence it handled
+// last (5), records the regression and creates the consumer again.
+TEST_F(StreamRegressionTest, NewJobsPastTheOldEndBeforeCountersignLooksAreFoundByTheirStoreTime) {
+  auto gateway = startGateway();
+  forwardFiveThenLoseTheStreamEnd([&] { gateway->signal(SIGSTOP); },
+                                  [&] {
+                                    publishAfter(1, 7);
+                                    gateway->signal(SIGCONT);
+                                  });
+  expectEachOnce(5, 7, *gateway);
+  EXPECT_NE(gateway->logs().find("sequence 5, handled before a reconnect, holds another message now"), std::string::npos)
+      << gateway->logs();
 }
 
 }  // namespace

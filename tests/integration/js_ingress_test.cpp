@@ -543,14 +543,17 @@ TEST_F(JsIngressTest, ConsumerAndStreamThatDisappearAreCreatedAgain) {
 // What a crash can leave behind (nats-server 2.9 writes a stream's message blocks and a
 // consumer's state file separately): a stream whose sequence went back, beside a consumer that
 // remembers delivering past it. New jobs get sequences the consumer believes it has delivered:
-// it skips them and reports nothing pending. The ingress reports it (readiness), deletes the
-// consumer, creates it again and takes the jobs.
+// it skips them and reports nothing pending. An ingress that lived through the restart finds it
+// as it reconnects (jetstream_intake_test.cpp); one started afterwards, as here, finds it while
+// idle: it reports it (readiness), deletes the consumer, creates it again and takes the jobs.
 TEST_F(JsIngressTest, AConsumerPastTheEndOfItsStreamIsCreatedAgainAndTakesTheJobsItSkipped) {
   Recorder recorder;
   auto ingress = startIngress(*connection, defaultOptions(), recorder.handler());
   for (int i = 0; i < 10; ++i) publishDurably(*client, subjectFor(i), i);
   ASSERT_TRUE(eventually([&] { return recorder.calls() == 10; }));
   ASSERT_TRUE(eventually([&] { return consumerState(*client).ack_pending == 0; }));
+  ingress->stop();
+  ingress.reset();
   server->stop();
   // The stream's message files go; its config and the consumer's state file stay.
   const auto messages = server->storeDir() / "jetstream" / "$G" / "streams" / kStream / "msgs";
@@ -559,6 +562,8 @@ TEST_F(JsIngressTest, AConsumerPastTheEndOfItsStreamIsCreatedAgainAndTakesTheJob
   server->restart();
   // Sequences 1 to 3 again, which the consumer (at 10) believes it has delivered.
   for (int i = 10; i < 13; ++i) publishDurably(*client, subjectFor(i), i);
+  ASSERT_TRUE(eventually([&] { return connection->connected(); }, 15s));
+  ingress = startIngress(*connection, defaultOptions(), recorder.handler());
   std::string report;
   EXPECT_TRUE(eventually(
       [&] {

@@ -5,6 +5,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -130,6 +131,12 @@ class CapturingPublisher final : public Publisher {
     for (const auto& [k, v] : headers) size += k.size() + v.size() + 4;
     if (size > max_payload) return fail(Errc::too_large, "too large");
     if (fail_delivery && *fail_delivery == delivery) return fail(Errc::timeout, "injected timeout");
+    if (dedup && delivery == Delivery::jetstream) {
+      // Like a stream's duplicate window: an id seen before is acknowledged, not stored again.
+      for (const auto& [k, v] : headers) {
+        if (k == "Nats-Msg-Id" && !msg_ids_.insert(v).second) return PublishAck{.stream = "JOBS", .duplicate = true};
+      }
+    }
     messages_.push_back(Published{std::string(m.subject), std::string(m.reply), std::move(headers),
                                   std::string(m.payload), delivery});
     PublishAck ack;
@@ -160,10 +167,12 @@ class CapturingPublisher final : public Publisher {
 
   std::size_t max_payload = 1024 * 1024;
   std::optional<Delivery> fail_delivery;
+  bool dedup = false;  // JetStream publishes: a Nats-Msg-Id seen before is a duplicate
 
  private:
   mutable std::mutex mutex_;
   std::vector<Published> messages_;
+  std::set<std::string> msg_ids_;
   std::uint64_t sequence_ = 0;
 };
 
