@@ -16,13 +16,18 @@
 // 2. click -> delivered against approve -> delivered: DECISIONS held jobs are approved by a click
 //    (a Socket Mode envelope from the fake, timed from its send) and DECISIONS others by an unsigned
 //    1-of-1 control request over NATS (timed from its send), alternating, one at a time. Both end
-//    when the released job reaches a worker subscribed to jobs.>.
+//    when the released job reaches a worker subscribed to jobs.>. A plain subscriber to
+//    countersign.control.approve times when each approve request reaches NATS: for a click, the
+//    envelope's send -> that is the bridge's own share (the WebSocket hop, its queue, decoding,
+//    the person's mapping, the Ed25519 signature), the rest the gateway's.
 // 3. The bridge's CPU (user + system, /proc/<pid>/stat) over phase 1's keep-alive window, per
 //    held job.
 // 4. Where the bridge's time went, per post, from its log line `bridge: posted a held job`:
 //    queued_ms (the event stored in the stream -> a lane takes it: the pull consumer and the lane's
 //    queue), read_ms (the record read, control.get), claim_ms (the wait for the create-once post
-//    key beyond the read: it is made while the record is read) and slack_ms (chat.postMessage).
+//    key beyond the read: it is made while the record is read) and slack_ms (chat.postMessage);
+//    per click, from `bridge: click acted on`: queued_ms (envelope read -> the click thread takes
+//    it), sign_ms (decode, map, sign) and request_ms (the control request's round trip).
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -69,14 +74,17 @@ async function stopAll() {
   rmSync(dir, { recursive: true, force: true });
 }
 
-// The bridge's `posted a held job` log lines, by approval id.
+// The bridge's `posted a held job` and `click acted on` log lines, by approval id.
 const postTimings = new Map();
+const clickTimings = new Map();
 function readPostTimings(text) {
   for (const line of text.split('\n')) {
-    if (!line.includes('"bridge: posted a held job"')) continue;
+    const post = line.includes('"bridge: posted a held job"');
+    if (!post && !line.includes('"bridge: click acted on"')) continue;
     try {
       const entry = JSON.parse(line);
-      if (entry.read_ms !== undefined) postTimings.set(entry.id, entry);
+      if (post && entry.read_ms !== undefined) postTimings.set(entry.id, entry);
+      if (!post && entry.request_ms !== undefined) clickTimings.set(entry.id, entry);
     } catch { /* a line cut at a chunk boundary: the next chunk completes it */ }
   }
 }
@@ -181,6 +189,14 @@ ${approvers}`);
   (async () => {
     for await (const m of heldSub) heldSeen.set(JSON.parse(sc.decode(m.data)).approval_id, nowUs());
   })();
+  // Approve requests as they reach NATS (a plain subscriber gets a copy of each): approval id -> µs.
+  const requestSeen = new Map();
+  const requestSub = nc.subscribe('countersign.control.approve');
+  (async () => {
+    for await (const m of requestSub) {
+      try { requestSeen.set(JSON.parse(sc.decode(m.data)).id, nowUs()); } catch { /* not JSON */ }
+    }
+  })();
   const delivered = new Map();  // n -> µs
   const waiters = new Map();
   const workerSub = nc.subscribe('jobs.>');
@@ -260,6 +276,9 @@ ${approvers}`);
   const pool = kept.jobs.slice(0, 2 * decisions);
   const click = [];
   const approve = [];
+  const clickRequest = [];  // envelope sent -> the bridge's control request at the plain subscriber
+  const clickGateway = [];  // that request -> delivered
+  const approveRequest = [];  // the benchmark's request sent -> at the plain subscriber
   await sleep(1000);
   const cpuBefore = cpuSeconds(bridge.child.pid);
   for (let i = 0; i < pool.length; i++) {
@@ -275,6 +294,10 @@ ${approvers}`);
       const sent = await control(ports.control, 'POST', '/socket/send', { payload });
       await done;
       click.push(delivered.get(job.n) - sent.sent_at_us);
+      if (requestSeen.has(job.id)) {
+        clickRequest.push(requestSeen.get(job.id) - sent.sent_at_us);
+        clickGateway.push(delivered.get(job.n) - requestSeen.get(job.id));
+      }
     } else {
       const done = waitDelivered(job.n);
       const sent = nowUs();
@@ -283,6 +306,7 @@ ${approvers}`);
       if (JSON.parse(sc.decode(reply.data)).status !== 'approved') throw new Error(sc.decode(reply.data));
       await done;
       approve.push(delivered.get(job.n) - sent);
+      if (requestSeen.has(job.id)) approveRequest.push(requestSeen.get(job.id) - sent);
     }
     await sleep(50);
   }
@@ -309,6 +333,20 @@ ${approvers}`);
       '',
     ];
   };
+  // The bridge's own steps per click (its log line `click acted on`).
+  const clickStepLines = (jobs) => {
+    const timings = jobs.map((j) => clickTimings.get(j.id)).filter(Boolean);
+    if (timings.length === 0) return ['(the bridge logged no click timings)', ''];
+    const steps = ['queued_ms', 'sign_ms', 'request_ms'];
+    return [
+      `The bridge's steps per click (its log line \`click acted on\`, ${timings.length} clicks), p50 / p99 ms: ` +
+        steps.map((step) => `${step.replace('_ms', '')} ${ms(quantile(timings.map((t) => Number(t[step]) * 1000), 0.5))} / ` +
+          `${ms(quantile(timings.map((t) => Number(t[step]) * 1000), 0.99))}`).join(', ') +
+        ' (queued: the envelope read -> the click thread takes it; sign: decode, map the user, sign; request: the ' +
+        'control request\'s round trip, the gateway\'s part).',
+      '',
+    ];
+  };
   const row = (what, values) => `| ${what} | ${values.length} | ${ms(quantile(values, 0.5))} | ${ms(quantile(values, 0.99))} |`;
   const lines = [
     '### Slack bridge (bench/slack_bench.mjs)',
@@ -326,12 +364,16 @@ ${approvers}`);
     row('bridge adds (post - event, per job; new TLS connection per call)', closed.added),
     row('approve request sent (NATS, unsigned, 1-of-1) -> delivered', approve),
     row('click envelope sent (Socket Mode) -> delivered', click),
+    row('click envelope sent -> its control request at a plain NATS subscriber (**the bridge\'s own share**)', clickRequest),
+    row('approve request sent -> at a plain NATS subscriber (the same hop without the bridge)', approveRequest),
+    row('the click\'s control request at the subscriber -> delivered (the gateway)', clickGateway),
     '',
     `Click -> delivered against approve -> delivered: p50 ${(quantile(click, 0.5) / quantile(approve, 0.5)).toFixed(2)}x, ` +
       `p99 ${(quantile(click, 0.99) / quantile(approve, 0.99)).toFixed(2)}x; the click adds ` +
       `${ms(quantile(click, 0.5) - quantile(approve, 0.5))} ms at p50 and ${ms(quantile(click, 0.99) - quantile(approve, 0.99))} ms at p99.`,
     '',
     ...stepLines(kept),
+    ...clickStepLines(pool.filter((_, i) => i % 2 === 0)),
     `Bridge CPU per held job (keep-alive phase): ${((kept.cpu / holds) * 1e3).toFixed(2)} ms ` +
       `(${kept.tls} new TLS connection(s) for ${holds} posts); with a new TLS connection per call: ` +
       `${((closed.cpu / holds) * 1e3).toFixed(2)} ms (${closed.tls} connections). Bridge CPU per decision in the ` +

@@ -155,7 +155,7 @@ void Bridge::enqueueInteraction(std::string payload_json) {
       p_.metrics.click("dropped");
       return;
     }
-    clicks_.push_back(std::move(payload_json));
+    clicks_.push_back(Click{std::move(payload_json), std::chrono::steady_clock::now()});
   }
   wake_.notify_all();
 }
@@ -574,15 +574,15 @@ Bridge::Handled Bridge::handOverToWebhooks(const BridgeEvent& event, const std::
 
 void Bridge::clickLoop() {
   while (true) {
-    std::string payload;
+    Click click;
     {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [this] { return stopping_ || !clicks_.empty(); });
       if (clicks_.empty()) return;  // stopping, and every click in hand is done
-      payload = std::move(clicks_.front());
+      click = std::move(clicks_.front());
       clicks_.pop_front();
     }
-    actOnClick(payload);
+    actOnClick(click.payload, click.received);
   }
 }
 
@@ -631,7 +631,8 @@ void Bridge::noticeLoop() {
   }
 }
 
-void Bridge::actOnClick(const std::string& payload_json) {
+void Bridge::actOnClick(const std::string& payload_json, std::chrono::steady_clock::time_point received) {
+  const auto taken = std::chrono::steady_clock::now();
   auto click = decodeInteractionPayload(payload_json);
   if (!click) {
     if (click.error().message != "not_our_action") {
@@ -693,9 +694,11 @@ void Bridge::actOnClick(const std::string& payload_json) {
                               p_.via};
   const std::string request = signedControlRequest(fields, *p_.signer);
   const std::string subject = p_.config.control.prefix + (approve ? ".control.approve" : ".control.reject");
+  const auto sending = std::chrono::steady_clock::now();
   natsMsg* reply = nullptr;
   const natsStatus s = natsConnection_Request(&reply, p_.nats.raw(), subject.c_str(), request.data(),
                                               static_cast<int>(request.size()), kRequestTimeout.count());
+  const auto answered = std::chrono::steady_clock::now();
   if (s != NATS_OK) {
     p_.metrics.click("no_answer");
     p_.log.warn("bridge: no answer to a click's control request", {{"id", click->value.id}, {"error", natsStatus_GetText(s)}});
@@ -711,7 +714,11 @@ void Bridge::actOnClick(const std::string& payload_json) {
     reason = detail::stringAt(*doc, "reason");
   }
   p_.metrics.click(status.empty() ? "bad_answer" : status);
-  p_.log.info("bridge: click acted on", {{"id", click->value.id}, {"approver", person}, {"status", status}, {"reason", reason}});
+  // Where the click's time went (bench/slack_bench.mjs reads these): received -> its thread takes
+  // it (queued), decoded, mapped and signed (sign), the control request's round trip (request).
+  p_.log.info("bridge: click acted on", {{"id", click->value.id}, {"approver", person}, {"status", status}, {"reason", reason},
+                                         {"queued_ms", millis(taken - received)}, {"sign_ms", millis(sending - taken)},
+                                         {"request_ms", millis(answered - sending)}});
   if (status == "approved" || status == "rejected" || status == "vote_recorded" || status == "already_voted" ||
       status == "already_approved" || status == "already_rejected") {
     return;  // the message is updated from the events

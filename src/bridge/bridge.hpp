@@ -105,7 +105,7 @@ class Bridge {
   std::optional<Outcome> outcomeOf(const ApprovalView& view, const BridgeEvent& event) const;
   Result<ApprovalView> fetchRecord(const std::string& id);
   void clickLoop();
-  void actOnClick(const std::string& payload_json);
+  void actOnClick(const std::string& payload_json, std::chrono::steady_clock::time_point received);
   // Queues an ephemeral answer to `user` (at most kMaxNotices wait; beyond, dropped and logged).
   void tellUser(const std::string& channel, const std::string& user, const std::string& text);
   void noticeLoop();
@@ -133,7 +133,11 @@ class Bridge {
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stopping_ = false;
-  std::deque<std::string> clicks_;
+  struct Click {
+    std::string payload;
+    std::chrono::steady_clock::time_point received;
+  };
+  std::deque<Click> clicks_;
   struct Notice {
     std::string channel;
     std::string user;
