@@ -20,6 +20,8 @@
 //    countersign.control.approve times when each approve request reaches NATS: for a click, the
 //    envelope's send -> that is the bridge's own share (the WebSocket hop, its queue, decoding,
 //    the person's mapping, the Ed25519 signature), the rest the gateway's.
+//    Then 600 control.get requests for the jobs held in the second phase (still pending), one at a
+//    time from the benchmark: the bridge's record read on its own.
 // 3. The bridge's CPU (user + system, /proc/<pid>/stat) over phase 1's keep-alive window, per
 //    held job.
 // 4. Where the bridge's time went, per post, from its log line `bridge: posted a held job`:
@@ -311,6 +313,17 @@ ${approvers}`);
     await sleep(50);
   }
   const decisionCpu = cpuSeconds(bridge.child.pid) - cpuBefore;
+
+  // The bridge's record read on its own: control.get of the pending jobs of the second phase, one
+  // request at a time, from the benchmark.
+  const gets = [];
+  for (let i = 0; i < 600; i++) {
+    const sent = nowUs();
+    const reply = await nc.request('countersign.control.get', sc.encode(JSON.stringify({ id: closed.jobs[i % closed.jobs.length].id })),
+      { timeout: 10000 });
+    gets.push(nowUs() - sent);
+    if (JSON.parse(sc.decode(reply.data)).record?.state !== 'pending') throw new Error(sc.decode(reply.data));
+  }
   await nc.drain();
 
   const loadAfter = loadOf();
@@ -362,6 +375,7 @@ ${approvers}`);
     row('**bridge adds** (post - event, per job; keep-alive)', kept.added),
     row('hold sent -> chat.postMessage at Slack (new TLS connection per call)', closed.total),
     row('bridge adds (post - event, per job; new TLS connection per call)', closed.added),
+    row('control.get round trip from the benchmark (a pending job: the record read), one at a time', gets),
     row('approve request sent (NATS, unsigned, 1-of-1) -> delivered', approve),
     row('click envelope sent (Socket Mode) -> delivered', click),
     row('click envelope sent -> its control request at a plain NATS subscriber (**the bridge\'s own share**)', clickRequest),
