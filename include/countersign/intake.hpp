@@ -12,6 +12,8 @@
 #include "countersign/config.hpp"
 #include "countersign/events.hpp"
 #include "countersign/message.hpp"
+#include "countersign/ordered_pipeline.hpp"
+#include "countersign/receipt.hpp"
 #include "countersign/record.hpp"
 #include "countersign/services.hpp"
 #include "countersign/work_pool.hpp"
@@ -67,8 +69,13 @@ class Intake {
   // `hold_events`: where `held` events go (default: services.events). Give it the sink of the
   // send-at-once connection: the event then goes out just before the answer, without waking a
   // flusher.
+  // `receipt_pipeline`: when set, core intake signs the receipts of allowed jobs on its threads
+  // (in parallel) and forwards them from there in exactly the order they arrived: onJob returns
+  // "queued" and the forward, its `allowed` event, reply and metrics follow in the pipeline.
+  // Drain the pipeline after the routes' subscriptions and before the services go away.
+  // JetStream intake always forwards in line (its ack waits for the outcome).
   explicit Intake(Services services, Publisher* replies = nullptr, WorkPool* hold_pool = nullptr,
-                  EventSink* hold_events = nullptr);
+                  EventSink* hold_events = nullptr, OrderedPipeline* receipt_pipeline = nullptr);
   // Core intake: `message.reply` is the producer's reply subject.
   // JetStream intake (`ingress` set): the caller has cleared `message.reply` (it was the ack
   // subject); forwards wait for the PubAck of to_stream and carry a dedup id derived from the
@@ -95,8 +102,19 @@ class Intake {
   // Reads the untrusted headers and picks where to answer.
   void receive(Job& job) const;
   IntakeOutcome forward(Job& job, const Rule* rule, const JobView& view);
-  // Signs the receipt of an allowed job into the headers it is forwarded with.
-  void addAllowedReceipt(const Job& job, std::string_view rule, const JobView& view, Headers& headers) const;
+  // What the receipt of an allowed job says (its job hash read from `view` and the headers it is
+  // forwarded with).
+  receipt::Claims allowedClaims(const Job& job, std::string_view rule, const JobView& view,
+                                const Headers& headers) const;
+  // Hands a core route's allowed job to the receipt pipeline: signed there in parallel with
+  // others, then forwarded in arrival order. Returns the "queued" outcome.
+  IntakeOutcome signInPipeline(Job& job, const Rule* matched, Headers&& headers, receipt::Claims&& claims,
+                               std::string&& job_id);
+  // Publishes an allowed job with its headers (followed by the rule's forward headers).
+  Result<PublishAck> publishJob(const Job& job, const Rule* matched, const Headers& headers, Delivery delivery);
+  // After the forward's publish: emits `allowed` and answers the producer, or refuses the job.
+  IntakeOutcome settleForward(const Job& job, const Rule* matched, const Result<PublishAck>& sent,
+                              const std::string& job_id);
   IntakeOutcome hold(Job& job, const JobView& view, const Policy& policy, const Rule& rule);
   // The 503 "overloaded" answer (not counted: the caller counts the outcome it returns).
   IntakeOutcome answerOverloaded(const Job& job);
@@ -111,6 +129,7 @@ class Intake {
   EventSink& hold_events_;
   ReplyGuard guard_;
   WorkPool* hold_pool_ = nullptr;
+  OrderedPipeline* receipt_pipeline_ = nullptr;
   HeldCallback on_held_;
   // Bytes of held records whose create is in flight (core intake): at most
   // concurrency.intake_bytes (or one record); a hold beyond it is answered 503 overloaded.

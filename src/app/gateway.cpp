@@ -224,6 +224,13 @@ Status Gateway::start() {
   hold_executor_ = std::make_unique<WorkPool>(kHoldThreads, 1024, "hold");
   control_executor_ = std::make_unique<WorkPool>(static_cast<std::size_t>(config_.concurrency.control), 1024, "control");
   replay_executor_ = std::make_unique<WorkPool>(1, 16, "replay");
+  if (config_.receipts.allowed) {
+    // One signer per core (2 to 8), started by the first allowed job: the Ed25519 signature of a
+    // receipt is most of an allowed job's CPU. A few jobs per signer in flight keep them busy
+    // and bound the memory.
+    const std::size_t signers = std::clamp<std::size_t>(std::thread::hardware_concurrency(), 2, 8);
+    receipt_pipeline_ = std::make_unique<OrderedPipeline>(signers, 4 * signers, "receipt");
+  }
   // cnats' own threads get names as they start: the library's (timers, connection events),
   // each connection's reader and flusher and its request-reply inbox.
   natsio::NewThreads nats_threads;
@@ -315,7 +322,7 @@ Status Gateway::start() {
   // Holds do not wait for their KV create (concurrency.holds in flight); answers to producers
   // and the `held` events just before them go out at once on the control connection.
   intake_ = std::make_unique<Intake>(*intake_services_, control_plane_->publisher.get(), hold_executor_.get(),
-                                     control_plane_->events.get());
+                                     control_plane_->events.get(), receipt_pipeline_.get());
   releaser_ = std::make_unique<Releaser>(*control_services_);
   control_ = std::make_unique<Control>(*control_services_, *releaser_);
   // The list index's pass over the bucket goes on the store's watch connection, as the key
@@ -570,6 +577,8 @@ void Gateway::stop(std::chrono::milliseconds timeout) {
     }
   }
   if (hold_executor_) hold_executor_->drain();
+  // The allowed jobs still being signed are forwarded before the intake connection drains.
+  if (receipt_pipeline_) receipt_pipeline_->drain();
   if (connected(intake_plane_)) intake_plane_->connection->drain(left());
   // Control finishes the requests it has taken, then the connection closes.
   if (connected(control_plane_)) {
@@ -590,6 +599,7 @@ void Gateway::stop(std::chrono::milliseconds timeout) {
   replay_executor_.reset();
   replay_loop_.reset();
   control_executor_.reset();
+  receipt_pipeline_.reset();
   hold_executor_.reset();
   if (embedded_) embedded_->stop();
 }

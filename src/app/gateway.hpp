@@ -25,6 +25,7 @@
 #include "countersign/events.hpp"
 #include "countersign/log.hpp"
 #include "countersign/metrics.hpp"
+#include "countersign/ordered_pipeline.hpp"
 #include "countersign/policy.hpp"
 #include "countersign/result.hpp"
 #include "countersign/services.hpp"
@@ -148,6 +149,8 @@ class Gateway {
   std::unique_ptr<WorkPool> hold_executor_;     // cs-hold-N: holds whose id is taken already;
                                                 // its timer answers creates without a PubAck
   std::unique_ptr<WorkPool> control_executor_;  // cs-control-N: control requests
+  std::unique_ptr<OrderedPipeline> receipt_pipeline_;  // cs-receipt-N: allowed jobs' receipts
+                                                       // signed in parallel, forwarded in order
   std::unique_ptr<ReplayLoop> replay_loop_;     // the replayer's scans, a timer on:
   std::unique_ptr<WorkPool> replay_executor_;   // cs-replay-0
   std::optional<GatewayParts> parts_;

@@ -119,10 +119,11 @@ struct Intake::PendingHold {
   std::string value;
 };
 
-Intake::Intake(Services services, Publisher* replies, WorkPool* hold_pool, EventSink* hold_events)
+Intake::Intake(Services services, Publisher* replies, WorkPool* hold_pool, EventSink* hold_events,
+               OrderedPipeline* receipt_pipeline)
     : s_(services), replies_(replies ? *replies : services.publisher),
       hold_events_(hold_events ? *hold_events : services.events), guard_(services.config),
-      hold_pool_(hold_pool) {}
+      hold_pool_(hold_pool), receipt_pipeline_(receipt_pipeline) {}
 
 IntakeOutcome Intake::onJob(const RouteConfig& route, Message&& message,
                             const IngressPosition* ingress) {
@@ -254,7 +255,7 @@ IntakeOutcome Intake::forward(Job& job, const Rule* matched, const JobView& view
   // The job is not needed in its received form any more: its headers go out with it, followed
   // by the rule's Countersign-* headers (built once with the policy).
   // Read before the headers move on (and before a countersign-in: id is added to them).
-  const std::string job_id = s_.events.allowedEvents() ? jobIdForEvent(job, job.msg.headers, &view) : std::string();
+  std::string job_id = s_.events.allowedEvents() ? jobIdForEvent(job, job.msg.headers, &view) : std::string();
   Headers headers = std::move(job.msg.headers);
   const std::size_t own_headers = headers.size();
   Delivery delivery = Delivery::core;
@@ -268,19 +269,21 @@ IntakeOutcome Intake::forward(Job& job, const Rule* matched, const JobView& view
     for (const auto& header : headers) has_id = has_id || equalsIgnoreCase(header.first, kMsgIdHeader);
     position_id = !has_id;
   }
+  if (job.ingress == nullptr && receipt_pipeline_ != nullptr && s_.receipts != nullptr &&
+      s_.config.receipts.allowed) {
+    receipt::Claims claims = allowedClaims(job, rule, view, headers);
+    return signInPipeline(job, matched, std::move(headers), std::move(claims), std::move(job_id));
+  }
   auto publish = [&](std::uint64_t epoch) {
     headers.resize(own_headers);
     if (position_id) {
       headers.emplace_back(std::string(kMsgIdHeader),
                            ingressForwardId(job.ingress->stream, job.ingress->sequence, epoch));
     }
-    if (s_.receipts != nullptr && s_.config.receipts.allowed) addAllowedReceipt(job, rule, view, headers);
-    OutMessage out{.subject = job.target,
-                   .reply = job.forward_reply ? std::string_view(job.msg.reply) : std::string_view(),
-                   .headers = &headers,
-                   .payload = job.msg.payload,
-                   .more_headers = &job.policy->forwardHeaders(matched)};
-    return s_.publisher.publish(out, delivery, s_.config.release.publish_timeout);
+    if (s_.receipts != nullptr && s_.config.receipts.allowed) {
+      receipt::addHeaders(headers, *s_.receipts, allowedClaims(job, rule, view, headers));
+    }
+    return publishJob(job, matched, headers, delivery);
   };
   const std::uint64_t epoch = position_id ? job.ingress->epoch : 0;
   auto sent = publish(epoch);
@@ -298,6 +301,50 @@ IntakeOutcome Intake::forward(Job& job, const Rule* matched, const JobView& view
       sent = publish(now);
     }
   }
+  return settleForward(job, matched, sent, job_id);
+}
+
+IntakeOutcome Intake::signInPipeline(Job& job, const Rule* matched, Headers&& headers, receipt::Claims&& claims,
+                                     std::string&& job_id) {
+  // Everything the forward needs moves along; the policy (and so `matched`) is kept alive by
+  // the job's reference to it.
+  struct Pending {
+    Job job;
+    const Rule* matched;
+    Headers headers;
+    receipt::Claims claims;
+    std::string job_id;
+  };
+  auto pending = std::make_unique<Pending>(
+      Pending{std::move(job), matched, std::move(headers), std::move(claims), std::move(job_id)});
+  const std::string rule(matched != nullptr ? std::string_view(matched->id) : "default");
+  receipt_pipeline_->submit([this, pending = std::move(pending)]() mutable -> OrderedPipeline::Finish {
+    // In parallel with other jobs: the canonical JSON, its Ed25519 signature, base64url.
+    std::string made = receipt::make(*s_.receipts, pending->claims);
+    // In arrival order, one at a time.
+    return [this, pending = std::move(pending), made = std::move(made)]() mutable {
+      pending->headers.emplace_back(std::string(receipt::kReceiptHeader), std::move(made));
+      pending->headers.emplace_back(std::string(receipt::kReceiptKeyHeader), s_.receipts->encodedPublicKey());
+      const auto sent = publishJob(pending->job, pending->matched, pending->headers, Delivery::core);
+      count(settleForward(pending->job, pending->matched, sent, pending->job_id));
+    };
+  });
+  return IntakeOutcome{.status = Outcome::queued, .code = 0, .rule = rule};
+}
+
+Result<PublishAck> Intake::publishJob(const Job& job, const Rule* matched, const Headers& headers,
+                                      Delivery delivery) {
+  OutMessage out{.subject = job.target,
+                 .reply = job.forward_reply ? std::string_view(job.msg.reply) : std::string_view(),
+                 .headers = &headers,
+                 .payload = job.msg.payload,
+                 .more_headers = &job.policy->forwardHeaders(matched)};
+  return s_.publisher.publish(out, delivery, s_.config.release.publish_timeout);
+}
+
+IntakeOutcome Intake::settleForward(const Job& job, const Rule* matched, const Result<PublishAck>& sent,
+                                    const std::string& job_id) {
+  const std::string_view rule = matched != nullptr ? std::string_view(matched->id) : "default";
   if (!sent) {
     if (sent.error().code == Errc::too_large) {
       JsonObjectWriter w(wireName(Outcome::too_large), 413);
@@ -331,8 +378,8 @@ IntakeOutcome Intake::forward(Job& job, const Rule* matched, const JobView& view
   return outcome;
 }
 
-void Intake::addAllowedReceipt(const Job& job, std::string_view rule, const JobView& view,
-                               Headers& headers) const {
+receipt::Claims Intake::allowedClaims(const Job& job, std::string_view rule, const JobView& view,
+                                      const Headers& headers) const {
   std::string msg_id;
   for (const auto& [name, value] : headers) {
     if (equalsIgnoreCase(name, kMsgIdHeader)) {
@@ -340,16 +387,15 @@ void Intake::addAllowedReceipt(const Job& job, std::string_view rule, const JobV
       break;
     }
   }
-  // The hash leaves out Nats-* headers, so the dedup id added above does not change it.
-  receipt::addHeaders(headers, *s_.receipts,
-                      receipt::Claims{.job_hash = jobHash(job.msg.subject, job.target, headers,
-                                                          view.payloadJson(), job.msg.payload),
-                                      .policy_snapshot = job.policy->snapshot(),
-                                      .rule = std::string(rule),
-                                      .decided_at = formatRfc3339(s_.clock.now()),
-                                      .subject = job.msg.subject,
-                                      .target = job.target,
-                                      .msg_id = std::move(msg_id)});
+  // The hash leaves out Nats-* headers, so the dedup id added before does not change it.
+  return receipt::Claims{.job_hash = jobHash(job.msg.subject, job.target, headers, view.payloadJson(),
+                                             job.msg.payload),
+                         .policy_snapshot = job.policy->snapshot(),
+                         .rule = std::string(rule),
+                         .decided_at = formatRfc3339(s_.clock.now()),
+                         .subject = job.msg.subject,
+                         .target = job.target,
+                         .msg_id = std::move(msg_id)};
 }
 
 IntakeOutcome Intake::hold(Job& job, const JobView& view, const Policy& policy, const Rule& rule) {

@@ -1,5 +1,7 @@
 #include "countersign/metrics.hpp"
 
+#include <algorithm>
+#include <array>
 #include <cstdio>
 #include <mutex>
 
@@ -120,8 +122,19 @@ std::uint64_t Metrics::read(std::shared_mutex& mutex, const Counters& counters, 
 }
 
 void Metrics::decision(std::string_view outcome, std::string_view rule) {
+  // Once per job: the key is put together on the stack when it fits (no allocation; the map is
+  // searched by string_view and allocates only a key it has not seen).
+  std::array<char, 128> buffer;
+  const std::size_t size = outcome.size() + 1 + rule.size();
+  if (size <= buffer.size()) {
+    std::copy(outcome.begin(), outcome.end(), buffer.begin());
+    buffer[outcome.size()] = kSep;
+    std::copy(rule.begin(), rule.end(), buffer.begin() + static_cast<std::ptrdiff_t>(outcome.size() + 1));
+    bump(decisions_mutex_, decisions_, std::string_view(buffer.data(), size));
+    return;
+  }
   std::string key;
-  key.reserve(outcome.size() + rule.size() + 1);
+  key.reserve(size);
   key += outcome;
   key += kSep;
   key += rule;

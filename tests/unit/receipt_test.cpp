@@ -209,6 +209,82 @@ TEST_F(ReceiptTest, ReplayedReleaseCarriesTheSameReceipt) {
             *findHeader(both[1].headers, "Countersign-Receipt"));
 }
 
+// Core intake with a receipt pipeline: the receipts are signed on several threads, and the jobs
+// are still forwarded in exactly the order they arrived, each with the receipt (byte for byte)
+// that signing in line gives, and each allowed job counted and announced once.
+TEST_F(ReceiptTest, PipelinedReceiptsAreForwardedInArrivalOrderWithTheSameBytes) {
+  constexpr int kJobs = 400;
+  const auto job = [](int i) {
+    return std::pair{R"({"q":"rates","n":)" + std::to_string(i) + "}",
+                     Headers{{"X-Seq", std::to_string(i)}, {"X-Trace", "t" + std::to_string(i % 7)}}};
+  };
+  // In line first (the fixture's intake): the expected receipts.
+  std::vector<std::string> expected;
+  for (int i = 0; i < kJobs; ++i) {
+    auto [payload, headers] = job(i);
+    ASSERT_EQ(wireName(send("knowledge.read", payload, headers).status), "allowed");
+    expected.push_back(*findHeader(pub_.on("jobs.knowledge.read").back().headers, "Countersign-Receipt"));
+  }
+  pub_.clear();
+
+  EventSink events(pub_, clock_, log_, EventOptions{.allowed_events = true});
+  Metrics metrics;
+  const Services services{config_, kv_, pub_, clock_, ids_, *policy_, throttler_, events,
+                          log_, metrics, &signer_};
+  {
+    OrderedPipeline pipeline(3, 6, "test");
+    Intake intake(services, nullptr, nullptr, nullptr, &pipeline);
+    for (int i = 0; i < kJobs; ++i) {
+      auto [payload, headers] = job(i);
+      const auto outcome = intake.onJob(config_.routes[0], Message{"agents.jobs.knowledge.read", "_INBOX.r1",
+                                                                    std::move(headers), payload});
+      ASSERT_EQ(wireName(outcome.status), "queued");
+      EXPECT_EQ(outcome.rule, "allow-readonly");
+      // A denied job between them is answered at once, in line.
+      if (i % 50 == 0) {
+        EXPECT_EQ(wireName(intake.onJob(config_.routes[0], Message{"agents.jobs.nothing.here", "_INBOX.d", {}, "{}"})
+                               .status),
+                  "denied");
+      }
+    }
+    pipeline.drain();
+    EXPECT_EQ(pipeline.failed(), 0u);
+  }
+  const auto forwarded = pub_.on("jobs.knowledge.read");
+  ASSERT_EQ(forwarded.size(), static_cast<std::size_t>(kJobs));
+  for (int i = 0; i < kJobs; ++i) {
+    ASSERT_EQ(*findHeader(forwarded[i].headers, "X-Seq"), std::to_string(i)) << "forwarded out of order";
+    EXPECT_EQ(*findHeader(forwarded[i].headers, "Countersign-Receipt"), expected[i]) << i;
+    EXPECT_EQ(*findHeader(forwarded[i].headers, "Countersign-Receipt-Key"), signer_.encodedPublicKey());
+    EXPECT_EQ(forwarded[i].reply, "_INBOX.r1");
+    const auto check = receipt::verify(asDelivered(forwarded[i]), signer_.publicKey());
+    EXPECT_TRUE(check.ok()) << i << ": " << check.problem;
+  }
+  EXPECT_EQ(metrics.decisionCount("allowed", "allow-readonly"), static_cast<std::uint64_t>(kJobs));
+  EXPECT_EQ(metrics.decisionCount("queued", "allow-readonly"), 0u);
+  EXPECT_EQ(metrics.decisionCount("denied", "default"), static_cast<std::uint64_t>(kJobs / 50));
+  EXPECT_EQ(pub_.on("countersign.events.allowed").size(), static_cast<std::size_t>(kJobs));
+}
+
+// A forward that fails in the pipeline is settled there as in line: nothing forwarded, counted
+// as unavailable (not as allowed).
+TEST_F(ReceiptTest, PipelinedForwardThatFailsIsAnsweredUnavailable) {
+  pub_.fail_delivery = Delivery::core;
+  Metrics metrics;
+  const Services services{config_, kv_, pub_, clock_, ids_, *policy_, throttler_, *events_,
+                          log_, metrics, &signer_};
+  {
+    OrderedPipeline pipeline(2, 4, "test");
+    Intake intake(services, nullptr, nullptr, nullptr, &pipeline);
+    const auto outcome = intake.onJob(config_.routes[0],
+                                      Message{"agents.jobs.knowledge.read", "", {{"Countersign-Reply-To", "_INBOX.p"}}, "{}"});
+    EXPECT_EQ(wireName(outcome.status), "queued");
+  }
+  EXPECT_TRUE(pub_.on("jobs.knowledge.read").empty());
+  EXPECT_EQ(metrics.decisionCount("unavailable", "allow-readonly"), 1u);
+  EXPECT_EQ(metrics.decisionCount("allowed", "allow-readonly"), 0u);
+}
+
 TEST(ReceiptClaims, ApproversAreSortedNamesOfTheDecision) {
   EXPECT_EQ(receipt::approversOf("alice"), std::vector<std::string>{"alice"});
   EXPECT_EQ(receipt::approversOf("carol,alice,bob"), (std::vector<std::string>{"alice", "bob", "carol"}));
