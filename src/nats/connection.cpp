@@ -327,7 +327,6 @@ void Connection::onReconnected(natsConnection* nc, void* closure) {
   Callbacks& cb = Home::of(closure);
   char url[256] = {0};
   natsConnection_GetConnectedUrl(nc, url, sizeof url);
-  ++cb.reconnects;
   std::lock_guard lock(cb.mutex);
   cb.log("nats: " + cb.name + " reconnected to " + safeUrl(url));
 }

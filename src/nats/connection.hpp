@@ -4,7 +4,6 @@
 
 #include <nats/nats.h>
 
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -96,9 +95,6 @@ class Connection {
   // received) and pending publishes, then closes. Waits up to `timeout` (plus a second for
   // the close to be reported); after that, the connection is closed regardless.
   void drain(std::chrono::milliseconds timeout);
-  // How often the connection came back after it was lost (for the JetStream ingress, which looks
-  // at its stream again after each).
-  std::uint64_t reconnects() const { return callbacks_->reconnects.load(); }
 
  private:
   // Shared with cnats' callback thread; it may outlive the Connection (see CallbackHome).
@@ -110,7 +106,6 @@ class Connection {
     std::condition_variable cv;
     bool closed = false;
     bool closing = false;  // drain() or the destructor: the disconnect and close are expected
-    std::atomic<std::uint64_t> reconnects{0};
     // With `mutex` held. No logger once the Connection is gone (what they capture may be too).
     void log(std::string_view line) const;
   };

@@ -189,7 +189,7 @@ Result<std::unique_ptr<JetStreamIngress>> JetStreamIngress::start(Connection& co
   std::unique_ptr<JetStreamIngress> self(
       new JetStreamIngress(connection, std::move(options), std::move(handler), std::move(log)));
   if (auto ok = self->setUp(); !ok) return std::unexpected(ok.error());
-  self->reconnects_seen_ = connection.reconnects();
+  self->server_seen_ = self->connectedServer();
   self->thread_ = std::thread([raw = self.get()] { raw->run(); });
   return self;
 }
@@ -463,18 +463,21 @@ void JetStreamIngress::run() {
       continue;
     }
     // A server that restarted may have brought the stream back with a lower sequence: look
-    // before taking anything from it. A regression found but not recorded yet blocks fetching.
-    if (unrecorded_regression_ || connection_.reconnects() != reconnects_seen_) {
-      reconnects_seen_ = connection_.reconnects();
+    // before taking anything from it. Until the check has its answers, and a regression it found
+    // is recorded, nothing is fetched. A restarted server has another server id; cnats switches
+    // to it before the connection is usable again (the reconnected callback comes later).
+    if (const std::string server = connectedServer(); check_pending_ || server != server_seen_) {
+      server_seen_ = server;
+      check_pending_ = true;
       {
         InStep step(*this, Step::checking);
         checkAfterReconnect();
       }
-      if (unrecorded_regression_) {
+      if (need_setup_) continue;  // set up first, then check again
+      if (check_pending_) {
         wait();
         continue;
       }
-      if (need_setup_) continue;
     }
     natsMsgList list{};
     jsErrCode js_error{};
@@ -483,9 +486,10 @@ void JetStreamIngress::run() {
       InStep step(*this, Step::fetching);
       s = natsSubscription_Fetch(&list, sub_, options_.batch, kFetchWaitMs, &js_error);
     }
-    if (s == NATS_OK && list.Count > 0 && connection_.reconnects() != reconnects_seen_) {
-      // Reconnected during the fetch: not one of these before the check. They go back to the
-      // consumer (its next delivery is after the check).
+    if (s == NATS_OK && list.Count > 0 && connectedServer() != server_seen_) {
+      // Reconnected to another server during the fetch (a pull request is kept while
+      // reconnecting and sent to the new server): not one of these before the check. They go
+      // back to the consumer.
       for (int i = 0; i < list.Count; ++i) {
         if (natsMsg_Nak(list.Msgs[i], nullptr) == NATS_OK) {
           ++counters_.naked;
@@ -595,12 +599,15 @@ void JetStreamIngress::checkAfterReconnect() {
   if (reuse_) reloadReuse();
   const ConsumerState state = consumerState();
   if (state.gone) {
+    // A server that lost its store: created again, and checked again then (a new stream starts
+    // at sequence 1 again).
     need_setup_ = true;
     return;
   }
   const auto last = streamLastSequence();
   if (!state.known || !last) {
-    unrecorded_regression_ = false;  // nothing to tell: the fetch loop's own checks go on
+    setStalled("ingress " + options_.stream + ": cannot read consumer " + options_.durable +
+               " and its stream after a reconnect; taking nothing until it can");
     return;
   }
   const std::uint64_t beyond = std::max(state.delivered_stream, highest_handled_);
@@ -615,7 +622,8 @@ void JetStreamIngress::checkAfterReconnect() {
     }
   }
   if (what.empty()) {
-    unrecorded_regression_ = false;
+    check_pending_ = false;
+    setStalled({});
     return;
   }
   what += " (the stream's sequence went back, e.g. after a server crash)";
@@ -652,12 +660,11 @@ bool JetStreamIngress::regressionFound(const std::string& what, std::int64_t con
     auto recorded = reuse_->record(server, up_to, after,
                                    formatRfc3339(std::chrono::system_clock::now()));
     if (!recorded) {
-      unrecorded_regression_ = true;
+      check_pending_ = true;
       setStalled(what + "; cannot record it in the store, taking nothing until it is");
       log(what + "; cannot record it (" + recorded.error().message + "): taking nothing until it is");
       return false;
     }
-    unrecorded_regression_ = false;
     reuse_loaded_ = Clock::now();
     reload_reuse_ = false;
     ++counters_.regressions;
@@ -669,6 +676,7 @@ bool JetStreamIngress::regressionFound(const std::string& what, std::int64_t con
     ++counters_.regressions;
     log(what + "; no store to record it in: forwards on reused sequences may be dropped as duplicates");
   }
+  check_pending_ = false;
   // What was handled before is covered now; later sequences are the stream's new ones.
   highest_handled_ = 0;
   highest_handled_ns_ = 0;

@@ -90,15 +90,17 @@ class JetStreamIngress {
   // with jobs waiting that this ingress is not given gets a new pull subscription, and a
   // consumer whose delivered stream sequence is past the stream's last sequence (the stream's
   // sequence went back after a server crash, so every new job would be skipped) is deleted and
-  // created again, the only case where the ingress deletes a consumer.
+  // created again. That and a regression found after a reconnect (below) are the only cases where
+  // the ingress deletes a consumer.
   //
-  // With options.reuse_store, after every reconnect and before fetching again it also looks for
-  // a regression of the stream's sequence (the stream's last sequence below what its consumer
-  // delivered or this ingress handled, or another message on the highest sequence this ingress
-  // handled). One found is recorded in the store before any job is taken
-  // (fetching waits while it cannot be), and the consumer is created again so that it delivers
-  // the jobs it would skip; jobs on the reused sequences then carry the recorded epoch in their
-  // forward id. The Connection must outlive the ingress.
+  // After every reconnect to another server instance (a restarted server has a new id), before
+  // fetching again, it looks for a regression of the stream's sequence: the stream's last
+  // sequence below what its consumer delivered or this ingress handled, or another message on
+  // the highest sequence this ingress handled. One found is recorded in options.reuse_store
+  // before any job is taken (fetching waits while it cannot be, and while the check gets no
+  // answers), and the consumer is created again so that it delivers the jobs it would skip; jobs
+  // on the reused sequences then carry the recorded epoch in their forward id. The Connection
+  // must outlive the ingress.
   static Result<std::unique_ptr<JetStreamIngress>> start(Connection& connection,
                                                          IngressOptions options,
                                                          IngressHandler handler, Logger log);
@@ -203,8 +205,9 @@ class JetStreamIngress {
   std::unique_ptr<IngressReuse> reuse_;  // with options.reuse_store
   std::uint64_t highest_handled_ = 0;      // fetch thread: highest stream sequence handed to the handler
   std::int64_t highest_handled_ns_ = 0;    // fetch thread: when the stream stored that message
-  std::uint64_t reconnects_seen_ = 0;      // fetch thread: the connection's reconnects already checked
-  bool unrecorded_regression_ = false;     // fetch thread: found, not yet recorded: fetch nothing
+  std::string server_seen_;                // fetch thread: the server id the last check was made on
+  bool check_pending_ = false;             // fetch thread: the check after a reconnect has not had its
+                                           // answers, or found a regression not yet recorded: fetch nothing
   bool reload_reuse_ = true;               // fetch thread: read the regressions before the next batch
   std::chrono::steady_clock::time_point reuse_loaded_{};  // fetch thread: when last read
   Counters counters_;

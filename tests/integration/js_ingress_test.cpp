@@ -512,7 +512,10 @@ TEST_F(JsIngressTest, ServerRestartedWithoutItsStoreGetsStreamAndConsumerBack) {
   for (int i = 10; i < 20; ++i) publishDurably(*client, subjectFor(i), i);
   ASSERT_TRUE(eventually([&] { return recorder.calls() == 20; }));
   EXPECT_EQ(recorder.unique(), 20u);
-  EXPECT_EQ(ingress->stats().rebinds, 1u);
+  // The new stream starts at sequence 1 again, below the 10 handled before: a regression (with
+  // no store to record it in, as here, forwards on 1..10 keep the plain id).
+  EXPECT_EQ(ingress->stats().regressions, 1u);
+  EXPECT_GE(ingress->stats().rebinds, 1u);
 }
 
 TEST_F(JsIngressTest, ConsumerAndStreamThatDisappearAreCreatedAgain) {
