@@ -30,6 +30,7 @@
 #include "integration/harness/wire.hpp"
 #include "nats/child_process.hpp"
 #include "nats/connection.hpp"
+#include "unit/fakes.hpp"
 
 extern char** environ;
 
@@ -589,6 +590,51 @@ TEST_F(JsIngressTest, AConsumerPastTheEndOfItsStreamIsCreatedAgainAndTakesTheJob
   EXPECT_GE(ingress->stats().stalls, 1u);
   EXPECT_TRUE(eventually([&] { return ingress->stalled().empty(); })) << ingress->stalled();
   EXPECT_TRUE(eventually([&] { return consumerState(*client).exists && consumerState(*client).ack_pending == 0; }));
+}
+
+// A regression found after a reconnect while the store does not answer: nothing is taken until
+// it is recorded (a job taken before could go out under an id the target stream drops), and
+// readiness says why. Once the store answers, the jobs on the reused sequences carry epoch 1.
+TEST_F(JsIngressTest, ARegressionThatCannotBeRecordedHoldsBackEveryJobUntilItIs) {
+  fakes::MemoryKv kv;
+  IngressOptions options = defaultOptions();
+  options.reuse_store = &kv;
+  Recorder recorder;
+  auto ingress = startIngress(*connection, options, recorder.handler());
+  for (int i = 0; i < 5; ++i) publishDurably(*client, subjectFor(i), i);
+  ASSERT_TRUE(eventually([&] { return recorder.calls() == 5; }));
+  ASSERT_TRUE(eventually([&] { return consumerState(*client).ack_pending == 0; }));
+  kv.failNext(Errc::unavailable, 1'000'000);
+  server->stop();
+  const auto messages = server->storeDir() / "jetstream" / "$G" / "streams" / kStream / "msgs";
+  ASSERT_TRUE(std::filesystem::is_directory(messages)) << messages;
+  for (const auto& file : std::filesystem::directory_iterator(messages)) std::filesystem::remove_all(file.path());
+  server->restart();
+  for (int i = 5; i < 8; ++i) publishDurably(*client, subjectFor(i), i);  // sequences 1 to 3 again
+  std::string report;
+  EXPECT_TRUE(eventually(
+      [&] {
+        report = ingress->stalled();
+        return report.find("cannot record it in the store, taking nothing until it is") != std::string::npos;
+      },
+      15s))
+      << report;
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(recorder.calls(), 5u) << "a job was taken before the regression was recorded";
+  kv.failNext(Errc::unavailable, 0);
+  ASSERT_TRUE(eventually(
+      [&] {
+        const auto seen = recorder.indexes();
+        return seen.contains(5) && seen.contains(6) && seen.contains(7);
+      },
+      15s));
+  for (const auto& d : recorder.deliveries()) {
+    if (d.index < 5) continue;
+    EXPECT_EQ(d.position.sequence, static_cast<std::uint64_t>(d.index - 4)) << d.index;
+    EXPECT_EQ(d.position.epoch, 1u) << d.index;
+  }
+  EXPECT_EQ(ingress->stats().regressions, 1u);
+  EXPECT_TRUE(eventually([&] { return ingress->stalled().empty(); })) << ingress->stalled();
 }
 
 // A fetch thread that cannot get on (here a handler that does not return) takes nothing while
