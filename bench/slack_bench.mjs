@@ -31,7 +31,7 @@
 //    per click, from `bridge: click acted on`: queued_ms (envelope read -> the click thread takes
 //    it), sign_ms (decode, map, sign) and request_ms (the control request's round trip).
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -42,13 +42,17 @@ const require = createRequire(join(root, 'tests/node/package.json'));
 const nats = require('nats');
 const nkeys = require('nkeys.js');
 
-const args = process.argv.slice(2);
+const argv = process.argv.slice(2);
+// --get-ab OTHER_BIN: only the record read, this binary against another one side by side.
+const abAt = argv.indexOf('--get-ab');
+const otherBin = abAt >= 0 ? resolve(argv[abAt + 1]) : null;
+const args = abAt >= 0 ? argv.filter((_, i) => i !== abAt && i !== abAt + 1) : argv;
 const [countersignBin, natsServerBin] = args.slice(0, 2).map((p) => (p ? resolve(p) : p));
 const holds = Number(args[2] || 150);
 const decisions = Number(args[3] || 60);
 const rate = Number(args[4] || 10);
 if (!countersignBin || !natsServerBin) {
-  console.error('usage: slack_bench.mjs COUNTERSIGN_BIN NATS_SERVER_BIN [HOLDS] [DECISIONS] [RATE]');
+  console.error('usage: slack_bench.mjs [--get-ab OTHER_BIN] COUNTERSIGN_BIN NATS_SERVER_BIN [HOLDS] [DECISIONS] [RATE]');
   process.exit(2);
 }
 
@@ -92,9 +96,9 @@ function readPostTimings(text) {
 }
 
 // Starts a process and resolves when its output matches `pattern`; `onLines` sees whole lines.
-function start(bin, argv, pattern, env = {}, onLines = null) {
+function start(bin, argv, pattern, env = {}, onLines = null, cwd = dir) {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(bin, argv, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const child = spawn(bin, argv, { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     children.push(child);
     if (onLines) {
       let partial = '';
@@ -120,6 +124,16 @@ function start(bin, argv, pattern, env = {}, onLines = null) {
     child.stderr.on('data', onData);
     child.on('exit', (code) => reject(new Error(`${bin} exited with ${code}:\n${output}`)));
   });
+}
+
+// The policy both benchmarks use: payments are held.
+function writeHoldPolicy(where) {
+  writeFileSync(join(where, 'policy.yaml'), `version: v1
+rules:
+  - id: hold-payments
+    when: { topic: finance.payment.execute }
+    decision: require_human
+`);
 }
 
 async function control(port, method, path, body) {
@@ -150,12 +164,7 @@ async function main() {
   channels:
     - { name: slack, keys: ["${bridgeKey.getPublicKey()}"], may_act_for: ["*"] }
 `;
-  writeFileSync(join(dir, 'policy.yaml'), `version: v1
-rules:
-  - id: hold-payments
-    when: { topic: finance.payment.execute }
-    decision: require_human
-`);
+  writeHoldPolicy(dir);
   writeFileSync(join(dir, 'gateway.yaml'), `nats:
   servers: ["${natsUrl}"]
   embedded: false
@@ -399,8 +408,73 @@ ${approvers}`);
   console.log(lines.join('\n'));
 }
 
+// --get-ab: two gateways on one nats-server, this binary (A) and OTHER_BIN (B), each with its
+// own control prefix, bucket, audit stream and intake subjects. HOLDS jobs are held on each, then
+// 10 x HOLDS control.get requests are sent, alternating A, B, A, B, one at a time, so that both
+// see the same moments of the machine.
+async function getAb() {
+  const loadBefore = loadOf();
+  const server = await start(natsServerBin, ['-a', '127.0.0.1', '-p', '-1', '-js', '-sd', join(dir, 'js')],
+    /Listening for client connections on [^\s]*:(\d+)/);
+  const natsUrl = `nats://127.0.0.1:${server.match[1]}`;
+  const sides = [{ name: 'a', bin: countersignBin }, { name: 'b', bin: otherBin }];
+  for (const side of sides) {
+    const cwd = join(dir, side.name);
+    mkdirSync(cwd);
+    writeHoldPolicy(cwd);
+    writeFileSync(join(cwd, 'gateway.yaml'), `nats:
+  servers: ["${natsUrl}"]
+  embedded: false
+policy:
+  file: policy.yaml
+routes:
+  - { name: jobs, from: "${side.name}.jobs.>", to: "${side.name}.out.>" }
+control:
+  prefix: cs${side.name}
+store:
+  bucket: approvals_${side.name}
+audit:
+  stream: AUDIT_${side.name.toUpperCase()}
+admin:
+  listen: "127.0.0.1:0"
+`);
+    await start(side.bin, ['run', '--config', join(cwd, 'gateway.yaml')], /countersign ready/, {}, null, cwd);
+  }
+  const nc = await nats.connect({ servers: natsUrl });
+  const sc = nats.StringCodec();
+  for (const side of sides) {
+    side.ids = [];
+    for (let n = 0; n < holds; n++) {
+      const reply = await nc.request(`${side.name}.jobs.finance.payment.execute`, sc.encode(JSON.stringify({ n, amount: 500 })),
+        { timeout: 10000 });
+      side.ids.push(JSON.parse(sc.decode(reply.data)).approval_id);
+    }
+    side.times = [];
+  }
+  await sleep(500);
+  for (let i = 0; i < 10 * holds; i++) {
+    for (const side of i % 2 === 0 ? sides : [...sides].reverse()) {
+      const sent = nowUs();
+      const reply = await nc.request(`cs${side.name}.control.get`, sc.encode(JSON.stringify({ id: side.ids[i % holds] })),
+        { timeout: 10000 });
+      side.times.push(nowUs() - sent);
+      if (JSON.parse(sc.decode(reply.data)).record?.state !== 'pending') throw new Error(sc.decode(reply.data));
+    }
+  }
+  await nc.drain();
+  const q = (side, p) => ms(quantile(side.times, p));
+  console.log([
+    '| control.get of a pending job, one at a time | n | p50 ms | p90 ms | p99 ms |',
+    '|---|---|---|---|---|',
+    ...sides.map((side) => `| ${side.name.toUpperCase()}: ${side.bin} | ${side.times.length} | ${q(side, 0.5)} | ` +
+      `${q(side, 0.9)} | ${q(side, 0.99)} |`),
+    '',
+    `Load average (1/5/15 min) before: ${loadBefore}; after: ${loadOf()}.`,
+  ].join('\n'));
+}
+
 try {
-  await main();
+  await (otherBin ? getAb() : main());
 } catch (e) {
   console.error(`slack_bench: ${e.stack || e}`);
   process.exitCode = 1;
