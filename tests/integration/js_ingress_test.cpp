@@ -213,6 +213,17 @@ bool streamExists(Client& client, const std::string& stream = kStream) {
   return s == NATS_OK;
 }
 
+// What a crash can leave behind, made on purpose: the server stopped, the stream's message files
+// removed (its config and the consumer's state file stay), the server started again. The stream's
+// sequence starts again at 1.
+void restartLosingTheStreamMessages(NatsServer& server) {
+  server.stop();
+  const auto messages = server.storeDir() / "jetstream" / "$G" / "streams" / kStream / "msgs";
+  ASSERT_TRUE(std::filesystem::is_directory(messages)) << messages;
+  for (const auto& file : std::filesystem::directory_iterator(messages)) std::filesystem::remove_all(file.path());
+  server.restart();
+}
+
 std::unique_ptr<JetStreamIngress> startIngress(Connection& connection, IngressOptions options,
                                                natsio::IngressHandler handler) {
   auto ingress = JetStreamIngress::start(connection, std::move(options), std::move(handler),
@@ -558,12 +569,7 @@ TEST_F(JsIngressTest, AConsumerPastTheEndOfItsStreamIsCreatedAgainAndTakesTheJob
   ASSERT_TRUE(eventually([&] { return consumerState(*client).ack_pending == 0; }));
   ingress->stop();
   ingress.reset();
-  server->stop();
-  // The stream's message files go; its config and the consumer's state file stay.
-  const auto messages = server->storeDir() / "jetstream" / "$G" / "streams" / kStream / "msgs";
-  ASSERT_TRUE(std::filesystem::is_directory(messages)) << messages;
-  for (const auto& file : std::filesystem::directory_iterator(messages)) std::filesystem::remove_all(file.path());
-  server->restart();
+  restartLosingTheStreamMessages(*server);
   // Sequences 1 to 3 again, which the consumer (at 10) believes it has delivered.
   for (int i = 10; i < 13; ++i) publishDurably(*client, subjectFor(i), i);
   ASSERT_TRUE(eventually([&] { return connection->connected(); }, 15s));
@@ -605,11 +611,7 @@ TEST_F(JsIngressTest, ARegressionThatCannotBeRecordedHoldsBackEveryJobUntilItIs)
   ASSERT_TRUE(eventually([&] { return recorder.calls() == 5; }));
   ASSERT_TRUE(eventually([&] { return consumerState(*client).ack_pending == 0; }));
   kv.failNext(Errc::unavailable, 1'000'000);
-  server->stop();
-  const auto messages = server->storeDir() / "jetstream" / "$G" / "streams" / kStream / "msgs";
-  ASSERT_TRUE(std::filesystem::is_directory(messages)) << messages;
-  for (const auto& file : std::filesystem::directory_iterator(messages)) std::filesystem::remove_all(file.path());
-  server->restart();
+  restartLosingTheStreamMessages(*server);
   for (int i = 5; i < 8; ++i) publishDurably(*client, subjectFor(i), i);  // sequences 1 to 3 again
   std::string report;
   EXPECT_TRUE(eventually(
