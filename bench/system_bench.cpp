@@ -60,6 +60,7 @@
 #include "nats/child_process.hpp"
 #include "nats/connection.hpp"
 #include "nats/message_convert.hpp"
+#include "nats/nats_publisher.hpp"
 
 namespace {
 
@@ -147,6 +148,22 @@ double cpuSeconds(pid_t pid) {
   if (fields.size() < 13) return 0;
   const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
   return (std::stod(fields[11]) + std::stod(fields[12])) / ticks;
+}
+
+// Context switches (voluntary + involuntary) of all of a process's live threads so far: every
+// hand-over between threads (a wake, a sleep on a condition) counts here. 0 when unreadable.
+double contextSwitches(pid_t pid) {
+  double total = 0;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::istringstream in(readFile(task.path().string() + "/status"));
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0 || line.rfind("nonvoluntary_ctxt_switches:", 0) == 0) {
+        total += std::stod(line.substr(line.find(':') + 1));
+      }
+    }
+  }
+  return total;
 }
 
 // Resident memory in KiB (VmRSS), 0 when it cannot be read.
@@ -831,6 +848,30 @@ void addJobsStream(Connection& conn) {
 // the record, KV create `<id>/decision`, JetStream publish of the job with the release headers
 // (waits for the PubAck), then `published` (where a sidecar answers, as countersign does), then
 // KV create `<id>/released`. False, with `error`, at the first step that fails.
+// The decision the bare sequences write (approved by "bench").
+countersign::DecisionRecord benchDecision(const countersign::ApprovalRecord& record, const std::string& at) {
+  return {.decision = countersign::FinalDecision::approved,
+          .by = "bench",
+          .at = at,
+          .reason = "benchmark",
+          .policy_snapshot = record.policy_snapshot,
+          .job_hash = record.job_hash};
+}
+
+// The headers a release carries (approved by "bench").
+countersign::Headers benchReleaseHeaders(const countersign::ApprovalRecord& record, const std::string& id) {
+  countersign::Headers headers = record.headers;
+  headers.insert(headers.end(), {{"Nats-Msg-Id", "countersign:" + id},
+                                 {"Countersign-Decision", "require_human"},
+                                 {"Countersign-Approval", "granted"},
+                                 {"Countersign-Approval-Id", id},
+                                 {"Countersign-Approved-By", "bench"},
+                                 {"Countersign-Rule", record.rule},
+                                 {"Countersign-Policy-Snapshot", record.policy_snapshot},
+                                 {"Countersign-Job-Hash", record.job_hash}});
+  return headers;
+}
+
 bool approveSequence(jsCtx* js, kvStore* kv, const std::string& id, std::string& error,
                      const std::function<void(const countersign::ApprovalRecord&)>& published) {
   kvEntry* entry = nullptr;
@@ -848,12 +889,7 @@ bool approveSequence(jsCtx* js, kvStore* kv, const std::string& id, std::string&
     return false;
   }
   const std::string at = countersign::formatRfc3339(std::chrono::system_clock::now());
-  const countersign::DecisionRecord decision{.decision = countersign::FinalDecision::approved,
-                                             .by = "bench",
-                                             .at = at,
-                                             .reason = "benchmark",
-                                             .policy_snapshot = record->policy_snapshot,
-                                             .job_hash = record->job_hash};
+  const countersign::DecisionRecord decision = benchDecision(*record, at);
   const std::string decision_json = countersign::toJson(decision);
   std::uint64_t revision = 0;
   s = kvStore_Create(&revision, kv, countersign::decisionKey(id).c_str(), decision_json.data(),
@@ -862,15 +898,7 @@ bool approveSequence(jsCtx* js, kvStore* kv, const std::string& id, std::string&
     error = "create decision: " + natsText(s);
     return false;
   }
-  std::vector<std::pair<std::string, std::string>> headers = record->headers;
-  headers.insert(headers.end(), {{"Nats-Msg-Id", "countersign:" + id},
-                                 {"Countersign-Decision", "require_human"},
-                                 {"Countersign-Approval", "granted"},
-                                 {"Countersign-Approval-Id", id},
-                                 {"Countersign-Approved-By", "bench"},
-                                 {"Countersign-Rule", record->rule},
-                                 {"Countersign-Policy-Snapshot", record->policy_snapshot},
-                                 {"Countersign-Job-Hash", record->job_hash}});
+  const countersign::Headers headers = benchReleaseHeaders(*record, id);
   auto msg = makeMsg(record->target, nullptr, record->payload, headers);
   jsPubOptions options;
   jsPubOptions_Init(&options);
@@ -1101,12 +1129,63 @@ void sidecarHoldAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* 
 
 // Approve: `concurrency` queue subscribers on the send_asap connection, each on its own
 // delivery thread, each running the bare sequence and answering 200 once the job's publish is
-// confirmed (before `<id>/released`, as countersign does).
+// confirmed (before `<id>/released`, as countersign does). Its round trips go the way
+// countersign's do: requests whose replies come to the asking thread's own inbox
+// (natsio::Connection::request, natsio::jsPublish), not through cnats' request-reply inbox thread.
 struct SidecarApprove {
-  natsConnection* conn = nullptr;
-  jsCtx* js = nullptr;
-  kvStore* kv = nullptr;
+  std::unique_ptr<natsio::Connection> conn;
+  std::string bucket;
 };
+
+// The bare sequence with countersign's round trips: direct get of the record, create of
+// <id>/decision, JetStream publish of the job, create of <id>/released.
+bool approveSequenceOwnInbox(natsio::Connection& conn, const std::string& bucket, const std::string& id,
+                             std::string& error,
+                             const std::function<void(const countersign::ApprovalRecord&)>& published) {
+  using countersign::OutMessage;
+  const std::string subject_prefix = "$KV." + bucket + ".";
+  const std::string body = R"({"last_by_subj":")" + subject_prefix + id + "\"}";
+  auto got = conn.request(OutMessage{.subject = "$JS.API.DIRECT.GET.KV_" + bucket, .payload = body},
+                          std::chrono::milliseconds(5000), "get");
+  if (!got) {
+    error = got.error().message;
+    return false;
+  }
+  const char* data = natsMsg_GetData(got->get());
+  auto record = countersign::parseApprovalRecord(
+      std::string_view(data != nullptr ? data : "", static_cast<std::size_t>(natsMsg_GetDataLength(got->get()))));
+  got->reset();
+  if (!record) {
+    error = "record: " + record.error().message;
+    return false;
+  }
+  auto create = [&](const std::string& key, const std::string& value) {
+    const countersign::Headers expect{{"Nats-Expected-Last-Subject-Sequence", "0"}};
+    return natsio::jsPublish(conn, OutMessage{.subject = subject_prefix + key, .headers = &expect, .payload = value},
+                             std::chrono::milliseconds(5000), "create " + key);
+  };
+  const std::string at = countersign::formatRfc3339(std::chrono::system_clock::now());
+  const countersign::DecisionRecord decision = benchDecision(*record, at);
+  if (auto made = create(countersign::decisionKey(id), countersign::toJson(decision)); !made) {
+    error = made.error().message;
+    return false;
+  }
+  const countersign::Headers headers = benchReleaseHeaders(*record, id);
+  auto ack = natsio::jsPublish(conn, OutMessage{.subject = record->target, .headers = &headers, .payload = record->payload},
+                               std::chrono::milliseconds(5000), "publish");
+  if (!ack) {
+    error = ack.error().message;
+    return false;
+  }
+  if (published) published(*record);
+  const countersign::ReleasedRecord released{
+      .at = at, .msg_id = "countersign:" + id, .stream = ack->stream, .sequence = ack->sequence, .by = "approve"};
+  if (auto made = create(countersign::releasedKey(id), countersign::toJson(released)); !made) {
+    error = made.error().message;
+    return false;
+  }
+  return true;
+}
 
 void sidecarApproveRequest(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
   auto* state = static_cast<SidecarApprove*>(closure);
@@ -1115,20 +1194,20 @@ void sidecarApproveRequest(natsConnection*, natsSubscription*, natsMsg* msg, voi
   if (reply != nullptr && !id.empty()) {
     bool answered = false;
     std::string error;
-    approveSequence(state->js, state->kv, id, error,
+    approveSequenceOwnInbox(*state->conn, state->bucket, id, error,
                     [&](const countersign::ApprovalRecord& record) {
-                      sidecarAnswer(state->conn, reply, "approved",
+                      sidecarAnswer(state->conn->raw(), reply, "approved",
                                     R"({"status":"approved","code":200,"approval_id":")" + id +
                                         R"(","released":true,"msg_id":"countersign:)" + id +
                                         R"(","target":")" + record.target + "\"}");
                       answered = true;
                     });
     if (!answered) {
-      sidecarAnswer(state->conn, reply, "unavailable",
+      sidecarAnswer(state->conn->raw(), reply, "unavailable",
                     R"({"status":"unavailable","code":503,"error":")" + error + "\"}");
     }
   }
-  natsMsg_Destroy(msg);
+  natsio::freeNatsMsg(msg);  // as countersign frees its requests: in place, no collector wake
 }
 
 int runSidecar(int argc, char** argv) {
@@ -1172,17 +1251,21 @@ int runSidecar(int argc, char** argv) {
     check(natsConnection_FlushTimeout(intake, 5000), "sidecar flush");
   } else {
     auto* state = new SidecarApprove;  // lives until the process is stopped
-    state->conn = control;
-    check(natsConnection_JetStream(&state->js, control, nullptr), "sidecar JetStream context");
-    check(js_KeyValue(&state->kv, state->js, bucket.c_str()), "sidecar KV bucket " + bucket);
+    countersign::NatsConfig config;
+    config.servers = {url};
+    auto connected = natsio::Connection::connect(config, "bench-sidecar-approve", true);
+    if (!connected) die("sidecar: " + connected.error().message);
+    state->conn = std::move(*connected);
+    state->bucket = bucket;
     const int concurrency = std::max(1, std::atoi(argv[6]));
     for (int i = 0; i < concurrency; ++i) {
       natsSubscription* sub = nullptr;
-      check(natsConnection_QueueSubscribe(&sub, control, subject.c_str(), "sidecar",
+      check(natsConnection_QueueSubscribe(&sub, state->conn->raw(), subject.c_str(), "sidecar",
                                           &sidecarApproveRequest, state),
             "sidecar subscribe");
       subs.push_back(sub);
     }
+    check(natsConnection_FlushTimeout(state->conn->raw(), 5000), "sidecar flush");
   }
   // The pending limits countersign's subscriptions have.
   for (natsSubscription* sub : subs)
@@ -1725,6 +1808,7 @@ struct RateRound {
   Percentiles latency;
   double proc_cpu_us = 0;
   double server_cpu_us = 0;
+  double proc_switches = 0;  // context switches per operation of the process between
 };
 
 // Keeps `concurrency` requests in flight against `subject` (async, one connection, replies on a
@@ -1773,7 +1857,7 @@ RateRound requestRound(Connection& conn, const std::string& tag, const std::stri
     measure_to =
         measure_from + std::chrono::duration_cast<std::chrono::nanoseconds>(window).count();
   }
-  double p0 = 0, s0 = 0;
+  double p0 = 0, s0 = 0, w0 = 0;
   bool sampled_start = false;
   std::uint64_t sent = 0;
   for (;;) {
@@ -1783,6 +1867,7 @@ RateRound requestRound(Connection& conn, const std::string& tag, const std::stri
     if (!sampled_start && now >= measure_from) {
       p0 = cpuSeconds(proc);
       s0 = cpuSeconds(server);
+      w0 = proc > 0 ? contextSwitches(proc) : 0;
       sampled_start = true;
     }
     if (now >= measure_to) break;
@@ -1795,6 +1880,7 @@ RateRound requestRound(Connection& conn, const std::string& tag, const std::stri
     ++sent;
   }
   const double p1 = cpuSeconds(proc), s1 = cpuSeconds(server);
+  const double w1 = proc > 0 ? contextSwitches(proc) : 0;
   std::unique_lock lock(mutex);
   if (!cv.wait_for(lock, 30s, [&] { return outstanding == 0; }))
     note(tag + ": " + std::to_string(outstanding) + " requests unanswered");
@@ -1808,6 +1894,7 @@ RateRound requestRound(Connection& conn, const std::string& tag, const std::stri
   const double n = static_cast<double>(ok_in_window);
   round.proc_cpu_us = n > 0 ? (p1 - p0) * 1e6 / n : 0;
   round.server_cpu_us = n > 0 ? (s1 - s0) * 1e6 / n : 0;
+  round.proc_switches = n > 0 ? (w1 - w0) / n : 0;
   return round;
 }
 
@@ -1877,6 +1964,13 @@ const std::string kReplayerIdle = "release:\n  replay_interval: 3600s\n";
 // for a PubAck. Shows what JetStream's storing of the audit trail costs per hold / approval.
 const std::string kAuditOff = "audit:\n  enabled: false\n";
 
+// BENCH_DEFAULT_ONLY=1: the hold and approve phases measure only their `default` rows (with the
+// bare sidecar and raw), for quicker before/after pairs.
+bool defaultOnly() {
+  const char* value = std::getenv("BENCH_DEFAULT_ONLY");
+  return value != nullptr && std::string_view(value) == "1";
+}
+
 // One variant at one concurrency: the baseline's rounds, the bare sidecar's (only where it was
 // measured) and countersign's.
 template <class Round>
@@ -1920,6 +2014,7 @@ struct RatioRow {
   double raw_rate = 0, cs_rate = 0, side_rate = 0;
   double raw_server = 0, cs_server = 0, side_server = 0;  // server CPU µs per op
   double cs_cpu = 0, side_cpu = 0;                        // countersign / sidecar CPU µs per op
+  double cs_switches = 0, side_switches = 0;              // their context switches per op
   double raw_p50 = 0;
   bool has_side = false;
   double ratio() const { return raw_rate > 0 ? cs_rate / raw_rate : 0; }
@@ -1938,12 +2033,14 @@ RatioRow ratioRow(const RoundPair<Round>& row) {
   out.raw_server = med(row.raw, &Round::server_cpu_us);
   out.cs_server = med(row.cs, &Round::server_cpu_us);
   out.cs_cpu = med(row.cs, &Round::proc_cpu_us);
+  out.cs_switches = med(row.cs, &Round::proc_switches);
   out.raw_p50 = medianOf(row.raw, [](const Round& x) { return x.latency.p50; });
   out.has_side = !row.side.empty();
   if (out.has_side) {
     out.side_rate = med(row.side, &Round::rate);
     out.side_server = med(row.side, &Round::server_cpu_us);
     out.side_cpu = med(row.side, &Round::proc_cpu_us);
+    out.side_switches = med(row.side, &Round::proc_switches);
   }
   return out;
 }
@@ -1959,8 +2056,9 @@ RatioSummary writeRatioRows(std::ostream& d, Report& report, const std::string& 
     << " | ratio countersign / raw | bare sidecar / raw | countersign / bare sidecar | raw p50 / "
        "p99 | bare sidecar p50 / p99 | countersign p50 / p99 | CPU µs/"
     << names.op << " bare sidecar / countersign | server CPU µs/" << names.op
-    << " raw / bare sidecar / countersign | failures raw / bare sidecar / countersign |\n"
-    << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    << " raw / bare sidecar / countersign | context switches/" << names.op
+    << " bare sidecar / countersign | failures raw / bare sidecar / countersign |\n"
+    << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   RatioSummary summary;
   for (const auto& row : rows) {
     const RatioRow m = ratioRow(row);
@@ -1983,7 +2081,8 @@ RatioSummary writeRatioRows(std::ostream& d, Report& report, const std::string& 
       << latency(row.side) << " | " << latency(row.cs) << " | "
       << sideOr(fmt(m.side_cpu, cpu_digits)) << " / " << fmt(m.cs_cpu, cpu_digits) << " | "
       << fmt(m.raw_server, cpu_digits) << " / " << sideOr(fmt(m.side_server, cpu_digits)) << " / "
-      << fmt(m.cs_server, cpu_digits) << " | " << failed(row.raw) << " / " << failed(row.side)
+      << fmt(m.cs_server, cpu_digits) << " | " << sideOr(fmt(m.side_switches, 1)) << " / "
+      << fmt(m.cs_switches, 1) << " | " << failed(row.raw) << " / " << failed(row.side)
       << " / " << failed(row.cs) << " |\n";
     if (row.variant != "default") continue;
     summary.all_met = summary.all_met && m.ratio() >= 0.7;
@@ -2178,16 +2277,18 @@ void holdRate(Rig& rig, std::unique_ptr<Countersign>& cs) {
   // Again without the audit stream (a fresh countersign on a fresh bucket; the two must not run
   // at the same time: they share the intake queue group).
   cs->process->stop();
-  cs = Countersign::start(
-      rig.dir.path() / "cs-hold-audit-off",
-      {.url = rig.server.url, .bucket = "cs_hold_audit_off", .extra_yaml = kAuditOff});
-  auto audit_off_rows =
-      measureHold(rig, conn, raw_kv, *cs, "audit off", setup, record_template, nullptr, quiet_s);
-  rows.insert(rows.end(), audit_off_rows.begin(), audit_off_rows.end());
+  if (!defaultOnly()) {
+    cs = Countersign::start(
+        rig.dir.path() / "cs-hold-audit-off",
+        {.url = rig.server.url, .bucket = "cs_hold_audit_off", .extra_yaml = kAuditOff});
+    auto audit_off_rows =
+        measureHold(rig, conn, raw_kv, *cs, "audit off", setup, record_template, nullptr, quiet_s);
+    rows.insert(rows.end(), audit_off_rows.begin(), audit_off_rows.end());
+    deleteBucket(conn, "cs_hold_audit_off");
+  }
   kvStore_Destroy(raw_kv);
   deleteBucket(conn, "bench_raw_hold");
   deleteBucket(conn, "bench_side_hold");
-  deleteBucket(conn, "cs_hold_audit_off");
   note("hold: waited " + fmt(quiet_s, 1) + " s in all for quiet between rounds");
 
   auto& d = rig.report.details;
@@ -2348,6 +2449,7 @@ struct ApproveRound {
   std::size_t used = 0;  // ids consumed
   double proc_cpu_us = 0;
   double server_cpu_us = 0;
+  double proc_switches = 0;  // context switches per approval of countersign / the bare sidecar
 };
 
 const std::string kApproveSubject = "countersign.control.approve";
@@ -2381,7 +2483,7 @@ ApproveRound approveRound(Connection& conn, Worker& worker, const std::vector<st
       from + std::chrono::duration_cast<std::chrono::nanoseconds>(window).count();
   tracker.setWindow(from, to);
   const std::size_t first = cursor;
-  double p0 = 0, s0 = 0;
+  double p0 = 0, s0 = 0, w0 = 0;
   bool sampled = false;
   while (cursor < ids.size()) {
     tracker.waitBelow(static_cast<std::size_t>(concurrency));
@@ -2389,6 +2491,7 @@ ApproveRound approveRound(Connection& conn, Worker& worker, const std::vector<st
     if (!sampled && now >= from) {
       p0 = cpuSeconds(proc);
       s0 = cpuSeconds(server);
+      w0 = contextSwitches(proc);
       sampled = true;
     }
     if (now >= to) break;
@@ -2400,6 +2503,7 @@ ApproveRound approveRound(Connection& conn, Worker& worker, const std::vector<st
     check(natsConnection_PublishMsg(conn.raw(), msg.get()), "approve request");
   }
   const double p1 = cpuSeconds(proc), s1 = cpuSeconds(server);
+  const double w1 = contextSwitches(proc);
   tracker.waitBelow(1);
   worker.countOnly();
   ApproveRound round;
@@ -2412,6 +2516,7 @@ ApproveRound approveRound(Connection& conn, Worker& worker, const std::vector<st
   round.used = cursor - first;
   round.proc_cpu_us = n > 0 ? (p1 - p0) * 1e6 / n : 0;
   round.server_cpu_us = n > 0 ? (s1 - s0) * 1e6 / n : 0;
+  round.proc_switches = n > 0 ? (w1 - w0) / n : 0;
   if (warn_if_exhausted && cursor >= ids.size())
     note("approve: ran out of pending records; the window was cut short");
   return round;
@@ -2660,38 +2765,41 @@ void approveToRelease(Rig& rig, Worker& worker) {
   double quiet_s = 0;
   auto rows = measureApprove(rig, worker, conn, "default", "", levels, rounds, warmup, window,
                              per_bucket, true, quiet_s);
-  auto idle_rows = measureApprove(rig, worker, conn, "replayer idle", kReplayerIdle, levels, rounds,
-                                  warmup, window, per_bucket, false, quiet_s);
-  rows.insert(rows.end(), idle_rows.begin(), idle_rows.end());
-  auto audit_off_rows = measureApprove(rig, worker, conn, "audit off", kAuditOff, levels, rounds,
-                                       warmup, window, per_bucket, false, quiet_s);
-  rows.insert(rows.end(), audit_off_rows.begin(), audit_off_rows.end());
-  // Signed 1-of-1 approvals: an approver registry that requires signatures, each request signed
-  // with the bench approver's nkey. Compared with `default` (unsigned, open mode) in this run.
-  const countersign::nkeys::Seed bench_seed = countersign::nkeys::generateSeed();
-  const std::string registry = "approvers:\n  require_signature: true\n  people:\n    - name: bench\n      keys: [\"" +
-                               countersign::nkeys::encodePublicKey(countersign::nkeys::publicKeyOf(bench_seed)) +
-                               "\"]\n";
-  auto signed_rows = measureApprove(rig, worker, conn, "signed", registry, levels, rounds, warmup, window,
-                                    per_bucket, false, quiet_s, &bench_seed);
-  for (const auto& row : signed_rows) {
-    for (const auto& base : rows) {
-      if (base.variant != "default" || base.n != row.n) continue;
-      const double signed_rate = medianOf(row.cs, [](const ApproveRound& x) { return x.rate; });
-      const double unsigned_rate = medianOf(base.cs, [](const ApproveRound& x) { return x.rate; });
-      note("approve signed vs unsigned N=" + std::to_string(row.n) + ": " + fmtRate(signed_rate) + " / " +
-           fmtRate(unsigned_rate) + " = " + fmt(unsigned_rate > 0 ? signed_rate / unsigned_rate : 0, 2) + "x");
-    }
-  }
-  rows.insert(rows.end(), signed_rows.begin(), signed_rows.end());
-  // 2-of-2: a registry of two people (no signatures), the finance rule with quorum: 2.
-  const std::string pair_registry =
-      "approvers:\n  people:\n    - name: alice\n      groups: [finance-leads]\n"
-      "    - name: bob\n      groups: [finance-leads]\n";
   VoteStats votes;
-  auto quorum_rows = measureApprove(rig, worker, conn, "2-of-2", pair_registry, levels, rounds, warmup, window,
-                                    per_bucket, false, quiet_s, nullptr, &votes);
-  rows.insert(rows.end(), quorum_rows.begin(), quorum_rows.end());
+  // BENCH_DEFAULT_ONLY=1: only the `default` rows (quicker before/after pairs).
+  if (!defaultOnly()) {
+    auto idle_rows = measureApprove(rig, worker, conn, "replayer idle", kReplayerIdle, levels, rounds,
+                                    warmup, window, per_bucket, false, quiet_s);
+    rows.insert(rows.end(), idle_rows.begin(), idle_rows.end());
+    auto audit_off_rows = measureApprove(rig, worker, conn, "audit off", kAuditOff, levels, rounds,
+                                         warmup, window, per_bucket, false, quiet_s);
+    rows.insert(rows.end(), audit_off_rows.begin(), audit_off_rows.end());
+    // Signed 1-of-1 approvals: an approver registry that requires signatures, each request signed
+    // with the bench approver's nkey. Compared with `default` (unsigned, open mode) in this run.
+    const countersign::nkeys::Seed bench_seed = countersign::nkeys::generateSeed();
+    const std::string registry = "approvers:\n  require_signature: true\n  people:\n    - name: bench\n      keys: [\"" +
+                                 countersign::nkeys::encodePublicKey(countersign::nkeys::publicKeyOf(bench_seed)) +
+                                 "\"]\n";
+    auto signed_rows = measureApprove(rig, worker, conn, "signed", registry, levels, rounds, warmup, window,
+                                      per_bucket, false, quiet_s, &bench_seed);
+    for (const auto& row : signed_rows) {
+      for (const auto& base : rows) {
+        if (base.variant != "default" || base.n != row.n) continue;
+        const double signed_rate = medianOf(row.cs, [](const ApproveRound& x) { return x.rate; });
+        const double unsigned_rate = medianOf(base.cs, [](const ApproveRound& x) { return x.rate; });
+        note("approve signed vs unsigned N=" + std::to_string(row.n) + ": " + fmtRate(signed_rate) + " / " +
+             fmtRate(unsigned_rate) + " = " + fmt(unsigned_rate > 0 ? signed_rate / unsigned_rate : 0, 2) + "x");
+      }
+    }
+    rows.insert(rows.end(), signed_rows.begin(), signed_rows.end());
+    // 2-of-2: a registry of two people (no signatures), the finance rule with quorum: 2.
+    const std::string pair_registry =
+        "approvers:\n  people:\n    - name: alice\n      groups: [finance-leads]\n"
+        "    - name: bob\n      groups: [finance-leads]\n";
+    auto quorum_rows = measureApprove(rig, worker, conn, "2-of-2", pair_registry, levels, rounds, warmup, window,
+                                      per_bucket, false, quiet_s, nullptr, &votes);
+    rows.insert(rows.end(), quorum_rows.begin(), quorum_rows.end());
+  }
   // Governance against the unsigned 1-of-1 path of this run (`default`), per N.
   std::string gov_base, gov_signed, gov_quorum, gov_ratio;
   std::ostringstream gov;

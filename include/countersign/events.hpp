@@ -70,6 +70,14 @@ struct EventOptions {
   // the caller.
   const nkeys::Signer* signer = nullptr;
   std::string signer_name = "sign";
+  // With a signer: sign on the thread that emits, right after the chain's lock, and publish from
+  // there, instead of on the signing thread. For a sink whose emitters are few and do little
+  // else per event (the control connection's: the store's answer thread for `held`, the control
+  // threads for decisions): the signature costs them what it would cost the signing thread, and
+  // no event waits for a hand-over to that thread (and a decisive one for the hand-back). Events
+  // may then reach the stream out of seq order across threads; readers sort by seq. Events
+  // of one thread keep their order, so `approved` still precedes its `released`.
+  bool sign_on_caller = false;
   // With a signer: every signed body is remembered here (nullptr: nowhere).
   RecentlySigned* signed_bodies = nullptr;
   // Signed events waiting for the signing thread, at most; beyond it emit() waits for room when
@@ -117,6 +125,8 @@ class RecentlySigned {
  public:
   explicit RecentlySigned(std::size_t capacity = 16384) : capacity_(capacity) {}
   void add(std::string_view body);
+  // The same, given the body's SHA-256 (lowercase hex) already computed.
+  void addHash(std::string hash);
   bool contains(std::string_view body) const;
 
  private:

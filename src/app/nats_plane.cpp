@@ -36,6 +36,9 @@ Result<NatsPlane> openPlane(const Config& config, std::string_view name, bool se
                       .durable_decisions = config.audit.enabled,
                       .signer = signer,
                       .signer_name = "sign-" + std::string(name.substr(0, 4)),  // cs-sign-inta-0, cs-sign-cont-0
+                      // The control connection's events are signed where they are decided (see
+                      // EventOptions::sign_on_caller); the intake connection's on its own thread.
+                      .sign_on_caller = with_store,
                       .signed_bodies = signed_bodies,
                       // The intake connection's events (denied, throttled, allowed) come from the
                       // routes' delivery threads, which may wait; the control connection's `held`

@@ -55,8 +55,9 @@ EventOrigin EventVerifier::check(std::string_view body, const std::string* signa
   return EventOrigin::verified;
 }
 
-void RecentlySigned::add(std::string_view body) {
-  std::string hash = json::sha256Hex(body);
+void RecentlySigned::add(std::string_view body) { addHash(json::sha256Hex(body)); }
+
+void RecentlySigned::addHash(std::string hash) {
   const std::lock_guard lock(mutex_);
   if (!hashes_.insert(hash).second) return;
   order_.push_back(std::move(hash));
@@ -87,7 +88,7 @@ std::optional<std::string> markedEvent(std::string_view body, EventOrigin origin
 
 EventSink::EventSink(Publisher& publisher, const Clock& clock, Logger& log, EventOptions options)
     : publisher_(publisher), clock_(clock), log_(log), options_(std::move(options)) {
-  if (options_.chained && options_.signer != nullptr) {
+  if (options_.chained && options_.signer != nullptr && !options_.sign_on_caller) {
     signing_ = std::make_unique<WorkPool>(1, options_.signer_queue, options_.signer_name);
   }
 }
@@ -156,13 +157,15 @@ void EventSink::emit(const Event& e) {
       options_.msg_id_nonces != nullptr ? "-" + options_.msg_id_nonces->newId().substr(0, 16) : std::string();
   std::shared_ptr<std::promise<void>> published;
   std::future<void> done;
+  std::string body_hash;  // SHA-256 of the body: the next event's `prev`, and what signed_bodies keeps
   {
     // The chain's order is the seq order, fixed here; publishes may reach the stream in
     // another order (verification sorts by seq).
     const std::lock_guard lock(chain_mutex_);
     const std::uint64_t seq = ++seq_;
     payload = body(e, seq, prev_);
-    prev_ = "sha256:" + json::sha256Hex(payload);
+    body_hash = json::sha256Hex(payload);
+    prev_ = "sha256:" + body_hash;
     std::string id(e.approval_id.empty() ? std::string_view("-") : e.approval_id);
     id += ':';
     id += kind;
@@ -179,11 +182,12 @@ void EventSink::emit(const Event& e) {
         done = published->get_future();
       }
       auto task = [this, subject = std::move(subject), headers = std::move(headers), payload = std::move(payload),
-                   durable, kind, approval_id = std::string(e.approval_id), published]() mutable {
+                   durable, kind, approval_id = std::string(e.approval_id), published,
+                   body_hash = std::move(body_hash)]() mutable {
         headers.emplace_back(std::string(kEventSignatureHeader),
                              nkeys::base64UrlEncode(options_.signer->sign(payload)));
         headers.emplace_back(std::string(kEventKeyHeader), options_.signer->encodedPublicKey());
-        if (options_.signed_bodies != nullptr) options_.signed_bodies->add(payload);
+        if (options_.signed_bodies != nullptr) options_.signed_bodies->addHash(std::move(body_hash));
         send(subject, headers, payload, durable, kind, approval_id);
         if (published) published->set_value();
       };
@@ -195,6 +199,12 @@ void EventSink::emit(const Event& e) {
     }
   }
   if (signing_ == nullptr) {
+    // Unsigned, or signed here on the caller's thread (sign_on_caller), outside the chain's lock.
+    if (options_.signer != nullptr) {
+      headers.emplace_back(std::string(kEventSignatureHeader), nkeys::base64UrlEncode(options_.signer->sign(payload)));
+      headers.emplace_back(std::string(kEventKeyHeader), options_.signer->encodedPublicKey());
+      if (options_.signed_bodies != nullptr) options_.signed_bodies->addHash(std::move(body_hash));
+    }
     send(subject, headers, payload, durable, kind, e.approval_id);
   } else if (durable) {
     done.wait();  // a decisive event is confirmed (or its failure logged) before emit returns

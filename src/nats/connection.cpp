@@ -3,6 +3,8 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <atomic>
+#include <charconv>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -10,6 +12,7 @@
 
 #include "countersign/nkeys.hpp"
 #include "countersign/redact.hpp"
+#include "nats/message_convert.hpp"
 
 namespace countersign::natsio {
 namespace {
@@ -161,6 +164,8 @@ Result<std::unique_ptr<Connection>> Connection::connect(const NatsConfig& cfg,
   if (cfg.servers.empty()) return fail(Errc::invalid_argument, "nats.servers: empty");
 
   std::unique_ptr<Connection> self(new Connection());
+  static std::atomic<std::uint64_t> next_id{0};
+  self->id_ = ++next_id;
   if (!cfg.inbox_prefix.empty()) self->inbox_prefix_ = cfg.inbox_prefix;
   auto callbacks = std::make_shared<Callbacks>();
   callbacks->logger = std::move(logger);
@@ -261,6 +266,12 @@ Result<std::unique_ptr<Connection>> Connection::connect(const NatsConfig& cfg,
   return self;
 }
 
+struct Connection::ReplyInbox {
+  natsSubscription* sub = nullptr;
+  std::string prefix;  // <inbox prefix>.<unique>. ; a request's reply subject adds its number
+  std::uint64_t next = 0;
+};
+
 Connection::~Connection() {
   if (js_ != nullptr) jsCtx_Destroy(js_);
   if (conn_ != nullptr) {
@@ -270,6 +281,11 @@ Connection::~Connection() {
     }
     natsConnection_Close(conn_);
     (void)waitClosed(kCloseWait);
+    {
+      const std::lock_guard lock(inboxes_mutex_);
+      for (auto& inbox : inboxes_) natsSubscription_Destroy(inbox->sub);
+      inboxes_.clear();
+    }
     natsConnection_Destroy(conn_);
   }
   if (callbacks_ != nullptr) {
@@ -315,6 +331,91 @@ void Connection::drain(std::chrono::milliseconds timeout) {
     callbacks_->log("nats: drain refused (" + statusText(s) + "), closing");
   }
   natsConnection_Close(conn_);
+}
+
+Connection::ReplyInbox* Connection::threadInbox(natsStatus& status) {
+  // This thread's inbox on each connection it has asked through (a handful of connections per
+  // process, so a short list; ids are never reused, so a closed connection's entry never
+  // matches again).
+  thread_local std::vector<std::pair<std::uint64_t, ReplyInbox*>> mine;
+  for (const auto& [id, inbox] : mine) {
+    if (id == id_) return inbox;
+  }
+  char* unique = nullptr;
+  status = natsInbox_Create(&unique);  // "_INBOX.<nuid>": only its random part is used
+  if (status != NATS_OK) return nullptr;
+  std::string_view random(unique);
+  random.remove_prefix(random.find('.') + 1);
+  auto inbox = std::make_unique<ReplyInbox>();
+  inbox->prefix = inbox_prefix_ + "." + std::string(random) + ".";
+  natsInbox_Destroy(unique);
+  status = natsConnection_SubscribeSync(&inbox->sub, conn_, (inbox->prefix + "*").c_str());
+  if (status != NATS_OK) return nullptr;
+  // The first request must not overtake the subscription at the server.
+  status = natsConnection_FlushTimeout(conn_, kJetStreamWaitMs);
+  if (status != NATS_OK) {
+    natsSubscription_Destroy(inbox->sub);
+    return nullptr;
+  }
+  ReplyInbox* raw = inbox.get();
+  {
+    const std::lock_guard lock(inboxes_mutex_);
+    inboxes_.push_back(std::move(inbox));
+  }
+  mine.emplace_back(id_, raw);
+  return raw;
+}
+
+Result<OwnedNatsMsg> Connection::request(const OutMessage& message, std::chrono::milliseconds timeout,
+                                         std::string_view what, bool* no_responders) {
+  if (no_responders != nullptr) *no_responders = false;
+  natsStatus s = NATS_OK;
+  ReplyInbox* inbox = threadInbox(s);
+  if (inbox == nullptr) return std::unexpected(natsError(s, std::string(what) + " (reply inbox)"));
+  const std::uint64_t number = ++inbox->next;
+  char digits[24];
+  const auto end = std::to_chars(digits, digits + sizeof digits, number).ptr;
+  const std::string_view suffix(digits, static_cast<std::size_t>(end - digits));
+  const std::string reply_subject = inbox->prefix + std::string(suffix);
+  OutMessage out = message;
+  out.reply = reply_subject;
+  auto msg = toNatsMsg(out);
+  if (!msg) return std::unexpected(msg.error());
+  s = natsConnection_PublishMsg(conn_, msg->get());
+  if (s != NATS_OK) return std::unexpected(natsError(errcFor(s) == Errc::internal ? Errc::unavailable : errcFor(s), s, what));
+  // Waited for in slices, so that a lost connection ends the wait (as cnats' own requests do
+  // with FailRequestsOnDisconnect) instead of the timeout.
+  constexpr std::int64_t kSliceMs = 250;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) return std::unexpected(natsError(NATS_TIMEOUT, what));
+    natsMsg* got = nullptr;
+    s = natsSubscription_NextMsg(&got, inbox->sub, std::min<std::int64_t>(left, kSliceMs));
+    if (s == NATS_TIMEOUT) {
+      if (!connected()) return std::unexpected(natsError(NATS_CONNECTION_DISCONNECTED, what));
+      continue;
+    }
+    if (s == NATS_NO_RESPONDERS) {
+      // cnats' NextMsg reads the server's 503 itself (and frees it). The server sends it at once,
+      // so it answers this request, not an earlier one that timed out.
+      if (no_responders != nullptr) *no_responders = true;
+      return std::unexpected(natsError(Errc::unavailable, s, what));
+    }
+    if (s != NATS_OK) return std::unexpected(natsError(errcFor(s) == Errc::internal ? Errc::unavailable : errcFor(s), s, what));
+    OwnedNatsMsg reply(got);
+    const std::string_view subject(natsMsg_GetSubject(got));
+    // Another number: the late answer to an earlier request of this thread that timed out.
+    if (subject.size() != reply_subject.size() || !subject.ends_with(suffix)) continue;
+    const char* status = nullptr;
+    if (natsMsg_GetDataLength(got) == 0 && natsMsgHeader_Get(got, "Status", &status) == NATS_OK &&
+        status != nullptr && std::string_view(status) == "503") {
+      if (no_responders != nullptr) *no_responders = true;
+      return std::unexpected(natsError(Errc::unavailable, NATS_NO_RESPONDERS, what));
+    }
+    return reply;
+  }
 }
 
 void Connection::onDisconnected(natsConnection*, void* closure) {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -15,8 +16,10 @@
 #include <vector>
 
 #include "countersign/config.hpp"
+#include "countersign/publisher.hpp"
 #include "countersign/result.hpp"
 #include "nats/callback_home.hpp"
+#include "nats/message_convert.hpp"
 
 namespace countersign::natsio {
 
@@ -96,6 +99,18 @@ class Connection {
   // the close to be reported); after that, the connection is closed regardless.
   void drain(std::chrono::milliseconds timeout);
 
+  // A request and its reply, the reply coming to a synchronous subscription of the calling
+  // thread's own (one per thread and connection, made by its first request, on an inbox under
+  // nats.inbox_prefix): cnats' reader thread hands the reply straight to the waiting thread.
+  // natsConnection_RequestMsg passes every reply through the connection's request-reply inbox,
+  // a delivery thread of its own, and frees it through cnats' collector thread: two more thread
+  // wakes per round trip. `message.reply` is ignored (the inbox is set here). The reply is ours.
+  // Errors (their text starts with `what`): the message's own (toNatsMsg), Errc::unavailable
+  // when the server says nobody listens (and `no_responders` is set), Errc::timeout,
+  // Errc::unavailable when the connection is lost while waiting.
+  Result<OwnedNatsMsg> request(const OutMessage& message, std::chrono::milliseconds timeout, std::string_view what,
+                               bool* no_responders = nullptr);
+
  private:
   // Shared with cnats' callback thread; it may outlive the Connection (see CallbackHome).
   struct Callbacks {
@@ -120,9 +135,15 @@ class Connection {
   static void onError(natsConnection* nc, natsSubscription* sub, natsStatus err, void* closure);
   static int64_t reconnectDelay(natsConnection* nc, int attempts, void* closure);
 
+  struct ReplyInbox;
+  ReplyInbox* threadInbox(natsStatus& status);
+
   natsConnection* conn_ = nullptr;
   jsCtx* js_ = nullptr;
+  std::uint64_t id_ = 0;  // never reused: the key of this connection's per-thread inboxes
   std::string inbox_prefix_ = "_INBOX";
+  std::mutex inboxes_mutex_;
+  std::vector<std::unique_ptr<ReplyInbox>> inboxes_;
   std::shared_ptr<Callbacks> callbacks_;
   void* closure_ = nullptr;  // cnats' reference to callbacks_, released by onClosed
 };

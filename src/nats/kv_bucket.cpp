@@ -1,5 +1,7 @@
 #include "nats/kv_bucket.hpp"
 #include "nats/message_convert.hpp"
+#include "nats/nats_publisher.hpp"
+#include "countersign/json.hpp"
 
 #include <pthread.h>
 
@@ -117,6 +119,8 @@ std::optional<std::string> jetStreamMissing(Connection& connection) {
 }
 
 constexpr std::chrono::milliseconds kAsyncCreateTimeout{5000};
+// How long a synchronous get, create or update waits for the server (as cnats' JetStream default).
+constexpr std::int64_t kJetStreamWait = 5000;
 constexpr std::chrono::milliseconds kAsyncSweepEvery{100};
 // At close, how long cnats may still deliver the PubAcks of creates that timed out here.
 constexpr std::chrono::milliseconds kLatePubAckWait{2000};
@@ -739,23 +743,40 @@ Status KvBucket::checkConnected(std::string_view what) const {
   return fail(Errc::unavailable, std::string(what) + ": not connected to NATS");
 }
 
+Result<std::uint64_t> KvBucket::write(const std::string& key, std::string_view value, std::uint64_t expected,
+                                      std::string_view what) {
+  const std::string subject = "$KV." + bucket_ + "." + key;
+  const std::string last = std::to_string(expected);
+  const Headers headers{{"Nats-Expected-Last-Subject-Sequence", last}};
+  const OutMessage message{.subject = subject, .reply = {}, .headers = &headers, .payload = value};
+  auto ack = jsPublish(connection_, message, std::chrono::milliseconds(kJetStreamWait), what);
+  if (!ack) return std::unexpected(ack.error());
+  return ack->sequence;
+}
+
 Result<std::uint64_t> KvBucket::create(std::string_view key, std::string_view value) {
   if (auto ok = checkValueSize(value); !ok) return std::unexpected(ok.error());
   std::string k(key);
+  if (!validKey(k)) return fail(Errc::invalid_argument, "KV create: invalid key \"" + k + "\"");
   if (auto ok = checkConnected("KV create " + k); !ok) return std::unexpected(ok.error());
-  std::uint64_t revision = 0;
-  natsStatus s =
-      kvStore_Create(&revision, kv_, k.c_str(), value.data(), static_cast<int>(value.size()));
-  if (s == NATS_OK) {
-    index_->add(k);
-    return revision;
+  auto written = write(k, value, 0, "KV create " + k);
+  if (!written && written.error().code == Errc::wrong_revision) {
+    // The key has a last message. kvStore_Create tells a delete or purge marker (created again
+    // over it) from a value (exists); only this path pays for its extra round trips.
+    std::uint64_t revision = 0;
+    const natsStatus s = kvStore_Create(&revision, kv_, k.c_str(), value.data(), static_cast<int>(value.size()));
+    if (s == NATS_OK) written = revision;
+    else if (lostCompareAndSwap(s)) return fail(Errc::exists, "key " + k + " exists");
+    else written = std::unexpected(kvError(s, "KV create " + k));
   }
-  if (lostCompareAndSwap(s)) return fail(Errc::exists, "key " + k + " exists");
-  Error error = kvError(s, "KV create " + k);
-  // On a replicated bucket cnats 3.4.1 checks a lost create with a direct get, which a lagging
-  // replica may answer "not found", and then reports a bare error. Ask the stream leader.
+  if (written) {
+    index_->add(k);
+    return *written;
+  }
+  // On a replicated bucket a create whose answer was lost may have happened: ask the stream
+  // leader.
   if (auto existing = get(key)) return fail(Errc::exists, "key " + k + " exists");
-  return std::unexpected(std::move(error));
+  return std::unexpected(written.error());
 }
 
 Result<KvEntry> KvBucket::get(std::string_view key) {
@@ -766,25 +787,30 @@ Result<KvEntry> KvBucket::get(std::string_view key) {
   if (auto ok = checkConnected("KV get " + k); !ok) return std::unexpected(ok.error());
   const std::string stream = "KV_" + bucket_;
   const std::string subject = "$KV." + bucket_ + "." + k;
-  natsMsg* raw = nullptr;
-  natsStatus s = NATS_OK;
   if (direct_gets_) {
     // One replica: whoever answers a direct get is the stream itself, so it has seen every
     // confirmed write, and a direct get costs the server and us far less than a leader read.
-    // (What kvStore_Get does, but the answer is a message of ours: freed here, not handed to
-    // cnats' collector thread.)
-    jsDirectGetMsgOptions options;
-    jsDirectGetMsgOptions_Init(&options);
-    options.LastBySubject = subject.c_str();
-    s = js_DirectGetMsg(&raw, connection_.js(), stream.c_str(), nullptr, &options);
-  } else {
-    // Read through the stream leader (STREAM.MSG.GET), not kvStore_Get: cnats 3.4.1 uses direct
-    // gets on buckets that allow them, and on a replicated bucket a lagging replica answers
-    // those (seen: 14-30 of 300 reads right after a create through another node missed the
-    // key). The decisions read here must see every create that was confirmed.
-    jsErrCode code = static_cast<jsErrCode>(0);
-    s = js_GetLastMsg(&raw, connection_.js(), stream.c_str(), subject.c_str(), nullptr, &code);
+    // (What kvStore_Get does, as a request of ours: Connection::request, the answer straight to
+    // this thread and freed here.)
+    std::string body = R"({"last_by_subj":)";
+    json::appendJsonString(body, subject);
+    body += '}';
+    bool no_responders = false;
+    auto reply = connection_.request(OutMessage{.subject = "$JS.API.DIRECT.GET." + stream, .payload = body},
+                                     std::chrono::milliseconds(kJetStreamWait), "KV get " + k, &no_responders);
+    if (!reply) {
+      if (no_responders) return fail(Errc::unavailable, "KV get " + k + ": no responders (stream " + stream + ")");
+      return std::unexpected(reply.error());
+    }
+    return directGetAnswer(reply->get(), k);
   }
+  // Read through the stream leader (STREAM.MSG.GET), not kvStore_Get: cnats 3.4.1 uses direct
+  // gets on buckets that allow them, and on a replicated bucket a lagging replica answers
+  // those (seen: 14-30 of 300 reads right after a create through another node missed the
+  // key). The decisions read here must see every create that was confirmed.
+  natsMsg* raw = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  const natsStatus s = js_GetLastMsg(&raw, connection_.js(), stream.c_str(), subject.c_str(), nullptr, &code);
   const OwnedNatsMsg msg(raw);
   if (s == NATS_NOT_FOUND) return fail(Errc::not_found, "key " + k + " not found");
   if (s != NATS_OK) return std::unexpected(kvError(s, "KV get " + k));
@@ -867,17 +893,14 @@ Result<std::uint64_t> KvBucket::update(std::string_view key, std::string_view va
     return fail(Errc::invalid_argument, "KV update " + k + ": expected revision 0 (use create)");
   }
   if (auto ok = checkValueSize(value); !ok) return std::unexpected(ok.error());
+  if (!validKey(k)) return fail(Errc::invalid_argument, "KV update: invalid key \"" + k + "\"");
   if (auto ok = checkConnected("KV update " + k); !ok) return std::unexpected(ok.error());
-  // cnats writes 0 here when the update fails: never hand that back as a revision.
-  std::uint64_t revision = 0;
-  natsStatus s = kvStore_Update(&revision, kv_, k.c_str(), value.data(),
-                                static_cast<int>(value.size()), expected_revision);
-  if (s == NATS_OK) return revision;
-  if (lostCompareAndSwap(s)) {
+  auto written = write(k, value, expected_revision, "KV update " + k);
+  if (!written && written.error().code == Errc::wrong_revision) {
     return fail(Errc::wrong_revision,
                 "key " + k + " is no longer at revision " + std::to_string(expected_revision));
   }
-  return std::unexpected(kvError(s, "KV update " + k));
+  return written;
 }
 
 Result<std::vector<std::string>> KvBucket::keys() {

@@ -106,6 +106,11 @@ class KvBucket : public KvStore {
   const std::string& bucket() const { return bucket_; }
 
  private:
+  // A KV write as a JetStream publish with Nats-Expected-Last-Subject-Sequence: `expected`
+  // (Connection::request: no hand-over to cnats' inbox thread and collector). Errc::wrong_revision
+  // when the key is no longer at `expected`.
+  Result<std::uint64_t> write(const std::string& key, std::string_view value, std::uint64_t expected,
+                              std::string_view what);
   struct AsyncCreates;
   struct KeyIndex;
   KvBucket(Connection& connection, kvStore* kv, std::string bucket);

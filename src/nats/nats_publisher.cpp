@@ -3,19 +3,62 @@
 #include <algorithm>
 #include <string>
 
+#include "countersign/json.hpp"
 #include "nats/message_convert.hpp"
 
 namespace countersign::natsio {
 namespace {
 
-struct PubAckFree {
-  void operator()(jsPubAck* ack) const { jsPubAck_Destroy(ack); }
-};
 struct StreamInfoFree {
   void operator()(jsStreamInfo* info) const { jsStreamInfo_Destroy(info); }
 };
 
+constexpr std::int64_t kWrongLastSequence = 10071;         // JSStreamWrongLastSequenceErr
+constexpr std::int64_t kMessageExceedsMaximum = 10054;     // JSStreamMessageExceedsMaximumErr
+
 }  // namespace
+
+Result<PublishAck> jsPublish(Connection& connection, const OutMessage& message, std::chrono::milliseconds timeout,
+                             std::string_view what) {
+  bool no_responders = false;
+  auto reply = connection.request(message, timeout, what, &no_responders);
+  if (!reply) {
+    if (no_responders) return fail(Errc::unavailable, std::string(what) + " (no stream stores this subject)");
+    return std::unexpected(reply.error());
+  }
+  const char* data = natsMsg_GetData(reply->get());
+  const std::string_view body(data != nullptr ? data : "", static_cast<std::size_t>(natsMsg_GetDataLength(reply->get())));
+  auto doc = json::parseStrict(body);
+  if (!doc || !doc->IsObject()) {
+    return fail(Errc::unavailable, std::string(what) + ": not a PubAck: " + std::string(body.substr(0, 200)));
+  }
+  if (const auto error = doc->FindMember("error"); error != doc->MemberEnd() && error->value.IsObject()) {
+    std::int64_t err_code = 0;
+    std::string description = "refused";
+    if (const auto c = error->value.FindMember("err_code"); c != error->value.MemberEnd() && c->value.IsInt64()) {
+      err_code = c->value.GetInt64();
+    }
+    if (const auto d = error->value.FindMember("description"); d != error->value.MemberEnd() && d->value.IsString()) {
+      description.assign(d->value.GetString(), d->value.GetStringLength());
+    }
+    const Errc code = err_code == kWrongLastSequence       ? Errc::wrong_revision
+                      : err_code == kMessageExceedsMaximum ? Errc::too_large
+                                                           : Errc::unavailable;
+    return fail(code, std::string(what) + ": " + description);
+  }
+  PublishAck out;
+  const auto stream = doc->FindMember("stream");
+  const auto seq = doc->FindMember("seq");
+  if (stream == doc->MemberEnd() || !stream->value.IsString() || seq == doc->MemberEnd() || !seq->value.IsUint64()) {
+    return fail(Errc::unavailable, std::string(what) + ": not a PubAck: " + std::string(body.substr(0, 200)));
+  }
+  out.stream.assign(stream->value.GetString(), stream->value.GetStringLength());
+  out.sequence = seq->value.GetUint64();
+  if (const auto dup = doc->FindMember("duplicate"); dup != doc->MemberEnd() && dup->value.IsBool()) {
+    out.duplicate = dup->value.GetBool();
+  }
+  return out;
+}
 
 Result<PublishAck> NatsPublisher::publish(const OutMessage& message, Delivery delivery,
                                           std::chrono::milliseconds timeout) {
@@ -26,41 +69,20 @@ Result<PublishAck> NatsPublisher::publish(const OutMessage& message, Delivery de
                                      std::to_string(size) + " bytes, server max payload is " +
                                      std::to_string(max));
   }
-  auto msg = toNatsMsg(message);
-  if (!msg) return std::unexpected(msg.error());
   const std::int64_t wait_ms = std::max<std::int64_t>(1, timeout.count());
   const std::string what = "publish to " + std::string(message.subject);
   // cnats would buffer it until the reconnect: a confirmed delivery cannot happen now.
   if (delivery != Delivery::core && !connection_.connected()) {
     return fail(Errc::unavailable, what + ": not connected to NATS");
   }
-
   if (delivery == Delivery::jetstream) {
-    jsPubOptions options;
-    jsPubOptions_Init(&options);
-    options.MaxWait = wait_ms;
-    jsPubAck* raw_ack = nullptr;
-    jsErrCode js_error{};
-    natsStatus s = js_PublishMsg(&raw_ack, connection_.js(), msg->get(), &options, &js_error);
-    std::unique_ptr<jsPubAck, PubAckFree> ack(raw_ack);
-    if (s != NATS_OK) {
-      Errc code = errcFor(s);
-      if (js_error == JSStreamMessageExceedsMaximumErr) code = Errc::too_large;
-      // The stream refused the message (limits, storage, wrong stream ...): not confirmed.
-      if (code == Errc::internal) code = Errc::unavailable;
-      if (s == NATS_NO_RESPONDERS) {
-        return std::unexpected(
-            natsError(Errc::unavailable, s, what + " (no stream stores this subject)"));
-      }
-      return std::unexpected(natsError(code, s, what));
-    }
-    PublishAck out;
-    if (ack->Stream != nullptr) out.stream = ack->Stream;
-    out.sequence = ack->Sequence;
-    out.duplicate = ack->Duplicate;
-    return out;
+    auto ack = jsPublish(connection_, message, std::chrono::milliseconds(wait_ms), what);
+    // A lost expected-sequence check is the stream refusing the message, like any other refusal.
+    if (!ack && ack.error().code == Errc::wrong_revision) return fail(Errc::unavailable, ack.error().message);
+    return ack;
   }
-
+  auto msg = toNatsMsg(message);
+  if (!msg) return std::unexpected(msg.error());
   natsStatus s = natsConnection_PublishMsg(connection_.raw(), msg->get());
   if (s != NATS_OK) return std::unexpected(natsError(s, what));
   if (delivery == Delivery::core_flush) {

@@ -31,6 +31,15 @@ class NatsPublisher : public Publisher {
   Connection& connection_;
 };
 
+// A JetStream publish as a request on `connection` (Connection::request: the reply comes straight
+// to the waiting thread) whose PubAck is read here. The stream's answer, as errors:
+// Errc::wrong_revision for a lost Nats-Expected-Last-Subject-Sequence (the message names the
+// server's "wrong last sequence"), Errc::too_large when the stream refuses the size,
+// Errc::unavailable (no stream on the subject, disconnected, any other refusal), Errc::timeout.
+// `what` starts every error's message.
+Result<PublishAck> jsPublish(Connection& connection, const OutMessage& message, std::chrono::milliseconds timeout,
+                             std::string_view what);
+
 // Checks that a stream exists (for a route's to_stream, at start) and returns its duplicate
 // window. Errc::unavailable (with the stream's name) when it does not exist or JetStream does
 // not answer, Errc::timeout on timeout.

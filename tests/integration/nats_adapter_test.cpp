@@ -889,6 +889,109 @@ TEST_F(NatsAdapterTest, JetStreamPublishReturnsPubAckAndDeduplicatesByMsgId) {
   EXPECT_EQ(client.streamMessageCount("JOBS"), 2u);
 }
 
+// Requests answered on the asking thread's own inbox: each reply reaches its request (a late
+// answer to a request that timed out is not taken for the next one's), every thread has its own
+// inbox, nobody listening is "no responders" at once, silence is a timeout, and a lost
+// connection ends the wait before the timeout.
+TEST_F(NatsAdapterTest, RequestsGetTheirOwnRepliesOnTheThreadsInbox) {
+  auto responder = connectTo(server->url());
+  std::atomic<int> delay_next{0};
+  auto echo = Subscription::subscribe(
+      *responder, "svc.echo", "",
+      [&](Message&& m) {
+        if (const int ms = delay_next.exchange(0); ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+        OutMessage out{m.reply, "", nullptr, "echo:" + m.payload};
+        (void)NatsPublisher(*responder).publish(out, Delivery::core, 1s);
+      },
+      {}, "it-echo");
+  ASSERT_TRUE(echo.has_value()) << echo.error().message;
+  ASSERT_TRUE(responder->flush(5s).has_value());
+
+  auto reply = connection->request(OutMessage{"svc.echo", "", nullptr, "a"}, 5s, "echo");
+  ASSERT_TRUE(reply.has_value()) << reply.error().message;
+  EXPECT_EQ(std::string(natsMsg_GetData(reply->get()), natsMsg_GetDataLength(reply->get())), "echo:a");
+
+  // The answer to this one comes after its timeout; the next request must not take it.
+  delay_next = 400;
+  auto late = connection->request(OutMessage{"svc.echo", "", nullptr, "slow"}, 150ms, "echo");
+  ASSERT_FALSE(late.has_value());
+  EXPECT_EQ(late.error().code, Errc::timeout) << late.error().message;
+  std::this_thread::sleep_for(400ms);
+  auto next = connection->request(OutMessage{"svc.echo", "", nullptr, "b"}, 5s, "echo");
+  ASSERT_TRUE(next.has_value()) << next.error().message;
+  EXPECT_EQ(std::string(natsMsg_GetData(next->get()), natsMsg_GetDataLength(next->get())), "echo:b");
+
+  // Threads at once, each with its own inbox, each getting its own answers.
+  std::vector<std::thread> threads;
+  std::atomic<int> right{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        const std::string body = std::to_string(t) + "-" + std::to_string(i);
+        auto r = connection->request(OutMessage{"svc.echo", "", nullptr, body}, 5s, "echo");
+        if (r && std::string(natsMsg_GetData(r->get()), natsMsg_GetDataLength(r->get())) == "echo:" + body) ++right;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(right.load(), 200);
+
+  bool no_responders = false;
+  const auto started = std::chrono::steady_clock::now();
+  auto nobody = connection->request(OutMessage{"svc.nobody", "", nullptr, "x"}, 3s, "nobody", &no_responders);
+  ASSERT_FALSE(nobody.has_value());
+  EXPECT_TRUE(no_responders) << nobody.error().message;
+  EXPECT_EQ(nobody.error().code, Errc::unavailable);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 1s);
+
+  // The server goes away while a request waits: it fails well before its 10 s.
+  delay_next = 5000;
+  std::thread killer([&] {
+    std::this_thread::sleep_for(200ms);
+    server->stop();
+  });
+  const auto waiting = std::chrono::steady_clock::now();
+  auto lost = connection->request(OutMessage{"svc.echo", "", nullptr, "c"}, 10s, "echo");
+  killer.join();
+  ASSERT_FALSE(lost.has_value());
+  EXPECT_EQ(lost.error().code, Errc::unavailable) << lost.error().message;
+  EXPECT_LT(std::chrono::steady_clock::now() - waiting, 3s);
+}
+
+// The store's writes read the stream's own PubAck: a lost create or update is told apart from
+// other refusals, and a create over a deleted key's marker succeeds (as cnats' kvStore_Create).
+TEST_F(NatsAdapterTest, JetStreamPublishAsRequestReadsTheStreamsAnswer) {
+  Client client(server->url());
+  client.addStream("JOBS", {"jobs.>"});
+  const Headers expect_new{{"Nats-Expected-Last-Subject-Sequence", "0"}};
+  auto first = natsio::jsPublish(*connection, OutMessage{"jobs.a", "", &expect_new, "1"}, 5s, "publish");
+  ASSERT_TRUE(first.has_value()) << first.error().message;
+  EXPECT_EQ(first->stream, "JOBS");
+  EXPECT_EQ(first->sequence, 1u);
+  auto again = natsio::jsPublish(*connection, OutMessage{"jobs.a", "", &expect_new, "2"}, 5s, "publish");
+  ASSERT_FALSE(again.has_value());
+  EXPECT_EQ(again.error().code, Errc::wrong_revision) << again.error().message;
+  EXPECT_NE(again.error().message.find("wrong last sequence"), std::string::npos) << again.error().message;
+  auto none = natsio::jsPublish(*connection, OutMessage{"nostream.x", "", nullptr, "x"}, 3s, "publish");
+  ASSERT_FALSE(none.has_value());
+  EXPECT_EQ(none.error().code, Errc::unavailable) << none.error().message;
+
+  auto kv = openBucket(*connection);
+  ASSERT_TRUE(kv->create("k", "v1").has_value());
+  kvStore* raw = nullptr;
+  ASSERT_EQ(js_KeyValue(&raw, connection->js(), "approvals"), NATS_OK);
+  ASSERT_EQ(kvStore_Delete(raw, "k"), NATS_OK);
+  kvStore_Destroy(raw);
+  EXPECT_EQ(kv->get("k").error().code, Errc::not_found);
+  auto recreated = kv->create("k", "v2");
+  ASSERT_TRUE(recreated.has_value()) << recreated.error().message;
+  auto read = kv->get("k");
+  ASSERT_TRUE(read.has_value());
+  EXPECT_EQ(read->value, "v2");
+  EXPECT_EQ(read->revision, *recreated);
+  EXPECT_EQ(kv->create("k", "v3").error().code, Errc::exists);
+}
+
 TEST_F(NatsAdapterTest, JetStreamPublishWithoutAStreamFailsQuickly) {
   NatsPublisher publisher(*connection);
   const auto started = std::chrono::steady_clock::now();

@@ -86,5 +86,51 @@ TEST(RecentlySigned, ASigningSinkRemembersEveryBodyItPublished) {
   EXPECT_FALSE(recent.contains(R"({"event":"held","approval_id":"job"})"));
 }
 
+// Signed on the emitting thread: every event is out, signed over its exact bytes, when emit()
+// returns, in the chain's order; a decisive one is a JetStream publish, the others core.
+TEST(EventSink, SigningOnTheCallerPublishesSignedEventsBeforeEmitReturns) {
+  fakes::CapturingPublisher pub;
+  fakes::ManualClock clock;
+  NullLogger log;
+  const nkeys::Seed seed = nkeys::generateSeed();
+  const nkeys::Signer signer(seed);
+  EventVerifier verifier;
+  verifier.trust(nkeys::publicKeyOf(seed));
+  RecentlySigned recent;
+  EventSink sink(pub, clock, log,
+                 EventOptions{.chained = true, .chain_id = "abc-control", .durable_decisions = true, .signer = &signer,
+                              .sign_on_caller = true, .signed_bodies = &recent});
+  const EventKind kinds[] = {EventKind::held, EventKind::approved, EventKind::released};
+  for (std::size_t i = 0; i < 3; ++i) {
+    sink.emit(Event{.event = kinds[i], .approval_id = "job", .topic = "t",
+                    .confirmed_by_next = kinds[i] == EventKind::approved});
+    ASSERT_EQ(pub.all().size(), i + 1) << "published before emit returned";
+  }
+  const auto all = pub.all();
+  std::string prev;
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    const auto& m = all[i];
+    const std::string* signature = nullptr;
+    const std::string* key = nullptr;
+    for (const auto& [name, value] : m.headers) {
+      if (name == kEventSignatureHeader) signature = &value;
+      if (name == kEventKeyHeader) key = &value;
+    }
+    EXPECT_EQ(verifier.check(m.payload, signature, key), EventOrigin::verified) << m.payload;
+    EXPECT_TRUE(recent.contains(m.payload));
+    auto doc = json::parseStrict(m.payload);
+    ASSERT_TRUE(doc.has_value());
+    EXPECT_EQ((*doc)["seq"].GetUint64(), i + 1);
+    EXPECT_EQ(std::string((*doc)["event"].GetString()), std::string(wireName(kinds[i])));
+    if (i > 0) {
+      EXPECT_EQ(std::string((*doc)["prev"].GetString()), "sha256:" + json::sha256Hex(prev));
+    }
+    prev = m.payload;
+  }
+  EXPECT_EQ(all[0].delivery, Delivery::core);       // held
+  EXPECT_EQ(all[1].delivery, Delivery::core);       // approved, confirmed by released
+  EXPECT_EQ(all[2].delivery, Delivery::jetstream);  // released waits for its PubAck
+}
+
 }  // namespace
 }  // namespace countersign::testing
