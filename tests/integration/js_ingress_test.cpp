@@ -639,6 +639,36 @@ TEST_F(JsIngressTest, ARegressionThatCannotBeRecordedHoldsBackEveryJobUntilItIs)
   EXPECT_TRUE(eventually([&] { return ingress->stalled().empty(); })) << ingress->stalled();
 }
 
+// The other side: a server restart that loses nothing is no regression. The message on the
+// highest sequence handled is still stored (NAKed for later), and what the check reads of it
+// (its store time) is what the ingress saw when it handled it: nothing is recorded, the consumer
+// is kept.
+TEST_F(JsIngressTest, ARestartThatLosesNothingIsNoRegression) {
+  fakes::MemoryKv kv;
+  IngressOptions options = defaultOptions();
+  options.reuse_store = &kv;
+  Recorder recorder([](int index, int) {
+    return index == 2 || index == 3 ? outcome(IngressAck::nak, std::chrono::milliseconds(60000)) : outcome(IngressAck::ack);
+  });
+  auto ingress = startIngress(*connection, options, recorder.handler());
+  for (int i = 0; i < 3; ++i) publishDurably(*client, subjectFor(i), i);
+  ASSERT_TRUE(eventually([&] { return recorder.calls() == 3; }));
+  for (const bool kill : {false, true}) {
+    if (kill) {
+      server->kill9();
+    } else {
+      server->stop();
+    }
+    server->restart();
+    ASSERT_TRUE(eventually([&] { return connection->connected(); }, 15s));
+    publishDurably(*client, subjectFor(kill ? 4 : 3), kill ? 4 : 3);
+    ASSERT_TRUE(eventually([&] { return recorder.indexes().contains(kill ? 4 : 3); }, 15s));
+  }
+  EXPECT_EQ(ingress->stats().regressions, 0u);
+  EXPECT_EQ(ingress->stats().recreated, 0u);
+  EXPECT_FALSE(kv.get(ingressReuseKey(kStream)).has_value());
+}
+
 // A fetch thread that cannot get on (here a handler that does not return) takes nothing while
 // jobs wait: readiness says so while it lasts, without the fetch thread's help.
 TEST_F(JsIngressTest, AFetchThreadStuckInOneStepIsReportedWhileItLasts) {
