@@ -193,7 +193,7 @@ TEST_F(ReplayerTest, RecordsFromTheStoresFirstPassAreNotReadAgain) {
   const std::string pay = holdPayment();                         // none
   kv_.put("broken", "{not a record");
   auto replay = replayer();
-  for (const std::string key : {std::string("r-1"), pay, std::string("broken")}) {
+  for (const std::string& key : {std::string("r-1"), pay, std::string("broken")}) {
     replay->noteRecord(key, *kv_.value(key));
   }
   replay->noteRecord("r-1/decision", "{}");  // not a record key: ignored
