@@ -127,6 +127,10 @@ struct ConcurrencyConfig {
   // (beyond it a job is answered 503 "overloaded" at once), and held jobs whose record's create
   // is in flight (beyond it too: 503 "overloaded"). docs/configuration.md.
   int intake_bytes = 64 * 1024 * 1024;
+  // Threads that sign allowed jobs' receipts in parallel (the jobs still go out in arrival
+  // order); 0: each core route signs in line on its own intake thread. -1 (unset): half the
+  // cores (at most 8) on a machine with 4 or more, else 0. docs/configuration.md.
+  int receipt_signers = -1;
 };
 
 struct Config {

@@ -224,12 +224,18 @@ Status Gateway::start() {
   hold_executor_ = std::make_unique<WorkPool>(kHoldThreads, 1024, "hold");
   control_executor_ = std::make_unique<WorkPool>(static_cast<std::size_t>(config_.concurrency.control), 1024, "control");
   replay_executor_ = std::make_unique<WorkPool>(1, 16, "replay");
-  if (config_.receipts.allowed) {
-    // One signer per core (2 to 8), started by the first allowed job: the Ed25519 signature of a
-    // receipt is most of an allowed job's CPU. A few jobs per signer in flight keep them busy
-    // and bound the memory.
-    const std::size_t signers = std::clamp<std::size_t>(std::thread::hardware_concurrency(), 2, 8);
-    receipt_pipeline_ = std::make_unique<OrderedPipeline>(signers, 4 * signers, "receipt");
+  // The Ed25519 signature of a receipt is most of an allowed job's CPU. Signed in parallel only
+  // where there are cores to spare: on 2 cores the hand-overs cost more CPU per job than the
+  // second core gives (bench/README.md). Started by the first allowed job; a few jobs per
+  // signer in flight keep them busy and bound the memory.
+  int signers = config_.concurrency.receipt_signers;
+  if (signers < 0) {
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    signers = cores >= 4 ? std::min(cores / 2, 8) : 0;
+  }
+  if (config_.receipts.allowed && signers > 0) {
+    const auto threads = static_cast<std::size_t>(signers);
+    receipt_pipeline_ = std::make_unique<OrderedPipeline>(threads, 4 * threads, "receipt");
   }
   // cnats' own threads get names as they start: the library's (timers, connection events),
   // each connection's reader and flusher and its request-reply inbox.

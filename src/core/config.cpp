@@ -607,11 +607,12 @@ void readSections(const yaml::Value& root, Config& config, const std::string& ba
     }
   }
   if (const auto concurrency = top.get("concurrency")) {
-    const yaml::MapReader map(*concurrency, {"holds", "control", "intake_bytes"});
+    const yaml::MapReader map(*concurrency, {"holds", "control", "intake_bytes", "receipt_signers"});
     if (map.valid()) {
       map.read("holds", config.concurrency.holds, 1, 65536);
       map.read("control", config.concurrency.control, 1, 256);
       map.read("intake_bytes", config.concurrency.intake_bytes, 1024 * 1024, 2147483647);
+      map.read("receipt_signers", config.concurrency.receipt_signers, 0, 64);
     }
   }
   if (const auto release = top.get("release")) {

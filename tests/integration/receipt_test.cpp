@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -179,6 +180,57 @@ TEST_F(ReceiptIt, RestartKeepsTheKey) {
   ASSERT_EQ(got.size(), 1u);
   EXPECT_TRUE(receipt::verify(got.front(), key_).ok());
   EXPECT_EQ(std::filesystem::exists(second->dir() / "receipt.nk"), false);
+}
+
+// With receipt signers (concurrency.receipt_signers), the receipts are signed on several threads:
+// every allowed job still reaches the worker exactly once, in the order it was published, with a
+// receipt that verifies; and jobs still being signed when countersign is told to stop are
+// forwarded before it exits.
+TEST(ReceiptItSigners, SignedInParallelForwardedInOrderAndDrainedAtStop) {
+  auto server = NatsServer::start();
+  CountersignOptions options;
+  options.config_yaml = basicConfig(server->url(), "concurrency:\n  receipt_signers: 3\n");
+  options.policy_yaml = kPolicy;
+  options.nats_url = server->url();
+  auto cs = CountersignProcess::start(options);
+  auto seed = nkeys::readSeedFile((cs->dir() / "receipt.nk").string());
+  ASSERT_TRUE(seed) << seed.error().message;
+  const auto key = nkeys::publicKeyOf(*seed);
+  Client client(server->url());
+  Collector jobs(client, "jobs.knowledge.>");
+  client.flush();
+
+  constexpr int kFirst = 600;
+  constexpr int kSecond = 400;
+  const auto publish = [&](int from, int to) {
+    for (int i = from; i < to; ++i) {
+      client.publish("agents.jobs.knowledge.read", R"({"q":"fx","n":)" + std::to_string(i) + "}",
+                     {{"X-Seq", std::to_string(i)}});
+    }
+    client.flush();
+  };
+  publish(0, kFirst);
+  ASSERT_EQ(jobs.waitFor(kFirst, 30s).size(), static_cast<std::size_t>(kFirst)) << cs->logs();
+  int signers = 0;  // the jobs went through the signer threads, not the intake thread
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(cs->pid()) + "/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    if (name.starts_with("cs-receipt-")) ++signers;
+  }
+  EXPECT_EQ(signers, 3);
+  // A second burst, and the stop right behind it.
+  publish(kFirst, kFirst + kSecond);
+  EXPECT_EQ(cs->stop(), 0) << cs->logs();
+  const auto got = jobs.waitFor(kFirst + kSecond, 10s);
+  ASSERT_EQ(got.size(), static_cast<std::size_t>(kFirst + kSecond)) << "jobs lost at stop";
+  for (int i = 0; i < kFirst + kSecond; ++i) {
+    const std::string* seq = findHeader(got[i].headers, "X-Seq");
+    ASSERT_NE(seq, nullptr);
+    ASSERT_EQ(*seq, std::to_string(i)) << "forwarded out of order";
+    const auto check = receipt::verify(got[i], key);
+    ASSERT_TRUE(check.ok()) << i << ": " << check.problem;
+  }
 }
 
 TEST(ReceiptItStart, UnreadableSeedFileStopsTheStart) {

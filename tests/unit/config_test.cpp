@@ -126,6 +126,7 @@ TEST(ConfigParse, DefaultsFillTheRest) {
   EXPECT_FALSE(config.events.allowed);
   EXPECT_EQ(config.concurrency.holds, 1024);
   EXPECT_EQ(config.concurrency.control, 8);
+  EXPECT_EQ(config.concurrency.receipt_signers, -1);  // unset: decided from the cores
 }
 
 TEST(ConfigParse, EveryField) {
@@ -170,6 +171,7 @@ events:
 concurrency:
   holds: 32
   control: 1
+  receipt_signers: 3
 )");
   EXPECT_THAT(config.nats.servers, ElementsAre("nats://a:4222", "tls://b:4223"));
   EXPECT_TRUE(config.nats.embedded);
@@ -201,6 +203,7 @@ concurrency:
   EXPECT_TRUE(config.events.allowed);
   EXPECT_EQ(config.concurrency.holds, 32);
   EXPECT_EQ(config.concurrency.control, 1);
+  EXPECT_EQ(config.concurrency.receipt_signers, 3);
 }
 
 TEST(ConfigParse, EmptyAdminListenDisablesIt) {
@@ -330,7 +333,9 @@ INSTANTIATE_TEST_SUITE_P(
         RefusalCase{"ConcurrencyWord", plus("concurrency: {control: many}\n"),
                     "concurrency.control: expected an integer, got \"many\""},
         RefusalCase{"ConcurrencyUnknownKey", plus("concurrency: {approvals: 4}\n"),
-                    "concurrency.approvals: unknown key (expected one of: holds, control, intake_bytes)"},
+                    "concurrency.approvals: unknown key (expected one of: holds, control, intake_bytes, receipt_signers)"},
+        RefusalCase{"ReceiptSignersNegative", plus("concurrency: {receipt_signers: -1}\n"),
+                    "concurrency.receipt_signers: expected an integer from 0 to 64, got -1"},
         RefusalCase{"ModeTypo", with(kRouteEnd, kRouteEnd + "    mode: jetsream\n"),
                     "routes[0].mode: expected core or jetstream, got \"jetsream\""},
         RefusalCase{"UnknownRouteKey", with(kRouteEnd, kRouteEnd + "    modee: core\n"),
