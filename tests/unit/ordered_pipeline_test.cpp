@@ -117,7 +117,7 @@ TEST(OrderedPipelineTest, SubmitWaitsBeyondMaxInFlightSoMemoryIsBounded) {
       ++submitted;
     }
   });
-  for (int i = 0; i < 500 && submitted.load() < static_cast<int>(kMax); ++i) std::this_thread::sleep_for(1ms);
+  for (int i = 0; i < 10000 && submitted.load() < static_cast<int>(kMax); ++i) std::this_thread::sleep_for(1ms);
   std::this_thread::sleep_for(50ms);
   EXPECT_EQ(submitted.load(), static_cast<int>(kMax)) << "the fifth submit did not wait for room";
   release.set_value();
