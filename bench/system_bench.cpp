@@ -2943,7 +2943,35 @@ struct ScaleRow {
   std::size_t list_items = 0;  // items of the first page
   bool list_ok = false;
   std::string list_error;  // what the failed page answered
+  // One page each, after the first ones: `after` the id in the middle of the bucket; with a
+  // topic pattern every record matches; with one none matches (the whole index is walked).
+  double list_deep_ms = -1;
+  double list_filtered_ms = -1;
+  double list_no_match_ms = -1;
+  // Replayer scans during the idle window (countersign_replay_scans_total) and their wall time.
+  double idle_scans = 0;
+  double idle_scan_seconds = 0;
 };
+
+// One `list` page: its time in ms and its item count, or -1 (the error in `error`).
+double listPage(Connection& conn, const std::string& body, std::size_t& items, std::string& error) {
+  natsMsg* reply = nullptr;
+  const auto started = SteadyClock::now();
+  const natsStatus s = natsConnection_Request(&reply, conn.raw(), "countersign.control.list", body.data(),
+                                              static_cast<int>(body.size()), 60000);
+  const double ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - started).count();
+  std::string answer;
+  if (s == NATS_OK) answer.assign(natsMsg_GetData(reply), static_cast<std::size_t>(natsMsg_GetDataLength(reply)));
+  natsMsg_Destroy(reply);
+  rapidjson::Document doc;
+  doc.Parse(answer.data(), answer.size());
+  if (s != NATS_OK || doc.HasParseError() || !doc.IsObject() || !doc.HasMember("items") || !doc["items"].IsArray()) {
+    error = s != NATS_OK ? natsText(s) + " after " + fmt(ms, 0) + " ms" : answer.substr(0, 160);
+    return -1;
+  }
+  items = doc["items"].Size();
+  return ms;
+}
 
 // Pages through the pending records with countersign's `list` (100 per page, `after` the last
 // id of the page before): the first page's time and the median of the next `pages - 1`.
@@ -3033,6 +3061,15 @@ std::size_t countLines(const Countersign& cs, const std::string& needle) {
   return count;
 }
 
+// CPU and wall time per replayer scan over the idle window: countersign's CPU (nothing else
+// runs then) divided by the scans the metric counted.
+std::string scanCell(const ScaleRow& row, std::chrono::milliseconds idle) {
+  if (row.idle_scans < 1) return "no scan";
+  const double cpu_ms = row.idle_cs_cpu * std::chrono::duration<double>(idle).count() * 1000 / row.idle_scans;
+  return fmt(row.idle_scans, 0) + " scans: " + fmt(cpu_ms, 1) + " ms / " +
+         fmt(row.idle_scan_seconds * 1000 / row.idle_scans, 1) + " ms";
+}
+
 void scale(Rig& rig, Worker& worker) {
   const bool quick = rig.settings.quick;
   std::vector<std::size_t> sizes =
@@ -3043,7 +3080,9 @@ void scale(Rig& rig, Worker& worker) {
     for (std::size_t n = 100000; n <= rig.settings.scale_max; n *= 10) sizes.push_back(n);
     if (sizes.back() != rig.settings.scale_max) sizes.push_back(rig.settings.scale_max);
   }
-  const auto idle = quick ? 2000ms : 4000ms;
+  // Long enough for several steady scans (on a large bucket the replayer scans at most a tenth
+  // of the time).
+  const auto idle = quick ? 2000ms : rig.settings.scale_max >= 1000000 ? 15000ms : 4000ms;
   const std::size_t approvals = quick ? 100 : 300;
   const std::size_t sample_gets = quick ? 1000 : 3000;
   Connection conn(rig.server.url, "bench-scale", true);
@@ -3086,9 +3125,19 @@ void scale(Rig& rig, Worker& worker) {
     note("scale " + std::to_string(n) + ": ready " + fmt(row.ready_ms, 0) + " ms, first scan " +
          (row.first_scan_ms ? fmt(*row.first_scan_ms, 0) + " ms" : std::string("not done")) +
          ", failed scans " + std::to_string(row.failed_scans_at_start));
+    // The idle window starts once the first scan is counted (the gauge is set just before).
+    const auto counted_by = SteadyClock::now() + 10s;
+    while (row.first_scan_ms && cs->metric("countersign_replay_scans_total").value_or(0) < 1 &&
+           SteadyClock::now() < counted_by) {
+      std::this_thread::sleep_for(10ms);
+    }
     const double c0 = cpuSeconds(cs->pid()), s0 = cpuSeconds(rig.server.pid());
+    const double scans_before = cs->metric("countersign_replay_scans_total").value_or(0);
+    const double scan_s_before = cs->metric("countersign_replay_scan_seconds_total").value_or(0);
     std::this_thread::sleep_for(idle);
     const double c1 = cpuSeconds(cs->pid()), s1 = cpuSeconds(rig.server.pid());
+    row.idle_scans = cs->metric("countersign_replay_scans_total").value_or(0) - scans_before;
+    row.idle_scan_seconds = cs->metric("countersign_replay_scan_seconds_total").value_or(0) - scan_s_before;
     row.failed_scans_idle = countLines(*cs, "replay scan failed") - row.failed_scans_at_start;
     const double seconds = std::chrono::duration<double>(idle).count();
     row.idle_cs_cpu = (c1 - c0) / seconds;
@@ -3101,6 +3150,16 @@ void scale(Rig& rig, Worker& worker) {
         approveRound(conn, worker, picks, cursor, 1, cs->pid(), rig.server.pid(), 0ms, 120s, false);
     row.rss_end_kb = rssKb(cs->pid());
     listPages(conn, row, quick ? 3 : 10);
+    if (row.list_ok) {
+      std::size_t items = 0;
+      const std::string middle = ids[n / 2];
+      row.list_deep_ms = listPage(conn, R"({"state":"pending","limit":100,"after":")" + middle + "\"}", items,
+                                  row.list_error);
+      row.list_filtered_ms = listPage(
+          conn, R"({"state":"pending","topic":"finance.*.execute","limit":100,"after":")" + middle + "\"}", items,
+          row.list_error);
+      row.list_no_match_ms = listPage(conn, R"({"state":"pending","topic":"hr.>","limit":100})", items, row.list_error);
+    }
     note("scale " + std::to_string(n) + ": list first page " + fmt(row.list_first_ms, 1) + " ms, next " +
          fmt(row.list_next_ms, 1) + " ms" + (row.list_ok ? "" : " (failed)"));
     note("scale " + std::to_string(n) + ": approve p50 " + fmtUs(row.approve.latency.p50) +
@@ -3127,7 +3186,9 @@ void scale(Rig& rig, Worker& worker) {
        "successful replayer "
        "scan; the wait stops after 3 logged `replay scan failed`). Idle CPU over "
     << idle.count()
-    << " ms with no traffic (the replayer scans every `release.replay_interval` = 1 s). Then "
+    << " ms with no traffic (the replayer scans every `release.replay_interval` = 1 s, or twice "
+       "its last scan's time if longer; CPU per scan = countersign's CPU over the window / the scans "
+       "`countersign_replay_scans_total` counted in it). Then "
     << approvals
     << " approvals one at a time over ids spread across the bucket; latency = request -> worker "
        "receives the job. Before countersign starts, a bare client lists the keys with "
@@ -3135,15 +3196,18 @@ void scale(Rig& rig, Worker& worker) {
        "(with `Timeout = 30000`, which cnats 3.4.1 mishandles on large buckets, and with "
        "`Timeout = 0`, as countersign lists) and times "
     << sample_gets
-    << " sequential `kvStore_Get`s (the replayer reads each pending record once, to learn its "
-       "deadline).\n\n"
+    << " sequential `kvStore_Get`s (what reading every record once would cost). `list`: 10 pages of "
+       "100 pending records (each `after` the last id of the page before: the first page's time and "
+       "the median of the others), then one page `after` the id in the middle of the bucket, the same "
+       "with `topic: finance.*.execute` (every record matches), and one with `topic: hr.>` (none "
+       "matches: the whole index is walked).\n\n"
     << "| pending | seed | kvStore_Keys, Timeout 30000 | kvStore_Keys, Timeout 0 | sequential gets "
        "| ready | first "
        "scan done | failed scans (start / idle) | RSS ready / after scan / end | idle CPU "
        "countersign / nats-server "
-       "| CPU per scan (idle CPU x 1 s interval) | approve p50 / p99 | approvals/s | failures | `list` "
-       "first page / next pages |\n"
-    << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+       "| replayer scans in the idle window: CPU / wall per scan | approve p50 / p99 | approvals/s | failures | `list` "
+       "first page / next pages | `list` deep page / filtered / filter matching none |\n"
+    << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& row : rows) {
     d << "| " << row.pending << " | " << fmt(row.seed_s, 1) << " s | " << row.keys_as_countersign
       << " | " << fmt(row.keys_unbounded_ms, 0) << " ms | " << fmtRate(row.gets_per_second) << " | "
@@ -3152,13 +3216,16 @@ void scale(Rig& rig, Worker& worker) {
       << row.failed_scans_at_start << " / " << row.failed_scans_idle << " | "
       << row.rss_ready_kb / 1024 << " / " << row.rss_scanned_kb / 1024 << " / "
       << row.rss_end_kb / 1024 << " MiB | " << fmt(row.idle_cs_cpu * 100, 0) << "% / "
-      << fmt(row.idle_server_cpu * 100, 0) << "% | " << fmt(row.idle_cs_cpu * 1000, 1) << " ms | "
+      << fmt(row.idle_server_cpu * 100, 0) << "% | " << scanCell(row, idle) << " | "
       << fmtUs(row.approve.latency.p50) << " / "
       << fmtUs(row.approve.latency.p99) << " | " << fmtRate(row.approve.rate) << " | "
       << row.approve.failures << " | "
       << (row.list_ok ? fmt(row.list_first_ms, 1) + " ms (" + std::to_string(row.list_items) +
                             " items) / " + fmt(row.list_next_ms, 1) + " ms"
                       : "failed: `" + row.list_error + "`")
+      << " | " << (row.list_ok ? fmt(row.list_deep_ms, 1) + " / " + fmt(row.list_filtered_ms, 1) + " / " +
+                                     fmt(row.list_no_match_ms, 1) + " ms"
+                               : std::string("-"))
       << " |\n";
   }
   if (rows.size() >= 2) {
@@ -3200,13 +3267,16 @@ void scale(Rig& rig, Worker& worker) {
     rig.report.summary.push_back(
         {"5. scale: `list` of pending at " + std::to_string(large.pending) + " (100 per page)",
          std::to_string(small.pending) + ": " + fmt(small.list_first_ms, 1) + " ms / " + fmt(small.list_next_ms, 1) + " ms",
-         large.list_ok ? fmt(large.list_first_ms, 1) + " ms first page, " + fmt(large.list_next_ms, 1) + " ms next"
+         large.list_ok ? fmt(large.list_first_ms, 1) + " ms first page, " + fmt(large.list_next_ms, 1) +
+                             " ms next, " + fmt(large.list_deep_ms, 1) + " ms deep, " +
+                             fmt(large.list_filtered_ms, 1) + " ms filtered, " + fmt(large.list_no_match_ms, 1) +
+                             " ms no match"
                        : "failed (section 5)",
          "-", "(information)", std::nullopt, true});
     rig.report.summary.push_back(
-        {"5. scale: replayer CPU per scan at " + std::to_string(large.pending) + " pending (idle, 1 s interval)",
-         std::to_string(small.pending) + ": " + fmt(small.idle_cs_cpu * 1000, 1) + " ms",
-         fmt(large.idle_cs_cpu * 1000, 1) + " ms", "-", "(information)", std::nullopt, true});
+        {"5. scale: replayer steady scans at " + std::to_string(large.pending) + " pending (idle): CPU / wall per scan",
+         std::to_string(small.pending) + ": " + scanCell(small, idle), scanCell(large, idle), "-", "(information)",
+         std::nullopt, true});
     std::ostringstream f;
     f << "Replayer (src/core/replayer.cpp Replayer::scan; keys from src/nats/kv_bucket.cpp "
          "KvBucket::keys, an index fed by a KV watcher): ";
@@ -3221,13 +3291,14 @@ void scale(Rig& rig, Worker& worker) {
     }
     f << "a bare kvStore_Keys of " << large.pending << " keys takes "
       << fmt(large.keys_unbounded_ms, 0)
-      << " ms without a Timeout (with one, cnats 3.4.1 gives up early: nats.c#916, so countersign "
-         "sets none). After the first scan the replayer reads each pending record once "
-         "(Replayer::expireIfDue, to learn its deadline), at most 2,000 per scan: at the measured "
-      << fmtRate(large.gets_per_second) << " sequential gets that is about "
+      << " ms without a Timeout (with one, cnats 3.4.1 gives up early: nats.c#916). countersign lists "
+         "no key at start: its key watcher's first pass (an ordered consumer from the stream's first "
+         "sequence, keys and values, on a connection of its own) is the first scan's listing and gives "
+         "the replayer every record's deadline, so no record is read for it (a bare client's sequential "
+         "gets run at "
+      << fmtRate(large.gets_per_second) << ", about "
       << fmt(static_cast<double>(large.pending) / std::max(1.0, large.gets_per_second), 1)
-      << " s of reading at " << large.pending << " pending, spread over "
-      << (large.pending + 1999) / 2000 << " scans. Idle CPU at " << large.pending
+      << " s for every record at " << large.pending << " pending). Idle CPU at " << large.pending
       << " pending: countersign " << fmt(large.idle_cs_cpu * 100, 0) << "%, nats-server "
       << fmt(large.idle_server_cpu * 100, 0) << "% of a core (at " << small.pending << ": "
       << fmt(small.idle_cs_cpu * 100, 0) << "% / " << fmt(small.idle_server_cpu * 100, 0) << "%).";

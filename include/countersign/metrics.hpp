@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -51,6 +52,12 @@ class Metrics {
   std::uint64_t voteRefusedCount() const { return vote_refused_.load(); }
   void policyReload(bool ok) { (ok ? reloads_ok_ : reloads_failed_).fetch_add(1, std::memory_order_relaxed); }
   void setPending(std::int64_t n) { pending_.store(n, std::memory_order_relaxed); }
+  // A replayer scan finished (successful or not) after `seconds`.
+  void replayScan(double seconds) {
+    replay_scans_.fetch_add(1, std::memory_order_relaxed);
+    const std::lock_guard lock(scan_mutex_);
+    replay_scan_seconds_ += seconds;
+  }
   void setPolicyLoaded(bool loaded) { policy_loaded_.store(loaded, std::memory_order_relaxed); }
   void observeEvaluation(std::chrono::nanoseconds d);
   void observeApproveToRelease(std::chrono::nanoseconds d);
@@ -79,6 +86,9 @@ class Metrics {
   std::atomic<std::uint64_t> reloads_ok_{0};
   std::atomic<std::uint64_t> reloads_failed_{0};
   std::atomic<std::int64_t> pending_{0};
+  std::atomic<std::uint64_t> replay_scans_{0};
+  mutable std::mutex scan_mutex_;
+  double replay_scan_seconds_ = 0;  // guarded by scan_mutex_
   std::atomic<bool> policy_loaded_{false};
   Histogram evaluation_;
   Histogram approve_to_release_;

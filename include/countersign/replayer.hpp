@@ -79,10 +79,14 @@ class Replayer {
   };
   std::unordered_map<std::string, VoteSighting> vote_sightings_;
   int record_reads_ = 0;  // in the current scan
-  // Deadlines of undecided records (nullopt: none), read once per id.
-  std::unordered_map<std::string, std::optional<std::chrono::system_clock::time_point>, KeyHash,
-                     std::equal_to<>>
-      deadlines_;
+  // Deadlines of undecided records (nullopt: none), read once per id; `seen`: the last scan
+  // that found the record undecided (the others are dropped at the end of a scan).
+  struct Deadline {
+    std::optional<std::chrono::system_clock::time_point> at;
+    std::uint64_t seen = 0;
+  };
+  std::unordered_map<std::string, Deadline, KeyHash, std::equal_to<>> deadlines_;
+  std::uint64_t scans_ = 0;
   // Decided without a release for good (rejected, expired): their decision is read once, not
   // every scan.
   std::unordered_set<std::string, KeyHash, std::equal_to<>> settled_;

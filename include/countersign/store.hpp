@@ -51,6 +51,20 @@ class KvStore {
   // more: its work on them is finished for good. An index may forget them (and ignore writes to
   // them for a while); a store without one lists them as before.
   virtual void retire(std::string_view group) { (void)group; }
+  // What keys() gives, handed over one by one as its group (the part before the first '/') and
+  // the rest after it ("" for the key that is the group itself); the views are valid only during
+  // the call, which must be quick and must not call the store. For scans of large buckets: no
+  // copy of each key. The default lists keys().
+  using KeyVisitor = std::function<void(std::string_view group, std::string_view rest)>;
+  virtual Status visitKeys(const KeyVisitor& visit) {
+    auto all = keys();
+    if (!all) return std::unexpected(all.error());
+    for (const std::string_view key : *all) {
+      const auto slash = key.find('/');
+      visit(key.substr(0, slash), slash == std::string_view::npos ? std::string_view() : key.substr(slash + 1));
+    }
+    return {};
+  }
   // The same, read from the bucket now: includes every write confirmed before the call (for
   // answers to people: `list`, and operator decisions).
   virtual Result<std::vector<std::string>> listKeys() { return keys(); }

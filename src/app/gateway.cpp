@@ -92,8 +92,8 @@ Status failStep(std::string_view step, const Error& error) {
 // a running one.
 class ReplayLoop {
  public:
-  ReplayLoop(Replayer& replayer, const Config& config, Logger& log, WorkPool& executor)
-      : replayer_(replayer), config_(config), log_(log), executor_(executor) {
+  ReplayLoop(Replayer& replayer, const Config& config, Logger& log, Metrics& metrics, WorkPool& executor)
+      : replayer_(replayer), config_(config), log_(log), metrics_(metrics), executor_(executor) {
     executor_.post(kLane, [this] { scan(); });
   }
   ~ReplayLoop() { stop(); }
@@ -119,17 +119,29 @@ class ReplayLoop {
       if (stopping_) return;
       scanning_ = true;
     }
+    if (!scanned_once_) natsio::lowerThreadPriority();  // cs-replay-0 scans in the background
     const auto scan_started = std::chrono::steady_clock::now();
     auto scanned = replayer_.scan();
-    // A scan lists the whole bucket: on a large one, leave the server (and us) time between.
-    const auto pause = std::max(config_.release.replay_interval,
-                                std::chrono::duration_cast<std::chrono::milliseconds>(
-                                    2 * (std::chrono::steady_clock::now() - scan_started)));
+    const auto took = std::chrono::steady_clock::now() - scan_started;
+    metrics_.replayScan(std::chrono::duration<double>(took).count());
+    // A scan passes over every key: on a large bucket, scan at most a tenth of the time, so that
+    // approvals and holds keep the cores. The first scan waited for the key watcher's pass over
+    // the bucket, which is not repeated.
+    const auto pause = scanned_once_ ? std::max(config_.release.replay_interval,
+                                                std::chrono::duration_cast<std::chrono::milliseconds>(9 * took))
+                                     : config_.release.replay_interval;
     store_reachable_.store(scanned.has_value());
-    // A scan builds and drops sets as large as the bucket's key list (and the key index's
-    // watcher delivers the whole bucket at start): hand the freed memory back, so that the
-    // process's size follows what it holds (about one key and one deadline per open record).
-    malloc_trim(0);
+    // The first scan (and the key watcher's pass over the bucket before it) builds and drops
+    // sets as large as the bucket: hand the freed memory back, so that the process's size
+    // follows what it holds (about one key and one deadline per open record). Later scans
+    // allocate what they free; trimming after each of them held the allocator's lock for
+    // milliseconds that other threads' allocations (an approval's) waited for, so only now and
+    // then.
+    const auto now = std::chrono::steady_clock::now();
+    if (!scanned_once_ || now - last_trim_ >= kTrimEvery) {
+      malloc_trim(0);
+      last_trim_ = now;
+    }
     if (scanned && !scanned_once_.exchange(true)) {
       const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_);
       log_.info("first replay scan done", {{"pending", std::to_string(scanned->pending)},
@@ -153,6 +165,7 @@ class ReplayLoop {
   Replayer& replayer_;
   const Config& config_;
   Logger& log_;
+  Metrics& metrics_;
   WorkPool& executor_;
   std::mutex mutex_;
   std::condition_variable idle_;
@@ -160,6 +173,8 @@ class ReplayLoop {
   bool scanning_ = false;
   std::atomic<bool> store_reachable_{true};  // the last scan could read the bucket
   std::atomic<bool> scanned_once_{false};
+  static constexpr std::chrono::seconds kTrimEvery{60};
+  std::chrono::steady_clock::time_point last_trim_{};
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
@@ -413,7 +428,7 @@ Status Gateway::start() {
     }
   }
 
-  replay_loop_ = std::make_unique<ReplayLoop>(*replayer_, config_, log_, *replay_executor_);
+  replay_loop_ = std::make_unique<ReplayLoop>(*replayer_, config_, log_, metrics_, *replay_executor_);
 
   // Admin HTTP: health, readiness, metrics and the REST API (same decisions as control).
   if (!config_.admin.listen.empty()) {

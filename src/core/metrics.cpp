@@ -209,6 +209,13 @@ std::string Metrics::renderPrometheus() const {
   out += "countersign_policy_reloads_total{result=\"failed\"} " + std::to_string(reloads_failed_.load()) + '\n';
   simple(out, "countersign_pending_approvals", "gauge", "Held jobs waiting for a decision.",
          static_cast<double>(pending_.load()));
+  simple(out, "countersign_replay_scans_total", "counter", "Replayer scans of the bucket (successful or not).",
+         static_cast<double>(replay_scans_.load()));
+  {
+    const std::lock_guard lock(scan_mutex_);
+    simple(out, "countersign_replay_scan_seconds_total", "counter", "Wall time spent in replayer scans.",
+           replay_scan_seconds_);
+  }
   simple(out, "countersign_policy_loaded", "gauge", "1 when a valid policy is in force.",
          policy_loaded_.load() ? 1 : 0);
   header(out, "countersign_policy_evaluation_seconds", "histogram", "Time to evaluate the policy for one job.");

@@ -47,39 +47,53 @@ void Replayer::takeNoted() {
     const std::lock_guard lock(noted_mutex_);
     noted.swap(noted_);
   }
-  for (auto& [id, deadline] : noted) deadlines_.try_emplace(std::move(id), deadline);
+  for (auto& [id, deadline] : noted) deadlines_.try_emplace(std::move(id), Deadline{.at = deadline});
 }
 
 Result<ScanResult> Replayer::scan() {
   takeNoted();
-  auto keys = s_.store.keys();
-  if (!keys) return std::unexpected(keys.error());
+  // The ids of the keys, copied once into one buffer (no allocation per key: a steady scan of a
+  // large bucket of pending records costs one pass over the keys and one lookup of each
+  // record's deadline); the sets below are views into it.
+  std::string arena;
+  using Span = std::pair<std::size_t, std::size_t>;
+  std::vector<Span> record_at, decided_at, released_at, claim_at, voted_at;
+  auto keep = [&](std::string_view id, std::vector<Span>& into) {
+    into.emplace_back(arena.size(), id.size());
+    arena.append(id);
+  };
+  auto visited = s_.store.visitKeys([&](std::string_view id, std::string_view rest) {
+    if (rest.empty()) {
+      keep(id, record_at);
+    } else if (rest == "decision") {
+      keep(id, decided_at);
+    } else if (rest == "released") {
+      keep(id, released_at);
+    } else if (rest.starts_with("replay/")) {
+      keep(id, claim_at);
+    } else if (rest.starts_with("vote/")) {
+      keep(id, voted_at);
+    }
+  });
+  if (!visited) return std::unexpected(visited.error());
   // What was noted while the keys were listed (the store's first pass notes every record).
   takeNoted();
-  // Views into `keys`, which outlives them: a scan copies no key again.
-  std::unordered_set<std::string_view> records;
+  ++scans_;
+  const std::string_view all = arena;
+  auto view = [&](const Span& at) { return all.substr(at.first, at.second); };
+  // Records are a list, not a set; deadlines no scan found undecided are dropped by their
+  // `seen` mark, not by a lookup of each.
+  std::vector<std::string_view> records;
+  records.reserve(record_at.size());
+  for (const auto& at : record_at) records.push_back(view(at));
   std::unordered_set<std::string_view> decided;
+  for (const auto& at : decided_at) decided.insert(view(at));
   std::unordered_set<std::string_view> released;
+  for (const auto& at : released_at) released.insert(view(at));
   std::unordered_map<std::string_view, int> claims;
+  for (const auto& at : claim_at) ++claims[view(at)];
   std::unordered_set<std::string_view> voted;
-  for (const std::string_view key : *keys) {
-    const auto slash = key.find('/');
-    if (slash == std::string_view::npos) {
-      records.insert(key);
-      continue;
-    }
-    const std::string_view id = key.substr(0, slash);
-    const std::string_view rest = key.substr(slash + 1);
-    if (rest == "decision") {
-      decided.insert(id);
-    } else if (rest == "released") {
-      released.insert(id);
-    } else if (rest.starts_with("replay/")) {
-      ++claims[id];
-    } else if (rest.starts_with("vote/")) {
-      voted.insert(id);
-    }
-  }
+  for (const auto& at : voted_at) voted.insert(view(at));
 
   // Released: nothing of it will ever need this replayer again.
   for (const auto id : released) s_.store.retire(id);
@@ -94,10 +108,13 @@ Result<ScanResult> Replayer::scan() {
   for (const auto id : voted) {
     if (!decided.contains(id)) finishQuorum(std::string(id), result);
   }
+  // Settled ids that are still records without a decision (one expired by this scan).
+  std::unordered_set<std::string_view> settled_records;
   for (const auto id : records) {
     if (decided.contains(id)) continue;
     ++result.pending;
     expireIfDue(id, result);
+    if (!settled_.empty() && settled_.contains(id)) settled_records.insert(id);
   }
   // Forget what is finished so memory follows the open work, not the bucket's history (the
   // store's index forgets the retired ids; `settled_` goes with their keys).
@@ -106,11 +123,9 @@ Result<ScanResult> Replayer::scan() {
   });
   std::erase_if(vote_sightings_,
                 [&](const auto& entry) { return decided.contains(entry.first) || !voted.contains(entry.first); });
-  std::erase_if(deadlines_, [&](const auto& entry) {
-    return decided.contains(entry.first) || !records.contains(entry.first);
-  });
+  std::erase_if(deadlines_, [&](const auto& entry) { return entry.second.seen != scans_; });
   // Aged out of the bucket (an id expired by this scan is not in `decided` yet, but a record).
-  std::erase_if(settled_, [&](const auto& id) { return !decided.contains(id) && !records.contains(id); });
+  std::erase_if(settled_, [&](const auto& id) { return !decided.contains(id) && !settled_records.contains(id); });
   s_.metrics.setPending(result.pending - result.expired);
   return result;
 }
@@ -245,9 +260,10 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
     auto entry = s_.store.get(id);
     if (!entry) return;
     if (auto record = parseApprovalRecord(entry->value)) deadline = attentionOf(*record);
-    cached = deadlines_.emplace(std::string(id), deadline).first;
+    cached = deadlines_.emplace(std::string(id), Deadline{.at = deadline}).first;
   }
-  if (!cached->second || s_.clock.now() < *cached->second) return;
+  cached->second.seen = scans_;
+  if (!cached->second.at || s_.clock.now() < *cached->second.at) return;
 
   auto entry = s_.store.get(id);
   if (!entry) return;
@@ -259,11 +275,11 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
   for (int step = 0; step < Governance::stepsApplied(*record, now); ++step) escalate(*record, step);
   const auto next = nextAttention(*record, now);
   if (next && now < *next) {
-    cached->second = next;
+    cached->second.at = next;
     return;
   }
   if (!next) {
-    cached->second = std::nullopt;
+    cached->second.at = std::nullopt;
     return;
   }
   const bool allow = record->on_timeout == "allow";

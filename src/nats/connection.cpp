@@ -1,5 +1,8 @@
 #include "nats/connection.hpp"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <pthread.h>
 
 #include <algorithm>
@@ -123,6 +126,11 @@ Status openNatsLibrary() {
                 std::string("cannot initialise cnats: ") + natsStatus_GetText(opened));
   }
   return {};
+}
+
+void lowerThreadPriority() {
+  // Linux: a thread's nice value is its own (setpriority on its thread id).
+  (void)setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10);
 }
 
 std::string lastNatsErrorText() {

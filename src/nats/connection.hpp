@@ -61,6 +61,11 @@ class NewThreads {
 // cnats' last error text on this thread, without its "(file.c:123): " prefix ("" if none).
 std::string lastNatsErrorText();
 
+// Gives the calling thread a lower CPU priority (nice +10): for the background passes over the
+// whole bucket (the replayer's scans, the key and list watchers), so that on a busy machine the
+// threads that answer approvals and holds run first. Best effort.
+void lowerThreadPriority();
+
 // A server URL fit for logs and messages: credentials in it ("user:pass@", "token@") masked
 // ("nats://alice:***@host:4222", "nats://***@host:4222").
 std::string safeUrl(const std::string& url);

@@ -170,7 +170,11 @@ struct KvBucket::KeyIndex {
   std::once_flag started;  // the watcher starts with the first keys() call
   std::thread thread;
 
-  bool active = false;  // keys() was called: from then on the index is kept
+  std::atomic<bool> active{false};  // keys() was called: from then on the index is kept
+  // This process's own creates, merged under `mutex` by the next reader (keys(), a visit, the
+  // watcher): an approval's or a hold's create never waits for a scan that holds `mutex`.
+  std::mutex inbox_mutex;
+  std::vector<std::string> inbox;
 
   static std::pair<std::string_view, std::string_view> split(std::string_view key) {
     const auto slash = key.find('/');
@@ -181,8 +185,33 @@ struct KvBucket::KeyIndex {
   // With `mutex` held.
   bool isRetired(std::string_view group) const { return retired.contains(group) || retired_before.contains(group); }
 
+  // A key this process created (any thread, never waits for `mutex`).
+  void addSoon(std::string_view key) {
+    if (!active) return;
+    const std::lock_guard lock(inbox_mutex);
+    inbox.emplace_back(key);
+  }
+
+  // With `mutex` held: the own creates since the last call go in (and into `also`).
+  void drainLocked(Names* also = nullptr) {
+    std::vector<std::string> taken;
+    {
+      const std::lock_guard lock(inbox_mutex);
+      taken.swap(inbox);
+    }
+    for (const auto& key : taken) {
+      addLocked(key);
+      if (also != nullptr) also->insert(key);
+    }
+  }
+
   void add(std::string_view key) {
     const std::lock_guard lock(mutex);
+    addLocked(key);
+  }
+
+  // With `mutex` held.
+  void addLocked(std::string_view key) {
     if (!active) return;
     if (listing) added_while_listing.emplace(key);
     const auto [group, rest] = split(key);
@@ -300,7 +329,7 @@ struct KvBucket::AsyncCreates {
     }
     if (found) {
       if (ack != nullptr) {
-        if (self->index != nullptr) self->index->add(entry.key);
+        if (self->index != nullptr) self->index->addSoon(entry.key);
         entry.done(ack->Sequence);
       } else if (error != nullptr && error->ErrCode == kWrongLastSequence) {
         entry.done(fail(Errc::exists, "key " + entry.key + " exists"));
@@ -492,6 +521,10 @@ void KvBucket::watchKeys() {
             loaded();
           }
         } else {
+          {
+            const std::lock_guard lock(index.mutex);
+            index.drainLocked();  // bounds the inbox while nobody lists
+          }
           pause(kWatchBatchEvery);
         }
         continue;
@@ -770,7 +803,7 @@ Result<std::uint64_t> KvBucket::create(std::string_view key, std::string_view va
     else written = std::unexpected(kvError(s, "KV create " + k));
   }
   if (written) {
-    index_->add(k);
+    index_->addSoon(k);
     return *written;
   }
   // On a replicated bucket a create whose answer was lost may have happened: ask the stream
@@ -903,7 +936,7 @@ Result<std::uint64_t> KvBucket::update(std::string_view key, std::string_view va
   return written;
 }
 
-Result<std::vector<std::string>> KvBucket::keys() {
+void KvBucket::startWatcher() {
   std::call_once(index_->started, [this] {
     {
       const std::lock_guard lock(index_->mutex);
@@ -911,31 +944,58 @@ Result<std::vector<std::string>> KvBucket::keys() {
     }
     index_->thread = std::thread([this] {
       pthread_setname_np(pthread_self(), "cs-kv-watch");
+      lowerThreadPriority();
       watchKeys();
     });
   });
-  {
-    // The watcher's pass over the bucket is the listing: wait for it (a second pass at the same
-    // time would double the work of the server, which on a large bucket is what is short).
-    std::unique_lock lock(index_->mutex);
-    std::uint64_t delivered = index_->delivered;
-    auto progress = KeyIndex::Clock::now();
-    while (!index_->live) {
-      if (index_->stopping) return fail(Errc::unavailable, "KV keys of " + bucket_ + ": stopping");
-      if (!watchConnection().connected()) {
-        return fail(Errc::unavailable, "KV keys of " + bucket_ + ": not connected to NATS");
-      }
-      index_->changed.wait_for(lock, std::chrono::milliseconds(200));
-      const auto now = KeyIndex::Clock::now();
-      if (index_->delivered != delivered) {
-        delivered = index_->delivered;
-        progress = now;
-      } else if (now - progress > std::chrono::milliseconds(kListingWaitMs)) {
-        return fail(Errc::timeout, "KV keys of " + bucket_ + ": the key watcher delivered nothing for " +
-                                       std::to_string(kListingWaitMs / 1000) + " s (" +
-                                       std::to_string(delivered) + " keys so far)");
-      }
+}
+
+Status KvBucket::waitForIndex(std::unique_lock<std::mutex>& lock) {
+  // The watcher's pass over the bucket is the listing: wait for it (a second pass at the same
+  // time would double the work of the server, which on a large bucket is what is short).
+  std::uint64_t delivered = index_->delivered;
+  auto progress = KeyIndex::Clock::now();
+  while (!index_->live) {
+    if (index_->stopping) return fail(Errc::unavailable, "KV keys of " + bucket_ + ": stopping");
+    if (!watchConnection().connected()) {
+      return fail(Errc::unavailable, "KV keys of " + bucket_ + ": not connected to NATS");
     }
+    index_->changed.wait_for(lock, std::chrono::milliseconds(200));
+    const auto now = KeyIndex::Clock::now();
+    if (index_->delivered != delivered) {
+      delivered = index_->delivered;
+      progress = now;
+    } else if (now - progress > std::chrono::milliseconds(kListingWaitMs)) {
+      return fail(Errc::timeout, "KV keys of " + bucket_ + ": the key watcher delivered nothing for " +
+                                     std::to_string(kListingWaitMs / 1000) + " s (" + std::to_string(delivered) +
+                                     " keys so far)");
+    }
+  }
+  return {};
+}
+
+Status KvBucket::visitKeys(const KeyVisitor& visit) {
+  startWatcher();
+  {
+    std::unique_lock lock(index_->mutex);
+    if (auto ok = waitForIndex(lock); !ok) return ok;
+    index_->drainLocked();
+    if (!index_->ages || KeyIndex::Clock::now() - index_->last_full < kFullListingEvery) {
+      for (const auto& [group, rests] : index_->groups) {
+        for (const auto& rest : rests) visit(group, rest);
+      }
+      return {};
+    }
+  }
+  return KvStore::visitKeys(visit);  // the age limit's check against a full listing is due
+}
+
+Result<std::vector<std::string>> KvBucket::keys() {
+  startWatcher();
+  {
+    std::unique_lock lock(index_->mutex);
+    if (auto ok = waitForIndex(lock); !ok) return std::unexpected(ok.error());
+    index_->drainLocked();
     if (!index_->ages || KeyIndex::Clock::now() - index_->last_full < kFullListingEvery) {
       return index_->keysLocked();
     }
@@ -951,6 +1011,7 @@ Result<std::vector<std::string>> KvBucket::keys() {
   index_->listing = false;
   KeyIndex::Names added = std::move(index_->added_while_listing);
   index_->added_while_listing.clear();
+  index_->drainLocked(&added);  // created while listing, or just before
   if (!listed) return listed;
   if (!index_->live) {
     // The watcher is being restarted: the listing is the answer.

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 
 #include "countersign/config.hpp"
@@ -74,6 +75,9 @@ class KvBucket : public KvStore {
   // checked against a full listing every 30 s (aged-out keys get no delete). A key created by
   // another process may show up a few milliseconds late.
   Result<std::vector<std::string>> keys() override;
+  // keys() without copying each key: the index's keys, visited under its lock (the visit must
+  // be quick).
+  Status visitKeys(const KeyVisitor& visit) override;
   // Called, on the watcher's thread, with every key and value its first pass over the bucket
   // delivers (that pass then carries values; later writes come as keys only). Set it before
   // the first keys() call. The replayer learns the deadlines of the records from it, instead of
@@ -117,6 +121,10 @@ class KvBucket : public KvStore {
   Status checkConnected(std::string_view what) const;
   Status startAsync(int max_pending, WorkPool* timers);
   void watchKeys();
+  // With the index's lock held: starts the watcher on the first call, then waits for its first
+  // pass (see keys()).
+  Status waitForIndex(std::unique_lock<std::mutex>& lock);
+  void startWatcher();
   Connection& watchConnection() const { return watch_connection_ != nullptr ? *watch_connection_ : connection_; }
   // The bucket stream's last sequence (0 when empty; nullopt when it cannot be read).
   std::optional<std::uint64_t> lastSequence();

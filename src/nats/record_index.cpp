@@ -31,6 +31,7 @@ void RecordIndex::start() {
   started_ = true;
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "cs-list-index");
+    lowerThreadPriority();
     run();
   });
 }

@@ -441,7 +441,8 @@ TEST(ShellGatewayTest, AnAddedEndpointRunsOnTheControlExecutorAndIsDrainedByStop
                                       "cs-test-feed");
     });
     ASSERT_TRUE(gateway.start());
-    EXPECT_TRUE(gateway.health().ready);
+    // Ready once the replayer's first scan of the bucket is done (moments on an empty bucket).
+    EXPECT_TRUE(waitUntil([&] { return gateway.health().ready; }, 5s, 10ms));
     auto held = client.request("agents.jobs.risky.feed", R"({"a":1})", {{"Nats-Msg-Id", "feed-1"}}, 5s);
     ASSERT_TRUE(held.has_value());
     EXPECT_EQ(num(parseJsonQuiet(held->payload), "code"), 202) << held->payload;
