@@ -12,7 +12,8 @@ test_name='Faults/ServerRestartTest.CountersignRidesOutANatsServerRestart/kill9_
 mkdir -p "$out"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 143' INT TERM  # ends the loop too (the EXIT trap stops the busy loops)
 if [ "$busy" = busy ]; then
   for _ in 1 2; do nice -n 19 yes > /dev/null & pids+=($!); done
 fi
