@@ -332,6 +332,13 @@ void Connection::drain(std::chrono::milliseconds timeout) {
     const std::lock_guard lock(callbacks_->mutex);
     callbacks_->closing = true;
   }
+  {
+    // The threads' reply inboxes are synchronous subscriptions: cnats counts one as drained only
+    // when its owner reads from it again, so the drain would wait out its whole timeout for them.
+    // Their requests are answered or given up by now; a request made after this fails at once.
+    const std::lock_guard lock(inboxes_mutex_);
+    for (auto& inbox : inboxes_) (void)natsSubscription_Unsubscribe(inbox->sub);
+  }
   natsStatus s = natsConnection_DrainTimeout(conn_, std::max<std::int64_t>(1, timeout.count()));
   if (s == NATS_OK && waitClosed(timeout + std::chrono::seconds(1))) return;
   if (s != NATS_OK && callbacks_ != nullptr) {
