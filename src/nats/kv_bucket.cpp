@@ -126,6 +126,23 @@ constexpr std::chrono::milliseconds kAsyncSweepEvery{100};
 constexpr std::chrono::milliseconds kLatePubAckWait{2000};
 constexpr jsErrCode kWrongLastSequence = static_cast<jsErrCode>(10071);
 
+// Ends the subscription of an ordered (push) consumer that the server may still be sending to.
+// natsSubscription_Destroy alone frees a subscription that cnats 3.4.1's reader thread may be
+// handing a message to at that moment: the reader then locks the freed subscription's mutex, a
+// write into freed memory (valgrind shows it within seconds when a bucket is written to while
+// its watcher's subscription is replaced; glibc aborts later with "malloc_consolidate():
+// unaligned fastbin chunk detected"). Unsubscribed first, the reader no longer finds it; once a
+// round trip to the server has come back, the reader is done with every message sent before;
+// only then is it freed. Not connected, nothing is being delivered to it.
+void endPushSubscription(Connection& connection, natsSubscription* sub) {
+  if (sub == nullptr) return;
+  if (connection.connected()) {
+    (void)natsSubscription_Unsubscribe(sub);
+    (void)natsConnection_FlushTimeout(connection.raw(), 2000);
+  }
+  natsSubscription_Destroy(sub);
+}
+
 }  // namespace
 
 // With an age limit, how often the index is checked against a full listing (the server ages
@@ -569,7 +586,7 @@ void KvBucket::watchKeys() {
         }
       }
     }
-    natsSubscription_Destroy(sub);
+    endPushSubscription(connection, sub);
     if (!switch_to_headers) {
       const std::lock_guard lock(index.mutex);
       index.live = false;
