@@ -20,7 +20,6 @@ using detail::JsonObjectWriter;
 
 namespace {
 
-constexpr int kDefaultListLimit = 100;
 constexpr int kMaxListLimit = 1000;
 
 ControlReply reply(Outcome status, int code, JsonObjectWriter& w, std::string_view reason = {}) {

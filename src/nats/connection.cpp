@@ -280,6 +280,8 @@ struct Connection::ReplyInbox {
   std::uint64_t next = 0;
 };
 
+Connection::Connection() = default;
+
 Connection::~Connection() {
   if (js_ != nullptr) jsCtx_Destroy(js_);
   if (conn_ != nullptr) {

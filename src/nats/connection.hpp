@@ -131,7 +131,7 @@ class Connection {
   };
   using Home = CallbackHome<Callbacks>;
 
-  Connection() = default;
+  Connection();  // defined where ReplyInbox is complete
   bool waitClosed(std::chrono::milliseconds timeout);
 
   static void onDisconnected(natsConnection* nc, void* closure);
