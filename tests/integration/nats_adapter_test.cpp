@@ -900,7 +900,8 @@ TEST_F(NatsAdapterTest, RequestsGetTheirOwnRepliesOnTheThreadsInbox) {
       *responder, "svc.echo", "",
       [&](Message&& m) {
         if (const int ms = delay_next.exchange(0); ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-        OutMessage out{m.reply, "", nullptr, "echo:" + m.payload};
+        const std::string body = "echo:" + m.payload;  // outlives the message that views it
+        OutMessage out{m.reply, "", nullptr, body};
         (void)NatsPublisher(*responder).publish(out, Delivery::core, 1s);
       },
       {}, "it-echo");
