@@ -118,9 +118,17 @@ std::optional<Target> resolveTarget(const ClientOptions& options) {
 std::unique_ptr<natsio::Connection> connectTo(const Target& target) {
   auto connection = natsio::Connection::connect(target.nats, "", false);
   if (!connection) {
-    // The error names the servers with their credentials masked.
-    std::cerr << "countersign: " << connection.error().message
-              << "\n(set --server, NATS_URL, --context or --config)\n";
+    // The error names the servers with their credentials masked. The hint points at what to
+    // change: who connects when the server refused the user, else where.
+    const std::string& message = connection.error().message;
+    const bool refused_user = message.find("uthorization") != std::string::npos ||
+                              message.find("uthentication") != std::string::npos;
+    const bool bad_file = message.find("file") != std::string::npos || message.find("seed") != std::string::npos;
+    std::cerr << "countersign: " << message << '\n'
+              << (refused_user ? "(check who connects: --creds, --user/--password, --nkey, --token or the context's)"
+                  : bad_file   ? "(check the file named above)"
+                               : "(set --server, NATS_URL, --context or --config)")
+              << '\n';
     return nullptr;
   }
   return std::move(*connection);

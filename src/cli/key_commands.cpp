@@ -30,16 +30,26 @@ struct KeyOptions {
 
 int keysGenerate(const KeyOptions& options) {
   const nkeys::Seed seed = nkeys::generateSeed();
+  const std::string public_key = nkeys::encodePublicKey(nkeys::publicKeyOf(seed));
   if (!options.out.empty()) {
     if (auto written = nkeys::writeSeedFile(options.out, seed); !written) {
       std::cerr << "countersign: " << written.error().message << '\n';
       return kExitRefused;
     }
+    if (options.json) {
+      std::cout << detail::JsonObjectWriter().field("public_key", public_key).field("seed_file", options.out).finish()
+                << '\n';
+      return kExitOk;
+    }
     std::cerr << "seed written to " << options.out << " (mode 0600); public key:\n";
+  } else if (options.json) {
+    std::cout << detail::JsonObjectWriter().field("public_key", public_key).field("seed", nkeys::encodeSeed(seed)).finish()
+              << '\n';
+    return kExitOk;
   } else {
     std::cout << nkeys::encodeSeed(seed) << '\n';
   }
-  std::cout << nkeys::encodePublicKey(nkeys::publicKeyOf(seed)) << '\n';
+  std::cout << public_key << '\n';
   return kExitOk;
 }
 
@@ -57,7 +67,16 @@ int keysShow(const KeyOptions& options) {
               << '\n';
     return kExitRefused;
   }
-  std::cout << nkeys::encodePublicKey(nkeys::publicKeyOf(*seed)) << '\n';
+  const std::string public_key = nkeys::encodePublicKey(nkeys::publicKeyOf(*seed));
+  if (options.json) {
+    std::cout << detail::JsonObjectWriter()
+                     .field("public_key", public_key)
+                     .field("seed_file", config->receipts.seed_file)
+                     .finish()
+              << '\n';
+  } else {
+    std::cout << public_key << '\n';
+  }
   return kExitOk;
 }
 
@@ -209,6 +228,8 @@ std::function<std::optional<int>()> addKeyCommands(CLI::App& app) {
   generate->add_option("--out,-o", options->out, "write the seed to this new file (mode 0600) instead of stdout");
   auto* show = keys->add_subcommand("show", "print the public key countersign signs receipts with");
   show->add_option("--config,-c", options->config_path, "countersign config file (default config/countersign.yaml)");
+  generate->add_flag("--json", options->json, "print {\"public_key\", \"seed\"} (or \"seed_file\" with --out)");
+  show->add_flag("--json", options->json, "print {\"public_key\", \"seed_file\"}");
 
   auto* receipt_cmd = app.add_subcommand("receipt", "check the receipt a worker's job carries");
   receipt_cmd->require_subcommand(1);

@@ -587,6 +587,15 @@ TEST(AccountsToStreamTest, StreamInTheCountersignAccountTakesReleasesOnce) {
 // APP with its .creds file; nats-server runs with that operator and a MEMORY resolver. countersign
 // run (nats.credentials) and the CLI (--creds) connect with the user's JWT and seed; without them,
 // or with the creds of an account the server does not know, the server refuses.
+// The seed line ("SU...") of a .creds file.
+std::string seedOf(const std::string& creds_file) {
+  std::ifstream in(creds_file);
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("SU")) return line;
+  }
+  return "";
+}
+
 class OperatorCredsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -629,18 +638,73 @@ TEST_F(OperatorCredsTest, RunAndTheCliConnectWithACredsFile) {
   EXPECT_EQ(stranger.exit_code, 3) << stranger.out << stranger.err;
   EXPECT_NE(stranger.err.find("uthorization"), std::string::npos) << stranger.err;
   // The seed in the creds file is never printed.
-  std::ifstream in(creds_);
-  std::string line;
-  std::string seed;
-  while (std::getline(in, line)) {
-    if (line.starts_with("SU")) seed = line;
-  }
+  const std::string seed = seedOf(creds_);
   ASSERT_FALSE(seed.empty());
   for (const auto* r : {&listed, &anonymous, &stranger}) {
     EXPECT_EQ((r->out + r->err).find(seed), std::string::npos) << "the seed was printed";
   }
   EXPECT_EQ(gateway->logs().find(seed), std::string::npos) << "the seed was logged";
   EXPECT_EQ(gateway->stop(), 0);
+}
+
+// A creds file the server does not accept (a user of an unknown account), one that does not
+// exist, and one without a seed: `run` exits 3 with one plain line that says what is wrong
+// (beside its JSON log lines, none of which warns), the CLI exits 3 and points at who connects
+// or at the file; no seed is ever printed.
+TEST_F(OperatorCredsTest, ABadCredsFileIsOneClearLineAndExitThree) {
+  const std::string stranger = (dir_.path() / "stranger.creds").string();
+  const std::string missing = (dir_.path() / "missing.creds").string();
+  const std::string garbage = (dir_.path() / "garbage.creds").string();
+  std::ofstream(garbage) << "not a creds file\n";
+  const std::string seed = seedOf(stranger);
+  ASSERT_FALSE(seed.empty());
+  struct Case {
+    std::string file;
+    std::string says;  // in run's line and in the CLI's message
+    std::string hint;  // the CLI's hint
+  };
+  const std::vector<Case> cases = {
+      {stranger, "Authorization Violation", "check who connects: --creds"},
+      {missing, "error opening file '" + missing + "'", "check the file named above"},
+      {garbage, "no nkey user seed found in '" + garbage + "'", "check the file named above"},
+  };
+  TempDir run_dir;
+  run_dir.write("policy.yaml", seedPolicy());
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.file);
+    const std::string config = run_dir
+                                   .write("countersign.yaml",
+                                          "nats:\n  servers: [\"" + server_->url() + "\"]\n  credentials: " + c.file +
+                                              "\npolicy:\n  file: policy.yaml\nroutes:\n  - name: jobs\n"
+                                              "    from: \"agents.jobs.>\"\n    to: \"jobs.>\"\nadmin:\n  listen: \"\"\n")
+                                   .string();
+    const CommandResult run = runCountersign({"run", "--config", config}, {}, 30s);
+    EXPECT_EQ(run.exit_code, 3) << run.out << run.err;
+    std::vector<std::string> plain;
+    std::istringstream err(run.err);
+    for (std::string line; std::getline(err, line);) {
+      if (line.empty()) continue;
+      if (line.starts_with("{\"ts\":")) {
+        EXPECT_EQ(line.find("\"level\":\"warn\""), std::string::npos) << line;
+        EXPECT_EQ(line.find("\"level\":\"error\""), std::string::npos) << line;
+        continue;
+      }
+      plain.push_back(line);
+    }
+    ASSERT_EQ(plain.size(), 1u) << run.err;
+    EXPECT_TRUE(plain[0].starts_with("countersign: cannot start: cannot connect to NATS")) << plain[0];
+    EXPECT_NE(plain[0].find(c.says), std::string::npos) << plain[0];
+    EXPECT_EQ(run.out.find("countersign ready"), std::string::npos) << run.out;
+
+    const CommandResult cli = runCountersign({"pending", "-s", server_->url(), "--creds", c.file});
+    EXPECT_EQ(cli.exit_code, 3) << cli.out << cli.err;
+    EXPECT_NE(cli.err.find(c.says), std::string::npos) << cli.err;
+    EXPECT_NE(cli.err.find(c.hint), std::string::npos) << cli.err;
+    for (const std::string& output : {run.out, run.err, cli.out, cli.err}) {
+      EXPECT_EQ(output.find(seed), std::string::npos) << "the seed was printed";
+      EXPECT_EQ(output.find("terminate"), std::string::npos) << output;
+    }
+  }
 }
 
 }  // namespace

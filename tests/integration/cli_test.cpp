@@ -107,6 +107,19 @@ TEST_F(CliTest, EveryCommandsJsonOutputParses) {
   EXPECT_EQ(watch.exit_code, 0) << both(watch);
   expectJsonLines(watch, "watch");
   EXPECT_EQ(lines(watch.out).size(), 3u) << watch.out;
+  // A worker's check of the receipt an allowed job carries.
+  auto receipt = std::async(std::launch::async, [&] {
+    return cli({"receipt", "verify", "--key", gateway_->receiptKey(), "--subject", "jobs.>", "--timeout-ms", "20000",
+                "--json"});
+  });
+  std::this_thread::sleep_for(500ms);
+  Client producer(server_->url());
+  producer.publish("agents.jobs.knowledge.read", R"({"id":"read-1"})");
+  producer.flush();
+  const CommandResult receipt_check = receipt.get();
+  EXPECT_EQ(receipt_check.exit_code, 0) << both(receipt_check);
+  expectJsonLines(receipt_check, "receipt verify");
+  EXPECT_TRUE(has(receipt_check.out, "read-1") || has(receipt_check.out, "knowledge.read")) << receipt_check.out;
 
   TempDir dir;
   const std::string policy = dir.write("policy.yaml", seedPolicy()).string();
@@ -116,6 +129,22 @@ TEST_F(CliTest, EveryCommandsJsonOutputParses) {
   expectJsonLines(runCountersign({"run", "--config", config, "--check", "--json"}), "run --check");
   const std::string bad = dir.write("bad.yaml", "version: v1\nrules: 5\n").string();
   expectJsonLines(runCountersign({"policy", "check", bad, "--json"}), "policy check (invalid)");
+
+  const CommandResult generated = runCountersign({"keys", "generate", "--json"});
+  expectJsonLines(generated, "keys generate");
+  EXPECT_TRUE(has(generated.out, R"("public_key":"U)") && has(generated.out, R"("seed":"SU)")) << generated.out;
+  const std::string seed_file = (dir.path() / "alice.nk").string();
+  const CommandResult written = runCountersign({"keys", "generate", "--out", seed_file, "--json"});
+  expectJsonLines(written, "keys generate --out");
+  std::string seed_text;
+  std::getline(std::ifstream(seed_file), seed_text);
+  ASSERT_TRUE(seed_text.starts_with("SU")) << seed_text;
+  EXPECT_FALSE(has(written.out, seed_text) || has(written.out, R"("seed":)")) << "the seed goes to the file only: "
+                                                                              << written.out;
+  const CommandResult shown =
+      runCountersign({"keys", "show", "--config", (gateway_->dir() / "countersign.yaml").string(), "--json"});
+  expectJsonLines(shown, "keys show");
+  EXPECT_TRUE(has(shown.out, gateway_->receiptKey())) << shown.out;
 }
 
 TEST_F(CliTest, MistypedCommandGetsASuggestion) {
