@@ -609,6 +609,11 @@ void Gateway::stop(std::chrono::milliseconds timeout) {
   if (control_plane_ && control_plane_->store) control_plane_->store->stopWatching();
   if (list_index_) list_index_->stop();
   if (connected(control_plane_)) control_plane_->connection->drain(left());
+  // The store's watch connection too, before an embedded server goes: else it sees the server
+  // leave and warns of a disconnect on a clean stop.
+  if (control_plane_ && control_plane_->watch_connection && control_plane_->watch_connection->connected()) {
+    control_plane_->watch_connection->drain(left());
+  }
   // What is left goes in reverse declaration order: endpoints before the executors they feed,
   // executors before the core objects they run, the store before its connection.
   admin_.reset();

@@ -178,20 +178,37 @@ TEST(ShellStartTest, BadCredentialsExitThreeWithoutThePassword) {
 }
 
 std::map<std::string, int> threadNames(int pid);
+std::vector<std::string> loudLinesAfterStop(const std::string& logs);
 
 // ---- to_stream: embedded creates it, an external server must have it --------------------------
 
-// A config with the route agents.jobs.> -> jobs.> releasing into `stream`; with `data_dir`, the
-// embedded nats-server listens on `url`.
-std::string toStreamConfig(const std::string& url, const std::string& stream, const std::string& data_dir = "") {
-  return "nats:\n  servers: [\"" + url + "\"]\n" +
-         (data_dir.empty() ? "  embedded: false\n" : "  embedded: true\n  data_dir: " + data_dir + "\n") + "policy:\n  file: policy.yaml\nroutes:\n  - name: jobs\n    from: \"agents.jobs.>\"\n" +
-         "    to: \"jobs.>\"\n    to_stream: " + stream + "\nadmin:\n  listen: \"\"\n";
+// A config with the route agents.jobs.> -> jobs.> releasing into `stream`, on the server `url`.
+std::string toStreamConfig(const std::string& url, const std::string& stream) {
+  return "nats:\n  servers: [\"" + url + "\"]\n  embedded: false\npolicy:\n  file: policy.yaml\nroutes:\n" +
+         "  - name: jobs\n    from: \"agents.jobs.>\"\n    to: \"jobs.>\"\n    to_stream: " + stream +
+         "\nadmin:\n  listen: \"\"\n";
+}
+
+// The shipped default config (config/countersign.yaml: an embedded nats-server), its route given
+// a to_stream, with the port, data dir and admin listener set from the environment.
+std::string defaultConfigWithToStream(const std::string& stream) {
+  std::ifstream in(std::filesystem::path(COUNTERSIGN_SOURCE_DIR) / "config" / "countersign.yaml");
+  std::ostringstream text;
+  text << in.rdbuf();
+  std::string config = text.str();
+  const std::string mode = "    mode: core\n";
+  const auto at = config.find(mode);
+  if (at == std::string::npos) return "the default config has no route in mode core";
+  config.insert(at + mode.size(), "    to_stream: " + stream + "\n");
+  const std::string policy = "file: ../policies/approval-policy.yaml";
+  if (const auto p = config.find(policy); p != std::string::npos) config.replace(p, policy.size(), "file: policy.yaml");
+  return config;
 }
 
 // The embedded server is countersign's own: a to_stream it does not have yet is created (logged
-// at info with its subjects), and an approved job is released into it with its PubAck.
-TEST(ShellEmbeddedTest, ToStreamIsCreatedAndAReleasedJobLandsInIt) {
+// at info with its subjects), an allowed job lands in it once, and an approved job is released
+// into it with its PubAck.
+TEST(ShellEmbeddedTest, ToStreamIsCreatedAndAllowedAndReleasedJobsLandInItOnce) {
   int port = 0;
   {
     TakenPort released;  // a port free a moment ago
@@ -200,7 +217,10 @@ TEST(ShellEmbeddedTest, ToStreamIsCreatedAndAReleasedJobLandsInIt) {
   TempDir data;
   const std::string url = "nats://127.0.0.1:" + std::to_string(port);
   CountersignOptions options;
-  options.config_yaml = toStreamConfig(url, "JOBS", (data.path() / "nats").string());
+  options.config_yaml = defaultConfigWithToStream("JOBS");
+  options.env["COUNTERSIGN_NATS_URL"] = url;
+  options.env["COUNTERSIGN_DATA_DIR"] = (data.path() / "nats").string();
+  options.env["COUNTERSIGN_ADMIN_LISTEN"] = "";
   options.policy_yaml = kHoldPolicy;
   options.wait_ready = false;  // its server starts with it: the banner says when it is ready
   auto cs = CountersignProcess::start(options);
@@ -211,27 +231,38 @@ TEST(ShellEmbeddedTest, ToStreamIsCreatedAndAReleasedJobLandsInIt) {
   EXPECT_NE(logs.find("\"subjects\":\"jobs.>\""), std::string::npos) << logs;
 
   Client client(url);
+  // Allowed: forwarded into the stream, once.
+  client.publish("agents.jobs.knowledge.read", R"({"q":1})", {{"Nats-Msg-Id", "read-1"}});
+  client.flush();
+  ASSERT_TRUE(waitUntil([&] { return client.streamMessageCount("JOBS") == 1; }, 10s)) << cs->logs();
+
   auto held = client.request("agents.jobs.risky.deploy", R"({"n":1})", {{"Nats-Msg-Id", "job-1"}}, 10s);
   ASSERT_TRUE(held.has_value());
   const Reply hold = toReply(held);
   ASSERT_EQ(hold.status(), "approval_required") << held->payload;
-  EXPECT_EQ(client.streamMessageCount("JOBS"), 0u) << "a held job reached the stream before its approval";
+  EXPECT_EQ(client.streamMessageCount("JOBS"), 1u) << "a held job reached the stream before its approval";
   const Reply approved = toReply(client.request(
       "countersign.control.approve", R"({"id":")" + hold.field("approval_id") + R"(","approver":"alice"})", {}, 10s));
   EXPECT_EQ(approved.status(), "approved");
-  ASSERT_TRUE(waitUntil([&] { return client.streamMessageCount("JOBS") == 1; }, 10s));
+  ASSERT_TRUE(waitUntil([&] { return client.streamMessageCount("JOBS") == 2; }, 10s));
+  std::this_thread::sleep_for(500ms);
   const auto stored = readStream(client, "JOBS");
-  ASSERT_EQ(stored.size(), 1u);
-  EXPECT_EQ(stored[0].msg.subject, "jobs.risky.deploy");
-  EXPECT_EQ(stored[0].msg.payload, R"({"n":1})");
+  ASSERT_EQ(stored.size(), 2u);
+  EXPECT_EQ(stored[0].msg.subject, "jobs.knowledge.read");
+  EXPECT_EQ(stored[0].msg.payload, R"({"q":1})");
+  EXPECT_EQ(stored[1].msg.subject, "jobs.risky.deploy");
+  EXPECT_EQ(stored[1].msg.payload, R"({"n":1})");
   EXPECT_EQ(cs->stop(), 0);
+  EXPECT_EQ(loudLinesAfterStop(cs->logs()), std::vector<std::string>{}) << "its server stopped with a warning";
 
-  // Started again on the same data dir, it uses the stream it made (and says nothing about it).
+  // Started again on the same data dir, it uses the stream it made (and says nothing about it);
+  // nothing is stored again.
   auto again = CountersignProcess::start(options);
   ASSERT_TRUE(saysReady(*again, 30s)) << again->logs();
   EXPECT_EQ(again->logs().find("stream created"), std::string::npos) << again->logs();
+  std::this_thread::sleep_for(1s);
   Client after(url);
-  EXPECT_EQ(after.streamMessageCount("JOBS"), 1u);
+  EXPECT_EQ(after.streamMessageCount("JOBS"), 2u);
   EXPECT_EQ(again->stop(), 0);
 }
 
