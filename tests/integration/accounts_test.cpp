@@ -13,6 +13,7 @@
 #include <fstream>
 #include <future>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -93,6 +94,7 @@ class WatchedConnection {
     }
   }
   ~WatchedConnection() {
+    for (natsSubscription* sub : subscriptions_) natsSubscription_Destroy(sub);
     natsConnection_Close(conn_);
     natsConnection_Destroy(conn_);
   }
@@ -103,6 +105,17 @@ class WatchedConnection {
     natsStatus s = natsConnection_Publish(conn_, subject.c_str(), payload.data(),
                                           static_cast<int>(payload.size()));
     if (s == NATS_OK) s = natsConnection_FlushTimeout(conn_, 5000);
+    return s;
+  }
+
+  // Subscribes (and makes a round trip, so that a refusal has come back when it returns).
+  natsStatus subscribe(const std::string& subject) {
+    natsSubscription* sub = nullptr;
+    natsStatus s = natsConnection_SubscribeSync(&sub, conn_, subject.c_str());
+    if (s == NATS_OK) {
+      subscriptions_.push_back(sub);
+      s = natsConnection_FlushTimeout(conn_, 5000);
+    }
     return s;
   }
 
@@ -125,6 +138,7 @@ class WatchedConnection {
   }
 
   natsConnection* conn_ = nullptr;
+  std::vector<natsSubscription*> subscriptions_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::vector<std::string> errors_;
@@ -479,6 +493,87 @@ TEST_F(SingleServerUsersTest, EachUserDoesOnlyItsPart) {
   ASSERT_EQ(payments.waitFor(1, 10s).size(), 1u);
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(payments.count(), 1u);
+}
+
+// ---- events a producer can use: its own topics' events, each with its job id -----------------
+
+// The producer user docs/protocol.md gives as the way to let a producer read only its own topics'
+// events ("Giving each producer only its own events"), taken from the doc itself.
+std::string documentedFinanceAgent() {
+  std::ifstream in(fs::path(COUNTERSIGN_SOURCE_DIR) / "docs" / "protocol.md");
+  std::ostringstream text;
+  text << in.rdbuf();
+  const std::string doc = text.str();
+  const auto begin = doc.find("{ user: finance-agent");
+  const auto end = doc.find("} }", begin);
+  if (begin == std::string::npos || end == std::string::npos) {
+    throw std::runtime_error("docs/protocol.md: no finance-agent user example");
+  }
+  return doc.substr(begin, end + 3 - begin) + "\n";
+}
+
+// users-block.conf with the documented finance-agent beside its users. A fire-and-forget producer
+// matches every event of its jobs (held, denied, approved, released, rejected) to the job it sent
+// by job_id, sees no event of another producer's topics, and may not read all events.
+TEST(ProducerEventsTest, EachProducerReadsOnlyItsTopicsEventsAndMatchesThemByJobId) {
+  std::string users = deployFile("users-block.conf");
+  const std::string list = "  users: [\n";
+  users.insert(users.find(list) + list.size(), documentedFinanceAgent());
+  NatsServerOptions server_options;
+  server_options.extra_config = std::string(kPasswords) + kAuditorPassword +
+                                "FINANCE_AGENT_PASSWORD: \"finance-agent-secret\"\n" + users;
+  auto server = NatsServer::start(server_options);
+  CountersignOptions options;
+  options.config_yaml = deployConfig("countersign-single.yaml");
+  options.env["COUNTERSIGN_NATS_URL"] = userUrl(*server, "countersign");
+  options.env["COUNTERSIGN_ADMIN_LISTEN"] = "";
+  options.policy_yaml = seedPolicy();
+  options.nats_url = userUrl(*server, "approver");
+  auto countersign = CountersignProcess::start(options);
+
+  Client agent(userUrl(*server, "finance-agent"));
+  Client producer(userUrl(*server, "producer"));
+  Client approver(userUrl(*server, "approver"));
+  Collector mine(agent, "countersign.events.*.finance.>");
+  // Fire and forget: a job id in the header, or in the payload.
+  agent.publish("agents.jobs.finance.payment.execute", kPayment, {{"Nats-Msg-Id", "fin-1"}});
+  agent.publish("agents.jobs.finance.payment.execute", R"({"id":"fin-2","labels":{"env":"staging"}})");
+  agent.publish("agents.jobs.finance.payment.execute",
+                R"({"id":"fin-3","labels":{"env":"production"},"amount":5,"currency":"EUR","to":"X"})");
+  agent.flush();
+  // Another producer's jobs: denied and allowed, on other topics.
+  producer.publish("agents.jobs.admin.delete_all", R"({"id":"other-1"})");
+  producer.publish("agents.jobs.knowledge.read", R"({"id":"other-2"})");
+  producer.flush();
+  ASSERT_EQ(mine.waitFor(3, 10s).size(), 3u) << "held fin-1, denied fin-2, held fin-3";
+  for (const auto& [verb, id] : {std::pair{"approve", "fin-1"}, std::pair{"reject", "fin-3"}}) {
+    auto answer = approver.request(std::string("countersign.control.") + verb,
+                                   R"({"id":")" + std::string(id) + R"(","approver":"alice"})", {}, 10s);
+    ASSERT_TRUE(answer.has_value()) << verb;
+    EXPECT_EQ(jsonFields(answer->payload)["code"], "200") << answer->payload;
+  }
+  ASSERT_EQ(mine.waitFor(6, 10s).size(), 6u);
+  std::this_thread::sleep_for(300ms);
+
+  std::multiset<std::string> seen;  // "<event> <job_id>"
+  for (const auto& event : mine.messages()) {
+    auto fields = jsonFields(event.payload);
+    const std::string name = event.subject.substr(std::string("countersign.events.").size());
+    EXPECT_TRUE(name.ends_with(".finance.payment.execute")) << event.subject;
+    seen.insert(name.substr(0, name.find('.')) + " " + fields["job_id"]);
+    if (!name.starts_with("denied.")) {
+      EXPECT_EQ(fields["approval_id"], fields["job_id"]) << event.payload;
+    }
+  }
+  EXPECT_EQ(seen, (std::multiset<std::string>{"held fin-1", "denied fin-2", "held fin-3", "approved fin-1",
+                                               "released fin-1", "rejected fin-3"}));
+
+  // All events, or another topic's: refused by the server.
+  WatchedConnection nosy(userUrl(*server, "finance-agent"));
+  EXPECT_EQ(nosy.subscribe("countersign.events.>"), NATS_OK);
+  EXPECT_NE(nosy.waitError(5s).find("Permissions Violation for Subscription to \"countersign.events.>\""),
+            std::string::npos);
+  EXPECT_EQ(countersign->stop(), 0);
 }
 
 // ---- to_stream across accounts: the stream lives in COUNTERSIGN ----------------------------------
