@@ -66,6 +66,20 @@ std::string userUrl(const NatsServer& server, const std::string& user) {
   return "nats://" + user + ":" + user + "-secret@127.0.0.1:" + std::to_string(server.port());
 }
 
+// countersign as a deploy layout runs it: a config shipped in deploy/nats/ (config_yaml), the URL
+// with its user's password from the environment (as in deploy/systemd and deploy/kubernetes: the
+// config file names the server without it), no admin listener, ready when the approver's
+// control.list answers.
+CountersignOptions deployOptions(const NatsServer& server, const std::string& config_yaml) {
+  CountersignOptions options;
+  options.config_yaml = config_yaml;
+  options.env["COUNTERSIGN_NATS_URL"] = userUrl(server, "countersign");
+  options.env["COUNTERSIGN_ADMIN_LISTEN"] = "";
+  options.policy_yaml = seedPolicy();
+  options.nats_url = userUrl(server, "approver");
+  return options;
+}
+
 // Publishes a marker read job and waits until the worker has it: every job the producer sent
 // before it has then been decided by countersign (one process, one intake subscription).
 void drainThrough(Client& producer, const std::string& subject, Collector& worker,
@@ -294,15 +308,8 @@ class AccountsRepliesTest : public ::testing::Test {
     producer_ = std::make_unique<Client>(userUrl(*server_, "producer"));
     worker_ = std::make_unique<Client>(userUrl(*server_, "worker"));
     approver_ = std::make_unique<Client>(userUrl(*server_, "approver"));
-    CountersignOptions options;
-    // The shipped config: its own inbox prefix, and the approvers' _R_ replies allowed. The
-    // server URL with the password comes from the environment, as in deploy/systemd.
-    options.config_yaml = deployConfig("countersign-accounts.yaml");
-    options.env["COUNTERSIGN_NATS_URL"] = userUrl(*server_, "countersign");
-    options.env["COUNTERSIGN_ADMIN_LISTEN"] = "";
-    options.policy_yaml = seedPolicy();
-    options.nats_url = userUrl(*server_, "approver");
-    countersign_ = CountersignProcess::start(options);
+    // The shipped config: its own inbox prefix, and the approvers' _R_ replies allowed.
+    countersign_ = CountersignProcess::start(deployOptions(*server_, deployConfig("countersign-accounts.yaml")));
   }
 
   std::unique_ptr<NatsServer> server_;
@@ -441,15 +448,7 @@ class SingleServerUsersTest : public ::testing::Test {
     producer_ = std::make_unique<Client>(userUrl(*server_, "producer"));
     worker_ = std::make_unique<Client>(userUrl(*server_, "worker"));
     approver_ = std::make_unique<Client>(userUrl(*server_, "approver"));
-    CountersignOptions options;
-    // The credentials come from the environment, as in deploy/systemd and deploy/kubernetes: the
-    // config file names the server without them.
-    options.config_yaml = deployConfig("countersign-single.yaml");
-    options.env["COUNTERSIGN_NATS_URL"] = userUrl(*server_, "countersign");
-    options.env["COUNTERSIGN_ADMIN_LISTEN"] = "";
-    options.policy_yaml = seedPolicy();
-    options.nats_url = userUrl(*server_, "approver");
-    countersign_ = CountersignProcess::start(options);
+    countersign_ = CountersignProcess::start(deployOptions(*server_, deployConfig("countersign-single.yaml")));
   }
 
   std::unique_ptr<NatsServer> server_;
@@ -523,13 +522,7 @@ TEST(ProducerEventsTest, EachProducerReadsOnlyItsTopicsEventsAndMatchesThemByJob
   server_options.extra_config = std::string(kPasswords) + kAuditorPassword +
                                 "FINANCE_AGENT_PASSWORD: \"finance-agent-secret\"\n" + users;
   auto server = NatsServer::start(server_options);
-  CountersignOptions options;
-  options.config_yaml = deployConfig("countersign-single.yaml");
-  options.env["COUNTERSIGN_NATS_URL"] = userUrl(*server, "countersign");
-  options.env["COUNTERSIGN_ADMIN_LISTEN"] = "";
-  options.policy_yaml = seedPolicy();
-  options.nats_url = userUrl(*server, "approver");
-  auto countersign = CountersignProcess::start(options);
+  auto countersign = CountersignProcess::start(deployOptions(*server, deployConfig("countersign-single.yaml")));
 
   Client agent(userUrl(*server, "finance-agent"));
   Client producer(userUrl(*server, "producer"));
@@ -645,12 +638,7 @@ TEST(AccountsToStreamTest, StreamInTheCountersignAccountTakesReleasesOnce) {
   std::string config = deployConfig("countersign-accounts.yaml");
   const std::string mode = "    mode: core\n";
   config.insert(config.find(mode) + mode.size(), "    to_stream: JOBS\n");
-  CountersignOptions options;
-  options.config_yaml = config;
-  options.env["COUNTERSIGN_NATS_URL"] = userUrl(*server, "countersign");
-  options.env["COUNTERSIGN_ADMIN_LISTEN"] = "";
-  options.policy_yaml = seedPolicy();
-  options.nats_url = userUrl(*server, "approver");
+  const CountersignOptions options = deployOptions(*server, config);
   auto countersign = CountersignProcess::start(options);
   ASSERT_NE(countersign->logs().find("(to_stream JOBS)"), std::string::npos) << countersign->logs();
 
