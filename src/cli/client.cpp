@@ -110,6 +110,10 @@ std::optional<Target> resolveTarget(const ClientOptions& options) {
   override(target.nats.tls_key, options.tls_key);
   override(target.nats.tls_ca, options.tls_ca);
   override(target.nats.inbox_prefix, options.inbox_prefix);
+  if (target.nats.tls_cert.empty() != target.nats.tls_key.empty()) {
+    std::cerr << "countersign: --tlscert and --tlskey go together (or the context's cert and key)\n";
+    return std::nullopt;
+  }
   target.server = maskUrlCredentials(target.nats.servers.front());
   if (!options.prefix.empty()) target.prefix = options.prefix;
   return target;
@@ -121,13 +125,16 @@ std::unique_ptr<natsio::Connection> connectTo(const Target& target) {
     // The error names the servers with their credentials masked. The hint points at what to
     // change: who connects when the server refused the user, else where.
     const std::string& message = connection.error().message;
-    const bool refused_user = message.find("uthorization") != std::string::npos ||
-                              message.find("uthentication") != std::string::npos;
-    const bool bad_file = message.find("file") != std::string::npos || message.find("seed") != std::string::npos;
+    const auto says = [&](const char* part) { return message.find(part) != std::string::npos; };
+    const bool uses_tls = !target.nats.tls_ca.empty() || !target.nats.tls_cert.empty();
     std::cerr << "countersign: " << message << '\n'
-              << (refused_user ? "(check who connects: --creds, --user/--password, --nkey, --token or the context's)"
-                  : bad_file   ? "(check the file named above)"
-                               : "(set --server, NATS_URL, --context or --config)")
+              << (says("uthorization") || says("uthentication")
+                      ? "(check who connects: --creds, --user/--password, --nkey, --token or the context's)"
+                  : says("SSL") || says("TLS") || (uses_tls && says("Protocol Error"))
+                      ? "(check --tlsca, --tlscert and --tlskey, or the context's: the server may ask for a client "
+                        "certificate)"
+                  : says("file") || says("seed") ? "(check the file named above)"
+                                                 : "(set --server, NATS_URL, --context or --config)")
               << '\n';
     return nullptr;
   }

@@ -16,6 +16,7 @@
 
 #include "countersign/nkeys.hpp"
 #include "integration/harness/harness.hpp"
+#include "integration/harness/wire.hpp"
 
 namespace countersign::testing {
 namespace {
@@ -383,6 +384,80 @@ TEST_F(CliAuthTest, PermissionRefusedSaysPermissionNotTimeout) {
   EXPECT_TRUE(has(r.err, "permission")) << r.err;
   EXPECT_TRUE(has(r.err, "countersign.control.list")) << r.err;
   EXPECT_FALSE(has(r.err, "Timeout")) << r.err;
+}
+
+// ---- TLS: the `nats` CLI's --tlsca/--tlscert/--tlskey, their variables and a context's ---------
+
+// A CA, a server certificate for 127.0.0.1 and a client certificate (alice), made with the
+// openssl command in `dir`.
+void makeCertificates(const std::filesystem::path& dir) {
+  const std::string d = dir.string();
+  std::ofstream(dir / "server.ext") << "subjectAltName=IP:127.0.0.1\n";
+  const std::string key = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+  const std::string script =
+      "cd " + d + " && openssl req -x509" + key + " -keyout ca.key -out ca.pem -days 1 -subj /CN=test-ca" +
+      " && openssl req" + key + " -keyout server.key -out server.csr -subj /CN=127.0.0.1" +
+      " && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile server.ext"
+      " -out server.pem" +
+      " && openssl req" + key + " -keyout client.key -out client.csr -subj /CN=alice" +
+      " && openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -out client.pem";
+  ASSERT_EQ(std::system(("(" + script + ") >/dev/null 2>&1").c_str()), 0) << script;
+}
+
+// nats-server requires TLS and a client certificate signed by the CA. countersign run connects with
+// nats.tls; the CLI with the flags, the NATS_CA/NATS_CERT/NATS_KEY variables or a context; without
+// a certificate the server refuses, and the CLI says so (exit 3).
+TEST(CliTlsTest, RunAndTheCliConnectWithClientCertificates) {
+  TempDir certs;
+  makeCertificates(certs.path());
+  const auto file = [&](const char* name) { return (certs.path() / name).string(); };
+  auto server = NatsServer::start({.extra_config = "tls {\n  cert_file: \"" + file("server.pem") + "\"\n  key_file: \"" +
+                                                   file("server.key") + "\"\n  ca_file: \"" + file("ca.pem") +
+                                                   "\"\n  verify: true\n  timeout: 2\n}\n"});
+  CountersignOptions options;
+  std::string config = basicConfig(server->url());
+  const std::string nats = "nats:\n";
+  config.insert(config.find(nats) + nats.size(), "  tls:\n    ca: " + file("ca.pem") + "\n    cert: " +
+                                                    file("client.pem") + "\n    key: " + file("client.key") + "\n");
+  options.config_yaml = config;
+  options.policy_yaml = seedPolicy();
+  options.wait_ready = false;  // the harness's probe speaks no TLS: the banner says ready
+  auto gateway = CountersignProcess::start(options);
+  ASSERT_TRUE(saysReady(*gateway, 20s)) << gateway->logs();
+
+  const std::string url = server->url();
+  const CommandResult flags = runCountersign({"pending", "--json", "-s", url, "--tlsca", file("ca.pem"), "--tlscert",
+                                              file("client.pem"), "--tlskey", file("client.key")});
+  EXPECT_EQ(flags.exit_code, 0) << both(flags);
+  EXPECT_TRUE(has(flags.out, R"("items")")) << flags.out;
+  const CommandResult env = runCountersign(
+      {"pending", "-s", url},
+      {{"NATS_CA", file("ca.pem")}, {"NATS_CERT", file("client.pem")}, {"NATS_KEY", file("client.key")}});
+  EXPECT_EQ(env.exit_code, 0) << both(env);
+  const std::filesystem::path config_home = certs.path() / "xdg";
+  std::filesystem::create_directories(config_home / "nats" / "context");
+  std::ofstream(config_home / "nats" / "context" / "tls.json")
+      << R"({"url":")" << url << R"(","ca":")" << file("ca.pem") << R"(","cert":")" << file("client.pem")
+      << R"(","key":")" << file("client.key") << R"("})";
+  const CommandResult context =
+      runCountersign({"pending", "--context", "tls"}, {{"XDG_CONFIG_HOME", config_home.string()}});
+  EXPECT_EQ(context.exit_code, 0) << both(context);
+
+  // Only the CA: the server asks for a certificate and gets none.
+  const CommandResult no_cert = runCountersign({"pending", "-s", url, "--tlsca", file("ca.pem")});
+  EXPECT_EQ(no_cert.exit_code, 3) << both(no_cert);
+  EXPECT_TRUE(has(no_cert.err, "cannot connect to NATS")) << no_cert.err;
+  EXPECT_TRUE(has(no_cert.err, "check --tlsca, --tlscert and --tlskey")) << no_cert.err;
+  // No TLS options: the server's certificate is not trusted.
+  const CommandResult plain = runCountersign({"pending", "-s", url});
+  EXPECT_EQ(plain.exit_code, 3) << both(plain);
+  EXPECT_TRUE(has(plain.err, "SSL")) << plain.err;
+  EXPECT_TRUE(has(plain.err, "check --tlsca, --tlscert and --tlskey")) << plain.err;
+  // A certificate without its key is a usage error, named.
+  const CommandResult half = runCountersign({"pending", "-s", url, "--tlscert", file("client.pem")});
+  EXPECT_EQ(half.exit_code, 2) << both(half);
+  EXPECT_TRUE(has(half.err, "--tlscert and --tlskey go together")) << half.err;
+  EXPECT_EQ(gateway->stop(), 0);
 }
 
 }  // namespace
