@@ -6,6 +6,7 @@
 // can neither approve nor bypass countersign.
 #include <gtest/gtest.h>
 #include <nats/nats.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -18,10 +19,12 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "integration/harness/harness.hpp"
 #include "integration/harness/wire.hpp"
+#include "nats/child_process.hpp"
 
 namespace countersign::testing {
 namespace {
@@ -62,22 +65,26 @@ std::string deployConfig(const std::string& name) {
   return config;
 }
 
-std::string userUrl(const NatsServer& server, const std::string& user) {
-  return "nats://" + user + ":" + user + "-secret@127.0.0.1:" + std::to_string(server.port());
+std::string userUrl(int port, const std::string& user) {
+  return "nats://" + user + ":" + user + "-secret@127.0.0.1:" + std::to_string(port);
 }
+std::string userUrl(const NatsServer& server, const std::string& user) { return userUrl(server.port(), user); }
 
 // countersign as a deploy layout runs it: a config shipped in deploy/nats/ (config_yaml), the URL
 // with its user's password from the environment (as in deploy/systemd and deploy/kubernetes: the
 // config file names the server without it), no admin listener, ready when the approver's
 // control.list answers.
-CountersignOptions deployOptions(const NatsServer& server, const std::string& config_yaml) {
+CountersignOptions deployOptions(int port, const std::string& config_yaml) {
   CountersignOptions options;
   options.config_yaml = config_yaml;
-  options.env["COUNTERSIGN_NATS_URL"] = userUrl(server, "countersign");
+  options.env["COUNTERSIGN_NATS_URL"] = userUrl(port, "countersign");
   options.env["COUNTERSIGN_ADMIN_LISTEN"] = "";
   options.policy_yaml = seedPolicy();
-  options.nats_url = userUrl(server, "approver");
+  options.nats_url = userUrl(port, "approver");
   return options;
+}
+CountersignOptions deployOptions(const NatsServer& server, const std::string& config_yaml) {
+  return deployOptions(server.port(), config_yaml);
 }
 
 // Publishes a marker read job and waits until the worker has it: every job the producer sent
@@ -492,6 +499,105 @@ TEST_F(SingleServerUsersTest, EachUserDoesOnlyItsPart) {
   ASSERT_EQ(payments.waitFor(1, 10s).size(), 1u);
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(payments.count(), 1u);
+}
+
+// ---- the shipped server configs, whole: single.conf and accounts.conf ----------------------------
+
+// `nats-server -c deploy/nats/<conf>` as deploy/nats/README.md starts it, with the passwords and
+// the JetStream store dir from the environment (NATS_STORE_DIR), bound to 127.0.0.1 on free ports
+// (-a, -p -1, -m -1 override the file's host, port and monitor port). Stopped with SIGTERM.
+class ShippedServer {
+ public:
+  ShippedServer(const std::string& conf, const fs::path& store_dir) {
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e) {
+      if (!std::string_view(*e).starts_with("NATS_")) env.emplace_back(*e);
+    }
+    for (const char* user : {"COUNTERSIGN", "APPROVER", "PRODUCER", "WORKER", "AUDITOR"}) {
+      std::string name(user);
+      std::string lower;
+      for (const char c : name) lower += static_cast<char>(c - 'A' + 'a');
+      env.push_back("NATS_" + name + "_PASSWORD=" + lower + "-secret");
+    }
+    env.push_back("NATS_STORE_DIR=" + store_dir.string());
+    natsio::SpawnOptions spawn;
+    spawn.argv = {NATS_SERVER_BIN, "-c", (fs::path(COUNTERSIGN_SOURCE_DIR) / "deploy" / "nats" / conf).string(),
+                  "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", dir_.path().string()};
+    spawn.env = std::move(env);
+    log_ = dir_.path() / "nats-server.log";
+    spawn.stdout_path = log_.string();
+    spawn.stderr_path = log_.string();
+    spawn.death_signal = SIGKILL;
+    auto pid = natsio::spawnProcess(spawn);
+    if (!pid) throw std::runtime_error("nats-server: " + pid.error().message);
+    pid_ = *pid;
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (natsio::waitProcess(pid_, 0ms)) {
+        pid_ = -1;
+        throw std::runtime_error(conf + ": nats-server exited:\n" + natsio::tailFile(log_, 20));
+      }
+      if (auto port = natsio::readNatsPortsFile(dir_.path(), pid_); port && natsio::tcpConnects("127.0.0.1", *port)) {
+        port_ = *port;
+        return;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    throw std::runtime_error(conf + ": nats-server not ready:\n" + natsio::tailFile(log_, 20));
+  }
+  ~ShippedServer() {
+    if (pid_ > 0) natsio::stopProcess(pid_, 5s);
+  }
+  ShippedServer(const ShippedServer&) = delete;
+  ShippedServer& operator=(const ShippedServer&) = delete;
+
+  int port() const { return port_; }
+  std::string log() const { return natsio::tailFile(log_, 200); }
+
+ private:
+  TempDir dir_;
+  fs::path log_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+// Whether a stream directory named `stream` exists anywhere under `store_dir`.
+bool storedUnder(const fs::path& store_dir, const std::string& stream) {
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(store_dir, ec), end; it != end; it.increment(ec)) {
+    if (it->path().filename() == stream) return true;
+  }
+  return false;
+}
+
+// Each shipped nats-server config with the countersign config beside it: the server keeps its
+// JetStream files (countersign's bucket) where NATS_STORE_DIR says, a producer's request is held
+// (202), and the approved job reaches the worker once.
+TEST(ShippedServerConfTest, SingleAndAccountsConfRunWithTheStoreDirFromTheEnvironment) {
+  for (const auto& [conf, config, from] :
+       {std::tuple{"single.conf", "countersign-single.yaml", "agents.jobs.finance.payment.execute"},
+        std::tuple{"accounts.conf", "countersign-accounts.yaml", "jobs.finance.payment.execute"}}) {
+    SCOPED_TRACE(conf);
+    TempDir store;
+    ShippedServer server(conf, store.path());
+    auto countersign = CountersignProcess::start(deployOptions(server.port(), deployConfig(config)));
+    EXPECT_TRUE(storedUnder(store.path(), "KV_countersign_approvals")) << server.log();
+    Client producer(userUrl(server.port(), "producer"));
+    Client worker(userUrl(server.port(), "worker"));
+    Client approver(userUrl(server.port(), "approver"));
+    Collector payments(worker, "jobs.finance.>");
+    auto held = producer.request(from, kPayment, {{"Nats-Msg-Id", "conf-pay-1"}}, 10s);
+    ASSERT_TRUE(held.has_value());
+    EXPECT_EQ(jsonFields(held->payload)["code"], "202") << held->payload;
+    auto approved =
+        approver.request("countersign.control.approve", R"({"id":"conf-pay-1","approver":"alice"})", {}, 10s);
+    ASSERT_TRUE(approved.has_value());
+    EXPECT_EQ(jsonFields(approved->payload)["status"], "approved") << approved->payload;
+    ASSERT_EQ(payments.waitFor(1, 10s).size(), 1u);
+    std::this_thread::sleep_for(300ms);
+    EXPECT_EQ(payments.count(), 1u);
+    EXPECT_EQ(countersign->stop(), 0);
+  }
 }
 
 // ---- events a producer can use: its own topics' events, each with its job id -----------------
