@@ -56,16 +56,16 @@ endforeach()
 string(APPEND page ".SH EXIT STATUS
 .TP
 .B 0
-done: a success answer, a passed check, a valid file
+done: a success answer, a passed check, a valid file; run and bridge stopped by SIGTERM or SIGINT
 .TP
 .B 1
-refused or failed: a 4xx/5xx answer, a denied submit, a failed audit verify, a permission refused by the NATS server
+refused or failed: a 4xx/5xx answer, a denied submit, a failed audit verify, a receipt that does not verify, a permission refused by the NATS server
 .TP
 .B 2
 usage: an unknown command or option, an invalid config or policy file
 .TP
 .B 3
-cannot reach: no NATS server, no answer, or the gateway could not start
+cannot reach: no NATS server, credentials or TLS the server refuses, no answer, or the gateway could not start (one line says why)
 .SH ENVIRONMENT
 NATS_URL, NATS_CONTEXT, NATS_CREDS, NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_NKEY, NATS_CERT,
 NATS_KEY, NATS_CA (client commands, as the nats CLI reads them); COUNTERSIGN_NATS_URL,
