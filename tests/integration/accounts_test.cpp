@@ -570,9 +570,10 @@ bool storedUnder(const fs::path& store_dir, const std::string& stream) {
   return false;
 }
 
-// Each shipped nats-server config with the countersign config beside it: the server keeps its
-// JetStream files (countersign's bucket) where NATS_STORE_DIR says, a producer's request is held
-// (202), and the approved job reaches the worker once.
+// Each shipped nats-server config with the countersign config beside it, as shipped (the admin
+// listener and its console's live event feed included, on a free port): the server keeps its
+// JetStream files (countersign's bucket) where NATS_STORE_DIR says, countersign needs nothing its
+// user may not do, a producer's request is held (202), and the approved job reaches the worker once.
 TEST(ShippedServerConfTest, SingleAndAccountsConfRunWithTheStoreDirFromTheEnvironment) {
   for (const auto& [conf, config, from] :
        {std::tuple{"single.conf", "countersign-single.yaml", "agents.jobs.finance.payment.execute"},
@@ -580,7 +581,9 @@ TEST(ShippedServerConfTest, SingleAndAccountsConfRunWithTheStoreDirFromTheEnviro
     SCOPED_TRACE(conf);
     TempDir store;
     ShippedServer server(conf, store.path());
-    auto countersign = CountersignProcess::start(deployOptions(server.port(), deployConfig(config)));
+    CountersignOptions options = deployOptions(server.port(), deployConfig(config));
+    options.env["COUNTERSIGN_ADMIN_LISTEN"] = "127.0.0.1:0";
+    auto countersign = CountersignProcess::start(options);
     EXPECT_TRUE(storedUnder(store.path(), "KV_countersign_approvals")) << server.log();
     Client producer(userUrl(server.port(), "producer"));
     Client worker(userUrl(server.port(), "worker"));
@@ -597,6 +600,10 @@ TEST(ShippedServerConfTest, SingleAndAccountsConfRunWithTheStoreDirFromTheEnviro
     std::this_thread::sleep_for(300ms);
     EXPECT_EQ(payments.count(), 1u);
     EXPECT_EQ(countersign->stop(), 0);
+    const std::string logs = countersign->logs();
+    EXPECT_EQ(logs.find("Not Permitted"), std::string::npos) << logs;
+    EXPECT_EQ(logs.find("no live events"), std::string::npos) << logs;
+    EXPECT_EQ(server.log().find("Violation - User \"countersign\""), std::string::npos) << server.log();
   }
 }
 
