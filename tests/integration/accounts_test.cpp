@@ -6,6 +6,7 @@
 // can neither approve nor bypass countersign.
 #include <gtest/gtest.h>
 #include <nats/nats.h>
+#include <yaml-cpp/yaml.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -605,6 +606,38 @@ TEST(ShippedServerConfTest, SingleAndAccountsConfRunWithTheStoreDirFromTheEnviro
     EXPECT_EQ(logs.find("no live events"), std::string::npos) << logs;
     EXPECT_EQ(server.log().find("Violation - User \"countersign\""), std::string::npos) << server.log();
   }
+}
+
+// ---- deploy/kubernetes/countersign.yaml --------------------------------------------------------
+
+// The manifest parses, and the countersign config and policy of its ConfigMap pass `run --check`
+// (with COUNTERSIGN_NATS_URL from its Secret's place in the environment); the Deployment runs
+// several replicas and a PodDisruptionBudget keeps all but one of them through a drain.
+TEST(ShippedKubernetesTest, ConfigMapPassesRunCheckAndReplicasHaveABudget) {
+  const auto docs = YAML::LoadAllFromFile(
+      (fs::path(COUNTERSIGN_SOURCE_DIR) / "deploy" / "kubernetes" / "countersign.yaml").string());
+  TempDir dir;
+  int replicas = 0;
+  int min_available = 0;
+  for (const YAML::Node& doc : docs) {
+    const std::string kind = doc["kind"].as<std::string>("");
+    if (kind == "ConfigMap") {
+      dir.write("countersign.yaml", doc["data"]["countersign.yaml"].as<std::string>());
+      dir.write("policy.yaml", doc["data"]["policy.yaml"].as<std::string>());
+    } else if (kind == "Deployment") {
+      replicas = doc["spec"]["replicas"].as<int>(0);
+    } else if (kind == "PodDisruptionBudget") {
+      min_available = doc["spec"]["minAvailable"].as<int>(0);
+    }
+  }
+  EXPECT_GE(replicas, 2);
+  EXPECT_EQ(min_available, replicas - 1);
+  const CommandResult check =
+      runCountersign({"run", "--check", "--config", (dir.path() / "countersign.yaml").string()},
+                     {{"COUNTERSIGN_NATS_URL", "nats://countersign:secret@nats.nats.svc.cluster.local:4222"},
+                      {"COUNTERSIGN_OPS_TOKEN", "ops-token-for-the-check"}});
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+  EXPECT_NE(check.out.find("1 route(s)"), std::string::npos) << check.out;
 }
 
 // ---- events a producer can use: its own topics' events, each with its job id -----------------
