@@ -368,17 +368,21 @@ TEST_F(AccountsRepliesTest, ProducerRequestsGetCountersignAndWorkerAnswers) {
   EXPECT_NE(rogue.waitError(5s).find("Permissions Violation for Publish"), std::string::npos);
 }
 
-// The approver user's permissions cover every approver command of the CLI, and the auditor's
-// cover the audit commands: nothing times out, nothing is refused.
-TEST_F(AccountsRepliesTest, ApproverAndAuditorRunTheirCliCommands) {
-  auto held = producer_->request("jobs.finance.payment.execute", kPayment, {{"Nats-Msg-Id", "cli-pay-1"}}, 10s);
-  ASSERT_TRUE(held.has_value());
-  auto second = producer_->request("jobs.finance.payment.execute", kPayment, {{"Nats-Msg-Id", "cli-pay-2"}}, 10s);
-  ASSERT_TRUE(second.has_value());
-  const std::string approver = userUrl(*server_, "approver");
+// The approver user's permissions cover every approver command of the CLI (pending, show, watch,
+// approve, reject), and the auditor's cover the audit commands: nothing times out, nothing is
+// refused; the auditor may decide nothing. `subject`: where the producer sends payments;
+// `auditor_args`: what the auditor adds to every command (its inbox prefix, in the accounts layout).
+void approverAndAuditorRunTheirCliCommands(const NatsServer& server, const CountersignProcess& countersign,
+                                           const std::string& subject, const std::vector<std::string>& auditor_args) {
+  Client producer(userUrl(server, "producer"));
+  ASSERT_TRUE(producer.request(subject, kPayment, {{"Nats-Msg-Id", "cli-pay-1"}}, 10s).has_value());
+  ASSERT_TRUE(producer.request(subject, kPayment, {{"Nats-Msg-Id", "cli-pay-2"}}, 10s).has_value());
+  const std::string approver = userUrl(server, "approver");
+  const std::string auditor = userUrl(server, "auditor");
   auto cli = [&](std::vector<std::string> args, const std::string& url) {
     args.push_back("-s");
     args.push_back(url);
+    if (url == auditor) args.insert(args.end(), auditor_args.begin(), auditor_args.end());
     CommandResult r = runCountersign(args);
     EXPECT_EQ(r.exit_code, 0) << args[0] << ": " << r.out << r.err;
     EXPECT_EQ(r.err.find("permission"), std::string::npos) << r.err;
@@ -395,15 +399,19 @@ TEST_F(AccountsRepliesTest, ApproverAndAuditorRunTheirCliCommands) {
   const CommandResult watch = watched.get();
   EXPECT_EQ(watch.exit_code, 0) << watch.err;
   EXPECT_NE(watch.out.find("approved by"), std::string::npos) << watch.out;
-  const std::string auditor = userUrl(*server_, "auditor");
-  EXPECT_NE(cli({"audit", "cli-pay-1", "--inbox-prefix", "_AUDIT_INBOX"}, auditor).out.find("released"),
-            std::string::npos);
-  cli({"audit", "verify", "--key", countersign_->receiptKey(), "--inbox-prefix", "_AUDIT_INBOX"}, auditor);
+  EXPECT_NE(cli({"audit", "cli-pay-1"}, auditor).out.find("released"), std::string::npos);
+  cli({"audit", "verify", "--key", countersign.receiptKey()}, auditor);
   // The auditor may not decide anything.
-  const CommandResult refused = runCountersign({"approve", "cli-pay-2", "-s", auditor, "--timeout-ms", "2000",
-                                                "--inbox-prefix", "_AUDIT_INBOX"});
+  std::vector<std::string> approve = {"approve", "cli-pay-2", "-s", auditor, "--timeout-ms", "2000"};
+  approve.insert(approve.end(), auditor_args.begin(), auditor_args.end());
+  const CommandResult refused = runCountersign(approve);
   EXPECT_EQ(refused.exit_code, 1) << refused.err;
   EXPECT_NE(refused.err.find("permission"), std::string::npos) << refused.err;
+}
+
+TEST_F(AccountsRepliesTest, ApproverAndAuditorRunTheirCliCommands) {
+  approverAndAuditorRunTheirCliCommands(*server_, *countersign_, "jobs.finance.payment.execute",
+                                        {"--inbox-prefix", "_AUDIT_INBOX"});
 }
 
 // The bridge that carries answers to producers carries nothing else: countersign's own KV and
@@ -500,6 +508,10 @@ TEST_F(SingleServerUsersTest, EachUserDoesOnlyItsPart) {
   ASSERT_EQ(payments.waitFor(1, 10s).size(), 1u);
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(payments.count(), 1u);
+}
+
+TEST_F(SingleServerUsersTest, ApproverAndAuditorRunTheirCliCommands) {
+  approverAndAuditorRunTheirCliCommands(*server_, *countersign_, "agents.jobs.finance.payment.execute", {});
 }
 
 // ---- the shipped server configs, whole: single.conf and accounts.conf ----------------------------
@@ -798,6 +810,14 @@ TEST(AccountsToStreamTest, StreamInTheCountersignAccountTakesReleasesOnce) {
   }
   ASSERT_EQ(payments.waitFor(1, 10s).size(), 1u);
   EXPECT_EQ(headerValues(payments.messages()[0], "Countersign-Approval"), one("granted"));
+  // The release is recorded as done: JOBS's PubAck came back to countersign.
+  ASSERT_TRUE(waitUntil(
+      [&] {
+        auto got = approver.request("countersign.control.get", R"({"id":"xacct-pay-1"})", {}, 5s);
+        return got.has_value() && got->payload.find(R"("state":"released")") != std::string::npos;
+      },
+      10s))
+      << countersign->logs();
   ASSERT_EQ(countersign->stop(), 0);
   countersign = CountersignProcess::start(options);  // its replayer looks at the record again
   std::this_thread::sleep_for(1500ms);
