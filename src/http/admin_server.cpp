@@ -48,9 +48,6 @@ constexpr std::chrono::seconds kLingerTimeout{5};
 constexpr std::size_t kLingerBytes = std::size_t{1024} * 1024;
 constexpr std::uint32_t kHeaderLimit = 16 * 1024;
 constexpr std::chrono::milliseconds kAcceptRetry{100};
-// Live events are written to the event streams once per tick: a stream costs one write per
-// tick, not one per event (at 1,000 events a second, 40 writes instead of 1,000).
-constexpr std::chrono::milliseconds kEventTick{25};
 
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -167,10 +164,14 @@ std::string eventFrame(std::string_view id, std::string_view event, std::string_
 // queues at most options.event_queue of them. A client that falls that far behind (it does not
 // read) gets its queue replaced by one `resync` event and is closed after it: its memory stays
 // bounded, and it knows to reload what it shows.
+//
+// The socket has no timer of its own (a timer armed and cancelled around every write would cost
+// more than the write): a write that has not finished within options.io_timeout is found by the
+// next push or heartbeat, and the client is closed.
 class EventStream : public std::enable_shared_from_this<EventStream> {
  public:
-  EventStream(beast::tcp_stream stream, Slot slot, Shared& shared)
-      : stream_(std::move(stream)), slot_(std::move(slot)), shared_(shared) {}
+  EventStream(tcp::socket socket, Slot slot, Shared& shared)
+      : socket_(std::move(socket)), slot_(std::move(slot)), shared_(shared) {}
   ~EventStream() { shared_.streams.erase(this); }
 
   void start(const std::string& last_event_id) {
@@ -183,7 +184,7 @@ class EventStream : public std::enable_shared_from_this<EventStream> {
     push(std::make_shared<const std::string>(eventFrame("", "ready", "{}")));
     // Read nothing more, but notice the client going away.
     watch_.resize(512);
-    stream_.socket().async_read_some(
+    socket_.async_read_some(
         asio::buffer(watch_), [self = shared_from_this()](beast::error_code ec, std::size_t) {
           if (ec) self->close();  // data after the request is ignored until the client closes
         });
@@ -192,6 +193,9 @@ class EventStream : public std::enable_shared_from_this<EventStream> {
   // Queues `frame`, which holds `events` events (a tick's batch is one frame): a client whose
   // queue would pass options.event_queue events is told to resync and closed.
   void push(Frame frame, std::size_t events = 1) {
+    if (writing_ && std::chrono::steady_clock::now() - write_started_ > shared_.options.io_timeout) {
+      return close();  // it reads nothing at all
+    }
     if (closing_) return;
     if (queued_ > 0 && queued_ + events > shared_.options.event_queue) {
       queue_.clear();
@@ -211,8 +215,8 @@ class EventStream : public std::enable_shared_from_this<EventStream> {
     queue_.clear();
     queued_ = 0;
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.close();
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
   }
 
  private:
@@ -248,30 +252,32 @@ class EventStream : public std::enable_shared_from_this<EventStream> {
       return;
     }
     writing_ = true;
-    std::vector<asio::const_buffer> buffers;
+    write_started_ = std::chrono::steady_clock::now();
+    buffers_.clear();
     while (!queue_.empty() && inflight_.size() < kMaxBatch) {
       auto& [frame, events] = queue_.front();
-      buffers.push_back(asio::buffer(*frame));
+      buffers_.push_back(asio::buffer(*frame));
       queued_ -= events;
       inflight_.push_back(std::move(frame));
       queue_.pop_front();
     }
-    stream_.expires_after(shared_.options.io_timeout);  // a client that does not read is dropped
-    asio::async_write(stream_, buffers, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+    asio::async_write(socket_, buffers_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      self->writing_ = false;
       if (ec) return self->close();
-      self->stream_.expires_never();  // idle between events is fine
       self->write();
     });
   }
 
   static constexpr std::size_t kMaxBatch = 64;
 
-  beast::tcp_stream stream_;
+  tcp::socket socket_;
   Slot slot_;
   Shared& shared_;
   std::deque<std::pair<Frame, std::size_t>> queue_;  // frames and the events each holds
   std::size_t queued_ = 0;                           // events in queue_
-  std::vector<Frame> inflight_;  // the frames of the write in progress
+  std::vector<Frame> inflight_;                 // the frames of the write in progress
+  std::vector<asio::const_buffer> buffers_;     // ... and their bytes (kept: no allocation per write)
+  std::chrono::steady_clock::time_point write_started_;
   std::vector<char> watch_;
   bool writing_ = false;
   bool closing_ = false;
@@ -444,7 +450,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     const auto& started = std::get<AdminRouter::EventStreamStart>(start);
     stream_.expires_never();
-    std::make_shared<EventStream>(std::move(stream_), std::move(slot_), shared_)
+    std::make_shared<EventStream>(stream_.release_socket(), std::move(slot_), shared_)
         ->start(started.last_event_id);
   }
 
@@ -543,10 +549,11 @@ struct AdminServer::Impl {
 
   EventFeed events;
   std::function<void()> stop_feed;
-  // Events from the feed's thread, taken by the I/O thread once per tick (kEventTick).
+  // Events from the feed's thread, taken by the I/O thread once per tick (options.event_tick).
   std::mutex inbox_mutex;
   std::vector<std::pair<std::string, std::string>> inbox;
   bool tick_armed = false;
+  std::chrono::steady_clock::time_point last_flush;  // I/O thread only
   Shared shared;
   Logger& log = shared.log;
   // Optional so that stop() can tear them down in a safe order: the pool (whose queued tasks
@@ -630,7 +637,9 @@ void AdminServer::Impl::admit(tcp::socket socket) {
 void AdminServer::Impl::startFeed() {
   if (!events) return;
   // The first event of a tick arms the timer; the others only join the inbox. At 1,000 events
-  // a second the I/O thread wakes 1000/kEventTick times, not 1,000.
+  // a second the I/O thread wakes once per AdminServerOptions::event_tick (10 times with the
+  // default 100 ms), not 1,000 times, and each stream gets one write per tick. The timer is due
+  // one tick after the last flush: an event after a quiet spell goes out at once.
   stop_feed = events([this](std::string subject, std::string body) {
     bool arm = false;
     {
@@ -640,7 +649,7 @@ void AdminServer::Impl::startFeed() {
     }
     if (!arm) return;
     asio::post(*ioc, [this] {
-      tick->expires_after(kEventTick);
+      tick->expires_at(last_flush + shared.options.event_tick);
       tick->async_wait([this](beast::error_code ec) {
         if (!ec) flushEvents();
       });
@@ -655,6 +664,7 @@ void AdminServer::Impl::flushEvents() {
     batch.swap(inbox);
     tick_armed = false;
   }
+  last_flush = std::chrono::steady_clock::now();
   shared.publish(batch);
 }
 

@@ -19,11 +19,14 @@ struct AdminServerOptions {
   std::chrono::milliseconds io_timeout{30000};
   int control_workers = 2;  // threads that run control requests (they wait for NATS)
   // /api/v1/events: clients at once (503 beyond), frames queued per client before it is told
-  // to resync and dropped, events kept for Last-Event-ID, and the keep-alive comment's period.
+  // to resync and dropped, events kept for Last-Event-ID, the keep-alive comment's period, and
+  // the tick: events are written to the streams at most once per tick (the first after a quiet
+  // tick at once), so a stream costs at most 1 s / event_tick writes a second at any event rate.
   std::size_t max_event_streams = 64;
   std::size_t event_queue = 1024;
   std::size_t event_history = 1024;
   std::chrono::milliseconds heartbeat{15000};
+  std::chrono::milliseconds event_tick{100};
 };
 
 // HTTP/1.1 with keep-alive on one I/O thread, at most admin.max_connections connections (at

@@ -143,9 +143,11 @@ class RawConnection {
 
   // True when the server closed the connection (EOF or reset) within the timeout.
   bool closedByPeer(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (true) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return false;
+      if (::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(0, left.count()))) <= 0) return false;
       char c[4096];
       const ssize_t n = ::recv(fd_, c, sizeof c, 0);
       if (n <= 0) return true;
@@ -791,6 +793,7 @@ TEST_F(EventStreamTest, AClientThatStopsReadingIsDroppedWithResync) {
   http::AdminServerOptions options;
   options.event_queue = 8;
   options.io_timeout = std::chrono::seconds(20);
+  options.event_tick = std::chrono::milliseconds(5);  // the test waits for every 4th event
   startWith(options);
   auto reader = open("/api/v1/events", std::string("Authorization: Bearer ") + kReaderToken + "\r\n");
   ASSERT_TRUE(reader->readUntil("event: ready"));
@@ -815,6 +818,27 @@ TEST_F(EventStreamTest, AClientThatStopsReadingIsDroppedWithResync) {
   // The server still answers.
   const auto health = curl({"http://127.0.0.1:" + std::to_string(server_->port()) + "/healthz"});
   EXPECT_EQ(health.status, 200);
+}
+
+// A client that reads nothing at all while its queue has room: the write that cannot finish is
+// noticed by the next event or heartbeat after io_timeout, and the connection is closed.
+TEST_F(EventStreamTest, AClientThatReadsNothingIsClosedAfterTheWriteTimeout) {
+  http::AdminServerOptions options;
+  options.event_queue = 100000;  // never full here: only the write timeout can close it
+  options.io_timeout = std::chrono::milliseconds(500);
+  options.heartbeat = std::chrono::milliseconds(100);
+  startWith(options);
+  auto reader = open("/api/v1/events", std::string("Authorization: Bearer ") + kReaderToken + "\r\n");
+  ASSERT_TRUE(reader->readUntil("event: ready"));
+  // 16 MB: more than the kernel's socket buffers take, so a write stays unfinished.
+  const std::string big(16 * 1024, 'x');
+  for (int i = 0; i < 1000; ++i) {
+    emit("held", R"({"event":"held","approval_id":"b)" + std::to_string(i) + R"(","pad":")" + big + "\"}");
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // io_timeout and more heartbeats pass
+  EXPECT_TRUE(reader->closedByPeer(std::chrono::seconds(10)));
+  EXPECT_EQ(reader->unread().find(R"("approval_id":"b999")"), std::string::npos);
+  EXPECT_EQ(curl({"http://127.0.0.1:" + std::to_string(server_->port()) + "/healthz"}).status, 200);
 }
 
 TEST_F(AdminHttpTest, ListensOnIpv6Loopback) {
