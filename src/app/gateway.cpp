@@ -35,6 +35,9 @@ namespace {
 constexpr std::chrono::milliseconds kDrainTimeout{10000};
 // Threads that settle holds whose id is taken already (they read the store).
 constexpr std::size_t kHoldThreads = 4;
+// A control `get` is answered on its subscription's thread unless more than this many bytes of
+// requests wait behind it (then the control executor takes it): any waiting request.
+constexpr int kInlineWhileNothingWaits = 1;
 
 // host and port of the first server URL, for the embedded server ("nats://127.0.0.1:4222").
 bool hostPort(const std::string& url, std::string& host, int& port) {
@@ -367,11 +370,27 @@ Status Gateway::start() {
   // have theirs); its delivery thread hands each request to the control executor, whose
   // concurrency.control threads decide them (they wait for the store).
   const std::string control_prefix = config_.control.prefix + ".control.";
-  for (const auto op : {ControlOp::approve, ControlOp::reject, ControlOp::get, ControlOp::list}) {
+  for (const auto op : {ControlOp::approve, ControlOp::reject, ControlOp::list}) {
     auto endpoint = subscribeToExecutor(control_connection, control_prefix + std::string(toString(op)), "countersign",
                                         *control_executor_,
                                         [control = control_.get(), op](Message&& m) { control->onRequest(op, m); },
                                         "cs-ctl-" + std::string(toString(op)));
+    if (!endpoint) return std::unexpected(endpoint.error());
+    control_endpoints_.push_back(std::move(*endpoint));
+  }
+  {
+    // `get` only reads (the record and the keys that decide its state, at once: one wait for
+    // the server), so its subscription's thread answers it itself, a thread wake-up sooner than
+    // through the executor. Only while no other `get` waits behind it: when some do, the
+    // executor takes it, so that a burst is still read concurrency.control at a time.
+    const auto get = [control = control_.get()](Message&& m) { control->onRequest(ControlOp::get, m); };
+    auto endpoint = subscribeShedding(
+        control_connection, control_prefix + std::string(toString(ControlOp::get)), "countersign", get,
+        kInlineWhileNothingWaits,
+        [executor = control_executor_.get(), get](Message&& m) {
+          executor->post("", [get, m = std::move(m)]() mutable { get(std::move(m)); });
+        },
+        "cs-ctl-get");
     if (!endpoint) return std::unexpected(endpoint.error());
     control_endpoints_.push_back(std::move(*endpoint));
   }
