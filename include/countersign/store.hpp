@@ -43,6 +43,26 @@ class KvStore {
   virtual Result<std::uint64_t> update(std::string_view key, std::string_view value,
                                        std::uint64_t expected_revision) = 0;
 
+  // One write of writeMany(): a create (expected_revision 0) or an update on the key's last
+  // revision.
+  struct Write {
+    std::string_view key;
+    std::string_view value;
+    std::uint64_t expected_revision = 0;
+  };
+  // Each write as create() or update() would do it, answered in the order of `writes`. A store
+  // that can sends them at once and waits for the answers together; the writes must not depend
+  // on each other (they may be applied in any order). This default makes them one after the
+  // other.
+  virtual std::vector<Result<std::uint64_t>> writeMany(std::span<const Write> writes) {
+    std::vector<Result<std::uint64_t>> out;
+    out.reserve(writes.size());
+    for (const auto& w : writes) {
+      out.push_back(w.expected_revision == 0 ? create(w.key, w.value) : update(w.key, w.value, w.expected_revision));
+    }
+    return out;
+  }
+
   // Keys that currently have a value, in any order. May come from an index that learns of
   // other processes' writes with a delay (KvBucket): fine for periodic scans. Such an index may
   // leave out the keys of groups given to retire().

@@ -278,6 +278,10 @@ struct Connection::ReplyInbox {
   natsSubscription* sub = nullptr;
   std::string prefix;  // <inbox prefix>.<unique>. ; a request's reply subject adds its number
   std::uint64_t next = 0;
+  // Sent and not yet awaited (a handful at most), and the replies that came for them while
+  // another number was awaited.
+  std::vector<std::uint64_t> out;
+  std::vector<std::pair<std::uint64_t, OwnedNatsMsg>> early;
 };
 
 Connection::Connection() = default;
@@ -385,21 +389,63 @@ Connection::ReplyInbox* Connection::threadInbox(natsStatus& status) {
 
 Result<OwnedNatsMsg> Connection::request(const OutMessage& message, std::chrono::milliseconds timeout,
                                          std::string_view what, bool* no_responders) {
-  if (no_responders != nullptr) *no_responders = false;
+  auto number = send(message, what);
+  if (!number) {
+    if (no_responders != nullptr) *no_responders = false;
+    return std::unexpected(number.error());
+  }
+  return awaitReply(*number, timeout, what, no_responders);
+}
+
+Result<std::uint64_t> Connection::send(const OutMessage& message, std::string_view what) {
   natsStatus s = NATS_OK;
   ReplyInbox* inbox = threadInbox(s);
   if (inbox == nullptr) return std::unexpected(natsError(s, std::string(what) + " (reply inbox)"));
   const std::uint64_t number = ++inbox->next;
   char digits[24];
   const auto end = std::to_chars(digits, digits + sizeof digits, number).ptr;
-  const std::string_view suffix(digits, static_cast<std::size_t>(end - digits));
-  const std::string reply_subject = inbox->prefix + std::string(suffix);
+  std::string reply_subject = inbox->prefix;
+  reply_subject.append(digits, static_cast<std::size_t>(end - digits));
   OutMessage out = message;
   out.reply = reply_subject;
   auto msg = toNatsMsg(out);
   if (!msg) return std::unexpected(msg.error());
   s = natsConnection_PublishMsg(conn_, msg->get());
   if (s != NATS_OK) return std::unexpected(natsError(errcFor(s) == Errc::internal ? Errc::unavailable : errcFor(s), s, what));
+  inbox->out.push_back(number);
+  return number;
+}
+
+Result<OwnedNatsMsg> Connection::awaitReply(std::uint64_t number, std::chrono::milliseconds timeout,
+                                            std::string_view what, bool* no_responders) {
+  if (no_responders != nullptr) *no_responders = false;
+  natsStatus s = NATS_OK;
+  ReplyInbox* inbox = threadInbox(s);
+  if (inbox == nullptr) return std::unexpected(natsError(s, std::string(what) + " (reply inbox)"));
+  // Whatever happens, `number` is no longer out once this returns.
+  struct Settle {
+    ReplyInbox& inbox;
+    std::uint64_t number;
+    ~Settle() { std::erase(inbox.out, number); }
+  } settle{*inbox, number};
+  const auto no_one = [&](natsStatus status) {
+    if (no_responders != nullptr) *no_responders = true;
+    return std::unexpected(natsError(Errc::unavailable, status, what));
+  };
+  const auto answer = [&](OwnedNatsMsg reply) -> Result<OwnedNatsMsg> {
+    const char* status = nullptr;
+    if (natsMsg_GetDataLength(reply.get()) == 0 && natsMsgHeader_Get(reply.get(), "Status", &status) == NATS_OK &&
+        status != nullptr && std::string_view(status) == "503") {
+      return no_one(NATS_NO_RESPONDERS);
+    }
+    return reply;
+  };
+  for (auto it = inbox->early.begin(); it != inbox->early.end(); ++it) {
+    if (it->first != number) continue;
+    OwnedNatsMsg reply = std::move(it->second);
+    inbox->early.erase(it);
+    return answer(std::move(reply));
+  }
   // Waited for in slices, so that a lost connection ends the wait (as cnats' own requests do
   // with FailRequestsOnDisconnect) instead of the timeout.
   constexpr std::int64_t kSliceMs = 250;
@@ -414,24 +460,24 @@ Result<OwnedNatsMsg> Connection::request(const OutMessage& message, std::chrono:
       if (!connected()) return std::unexpected(natsError(NATS_CONNECTION_DISCONNECTED, what));
       continue;
     }
-    if (s == NATS_NO_RESPONDERS) {
-      // cnats' NextMsg reads the server's 503 itself (and frees it). The server sends it at once,
-      // so it answers this request, not an earlier one that timed out.
-      if (no_responders != nullptr) *no_responders = true;
-      return std::unexpected(natsError(Errc::unavailable, s, what));
-    }
+    // cnats' NextMsg reads the server's 503 itself (and frees it). The server sends it at once,
+    // so it answers a request still out, not an earlier one that timed out.
+    if (s == NATS_NO_RESPONDERS) return no_one(s);
     if (s != NATS_OK) return std::unexpected(natsError(errcFor(s) == Errc::internal ? Errc::unavailable : errcFor(s), s, what));
     OwnedNatsMsg reply(got);
-    const std::string_view subject(natsMsg_GetSubject(got));
-    // Another number: the late answer to an earlier request of this thread that timed out.
-    if (subject.size() != reply_subject.size() || !subject.ends_with(suffix)) continue;
-    const char* status = nullptr;
-    if (natsMsg_GetDataLength(got) == 0 && natsMsgHeader_Get(got, "Status", &status) == NATS_OK &&
-        status != nullptr && std::string_view(status) == "503") {
-      if (no_responders != nullptr) *no_responders = true;
-      return std::unexpected(natsError(Errc::unavailable, NATS_NO_RESPONDERS, what));
+    std::string_view subject(natsMsg_GetSubject(got));
+    std::uint64_t replied = 0;
+    if (!subject.starts_with(inbox->prefix)) continue;
+    subject.remove_prefix(inbox->prefix.size());
+    if (std::from_chars(subject.data(), subject.data() + subject.size(), replied).ptr != subject.data() + subject.size()) {
+      continue;
     }
-    return reply;
+    if (replied == number) return answer(std::move(reply));
+    // Another request of this thread that is still out keeps its reply; any other number is
+    // the late answer to a request that timed out.
+    if (std::find(inbox->out.begin(), inbox->out.end(), replied) != inbox->out.end()) {
+      inbox->early.emplace_back(replied, std::move(reply));
+    }
   }
 }
 

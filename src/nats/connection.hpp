@@ -115,6 +115,17 @@ class Connection {
   // Errc::unavailable when the connection is lost while waiting.
   Result<OwnedNatsMsg> request(const OutMessage& message, std::chrono::milliseconds timeout, std::string_view what,
                                bool* no_responders = nullptr);
+  // request() in two halves, so that a thread can have several requests out and wait for their
+  // replies together (one wake-up instead of one per round trip): send() publishes the request
+  // with a reply subject of this thread's inbox and returns its number; awaitReply() waits for
+  // that number's reply (on the same thread), keeping the replies of this thread's other
+  // requests that are still out for their own awaitReply(). Every sent number must be awaited.
+  // The server's "no responders" status carries no reply subject once cnats has read it: with
+  // several requests out it is taken as the answer to the one awaited (send requests together
+  // only where such an answer would be every request's, e.g. writes to one stream).
+  Result<std::uint64_t> send(const OutMessage& message, std::string_view what);
+  Result<OwnedNatsMsg> awaitReply(std::uint64_t number, std::chrono::milliseconds timeout, std::string_view what,
+                                  bool* no_responders = nullptr);
 
  private:
   // Shared with cnats' callback thread; it may outlive the Connection (see CallbackHome).

@@ -809,7 +809,10 @@ Result<std::uint64_t> KvBucket::create(std::string_view key, std::string_view va
   std::string k(key);
   if (!validKey(k)) return fail(Errc::invalid_argument, "KV create: invalid key \"" + k + "\"");
   if (auto ok = checkConnected("KV create " + k); !ok) return std::unexpected(ok.error());
-  auto written = write(k, value, 0, "KV create " + k);
+  return created(k, value, write(k, value, 0, "KV create " + k));
+}
+
+Result<std::uint64_t> KvBucket::created(const std::string& k, std::string_view value, Result<std::uint64_t> written) {
   if (!written && written.error().code == Errc::wrong_revision) {
     // The key has a last message. kvStore_Create tells a delete or purge marker (created again
     // over it) from a value (exists); only this path pays for its extra round trips.
@@ -825,8 +828,68 @@ Result<std::uint64_t> KvBucket::create(std::string_view key, std::string_view va
   }
   // On a replicated bucket a create whose answer was lost may have happened: ask the stream
   // leader.
-  if (auto existing = get(key)) return fail(Errc::exists, "key " + k + " exists");
+  if (auto existing = get(k)) return fail(Errc::exists, "key " + k + " exists");
   return std::unexpected(written.error());
+}
+
+Result<std::uint64_t> KvBucket::updated(const std::string& k, std::uint64_t expected_revision,
+                                        Result<std::uint64_t> written) {
+  if (!written && written.error().code == Errc::wrong_revision) {
+    return fail(Errc::wrong_revision,
+                "key " + k + " is no longer at revision " + std::to_string(expected_revision));
+  }
+  return written;
+}
+
+std::vector<Result<std::uint64_t>> KvBucket::writeMany(std::span<const Write> writes) {
+  if (writes.size() < 2) return KvStore::writeMany(writes);
+  // Checked as create() and update() check them; the rest sent at once (on this thread's reply
+  // inbox) and their PubAcks awaited together.
+  std::vector<std::optional<Result<std::uint64_t>>> answers(writes.size());
+  std::vector<std::uint64_t> numbers(writes.size(), 0);
+  std::vector<std::string> keys(writes.size());
+  std::vector<std::string> whats(writes.size());
+  for (std::size_t i = 0; i < writes.size(); ++i) {
+    const Write& w = writes[i];
+    keys[i] = std::string(w.key);
+    whats[i] = (w.expected_revision == 0 ? "KV create " : "KV update ") + keys[i];
+    if (auto ok = checkValueSize(w.value); !ok) {
+      answers[i] = std::unexpected(ok.error());
+    } else if (!validKey(keys[i])) {
+      answers[i] = fail(Errc::invalid_argument, whats[i].substr(0, 9) + ": invalid key \"" + keys[i] + "\"");
+    } else if (auto connected = checkConnected(whats[i]); !connected) {
+      answers[i] = std::unexpected(connected.error());
+    } else {
+      const std::string subject = "$KV." + bucket_ + "." + keys[i];
+      const Headers headers{{"Nats-Expected-Last-Subject-Sequence", std::to_string(w.expected_revision)}};
+      const OutMessage message{.subject = subject, .reply = {}, .headers = &headers, .payload = w.value};
+      auto sent = connection_.send(message, whats[i]);
+      if (sent) numbers[i] = *sent;
+      else answers[i] = std::unexpected(sent.error());
+    }
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kJetStreamWait);
+  for (std::size_t i = 0; i < writes.size(); ++i) {
+    if (numbers[i] == 0) continue;
+    const auto left = std::max(std::chrono::milliseconds(1), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                                 deadline - std::chrono::steady_clock::now()));
+    bool no_responders = false;
+    auto reply = connection_.awaitReply(numbers[i], left, whats[i], &no_responders);
+    auto ack = readPubAck(std::move(reply), no_responders, whats[i]);
+    answers[i] = ack ? Result<std::uint64_t>(ack->sequence) : std::unexpected(ack.error());
+  }
+  std::vector<Result<std::uint64_t>> out;
+  out.reserve(writes.size());
+  for (std::size_t i = 0; i < writes.size(); ++i) {
+    if (numbers[i] == 0) {
+      out.push_back(std::move(*answers[i]));
+    } else if (writes[i].expected_revision == 0) {
+      out.push_back(created(keys[i], writes[i].value, std::move(*answers[i])));
+    } else {
+      out.push_back(updated(keys[i], writes[i].expected_revision, std::move(*answers[i])));
+    }
+  }
+  return out;
 }
 
 Result<KvEntry> KvBucket::get(std::string_view key) {
@@ -945,12 +1008,7 @@ Result<std::uint64_t> KvBucket::update(std::string_view key, std::string_view va
   if (auto ok = checkValueSize(value); !ok) return std::unexpected(ok.error());
   if (!validKey(k)) return fail(Errc::invalid_argument, "KV update: invalid key \"" + k + "\"");
   if (auto ok = checkConnected("KV update " + k); !ok) return std::unexpected(ok.error());
-  auto written = write(k, value, expected_revision, "KV update " + k);
-  if (!written && written.error().code == Errc::wrong_revision) {
-    return fail(Errc::wrong_revision,
-                "key " + k + " is no longer at revision " + std::to_string(expected_revision));
-  }
-  return written;
+  return updated(k, expected_revision, write(k, value, expected_revision, "KV update " + k));
 }
 
 void KvBucket::startWatcher() {

@@ -60,6 +60,9 @@ class KvBucket : public KvStore {
   // as get() would give it; Errc::timeout for one without an answer within 5 s). A replicated
   // bucket is read one key after the other, through the stream leader as get() does.
   std::vector<Result<KvEntry>> getMany(std::span<const std::string> keys) override;
+  // The writes' JetStream publishes sent at once on this thread's reply inbox and their PubAcks
+  // awaited together (each answered as create() or update() would answer it).
+  std::vector<Result<std::uint64_t>> writeMany(std::span<const Write> writes) override;
   // Errc::wrong_revision when the key's last revision is not `expected_revision` (including a
   // key without value). expected_revision 0 is Errc::invalid_argument: cnats would turn it into
   // an unconditional put; use create().
@@ -115,6 +118,11 @@ class KvBucket : public KvStore {
   // when the key is no longer at `expected`.
   Result<std::uint64_t> write(const std::string& key, std::string_view value, std::uint64_t expected,
                               std::string_view what);
+  // What create() and update() make of their write's outcome (create: over a delete marker, an
+  // answer lost on a replicated bucket; update: the message of a lost compare-and-swap).
+  Result<std::uint64_t> created(const std::string& key, std::string_view value, Result<std::uint64_t> written);
+  Result<std::uint64_t> updated(const std::string& key, std::uint64_t expected_revision,
+                                Result<std::uint64_t> written);
   struct AsyncCreates;
   struct KeyIndex;
   KvBucket(Connection& connection, kvStore* kv, std::string bucket);

@@ -22,6 +22,10 @@ Result<PublishAck> jsPublish(Connection& connection, const OutMessage& message, 
                              std::string_view what) {
   bool no_responders = false;
   auto reply = connection.request(message, timeout, what, &no_responders);
+  return readPubAck(std::move(reply), no_responders, what);
+}
+
+Result<PublishAck> readPubAck(Result<OwnedNatsMsg> reply, bool no_responders, std::string_view what) {
   if (!reply) {
     if (no_responders) return fail(Errc::unavailable, std::string(what) + " (no stream stores this subject)");
     return std::unexpected(reply.error());

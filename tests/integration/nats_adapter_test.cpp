@@ -412,6 +412,44 @@ TEST_F(NatsAdapterTest, KvGetManyAnswersEachKeyAsGetDoes) {
   }
 }
 
+// writeMany answers each write as create() or update() answers it, sent together: a create, an
+// update on the right revision, one on a stale revision, a create of a key that exists, an
+// invalid key; the answers come back in order, and what was written reads back. A request sent
+// alone on the same thread in between is not confused with them.
+TEST_F(NatsAdapterTest, KvWriteManyAnswersEachWriteAsCreateAndUpdateDo) {
+  auto kv = openBucket(*connection);
+  auto first = kv->create("w-1", "one");
+  ASSERT_TRUE(first.has_value()) << first.error().message;
+  ASSERT_TRUE(kv->create("w-2", "taken").has_value());
+  const std::vector<KvStore::Write> writes{{.key = "w-1/released", .value = "r"},
+                                           {.key = "w-1", .value = "two", .expected_revision = *first},
+                                           {.key = "w-2", .value = "stale", .expected_revision = *first},
+                                           {.key = "w-2", .value = "again"},
+                                           {.key = "a..b", .value = "x"}};
+  const auto written = kv->writeMany(writes);
+  ASSERT_EQ(written.size(), writes.size());
+  ASSERT_TRUE(written[0].has_value()) << written[0].error().message;
+  ASSERT_TRUE(written[1].has_value()) << written[1].error().message;
+  EXPECT_EQ(written[2].error().code, Errc::wrong_revision) << written[2].error().message;
+  EXPECT_EQ(written[3].error().code, Errc::exists) << written[3].error().message;
+  EXPECT_EQ(written[4].error().code, Errc::invalid_argument) << written[4].error().message;
+  EXPECT_EQ(kv->get("w-1")->value, "two");
+  EXPECT_EQ(kv->get("w-1")->revision, *written[1]);
+  EXPECT_EQ(kv->get("w-1/released")->revision, *written[0]);
+  EXPECT_EQ(kv->get("w-2")->value, "taken");
+  // One write alone, and a plain request in between, on the same thread's inbox.
+  const auto alone = kv->writeMany(std::vector<KvStore::Write>{{.key = "w-3", .value = "3"}});
+  ASSERT_EQ(alone.size(), 1u);
+  ASSERT_TRUE(alone[0].has_value()) << alone[0].error().message;
+  ASSERT_TRUE(kv->create("w-4", "4").has_value());
+  const auto again = kv->writeMany(
+      std::vector<KvStore::Write>{{.key = "w-3", .value = "33", .expected_revision = *alone[0]}, {.key = "w-5", .value = "5"}});
+  ASSERT_TRUE(again[0].has_value()) << again[0].error().message;
+  ASSERT_TRUE(again[1].has_value()) << again[1].error().message;
+  EXPECT_EQ(kv->get("w-3")->value, "33");
+  EXPECT_EQ(kv->get("w-5")->value, "5");
+}
+
 // Every key gets an answer at once while the server is down, and the reads work again after it
 // is back.
 TEST_F(NatsAdapterTest, KvGetManyIsUnavailableWhileTheServerIsDown) {
