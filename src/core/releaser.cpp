@@ -86,13 +86,7 @@ ReleaseOutcome Releaser::release(const ApprovalRecord& record, const DecisionRec
   auto finish = [this, record, decision, now, released, msg_id = outcome.msg_id,
                  vote = vote != nullptr ? std::optional<ApprovalVote>(*vote) : std::nullopt,
                  entry = entry != nullptr ? std::optional<KvEntry>(*entry) : std::nullopt] {
-    auto marked = s_.store.create(releasedKey(record.id), toJson(released));
-    if (!marked && marked.error().code != Errc::exists) {
-      // The publish happened; the replayer may publish again with the same Nats-Msg-Id, which
-      // the stream drops as a duplicate within its window.
-      s_.log.error("release not recorded", {{"approval_id", record.id}, {"error", marked.error().message}});
-    }
-    auto view = updateRecord(s_.store, record.id, [&](ApprovalRecord& r) {
+    const auto change = [&](ApprovalRecord& r) {
       if (r.state == ApprovalState::released) return false;
       r.state = ApprovalState::released;
       r.released_at = now;
@@ -104,9 +98,41 @@ ReleaseOutcome Releaser::release(const ApprovalRecord& record, const DecisionRec
       }
       if (vote) r.approvals.push_back(*vote);
       return true;
-    }, entry ? &*entry : nullptr);
-    if (!view) {
-      s_.log.warn("record view not updated", {{"approval_id", record.id}, {"error", view.error().message}});
+    };
+    // <id>/released and the view's update (on the revision the approval read, when it still
+    // stands) are independent writes: sent together, one wait for both.
+    const std::string released_json = toJson(released);
+    std::optional<ApprovalRecord> view;
+    std::string view_json;
+    bool read_again = true;  // no revision to write on: updateRecord reads the record
+    if (entry) {
+      if (auto parsed = parseApprovalRecord(entry->value)) {
+        read_again = false;
+        if (change(*parsed)) {
+          view = std::move(*parsed);
+          view_json = toJson(*view);
+        }
+      }
+    }
+    const std::string released_key = releasedKey(record.id);
+    std::vector<KvStore::Write> writes{{.key = released_key, .value = released_json}};
+    if (view) writes.push_back({.key = record.id, .value = view_json, .expected_revision = entry->revision});
+    auto written = s_.store.writeMany(writes);
+    auto& marked = written[0];
+    if (!marked && marked.error().code != Errc::exists) {
+      // The publish happened; the replayer may publish again with the same Nats-Msg-Id, which
+      // the stream drops as a duplicate within its window.
+      s_.log.error("release not recorded", {{"approval_id", record.id}, {"error", marked.error().message}});
+    }
+    Status viewed;
+    if (read_again || (view && !written[1] && written[1].error().code == Errc::wrong_revision)) {
+      // Not read, or moved on since: read it again.
+      if (auto again = updateRecord(s_.store, record.id, change); !again) viewed = std::unexpected(again.error());
+    } else if (view && !written[1]) {
+      viewed = std::unexpected(written[1].error());
+    }
+    if (!viewed) {
+      s_.log.warn("record view not updated", {{"approval_id", record.id}, {"error", viewed.error().message}});
     }
     s_.events.emit(Event{.event = EventKind::released, .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
                          .subject = record.subject, .rule = record.rule, .job_hash = record.job_hash,
