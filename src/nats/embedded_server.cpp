@@ -13,6 +13,26 @@ constexpr std::chrono::seconds kStartTimeout{10};
 constexpr std::chrono::seconds kStopGrace{10};
 constexpr std::size_t kLogLinesInErrors = 15;
 
+// What nats-server's log says went wrong, as one line: its last fatal or error line without
+// the "[pid] date time [FTL] " prefix, else its last line.
+std::string lastComplaint(const std::string& tail) {
+  std::string last;
+  std::string complaint;
+  std::size_t at = 0;
+  while (at < tail.size()) {
+    std::size_t end = tail.find('\n', at);
+    if (end == std::string::npos) end = tail.size();
+    const std::string line = tail.substr(at, end - at);
+    at = end + 1;
+    if (line.empty()) continue;
+    last = line;
+    for (const char* level : {"[FTL] ", "[ERR] "}) {
+      if (const auto p = line.find(level); p != std::string::npos) complaint = line.substr(p + 6);
+    }
+  }
+  return complaint.empty() ? last : complaint;
+}
+
 std::string connectHost(const std::string& host) {
   if (host.empty() || host == "0.0.0.0") return "127.0.0.1";
   if (host == "::" || host == "[::]") return "::1";
@@ -63,17 +83,20 @@ Result<std::unique_ptr<EmbeddedServer>> EmbeddedServer::start(const std::string&
   for (;;) {
     if (auto status = waitProcess(self->pid_, std::chrono::milliseconds(0))) {
       self->pid_ = -1;
+      // One line: what nats-server said, and where its whole log is.
       const std::string tail = tailFile(self->log_file_, kLogLinesInErrors);
-      std::string message = "nats-server exited with status " + std::to_string(*status) +
-                            " before it was ready; last lines of " + self->log_file_.string() + ":\n" + tail;
       if (tail.find("address already in use") != std::string::npos) {
         // The usual case on a machine that already runs NATS: use that server instead.
-        message += "\nThe port is taken: is a NATS server already running there? To use it, set "
-                   "nats.embedded: false and nats.servers in the config (or COUNTERSIGN_NATS_EMBEDDED=false "
-                   "and COUNTERSIGN_NATS_URL=nats://host:4222); it needs JetStream. deploy/nats/ has "
-                   "server and countersign configs for that.";
+        return fail(Errc::unavailable,
+                    "nats-server cannot listen on " + spawn.argv[2] + ":" + spawn.argv[4] +
+                        ": The port is taken: is a NATS server already running there? To use it, set "
+                        "nats.embedded: false and nats.servers in the config (or COUNTERSIGN_NATS_EMBEDDED=false "
+                        "and COUNTERSIGN_NATS_URL=nats://host:4222); it needs JetStream. deploy/nats/ has "
+                        "server and countersign configs for that.");
       }
-      return fail(Errc::unavailable, std::move(message));
+      return fail(Errc::unavailable, "nats-server exited with status " + std::to_string(*status) +
+                                         " before it was ready: " + lastComplaint(tail) + " (its log: " +
+                                         self->log_file_.string() + ")");
     }
     if (auto ready_port = readNatsPortsFile(dir, self->pid_)) {
       if (tcpConnects(self->connect_host_, *ready_port)) {
@@ -82,11 +105,10 @@ Result<std::unique_ptr<EmbeddedServer>> EmbeddedServer::start(const std::string&
       }
     }
     if (std::chrono::steady_clock::now() >= deadline) {
-      std::string tail = tailFile(self->log_file_, kLogLinesInErrors);
+      const std::string tail = tailFile(self->log_file_, kLogLinesInErrors);
       self->stop();
-      return fail(Errc::timeout, "nats-server was not ready after " +
-                                     std::to_string(kStartTimeout.count()) +
-                                     " s; last lines of its log:\n" + tail);
+      return fail(Errc::timeout, "nats-server was not ready after " + std::to_string(kStartTimeout.count()) +
+                                     " s: " + lastComplaint(tail) + " (its log: " + self->log_file_.string() + ")");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }

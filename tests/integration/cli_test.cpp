@@ -466,22 +466,38 @@ TEST(CliTlsTest, RunAndTheCliConnectWithClientCertificates) {
 namespace countersign::testing {
 namespace {
 
-// On a machine that already runs NATS the embedded default cannot bind its port: it says so, and
-// how to use the running server instead, and exits 3.
+// On a machine that already runs NATS the embedded default (config/countersign.yaml, as shipped,
+// its port set to the running server's) cannot bind its port: it says so, and how to use the
+// running server instead, and exits 3.
 TEST(DropInDefaultsTest, EmbeddedServerOnATakenPortSaysHowToUseTheRunningOne) {
   auto existing = NatsServer::start();
   TempDir dir;
   dir.write("policy.yaml", seedPolicy());
-  const std::string config = dir.write("c.yaml", "nats:\n  servers: [\"nats://127.0.0.1:" +
-                                                     std::to_string(existing->port()) +
-                                                     "\"]\n  embedded: true\n  data_dir: data\n"
-                                                     "policy:\n  file: policy.yaml\nroutes:\n  - name: jobs\n"
-                                                     "    from: \"agents.jobs.>\"\n    to: \"jobs.>\"\n"
-                                                     "admin:\n  listen: \"\"\n").string();
-  const CommandResult r = runCountersign({"run", "--config", config});
+  std::ifstream in(std::filesystem::path(COUNTERSIGN_SOURCE_DIR) / "config" / "countersign.yaml");
+  std::ostringstream shipped;
+  shipped << in.rdbuf();
+  std::string text = shipped.str();
+  const std::string policy = "file: ../policies/approval-policy.yaml";
+  ASSERT_NE(text.find(policy), std::string::npos) << text;
+  text.replace(text.find(policy), policy.size(), "file: policy.yaml");
+  ASSERT_NE(text.find("embedded: true"), std::string::npos) << text;
+  const std::string config = dir.write("c.yaml", text).string();
+  const CommandResult r = runCountersign({"run", "--config", config},
+                                         {{"COUNTERSIGN_NATS_URL", existing->url()},
+                                          {"COUNTERSIGN_DATA_DIR", (dir.path() / "data").string()},
+                                          {"COUNTERSIGN_ADMIN_LISTEN", ""}});
   EXPECT_EQ(r.exit_code, 3) << both(r);
-  EXPECT_TRUE(has(r.err, "The port is taken")) << r.err;
-  EXPECT_TRUE(has(r.err, "nats.embedded: false")) << r.err;
+  // One plain line beside the JSON log lines, naming the address and what to do.
+  std::vector<std::string> plain;
+  for (const auto& line : lines(r.err)) {
+    if (!line.starts_with("{\"ts\":")) plain.push_back(line);
+  }
+  ASSERT_EQ(plain.size(), 1u) << r.err;
+  EXPECT_TRUE(plain[0].starts_with("countersign: embedded nats-server did not start: nats-server "
+                                   "cannot listen on 127.0.0.1:" + std::to_string(existing->port())))
+      << plain[0];
+  EXPECT_TRUE(has(plain[0], "The port is taken")) << plain[0];
+  EXPECT_TRUE(has(plain[0], "nats.embedded: false")) << plain[0];
 }
 
 }  // namespace

@@ -177,6 +177,22 @@ TEST(ShellStartTest, BadCredentialsExitThreeWithoutThePassword) {
   expectStartFailure(basicConfig(urlWithPassword(server->port())), "Authorization");
 }
 
+// An embedded nats-server that dies at start: the one line says what it complained of (its
+// fatal log line, not the whole log) and where its log is.
+TEST(ShellStartTest, EmbeddedServerThatDiesExitsThreeWithItsComplaint) {
+  TempDir dir;
+  const auto fake = dir.write("nats-server",
+                              "#!/bin/sh\necho '[7] 2026/12/06 10:00:00.000000 [INF] Starting nats-server'\n"
+                              "echo '[7] 2026/12/06 10:00:00.000001 [FTL] Error: could not open the store'\nexit 1\n");
+  std::filesystem::permissions(fake, std::filesystem::perms::owner_all);
+  expectStartFailure("nats:\n  servers: [\"nats://127.0.0.1:4222\"]\n  embedded: true\n  server_binary: " +
+                         fake.string() + "\n  data_dir: " + (dir.path() / "data").string() +
+                         "\npolicy:\n  file: policy.yaml\nroutes:\n  - name: jobs\n    from: \"agents.jobs.>\"\n"
+                         "    to: \"jobs.>\"\nadmin:\n  listen: \"\"\n",
+                     "nats-server exited with status 1 before it was ready: Error: could not open the store (its log: " +
+                         (dir.path() / "data" / "nats-server.log").string() + ")");
+}
+
 std::map<std::string, int> threadNames(int pid);
 std::vector<std::string> loudLinesAfterStop(const std::string& logs);
 
