@@ -616,6 +616,9 @@ TEST(ShippedServerConfTest, SingleAndAccountsConfRunWithTheStoreDirFromTheEnviro
     const std::string logs = countersign->logs();
     EXPECT_EQ(logs.find("Not Permitted"), std::string::npos) << logs;
     EXPECT_EQ(logs.find("no live events"), std::string::npos) << logs;
+    const auto stopping = logs.find("\"shutting down\"");
+    ASSERT_NE(stopping, std::string::npos) << logs;
+    EXPECT_EQ(logs.find("\"level\":\"warn\"", stopping), std::string::npos) << "a clean stop warned:\n" << logs;
     EXPECT_EQ(server.log().find("Violation - User \"countersign\""), std::string::npos) << server.log();
   }
 }
