@@ -8,7 +8,7 @@
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
-import { ALICE, BOB, RITA, chromium, nats, policy, sleep, startStack } from './harness.mjs';
+import { ALICE, BOB, CAROL, RITA, chromium, nats, policy, sleep, startStack } from './harness.mjs';
 
 const { connect, headers: natsHeaders, StringCodec } = nats;
 const [countersignBin, natsServerBin] = process.argv.slice(2).map((p) => (p ? resolve(p) : p));
@@ -235,6 +235,59 @@ async function main() {
   const conflictErrors = consoleErrors.splice(0).filter((e) => !/status of 409/.test(e));
   check(conflictErrors.length === 0, 'no console errors beyond the expected 409: ' + conflictErrors.join(' | '));
 
+  // The other refusals, each in words with what to do next, and nothing released.
+  // A page whose job is not the record's (its approve carries another job hash): 409 job_changed.
+  const decideOn = async (onPage, approvalId) => {
+    await onPage.goto(origin + '/ui/approvals/' + encodeURIComponent(approvalId));
+    await onPage.waitForSelector('#approve');
+  };
+  const outcomeAfterApprove = async (onPage) => {
+    await onPage.click('#approve');
+    await onPage.waitForSelector('#outcome:not([hidden])');
+    return onPage.textContent('#outcome');
+  };
+  const jobD = await hold('pay-d-' + Date.now(), { env: 'production', amount: 950 });
+  await decideOn(page, jobD.approval_id);
+  const otherHash = 'sha256:' + '0'.repeat(64);
+  await page.route('**/approve', (route) => {
+    const sent = JSON.parse(route.request().postData());
+    route.continue({ postData: JSON.stringify({ ...sent, job_hash: otherHash }) });
+  });
+  const changedJob = await outcomeAfterApprove(page);
+  await page.unroute('**/approve');
+  check(changedJob.includes('no longer matches what this page shows') && changedJob.includes('Nothing was released'),
+    'a page showing another job than the record gets 409 job_changed in words: ' + changedJob);
+  check(await page.isDisabled('#approve'), 'after job_changed the buttons stay disabled');
+
+  // An approve token of someone who is not an approver of the rule: 403 in words.
+  const carol = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const carolPage = await carol.newPage();
+  carolPage.on('console', (msg) => { if (msg.type() === 'error') consoleErrors.push('carol: ' + msg.text()); });
+  carolPage.on('request', (request) => { if (new URL(request.url()).origin !== origin) foreign.push(request.url()); });
+  const wire2 = await hold('wire2-' + Date.now(), { env: 'production', amount: 5000 }, {}, 'agents.jobs.finance.wire.send');
+  await carolPage.goto(origin + '/ui/');
+  await carolPage.fill('#token', CAROL);
+  await carolPage.click('#signin-form button[type=submit]');
+  await carolPage.waitForSelector('#list:not([hidden])');
+  await decideOn(carolPage, wire2.approval_id);
+  const notApprover = await outcomeAfterApprove(carolPage);
+  check(notApprover.includes('You are not one of the approvers of this rule'), 'an approve token of a non-approver gets the 403 in words: ' + notApprover);
+
+  // Past its deadline (a rule with a 5 s timeout), on a page opened before it: 410 in words.
+  const petty = await hold('petty-' + Date.now(), { env: 'production', amount: 20 }, {}, 'agents.jobs.finance.petty.cash');
+  await decideOn(carolPage, petty.approval_id);
+  const pettyRecord = (await rest('/api/v1/approvals/' + petty.approval_id, RITA)).body.record;
+  await sleep(Math.max(0, Date.parse(pettyRecord.expires_at) + 300 - Date.now()));
+  const tooLate = await outcomeAfterApprove(carolPage);
+  check(tooLate.startsWith('Too late: this approval expired') && tooLate.includes('send it again'),
+    'approving after the deadline gets the 410 in words: ' + tooLate);
+  await sleep(300);
+  check(!delivered.has(jobD.approval_id) && !delivered.has(wire2.approval_id) && !delivered.has(petty.approval_id),
+    'nothing was released by a refused decision');
+  const refusalErrors = consoleErrors.splice(0).filter((e) => !/status of (403|409|410)/.test(e));
+  check(refusalErrors.length === 0, 'no console errors beyond the expected 403, 409 and 410: ' + refusalErrors.join(' | '));
+  await carol.close();
+
   // A read token sees no buttons.
   const reader = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true });
   const readerPage = await reader.newPage();
@@ -280,6 +333,9 @@ async function main() {
     'no script from payloads, headers or reasons ran');
   check(foreign.length === 0, 'no request left the admin origin: ' + foreign.join(' '));
   check(consoleErrors.length === 0, 'no console errors: ' + consoleErrors.join(' | '));
+  const gatewayLog = stack.gatewayLog();
+  check(gatewayLog.length > 0 && ![ALICE, BOB, CAROL, RITA].some((token) => gatewayLog.includes(token)),
+    'no token appears in countersign\'s log (' + gatewayLog.length + ' bytes read)');
 
   if (screenshots) await takeScreenshots(browser, origin, hold, rest);
 

@@ -14,6 +14,7 @@ export const nats = require('nats');
 export const ALICE = 'alice-console-token-7f3a91';
 export const RITA = 'rita-read-token-19c2b4';
 export const BOB = 'bob-approve-token-5d7e20';
+export const CAROL = 'carol-approve-token-8e41c6';  // may approve, but is no approver of the wires
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -23,6 +24,10 @@ rules:
   - id: allow-readonly
     when: { topic: knowledge.read }
     decision: allow
+  - id: petty-cash-quickly
+    when: { topic: "finance.petty.>" }
+    decision: require_human
+    timeout: 5s
   - id: two-person-wires
     when: { topic: "finance.wire.>" }
     decision: require_human
@@ -48,7 +53,7 @@ function start(children, dir, bin, args, pattern) {
       const match = output.match(pattern);
       if (match) {
         clearTimeout(timer);
-        resolve({ child, match });
+        resolve({ child, match, output: () => output });
       }
     };
     child.stdout.on('data', onData);
@@ -58,8 +63,8 @@ function start(children, dir, bin, args, pattern) {
   });
 }
 
-// nats-server and `countersign run` with the people alice, bob and rita, tokens alice and bob
-// (approve) and rita (read), the policy of
+// nats-server and `countersign run` with the people alice, bob, rita and carol, tokens alice,
+// bob and carol (approve) and rita (read), the policy of
 // policy(100) in dir/policy.yaml (rewrite it and send SIGHUP to `gateway` to change it).
 export async function startStack(countersignBin, natsServerBin) {
   const dir = mkdtempSync(join(tmpdir(), 'countersign-browser-'));
@@ -88,16 +93,18 @@ approvers:
     - { name: alice }
     - { name: bob }
     - { name: rita }
+    - { name: carol }
 admin:
   listen: "127.0.0.1:0"
   tokens:
     - { approver: alice, token: ${ALICE}, scope: approve }
     - { approver: bob, token: ${BOB}, scope: approve }
     - { approver: rita, token: ${RITA}, scope: read }
+    - { approver: carol, token: ${CAROL}, scope: approve }
 `);
     const gateway = await start(children, dir, countersignBin, ['run', '--config', join(dir, 'countersign.yaml')],
       /admin http:\/\/127\.0\.0\.1:(\d+)/);
-    return { dir, natsUrl, origin: 'http://127.0.0.1:' + gateway.match[1], gateway: gateway.child, stop };
+    return { dir, natsUrl, origin: 'http://127.0.0.1:' + gateway.match[1], gateway: gateway.child, gatewayLog: gateway.output, stop };
   } catch (error) {
     await stop();
     throw error;
