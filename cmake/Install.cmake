@@ -52,5 +52,8 @@ set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)   # libnats, yaml-cpp, OpenSSL from the b
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "nats-server")
 # The config and policy under /etc are the admin's: upgrades keep their edits.
 file(WRITE ${CMAKE_BINARY_DIR}/conffiles "/etc/countersign/countersign.yaml\n/etc/countersign/approval-policy.yaml\n")
-set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA ${CMAKE_BINARY_DIR}/conffiles)
+# postinst: creates the system user `countersign` the unit runs as (the service is not started).
+set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA ${CMAKE_BINARY_DIR}/conffiles ${PROJECT_SOURCE_DIR}/cmake/debian/postinst)
+set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION TRUE)
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "passwd")   # useradd, for the postinst
 include(CPack)

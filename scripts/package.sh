@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the .deb (binary, man page, example config and policy, systemd unit, docs), installs it
-# on this machine and checks the installed binary: `countersign --version` and
-# `countersign run --check` against the installed example config. Needs root for the install
+# Builds the .deb (binary, man page, example config and policy, systemd unit, docs; its postinst
+# adds the system user `countersign`), installs it on this machine and checks the installed
+# binary: `countersign --version` and `countersign run --check` against the installed example
+# config, also as the user the systemd unit runs it as, and `systemd-analyze verify` on the unit. Needs root for the install
 # (CI runs as root); without root it unpacks the package into a scratch folder instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,10 @@ if [ "$(id -u)" -eq 0 ]; then
   bin=/usr/bin/countersign
   config=/etc/countersign/countersign.yaml
   if command -v man >/dev/null; then man -w countersign >/dev/null; fi
+  getent passwd countersign >/dev/null   # made by the postinst, for the systemd unit
+  # The unit's ExecStartPre, as the user the unit runs it as: the installed files are readable.
+  runuser -u countersign -- /usr/bin/countersign run --check --config /etc/countersign/countersign.yaml
+  if command -v systemd-analyze >/dev/null; then systemd-analyze verify /usr/lib/systemd/system/countersign.service; fi
 else
   root=$(mktemp -d)
   trap 'rm -rf "$root"' EXIT
