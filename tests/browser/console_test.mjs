@@ -168,6 +168,48 @@ async function main() {
     'an HTML job id is shown as text, not rendered');
   await page.click('#back');
 
+  // Paging, and the filters: 55 more jobs make a second page of 50; rejected, they leave the
+  // pending list and show under the state filter `rejected`; the topic filter takes wildcards.
+  const bulk = [];
+  for (let i = 0; i < 55; i++) bulk.push(hold('bulk-' + i + '-' + Date.now(), { env: 'production', amount: 200 + i }, {}, 'agents.jobs.finance.bulk.pay'));
+  const bulkIds = (await Promise.all(bulk)).map((answer) => answer.approval_id);
+  await page.fill('#topic', 'finance.bulk.>');
+  await page.waitForFunction(() => document.getElementById('count').textContent.startsWith('55 '), null, { timeout: 5000 });
+  const bulkShown = await page.$$eval('#rows tr', (rows) => rows.map((r) => r.querySelector('td.mono').textContent));
+  check(bulkShown.length === 50 && bulkShown.every((t) => t === 'finance.bulk.pay'),
+    'the 55 held jobs arrive live, and the topic filter finance.bulk.> shows only them: ' + await page.textContent('#count'));
+  await page.fill('#topic', '');
+  const pages = await page.textContent('#page');
+  check(/^page 1 of [2-9]$/.test(pages) && (await page.$$('#rows tr')).length === 50 && !(await page.isDisabled('#next')),
+    'more than 50 approvals are paged, 50 to a page: ' + pages);
+  const firstPage = await page.$$eval('#rows tr', (rows) => rows.map((r) => r.dataset.id));
+  await page.click('#next');
+  const secondPage = await page.$$eval('#rows tr', (rows) => rows.map((r) => r.dataset.id));
+  check((await page.textContent('#page')).startsWith('page 2 of') && secondPage.length > 0 && !secondPage.some((id) => firstPage.includes(id)),
+    'Older shows the next page, none of the first page\'s rows');
+  await page.click('#prev');
+  check((await page.textContent('#page')).startsWith('page 1 of'), 'Newer goes back to the first page');
+  await page.fill('#topic', 'payment');
+  const partShown = await page.$$eval('#rows tr', (rows) => rows.map((r) => r.querySelector('td.mono').textContent));
+  check(partShown.length >= 2 && partShown.every((t) => t === 'finance.payment.execute'),
+    'a topic filter without wildcards matches part of the topic: ' + partShown.length + ' rows');
+  await page.fill('#topic', '');
+  for (const id of bulkIds) {
+    const rejected = await rest('/api/v1/approvals/' + encodeURIComponent(id) + '/reject', ALICE, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ reason: 'bulk test' }),
+    });
+    if (rejected.status !== 200) throw new Error('reject ' + id + ': ' + rejected.status + ' ' + JSON.stringify(rejected.body));
+  }
+  await page.selectOption('#state', 'rejected');
+  await page.waitForFunction(() => document.getElementById('count').textContent.startsWith('55 '), null, { timeout: 5000 });
+  check((await page.$$eval('#rows .state', (cells) => cells.every((c) => c.textContent === 'rejected'))),
+    'the state filter rejected lists the 55 rejected approvals, from the server');
+  await page.selectOption('#state', 'pending');
+  await page.waitForSelector(`#rows tr[data-id="${jobA.approval_id}"]`, { state: 'detached', timeout: 5000 });
+  check(!(await page.$$eval('#rows tr', (rows) => rows.some((r) => r.dataset.id.startsWith('bulk-')))),
+    'back on pending: the rejected and released approvals are gone');
+
+
   // A 2-of-2 rule: the first vote shows "vote 1 of 2" and who may still decide; nothing runs
   // until the second approver (bob, signed in on another page) approves; then it runs once.
   const wire = await hold('wire-' + Date.now(), { env: 'production', amount: 70000, to: 'Initech' }, {},
