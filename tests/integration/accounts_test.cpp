@@ -880,6 +880,16 @@ TEST_F(OperatorCredsTest, RunAndTheCliConnectWithACredsFile) {
   const CommandResult listed = runCountersign({"pending", "--json", "-s", server_->url(), "--creds", creds_});
   EXPECT_EQ(listed.exit_code, 0) << listed.out << listed.err;
   EXPECT_NE(listed.out.find("\"items\""), std::string::npos) << listed.out;
+  // The same creds through a `nats` CLI context, and through NATS_CREDS.
+  const fs::path config_home = dir_.path() / "xdg";
+  fs::create_directories(config_home / "nats" / "context");
+  std::ofstream(config_home / "nats" / "context" / "op.json")
+      << R"({"url":")" << server_->url() << R"(","creds":")" << creds_ << R"("})";
+  const CommandResult by_context =
+      runCountersign({"pending", "--context", "op"}, {{"XDG_CONFIG_HOME", config_home.string()}});
+  EXPECT_EQ(by_context.exit_code, 0) << by_context.out << by_context.err;
+  const CommandResult by_env = runCountersign({"pending", "-s", server_->url()}, {{"NATS_CREDS", creds_}});
+  EXPECT_EQ(by_env.exit_code, 0) << by_env.out << by_env.err;
 
   // Without credentials, or with a user of an account the server does not trust: refused.
   const CommandResult anonymous = runCountersign({"pending", "-s", server_->url()});
@@ -892,7 +902,7 @@ TEST_F(OperatorCredsTest, RunAndTheCliConnectWithACredsFile) {
   // The seed in the creds file is never printed.
   const std::string seed = seedOf(creds_);
   ASSERT_FALSE(seed.empty());
-  for (const auto* r : {&listed, &anonymous, &stranger}) {
+  for (const auto* r : {&listed, &by_context, &by_env, &anonymous, &stranger}) {
     EXPECT_EQ((r->out + r->err).find(seed), std::string::npos) << "the seed was printed";
   }
   EXPECT_EQ(gateway->logs().find(seed), std::string::npos) << "the seed was logged";
