@@ -6,6 +6,8 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -16,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "countersign/id_map.hpp"
 #include "countersign/releaser.hpp"
 #include "countersign/services.hpp"
 
@@ -55,7 +58,7 @@ class Replayer {
     std::chrono::steady_clock::time_point since;
     int claims = 0;  // replay claims seen when the lease started
   };
-  void takeNoted();  // moves what noteHeld/noteRecord gave into deadlines_
+  void takeNoted();  // moves what noteHeld/noteRecord gave into deadlines_ (seen by this scan)
   void finishRelease(const std::string& id, int claims, ScanResult& result);
   void expireIfDue(std::string_view id, ScanResult& result);
   void finishQuorum(const std::string& id, ScanResult& result);
@@ -79,19 +82,24 @@ class Replayer {
   };
   std::unordered_map<std::string, VoteSighting> vote_sightings_;
   int record_reads_ = 0;  // in the current scan
-  // Deadlines of undecided records (nullopt: none), read once per id; `seen`: the last scan
-  // that found the record undecided (the others are dropped at the end of a scan).
+  // When an undecided record next needs this replayer (kNever: never), read once per id;
+  // `seen`: the last scan that found the record (the others are dropped at the end of a scan).
+  // One per pending approval, so packed (12 bytes beside the id in an IdMap).
+#pragma pack(push, 4)
   struct Deadline {
-    std::optional<std::chrono::system_clock::time_point> at;
-    std::uint64_t seen = 0;
+    std::int64_t at_ns = kNever;  // system_clock, since the epoch
+    std::uint32_t seen = 0;
   };
-  std::unordered_map<std::string, Deadline, KeyHash, std::equal_to<>> deadlines_;
-  std::uint64_t scans_ = 0;
+#pragma pack(pop)
+  static constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::max();
+  static std::int64_t atNs(std::optional<std::chrono::system_clock::time_point> at);
+  IdMap<Deadline> deadlines_;
+  std::uint32_t scans_ = 0;
   // Decided without a release for good (rejected, expired): their decision is read once, not
   // every scan.
   std::unordered_set<std::string, KeyHash, std::equal_to<>> settled_;
   std::mutex noted_mutex_;
-  std::vector<std::pair<std::string, std::optional<std::chrono::system_clock::time_point>>> noted_;
+  IdMap<Deadline> noted_;  // from noteHeld and noteRecord, not in deadlines_ yet
 };
 
 }  // namespace countersign

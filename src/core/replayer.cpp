@@ -28,10 +28,15 @@ std::optional<std::chrono::system_clock::time_point> attentionOf(const ApprovalR
 
 }  // namespace
 
+std::int64_t Replayer::atNs(std::optional<std::chrono::system_clock::time_point> at) {
+  if (!at) return kNever;
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(at->time_since_epoch()).count();
+}
+
 void Replayer::noteHeld(std::string_view id,
                         std::optional<std::chrono::system_clock::time_point> deadline) {
   const std::lock_guard lock(noted_mutex_);
-  noted_.emplace_back(std::string(id), deadline);
+  noted_.set(id, Deadline{.at_ns = atNs(deadline)});
 }
 
 void Replayer::noteRecord(std::string_view key, std::string_view value) {
@@ -42,29 +47,57 @@ void Replayer::noteRecord(std::string_view key, std::string_view value) {
 }
 
 void Replayer::takeNoted() {
-  std::vector<std::pair<std::string, std::optional<std::chrono::system_clock::time_point>>> noted;
+  IdMap<Deadline> noted;
   {
     const std::lock_guard lock(noted_mutex_);
-    noted.swap(noted_);
+    noted = std::move(noted_);
   }
-  for (auto& [id, deadline] : noted) deadlines_.try_emplace(std::move(id), Deadline{.at = deadline});
+  // What deadlines_ knows stays (a scan may have moved a deadline on to an escalation step);
+  // the larger map is kept, not copied (the store's first pass notes every record at once).
+  const bool swapped = noted.size() > deadlines_.size();
+  if (swapped) std::swap(noted, deadlines_);
+  noted.forEach([&](std::string_view id, const Deadline& known) {
+    if (swapped) {
+      deadlines_.set(id, known);
+    } else {
+      deadlines_.insert(id, known);
+    }
+  });
 }
 
 Result<ScanResult> Replayer::scan() {
+  ++scans_;
+  if (scans_ == 0) ++scans_;  // 0 is "not seen yet"
   takeNoted();
-  // The ids of the keys, copied once into one buffer (no allocation per key: a steady scan of a
-  // large bucket of pending records costs one pass over the keys and one lookup of each
-  // record's deadline); the sets below are views into it.
+  const std::int64_t now_ns = atNs(s_.clock.now());
+  // One pass over the keys, under the store's index lock: a record whose deadline is known and
+  // not due is counted and marked, no more (a steady scan of a million pending records copies
+  // nothing). The ids that need more (a deadline to read or due, a decision, a release, claims,
+  // votes: few) are copied into one buffer; the sets below are views into it.
   std::string arena;
   using Span = std::pair<std::size_t, std::size_t>;
-  std::vector<Span> record_at, decided_at, released_at, claim_at, voted_at;
+  std::vector<Span> unknown_at, due_at, settled_at, decided_at, released_at, claim_at, voted_at;
   auto keep = [&](std::string_view id, std::vector<Span>& into) {
     into.emplace_back(arena.size(), id.size());
     arena.append(id);
   };
+  std::size_t record_keys = 0;
+  bool first_visit = true;
   auto visited = s_.store.visitKeys([&](std::string_view id, std::string_view rest) {
+    if (first_visit) {
+      // The store's first pass over the bucket has noted every record by now (the visit waits
+      // for it): their deadlines are known before the records are looked at.
+      takeNoted();
+      first_visit = false;
+    }
     if (rest.empty()) {
-      keep(id, record_at);
+      ++record_keys;
+      const bool known = deadlines_.modify(id, [&](Deadline& d) {
+        d.seen = scans_;
+        if (d.at_ns <= now_ns) keep(id, due_at);
+      });
+      if (!known) keep(id, unknown_at);
+      if (!settled_.empty() && settled_.contains(id)) keep(id, settled_at);
     } else if (rest == "decision") {
       keep(id, decided_at);
     } else if (rest == "released") {
@@ -76,16 +109,11 @@ Result<ScanResult> Replayer::scan() {
     }
   });
   if (!visited) return std::unexpected(visited.error());
-  // What was noted while the keys were listed (the store's first pass notes every record).
-  takeNoted();
-  ++scans_;
+  takeNoted();  // noted while the keys were visited
   const std::string_view all = arena;
   auto view = [&](const Span& at) { return all.substr(at.first, at.second); };
-  // Records are a list, not a set; deadlines no scan found undecided are dropped by their
-  // `seen` mark, not by a lookup of each.
-  std::vector<std::string_view> records;
-  records.reserve(record_at.size());
-  for (const auto& at : record_at) records.push_back(view(at));
+  std::unordered_set<std::string_view> unknown;
+  for (const auto& at : unknown_at) unknown.insert(view(at));
   std::unordered_set<std::string_view> decided;
   for (const auto& at : decided_at) decided.insert(view(at));
   std::unordered_set<std::string_view> released;
@@ -108,13 +136,26 @@ Result<ScanResult> Replayer::scan() {
   for (const auto id : voted) {
     if (!decided.contains(id)) finishQuorum(std::string(id), result);
   }
+  // Pending: the records without a decision. A decided record's deadline is no longer needed.
+  std::size_t decided_records = 0;
+  for (const auto id : decided) {
+    bool visited_record = unknown.contains(id);
+    if (const auto d = deadlines_.get(id)) {
+      visited_record = visited_record || d->seen == scans_;
+      deadlines_.erase(id);
+    }
+    decided_records += visited_record ? 1 : 0;
+  }
+  result.pending = static_cast<int>(record_keys - decided_records);
   // Settled ids that are still records without a decision (one expired by this scan).
   std::unordered_set<std::string_view> settled_records;
-  for (const auto id : records) {
-    if (decided.contains(id)) continue;
-    ++result.pending;
-    expireIfDue(id, result);
-    if (!settled_.empty() && settled_.contains(id)) settled_records.insert(id);
+  for (const auto* ats : {&unknown_at, &due_at, &settled_at}) {
+    for (const auto& at : *ats) {
+      const std::string_view id = view(at);
+      if (decided.contains(id)) continue;
+      if (ats != &settled_at) expireIfDue(id, result);
+      if (settled_.contains(id)) settled_records.insert(id);
+    }
   }
   // Forget what is finished so memory follows the open work, not the bucket's history (the
   // store's index forgets the retired ids; `settled_` goes with their keys).
@@ -123,7 +164,12 @@ Result<ScanResult> Replayer::scan() {
   });
   std::erase_if(vote_sightings_,
                 [&](const auto& entry) { return decided.contains(entry.first) || !voted.contains(entry.first); });
-  std::erase_if(deadlines_, [&](const auto& entry) { return entry.second.seen != scans_; });
+  // Deadlines no visit found are dropped by their mark, not by a lookup of each; one noted
+  // (seen 0) after the visit is kept until the next scan's visit.
+  deadlines_.keepIf([&](std::string_view, Deadline& d) {
+    if (d.seen == 0) d.seen = scans_;
+    return d.seen == scans_;
+  });
   // Aged out of the bucket (an id expired by this scan is not in `decided` yet, but a record).
   std::erase_if(settled_, [&](const auto& id) { return !decided.contains(id) && !settled_records.contains(id); });
   s_.metrics.setPending(result.pending - result.expired);
@@ -252,18 +298,18 @@ void Replayer::finishQuorum(const std::string& id, ScanResult& result) {
 }
 
 void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
-  auto cached = deadlines_.find(id);
-  if (cached == deadlines_.end()) {
+  auto cached = deadlines_.get(id);
+  if (!cached) {
     if (record_reads_ >= options_.max_record_reads_per_scan) return;  // next scan
     ++record_reads_;
     std::optional<std::chrono::system_clock::time_point> deadline;
     auto entry = s_.store.get(id);
     if (!entry) return;
     if (auto record = parseApprovalRecord(entry->value)) deadline = attentionOf(*record);
-    cached = deadlines_.emplace(std::string(id), Deadline{.at = deadline}).first;
+    cached = Deadline{.at_ns = atNs(deadline), .seen = scans_};
+    deadlines_.set(id, *cached);
   }
-  cached->second.seen = scans_;
-  if (!cached->second.at || s_.clock.now() < *cached->second.at) return;
+  if (cached->at_ns == kNever || atNs(s_.clock.now()) < cached->at_ns) return;
 
   auto entry = s_.store.get(id);
   if (!entry) return;
@@ -274,12 +320,8 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
   const auto now = s_.clock.now();
   for (int step = 0; step < Governance::stepsApplied(*record, now); ++step) escalate(*record, step);
   const auto next = nextAttention(*record, now);
-  if (next && now < *next) {
-    cached->second.at = next;
-    return;
-  }
-  if (!next) {
-    cached->second.at = std::nullopt;
+  if (!next || now < *next) {
+    deadlines_.set(id, Deadline{.at_ns = atNs(next), .seen = scans_});
     return;
   }
   const bool allow = record->on_timeout == "allow";

@@ -2,6 +2,7 @@
 #include "nats/message_convert.hpp"
 #include "nats/nats_publisher.hpp"
 #include "countersign/json.hpp"
+#include "countersign/key_groups.hpp"
 
 #include <pthread.h>
 
@@ -167,12 +168,13 @@ struct KvBucket::KeyIndex {
   using Names = std::unordered_set<std::string, Hash, std::equal_to<>>;
 
   mutable std::mutex mutex;
-  // Group -> the rest of each of its keys after the '/' ("" for the key that is the group).
-  std::unordered_map<std::string, std::vector<std::string>, Hash, std::equal_to<>> groups;
+  // Group -> the rest of each of its keys after the '/' ("" for the key that is the group),
+  // compact: a million pending approvals are held here.
+  KeyGroups groups;
   // Retired groups, in two generations: a write to one of them is not indexed; `retired_before`
   // is dropped when `retired` is kRetiredFor old, so this holds what was retired lately.
-  Names retired;
-  Names retired_before;
+  IdMap<> retired;
+  IdMap<> retired_before;
   Clock::time_point retired_since = Clock::now();
   bool live = false;   // the watcher delivered the initial state and still runs
   bool ages = false;   // the bucket has an age limit: keys leave it without a delete
@@ -193,11 +195,7 @@ struct KvBucket::KeyIndex {
   std::mutex inbox_mutex;
   std::vector<std::string> inbox;
 
-  static std::pair<std::string_view, std::string_view> split(std::string_view key) {
-    const auto slash = key.find('/');
-    if (slash == std::string_view::npos) return {key, {}};
-    return {key.substr(0, slash), key.substr(slash + 1)};
-  }
+  static std::pair<std::string_view, std::string_view> split(std::string_view key) { return KeyGroups::split(key); }
 
   // With `mutex` held.
   bool isRetired(std::string_view group) const { return retired.contains(group) || retired_before.contains(group); }
@@ -233,18 +231,13 @@ struct KvBucket::KeyIndex {
     if (listing) added_while_listing.emplace(key);
     const auto [group, rest] = split(key);
     if (isRetired(group)) return;
-    auto it = groups.find(group);
-    if (it == groups.end()) it = groups.emplace(std::string(group), std::vector<std::string>{}).first;
-    if (std::find(it->second.begin(), it->second.end(), rest) == it->second.end()) it->second.emplace_back(rest);
+    groups.add(group, rest);
   }
 
   // With `mutex` held.
   void eraseLocked(std::string_view key) {
     const auto [group, rest] = split(key);
-    const auto it = groups.find(group);
-    if (it == groups.end()) return;
-    std::erase(it->second, rest);
-    if (it->second.empty()) groups.erase(it);
+    groups.erase(group, rest);
   }
 
   void erase(std::string_view key) {
@@ -261,18 +254,13 @@ struct KvBucket::KeyIndex {
       retired.clear();
       retired_since = now;
     }
-    if (const auto it = groups.find(group); it != groups.end()) groups.erase(it);
-    retired.emplace(group);
+    groups.eraseGroup(group);
+    retired.insert(group);
   }
 
   // With `mutex` held.
   std::vector<std::string> keysLocked() const {
-    std::vector<std::string> out;
-    out.reserve(groups.size());
-    for (const auto& [group, rests] : groups) {
-      for (const auto& rest : rests) out.push_back(rest.empty() ? group : group + "/" + rest);
-    }
-    return out;
+    return groups.keys();
   }
 
   // With `mutex` held: `listed` without the keys of retired groups.
@@ -1056,9 +1044,7 @@ Status KvBucket::visitKeys(const KeyVisitor& visit) {
     if (auto ok = waitForIndex(lock); !ok) return ok;
     index_->drainLocked();
     if (!index_->ages || KeyIndex::Clock::now() - index_->last_full < kFullListingEvery) {
-      for (const auto& [group, rests] : index_->groups) {
-        for (const auto& rest : rests) visit(group, rest);
-      }
+      index_->groups.forEach(visit);
       return {};
     }
   }
