@@ -6,10 +6,9 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
-#include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -81,8 +80,10 @@ class ApprovalTable {
   // Records written longer than `max_age` ago have aged out of the bucket and are not listed
   // (0: records never age out).
   explicit ApprovalTable(std::chrono::seconds max_age = std::chrono::seconds(0),
-                         std::size_t finished_kept = kFinishedKept)
-      : max_age_(max_age), finished_kept_(finished_kept) {}
+                         std::size_t finished_kept = kFinishedKept);
+  ~ApprovalTable();
+  ApprovalTable(const ApprovalTable&) = delete;
+  ApprovalTable& operator=(const ApprovalTable&) = delete;
   // A write of `key` at stream sequence `revision`, stored at `written`; keys other than a
   // record's, its decision and its release are ignored.
   void put(std::string_view key, std::string_view value, std::uint64_t revision,
@@ -92,29 +93,14 @@ class ApprovalTable {
   std::size_t size() const;  // approvals with a record held
   // Whether a finished approval was let go (pages that may show finished ones go to the store).
   bool forgotFinished() const;
+  // Memory the table holds, roughly (for tests and benchmarks).
+  std::size_t bytes() const;
 
  private:
-  struct Entry {
-    ApprovalSummary summary;
-    bool has_record = false;
-    std::uint64_t record_revision = 0;
-    Clock::time_point record_written{};
-    std::uint64_t finished_order = 0;  // its place in finished_ (0: not finished)
-  };
-  // With mutex_ held.
-  void place(const std::string& id, std::optional<ApprovalState> before, Entry& entry);
-  void forgetOldestFinished();
-
-  const std::chrono::seconds max_age_;
-  const std::size_t finished_kept_;
+  // A million pending approvals may be held: the entries are compact (see approval_index.cpp).
+  struct Data;
+  std::unique_ptr<Data> d_;
   mutable std::mutex mutex_;
-  std::map<std::string, Entry, std::less<>> by_id_;
-  // Ids with a record, by the state the keys give (kept in step with by_id_).
-  std::array<std::set<std::string, std::less<>>, 6> by_state_;
-  // Finished approvals in the order they finished (the oldest is let go first).
-  std::map<std::uint64_t, std::string> finished_;
-  std::uint64_t finished_count_ = 0;
-  bool forgot_finished_ = false;
 };
 
 }  // namespace countersign

@@ -1,5 +1,6 @@
 #include "nats/record_index.hpp"
 
+#include <malloc.h>
 #include <pthread.h>
 
 #include <algorithm>
@@ -148,6 +149,9 @@ void RecordIndex::run() {
           live_ = true;
         }
         changed_.notify_all();
+        // Loading a large bucket buffered and parsed every record: hand the freed memory back,
+        // so that the process's size follows what the table holds.
+        malloc_trim(0);
         continue;
       }
       const std::uint64_t revision = kvEntry_Revision(entry);

@@ -216,5 +216,72 @@ TEST(ApprovalTableTest, FinishedApprovalsBeyondTheKeptWindowAreLetGoOpenOnesStay
   EXPECT_EQ(ids(roomy.page({.state = ApprovalState::rejected, .limit = 10})), std::vector<std::string>{"b-1"});
 }
 
+
+// Tens of thousands of approvals in any order, a share of them finished and let go: every page
+// of pending ones by cursor gives each pending id once, in order (the table's order is merged
+// from batches of additions and drops let-go entries in batches), and a pending approval costs
+// the table about its id's size plus a hundred bytes, not a node per field.
+TEST(ApprovalTableTest, ManyApprovalsInAnyOrderPageCompletelyAndStaySmall) {
+  ApprovalTable table(std::chrono::seconds(0), 1000);
+  constexpr int kCount = 30000;
+  std::vector<int> order(kCount);
+  for (int i = 0; i < kCount; ++i) order[static_cast<std::size_t>(i)] = (i * 7919) % kCount;  // a permutation
+  std::uint64_t revision = 0;
+  std::vector<std::string> pending;
+  char id[40];
+  for (const int i : order) {
+    std::snprintf(id, sizeof id, "%032x", i);
+    // As countersign holds: the job's id is the approval's, times as countersign writes them.
+    ApprovalRecord r;
+    r.id = id;
+    r.job_id = id;
+    r.topic = "finance.payment.execute";
+    r.rule = "payments";
+    r.created_at = "2026-12-06T07:00:00.000Z";
+    r.expires_at = "2026-12-06T07:30:00.000Z";
+    r.approvers = {"alice", "bob"};
+    r.payload = R"({"amount":250})";
+    table.put(id, toJson(r), ++revision);
+    if (i % 6 == 0) {
+      table.put(std::string(id) + "/decision", decision(FinalDecision::rejected), ++revision);
+    } else {
+      pending.emplace_back(id);
+    }
+  }
+  std::sort(pending.begin(), pending.end());
+  EXPECT_EQ(table.size(), pending.size() + 1000);
+  std::vector<std::string> seen;
+  std::string after;
+  for (int pages = 0; pages < 1000; ++pages) {
+    const auto page = table.page({.state = ApprovalState::pending, .after = after, .limit = 500});
+    ASSERT_TRUE(page.has_value());
+    for (const auto& item : page->items) {
+      EXPECT_EQ(item.topic, "finance.payment.execute");
+      EXPECT_EQ(item.created_at, "2026-12-06T07:00:00.000Z");
+      EXPECT_EQ(item.job_id, item.id);
+      EXPECT_EQ(item.approvers, (std::vector<std::string>{"alice", "bob"}));
+      seen.push_back(item.id);
+    }
+    after = page->next_after;
+    if (after.empty()) break;
+  }
+  EXPECT_EQ(seen, pending);
+  const double per_record = static_cast<double>(table.bytes()) / static_cast<double>(table.size());
+  EXPECT_LT(per_record, 200) << per_record;
+  // Text that is not kept compactly (a job id of its own, times written otherwise, a long id)
+  // comes back as it was written.
+  const std::string long_id = "zz-" + std::string(100, 'q');
+  table.put(long_id, record(long_id, "hr.leave"), ++revision);
+  const auto last = table.page({.state = ApprovalState::pending, .after = "zz", .limit = 5});
+  ASSERT_TRUE(last.has_value());
+  ASSERT_EQ(last->items.size(), 1u);
+  EXPECT_EQ(last->items[0].id, long_id);
+  EXPECT_EQ(last->items[0].job_id, "job-" + long_id);
+  EXPECT_EQ(last->items[0].created_at, "2026-12-06T07:00:00Z");
+  EXPECT_EQ(last->items[0].expires_at, "2026-12-06T07:30:00Z");
+  EXPECT_EQ(last->items[0].requester, "agent-7");
+  EXPECT_EQ(last->items[0].quorum, 2);
+}
+
 }  // namespace
 }  // namespace countersign
