@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -872,10 +873,23 @@ countersign::Headers benchReleaseHeaders(const countersign::ApprovalRecord& reco
   return headers;
 }
 
+// The steps of a bare approval, timed one by one when asked (the scale phase: which of the
+// server's lookups slows down with the bucket's size).
+enum ApproveStep { kStepGet, kStepCreateDecision, kStepPublish, kStepCreateReleased, kApproveSteps };
+
 bool approveSequence(jsCtx* js, kvStore* kv, const std::string& id, std::string& error,
-                     const std::function<void(const countersign::ApprovalRecord&)>& published) {
+                     const std::function<void(const countersign::ApprovalRecord&)>& published,
+                     std::array<std::int64_t, kApproveSteps>* step_ns = nullptr) {
+  std::int64_t mark = nowNs();
+  auto step = [&](ApproveStep done) {
+    if (step_ns == nullptr) return;
+    const std::int64_t now = nowNs();
+    (*step_ns)[done] = now - mark;
+    mark = now;
+  };
   kvEntry* entry = nullptr;
   natsStatus s = kvStore_Get(&entry, kv, id.c_str());
+  step(kStepGet);
   if (s != NATS_OK) {
     error = "get: " + natsText(s);
     return false;
@@ -894,6 +908,7 @@ bool approveSequence(jsCtx* js, kvStore* kv, const std::string& id, std::string&
   std::uint64_t revision = 0;
   s = kvStore_Create(&revision, kv, countersign::decisionKey(id).c_str(), decision_json.data(),
                      static_cast<int>(decision_json.size()));
+  step(kStepCreateDecision);
   if (s != NATS_OK) {
     error = "create decision: " + natsText(s);
     return false;
@@ -906,6 +921,7 @@ bool approveSequence(jsCtx* js, kvStore* kv, const std::string& id, std::string&
   jsPubAck* ack = nullptr;
   jsErrCode js_error{};
   s = js_PublishMsg(&ack, js, msg.get(), &options, &js_error);
+  step(kStepPublish);
   const std::string stream = ack != nullptr && ack->Stream != nullptr ? ack->Stream : "";
   const std::uint64_t sequence_number = ack != nullptr ? ack->Sequence : 0;
   jsPubAck_Destroy(ack);
@@ -922,6 +938,7 @@ bool approveSequence(jsCtx* js, kvStore* kv, const std::string& id, std::string&
   const std::string released_json = countersign::toJson(released);
   s = kvStore_Create(&revision, kv, countersign::releasedKey(id).c_str(), released_json.data(),
                      static_cast<int>(released_json.size()));
+  step(kStepCreateReleased);
   if (s != NATS_OK) {
     error = "create released: " + natsText(s);
     return false;
@@ -2921,6 +2938,12 @@ void approveToRelease(Rig& rig, Worker& worker) {
 
 // ---- 5. scale -------------------------------------------------------------------------------
 
+// The bare client's approvals at one size (rawSequentialApprovals).
+struct RawScaleRound {
+  ApproveRound round;
+  std::array<double, kApproveSteps + 1> step_p50_ns{};  // the steps, then the view update
+};
+
 struct ScaleRow {
   std::size_t pending = 0;
   double seed_s = 0;
@@ -2931,6 +2954,7 @@ struct ScaleRow {
   long rss_ready_kb = 0;
   long rss_scanned_kb = 0;
   long rss_end_kb = 0;
+  long rss_listed_kb = 0;  // after the `list` pages (the list index loaded)
   double idle_cs_cpu = 0;           // fraction of one core
   double idle_server_cpu = 0;       // fraction of one core
   std::string keys_as_countersign;  // kvStore_Keys with countersign's Timeout (30000)
@@ -2938,6 +2962,11 @@ struct ScaleRow {
   double gets_per_second =
       0;  // sequential kvStore_Get of records (the first scan's per-record get)
   ApproveRound approve;
+  // The bare client's approvals (get, create <id>/decision, publish, create <id>/released) of
+  // other records of the same bucket, one at a time, with countersign stopped: what the server's
+  // lookups and writes cost at this size, with nothing of countersign's.
+  RawScaleRound raw;
+  RawScaleRound raw_view;  // the same, each approval also rewriting the record (the view update)
   double list_first_ms = 0;  // `list` of the first 100 pending, through countersign
   double list_next_ms = 0;   // median of the following pages (`after` the last id)
   std::size_t list_items = 0;  // items of the first page
@@ -3070,6 +3099,57 @@ std::string scanCell(const ScaleRow& row, std::chrono::milliseconds idle) {
          fmt(row.idle_scan_seconds * 1000 / row.idle_scans, 1) + " ms";
 }
 
+// The bare client's approvals of `ids`, one at a time (approveSequence: what an approval must
+// ask of the server, no more); latency = start -> the worker has the job; server CPU per
+// approval; each step's p50. With `update_view`, each approval also rewrites the record (a KV
+// get and an update at its revision, as countersign's view update does), after it is answered.
+RawScaleRound rawSequentialApprovals(Connection& conn, const std::string& bucket, Worker& worker,
+                                     const std::vector<std::string>& ids, pid_t server, bool update_view) {
+  kvStore* kv = openBucket(conn, bucket);
+  ApprovalTracker tracker;
+  worker.expectApprovals([&](const std::string& id, std::int64_t at) { tracker.released(id, at); });
+  const std::int64_t from = nowNs();
+  tracker.setWindow(from, std::numeric_limits<std::int64_t>::max());
+  std::array<std::vector<std::int64_t>, kApproveSteps + 1> steps;
+  const double s0 = cpuSeconds(server);
+  for (const auto& id : ids) {
+    tracker.start(id, nowNs());
+    std::string error;
+    std::array<std::int64_t, kApproveSteps> took{};
+    const bool ok = approveSequence(conn.js(), kv, id, error, {}, &took);
+    tracker.answered(id, ok, error);
+    if (!ok) continue;
+    for (std::size_t i = 0; i < took.size(); ++i) steps[i].push_back(took[i]);
+    if (!tracker.waitDone(id, 5s)) note("scale raw approve: the worker never got " + id);
+    if (update_view) {
+      const std::int64_t began = nowNs();
+      kvEntry* entry = nullptr;
+      if (kvStore_Get(&entry, kv, id.c_str()) == NATS_OK) {
+        std::uint64_t revision = 0;
+        const natsStatus s = kvStore_Update(&revision, kv, id.c_str(), kvEntry_Value(entry), kvEntry_ValueLen(entry),
+                                            kvEntry_Revision(entry));
+        if (s != NATS_OK) note("scale raw approve: view update of " + id + ": " + natsText(s));
+      }
+      kvEntry_Destroy(entry);
+      steps[kApproveSteps].push_back(nowNs() - began);
+    }
+  }
+  const double s1 = cpuSeconds(server);
+  const double seconds = static_cast<double>(nowNs() - from) / 1e9;
+  worker.countOnly();
+  kvStore_Destroy(kv);
+  RawScaleRound out;
+  const double n = static_cast<double>(tracker.doneInWindow());
+  out.round.rate = seconds > 0 ? n / seconds : 0;
+  out.round.latency = percentiles(tracker.latencies());
+  out.round.failures = tracker.failures();
+  out.round.first_failure = tracker.firstFailure();
+  out.round.used = ids.size();
+  out.round.server_cpu_us = n > 0 ? (s1 - s0) * 1e6 / n : 0;
+  for (std::size_t i = 0; i < steps.size(); ++i) out.step_p50_ns[i] = percentiles(steps[i]).p50;
+  return out;
+}
+
 void scale(Rig& rig, Worker& worker) {
   const bool quick = rig.settings.quick;
   std::vector<std::size_t> sizes =
@@ -3160,6 +3240,7 @@ void scale(Rig& rig, Worker& worker) {
           row.list_error);
       row.list_no_match_ms = listPage(conn, R"({"state":"pending","topic":"hr.>","limit":100})", items, row.list_error);
     }
+    row.rss_listed_kb = rssKb(cs->pid());
     note("scale " + std::to_string(n) + ": list first page " + fmt(row.list_first_ms, 1) + " ms, next " +
          fmt(row.list_next_ms, 1) + " ms" + (row.list_ok ? "" : " (failed)"));
     note("scale " + std::to_string(n) + ": approve p50 " + fmtUs(row.approve.latency.p50) +
@@ -3167,6 +3248,18 @@ void scale(Rig& rig, Worker& worker) {
          fmt(row.idle_cs_cpu * 100, 0) + "%, server " + fmt(row.idle_server_cpu * 100, 0) +
          "%, RSS " + std::to_string(row.rss_end_kb) + " KiB");
     cs->process->stop();
+    // Other records than countersign approved (between its picks), countersign stopped.
+    std::vector<std::string> raw_picks, view_picks;
+    for (std::size_t i = 0; i < approvals && i < n; ++i) {
+      raw_picks.push_back(ids[std::min(n - 1, (i * n) / approvals + 1)]);
+      view_picks.push_back(ids[std::min(n - 1, (i * n) / approvals + 2)]);
+    }
+    row.raw = rawSequentialApprovals(conn, bucket, worker, raw_picks, rig.server.pid(), false);
+    row.raw_view = rawSequentialApprovals(conn, bucket, worker, view_picks, rig.server.pid(), true);
+    note("scale " + std::to_string(n) + ": bare client approve p50 " + fmtUs(row.raw.round.latency.p50) +
+         ", server CPU " + fmt(row.raw.round.server_cpu_us, 0) + " us per approval, " +
+         fmt(row.raw_view.round.server_cpu_us, 0) + " us with the view update (countersign's: " +
+         fmt(row.approve.server_cpu_us, 0) + " us, countersign itself " + fmt(row.approve.proc_cpu_us, 0) + " us)");
     deleteBucket(conn, bucket);
     rows.push_back(row);
   }
@@ -3203,7 +3296,7 @@ void scale(Rig& rig, Worker& worker) {
        "matches: the whole index is walked).\n\n"
     << "| pending | seed | kvStore_Keys, Timeout 30000 | kvStore_Keys, Timeout 0 | sequential gets "
        "| ready | first "
-       "scan done | failed scans (start / idle) | RSS ready / after scan / end | idle CPU "
+       "scan done | failed scans (start / idle) | RSS ready / after scan / end / after `list` | idle CPU "
        "countersign / nats-server "
        "| replayer scans in the idle window: CPU / wall per scan | approve p50 / p99 | approvals/s | failures | `list` "
        "first page / next pages | `list` deep page / filtered / filter matching none |\n"
@@ -3215,7 +3308,7 @@ void scale(Rig& rig, Worker& worker) {
       << (row.first_scan_ms ? fmt(*row.first_scan_ms, 0) + " ms" : std::string("never")) << " | "
       << row.failed_scans_at_start << " / " << row.failed_scans_idle << " | "
       << row.rss_ready_kb / 1024 << " / " << row.rss_scanned_kb / 1024 << " / "
-      << row.rss_end_kb / 1024 << " MiB | " << fmt(row.idle_cs_cpu * 100, 0) << "% / "
+      << row.rss_end_kb / 1024 << " / " << row.rss_listed_kb / 1024 << " MiB | " << fmt(row.idle_cs_cpu * 100, 0) << "% / "
       << fmt(row.idle_server_cpu * 100, 0) << "% | " << scanCell(row, idle) << " | "
       << fmtUs(row.approve.latency.p50) << " / "
       << fmtUs(row.approve.latency.p99) << " | " << fmtRate(row.approve.rate) << " | "
@@ -3228,9 +3321,40 @@ void scale(Rig& rig, Worker& worker) {
                                : std::string("-"))
       << " |\n";
   }
+  d << "\nWhose is the time of an approval at each size: countersign's approvals above against the "
+       "bare client's (`approveSequence`: KV get of the record, KV create `<id>/decision`, JetStream "
+    << "publish, KV create `<id>/released`, one at a time, "
+    << approvals
+    << " other records of the same bucket, with countersign stopped; then as many again that also "
+       "rewrite the record after the answer, a KV get and an update at its revision, as countersign's "
+       "view update does), and the CPU each takes of countersign and of nats-server per approval "
+       "(countersign also stores two audit events). The steps' p50 are the bare client's. Sequential "
+       "gets: the bare client's `kvStore_Get`s before countersign started.\n\n"
+    << "| pending | countersign p50 / p99 | countersign approvals/s | countersign CPU per approval | "
+       "nats-server CPU per countersign approval | bare client p50 / p99 | bare client approvals/s | "
+       "nats-server CPU per bare approval / with the view update | steps p50: get / create decision / "
+       "publish / create released / view update | sequential gets |\n"
+    << "|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const auto& row : rows) {
+    const ApproveRound& raw = row.raw.round;
+    d << "| " << row.pending << " | " << fmtUs(row.approve.latency.p50) << " / " << fmtUs(row.approve.latency.p99)
+      << " | " << fmtRate(row.approve.rate) << " | " << fmt(row.approve.proc_cpu_us, 0) << " µs | "
+      << fmt(row.approve.server_cpu_us, 0) << " µs | " << fmtUs(raw.latency.p50) << " / " << fmtUs(raw.latency.p99)
+      << " | " << fmtRate(raw.rate)
+      << (raw.failures > 0 ? " (" + std::to_string(raw.failures) + " failed: `" + raw.first_failure + "`)"
+                           : std::string())
+      << " | " << fmt(raw.server_cpu_us, 0) << " / " << fmt(row.raw_view.round.server_cpu_us, 0) << " µs | "
+      << fmtUs(row.raw.step_p50_ns[kStepGet]) << " / " << fmtUs(row.raw.step_p50_ns[kStepCreateDecision]) << " / "
+      << fmtUs(row.raw.step_p50_ns[kStepPublish]) << " / " << fmtUs(row.raw.step_p50_ns[kStepCreateReleased])
+      << " / " << fmtUs(row.raw_view.step_p50_ns[kApproveSteps]) << " | " << fmtRate(row.gets_per_second) << " |\n";
+  }
   if (rows.size() >= 2) {
     const auto& small = rows.front();
     const auto& large = rows.back();
+    // countersign's own factor: how much more its p50 grows than the bare client's over the same
+    // sizes (1.0: all of the growth is the server's).
+    const double raw_growth =
+        small.raw.round.latency.p50 > 0 ? large.raw.round.latency.p50 / small.raw.round.latency.p50 : 0;
     const double growth =
         small.approve.latency.p50 > 0 ? large.approve.latency.p50 / small.approve.latency.p50 : 0;
     const double rate_drop = large.approve.rate > 0 ? small.approve.rate / large.approve.rate : 0;
@@ -3242,8 +3366,12 @@ void scale(Rig& rig, Worker& worker) {
       << small.pending << ", approvals/s (one at a time, so 1 / mean latency) "
       << fmt(rate_drop > 0 ? 1 / rate_drop : 0, 2)
       << "x (aim: p50 at most 1.2x, rate at least 1/1.2). RSS grows by " << fmt(bytes_per_record, 0)
-      << " bytes per pending record (payloads are 256 B; aim: less than one payload per record). "
-         "A scan that fails early holds no per-record state, so RSS is only meaningful where the "
+      << " bytes per pending record (payloads are 256 B; aim: less than one payload per record); "
+         "once `list` has loaded the list index, by "
+      << fmt(static_cast<double>(large.rss_listed_kb - small.rss_listed_kb) * 1024.0 /
+                 static_cast<double>(large.pending - small.pending),
+             0)
+      << " bytes. A scan that fails early holds no per-record state, so RSS is only meaningful where the "
          "first scan "
          "completed.\n\n";
     rig.report.summary.push_back(
@@ -3254,6 +3382,22 @@ void scale(Rig& rig, Worker& worker) {
          "p50 " + fmt(growth, 2) + "x, rate " + fmt(rate_drop > 0 ? 1 / rate_drop : 0, 2) + "x; " +
              fmt(bytes_per_record, 0) + " B/record",
          "p50 <= 1.2x, rate >= 0.83x; < 256 B/record", flat && lean});
+    const double own = raw_growth > 0 ? growth / raw_growth : 0;
+    d << "The bare client's p50 at " << large.pending << " is " << fmt(raw_growth, 2) << "x its p50 at "
+      << small.pending << " (nats-server CPU per bare approval " << fmt(small.raw.round.server_cpu_us, 0) << " -> "
+      << fmt(large.raw.round.server_cpu_us, 0) << " µs, with the view update "
+      << fmt(small.raw_view.round.server_cpu_us, 0) << " -> " << fmt(large.raw_view.round.server_cpu_us, 0)
+      << " µs); countersign's own factor (its p50 growth / the bare "
+      << "client's) is " << fmt(own, 2) << "x. countersign's CPU per approval "
+      << fmt(small.approve.proc_cpu_us, 0) << " -> " << fmt(large.approve.proc_cpu_us, 0)
+      << " µs, nats-server's per countersign approval " << fmt(small.approve.server_cpu_us, 0) << " -> "
+      << fmt(large.approve.server_cpu_us, 0) << " µs.\n\n";
+    rig.report.summary.push_back(
+        {"5. scale: approve p50 growth " + std::to_string(small.pending) + " -> " + std::to_string(large.pending) +
+             " pending, countersign against the bare client (its own factor = its growth / the bare client's)",
+         fmtUs(small.raw.round.latency.p50) + " -> " + fmtUs(large.raw.round.latency.p50) + " (" + fmt(raw_growth, 2) + "x)",
+         fmtUs(small.approve.latency.p50) + " -> " + fmtUs(large.approve.latency.p50) + " (" + fmt(growth, 2) + "x)",
+         "own " + fmt(own, 2) + "x", "(information)", std::nullopt, true});
     rig.report.plot.push_back({"scale rate " + std::to_string(large.pending / 1000) + "k/" +
                                    std::to_string(small.pending / 1000) + "k",
                                rate_drop > 0 ? 1 / rate_drop : 0, std::nullopt, 1 / 1.2});
