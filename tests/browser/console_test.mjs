@@ -366,6 +366,33 @@ async function main() {
   const preflight = await fetch(origin + '/api/v1/approvals', { method: 'OPTIONS', headers: { Origin: 'https://evil.example' } });
   check(preflight.status >= 400 && !preflight.headers.get('access-control-allow-origin'), 'no CORS: a cross-origin page cannot call the API');
 
+  // countersign restarts under an open list: the event stream breaks, the page says
+  // "reconnecting", reconnects with the Last-Event-ID it saw last (the old process's, so it is
+  // told to resync), reloads the list, and a job held after the restart appears without reload.
+  await page.goto(origin + '/ui/');
+  await page.waitForSelector('body[data-live="1"]');
+  const beforeRestart = await hold('before-restart-' + Date.now(), { env: 'production', amount: 601 });
+  await page.waitForSelector(`#rows tr[data-id="${beforeRestart.approval_id}"]`, { timeout: 2000 });
+  const streamRequests = [];
+  let listReloads = 0;
+  page.on('request', (request) => {
+    const path = new URL(request.url()).pathname;
+    if (path === '/api/v1/events') streamRequests.push(request.headers()['last-event-id'] || '');
+    if (path === '/api/v1/approvals') listReloads++;
+  });
+  const wentOff = page.waitForSelector('body[data-live="0"]', { timeout: 20000 });
+  await stack.restartGateway();
+  await wentOff;
+  const afterRestart = await hold('after-restart-' + Date.now(), { env: 'production', amount: 602 });
+  await page.waitForSelector(`#rows tr[data-id="${afterRestart.approval_id}"]`, { timeout: 20000 });
+  await page.waitForSelector('body[data-live="1"]', { timeout: 5000 });
+  check(streamRequests.length > 0 && streamRequests.every((id) => /^[0-9a-f]{16}-\d+$/.test(id)),
+    'after countersign restarted the page reconnected with Last-Event-ID (' + streamRequests.join(', ') + ')');
+  check(listReloads > 0, 'told to resync (the id is the old process\'s), the page loaded the list again');
+  check((await page.$$(`#rows tr[data-id="${beforeRestart.approval_id}"]`)).length === 1,
+    'a job held after the restart appears without reload, and the list still holds the one from before');
+  consoleErrors.splice(0, consoleErrors.length, ...consoleErrors.filter((e) => !/net::ERR_/.test(e)));  // while it was down
+
   // Sign out clears the token.
   await page.click('#signout');
   check(await page.evaluate(() => sessionStorage.getItem('countersign.token') === null) && await page.isVisible('#signin'),

@@ -80,7 +80,7 @@ export async function startStack(countersignBin, natsServerBin) {
       /Listening for client connections on [^\s]*:(\d+)/);
     const natsUrl = 'nats://127.0.0.1:' + server.match[1];
     writeFileSync(join(dir, 'policy.yaml'), policy(100));
-    writeFileSync(join(dir, 'countersign.yaml'), `nats:
+    const config = `nats:
   servers: ["${natsUrl}"]
 policy:
   file: policy.yaml
@@ -101,10 +101,28 @@ admin:
     - { approver: bob, token: ${BOB}, scope: approve }
     - { approver: rita, token: ${RITA}, scope: read }
     - { approver: carol, token: ${CAROL}, scope: approve }
-`);
-    const gateway = await start(children, dir, countersignBin, ['run', '--config', join(dir, 'countersign.yaml')],
-      /admin http:\/\/127\.0\.0\.1:(\d+)/);
-    return { dir, natsUrl, origin: 'http://127.0.0.1:' + gateway.match[1], gateway: gateway.child, gatewayLog: gateway.output, stop };
+`;
+    writeFileSync(join(dir, 'countersign.yaml'), config);
+    const runArgs = ['run', '--config', join(dir, 'countersign.yaml')];
+    const gateway = await start(children, dir, countersignBin, runArgs, /admin http:\/\/127\.0\.0\.1:(\d+)/);
+    const port = gateway.match[1];
+    const stack = { dir, natsUrl, origin: 'http://127.0.0.1:' + port, gateway: gateway.child, gatewayLog: gateway.output, stop };
+    // Stops countersign (SIGTERM) and starts it again on the same admin port: a page keeps its
+    // origin and sees its event stream break. The bucket and the streams stay.
+    stack.restartGateway = async () => {
+      const old = stack.gateway;
+      if (old.exitCode === null) {
+        const exited = new Promise((done) => old.once('exit', done));
+        old.kill('SIGTERM');
+        await exited;
+      }
+      writeFileSync(join(dir, 'countersign.yaml'), config.replace('listen: "127.0.0.1:0"', `listen: "127.0.0.1:${port}"`));
+      const again = await start(children, dir, countersignBin, runArgs, new RegExp(`admin http://127\\.0\\.0\\.1:${port}`));
+      stack.gateway = again.child;
+      const before = stack.gatewayLog;
+      stack.gatewayLog = () => before() + again.output();
+    };
+    return stack;
   } catch (error) {
     await stop();
     throw error;
