@@ -28,7 +28,8 @@ class Releaser {
   // `by`: "approve" or "replay" (recorded in <id>/released).
   // `vote`: the approval that decided it, folded into the record's view in the same write
   // (one compare-and-swap instead of two on the approve path). `entry`: the record's KV entry
-  // as the caller read it, so that the view's update need not read it again. `tail`: when
+  // as the caller read it (`record` is parsed from it), so that the view's update is written on
+  // its revision without reading or parsing it again. `tail`: when
   // given and the publish was confirmed, the create of <id>/released, the view's update and the
   // `released` event are not done here but handed back to run later (after answering).
   ReleaseOutcome release(const ApprovalRecord& record, const DecisionRecord& decision,

@@ -102,16 +102,15 @@ ReleaseOutcome Releaser::release(const ApprovalRecord& record, const DecisionRec
     // <id>/released and the view's update (on the revision the approval read, when it still
     // stands) are independent writes: sent together, one wait for both.
     const std::string released_json = toJson(released);
+    // `record` is what the caller parsed from `entry`: changed as updateRecord would change it.
     std::optional<ApprovalRecord> view;
     std::string view_json;
-    bool read_again = true;  // no revision to write on: updateRecord reads the record
+    const bool read_again = !entry;  // no revision to write on: updateRecord reads the record
     if (entry) {
-      if (auto parsed = parseApprovalRecord(entry->value)) {
-        read_again = false;
-        if (change(*parsed)) {
-          view = std::move(*parsed);
-          view_json = toJson(*view);
-        }
+      ApprovalRecord changed = record;
+      if (change(changed)) {
+        view = std::move(changed);
+        view_json = toJson(*view);
       }
     }
     const std::string released_key = releasedKey(record.id);
