@@ -177,13 +177,10 @@ class AccountsTest : public ::testing::Test {
     producer_ = std::make_unique<Client>(userUrl(*server_, "producer"));
     worker_ = std::make_unique<Client>(userUrl(*server_, "worker"));
     approver_ = std::make_unique<Client>(userUrl(*server_, "approver"));
-    CountersignOptions options;
-    options.config_yaml = basicConfig(userUrl(*server_, "countersign"));
-    options.policy_yaml = seedPolicy();
-    options.nats_url = userUrl(*server_, "approver");  // readiness: control.list as an approver
-    countersign_ = CountersignProcess::start(options);
+    // The shipped config of the accounts layouts: it serves this variant too.
+    countersign_ = CountersignProcess::start(deployOptions(*server_, deployConfig("countersign-accounts.yaml")));
     // Reads the KV bucket with countersign's own user: the store lives in COUNTERSIGN.
-    store_reader_ = std::make_unique<Client>(userUrl(*server_, "countersign"));
+    store_reader_ = std::make_unique<Client>(userUrl(*server_, "countersign"), "_CS_INBOX.reader");
   }
 
   std::unique_ptr<NatsServer> server_;
@@ -732,54 +729,6 @@ TEST(ProducerEventsTest, EachProducerReadsOnlyItsTopicsEventsAndMatchesThemByJob
 
 // ---- to_stream across accounts: the stream lives in COUNTERSIGN ----------------------------------
 
-// A JetStream connection as one user, asking on `inbox_prefix` (the countersign user may subscribe
-// only to its own inbox prefix, so the harness's Client cannot ask as it).
-class JetStreamAs {
- public:
-  JetStreamAs(const std::string& url, const std::string& inbox_prefix) {
-    natsOptions* opts = nullptr;
-    natsOptions_Create(&opts);
-    natsOptions_SetURL(opts, url.c_str());
-    natsOptions_SetCustomInboxPrefix(opts, inbox_prefix.c_str());
-    EXPECT_EQ(natsConnection_Connect(&conn_, opts), NATS_OK);
-    natsOptions_Destroy(opts);
-    if (conn_ != nullptr) {
-      EXPECT_EQ(natsConnection_JetStream(&js_, conn_, nullptr), NATS_OK);
-    }
-  }
-  ~JetStreamAs() {
-    jsCtx_Destroy(js_);
-    natsConnection_Destroy(conn_);
-  }
-  JetStreamAs(const JetStreamAs&) = delete;
-  JetStreamAs& operator=(const JetStreamAs&) = delete;
-
-  void addStream(const std::string& name, const std::string& subjects) {
-    jsStreamConfig cfg;
-    jsStreamConfig_Init(&cfg);
-    cfg.Name = name.c_str();
-    const char* subject_list[] = {subjects.c_str()};
-    cfg.Subjects = subject_list;
-    cfg.SubjectsLen = 1;
-    jsStreamInfo* info = nullptr;
-    jsErrCode code{};
-    EXPECT_EQ(js_AddStream(&info, js_, &cfg, nullptr, &code), NATS_OK) << code;
-    jsStreamInfo_Destroy(info);
-  }
-  std::uint64_t messages(const std::string& stream) {
-    jsStreamInfo* info = nullptr;
-    jsErrCode code{};
-    EXPECT_EQ(js_GetStreamInfo(&info, js_, stream.c_str(), nullptr, &code), NATS_OK) << code;
-    const std::uint64_t count = info != nullptr ? info->State.Msgs : 0;
-    jsStreamInfo_Destroy(info);
-    return count;
-  }
-
- private:
-  natsConnection* conn_ = nullptr;
-  jsCtx* js_ = nullptr;
-};
-
 // A stream in WORKERS cannot take countersign's releases with a PubAck (a stream import carries no
 // answer back). What deploy/nats/README.md says to do instead, run here: the stream JOBS in
 // COUNTERSIGN captures jobs.>, countersign's config names it (to_stream: JOBS), and workers keep
@@ -789,8 +738,9 @@ TEST(AccountsToStreamTest, StreamInTheCountersignAccountTakesReleasesOnce) {
   NatsServerOptions server_options;
   server_options.extra_config = std::string(kPasswords) + kAuditorPassword + deployFile("accounts-replies-block.conf");
   auto server = NatsServer::start(server_options);
-  JetStreamAs admin(userUrl(*server, "countersign"), "_CS_INBOX.admin");
-  admin.addStream("JOBS", "jobs.>");
+  // As the countersign user, which may subscribe only to its own inbox prefix.
+  Client admin(userUrl(*server, "countersign"), "_CS_INBOX.admin");
+  admin.addStream("JOBS", {"jobs.>"});
   Client producer(userUrl(*server, "producer"));
   Client worker(userUrl(*server, "worker"));
   Client approver(userUrl(*server, "approver"));
@@ -826,7 +776,7 @@ TEST(AccountsToStreamTest, StreamInTheCountersignAccountTakesReleasesOnce) {
   std::this_thread::sleep_for(1500ms);
   EXPECT_EQ(payments.count(), 1u) << "delivered more than once";
   EXPECT_EQ(countersign->stop(), 0);
-  EXPECT_EQ(admin.messages("JOBS"), 1u) << "JOBS stored the release more than once";
+  EXPECT_EQ(admin.streamMessageCount("JOBS"), 1u) << "JOBS stored the release more than once";
   // No release went elsewhere or failed on its way (the only warning is the open mode's).
   const std::string logs = countersign->logs();
   EXPECT_EQ(logs.find("\"level\":\"error\""), std::string::npos) << logs;

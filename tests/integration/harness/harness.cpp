@@ -245,10 +245,11 @@ void NatsServer::restart() {
 
 // ---- Client ---------------------------------------------------------------------------------
 
-Client::Client(const std::string& url) {
+Client::Client(const std::string& url, const std::string& inbox_prefix) {
   natsOptions* opts = nullptr;
   natsStatus s = natsOptions_Create(&opts);
   if (s == NATS_OK) s = natsOptions_SetURL(opts, url.c_str());
+  if (s == NATS_OK && !inbox_prefix.empty()) s = natsOptions_SetCustomInboxPrefix(opts, inbox_prefix.c_str());
   if (s == NATS_OK) s = natsOptions_SetName(opts, "countersign-test-client");
   if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
   // Tests restart servers under a live client: keep reconnecting, quickly.

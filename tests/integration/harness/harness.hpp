@@ -74,7 +74,9 @@ class NatsServer {
 // A test-side cnats connection. Thread-safe like cnats itself.
 class Client {
  public:
-  explicit Client(const std::string& url);
+  // `inbox_prefix`: its replies' prefix (cnats' _INBOX when empty), for users that may subscribe
+  // only to their own.
+  explicit Client(const std::string& url, const std::string& inbox_prefix = "");
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
