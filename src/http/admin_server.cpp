@@ -29,6 +29,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <span>
 #include <string>
 #include <thread>
 #include <unordered_set>
@@ -261,7 +262,8 @@ class EventStream : public std::enable_shared_from_this<EventStream> {
       inflight_.push_back(std::move(frame));
       queue_.pop_front();
     }
-    asio::async_write(socket_, buffers_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+    // A view of buffers_ (which lives as long as the write): the write copies no vector.
+    asio::async_write(socket_, std::span<const asio::const_buffer>(buffers_), [self = shared_from_this()](beast::error_code ec, std::size_t) {
       self->writing_ = false;
       if (ec) return self->close();
       self->write();
@@ -276,7 +278,7 @@ class EventStream : public std::enable_shared_from_this<EventStream> {
   std::deque<std::pair<Frame, std::size_t>> queue_;  // frames and the events each holds
   std::size_t queued_ = 0;                           // events in queue_
   std::vector<Frame> inflight_;                 // the frames of the write in progress
-  std::vector<asio::const_buffer> buffers_;     // ... and their bytes (kept: no allocation per write)
+  std::vector<asio::const_buffer> buffers_;     // ... and their bytes (its capacity is kept)
   std::chrono::steady_clock::time_point write_started_;
   std::vector<char> watch_;
   bool writing_ = false;
