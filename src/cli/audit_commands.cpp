@@ -29,35 +29,50 @@ struct StoredEvent {
   std::optional<std::string> key;        // Countersign-Event-Key
 };
 
-// Calls `visit` for every message of the stream, oldest first. False when the stream cannot be
-// read (the reason is printed).
-bool forEachEvent(natsio::Connection& connection, const std::string& stream,
-                  const std::function<void(const StoredEvent&)>& visit, std::uint64_t from = 0) {
+// Why the stream cannot be read, printed; the exit code for it. A request the server refused
+// (the user may not use the JetStream API on this stream) says "permission denied", not Timeout.
+int cannotRead(natsio::Connection& connection, natsStatus status, const std::string& subject, const Target& target,
+               const std::string& what) {
+  if (status == NATS_NOT_FOUND) {
+    std::cerr << "countersign: " << what << ": " << natsStatus_GetText(status) << '\n';
+    return kExitUnreachable;
+  }
+  return reportNoAnswer(connection.raw(), status, subject, target,
+                        "is JetStream enabled, and may this user read " + target.audit_stream + "?");
+}
+
+// Calls `visit` for every message of the stream, oldest first. Returns kExitOk, or the exit code
+// when the stream cannot be read (the reason is printed).
+int forEachEvent(natsio::Connection& connection, const Target& target, int timeout_ms,
+                 const std::function<void(const StoredEvent&)>& visit, std::uint64_t from = 0) {
+  const std::string& stream = target.audit_stream;
+  jsOptions wait;  // each JetStream request waits --timeout-ms
+  jsOptions_Init(&wait);
+  wait.Wait = timeout_ms;
   jsStreamInfo* info = nullptr;
   jsErrCode code = static_cast<jsErrCode>(0);
-  natsStatus status = js_GetStreamInfo(&info, connection.js(), stream.c_str(), nullptr, &code);
+  natsStatus status = js_GetStreamInfo(&info, connection.js(), stream.c_str(), &wait, &code);
   if (status != NATS_OK) {
-    std::cerr << "countersign: audit stream " << stream << ": " << natsStatus_GetText(status) << '\n';
-    return false;
+    return cannotRead(connection, status, "$JS.API.STREAM.INFO." + stream, target, "audit stream " + stream);
   }
   const std::uint64_t first = info->State.FirstSeq;
   const std::uint64_t last = info->State.LastSeq;
   const std::uint64_t count = info->State.Msgs;
   jsStreamInfo_Destroy(info);
-  if (count == 0) return true;
+  if (count == 0) return kExitOk;
   for (std::uint64_t seq = std::max(first, from); seq <= last; ++seq) {
     natsMsg* msg = nullptr;
-    status = js_GetMsg(&msg, connection.js(), stream.c_str(), seq, nullptr, &code);
+    status = js_GetMsg(&msg, connection.js(), stream.c_str(), seq, &wait, &code);
     if (status == NATS_NOT_FOUND) continue;
     if (status != NATS_OK) {
-      std::cerr << "countersign: reading " << stream << " #" << seq << ": " << natsStatus_GetText(status) << '\n';
-      return false;
+      return cannotRead(connection, status, "$JS.API.STREAM.MSG.GET." + stream, target,
+                        "reading " + stream + " #" + std::to_string(seq));
     }
     visit(StoredEvent{seq, std::string(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg))),
                       natsio::messageHeader(msg, kEventSignatureHeader), natsio::messageHeader(msg, kEventKeyHeader)});
     natsMsg_Destroy(msg);
   }
-  return true;
+  return kExitOk;
 }
 
 std::string str(const rapidjson::Value& obj, const char* name) {
@@ -99,7 +114,7 @@ int auditCommand(const ClientOptions& options, const std::string& id, const Audi
   int found = 0;
   int doubtful = 0;  // events not verified
   if (!options.json) std::printf("%-14s %-24s %-16s %-20s %s\n", "SIGNATURE", "AT", "EVENT", "ACTOR", "REASON");
-  const bool ok = forEachEvent(*connection, target->audit_stream, [&](const StoredEvent& e) {
+  const int read = forEachEvent(*connection, *target, options.timeout_ms, [&](const StoredEvent& e) {
     rapidjson::Document doc;
     doc.Parse(e.body.data(), e.body.size());
     if (doc.HasParseError() || !doc.IsObject() || str(doc, "approval_id") != id) return;
@@ -121,7 +136,7 @@ int auditCommand(const ClientOptions& options, const std::string& id, const Audi
                   str(doc, "event").c_str(), str(doc, "actor").c_str(), str(doc, "reason").c_str());
     }
   });
-  if (!ok) return kExitUnreachable;
+  if (read != kExitOk) return read;
   if (found == 0) {
     std::cerr << "countersign: no events for " << id << " in " << target->audit_stream << '\n';
     return kExitRefused;
@@ -170,7 +185,7 @@ int auditVerifyCommand(const ClientOptions& options, const AuditVerifyOptions& v
   std::vector<std::string> problems;
   std::vector<std::uint64_t> foreign;  // stream sequences of messages that are not countersign events
   std::size_t events = 0;
-  const bool ok = forEachEvent(*connection, target->audit_stream, [&](const StoredEvent& e) {
+  const int read = forEachEvent(*connection, *target, options.timeout_ms, [&](const StoredEvent& e) {
     ++events;
     rapidjson::Document doc;
     doc.Parse(e.body.data(), e.body.size());
@@ -201,7 +216,7 @@ int auditVerifyCommand(const ClientOptions& options, const AuditVerifyOptions& v
     chains[chain].push_back(Link{seq->value.GetUint64(), str(doc, "prev"),
                                  "sha256:" + json::sha256Hex(e.body), e.stream_seq});
   }, verify.from);
-  if (!ok) return kExitUnreachable;
+  if (read != kExitOk) return read;
   for (auto& [chain, links] : chains) {
     std::sort(links.begin(), links.end(), [](const Link& a, const Link& b) { return a.seq < b.seq; });
     // From a stream sequence on, a chain may begin before it: its first event here is not seq 1.

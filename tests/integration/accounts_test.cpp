@@ -404,6 +404,12 @@ void approverAndAuditorRunTheirCliCommands(const NatsServer& server, const Count
   const CommandResult refused = runCountersign(approve);
   EXPECT_EQ(refused.exit_code, 1) << refused.err;
   EXPECT_NE(refused.err.find("permission"), std::string::npos) << refused.err;
+  // Nor may the approver read the audit stream: the CLI says so instead of timing out.
+  const CommandResult unread =
+      runCountersign({"audit", "verify", "--key", countersign.receiptKey(), "-s", approver, "--timeout-ms", "2000"});
+  EXPECT_EQ(unread.exit_code, 1) << unread.err;
+  EXPECT_NE(unread.err.find("permission denied"), std::string::npos) << unread.err;
+  EXPECT_EQ(unread.err.find("Timeout"), std::string::npos) << unread.err;
 }
 
 TEST_F(AccountsRepliesTest, ApproverAndAuditorRunTheirCliCommands) {
