@@ -4,7 +4,6 @@
 #include <rapidjson/document.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -18,6 +17,7 @@
 #include "countersign/json.hpp"
 #include "countersign/nkeys.hpp"
 #include "nats/audit_reader.hpp"
+#include "output.hpp"
 
 namespace countersign::cli {
 namespace {
@@ -113,7 +113,7 @@ int auditCommand(const ClientOptions& options, const std::string& id, const Audi
   if (!connection) return kExitUnreachable;
   int found = 0;
   int doubtful = 0;  // events not verified
-  if (!options.json) std::printf("%-14s %-24s %-16s %-20s %s\n", "SIGNATURE", "AT", "EVENT", "ACTOR", "REASON");
+  Table table({"SIGNATURE", "AT", "EVENT", "ACTOR", "REASON"});
   const int read = forEachEvent(*connection, *target, options.timeout_ms, [&](const StoredEvent& e) {
     rapidjson::Document doc;
     doc.Parse(e.body.data(), e.body.size());
@@ -132,11 +132,11 @@ int auditCommand(const ClientOptions& options, const std::string& id, const Audi
         std::cout << w.finish() << '\n';
       }
     } else {
-      std::printf("%-14s %-24s %-16s %-20s %s\n", std::string(toString(origin)).c_str(), str(doc, "at").c_str(),
-                  str(doc, "event").c_str(), str(doc, "actor").c_str(), str(doc, "reason").c_str());
+      table.row({std::string(toString(origin)), str(doc, "at"), str(doc, "event"), str(doc, "actor"), str(doc, "reason")});
     }
   });
   if (read != kExitOk) return read;
+  if (!options.json && found > 0) table.print(std::cout);
   if (found == 0) {
     std::cerr << "countersign: no events for " << id << " in " << target->audit_stream << '\n';
     return kExitRefused;

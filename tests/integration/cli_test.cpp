@@ -200,6 +200,24 @@ TEST_F(CliTest, PendingShowsJobIdsInAlignedColumns) {
   }
   EXPECT_TRUE(saw_derived) << r.out;
   EXPECT_TRUE(has(r.out, long_id)) << r.out;
+
+  // The audit trail's table too, with a long approver name.
+  const std::string approver = "alice.with-a-rather-long-name@finance.example.com";
+  ASSERT_EQ(cli({"approve", "p-1", "--as", approver, "--reason", "checked"}).exit_code, 0);
+  const CommandResult trail = cli({"audit", "p-1", "--key", gateway_->receiptKey()});
+  ASSERT_EQ(trail.exit_code, 0) << both(trail);
+  const auto trail_rows = lines(trail.out);
+  ASSERT_GE(trail_rows.size(), 3u) << trail.out;
+  const auto reason_col = trail_rows[0].find("REASON");
+  ASSERT_NE(reason_col, std::string::npos) << trail.out;
+  bool saw_approved = false;
+  for (const auto& row : trail_rows) {
+    if (!has(row, " approved ")) continue;
+    saw_approved = true;
+    EXPECT_EQ(row.find("checked"), reason_col) << "REASON column out of line:\n" << trail.out;
+    EXPECT_TRUE(has(row, approver)) << row;
+  }
+  EXPECT_TRUE(saw_approved) << trail.out;
 }
 
 TEST_F(CliTest, WatchTellsHeldApprovedReleasedInWords) {
