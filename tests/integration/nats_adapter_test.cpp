@@ -997,6 +997,83 @@ TEST_F(NatsAdapterTest, RequestsGetTheirOwnRepliesOnTheThreadsInbox) {
   EXPECT_LT(std::chrono::steady_clock::now() - waiting, 3s);
 }
 
+// Several requests out on one thread (send, then awaitReply for each): every wait gets its own
+// reply whatever order they come in (the responder answers the last first), a reply that came
+// while another was awaited is kept, and a request whose wait timed out does not leave its late
+// reply to the next.
+TEST_F(NatsAdapterTest, RequestsSentTogetherGetTheirOwnRepliesInAnyOrder) {
+  auto responder = connectTo(server->url());
+  std::mutex mutex;
+  std::vector<Message> held;  // answered in reverse once three have come
+  auto reverse = Subscription::subscribe(
+      *responder, "svc.reverse", "",
+      [&](Message&& m) {
+        const std::lock_guard lock(mutex);
+        held.push_back(std::move(m));
+        if (held.size() < 3) return;
+        for (auto it = held.rbegin(); it != held.rend(); ++it) {
+          const std::string body = "re:" + it->payload;
+          OutMessage out{it->reply, "", nullptr, body};
+          (void)NatsPublisher(*responder).publish(out, Delivery::core, 1s);
+        }
+        held.clear();
+      },
+      {}, "it-reverse");
+  ASSERT_TRUE(reverse.has_value()) << reverse.error().message;
+  ASSERT_TRUE(responder->flush(5s).has_value());
+  const auto text = [](const natsio::OwnedNatsMsg& m) {
+    return std::string(natsMsg_GetData(m.get()), static_cast<std::size_t>(natsMsg_GetDataLength(m.get())));
+  };
+
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE(round);
+    std::vector<std::uint64_t> numbers;
+    for (const char* body : {"a", "b", "c"}) {
+      auto sent = connection->send(OutMessage{"svc.reverse", "", nullptr, body}, "reverse");
+      ASSERT_TRUE(sent.has_value()) << sent.error().message;
+      numbers.push_back(*sent);
+    }
+    // In the order sent, though "c" is answered first; then in another order.
+    const std::vector<std::size_t> order = round == 1 ? std::vector<std::size_t>{1, 2, 0}
+                                                      : std::vector<std::size_t>{0, 1, 2};
+    for (const std::size_t i : order) {
+      auto reply = connection->awaitReply(numbers[i], 5s, "reverse");
+      ASSERT_TRUE(reply.has_value()) << reply.error().message;
+      EXPECT_EQ(text(*reply), std::string("re:") + "abc"[i]);
+    }
+  }
+
+  // Two out, the first given up before its answer: the answers (both come once a third request
+  // arrives) go to the second and to a plain request, not to the one given up.
+  auto gone = connection->send(OutMessage{"svc.reverse", "", nullptr, "x"}, "reverse");
+  auto kept = connection->send(OutMessage{"svc.reverse", "", nullptr, "y"}, "reverse");
+  ASSERT_TRUE(gone.has_value() && kept.has_value());
+  auto timed_out = connection->awaitReply(*gone, 100ms, "reverse");
+  ASSERT_FALSE(timed_out.has_value());
+  EXPECT_EQ(timed_out.error().code, Errc::timeout);
+  std::atomic<bool> third_sent{false};
+  std::thread third([&] {
+    auto r = connection->request(OutMessage{"svc.reverse", "", nullptr, "z"}, 5s, "reverse");
+    third_sent = r.has_value() && text(*r) == "re:z";
+  });
+  auto answer = connection->awaitReply(*kept, 5s, "reverse");
+  third.join();
+  ASSERT_TRUE(answer.has_value()) << answer.error().message;
+  EXPECT_EQ(text(*answer), "re:y");
+  EXPECT_TRUE(third_sent.load());
+  auto plain = connection->send(OutMessage{"svc.reverse", "", nullptr, "p"}, "reverse");
+  ASSERT_TRUE(plain.has_value());
+  // Nothing else is out on this thread: "x"'s late answer was dropped, not kept for "p".
+  auto more1 = connection->send(OutMessage{"svc.reverse", "", nullptr, "q"}, "reverse");
+  auto more2 = connection->send(OutMessage{"svc.reverse", "", nullptr, "r"}, "reverse");
+  ASSERT_TRUE(more1.has_value() && more2.has_value());
+  auto p = connection->awaitReply(*plain, 5s, "reverse");
+  ASSERT_TRUE(p.has_value()) << p.error().message;
+  EXPECT_EQ(text(*p), "re:p");
+  EXPECT_EQ(text(*connection->awaitReply(*more1, 5s, "reverse")), "re:q");
+  EXPECT_EQ(text(*connection->awaitReply(*more2, 5s, "reverse")), "re:r");
+}
+
 // The store's writes read the stream's own PubAck: a lost create or update is told apart from
 // other refusals, and a create over a deleted key's marker succeeds (as cnats' kvStore_Create).
 TEST_F(NatsAdapterTest, JetStreamPublishAsRequestReadsTheStreamsAnswer) {
