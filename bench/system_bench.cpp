@@ -2967,6 +2967,8 @@ struct ScaleRow {
   // lookups and writes cost at this size, with nothing of countersign's.
   RawScaleRound raw;
   RawScaleRound raw_view;  // the same, each approval also rewriting the record (the view update)
+  double create_cpu_us = 0;          // nats-server CPU per create of a new key, no consumer
+  double create_watched_cpu_us = 0;  // ... with a key watcher on the bucket
   double list_first_ms = 0;  // `list` of the first 100 pending, through countersign
   double list_next_ms = 0;   // median of the following pages (`after` the last id)
   std::size_t list_items = 0;  // items of the first page
@@ -3150,6 +3152,57 @@ RawScaleRound rawSequentialApprovals(Connection& conn, const std::string& bucket
   return out;
 }
 
+// nats-server's CPU per KV create of a new key (cheap at any size: no earlier message to look
+// up), `count` of them one at a time, with or without a key watcher on the bucket as countersign
+// has (an ordered consumer of every new message, headers only, drained by a thread): what each
+// write costs the server for a consumer on a stream of this size.
+double serverCpuPerCreate(Connection& conn, const std::string& bucket, const std::string& tag, int count,
+                          bool with_watcher, pid_t server) {
+  kvStore* kv = openBucket(conn, bucket);
+  natsSubscription* sub = nullptr;
+  std::atomic<int> delivered{0};
+  std::atomic<bool> stop{false};
+  std::thread drain;
+  if (with_watcher) {
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    const std::string stream = "KV_" + bucket;
+    so.Stream = stream.c_str();
+    so.Ordered = true;
+    so.Config.DeliverPolicy = js_DeliverNew;
+    so.Config.HeadersOnly = true;
+    jsErrCode code{};
+    check(js_SubscribeSync(&sub, conn.js(), ("$KV." + bucket + ".>").c_str(), nullptr, &so, &code), "key watcher");
+    drain = std::thread([&] {
+      while (!stop) {
+        natsMsg* msg = nullptr;
+        if (natsSubscription_NextMsg(&msg, sub, 100) == NATS_OK) {
+          ++delivered;
+          natsMsg_Destroy(msg);
+        }
+      }
+    });
+    std::this_thread::sleep_for(200ms);
+  }
+  const double s0 = cpuSeconds(server);
+  for (int i = 0; i < count; ++i) {
+    std::uint64_t revision = 0;
+    const std::string key = "probe-" + tag + "-" + std::to_string(i);
+    check(kvStore_Create(&revision, kv, key.c_str(), "{}", 2), "probe create");
+  }
+  const auto until = SteadyClock::now() + 10s;
+  while (with_watcher && delivered < count && SteadyClock::now() < until) std::this_thread::sleep_for(1ms);
+  const double s1 = cpuSeconds(server);
+  if (with_watcher) {
+    stop = true;
+    drain.join();
+    natsSubscription_Unsubscribe(sub);
+    natsSubscription_Destroy(sub);
+  }
+  kvStore_Destroy(kv);
+  return (s1 - s0) * 1e6 / count;
+}
+
 void scale(Rig& rig, Worker& worker) {
   const bool quick = rig.settings.quick;
   std::vector<std::size_t> sizes =
@@ -3248,18 +3301,24 @@ void scale(Rig& rig, Worker& worker) {
          fmt(row.idle_cs_cpu * 100, 0) + "%, server " + fmt(row.idle_server_cpu * 100, 0) +
          "%, RSS " + std::to_string(row.rss_end_kb) + " KiB");
     cs->process->stop();
-    // Other records than countersign approved (between its picks), countersign stopped.
+    // Other records than countersign approved (the one after each of its picks), countersign
+    // stopped: the plain round in the first half of the bucket, the round with the view update in
+    // the second, so that neither reads a block of the stream the other has just loaded.
     std::vector<std::string> raw_picks, view_picks;
     for (std::size_t i = 0; i < approvals && i < n; ++i) {
-      raw_picks.push_back(ids[std::min(n - 1, (i * n) / approvals + 1)]);
-      view_picks.push_back(ids[std::min(n - 1, (i * n) / approvals + 2)]);
+      const std::size_t at = std::min(n - 1, (i * n) / approvals + 1);
+      (at < n / 2 ? raw_picks : view_picks).push_back(ids[at]);
     }
     row.raw = rawSequentialApprovals(conn, bucket, worker, raw_picks, rig.server.pid(), false);
     row.raw_view = rawSequentialApprovals(conn, bucket, worker, view_picks, rig.server.pid(), true);
+    row.create_cpu_us = serverCpuPerCreate(conn, bucket, "plain", 1000, false, rig.server.pid());
+    row.create_watched_cpu_us = serverCpuPerCreate(conn, bucket, "watched", 1000, true, rig.server.pid());
     note("scale " + std::to_string(n) + ": bare client approve p50 " + fmtUs(row.raw.round.latency.p50) +
          ", server CPU " + fmt(row.raw.round.server_cpu_us, 0) + " us per approval, " +
          fmt(row.raw_view.round.server_cpu_us, 0) + " us with the view update (countersign's: " +
-         fmt(row.approve.server_cpu_us, 0) + " us, countersign itself " + fmt(row.approve.proc_cpu_us, 0) + " us)");
+         fmt(row.approve.server_cpu_us, 0) + " us, countersign itself " + fmt(row.approve.proc_cpu_us, 0) +
+         " us); server CPU per create " + fmt(row.create_cpu_us, 0) + " us, with a key watcher " +
+         fmt(row.create_watched_cpu_us, 0) + " us");
     deleteBucket(conn, bucket);
     rows.push_back(row);
   }
@@ -3325,16 +3384,20 @@ void scale(Rig& rig, Worker& worker) {
        "bare client's (`approveSequence`: KV get of the record, KV create `<id>/decision`, JetStream "
     << "publish, KV create `<id>/released`, one at a time, "
     << approvals
-    << " other records of the same bucket, with countersign stopped; then as many again that also "
-       "rewrite the record after the answer, a KV get and an update at its revision, as countersign's "
-       "view update does), and the CPU each takes of countersign and of nats-server per approval "
-       "(countersign also stores two audit events). The steps' p50 are the bare client's. Sequential "
+    << " / 2 other records of the first half of the bucket, with countersign stopped; then as many "
+       "of its second half that also rewrite the record after the answer, a KV get and an update at "
+       "its revision, as countersign's view update does), and the CPU each takes of countersign and of nats-server per approval "
+       "(countersign also stores two audit events). The steps' p50 are the bare client's. Then 1,000 "
+       "KV creates of new keys, one at a time, without and with a key watcher on the bucket (an ordered "
+       "consumer of every new message, headers only, as countersign keeps): nats-server's CPU per "
+       "create. Sequential "
        "gets: the bare client's `kvStore_Get`s before countersign started.\n\n"
     << "| pending | countersign p50 / p99 | countersign approvals/s | countersign CPU per approval | "
        "nats-server CPU per countersign approval | bare client p50 / p99 | bare client approvals/s | "
        "nats-server CPU per bare approval / with the view update | steps p50: get / create decision / "
-       "publish / create released / view update | sequential gets |\n"
-    << "|---|---|---|---|---|---|---|---|---|---|\n";
+       "publish / create released / view update | nats-server CPU per create of a new key: alone / with a key "
+       "watcher | sequential gets |\n"
+    << "|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& row : rows) {
     const ApproveRound& raw = row.raw.round;
     d << "| " << row.pending << " | " << fmtUs(row.approve.latency.p50) << " / " << fmtUs(row.approve.latency.p99)
@@ -3346,7 +3409,8 @@ void scale(Rig& rig, Worker& worker) {
       << " | " << fmt(raw.server_cpu_us, 0) << " / " << fmt(row.raw_view.round.server_cpu_us, 0) << " µs | "
       << fmtUs(row.raw.step_p50_ns[kStepGet]) << " / " << fmtUs(row.raw.step_p50_ns[kStepCreateDecision]) << " / "
       << fmtUs(row.raw.step_p50_ns[kStepPublish]) << " / " << fmtUs(row.raw.step_p50_ns[kStepCreateReleased])
-      << " / " << fmtUs(row.raw_view.step_p50_ns[kApproveSteps]) << " | " << fmtRate(row.gets_per_second) << " |\n";
+      << " / " << fmtUs(row.raw_view.step_p50_ns[kApproveSteps]) << " | " << fmt(row.create_cpu_us, 0) << " / "
+      << fmt(row.create_watched_cpu_us, 0) << " µs | " << fmtRate(row.gets_per_second) << " |\n";
   }
   if (rows.size() >= 2) {
     const auto& small = rows.front();
