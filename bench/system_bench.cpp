@@ -3293,6 +3293,9 @@ void scale(Rig& rig, Worker& worker) {
           row.list_error);
       row.list_no_match_ms = listPage(conn, R"({"state":"pending","topic":"hr.>","limit":100})", items, row.list_error);
     }
+    // Once loaded, the list index hands back what the load buffered (malloc_trim on its thread,
+    // which takes a moment over hundreds of MiB): RSS is read after it.
+    std::this_thread::sleep_for(2s);
     row.rss_listed_kb = rssKb(cs->pid());
     note("scale " + std::to_string(n) + ": list first page " + fmt(row.list_first_ms, 1) + " ms, next " +
          fmt(row.list_next_ms, 1) + " ms" + (row.list_ok ? "" : " (failed)"));
