@@ -24,6 +24,8 @@ constexpr std::int64_t kReconnectBaseMs = 250;
 constexpr std::int64_t kReconnectMaxMs = 2000;
 constexpr std::int64_t kJetStreamWaitMs = 5000;
 constexpr std::chrono::milliseconds kCloseWait{5000};
+// How long retire() waits for its round trip; a server that does not answer sends nothing either.
+constexpr std::int64_t kRetireRoundTripMs = 2000;
 
 std::string statusText(natsStatus status) {
   return natsStatus_GetText(status);
@@ -479,6 +481,30 @@ Result<OwnedNatsMsg> Connection::awaitReply(std::uint64_t number, std::chrono::m
       inbox->early.emplace_back(replied, std::move(reply));
     }
   }
+}
+
+namespace {
+
+// retire()'s first half: while connected, `unsubscribe()`, then a round trip to the server.
+template <typename Unsubscribe>
+void unsubscribeThenRoundTrip(const Connection& connection, Unsubscribe unsubscribe) {
+  if (!connection.connected()) return;
+  unsubscribe();
+  (void)natsConnection_FlushTimeout(connection.raw(), kRetireRoundTripMs);
+}
+
+}  // namespace
+
+void Connection::retire(natsSubscription* sub) {
+  if (sub == nullptr) return;
+  unsubscribeThenRoundTrip(*this, [sub] { (void)natsSubscription_Unsubscribe(sub); });
+  natsSubscription_Destroy(sub);
+}
+
+void Connection::retire(kvWatcher* watcher) {
+  if (watcher == nullptr) return;
+  unsubscribeThenRoundTrip(*this, [watcher] { (void)kvWatcher_Stop(watcher); });
+  kvWatcher_Destroy(watcher);
 }
 
 void Connection::onDisconnected(natsConnection*, void* closure) {

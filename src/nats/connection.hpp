@@ -127,6 +127,22 @@ class Connection {
   Result<OwnedNatsMsg> awaitReply(std::uint64_t number, std::chrono::milliseconds timeout, std::string_view what,
                                   bool* no_responders = nullptr);
 
+  // Ends and frees a subscription of this connection that the server may still be sending to
+  // (an ordered consumer, a pull subscription). cnats 3.4.1's natsSubscription_Destroy frees a
+  // subscription while the connection's reader thread may be handing it a message: the reader
+  // then locks the freed subscription's mutex, a write into freed memory. Here it is
+  // unsubscribed first (the reader no longer finds it), then a round trip to the server is made
+  // (the reader has finished with everything that came before its answer), and only then freed.
+  // Not connected, nothing is being handed to it: it is freed at once. Unsubscribing deletes a
+  // JetStream consumer only where the subscribe call created it (ordered consumers; never one
+  // created with js_AddConsumer and bound by name), through the JetStream context it was made
+  // with, which bounds that wait.
+  void retire(natsSubscription* sub);
+  // The same for a KV watcher: kvWatcher_Stop (unsubscribes; deletes its ordered consumer), the
+  // round trip, kvWatcher_Destroy. Not connected, kvWatcher_Destroy alone (its consumer delete
+  // waits at most the watcher's JetStream context's wait).
+  void retire(kvWatcher* watcher);
+
  private:
   // Shared with cnats' callback thread; it may outlive the Connection (see CallbackHome).
   struct Callbacks {

@@ -210,11 +210,18 @@ void JetStreamIngress::stop() {
     if (thread_.get_id() == std::this_thread::get_id()) return;  // documented misuse: no join
     thread_.join();
   }
-  // Destroy only: Unsubscribe or Drain on a JetStream subscription can delete its consumer.
-  if (sub_ != nullptr) {
-    natsSubscription_Destroy(sub_);
-    sub_ = nullptr;
-  }
+  endSubscription();
+}
+
+void JetStreamIngress::endSubscription() {
+  // The server may still be sending to it (a pull request outlives the fetch that sent it, and
+  // the server answers an expired one): unsubscribed, a round trip, then freed
+  // (Connection::retire). Unsubscribing keeps the durable: cnats deletes a consumer on
+  // unsubscribe only when its subscribe call created it, and bind() only binds to the one
+  // ensureConsumer() made with js_AddConsumer. (A drain would not end: cnats counts a
+  // synchronous subscription as drained only once its owner reads from it again.)
+  connection_.retire(sub_);
+  sub_ = nullptr;
 }
 
 IngressStats JetStreamIngress::stats() const {
@@ -390,10 +397,7 @@ Status JetStreamIngress::ensureConsumer() {
 }
 
 Status JetStreamIngress::bind() {
-  if (sub_ != nullptr) {
-    natsSubscription_Destroy(sub_);  // never Unsubscribe: see stop()
-    sub_ = nullptr;
-  }
+  endSubscription();
   jsSubOptions sub_options;
   jsSubOptions_Init(&sub_options);
   sub_options.Stream = options_.stream.c_str();

@@ -109,12 +109,12 @@ class JetStreamIngress {
   JetStreamIngress& operator=(const JetStreamIngress&) = delete;
 
   // Stops fetching, finishes the message in hand (its ack is sent), NAKs the rest of the
-  // fetched batch so that another replica gets them at once, flushes the acks, and destroys the
-  // subscription only (natsSubscription_Destroy, never Unsubscribe/Drain, which can delete a
-  // consumer). Idempotent and thread-safe; waits for the fetch thread: normally at most one
-  // fetch wait (500 ms) plus the handler in hand, a few seconds more if the connection drops
-  // during a flush or a consumer check. Not from the handler. Stop the ingress before closing
-  // its Connection.
+  // fetched batch so that another replica gets them at once, flushes the acks, and ends the
+  // subscription (unsubscribed, a round trip, freed: Connection::retire; the durable consumer is
+  // kept, as cnats deletes only consumers that its own subscribe call created). Idempotent and
+  // thread-safe; waits for the fetch thread: normally at most one fetch wait (500 ms) plus the
+  // handler in hand, a few seconds more if the connection drops during a flush or a consumer
+  // check. Not from the handler. Stop the ingress before closing its Connection.
   void stop();
 
   IngressStats stats() const;
@@ -186,6 +186,8 @@ class JetStreamIngress {
   std::optional<std::int64_t> storedAt(std::uint64_t sequence);
   bool consumerIsGone();
   bool sleepUnlessStopping(std::chrono::milliseconds delay);
+  // Ends sub_ (if any) safely and keeps the consumer.
+  void endSubscription();
   void log(const std::string& line) const;
 
   Connection& connection_;

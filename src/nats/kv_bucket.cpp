@@ -127,23 +127,6 @@ constexpr std::chrono::milliseconds kAsyncSweepEvery{100};
 constexpr std::chrono::milliseconds kLatePubAckWait{2000};
 constexpr jsErrCode kWrongLastSequence = static_cast<jsErrCode>(10071);
 
-// Ends the subscription of an ordered (push) consumer that the server may still be sending to.
-// natsSubscription_Destroy alone frees a subscription that cnats 3.4.1's reader thread may be
-// handing a message to at that moment: the reader then locks the freed subscription's mutex, a
-// write into freed memory (valgrind shows it within seconds when a bucket is written to while
-// its watcher's subscription is replaced; glibc aborts later with "malloc_consolidate():
-// unaligned fastbin chunk detected"). Unsubscribed first, the reader no longer finds it; once a
-// round trip to the server has come back, the reader is done with every message sent before;
-// only then is it freed. Not connected, nothing is being delivered to it.
-void endPushSubscription(Connection& connection, natsSubscription* sub) {
-  if (sub == nullptr) return;
-  if (connection.connected()) {
-    (void)natsSubscription_Unsubscribe(sub);
-    (void)natsConnection_FlushTimeout(connection.raw(), 2000);
-  }
-  natsSubscription_Destroy(sub);
-}
-
 }  // namespace
 
 // With an age limit, how often the index is checked against a full listing (the server ages
@@ -439,8 +422,8 @@ std::optional<std::uint64_t> KvBucket::lastSequence() {
   jsStreamInfo* info = nullptr;
   jsErrCode code = static_cast<jsErrCode>(0);
   std::optional<std::uint64_t> last;
-  if (js_GetStreamInfo(&info, listing_js_ != nullptr ? listing_js_ : connection_.js(), stream.c_str(), nullptr,
-                       &code) == NATS_OK &&
+  if (js_GetStreamInfo(&info, watch_js_ != nullptr ? watch_js_ : connection_.js(), stream.c_str(), nullptr, &code) ==
+          NATS_OK &&
       info != nullptr) {
     last = info->State.LastSeq;
   }
@@ -492,8 +475,8 @@ void KvBucket::watchKeys() {
     so.Config.HeadersOnly = !first_pass;
     natsSubscription* sub = nullptr;
     jsErrCode code = static_cast<jsErrCode>(0);
-    if (js_SubscribeSync(&sub, listing_js_ != nullptr ? listing_js_ : connection.js(), everything.c_str(), nullptr,
-                         &so, &code) != NATS_OK) {
+    if (js_SubscribeSync(&sub, watch_js_ != nullptr ? watch_js_ : connection.js(), everything.c_str(), nullptr, &so,
+                         &code) != NATS_OK) {
       natsSubscription_Destroy(sub);
       pause(std::chrono::milliseconds(1000));
       continue;
@@ -574,7 +557,10 @@ void KvBucket::watchKeys() {
         }
       }
     }
-    endPushSubscription(connection, sub);
+    // The server may still be sending to it (see Connection::retire). Unsubscribing deletes the
+    // ordered consumer through watch_js_, whose wait (not the listings' two minutes) bounds it
+    // when the server stops answering.
+    connection.retire(sub);
     if (!switch_to_headers) {
       const std::lock_guard lock(index.mutex);
       index.live = false;
@@ -619,6 +605,12 @@ Result<std::unique_ptr<KvBucket>> KvBucket::open(Connection& connection,
   }
   std::unique_ptr<KvBucket> bucket(new KvBucket(connection, kv, config.bucket));
   bucket->watch_connection_ = watch_connection;
+  jsOptions watch_options;
+  jsOptions_Init(&watch_options);
+  watch_options.Wait = kJetStreamWait;
+  if (natsConnection_JetStream(&bucket->watch_js_, bucket->watchConnection().raw(), &watch_options) != NATS_OK) {
+    bucket->watch_js_ = nullptr;  // the watcher uses the connection's own context
+  }
   jsOptions listing_options;
   jsOptions_Init(&listing_options);
   listing_options.Wait = kListingWaitMs;
@@ -709,6 +701,7 @@ KvBucket::~KvBucket() {
   }
   if (listing_kv_ != nullptr) kvStore_Destroy(listing_kv_);
   if (listing_js_ != nullptr) jsCtx_Destroy(listing_js_);
+  if (watch_js_ != nullptr) jsCtx_Destroy(watch_js_);
   kvStore_Destroy(kv_);
 }
 
@@ -934,56 +927,36 @@ std::vector<Result<KvEntry>> KvBucket::getMany(std::span<const std::string> keys
     return answered();
   };
   if (auto ok = checkConnected("KV get"); !ok) return answerAll(ok.error());
-  for (std::size_t i = 0; i < keys.size(); ++i) {
-    if (!validKey(keys[i])) answers[i] = fail(Errc::invalid_argument, "KV get: invalid key \"" + keys[i] + "\"");
-  }
-  // One reply subject per key under a fresh inbox of this connection's, so each answer says
-  // whose it is.
-  natsInbox* raw_inbox = nullptr;
-  if (natsInbox_Create(&raw_inbox) != NATS_OK) return answerAll(Error{Errc::internal, "KV get: cannot create an inbox"});
-  std::string inbox = raw_inbox;
-  natsInbox_Destroy(raw_inbox);
-  inbox = connection_.inboxPrefix() + inbox.substr(inbox.find('.'));
-  natsSubscription* raw_sub = nullptr;
-  natsStatus s = natsConnection_SubscribeSync(&raw_sub, connection_.raw(), (inbox + ".*").c_str());
-  if (s != NATS_OK) return answerAll(kvError(s, "KV get: subscribe to the answers"));
-  const std::unique_ptr<natsSubscription, void (*)(natsSubscription*)> sub(raw_sub, natsSubscription_Destroy);
-  // What js_DirectGetMsg asks for a key's last value, without its wait for the answer.
+  // What js_DirectGetMsg asks for a key's last value, sent at once on this thread's reply inbox
+  // and the answers awaited together (a late answer to one given up is dropped there; there is no
+  // subscription of this call's own for it to race when it is freed).
   const std::string api = "$JS.API.DIRECT.GET.KV_" + bucket_ + ".$KV." + bucket_ + ".";
-  std::size_t waiting = 0;
+  std::vector<std::uint64_t> numbers(keys.size(), 0);
   for (std::size_t i = 0; i < keys.size(); ++i) {
-    if (answers[i]) continue;
-    const std::string reply = inbox + "." + std::to_string(i);
-    s = natsConnection_PublishRequest(connection_.raw(), (api + keys[i]).c_str(), reply.c_str(), nullptr, 0);
-    if (s == NATS_OK) {
-      ++waiting;
-    } else {
-      answers[i] = std::unexpected(kvError(s, "KV get " + keys[i]));
+    if (!validKey(keys[i])) {
+      answers[i] = fail(Errc::invalid_argument, "KV get: invalid key \"" + keys[i] + "\"");
+      continue;
     }
+    const std::string subject = api + keys[i];
+    auto sent = connection_.send(OutMessage{.subject = subject}, "KV get " + keys[i]);
+    if (sent) numbers[i] = *sent;
+    else answers[i] = std::unexpected(sent.error());
   }
   const auto deadline = std::chrono::steady_clock::now() + kDirectGetWait;
-  s = NATS_OK;
-  while (waiting > 0) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      s = NATS_TIMEOUT;
-      break;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (numbers[i] == 0) continue;
+    const auto left = std::max(std::chrono::milliseconds(1), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                                 deadline - std::chrono::steady_clock::now()));
+    bool no_responders = false;
+    auto reply = connection_.awaitReply(numbers[i], left, "KV get " + keys[i], &no_responders);
+    if (reply) {
+      answers[i] = directGetAnswer(reply->get(), keys[i]);
+    } else if (no_responders) {
+      answers[i] = fail(Errc::unavailable, "KV get " + keys[i] + ": no responders (stream KV_" + bucket_ + ")");
+    } else {
+      answers[i] = std::unexpected(std::move(reply.error()));
     }
-    natsMsg* raw = nullptr;
-    s = natsSubscription_NextMsg(&raw, sub.get(), static_cast<std::int64_t>(left.count()));
-    if (s != NATS_OK) break;
-    const OwnedNatsMsg msg(raw);
-    const std::string_view subject = natsMsg_GetSubject(msg.get());
-    std::size_t i = keys.size();
-    if (subject.size() > inbox.size() + 1) {
-      const std::string_view index = subject.substr(inbox.size() + 1);
-      std::from_chars(index.data(), index.data() + index.size(), i);
-    }
-    if (i >= keys.size() || answers[i]) continue;  // not an answer of this call
-    answers[i] = directGetAnswer(msg.get(), keys[i]);
-    --waiting;
   }
-  if (waiting > 0) return answerAll(kvError(s, "KV get"));
   return answered();
 }
 

@@ -37,7 +37,8 @@ class KvBucket : public KvStore {
   // listings): on a large bucket they stream every key, and the server answers a consumer
   // request on the connection's own read loop, so on a connection of their own they do not
   // hold up this connection's requests and answers (nor its heartbeats). Null: `connection`.
-  // It must outlive the bucket.
+  // It must outlive the bucket; the watcher's connection should not be send_asap (see
+  // Connection::connect).
   static Result<std::unique_ptr<KvBucket>> open(Connection& connection, const StoreConfig& config,
                                                 int max_async_creates = 1024, WorkPool* timers = nullptr,
                                                 Connection* watch_connection = nullptr);
@@ -144,6 +145,11 @@ class KvBucket : public KvStore {
   // holding a million records answers in more than the 5 s the other calls wait. Null: kv_.
   jsCtx* listing_js_ = nullptr;
   kvStore* listing_kv_ = nullptr;
+  // The key watcher's JetStream context on the watch connection, with the usual 5 s wait: its
+  // ordered consumers are deleted through it when their subscription ends, and a server that
+  // stops answering must not hold that up (or stopWatching()) for a listing's two minutes.
+  // Null: the watch connection's own context.
+  jsCtx* watch_js_ = nullptr;
   std::string bucket_;
   std::shared_ptr<AsyncCreates> async_;  // shared with cnats' PubAck handler (CallbackHome)
   std::unique_ptr<KeyIndex> index_;

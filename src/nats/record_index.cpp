@@ -44,9 +44,11 @@ bool RecordIndex::live() const {
 
 void RecordIndex::stop() {
   {
+    // The thread ends its watcher itself (Connection::retire) within one wait for a write (at
+    // most kBatchEvery): a kvWatcher_Stop from here would unsubscribe it, and the thread's
+    // kvWatcher_Destroy free it, without the round trip in between.
     const std::lock_guard lock(mutex_);
     stopping_ = true;
-    if (watcher_ != nullptr) kvWatcher_Stop(watcher_);
     live_ = false;
   }
   changed_.notify_all();
@@ -119,14 +121,6 @@ void RecordIndex::run() {
       pause(kRetryEvery);
       continue;
     }
-    {
-      const std::lock_guard lock(mutex_);
-      if (stopping_) {
-        kvWatcher_Destroy(watcher);
-        break;
-      }
-      watcher_ = watcher;
-    }
     while (!stopping_) {
       bool hurry = false;
       {
@@ -176,11 +170,11 @@ void RecordIndex::run() {
     }
     {
       const std::lock_guard lock(mutex_);
-      watcher_ = nullptr;
       live_ = false;
     }
     changed_.notify_all();
-    kvWatcher_Destroy(watcher);
+    // The server may still be sending to its subscription (see Connection::retire).
+    connection_.retire(watcher);
   }
 }
 

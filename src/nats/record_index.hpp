@@ -63,7 +63,6 @@ class RecordIndex : public ApprovalIndex {
   bool live_ = false;
   bool started_ = false;
   std::atomic<bool> stopping_{false};
-  kvWatcher* watcher_ = nullptr;  // guarded by mutex_
   std::thread thread_;
 };
 

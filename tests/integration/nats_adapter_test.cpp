@@ -30,6 +30,7 @@
 #include "nats/kv_bucket.hpp"
 #include "nats/message_convert.hpp"
 #include "nats/nats_publisher.hpp"
+#include "nats/record_index.hpp"
 #include "nats/subscriber.hpp"
 
 namespace countersign::testing {
@@ -659,6 +660,119 @@ TEST_F(NatsAdapterTest, KvFirstPassHandsOverEveryValueOnceOnTheWatchConnection) 
   const std::lock_guard lock(mutex);
   EXPECT_FALSE(seen.contains("later"));
   EXPECT_EQ(seen.size(), 301u);
+}
+
+// Writes keys w0 ... w<kKeys - 1> over and over into a bucket from a thread of its own until
+// destroyed: bursts of core publishes to the keys' subjects (the bucket's stream stores them as
+// puts; keeping one value per key, it holds at most kKeys messages however long this runs), so
+// that watchers receive writes at any moment. written() counts the writes sent so far.
+class BucketWriter {
+ public:
+  BucketWriter(const std::string& url, const std::string& bucket) : client_(url), bucket_(bucket) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~BucketWriter() {
+    stop_ = true;
+    thread_.join();
+  }
+  BucketWriter(const BucketWriter&) = delete;
+  BucketWriter& operator=(const BucketWriter&) = delete;
+  static constexpr int kKeys = 500;
+  int written() const { return written_.load(); }
+  // Until at least `more` further keys were sent (and reached the server).
+  void waitFor(int more) {
+    const int target = written_.load() + more;
+    while (written_.load() < target) std::this_thread::sleep_for(5ms);
+  }
+
+ private:
+  void run() {
+    int next = 0;
+    while (!stop_) {
+      for (int i = 0; i < 20; ++i, ++next) {
+        const std::string subject = "$KV." + bucket_ + ".w" + std::to_string(next % kKeys);
+        if (natsConnection_PublishString(client_.raw(), subject.c_str(), "v") != NATS_OK) break;
+      }
+      if (natsConnection_FlushTimeout(client_.raw(), 5000) == NATS_OK) written_ = next;
+      std::this_thread::sleep_for(2ms);
+    }
+  }
+  Client client_;
+  std::string bucket_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> written_{0};
+  std::thread thread_;
+};
+
+// The key watcher ends a subscription that the server is still sending to twice per bucket: its
+// first pass (values) is replaced by a headers-only one, and stopWatching() ends that. Here both
+// happen while another process writes to the bucket, round after round; each round's index holds
+// every key written before it started. Under valgrind (scripts/valgrind-teardown.sh) this also
+// shows that nothing of a freed subscription is touched: with natsSubscription_Destroy alone,
+// cnats 3.4.1's reader thread may still be handing it a message.
+TEST_F(NatsAdapterTest, KvWatcherEndsItsSubscriptionsSafelyWhileTheBucketIsWritten) {
+  openBucket(*connection);  // creates it
+  auto watch = connectTo(server->url());
+  BucketWriter writer(server->url(), "approvals");
+  StoreConfig config;
+  config.bucket = "approvals";
+  for (int round = 0; round < teardownRounds(8); ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    writer.waitFor(round == 0 ? BucketWriter::kKeys : 50);
+    auto opened = KvBucket::open(*connection, config, 1024, nullptr, watch.get());
+    ASSERT_TRUE(opened.has_value()) << opened.error().message;
+    auto kv = std::move(*opened);
+    std::atomic<int> first_pass{0};
+    kv->onFirstPass([&](std::string_view, std::string_view) { ++first_pass; });
+    auto keys = kv->keys();
+    ASSERT_TRUE(keys.has_value()) << keys.error().message;
+    EXPECT_GT(first_pass.load(), 0);
+    // Every key was written before the bucket was opened.
+    const std::set<std::string> listed(keys->begin(), keys->end());
+    for (int i = 0; i < BucketWriter::kKeys; ++i) EXPECT_TRUE(listed.contains("w" + std::to_string(i))) << i;
+    writer.waitFor(40);  // the headers-only subscription receives writes while it is ended
+  }
+}
+
+// A server that stops answering (SIGSTOP) while the key watcher runs: stopWatching() ends the
+// watcher's ordered consumer, and unsubscribing it asks the server to delete the consumer. That
+// request waits the watcher's JetStream context's 5 s (then at most 2 s for the round trip), not a
+// full listing's two minutes, nor until the connection is found stale (about 15-20 s of missed
+// pings).
+TEST_F(NatsAdapterTest, KvStopWatchingIsBoundedWhenTheServerStopsAnswering) {
+  auto kv = openBucket(*connection);
+  ASSERT_TRUE(kv->create("k", "v").has_value());
+  ASSERT_TRUE(kv->keys().has_value());
+  ASSERT_TRUE(kv->indexLive());
+  server->pause();
+  const auto started = std::chrono::steady_clock::now();
+  kv->stopWatching();
+  const auto took = std::chrono::steady_clock::now() - started;
+  server->resume();
+  EXPECT_LT(took, 9s) << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms";
+}
+
+// The list index's watcher is ended while another process writes to the bucket, round after
+// round: each start loads the bucket, each stop returns. Under valgrind
+// (scripts/valgrind-teardown.sh) this also shows that nothing of the watcher's freed
+// subscription is touched.
+TEST_F(NatsAdapterTest, ListIndexEndsItsWatcherSafelyWhileTheBucketIsWritten) {
+  openBucket(*connection);  // creates it
+  BucketWriter writer(server->url(), "approvals");
+  StoreConfig config;
+  config.bucket = "approvals";
+  for (int round = 0; round < teardownRounds(8); ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    writer.waitFor(50);
+    natsio::RecordIndex index(*connection, config);
+    index.start();
+    ASSERT_TRUE(eventually([&] { return index.live(); }, 30s));
+    writer.waitFor(40);  // the watcher receives writes while it is ended
+    const auto stopping = std::chrono::steady_clock::now();
+    index.stop();
+    EXPECT_FALSE(index.live());
+    EXPECT_LT(std::chrono::steady_clock::now() - stopping, 10s);
+  }
 }
 
 TEST_F(NatsAdapterTest, KvCreateRaceHasExactlyOneWinner) {

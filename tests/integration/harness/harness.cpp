@@ -652,4 +652,11 @@ std::map<std::string, std::string> jsonFields(const std::string& body) {
   return fields;
 }
 
+int teardownRounds(int normal) {
+  const char* rounds = std::getenv("TEARDOWN_ROUNDS");
+  if (rounds == nullptr) return normal;
+  const int asked = std::atoi(rounds);
+  return asked > 0 ? asked : normal;
+}
+
 }  // namespace countersign::testing

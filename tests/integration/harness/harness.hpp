@@ -212,6 +212,10 @@ std::string basicConfig(const std::string& nats_url, const std::string& extra = 
 // The seed policy (policies/approval-policy.yaml in the source tree).
 std::string seedPolicy();
 
+// How many rounds a test that repeats a race several times makes: `normal`, or the number in
+// TEARDOWN_ROUNDS (scripts/valgrind-teardown.sh asks for more).
+int teardownRounds(int normal);
+
 // Parses a JSON reply body; fails the current test (ADD_FAILURE) and returns {} when invalid.
 std::map<std::string, std::string> jsonFields(const std::string& body);
 
