@@ -16,9 +16,10 @@ Result<NatsPlane> openPlane(const Config& config, std::string_view name, bool se
   if (with_store) {
     // The passes over the whole bucket (the key index's watcher, the list index, full listings)
     // on a connection of their own: they stream every key, and the server creates their
-    // consumers on the asking connection's read loop.
+    // consumers on the asking connection's read loop. Not send_asap: it carries ordered
+    // consumers (see Connection::connect).
     auto watch = natsio::Connection::connect(
-        config.nats, std::string(name) + "-watch", true, [&log](std::string_view line) { log.warn(line); },
+        config.nats, std::string(name) + "-watch", false, [&log](std::string_view line) { log.warn(line); },
         [&log](std::string_view line) { log.debug(line); });
     if (!watch) return std::unexpected(watch.error());
     plane.watch_connection = std::move(*watch);

@@ -75,7 +75,12 @@ class Connection {
   // Connects to cfg.servers (tried in order, not shuffled) with credentials and TLS from cfg.
   // The connection name is cfg.name, plus "-<name_suffix>" when not empty. `send_asap` makes
   // every publish go out at once instead of waiting for the flusher (for the connection that
-  // answers requests). Fails with Errc::unavailable when no server accepts the connection now;
+  // answers requests). Not for a connection that carries ordered consumers (KV watchers): cnats
+  // 3.4.1 re-creates an ordered consumer after a reconnect on a thread that, with send_asap,
+  // writes to the socket itself, and when that write fails (the connection lost again right after
+  // reconnecting) the thread calls natsThread_Detach(NULL) and the process crashes. Without
+  // send_asap it only fills the write buffer, which the flusher thread sends. Fails with
+  // Errc::unavailable when no server accepts the connection now;
   // once connected, it reconnects forever (backoff 250 ms doubling to 2 s, plus jitter) and
   // logs every disconnect and reconnect through `logger`. A disconnect and the close that
   // follow drain() or the destructor (a close on purpose) go to `quiet` instead. Requests (and
