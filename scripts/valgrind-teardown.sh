@@ -16,7 +16,7 @@ export TEARDOWN_ROUNDS=${TEARDOWN_ROUNDS:-40}
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 2; }
 
 tests=(
-  "it_nats_adapter_test:NatsAdapterTest.*SafelyWhileTheBucketIsWritten:NatsAdapterTest.KvGetMany*:NatsAdapterTest.Requests*"
+  "it_nats_adapter_test:NatsAdapterTest.*SafelyWhileTheBucketIsWritten:NatsAdapterTest.KvGetMany*:NatsAdapterTest.RequestsSentTogether*"
   "it_js_ingress_test:JsIngressTest.StoppedAgainAndAgainWhileJobsFlow*:JsIngressTest.ConsumerAndStreamThatDisappearAreCreatedAgain"
 )
 logs=$(mktemp -d)
@@ -34,6 +34,7 @@ for entry in "${tests[@]}"; do
       rc=$?
       failed=1
       errors=$(grep -m1 -o "ERROR SUMMARY: [0-9]* errors" "$log" || true)
+      # 99: valgrind found errors; anything else: a test failed (its output in $log.out).
       echo "$binary run $i: exit $rc, ${errors:-see $log.out} (log: $log)"
     fi
   done
