@@ -72,6 +72,17 @@ std::optional<std::string_view> rawHeaderBlock(natsMsg* msg) {
   return block;
 }
 
+// `text` with a NUL after it: in `buffer` when it fits, else in `spill`.
+const char* terminated(std::string_view text, std::array<char, 256>& buffer, std::string& spill) {
+  if (text.size() < buffer.size()) {
+    std::copy(text.begin(), text.end(), buffer.begin());
+    buffer[text.size()] = '\0';
+    return buffer.data();
+  }
+  spill.assign(text);
+  return spill.c_str();
+}
+
 }  // namespace
 
 Result<Headers> parseHeaderBlock(std::string_view block) {
@@ -235,11 +246,15 @@ Result<OwnedNatsMsg> toNatsMsg(const OutMessage& message) {
   if (message.payload.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
     return fail(Errc::too_large, "message: payload too large");
   }
-  std::string subject(message.subject);
-  std::string reply(message.reply);
+  // NUL-terminated copies for cnats, on the stack when they fit (no allocation per message).
+  std::array<char, 256> subject_buffer;
+  std::array<char, 256> reply_buffer;
+  std::string subject_long;
+  std::string reply_long;
+  const char* subject = terminated(message.subject, subject_buffer, subject_long);
+  const char* reply = message.reply.empty() ? nullptr : terminated(message.reply, reply_buffer, reply_long);
   natsMsg* raw = nullptr;
-  natsStatus s = natsMsg_Create(&raw, subject.c_str(), reply.empty() ? nullptr : reply.c_str(),
-                                message.payload.data(), static_cast<int>(message.payload.size()));
+  natsStatus s = natsMsg_Create(&raw, subject, reply, message.payload.data(), static_cast<int>(message.payload.size()));
   if (s != NATS_OK) return std::unexpected(natsError(s, "create message"));
   OwnedNatsMsg msg(raw);
   for (const Headers* list : {message.headers, message.more_headers}) {

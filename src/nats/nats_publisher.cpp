@@ -74,13 +74,14 @@ Result<PublishAck> NatsPublisher::publish(const OutMessage& message, Delivery de
                                      std::to_string(max));
   }
   const std::int64_t wait_ms = std::max<std::int64_t>(1, timeout.count());
-  const std::string what = "publish to " + std::string(message.subject);
+  // Put together only when needed: a plain forward succeeds without it (one allocation per job).
+  const auto what = [&] { return "publish to " + std::string(message.subject); };
   // cnats would buffer it until the reconnect: a confirmed delivery cannot happen now.
   if (delivery != Delivery::core && !connection_.connected()) {
-    return fail(Errc::unavailable, what + ": not connected to NATS");
+    return fail(Errc::unavailable, what() + ": not connected to NATS");
   }
   if (delivery == Delivery::jetstream) {
-    auto ack = jsPublish(connection_, message, std::chrono::milliseconds(wait_ms), what);
+    auto ack = jsPublish(connection_, message, std::chrono::milliseconds(wait_ms), what());
     // A lost expected-sequence check is the stream refusing the message, like any other refusal.
     if (!ack && ack.error().code == Errc::wrong_revision) return fail(Errc::unavailable, ack.error().message);
     return ack;
@@ -88,10 +89,10 @@ Result<PublishAck> NatsPublisher::publish(const OutMessage& message, Delivery de
   auto msg = toNatsMsg(message);
   if (!msg) return std::unexpected(msg.error());
   natsStatus s = natsConnection_PublishMsg(connection_.raw(), msg->get());
-  if (s != NATS_OK) return std::unexpected(natsError(s, what));
+  if (s != NATS_OK) return std::unexpected(natsError(s, what()));
   if (delivery == Delivery::core_flush) {
     s = natsConnection_FlushTimeout(connection_.raw(), wait_ms);
-    if (s != NATS_OK) return std::unexpected(natsError(s, what + " (flush)"));
+    if (s != NATS_OK) return std::unexpected(natsError(s, what() + " (flush)"));
   }
   return PublishAck{};
 }
