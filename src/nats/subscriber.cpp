@@ -10,6 +10,7 @@ namespace {
 
 constexpr int kPendingMessages = 1'000'000;
 constexpr int kPendingBytes = 1 << 30;
+constexpr std::int64_t kShedHeadroom = 32 * 1024 * 1024;
 
 // The subscription state whose handler this thread is running, if any.
 thread_local const void* t_delivering = nullptr;
@@ -59,10 +60,11 @@ Result<std::unique_ptr<Subscription>> Subscription::subscribe(Connection& connec
     self->sub_ = nullptr;
     return std::unexpected(std::move(error));
   }
-  // With shedding, cnats keeps room for what arrives while the handler sheds, and for one
-  // max-size message.
+  // With shedding, cnats keeps room for what arrives while the handler sheds or finishes the
+  // job in hand (on a busy machine its thread may wait for a core while the reader goes on), and
+  // for max-size messages.
   const std::int64_t pending_bytes =
-      shed_above > 0 ? std::min<std::int64_t>(2 * static_cast<std::int64_t>(shed_above) + 8 * 1024 * 1024, kPendingBytes)
+      shed_above > 0 ? std::min<std::int64_t>(2 * static_cast<std::int64_t>(shed_above) + kShedHeadroom, kPendingBytes)
                      : kPendingBytes;
   s = natsSubscription_SetPendingLimits(sub, kPendingMessages, static_cast<int>(pending_bytes));
   if (s != NATS_OK) return std::unexpected(natsError(s, "subscribe " + subject));

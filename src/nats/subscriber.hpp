@@ -21,7 +21,7 @@ namespace countersign::natsio {
 
 // Load shedding for a Subscription: when the handler is about to take a message while more than
 // `above` bytes wait behind it, `on_shed` gets the message instead (it must be quick: answer and
-// drop). cnats' own limit is then twice that (plus 8 MiB for a max-size message), beyond which
+// drop). cnats' own limit is then twice that plus 32 MiB, beyond which
 // cnats drops messages unseen (counted in Subscription::dropped()). above == 0: no shedding.
 struct SubscriptionShedding {
   int above = 0;
