@@ -14,6 +14,7 @@
 #include "bridge/socket_mode.hpp"
 #include "client.hpp"
 #include "commands.hpp"
+#include "core/json_writer.hpp"
 #include "countersign/events.hpp"
 #include "countersign/nkeys.hpp"
 #include "http/admin_server.hpp"
@@ -72,16 +73,20 @@ int bridgeCommand(const RunOptions& options) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto loaded = loadConfig(options.config_path, processEnvironment(), ConfigUse::bridge);
-  if (!loaded) {
-    std::cerr << "countersign bridge: " << loaded.error().message << '\n';
-    return kExitUsage;
-  }
-  const Config config = std::move(*loaded);
-  const auto refuse = [](const std::string& message) {
-    std::cerr << "countersign bridge: " << message << '\n';
+  // `--check --json` answers {"ok": false, "error"} on stdout, as `run --check --json` does.
+  const auto refuse = [&options](const std::string& message) {
+    if (options.check && options.json) {
+      detail::JsonObjectWriter w;
+      w.field("ok", false).field("error", message);
+      std::cout << w.finish() << '\n';
+    } else {
+      std::cerr << "countersign bridge: " << message << '\n';
+    }
     return kExitUsage;
   };
+  auto loaded = loadConfig(options.config_path, processEnvironment(), ConfigUse::bridge);
+  if (!loaded) return refuse(loaded.error().message);
+  const Config config = std::move(*loaded);
 
   std::string bot_token;
   std::string app_token;
@@ -126,6 +131,32 @@ int bridgeCommand(const RunOptions& options) {
   }
   auto http_client = bridge::HttpsClient::create(config.slack.ca_file);
   if (!http_client) return refuse("slack.ca_file: " + http_client.error().message);
+  if (options.check && options.json) {
+    detail::JsonObjectWriter w;
+    w.field("ok", true).field("config", options.config_path);
+    if (config.slack.enabled) {
+      w.key("slack");
+      auto& out = w.writer();
+      out.StartObject();
+      out.Key("mode");
+      out.String(config.slack.mode == SlackConfig::Mode::socket ? "socket" : "http");
+      out.Key("channel_routes");
+      out.Uint64(config.slack.channels.size());
+      out.Key("via");
+      out.String(identity.via.data(), static_cast<rapidjson::SizeType>(identity.via.size()));
+      out.EndObject();
+    } else {
+      w.field("slack", false);
+    }
+    w.field("webhooks", static_cast<std::uint64_t>(webhooks.size()));
+    w.key("event_keys");
+    auto& out = w.writer();
+    out.StartArray();
+    for (const auto& key : event_keys.keys()) out.String(key.data(), static_cast<rapidjson::SizeType>(key.size()));
+    out.EndArray();
+    std::cout << w.finish() << '\n';
+    return kExitOk;
+  }
   if (options.check) {
     std::cout << "ok config " << options.config_path << ": "
               << (config.slack.enabled ? std::string("slack (") + (config.slack.mode == SlackConfig::Mode::socket ? "socket" : "http") +

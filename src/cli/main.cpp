@@ -93,6 +93,7 @@ int main(int argc, char** argv) {
   auto* bridge_cmd = app.add_subcommand("bridge", "run the Slack bridge and webhook notifier");
   bridge_cmd->add_option("--config,-c", bridge.config_path, "config file")->capture_default_str();
   bridge_cmd->add_flag("--check", bridge.check, "validate the config, tokens and key, then exit");
+  bridge_cmd->add_flag("--json", bridge.json, "with --check: print the result as JSON; otherwise JSON logs (the default)");
   bridge_cmd->add_option("--log-format", bridge.log_format, "json or text")
       ->check(CLI::IsMember({"json", "text"}))->capture_default_str();
   bridge_cmd->add_option("--log-level", bridge.log_level, "debug, info, warn or error")

@@ -1175,6 +1175,24 @@ TEST_F(BridgeSlackTest, CheckValidatesWithoutStarting) {
                                    {{"SLACK_BOT_TOKEN", "xoxb-fake"}, {"SLACK_APP_TOKEN", "xapp-fake"}});
   EXPECT_EQ(typo.exit_code, 2);
   EXPECT_NE(typo.err.find("slack.chanels: unknown key"), std::string::npos) << typo.err;
+
+  // --json: one object on stdout, for a good config and for a refused one.
+  const auto ok_json = runCountersign({"bridge", "--config", (dir_.path() / "check.yaml").string(), "--check", "--json"},
+                                      {{"SLACK_BOT_TOKEN", "xoxb-fake"}, {"SLACK_APP_TOKEN", "xapp-fake"}});
+  EXPECT_EQ(ok_json.exit_code, 0) << ok_json.err;
+  const rapidjson::Document good = parse(ok_json.out);
+  ASSERT_TRUE(good.IsObject()) << ok_json.out;
+  EXPECT_TRUE(good["ok"].GetBool());
+  EXPECT_STREQ(good["slack"]["mode"].GetString(), "socket");
+  EXPECT_TRUE(good["event_keys"].IsArray() && good["event_keys"].Size() >= 1) << ok_json.out;
+  const auto refused_json = runCountersign({"bridge", "--config", (dir_.path() / "typo.yaml").string(), "--check", "--json"},
+                                           {{"SLACK_BOT_TOKEN", "xoxb-fake"}, {"SLACK_APP_TOKEN", "xapp-fake"}});
+  EXPECT_EQ(refused_json.exit_code, 2);
+  const rapidjson::Document refused = parse(refused_json.out);
+  ASSERT_TRUE(refused.IsObject()) << refused_json.out;
+  EXPECT_FALSE(refused["ok"].GetBool());
+  EXPECT_NE(std::string(refused["error"].GetString()).find("slack.chanels: unknown key"), std::string::npos)
+      << refused_json.out;
 }
 
 
