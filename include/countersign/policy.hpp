@@ -56,7 +56,9 @@ class JobView {
   const Labels* route_labels_;
   mutable bool parsed_ = false;
   mutable bool is_json_ = false;
-  mutable rapidjson::Document doc_;
+  // Made only when the payload is parsed: an empty Document still allocates its memory pool,
+  // and most jobs (rules on subject and headers) never look at the payload.
+  mutable std::optional<rapidjson::Document> doc_;
   // Scratch space for labels read from headers / route labels.
   mutable std::vector<std::unique_ptr<rapidjson::Document>> scratch_;
 };

@@ -78,11 +78,11 @@ const rapidjson::Value* JobView::payloadJson() const {
     parsed_ = true;
     auto parsed = json::parseStrict(payload_);
     if (parsed) {
-      doc_ = std::move(*parsed);
+      doc_.emplace(std::move(*parsed));
       is_json_ = true;
     }
   }
-  return is_json_ ? &doc_ : nullptr;
+  return is_json_ ? &*doc_ : nullptr;
 }
 
 const rapidjson::Value* JobView::label(std::string_view name) const {
