@@ -41,6 +41,8 @@ class KeyGroups {
     }
   }
   std::vector<std::string> keys() const;
+  // The keys of one group (`group` and every `group/...`), whole.
+  std::vector<std::string> groupKeys(std::string_view group) const;
   std::size_t groups() const;  // groups with at least one key
   std::size_t bytes() const;   // memory held, roughly (the other keys' nodes counted by their strings)
   void clear();

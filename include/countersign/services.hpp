@@ -102,7 +102,9 @@ struct VoteStamp {
 
 // The approvers whose votes count for `record` under its binding: one read per name of
 // `candidates` (each through the stream: a key listing can miss the newest keys), or, when
-// anyone may vote (nullopt), the keys listed under the binding. `stamp`, when given, receives
+// anyone may vote (nullopt), the approval's keys under the binding (KvStore::groupKeys: an index
+// may show another process's newest vote a few milliseconds late; the replayer finishes a quorum
+// that both voters missed so). `stamp`, when given, receives
 // what the keys read looked like.
 Result<std::vector<std::string>> countVotes(const Services& services, const ApprovalRecord& record,
                                             const std::optional<std::vector<std::string>>& candidates,

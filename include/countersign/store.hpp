@@ -88,6 +88,18 @@ class KvStore {
   // The same, read from the bucket now: includes every write confirmed before the call (for
   // answers to people: `list`, and operator decisions).
   virtual Result<std::vector<std::string>> listKeys() { return keys(); }
+  // The keys of one group (the key `group` and every `group/...`) that currently have a value,
+  // in any order; for counting an approval's votes or claims without listing the bucket. A store
+  // with an index answers from it (KvBucket: this process's own creates are in at once, other
+  // processes' writes may show up a few milliseconds late); this default filters listKeys().
+  virtual Result<std::vector<std::string>> groupKeys(std::string_view group) {
+    auto all = listKeys();
+    if (!all) return all;
+    std::erase_if(*all, [&](const std::string& key) {
+      return !key.starts_with(group) || (key.size() > group.size() && key[group.size()] != '/');
+    });
+    return all;
+  }
 
   // create() without waiting for the answer: `done` gets exactly what create() would return,
   // exactly once, on any thread (possibly before this call returns). It must not block: it may

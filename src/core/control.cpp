@@ -184,7 +184,7 @@ ControlReply Control::operatorRelease(std::string_view body) {
     return reply(Outcome::released, 200, w);
   }
   // force: claim the next replay attempt so no replayer publishes at the same time.
-  auto keys = s_.store.listKeys();
+  auto keys = s_.store.groupKeys(id);
   if (!keys) return lockBusy(id);
   const std::string claim_prefix = id + "/replay/";
   int claims = 0;

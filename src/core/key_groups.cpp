@@ -4,6 +4,19 @@
 
 namespace countersign {
 
+namespace {
+
+std::string joinKey(std::string_view group, std::string_view rest) {
+  std::string key(group);
+  if (!rest.empty()) {
+    key += '/';
+    key += rest;
+  }
+  return key;
+}
+
+}  // namespace
+
 std::pair<std::string_view, std::string_view> KeyGroups::split(std::string_view key) {
   const auto slash = key.find('/');
   if (slash == std::string_view::npos) return {key, {}};
@@ -60,14 +73,20 @@ bool KeyGroups::contains(std::string_view group, std::string_view rest) const {
 std::vector<std::string> KeyGroups::keys() const {
   std::vector<std::string> out;
   out.reserve(common_.size() + others_.size());
-  forEach([&](std::string_view group, std::string_view rest) {
-    std::string key(group);
-    if (!rest.empty()) {
-      key += '/';
-      key += rest;
-    }
-    out.push_back(std::move(key));
-  });
+  forEach([&](std::string_view group, std::string_view rest) { out.push_back(joinKey(group, rest)); });
+  return out;
+}
+
+std::vector<std::string> KeyGroups::groupKeys(std::string_view group) const {
+  std::vector<std::string> out;
+  const auto whole = [&](std::string_view rest) { out.push_back(joinKey(group, rest)); };
+  const auto bits = common_.get(group).value_or(0);
+  if ((bits & kRecord) != 0) whole({});
+  if ((bits & kDecision) != 0) whole("decision");
+  if ((bits & kReleased) != 0) whole("released");
+  if (const auto it = others_.find(group); it != others_.end()) {
+    for (const auto& rest : it->second) whole(rest);
+  }
   return out;
 }
 

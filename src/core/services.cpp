@@ -81,7 +81,7 @@ Result<std::vector<std::string>> countVotes(const Services& services, const Appr
     }
     return counted;
   }
-  auto listed = services.store.listKeys();
+  auto listed = services.store.groupKeys(record.id);
   if (!listed) return std::unexpected(listed.error());
   const std::string prefix = voteKey(record.id, record.binding, "");
   std::vector<std::string> keys;

@@ -1065,6 +1065,18 @@ Result<std::vector<std::string>> KvBucket::keys() {
 
 void KvBucket::retire(std::string_view group) { index_->retire(group); }
 
+Result<std::vector<std::string>> KvBucket::groupKeys(std::string_view group) {
+  {
+    const std::lock_guard lock(index_->mutex);
+    if (index_->live && !index_->isRetired(group) &&
+        (!index_->ages || KeyIndex::Clock::now() - index_->last_full < kFullListingEvery)) {
+      index_->drainLocked();
+      return index_->groups.groupKeys(group);
+    }
+  }
+  return KvStore::groupKeys(group);
+}
+
 Result<std::vector<std::string>> KvBucket::listKeys() {
   if (!watchConnection().connected()) return fail(Errc::unavailable, "KV keys of " + bucket_ + ": not connected to NATS");
   // No Timeout: with one set, cnats 3.4.1's kvStore_Keys gives up early on larger buckets

@@ -92,6 +92,10 @@ class KvBucket : public KvStore {
   // 30 s or more are not indexed either, so memory follows the open groups. A full listing
   // (the watcher restarting, or an age limit's check) may bring it back once.
   void retire(std::string_view group) override;
+  // The group's keys from the index while it is live (this process's creates at once, other
+  // processes' writes a few milliseconds late, as for keys()); from a full listing while it is
+  // not, for a retired group, or when the age limit's check is due.
+  Result<std::vector<std::string>> groupKeys(std::string_view group) override;
   // The full listing (kvStore_Keys), bypassing the index.
   Result<std::vector<std::string>> listKeys() override;
   // Whether the watcher has delivered the bucket's state and is running (for tests).

@@ -595,6 +595,46 @@ TEST_F(NatsAdapterTest, KvRetiredGroupsLeaveTheIndexAndStayOut) {
   EXPECT_EQ(kv->listKeys()->size(), 7u);
 }
 
+TEST_F(NatsAdapterTest, KvGroupKeysFollowOtherWritersAndDeletes) {
+  auto kv = openBucket(*connection);
+  for (const std::string key : {"g", "g/vote/1/alice", "gx/vote/1/bob", "h/vote/1/carol"}) {
+    ASSERT_TRUE(kv->create(key, "v").has_value()) << key;
+  }
+  auto sorted = [&](std::string_view group) {
+    auto keys = kv->groupKeys(group);
+    EXPECT_TRUE(keys.has_value());
+    std::vector<std::string> out = keys ? *keys : std::vector<std::string>{};
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  // Before the index is live: the listing, filtered (a neighbour "gx" is not "g").
+  EXPECT_FALSE(kv->indexLive());
+  EXPECT_EQ(sorted("g"), (std::vector<std::string>{"g", "g/vote/1/alice"}));
+  ASSERT_TRUE(kv->keys().has_value());
+  ASSERT_TRUE(eventually([&] { return kv->indexLive(); }));
+  EXPECT_EQ(sorted("g"), (std::vector<std::string>{"g", "g/vote/1/alice"}));
+  // Own creates at once; another connection's create and delete through the watcher.
+  ASSERT_TRUE(kv->create("g/vote/1/own", "v").has_value());
+  EXPECT_EQ(sorted("g"), (std::vector<std::string>{"g", "g/vote/1/alice", "g/vote/1/own"}));
+  auto other_connection = connectTo(server->url());
+  auto other = openBucket(*other_connection);
+  ASSERT_TRUE(other->create("g/vote/2/dave", "v").has_value());
+  const std::vector<std::string> with_dave{"g", "g/vote/1/alice", "g/vote/1/own", "g/vote/2/dave"};
+  EXPECT_TRUE(eventually([&] { return sorted("g") == with_dave; }));
+  kvStore* raw = nullptr;
+  ASSERT_EQ(js_KeyValue(&raw, other_connection->js(), "approvals"), NATS_OK);
+  ASSERT_EQ(kvStore_Delete(raw, "g/vote/1/alice"), NATS_OK);
+  kvStore_Destroy(raw);
+  const std::vector<std::string> without_alice{"g", "g/vote/1/own", "g/vote/2/dave"};
+  EXPECT_TRUE(eventually([&] { return sorted("g") == without_alice; }));
+  EXPECT_TRUE(kv->indexLive());  // answered from the index, not a listing
+  EXPECT_EQ(sorted("h"), std::vector<std::string>{"h/vote/1/carol"});
+  EXPECT_TRUE(sorted("none").empty());
+  // A retired group is forgotten by the index: its keys come from a listing.
+  kv->retire("g");
+  EXPECT_EQ(sorted("g"), without_alice);
+}
+
 TEST_F(NatsAdapterTest, KvKeysOfEmptyBucketIsEmptyThenListsEveryKey) {
   auto kv = openBucket(*connection);
   auto none = kv->keys();

@@ -52,9 +52,21 @@ class MemoryKv final : public KvStore {
   }
   Result<std::vector<std::string>> keys() override {
     const std::lock_guard lock(mutex_);
+    ++listings;
     if (auto e = injected()) return std::unexpected(*e);
     std::vector<std::string> out;
     for (const auto& [k, v] : data_) out.push_back(k);
+    return out;
+  }
+
+  // The group's keys from the ordered map (no listing: `listings` tells a path that lists).
+  Result<std::vector<std::string>> groupKeys(std::string_view group) override {
+    const std::lock_guard lock(mutex_);
+    if (auto e = injected()) return std::unexpected(*e);
+    std::vector<std::string> out;
+    for (auto it = data_.lower_bound(std::string(group)); it != data_.end() && it->first.starts_with(group); ++it) {
+      if (it->first.size() == group.size() || it->first[group.size()] == '/') out.push_back(it->first);
+    }
     return out;
   }
 
@@ -90,6 +102,7 @@ class MemoryKv final : public KvStore {
   std::string fail_get_suffix;
   std::atomic<int> creates{0};
   std::atomic<int> updates{0};
+  std::atomic<int> listings{0};  // keys() and what lists through it (listKeys, groupKeys)
 
   void failNext(Errc code, int calls = 1) {
     const std::lock_guard lock(mutex_);

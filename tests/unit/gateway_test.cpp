@@ -601,6 +601,34 @@ TEST_F(GatewayTest, ConcurrentApprovalsReleaseExactlyOnce) {
 }
 
 
+// Anyone may vote (`*`): the votes counted are the keys under the approval's binding, found
+// without listing the bucket; another binding's, another approval's (even one whose id starts
+// with this one's) and votes on other fields do not count.
+TEST_F(GatewayTest, VotesOfAnyoneAreCountedFromTheApprovalsOwnKeys) {
+  ApprovalRecord record{.id = "pay-1", .job_hash = "h1", .policy_snapshot = "p1", .binding = 2};
+  const auto vote = [&](const std::string& key, const std::string& approver, const std::string& job_hash) {
+    kv_.put(key, toJson(VoteRecord{.approver = approver, .job_hash = job_hash, .policy_snapshot = "p1"}));
+  };
+  kv_.put("pay-1", "{}");
+  vote(voteKey("pay-1", 2, "alice"), "alice", "h1");
+  vote(voteKey("pay-1", 2, "bob"), "bob", "h1");
+  vote(voteKey("pay-1", 1, "carol"), "carol", "h1");     // an earlier binding's
+  vote(voteKey("pay-10", 2, "dave"), "dave", "h1");      // another approval (its id extends this one)
+  vote(voteKey("pay-2", 2, "erin"), "erin", "h1");       // another approval
+  vote(voteKey("pay-1", 2, "frank"), "frank", "other");  // cast on another job
+  kv_.put("pay-1/replay/1", "x");
+  const Services services{config_, kv_, pub_, clock_, ids_, *policy_, throttler_, *events_, log_, metrics_};
+  VoteStamp stamp;
+  auto counted = countVotes(services, record, std::nullopt, &stamp);
+  ASSERT_TRUE(counted.has_value()) << counted.error().message;
+  std::sort(counted->begin(), counted->end());
+  EXPECT_EQ(*counted, (std::vector<std::string>{"alice", "bob"}));
+  EXPECT_EQ(stamp.keys, 3u);  // alice's, bob's and frank's keys under binding 2
+  EXPECT_EQ(kv_.listings.load(), 0);  // the approval's keys, not the bucket's
+  kv_.failNext(Errc::unavailable);
+  EXPECT_EQ(countVotes(services, record, std::nullopt).error().code, Errc::unavailable);
+}
+
 // Core intake with a hold pool: the delivery thread hands the KV round trip over and goes on.
 class PooledHoldTest : public GatewayTest {
  protected:

@@ -164,6 +164,29 @@ TEST(KeyGroupsTest, KeepsEveryKeyOfAGroupAndForgetsTheGroupWhole) {
   EXPECT_EQ(visited, (std::vector<std::pair<std::string, std::string>>{{"c", "vote/bob"}}));
 }
 
+TEST(KeyGroupsTest, GroupKeysAreTheKeysOfThatGroupOnly) {
+  KeyGroups groups;
+  for (const std::string_view key : {"a", "a/decision", "a/vote/1/alice", "a/vote/2/bob", "a/replay/1", "ab",
+                                     "ab/vote/1/carol", "b/vote/1/dave"}) {
+    const auto [group, rest] = KeyGroups::split(key);
+    groups.add(group, rest);
+  }
+  auto a = groups.groupKeys("a");
+  std::sort(a.begin(), a.end());
+  EXPECT_EQ(a, (std::vector<std::string>{"a", "a/decision", "a/replay/1", "a/vote/1/alice", "a/vote/2/bob"}));
+  EXPECT_EQ(groups.groupKeys("b"), std::vector<std::string>{"b/vote/1/dave"});  // other keys only, no record
+  EXPECT_TRUE(groups.groupKeys("c").empty());
+  EXPECT_TRUE(groups.groupKeys("").empty());
+  groups.erase("a", "vote/1/alice");
+  groups.erase("a", "");
+  a = groups.groupKeys("a");
+  std::sort(a.begin(), a.end());
+  EXPECT_EQ(a, (std::vector<std::string>{"a/decision", "a/replay/1", "a/vote/2/bob"}));
+  groups.eraseGroup("a");
+  EXPECT_TRUE(groups.groupKeys("a").empty());
+  EXPECT_EQ(groups.groupKeys("ab").size(), 2u);
+}
+
 TEST(KeyGroupsTest, APendingApprovalCostsAboutItsIdsSize) {
   KeyGroups groups;
   constexpr std::size_t kCount = 200000;

@@ -108,9 +108,15 @@ TEST_F(ReplayerTest, PastTheDuplicateWindowAnOperatorDecides) {
   clock_.advance(6s);
   EXPECT_EQ(replay->scan()->release_unknown, 0);  // reported once
 
+  ASSERT_FALSE(kv_.value(replayKey(id, 1)));
+  kv_.put(replayKey(id, 1), "replayer");  // a claim of an attempt that did not finish
+  kv_.listings = 0;
   const auto forced = control_->operatorRelease(R"({"id":")" + id + R"(","operator":"ops","mode":"force"})");
   EXPECT_EQ(forced.code, 200) << forced.body;
   EXPECT_EQ(pub_.on("jobs.").size(), 1u);
+  // The next replay claim after that one, counted from the approval's keys alone.
+  EXPECT_EQ(kv_.value(replayKey(id, 2)), "operator:ops");
+  EXPECT_EQ(kv_.listings.load(), 0);
   const auto again = control_->operatorRelease(R"({"id":")" + id + R"(","operator":"ops","mode":"force"})");
   EXPECT_EQ(wireName(again.status), "already_released");
   EXPECT_EQ(pub_.on("jobs.").size(), 1u);
