@@ -16,7 +16,7 @@ export TEARDOWN_ROUNDS=${TEARDOWN_ROUNDS:-40}
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 2; }
 
 tests=(
-  "it_nats_adapter_test:NatsAdapterTest.*SafelyWhileTheBucketIsWritten:NatsAdapterTest.KvGetMany*:NatsAdapterTest.RequestsSentTogether*"
+  "it_nats_adapter_test:NatsAdapterTest.*SafelyWhileTheBucketIsWritten:NatsAdapterTest.KvGetMany*:NatsAdapterTest.RequestsSentTogether*:NatsAdapterTest.SubscriptionsEndSafelyWhileMessagesArrive"
   "it_js_ingress_test:JsIngressTest.StoppedAgainAndAgainWhileJobsFlow*:JsIngressTest.ConsumerAndStreamThatDisappearAreCreatedAgain"
 )
 logs=$(mktemp -d)

@@ -128,7 +128,9 @@ void Bridge::stop() {
   if (notice_thread_.joinable()) notice_thread_.join();  // after the clicks: they may queue answers
   webhooks_.stop();  // events still waiting for deliveries are nak'ed: sent again after a restart
   if (sub_ != nullptr) {
-    natsSubscription_Destroy(static_cast<natsSubscription*>(sub_));  // never Unsubscribe: it would delete the durable
+    // A fetch that timed out may still be answered: retire() unsubscribes, waits for a round
+    // trip, then frees. Unsubscribing keeps the durable: it was bound by name, not created here.
+    p_.nats.retire(static_cast<natsSubscription*>(sub_));
     sub_ = nullptr;
   }
 }
@@ -233,7 +235,7 @@ void Bridge::consumeLoop() {
         consumer_ready_.store(true);
       } else if (js_error == JSConsumerNotFoundErr) {
         consumer_ready_.store(false);
-        natsSubscription_Destroy(sub);
+        p_.nats.retire(sub);
         sub_ = nullptr;
         if (info != nullptr) jsConsumerInfo_Destroy(info);
         continue;

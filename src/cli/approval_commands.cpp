@@ -349,8 +349,7 @@ int submitCommand(const ClientOptions& options, const std::string& subject, cons
     std::cerr << "countersign: cannot subscribe to a reply inbox\n";
     return kExitUnreachable;
   }
-  std::unique_ptr<natsSubscription, decltype(&natsSubscription_Destroy)> sub_guard(decision_sub,
-                                                                               &natsSubscription_Destroy);
+  const RetiringSubscription sub_guard(*connection, decision_sub);  // a late decision may still come
   natsMsgHeader_Set(msg, "Countersign-Reply-To", decision_inbox);
 
   natsMsg* reply = nullptr;

@@ -40,6 +40,23 @@ std::unique_ptr<natsio::Connection> connectTo(const Target& target);
 // Resolves and connects; on failure prints why and sets `exit_code`.
 std::unique_ptr<natsio::Connection> connectFor(const ClientOptions& options, Target& target, int& exit_code);
 
+// Owns a subscription of `connection` that the server may still be sending to (an inbox a late
+// answer may reach, a subject others publish on): at the end, Connection::retire() unsubscribes,
+// makes a round trip and only then frees it, so cnats' reader thread never hands a message to a
+// freed subscription. The connection must outlive it (declare it after the connection).
+class RetiringSubscription {
+ public:
+  RetiringSubscription(natsio::Connection& connection, natsSubscription* sub) : connection_(connection), sub_(sub) {}
+  ~RetiringSubscription() { connection_.retire(sub_); }
+  RetiringSubscription(const RetiringSubscription&) = delete;
+  RetiringSubscription& operator=(const RetiringSubscription&) = delete;
+  natsSubscription* get() const { return sub_; }
+
+ private:
+  natsio::Connection& connection_;
+  natsSubscription* sub_;
+};
+
 // Prints why a request on `subject` got no answer: a permission refused by the server (with
 // the server's words), nobody subscribed, or a timeout. Returns the exit code for it.
 int reportNoAnswer(natsConnection* connection, natsStatus status, const std::string& subject,

@@ -193,7 +193,7 @@ int receiptVerify(const KeyOptions& options) {
     std::cerr << "countersign: cannot subscribe to " << options.subject << ": " << nats_GetLastError(nullptr) << '\n';
     return kExitUsage;
   }
-  const std::unique_ptr<natsSubscription, void (*)(natsSubscription*)> subscription(raw, natsSubscription_Destroy);
+  const RetiringSubscription subscription(*connection, raw);  // others may go on publishing
   (void)natsConnection_Flush(connection->raw());
   if (!options.json) std::cerr << "waiting for " << options.count << " message(s) on " << options.subject << "...\n";
   bool all_ok = true;

@@ -78,7 +78,7 @@ int watchCommand(const ClientOptions& options, const WatchOptions& watch) {
     std::cerr << "countersign: cannot subscribe to " << subject << " (--topic must be a subject pattern)\n";
     return kExitUsage;
   }
-  std::unique_ptr<natsSubscription, decltype(&natsSubscription_Destroy)> guard(sub, &natsSubscription_Destroy);
+  const RetiringSubscription guard(*connection, sub);  // events go on arriving until the end
   // A refused subscription is only reported asynchronously: the flush makes the server answer.
   (void)connection->flush(std::chrono::milliseconds(options.timeout_ms));
   if (!options.json) {

@@ -11,6 +11,8 @@ namespace {
 constexpr int kPendingMessages = 1'000'000;
 constexpr int kPendingBytes = 1 << 30;
 constexpr std::int64_t kShedHeadroom = 32 * 1024 * 1024;
+// How long the destructor waits for its round trip; a server that does not answer sends nothing.
+constexpr std::int64_t kRoundTripMs = 2000;
 
 // The subscription state whose handler this thread is running, if any.
 thread_local const void* t_delivering = nullptr;
@@ -47,6 +49,7 @@ Result<std::unique_ptr<Subscription>> Subscription::subscribe(Connection& connec
     return std::unexpected(natsError(s, "subscribe " + subject));
   }
   self->sub_ = sub;
+  self->nc_ = connection.raw();
   self->state_ = std::move(state);
   if (!self->state_->thread_name.empty()) delivery_thread.name(self->state_->thread_name);
 
@@ -80,6 +83,13 @@ std::uint64_t Subscription::dropped() const {
 Subscription::~Subscription() {
   if (sub_ == nullptr) return;
   unsubscribe();
+  // Destroy alone would free the subscription while the reader thread may still be handing it a
+  // message that arrived before the unsubscribe; after the server's answer to a round trip it no
+  // longer is. Not connected, the reader hands it nothing. Through the raw connection, which the
+  // subscription holds: the Connection may already be gone.
+  if (!drained_ && natsConnection_Status(nc_) == NATS_CONN_STATUS_CONNECTED) {
+    (void)natsConnection_FlushTimeout(nc_, kRoundTripMs);
+  }
   natsSubscription_Destroy(sub_);
 }
 
@@ -119,6 +129,7 @@ Status Subscription::drain(std::chrono::milliseconds timeout) {
     Errc code = s == NATS_TIMEOUT ? Errc::timeout : Errc::unavailable;
     return std::unexpected(natsError(code, s, "drain " + subject_));
   }
+  drained_ = true;  // the drain's flush came after its unsubscribe
   return {};
 }
 

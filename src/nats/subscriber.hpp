@@ -52,7 +52,10 @@ class Subscription {
                                                          std::string thread_name = {},
                                                          Shedding shedding = {});
   // Unsubscribes and waits until no handler runs any more, however long that takes (a handler
-  // that hands its message over returns at once), except on the delivery thread itself.
+  // that hands its message over returns at once), except on the delivery thread itself. Then,
+  // while connected and unless a drain finished, one round trip to the server (at most 2 s):
+  // cnats' reader thread may still be handing the subscription a message it read before the
+  // unsubscribe, and is done with it once the server's answer arrives. Only then is it freed.
   ~Subscription();
   Subscription(const Subscription&) = delete;
   Subscription& operator=(const Subscription&) = delete;
@@ -97,6 +100,9 @@ class Subscription {
   static void onComplete(void* closure);
 
   natsSubscription* sub_ = nullptr;
+  // The subscription's connection; cnats keeps it alive as long as the subscription.
+  natsConnection* nc_ = nullptr;
+  bool drained_ = false;  // a drain finished: its own round trip followed the unsubscribe
   std::shared_ptr<State> state_;
   std::string subject_;
 };
