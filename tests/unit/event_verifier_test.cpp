@@ -1,6 +1,11 @@
 // Reading events back: which ones countersign's key verifies, and how a shown event is marked.
 #include <gtest/gtest.h>
 
+#include <condition_variable>
+#include <future>
+#include <memory>
+#include <mutex>
+
 #include "countersign/events.hpp"
 #include "countersign/json.hpp"
 #include "countersign/nkeys.hpp"
@@ -133,4 +138,52 @@ TEST(EventSink, SigningOnTheCallerPublishesSignedEventsBeforeEmitReturns) {
 }
 
 }  // namespace
+
+namespace {
+
+// Publishes nothing until released: the signing thread stays in its first publish.
+class HeldPublisher final : public Publisher {
+ public:
+  Result<PublishAck> publish(const OutMessage&, Delivery, std::chrono::milliseconds) override {
+    std::unique_lock lock(mutex_);
+    open_.wait(lock, [this] { return released_; });
+    return PublishAck{};
+  }
+  std::size_t maxPayload() const override { return 1 << 20; }
+  void release() {
+    const std::lock_guard lock(mutex_);
+    released_ = true;
+    open_.notify_all();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable open_;
+  bool released_ = false;
+};
+
+}  // namespace
+
+// A sink without backpressure (its `held` events come from the store's answer thread, which
+// answers every create behind it) never waits for room: with the signing thread stuck in a
+// publish and its queue full, emit() still returns. With backpressure the same emits would wait.
+TEST(EventSink, WithoutBackpressureEmitNeverWaitsForAFullSigningQueue) {
+  HeldPublisher pub;
+  fakes::ManualClock clock;
+  NullLogger log;
+  const nkeys::Signer signer(nkeys::generateSeed());
+  auto sink = std::make_unique<EventSink>(
+      pub, clock, log,
+      EventOptions{.chained = true, .chain_id = "abc-control", .signer = &signer, .signer_queue = 2,
+                   .backpressure = false});
+  auto emitted = std::async(std::launch::async, [&] {
+    for (int i = 0; i < 20; ++i) sink->emit(Event{.event = EventKind::held, .approval_id = "job" + std::to_string(i)});
+  });
+  const bool returned = emitted.wait_for(std::chrono::seconds(5)) == std::future_status::ready;
+  pub.release();
+  emitted.wait();
+  sink.reset();  // publishes what was queued
+  EXPECT_TRUE(returned) << "emit() waited for room in the signing queue";
+}
+
 }  // namespace countersign::testing
