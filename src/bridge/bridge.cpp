@@ -133,6 +133,12 @@ void Bridge::stop() {
     p_.nats.retire(static_cast<natsSubscription*>(sub_));
     sub_ = nullptr;
   }
+  std::vector<void*> lost;
+  {
+    std::lock_guard lock(mutex_);
+    lost.swap(lost_subs_);
+  }
+  for (void* old : lost) p_.nats.retire(static_cast<natsSubscription*>(old));
 }
 
 bool Bridge::sleepUnlessStopping(milliseconds delay, void* msg) {
@@ -230,12 +236,24 @@ void Bridge::consumeLoop() {
       last_lag = std::chrono::steady_clock::now();
       jsConsumerInfo* info = nullptr;
       jsErrCode js_error{};
-      if (natsSubscription_GetConsumerInfo(&info, sub, nullptr, &js_error) == NATS_OK && info != nullptr) {
+      const natsStatus info_status = natsSubscription_GetConsumerInfo(&info, sub, nullptr, &js_error);
+      if (info_status == NATS_OK && info != nullptr) {
         p_.metrics.setLag(static_cast<std::int64_t>(info->NumPending + static_cast<std::uint64_t>(info->NumAckPending)));
         consumer_ready_.store(true);
-      } else if (js_error == JSConsumerNotFoundErr) {
+      } else if (js_error == JSConsumerNotFoundErr || info_status == NATS_INVALID_SUBSCRIPTION) {
+        // The consumer is gone: the server says so, or the client library closed the pull
+        // subscription when a fetch was told "consumer deleted". It is made again below.
+        p_.log.warn("bridge: the durable consumer is gone; making it again",
+                    {{"stream", stream_}, {"durable", std::string(kBridgeDurable)}});
         consumer_ready_.store(false);
-        p_.nats.retire(sub);
+        // Events fetched from it may still be in the lanes or waiting for webhook deliveries, and
+        // their ack, nak or in-progress reads the subscription: it is unsubscribed now and freed
+        // at stop, once every lane and delivery is done with them.
+        (void)natsSubscription_Unsubscribe(sub);
+        {
+          std::lock_guard lock(mutex_);
+          lost_subs_.push_back(sub_);
+        }
         sub_ = nullptr;
         if (info != nullptr) jsConsumerInfo_Destroy(info);
         continue;

@@ -145,6 +145,9 @@ class Bridge {
   };
   std::deque<Notice> notices_;
   void* sub_ = nullptr;  // natsSubscription*
+  // Subscriptions of a consumer that disappeared: unsubscribed, freed at stop (events fetched
+  // from them may still be acked). One per loss of the consumer.
+  std::vector<void*> lost_subs_;
 };
 
 }  // namespace countersign::bridge

@@ -150,6 +150,16 @@ class FakeSlack {
     return httpCall(control_, method, path, body);
   }
   rapidjson::Document socketState() { return parse(control("GET", "/socket").body); }
+  // The webhook deliveries the fake received, once there are at least n (or `within` passed).
+  rapidjson::Document waitHooks(rapidjson::SizeType n, std::chrono::milliseconds within) {
+    const auto deadline = std::chrono::steady_clock::now() + within;
+    rapidjson::Document hooks = parse(control("GET", "/hooks").body);
+    while (hooks.Size() < n && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      hooks = parse(control("GET", "/hooks").body);
+    }
+    return hooks;
+  }
   bool waitSocketHellos(int n, std::chrono::milliseconds timeout = 20s) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline) {
@@ -828,13 +838,7 @@ TEST_F(BridgeSlackTest, WebhooksAreSignedAndRetried) {
                                           "\", events: [held, rejected], secret_env: HOOK_SECRET }\n");
   const std::string id = hold("hook-1");
   EXPECT_EQ(str(control("reject", R"({"id":")" + id + R"(","approver":"carol"})"), "status"), "rejected");
-  const auto deadline = std::chrono::steady_clock::now() + 30s;
-  rapidjson::Document hooks;
-  while (std::chrono::steady_clock::now() < deadline) {
-    hooks = parse(slack_.control("GET", "/hooks").body);
-    if (hooks.Size() >= 3) break;
-    std::this_thread::sleep_for(100ms);
-  }
+  const rapidjson::Document hooks = slack_.waitHooks(3, 30s);
   ASSERT_EQ(hooks.Size(), 3u) << bridge->logs();  // held (503, then again), rejected
   EXPECT_TRUE(hooks[0]["failed"].GetBool());
   std::vector<std::string> events;
@@ -914,6 +918,29 @@ TEST_F(BridgeSlackTest, ASlowWebhookReceiverDelaysNoSlackPost) {
   for (int i = 0; i < 4; ++i) hold("slow-" + std::to_string(i));
   ASSERT_EQ(slack_.waitCalls("chat.postMessage", 4, 8s).size(), 4u) << bridge->logs();
   slack_.control("POST", "/hook/slow", R"({"ms":0})");
+}
+
+// The bridge's durable consumer deleted (by an operator, or with its stream) while a webhook
+// delivery still holds an event fetched through it: the bridge makes the consumer again and goes
+// on posting, and the held event's delivery finishes (its ack reads the old subscription, which
+// is kept until the bridge stops).
+TEST_F(BridgeSlackTest, ADeletedConsumerIsMadeAgainWhileADeliveryStillHoldsItsEvent) {
+  slack_.control("POST", "/hook/slow", R"({"ms":3000})");
+  auto bridge = startBridge("socket", "notify:\n  webhooks:\n    - { url: \"" + slack_.hookUrl() +
+                                          "\", events: [held], secret_env: HOOK_SECRET }\n");
+  ASSERT_TRUE(slack_.waitSocketHellos(1)) << bridge->logs();
+  hold("gone-0");
+  ASSERT_EQ(slack_.waitCalls("chat.postMessage", 1).size(), 1u) << bridge->logs();
+  ASSERT_EQ(js_DeleteConsumer(client_->js(), "COUNTERSIGN_AUDIT", "countersign-bridge", nullptr,
+                              nullptr),
+            NATS_OK);
+  std::this_thread::sleep_for(3s);  // the bridge finds the consumer gone within about 2 s
+  hold("gone-1");
+  ASSERT_EQ(slack_.waitCalls("chat.postMessage", 2, 15s).size(), 2u) << bridge->logs();
+  slack_.control("POST", "/hook/slow", R"({"ms":0})");
+  const rapidjson::Document hooks = slack_.waitHooks(2, 20s);
+  EXPECT_GE(hooks.Size(), 2u) << bridge->logs();
+  EXPECT_EQ(bridge->stop(), 0) << bridge->logs();
 }
 
 TEST_F(BridgeSlackTest, ADroppedSocketOrAKilledBridgeMidClickActsOnceAtMost) {
