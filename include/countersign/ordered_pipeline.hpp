@@ -66,8 +66,7 @@ class OrderedPipeline {
   std::vector<Slot> slots_;  // a ring: item n lives in slots_[n % size]
   std::uint64_t submitted_ = 0;   // items submitted
   std::uint64_t taken_ = 0;       // items whose Work a thread has taken
-  std::uint64_t next_ = 0;        // items taken for finishing: the next in line is item next_
-  std::uint64_t finished_ = 0;    // items whose Finish has returned
+  std::uint64_t finished_ = 0;    // items whose Finish has returned: item finished_ is next in line
   bool finishing_ = false;        // a thread is running Finishes
   bool stopping_ = false;
   std::uint64_t failed_ = 0;

@@ -42,7 +42,7 @@ void OrderedPipeline::submit(Work work) {
   {
     std::unique_lock lock(mutex_);
     if (threads_.empty()) start();
-    has_room_.wait(lock, [&] { return submitted_ - next_ < slots_.size(); });
+    has_room_.wait(lock, [&] { return submitted_ - finished_ < slots_.size(); });
     Slot& slot = slots_[submitted_ % slots_.size()];
     slot.work = std::move(work);
     slot.done = false;
@@ -94,14 +94,12 @@ void OrderedPipeline::run() {
 
 void OrderedPipeline::finishInOrder(std::unique_lock<std::mutex>& lock) {
   finishing_ = true;
-  while (next_ < submitted_ && slots_[next_ % slots_.size()].done) {
-    Slot& slot = slots_[next_ % slots_.size()];
+  while (finished_ < submitted_ && slots_[finished_ % slots_.size()].done) {
+    Slot& slot = slots_[finished_ % slots_.size()];
     Finish finish = std::move(slot.finish);
     slot.finish = nullptr;
     slot.done = false;
-    ++next_;
     lock.unlock();
-    has_room_.notify_one();
     bool threw = false;
     if (finish) {
       try {
@@ -113,7 +111,8 @@ void OrderedPipeline::finishInOrder(std::unique_lock<std::mutex>& lock) {
     }
     lock.lock();
     if (threw) ++failed_;
-    ++finished_;
+    ++finished_;  // its slot is given back only now: an item being finished is still in flight
+    has_room_.notify_one();
     idle_.notify_all();
   }
   finishing_ = false;
