@@ -137,6 +137,9 @@ constexpr std::chrono::seconds kRetiredFor{30};
 // How long the listing's and the watcher's JetStream calls wait (see KvBucket::listing_kv_).
 constexpr std::int64_t kListingWaitMs = 120000;
 constexpr std::chrono::milliseconds kWatchBatchEvery{100};
+// How long a pass that is past the bucket's state at its start chases later writes (see
+// watchKeys) before the index is used anyway.
+constexpr std::chrono::seconds kChaseFor{5};
 
 // The bucket's keys as a watcher (meta only) reports them, so that keys() need not list the
 // whole bucket every time; grouped by the part before the first '/' (the group of "a/b" and of
@@ -462,6 +465,12 @@ void KvBucket::watchKeys() {
       continue;
     }
     bool caught_up = *last < next;
+    // Loading ends when nothing is left to deliver. While writes outpace the pass that may
+    // never come: then it ends once the pass is past the stream's last message as of now and
+    // has loaded for kChaseFor. Every key present now that was not written again meanwhile is
+    // in the index by then; one written again is indexed when the watcher reaches that write.
+    const std::uint64_t loaded_at = *last;
+    const auto loading_since = std::chrono::steady_clock::now();
     // An ordered consumer from `next` (cheap for the server to create: no last-per-subject
     // search over a million subjects, which a key watcher's consumer costs nats-server 2.9 tens of
     // seconds on the connection's read loop); headers only, but for a first pass that hands
@@ -551,7 +560,8 @@ void KvBucket::watchKeys() {
           const std::lock_guard lock(index.mutex);
           ++index.delivered;
         }
-        if (pending == 0) {
+        if (pending == 0 ||
+            (next > loaded_at && std::chrono::steady_clock::now() - loading_since > kChaseFor)) {
           caught_up = true;
           loaded();
         }
