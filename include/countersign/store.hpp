@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "countersign/key_groups.hpp"
 #include "countersign/result.hpp"
 
 namespace countersign {
@@ -95,9 +96,7 @@ class KvStore {
   virtual Result<std::vector<std::string>> groupKeys(std::string_view group) {
     auto all = listKeys();
     if (!all) return all;
-    std::erase_if(*all, [&](const std::string& key) {
-      return !key.starts_with(group) || (key.size() > group.size() && key[group.size()] != '/');
-    });
+    std::erase_if(*all, [&](const std::string& key) { return KeyGroups::split(key).first != group; });
     return all;
   }
 

@@ -17,6 +17,19 @@ namespace countersign {
 
 namespace {
 
+// The index of a slot of `items` to use: one given back earlier (from `free`), else a new one at
+// the end.
+template <typename Items>
+std::uint32_t takeSlot(std::vector<std::uint32_t>& free, Items& items) {
+  if (!free.empty()) {
+    const std::uint32_t slot = free.back();
+    free.pop_back();
+    return slot;
+  }
+  items.emplace_back();
+  return static_cast<std::uint32_t>(items.size() - 1);
+}
+
 std::string stringField(const rapidjson::Value& doc, const char* name) {
   const auto it = doc.FindMember(name);
   if (it == doc.MemberEnd() || !it->value.IsString()) return {};
@@ -129,14 +142,7 @@ class Interned {
       ++slots_[it->second].users;
       return it->second;
     }
-    std::uint32_t ref = 0;
-    if (!free_.empty()) {
-      ref = free_.back();
-      free_.pop_back();
-    } else {
-      ref = static_cast<std::uint32_t>(slots_.size());
-      slots_.emplace_back();
-    }
+    const std::uint32_t ref = takeSlot(free_, slots_);
     slots_[ref] = Slot{.text = std::make_unique<std::string>(text), .users = 1};
     refs_.emplace(*slots_[ref].text, ref);
     return ref;
@@ -315,14 +321,7 @@ struct ApprovalTable::Data {
     if ((table_used + 1) * 5 > table.size() * 4) rehash();
     const auto [i, found] = findSlot(id);
     if (found) return table[i];
-    std::uint32_t slot = 0;
-    if (!free.empty()) {
-      slot = free.back();
-      free.pop_back();
-    } else {
-      slot = static_cast<std::uint32_t>(entries.size());
-      entries.emplace_back();
-    }
+    const std::uint32_t slot = takeSlot(free, entries);
     entries[slot] = Entry{};
     setText(entries[slot], id, id, {}, {});
     if (table[i] == kNone) ++table_used;
