@@ -47,6 +47,13 @@ std::string ingressReuseKey(std::string_view stream);
 std::uint64_t epochFor(const std::vector<StreamRegression>& regressions, std::uint64_t sequence,
                        std::int64_t stored_ns);
 
+// A recorded regression that already accounts for a message handled before a crash (sequence <=
+// up_to, stored no later than after_ns): a replica that finds such a message replaced later,
+// perhaps only after a further restart, has nothing new to record. nullptr when none does, and
+// for stored_ns 0 (nothing handled).
+const StreamRegression* regressionCovering(const std::vector<StreamRegression>& regressions, std::uint64_t sequence,
+                                           std::int64_t stored_ns);
+
 // The stored form, and back. Errc::parse_error for a value that is not one.
 std::string toJson(std::string_view stream, const std::vector<StreamRegression>& regressions);
 Result<std::vector<StreamRegression>> regressionsFromJson(std::string_view text);

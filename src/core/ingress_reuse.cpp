@@ -81,6 +81,15 @@ std::uint64_t epochFor(const std::vector<StreamRegression>& regressions, std::ui
   return epoch;
 }
 
+const StreamRegression* regressionCovering(const std::vector<StreamRegression>& regressions, std::uint64_t sequence,
+                                           std::int64_t stored_ns) {
+  if (stored_ns <= 0) return nullptr;  // nothing handled: no store time to tell by
+  for (const auto& r : regressions) {
+    if (sequence <= r.up_to && stored_ns <= r.after_ns) return &r;
+  }
+  return nullptr;
+}
+
 std::string toJson(std::string_view stream, const std::vector<StreamRegression>& regressions) {
   std::string out = "{\"stream\":";
   json::appendJsonString(out, stream);

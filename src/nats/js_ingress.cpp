@@ -631,6 +631,21 @@ void JetStreamIngress::checkAfterReconnect() {
     return;
   }
   what += " (the stream's sequence went back, e.g. after a server crash)";
+  // The only sign is a message this ingress handled, and a recorded regression already accounts
+  // for it: another replica recorded that crash while this one was away (maybe across a further
+  // restart). Recording it again as a new epoch would give the jobs that replica has forwarded
+  // since then a second id, and the target stream would store them twice.
+  if (reuse_ && state.delivered_stream <= *last) {
+    const auto regressions = reuse_->regressions();
+    if (const auto* covering = regressionCovering(regressions, highest_handled_, highest_handled_ns_)) {
+      log(what + "; already recorded as epoch " + std::to_string(covering->epoch) + ": nothing new to record");
+      highest_handled_ = 0;
+      highest_handled_ns_ = 0;
+      check_pending_ = false;
+      setStalled({});
+      return;
+    }
+  }
   if (reuse_ && state.delivered_stream <= *last) {
     // Another replica may have found it first (on this server instance), recorded it and created
     // the consumer again: then only make sure the record covers what this one handled.

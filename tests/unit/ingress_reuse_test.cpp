@@ -39,6 +39,32 @@ TEST(IngressReuseTest, AMessageGetsTheLatestEpochItsSequenceAndStoreTimeFallUnde
   EXPECT_EQ(epochFor(regressions, 900, kCrash + 60'000'000'001), 1u);
 }
 
+// Two replicas and two server crashes, as seen in a kill -9 run: replica A handled up to sequence
+// 680, replica B up to 674, before the first crash. A recorded it (epoch 1) and forwarded new jobs
+// on sequences 661 to 674 under epoch 1. B was reconnecting the whole time and checked only after
+// the second crash, finding its 674 replaced. That regression is the first one: recording it as
+// epoch 2 (as B did) gave A's forwards a second id on redelivery, and they were stored twice.
+TEST(IngressReuseTest, AHandledMessageReplacedInARecordedCrashIsCoveredByIt) {
+  const std::int64_t a_newest = kCrash;                // A's 680, stored just before the crash
+  const std::int64_t b_newest = kCrash - 2'000'000;    // B's 674, stored 2 ms earlier
+  const std::int64_t after_first = kCrash + 2'000'000'000;
+  const std::vector<StreamRegression> recorded{{.epoch = 1, .up_to = 680, .after_ns = a_newest, .server = "S2"}};
+  EXPECT_EQ(epochFor(recorded, 670, after_first), 1u);  // what A forwarded after the first crash
+  const StreamRegression* covering = regressionCovering(recorded, 674, b_newest);
+  ASSERT_NE(covering, nullptr);
+  EXPECT_EQ(covering->epoch, 1u);
+  // Had it been recorded again, on the third server instance, the same message would move:
+  auto twice = recorded;
+  twice.push_back({.epoch = 2, .up_to = 674, .after_ns = b_newest, .server = "S3"});
+  EXPECT_EQ(epochFor(twice, 670, after_first), 2u);
+  // Not covered: a message stored after the recorded crash (lost in a later one), one past the
+  // recorded range, a process that handled nothing (no store time to tell by), no record.
+  EXPECT_EQ(regressionCovering(recorded, 670, after_first), nullptr);
+  EXPECT_EQ(regressionCovering(recorded, 681, b_newest), nullptr);
+  EXPECT_EQ(regressionCovering(recorded, 600, 0), nullptr);
+  EXPECT_EQ(regressionCovering({}, 674, b_newest), nullptr);
+}
+
 TEST(IngressReuseTest, TheStoredFormRoundTripsAndBadValuesAreRefused) {
   const std::vector<StreamRegression> regressions{
       {.epoch = 1, .up_to = 1320, .after_ns = kCrash, .server = "NABC", .found_at = "2026-12-06T13:00:00Z"}};
