@@ -1,6 +1,5 @@
 #include "app/gateway.hpp"
 
-#include <malloc.h>
 #include <pthread.h>
 
 #include <algorithm>
@@ -21,6 +20,7 @@
 #include "countersign/nkeys.hpp"
 #include "countersign/releaser.hpp"
 #include "countersign/replayer.hpp"
+#include "countersign/trim_memory.hpp"
 #include "http/evidence.hpp"
 #include "nats/audit_reader.hpp"
 #include "nats/audit_stream.hpp"
@@ -142,7 +142,7 @@ class ReplayLoop {
     // then.
     const auto now = std::chrono::steady_clock::now();
     if (!scanned_once_ || now - last_trim_ >= kTrimEvery) {
-      malloc_trim(0);
+      trimMemory();
       last_trim_ = now;
     }
     if (scanned && !scanned_once_.exchange(true)) {

@@ -1,11 +1,12 @@
 #include "nats/record_index.hpp"
 
-#include <malloc.h>
 #include <pthread.h>
 
 #include <algorithm>
 #include <optional>
 #include <string_view>
+
+#include "countersign/trim_memory.hpp"
 
 namespace countersign::natsio {
 
@@ -145,7 +146,7 @@ void RecordIndex::run() {
         changed_.notify_all();
         // Loading a large bucket buffered and parsed every record: hand the freed memory back,
         // so that the process's size follows what the table holds.
-        malloc_trim(0);
+        trimMemory();
         continue;
       }
       const std::uint64_t revision = kvEntry_Revision(entry);
