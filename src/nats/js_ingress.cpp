@@ -631,33 +631,26 @@ void JetStreamIngress::checkAfterReconnect() {
     return;
   }
   what += " (the stream's sequence went back, e.g. after a server crash)";
-  // The only sign is a message this ingress handled, and a recorded regression already accounts
-  // for it: another replica recorded that crash while this one was away (maybe across a further
-  // restart). Recording it again as a new epoch would give the jobs that replica has forwarded
-  // since then a second id, and the target stream would store them twice.
-  if (reuse_ && state.delivered_stream <= *last) {
-    const auto regressions = reuse_->regressions();
-    if (const auto* covering = regressionCovering(regressions, highest_handled_, highest_handled_ns_)) {
-      log(what + "; already recorded as epoch " + std::to_string(covering->epoch) + ": nothing new to record");
-      highest_handled_ = 0;
-      highest_handled_ns_ = 0;
-      check_pending_ = false;
-      setStalled({});
-      return;
-    }
-  }
+  bool found_here = false;
+  std::optional<std::uint64_t> covered_by;
   if (reuse_ && state.delivered_stream <= *last) {
     // Another replica may have found it first (on this server instance), recorded it and created
     // the consumer again: then only make sure the record covers what this one handled.
     const std::string server = connectedServer();
-    for (const auto& r : reuse_->regressions()) {
-      if (r.server != server) continue;
-      regressionFound(what, state.created, state.delivered_stream, *last, /*recreate=*/false);
-      return;
+    const auto regressions = reuse_->regressions();
+    found_here = std::any_of(regressions.begin(), regressions.end(),
+                             [&](const StreamRegression& r) { return r.server == server; });
+    // Or the only sign is a message this ingress handled that a recorded regression already
+    // accounts for: another replica recorded that crash while this one was away (maybe across a
+    // further restart). A new epoch would give the jobs forwarded since then a second id, and the
+    // target stream would store them twice. The consumer is still made again (unless a replica
+    // did so on this server instance), in case it would skip jobs the stream took on again.
+    if (const auto* covering = regressionCovering(regressions, highest_handled_, highest_handled_ns_)) {
+      covered_by = covering->epoch;
     }
   }
-  ++counters_.stalls;
-  regressionFound(what, state.created, state.delivered_stream, *last);
+  if (!found_here) ++counters_.stalls;
+  regressionFound(what, state.created, state.delivered_stream, *last, /*recreate=*/!found_here, covered_by);
 }
 
 std::string JetStreamIngress::connectedServer() const {
@@ -667,8 +660,11 @@ std::string JetStreamIngress::connectedServer() const {
 }
 
 bool JetStreamIngress::regressionFound(const std::string& what, std::int64_t consumer_created, std::uint64_t delivered,
-                                       std::uint64_t last, bool recreate) {
-  if (reuse_) {
+                                       std::uint64_t last, bool recreate, std::optional<std::uint64_t> covered_by) {
+  if (covered_by) {
+    log(what + "; already recorded as epoch " + std::to_string(*covered_by) +
+        " (a crash this process was away for): no new epoch");
+  } else if (reuse_) {
     const std::string server = connectedServer();
     const std::uint64_t up_to = std::max(delivered, highest_handled_);
     // Messages stored no later than the newest one this ingress handled were there before the

@@ -163,9 +163,10 @@ class JetStreamIngress {
   // After a reconnect, before fetching: finds a regression of the stream's sequence.
   void checkAfterReconnect();
   // Records a regression (when a store is given) and, once recorded, re-creates the consumer.
-  // False while it could not be recorded: nothing may be taken until it is.
+  // False while it could not be recorded: nothing may be taken until it is. `covered_by`: the
+  // epoch of a recorded regression that already accounts for it (nothing is recorded).
   bool regressionFound(const std::string& what, std::int64_t consumer_created, std::uint64_t delivered,
-                       std::uint64_t last, bool recreate = true);
+                       std::uint64_t last, bool recreate = true, std::optional<std::uint64_t> covered_by = {});
   std::string connectedServer() const;  // the id of the server instance connected to
   void recreateConsumer(std::int64_t created, std::uint64_t delivered, std::uint64_t last);
   void reloadReuse();
