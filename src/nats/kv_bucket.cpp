@@ -137,8 +137,8 @@ constexpr std::chrono::seconds kRetiredFor{30};
 // How long the listing's and the watcher's JetStream calls wait (see KvBucket::listing_kv_).
 constexpr std::int64_t kListingWaitMs = 120000;
 constexpr std::chrono::milliseconds kWatchBatchEvery{100};
-// How long a pass that is past the bucket's state at its start chases later writes (see
-// watchKeys) before the index is used anyway.
+// How long a pass over the bucket runs at least before, once past the bucket's state at its
+// start, it stops waiting for a moment with nothing left to deliver (see watchKeys).
 constexpr std::chrono::seconds kChaseFor{5};
 
 // The bucket's keys as a watcher (meta only) reports them, so that keys() need not list the
@@ -467,7 +467,7 @@ void KvBucket::watchKeys() {
     bool caught_up = *last < next;
     // Loading ends when nothing is left to deliver. While writes outpace the pass that may
     // never come: then it ends once the pass is past the stream's last message as of now and
-    // has loaded for kChaseFor. Every key present now that was not written again meanwhile is
+    // has run for kChaseFor. Every key present now that was not written again meanwhile is
     // in the index by then; one written again is indexed when the watcher reaches that write.
     const std::uint64_t loaded_at = *last;
     const auto loading_since = std::chrono::steady_clock::now();
