@@ -165,6 +165,9 @@ struct KvBucket::KeyIndex {
   bool live = false;   // the watcher delivered the initial state and still runs
   bool ages = false;   // the bucket has an age limit: keys leave it without a delete
   Clock::time_point last_full = Clock::now();
+  // With an age limit the index is checked against a full listing every kFullListingEvery:
+  // until then it answers on its own.
+  bool fullListingDueLocked() const { return ages && Clock::now() - last_full >= kFullListingEvery; }
   bool listing = false;
   Names added_while_listing;
   std::mutex listing_mutex;  // one full listing at a time
@@ -1026,7 +1029,7 @@ Status KvBucket::visitKeys(const KeyVisitor& visit) {
     std::unique_lock lock(index_->mutex);
     if (auto ok = waitForIndex(lock); !ok) return ok;
     index_->drainLocked();
-    if (!index_->ages || KeyIndex::Clock::now() - index_->last_full < kFullListingEvery) {
+    if (!index_->fullListingDueLocked()) {
       index_->groups.forEach(visit);
       return {};
     }
@@ -1040,7 +1043,7 @@ Result<std::vector<std::string>> KvBucket::keys() {
     std::unique_lock lock(index_->mutex);
     if (auto ok = waitForIndex(lock); !ok) return std::unexpected(ok.error());
     index_->drainLocked();
-    if (!index_->ages || KeyIndex::Clock::now() - index_->last_full < kFullListingEvery) {
+    if (!index_->fullListingDueLocked()) {
       return index_->keysLocked();
     }
   }
@@ -1078,8 +1081,7 @@ void KvBucket::retire(std::string_view group) { index_->retire(group); }
 Result<std::vector<std::string>> KvBucket::groupKeys(std::string_view group) {
   {
     const std::lock_guard lock(index_->mutex);
-    if (index_->live && !index_->isRetired(group) &&
-        (!index_->ages || KeyIndex::Clock::now() - index_->last_full < kFullListingEvery)) {
+    if (index_->live && !index_->isRetired(group) && !index_->fullListingDueLocked()) {
       index_->drainLocked();
       return index_->groups.groupKeys(group);
     }
