@@ -1,7 +1,7 @@
 // Benchmark: what the Slack bridge adds to a held job's way to Slack and to a click's way to the
 // worker, through the fake Slack of the tests (HTTPS and WSS on loopback, a CA made for the run).
 //
-//   node bench/slack_bench.mjs COUNTERSIGN_BIN NATS_SERVER_BIN [HOLDS=150] [DECISIONS=60] [RATE=10]
+//   node bench/slack_bench.mjs COUNTERSIGN_BIN NATS_SERVER_BIN [HOLDS=250] [DECISIONS=200] [RATE=10]
 //
 // One nats-server, one gateway (`countersign run`), one bridge (`countersign bridge`, Socket
 // Mode) and tests/fake_slack/fake_slack.js, all started here and stopped at the end. Prints a
@@ -20,7 +20,7 @@
 //    countersign.control.approve times when each approve request reaches NATS: for a click, the
 //    envelope's send -> that is the bridge's own share (the WebSocket hop, its queue, decoding,
 //    the person's mapping, the Ed25519 signature), the rest the gateway's.
-//    Then 600 control.get requests for the jobs held in the second phase (still pending), one at a
+//    Then 600 control.get requests for the jobs of the second phase still pending, one at a
 //    time from the benchmark: the bridge's record read on its own.
 // 3. The bridge's CPU (user + system, /proc/<pid>/stat) over phase 1's keep-alive window, per
 //    held job.
@@ -48,8 +48,10 @@ const abAt = argv.indexOf('--get-ab');
 const otherBin = abAt >= 0 ? resolve(argv[abAt + 1]) : null;
 const args = abAt >= 0 ? argv.filter((_, i) => i !== abAt && i !== abAt + 1) : argv;
 const [countersignBin, natsServerBin] = args.slice(0, 2).map((p) => (p ? resolve(p) : p));
-const holds = Number(args[2] || 150);
-const decisions = Number(args[3] || 60);
+// Enough of each that a p99 is not simply the slowest one: with n samples it is the
+// floor(0.99 n)-th smallest, the largest for n under 200.
+const holds = Number(args[2] || 250);
+const decisions = Number(args[3] || 200);
 const rate = Number(args[4] || 10);
 if (!countersignBin || !natsServerBin) {
   console.error('usage: slack_bench.mjs [--get-ab OTHER_BIN] COUNTERSIGN_BIN NATS_SERVER_BIN [HOLDS] [DECISIONS] [RATE]');
@@ -284,7 +286,12 @@ ${approvers}`);
     const timer = setTimeout(() => reject(new Error(`job ${n} was not delivered`)), 30000);
     waiters.set(n, () => { clearTimeout(timer); resolvePromise(); });
   });
-  const pool = kept.jobs.slice(0, 2 * decisions);
+  // Jobs of both phases are decided (the keep-alive phase's first); the rest of the second
+  // phase stays pending for the record reads below.
+  const pool = [...kept.jobs, ...closed.jobs].slice(0, 2 * decisions);
+  const undecided = closed.jobs.slice(Math.max(0, pool.length - kept.jobs.length));
+  if (undecided.length === 0) throw new Error('DECISIONS must leave jobs of the second phase pending: at most HOLDS - 1');
+  const postOf = (id) => kept.posts.get(id) ?? closed.posts.get(id);
   const click = [];
   const approve = [];
   const clickRequest = [];  // envelope sent -> the bridge's control request at the plain subscriber
@@ -299,7 +306,7 @@ ${approvers}`);
         type: 'block_actions', user: { id: 'U0ALICE', username: 'alice' },
         container: { type: 'message', channel_id: 'C0BENCH', message_ts: '1700000000.000001' },
         actions: [{ type: 'button', action_id: 'countersign_approve', block_id: `countersign:${job.id}`,
-                    value: kept.posts.get(job.id).value }],
+                    value: postOf(job.id).value }],
       };
       const done = waitDelivered(job.n);
       const sent = await control(ports.control, 'POST', '/socket/send', { payload });
@@ -328,7 +335,7 @@ ${approvers}`);
   const gets = [];
   for (let i = 0; i < 600; i++) {
     const sent = nowUs();
-    const reply = await nc.request('countersign.control.get', sc.encode(JSON.stringify({ id: closed.jobs[i % closed.jobs.length].id })),
+    const reply = await nc.request('countersign.control.get', sc.encode(JSON.stringify({ id: undecided[i % undecided.length].id })),
       { timeout: 10000 });
     gets.push(nowUs() - sent);
     if (JSON.parse(sc.decode(reply.data)).record?.state !== 'pending') throw new Error(sc.decode(reply.data));
@@ -369,6 +376,13 @@ ${approvers}`);
       '',
     ];
   };
+  // What the bridge adds without the record read's round trip (the gateway's answer to its
+  // control.get, timed by the bridge), per post with step timings.
+  const ownOf = (phase) => phase.jobs.map((j, i) => ({ added: phase.added[i], t: postTimings.get(j.id) }))
+    .filter((x) => x.t).map((x) => x.added - Number(x.t.read_ms) * 1000);
+  // Per click, by the bridge's clock: the envelope read -> its control request sent (queued + sign).
+  const clickOwn = pool.filter((_, i) => i % 2 === 0).map((j) => clickTimings.get(j.id)).filter(Boolean)
+    .map((t) => (Number(t.queued_ms) + Number(t.sign_ms)) * 1000);
   const row = (what, values) => `| ${what} | ${values.length} | ${ms(quantile(values, 0.5))} | ${ms(quantile(values, 0.99))} |`;
   const lines = [
     '### Slack bridge (bench/slack_bench.mjs)',
@@ -382,12 +396,14 @@ ${approvers}`);
     row('hold sent -> `held` event at a plain subscriber', kept.event),
     row('hold sent -> chat.postMessage at Slack (keep-alive)', kept.total),
     row('**bridge adds** (post - event, per job; keep-alive)', kept.added),
+    row('of that, **the bridge\'s own** (without the record read\'s round trip: the gateway\'s answer)', ownOf(kept)),
     row('hold sent -> chat.postMessage at Slack (new TLS connection per call)', closed.total),
     row('bridge adds (post - event, per job; new TLS connection per call)', closed.added),
     row('control.get round trip from the benchmark (a pending job: the record read), one at a time', gets),
     row('approve request sent (NATS, unsigned, 1-of-1) -> delivered', approve),
     row('click envelope sent (Socket Mode) -> delivered', click),
     row('click envelope sent -> its control request at a plain NATS subscriber (**the bridge\'s own share**)', clickRequest),
+    row('of that, the bridge\'s own by its clock (envelope read -> its request sent: queue, decode, map, sign)', clickOwn),
     row('approve request sent -> at a plain NATS subscriber (the same hop without the bridge)', approveRequest),
     row('the click\'s control request at the subscriber -> delivered (the gateway)', clickGateway),
     '',
