@@ -84,8 +84,9 @@ class Control {
   // The vote path of a rule whose quorum is more than one approver.
   ControlReply vote(const ApprovalRecord& record, const KvEntry& entry, const Actor& actor,
                     const Request& request, std::chrono::steady_clock::time_point started);
-  // The votes that count for `record` now (each allowed approver's key read directly).
-  Result<std::vector<std::string>> countVotes(const ApprovalRecord& record);
+  // The votes that count for `record` now (each allowed approver's key read directly; when
+  // anyone may vote, the approval's vote keys with every write up to `through_revision`).
+  Result<std::vector<std::string>> countVotes(const ApprovalRecord& record, std::uint64_t through_revision = 0);
   ControlReply release(const ApprovalRecord& record, const KvEntry& entry, const DecisionRecord& decision,
                        const ApprovalVote& vote, std::chrono::steady_clock::time_point started);
   ControlReply reject(const Request& request);

@@ -102,13 +102,14 @@ struct VoteStamp {
 
 // The approvers whose votes count for `record` under its binding: one read per name of
 // `candidates` (each through the stream: a key listing can miss the newest keys), or, when
-// anyone may vote (nullopt), the approval's keys under the binding (KvStore::groupKeys: an index
-// may show another process's newest vote a few milliseconds late; the replayer finishes a quorum
-// that both voters missed so). `stamp`, when given, receives
-// what the keys read looked like.
+// anyone may vote (nullopt), the approval's keys under the binding (KvStore::groupKeys), with
+// every vote written up to `through_revision`: a voter passes its own vote's revision, so that of
+// two votes cast at once through two processes the later one's count has the earlier one (an
+// index may otherwise show another process's newest vote a few milliseconds late). `stamp`,
+// when given, receives what the keys read looked like.
 Result<std::vector<std::string>> countVotes(const Services& services, const ApprovalRecord& record,
                                             const std::optional<std::vector<std::string>>& candidates,
-                                            VoteStamp* stamp = nullptr);
+                                            VoteStamp* stamp = nullptr, std::uint64_t through_revision = 0);
 
 // Reads, changes and compare-and-swaps the record under `id`, retrying when a concurrent
 // writer moved it on (they converge: every writer applies the same monotone change).

@@ -93,7 +93,12 @@ class KvStore {
   // in any order; for counting an approval's votes or claims without listing the bucket. A store
   // with an index answers from it (KvBucket: this process's own creates are in at once, other
   // processes' writes may show up a few milliseconds late); this default filters listKeys().
-  virtual Result<std::vector<std::string>> groupKeys(std::string_view group) {
+  // `through_revision` (0: none): the answer includes every write to the bucket up to that
+  // revision (the caller's own write's, so that of two writers at once the later sees the
+  // earlier); an index waits until it has them (briefly, then lists). A listing has them
+  // anyway.
+  virtual Result<std::vector<std::string>> groupKeys(std::string_view group, std::uint64_t through_revision = 0) {
+    (void)through_revision;
     auto all = listKeys();
     if (!all) return all;
     std::erase_if(*all, [&](const std::string& key) { return KeyGroups::split(key).first != group; });

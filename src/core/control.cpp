@@ -570,8 +570,8 @@ ControlReply Control::release(const ApprovalRecord& record, const KvEntry& entry
   return answer;
 }
 
-Result<std::vector<std::string>> Control::countVotes(const ApprovalRecord& record) {
-  return countersign::countVotes(s_, record, governance_.voters(record, s_.clock.now()));
+Result<std::vector<std::string>> Control::countVotes(const ApprovalRecord& record, std::uint64_t through_revision) {
+  return countersign::countVotes(s_, record, governance_.voters(record, s_.clock.now()), nullptr, through_revision);
 }
 
 ControlReply Control::vote(const ApprovalRecord& record, const KvEntry& entry, const Actor& actor,
@@ -593,14 +593,20 @@ ControlReply Control::vote(const ApprovalRecord& record, const KvEntry& entry, c
   auto created = s_.store.create(key, value);
   if (!created && created.error().code != Errc::exists) return lockBusy(id);
   bool fresh = created.has_value();
+  // The count below has every vote written before this one: of two last votes at once (through
+  // two replicas), the later one's count has both.
+  std::uint64_t revision = fresh ? *created : 0;
   if (!fresh) {
     // Theirs already, unless countersign did not write it (a vote made by hand in the bucket
     // under their name): then their real vote takes its place.
     auto existing = s_.store.get(key);
     if (!existing) return lockBusy(id);
+    revision = existing->revision;
     auto stored = parseVoteRecord(existing->value);
     if (!stored || !voteCounts(s_, record, key, *stored)) {
-      if (!s_.store.update(key, value, existing->revision)) return lockBusy(id);
+      auto replaced = s_.store.update(key, value, existing->revision);
+      if (!replaced) return lockBusy(id);
+      revision = *replaced;
       fresh = true;
     }
   }
@@ -610,7 +616,7 @@ ControlReply Control::vote(const ApprovalRecord& record, const KvEntry& entry, c
                          .policy_snapshot = record.policy_snapshot, .actor = actor.approver,
                          .reason = request.reason});
   }
-  auto voters = countVotes(record);
+  auto voters = countVotes(record, revision);
   if (!voters) return lockBusy(id);
   std::sort(voters->begin(), voters->end());
   if (!governance_.reached(record.quorum, *voters)) {

@@ -56,7 +56,7 @@ bool voteCounts(const Services& services, const ApprovalRecord& record, std::str
 
 Result<std::vector<std::string>> countVotes(const Services& services, const ApprovalRecord& record,
                                             const std::optional<std::vector<std::string>>& candidates,
-                                            VoteStamp* stamp) {
+                                            VoteStamp* stamp, std::uint64_t through_revision) {
   std::vector<std::string> counted;
   const auto accept = [&](const std::string& key, const KvEntry& entry) {
     if (stamp != nullptr) {
@@ -81,7 +81,7 @@ Result<std::vector<std::string>> countVotes(const Services& services, const Appr
     }
     return counted;
   }
-  auto listed = services.store.groupKeys(record.id);
+  auto listed = services.store.groupKeys(record.id, through_revision);
   if (!listed) return std::unexpected(listed.error());
   const std::string prefix = voteKey(record.id, record.binding, "");
   std::vector<std::string> keys;

@@ -140,6 +140,9 @@ constexpr std::chrono::milliseconds kWatchBatchEvery{100};
 // How long a pass over the bucket runs at least before, once past the bucket's state at its
 // start, it stops waiting for a moment with nothing left to deliver (see watchKeys).
 constexpr std::chrono::seconds kChaseFor{5};
+// How long groupKeys(group, revision) waits for the watcher to reach the revision before it
+// lists the bucket instead.
+constexpr std::chrono::milliseconds kRevisionWait{500};
 
 // The bucket's keys as a watcher (meta only) reports them, so that keys() need not list the
 // whole bucket every time; grouped by the part before the first '/' (the group of "a/b" and of
@@ -172,8 +175,16 @@ struct KvBucket::KeyIndex {
   Names added_while_listing;
   std::mutex listing_mutex;  // one full listing at a time
   std::atomic<bool> stopping{false};
-  std::condition_variable changed;  // the watcher went live (or is stopping)
+  // The watcher went live, is stopping, or took a write waited for; or a waiter wants one.
+  std::condition_variable changed;
   std::uint64_t delivered = 0;      // messages of first passes taken (keys() sees progress)
+  // The stream sequence (= revision) of the last write the watcher has taken into the index:
+  // every write up to it is in. Callers of waitForRevisionLocked() wait for it to pass theirs,
+  // the highest of which is `wanted` (0 while none waits): the watcher then takes messages at
+  // once instead of in batches.
+  std::uint64_t passed = 0;
+  std::uint64_t wanted = 0;
+  int revision_waiters = 0;
   FirstPassValue first_pass;        // guarded by mutex
   std::once_flag started;  // the watcher starts with the first keys() call
   std::thread thread;
@@ -188,6 +199,31 @@ struct KvBucket::KeyIndex {
 
   // With `mutex` held.
   bool isRetired(std::string_view group) const { return retired.contains(group) || retired_before.contains(group); }
+
+  // The watcher has taken the write with stream sequence `sequence` into the index.
+  void pass(std::uint64_t sequence) {
+    {
+      const std::lock_guard lock(mutex);
+      if (sequence <= passed) return;
+      passed = sequence;
+      if (revision_waiters == 0) return;
+    }
+    changed.notify_all();
+  }
+
+  // With `mutex` held (by `lock`): waits, at most kRevisionWait, until the watcher has taken
+  // every write up to `revision` into the index; false when it has not (or went down).
+  bool waitForRevisionLocked(std::unique_lock<std::mutex>& lock, std::uint64_t revision) {
+    if (passed >= revision) return true;
+    ++revision_waiters;
+    wanted = std::max(wanted, revision);
+    changed.notify_all();  // the watcher may be resting between batches
+    const bool reached = changed.wait_for(lock, kRevisionWait, [&] {
+      return passed >= revision || !live || stopping;
+    });
+    if (--revision_waiters == 0) wanted = 0;
+    return reached && passed >= revision;
+  }
 
   // A key this process created (any thread, never waits for `mutex`).
   void addSoon(std::string_view key) {
@@ -521,11 +557,11 @@ void KvBucket::watchKeys() {
             loaded();
           }
         } else {
-          {
-            const std::lock_guard lock(index.mutex);
-            index.drainLocked();  // bounds the inbox while nobody lists
-          }
-          pause(kWatchBatchEvery);
+          std::unique_lock lock(index.mutex);
+          index.drainLocked();  // bounds the inbox while nobody lists
+          // Someone waits for a write not taken yet (groupKeys with a revision): no rest.
+          index.changed.wait_for(lock, kWatchBatchEvery,
+                                 [&] { return index.stopping.load() || index.wanted > index.passed; });
         }
         continue;
       }
@@ -533,8 +569,10 @@ void KvBucket::watchKeys() {
       const OwnedNatsMsg msg(raw);
       jsMsgMetaData* meta = nullptr;
       std::uint64_t pending = 0;
+      std::uint64_t sequence = 0;
       if (natsMsg_GetMetaData(&meta, msg.get()) == NATS_OK && meta != nullptr) {
-        next = std::max(next, meta->Sequence.Stream + 1);
+        sequence = meta->Sequence.Stream;
+        next = std::max(next, sequence + 1);
         pending = meta->NumPending;
       }
       jsMsgMetaData_Destroy(meta);
@@ -558,6 +596,7 @@ void KvBucket::watchKeys() {
           }
         }
       }
+      index.pass(sequence);
       if (!caught_up) {
         {
           const std::lock_guard lock(index.mutex);
@@ -1078,15 +1117,18 @@ Result<std::vector<std::string>> KvBucket::keys() {
 
 void KvBucket::retire(std::string_view group) { index_->retire(group); }
 
-Result<std::vector<std::string>> KvBucket::groupKeys(std::string_view group) {
+Result<std::vector<std::string>> KvBucket::groupKeys(std::string_view group, std::uint64_t through_revision) {
   {
-    const std::lock_guard lock(index_->mutex);
-    if (index_->live && !index_->isRetired(group) && !index_->fullListingDueLocked()) {
+    std::unique_lock lock(index_->mutex);
+    const auto indexed = [&] {
+      return index_->live && !index_->isRetired(group) && !index_->fullListingDueLocked();
+    };
+    if (indexed() && index_->waitForRevisionLocked(lock, through_revision) && indexed()) {
       index_->drainLocked();
       return index_->groups.groupKeys(group);
     }
   }
-  return KvStore::groupKeys(group);
+  return KvStore::groupKeys(group, through_revision);
 }
 
 Result<std::vector<std::string>> KvBucket::listKeys() {

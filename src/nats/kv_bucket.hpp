@@ -94,8 +94,10 @@ class KvBucket : public KvStore {
   void retire(std::string_view group) override;
   // The group's keys from the index while it is live (this process's creates at once, other
   // processes' writes a few milliseconds late, as for keys()); from a full listing while it is
-  // not, for a retired group, or when the age limit's check is due.
-  Result<std::vector<std::string>> groupKeys(std::string_view group) override;
+  // not, for a retired group, or when the age limit's check is due. With `through_revision`,
+  // the index answers once the watcher has taken every write up to it (it then takes writes as
+  // they come instead of in batches); after 500 ms without, the listing answers.
+  Result<std::vector<std::string>> groupKeys(std::string_view group, std::uint64_t through_revision = 0) override;
   // The full listing (kvStore_Keys), bypassing the index.
   Result<std::vector<std::string>> listKeys() override;
   // Whether the watcher has delivered the bucket's state and is running (for tests).

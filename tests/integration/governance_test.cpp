@@ -5,6 +5,7 @@
 // by deliveries (exactly one per job, none without quorum).
 #include <gtest/gtest.h>
 
+#include <iostream>
 #include <latch>
 #include <map>
 #include <set>
@@ -455,6 +456,93 @@ TEST_F(TwoReplicas, TwoLastVotesAtOnceMakeExactlyOneDecision) {
   for (const auto& m : readStream(*client_, "JOBS")) total += header(m.msg, "Countersign-Approved-By") == "alice,bob";
   EXPECT_EQ(total, 20);
   EXPECT_EQ(approved_answers, 20);
+}
+
+
+// A 2-of-2 rule anyone may approve (no approvers: no registry, no list): the votes are found by the
+// approval's keys, not read by name. Two replicas, each with its own REST listener, so that each
+// vote of a pair goes through a different replica at the same moment: each replica must count
+// the other's vote written before its own, so one of the two answers decide. (Counting only
+// what the key index has delivered so far leaves both at `vote_recorded`, and the job waits for
+// the replayer's lease.)
+constexpr const char* kAnyonePolicy = R"(version: v1
+rules:
+  - id: anyone-pair
+    when: { topic: anyone.> }
+    decision: require_human
+    quorum: 2
+)";
+
+class TwoReplicasAnyoneMayApprove : public GovernanceIt {
+ protected:
+  int replicaCount() const override { return 0; }
+  void SetUp() override {
+    GovernanceIt::SetUp();
+    for (int i = 0; i < 2; ++i) {
+      ports_[i] = freePort();
+      CountersignOptions options;
+      // The default lease (5 s): a round decided only by the replayer would come that late.
+      options.config_yaml = gatewayConfig({.servers = {server_->url()}, .lease = "5s"});
+      const std::string no_admin = "admin:\n  listen: \"\"\n";
+      options.config_yaml.replace(options.config_yaml.find(no_admin), no_admin.size(),
+                                  "admin:\n  listen: \"127.0.0.1:" + std::to_string(ports_[i]) +
+                                      "\"\n  tokens:\n    - {approver: alice, token: alice-token-0123456789}\n"
+                                      "    - {approver: bob, token: bob-token-0123456789}\n");
+      options.policy_yaml = kAnyonePolicy;
+      options.nats_url = server_->url();
+      replicas_.push_back(CountersignProcess::start(std::move(options)));
+      ASSERT_TRUE(saysReady(*replicas_.back(), 20s)) << replicas_.back()->logs();
+    }
+  }
+  // The approve answer's status through replica `i`'s REST listener.
+  std::string approveVia(int i, const std::string& id, const std::string& token) {
+    const auto run = runCurl({"-X", "POST", "http://127.0.0.1:" + std::to_string(ports_[i]) + "/api/v1/approvals/" +
+                                                id + "/approve",
+                              "-H", "Authorization: Bearer " + token});
+    if (!run) return "no answer";
+    const auto body = run->out.find("\r\n\r\n");
+    if (body == std::string::npos) return "no answer: " + run->out;
+    const auto doc = parseJsonQuiet(run->out.substr(body + 4));
+    const std::string status = str(doc, "status");
+    return status.empty() ? run->out : status;
+  }
+  int ports_[2] = {0, 0};
+};
+
+TEST_F(TwoReplicasAnyoneMayApprove, TwoVotesAtOnceOnTwoReplicasDecideAtOnce) {
+  constexpr int kRounds = 40;
+  int undecided = 0;
+  for (int j = 0; j < kRounds; ++j) {
+    const Held held = hold("anyone.z", "anyone-" + std::to_string(j));
+    ASSERT_FALSE(held.id.empty());
+    std::string a, b;
+    std::latch go(3);
+    // Alternate who goes through which replica.
+    std::thread t1([&] { go.arrive_and_wait(); a = approveVia(j % 2, held.id, "alice-token-0123456789"); });
+    std::thread t2([&] { go.arrive_and_wait(); b = approveVia(1 - j % 2, held.id, "bob-token-0123456789"); });
+    go.arrive_and_wait();
+    t1.join();
+    t2.join();
+    const int approved = (a == "approved" ? 1 : 0) + (b == "approved" ? 1 : 0);
+    undecided += approved == 0 ? 1 : 0;
+    EXPECT_EQ(approved, 1) << "round " << j << ": alice " << a << " | bob " << b;
+    for (const std::string* s : {&a, &b}) {
+      EXPECT_TRUE(*s == "approved" || *s == "vote_recorded" || *s == "already_approved") << *s;
+    }
+    auto decision = client_->kvGet("countersign_approvals", held.id + "/decision");
+    if (approved == 1) {
+      // Decided by a voter, so the decision is there already.
+      ASSERT_TRUE(decision.has_value()) << held.id;
+      EXPECT_EQ(str(parseJson(*decision), "by"), "alice,bob");
+    }
+    EXPECT_TRUE(waitUntil([&] { return delivered(held.id) == 1; }, 10s)) << held.id;
+  }
+  std::cout << "rounds without a decision by a voter: " << undecided << " of " << kRounds << "\n";
+  std::this_thread::sleep_for(1500ms);  // a second release would have shown by now
+  int total = 0;
+  for (const auto& m : readStream(*client_, "JOBS")) total += header(m.msg, "Countersign-Approved-By") == "alice,bob";
+  EXPECT_EQ(total, kRounds);
+  EXPECT_EQ(undecided, 0);
 }
 
 }  // namespace

@@ -636,6 +636,63 @@ TEST_F(NatsAdapterTest, KvGroupKeysFollowOtherWritersAndDeletes) {
   EXPECT_EQ(sorted("g"), without_alice);
 }
 
+// groupKeys(group, R) answers only once the index has every write up to revision R: a key
+// another process (its own connection and bucket) has just created with revision R is in the
+// answer right away, without waiting for the watcher as a plain groupKeys(group) would. Deletes
+// and the index not being live are followed the same way.
+TEST_F(NatsAdapterTest, KvGroupKeysThroughARevisionSeeAnotherWriterAtOnce) {
+  auto kv = openBucket(*connection);
+  ASSERT_TRUE(kv->create("q", "v").has_value());
+  auto other_connection = connectTo(server->url());
+  auto other = openBucket(*other_connection);
+  auto sorted = [&](std::string_view group, std::uint64_t through) {
+    auto keys = kv->groupKeys(group, through);
+    EXPECT_TRUE(keys.has_value()) << (keys ? "" : keys.error().message);
+    std::vector<std::string> out = keys ? *keys : std::vector<std::string>{};
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  // Not live yet: the listing, which has every confirmed write.
+  auto first = other->create("q/vote/0/first", "v");
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(sorted("q", *first), (std::vector<std::string>{"q", "q/vote/0/first"}));
+  ASSERT_TRUE(kv->keys().has_value());
+  ASSERT_TRUE(eventually([&] { return kv->indexLive(); }));
+  std::vector<std::string> expected{"q", "q/vote/0/first"};
+  for (int i = 0; i < 50; ++i) {
+    const std::string key = "q/vote/0/v" + std::to_string(i);
+    auto revision = other->create(key, "v");
+    ASSERT_TRUE(revision.has_value());
+    expected.push_back(key);
+    std::sort(expected.begin(), expected.end());
+    EXPECT_EQ(sorted("q", *revision), expected) << "revision " << *revision;
+    EXPECT_TRUE(kv->indexLive());
+  }
+  kvStore* raw = nullptr;
+  ASSERT_EQ(js_KeyValue(&raw, other_connection->js(), "approvals"), NATS_OK);
+  ASSERT_EQ(kvStore_Delete(raw, "q/vote/0/first"), NATS_OK);
+  kvStore_Destroy(raw);
+  // The delete marker's revision is the stream's last sequence now: the next write's minus one.
+  auto after = other->create("q/vote/0/after", "v");
+  ASSERT_TRUE(after.has_value());
+  std::erase(expected, "q/vote/0/first");
+  expected.push_back("q/vote/0/after");
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(sorted("q", *after), expected);
+  EXPECT_TRUE(kv->indexLive());  // answered from the index, not a listing
+  // A revision that never comes (beyond the stream's end): a bounded wait, then the listing.
+  const auto started = std::chrono::steady_clock::now();
+  EXPECT_EQ(sorted("q", *after + 1000), expected);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
+  // Stopped: the listing.
+  kv->stopWatching();
+  auto late = other->create("q/vote/0/late", "v");
+  ASSERT_TRUE(late.has_value());
+  expected.push_back("q/vote/0/late");
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(sorted("q", *late), expected);
+}
+
 TEST_F(NatsAdapterTest, KvKeysOfEmptyBucketIsEmptyThenListsEveryKey) {
   auto kv = openBucket(*connection);
   auto none = kv->keys();

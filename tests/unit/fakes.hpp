@@ -60,8 +60,11 @@ class MemoryKv final : public KvStore {
   }
 
   // The group's keys from the ordered map (no listing: `listings` tells a path that lists).
-  Result<std::vector<std::string>> groupKeys(std::string_view group) override {
+  // Every write is in at once, so `through_revision` needs no wait; the last one asked for is
+  // recorded for tests.
+  Result<std::vector<std::string>> groupKeys(std::string_view group, std::uint64_t through_revision = 0) override {
     const std::lock_guard lock(mutex_);
+    group_keys_through = through_revision;
     if (auto e = injected()) return std::unexpected(*e);
     std::vector<std::string> out;
     for (auto it = data_.lower_bound(std::string(group)); it != data_.end() && it->first.starts_with(group); ++it) {
@@ -103,6 +106,7 @@ class MemoryKv final : public KvStore {
   std::atomic<int> creates{0};
   std::atomic<int> updates{0};
   std::atomic<int> listings{0};  // keys() and what lists through it (listKeys, groupKeys)
+  std::atomic<std::uint64_t> group_keys_through{0};  // the last groupKeys call's through_revision
 
   void failNext(Errc code, int calls = 1) {
     const std::lock_guard lock(mutex_);

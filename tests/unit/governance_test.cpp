@@ -435,6 +435,55 @@ TEST_F(OpenGovernanceTest, AnEdgeThatProvedTheApproverNeedsNoSignature) {
   EXPECT_EQ(control_->handle(request).code, 200);
 }
 
+// A quorum anyone may reach (no registry, no approvers on the rule): the votes are the
+// approval's vote keys, counted with every write up to the voter's own vote (its revision is
+// what the store is asked to include), so that of two votes at once through two replicas the
+// later one's count has both.
+class AnyoneQuorumTest : public GatewayTest {
+ protected:
+  void SetUp() override {
+    GatewayTest::SetUp();
+    auto policy = Policy::parse(R"(version: v1
+rules:
+  - id: anyone-pair
+    when: { topic: misc.> }
+    decision: require_human
+    quorum: 2
+)");
+    ASSERT_TRUE(policy) << policy.error().message;
+    policy_->replace(*policy);
+  }
+  ControlReply approveAs(const std::string& id, const std::string& approver) {
+    return control_->handle(ControlOp::approve, R"({"id":")" + id + R"(","approver":")" + approver + R"("})");
+  }
+  std::uint64_t revisionOf(const std::string& key) {
+    auto entry = kv_.get(key);
+    EXPECT_TRUE(entry.has_value()) << key;
+    return entry ? entry->revision : 0;
+  }
+};
+
+TEST_F(AnyoneQuorumTest, TheCountIncludesEveryWriteUpToTheVotersOwnVote) {
+  const auto held = send("misc.thing", R"({"id":"any-1"})");
+  ASSERT_EQ(wireName(held.status), "approval_required");
+  const std::string& id = held.approval_id;
+  const auto first = approveAs(id, "alice");
+  EXPECT_EQ(wireName(first.status), "vote_recorded") << first.body;
+  EXPECT_EQ(kv_.group_keys_through, revisionOf(voteKey(id, 0, "alice")));
+  kv_.put("unrelated", "moves the bucket on");
+  // Their vote exists already: its revision.
+  EXPECT_EQ(wireName(approveAs(id, "alice").status), "already_voted");
+  EXPECT_EQ(kv_.group_keys_through, revisionOf(voteKey(id, 0, "alice")));
+  // A vote written by hand under carol's name: her real vote replaces it, and its revision
+  // (the replacement's) is the one asked for.
+  kv_.put(voteKey(id, 0, "carol"), R"({"approver":"carol"})");
+  const auto second = approveAs(id, "carol");
+  EXPECT_EQ(second.code, 200) << second.body;
+  EXPECT_EQ(wireName(second.status), "approved");
+  EXPECT_EQ(kv_.group_keys_through, revisionOf(voteKey(id, 0, "carol")));
+  EXPECT_EQ(pub_.on("jobs.").size(), 1u);
+}
+
 TEST(GovernanceUnit, RequesterSources) {
   const Headers headers{{"X-By", "hdr"}};
   const JobView job("agents.jobs.team7.deploy", "team7.deploy", headers,
