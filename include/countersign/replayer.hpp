@@ -1,6 +1,14 @@
 // The replayer (docs/exactly-once.md) and the expiry sweep: finishes approvals whose release was
 // interrupted, and expires held jobs past their deadline. Reads the decisive keys, never the
-// record's state view. One Replayer per process, driven by one thread (scan() is not
+// record's state view.
+//
+// A scan costs what the open work costs, not what the bucket holds: it looks at the approvals
+// at work (KvStore::visitBusyKeys: decided, released, claimed or voted on) and the records that
+// came since the last scan, takes the records whose deadline or escalation step is due from a
+// short time-ordered list of the earliest deadlines (the full map of deadlines is walked only
+// when that list runs out), and drops the deadlines of records the store reports removed. A full
+// scan, which looks at every key, runs at start, when the store cannot tell what changed, when
+// records could not all be read, and every kFullScanEvery. One Replayer per process, driven by one thread (scan() is not
 // reentrant); any number of processes may scan the same bucket at once: every step that acts
 // is the create of a never-used key (<id>/replay/<n>, <id>/decision).
 #pragma once
@@ -10,6 +18,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <set>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -59,6 +68,8 @@ class Replayer {
     int claims = 0;  // replay claims seen when the lease started
   };
   void takeNoted();  // moves what noteHeld/noteRecord gave into deadlines_ (seen by this scan)
+  // The ids whose deadline (in deadlines_) is at or before `now_ns`, maybe twice.
+  std::vector<std::string> dueIds(std::int64_t now_ns);
   void finishRelease(const std::string& id, int claims, ScanResult& result);
   void expireIfDue(std::string_view id, ScanResult& result);
   void finishQuorum(const std::string& id, ScanResult& result);
@@ -94,6 +105,24 @@ class Replayer {
   static constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::max();
   static std::int64_t atNs(std::optional<std::chrono::system_clock::time_point> at);
   IdMap<Deadline> deadlines_;
+  // Sets the id's deadline, and keeps `soon_` whole.
+  void setDeadline(std::string_view id, Deadline deadline);
+  void noteSoon(std::string_view id, std::int64_t at_ns);
+  // The earliest deadlines, by time: every entry of deadlines_ whose at_ns is before `horizon_`
+  // is here (with others that have moved on or gone since: looked up before use). At most
+  // kSoonMax entries; when now passes `horizon_` deadlines_ is walked to take the next kSoon.
+  std::set<std::pair<std::int64_t, std::string>, std::less<>> soon_;
+  std::int64_t horizon_ = std::numeric_limits<std::int64_t>::min();  // nothing known yet
+  static constexpr std::size_t kSoon = 2048;
+  static constexpr std::size_t kSoonMax = 2 * kSoon;
+  // Full scans: they find records no change told of (and every record noted at start whose
+  // deadline was not read), and drop the deadlines of records gone without a report. Every
+  // minute: at a million pending records one costs about a quarter of a second of a core, so
+  // this is under 0.5% of a core, and a record missed by the incremental scans (which should
+  // not happen) waits at most a minute longer than its deadline.
+  static constexpr std::chrono::seconds kFullScanEvery{60};
+  std::chrono::steady_clock::time_point last_full_{};
+  bool full_next_ = true;  // the next scan is a full one
   std::uint32_t scans_ = 0;
   // Decided without a release for good (rejected, expired): their decision is read once, not
   // every scan.

@@ -86,6 +86,26 @@ class KvStore {
     }
     return {};
   }
+  // What visitBusyKeys did.
+  struct BusyVisit {
+    bool all = true;  // every key was visited, as visitKeys visits them (the rest is then unset)
+    std::size_t records = 0;          // record keys (keys without '/') the store has
+    std::size_t decided_records = 0;  // of those, the ones whose group has a `decision` key
+    std::vector<std::string> removed;  // record keys removed since the last call
+  };
+  // For the periodic scans of one caller (the replayer) that need only the approvals at work:
+  // visits, as visitKeys does, every key of the groups with a `decision`, `released`,
+  // `replay/...` or `vote/...` key, and the record key of every other group whose record key
+  // came since the last call; lists in `removed` the record keys that went since the last call
+  // (deleted, purged, aged out). When it cannot tell what changed (the first call, an index
+  // that was not live, too many changes) or `all` is set, it visits every key instead and
+  // answers `all`. "Since the last call" is the store's: one caller per store. The default
+  // visits every key (visitKeys).
+  virtual Result<BusyVisit> visitBusyKeys(const KeyVisitor& visit, bool all) {
+    (void)all;
+    if (auto ok = visitKeys(visit); !ok) return std::unexpected(ok.error());
+    return BusyVisit{};
+  }
   // The same, read from the bucket now: includes every write confirmed before the call (for
   // answers to people: `list`, and operator decisions).
   virtual Result<std::vector<std::string>> listKeys() { return keys(); }
@@ -113,5 +133,24 @@ class KvStore {
     done(create(key, value));
   }
 };
+
+// KvStore::visitBusyKeys from an index of the store's keys (the caller holds its lock): when the
+// changes since the last call are not known (or `all`), every key of `groups` is visited. The
+// changes are collected from this call on.
+inline KvStore::BusyVisit visitBusyGroups(KeyGroups& groups, const KvStore::KeyVisitor& visit, bool all) {
+  KvStore::BusyVisit out;
+  if (all) {
+    groups.restartChanges();
+  } else {
+    out.all = !groups.visitChanges(visit, [&](std::string_view group) { out.removed.emplace_back(group); });
+  }
+  if (out.all) {
+    groups.forEach(visit);
+  } else {
+    out.records = groups.records();
+    out.decided_records = groups.decidedRecords();
+  }
+  return out;
+}
 
 }  // namespace countersign

@@ -30,15 +30,64 @@ std::uint8_t KeyGroups::bitOf(std::string_view rest) {
   return 0;
 }
 
+bool KeyGroups::busyRest(std::string_view rest) {
+  return rest == "decision" || rest == "released" || rest.starts_with("replay/") || rest.starts_with("vote/");
+}
+
+void KeyGroups::changed(IdMap<>& into, IdMap<>& out_of, std::string_view group) {
+  if (!tracking_ || overflowed_) return;
+  out_of.erase(group);
+  into.insert(group);
+  if (added_.size() + removed_.size() > kMaxChanges) {
+    overflowed_ = true;
+    added_.clear();
+    removed_.clear();
+  }
+}
+
+void KeyGroups::counted(std::string_view group, std::uint8_t before, std::uint8_t after, bool report_removal) {
+  const bool had_record = (before & kRecord) != 0;
+  const bool has_record = (after & kRecord) != 0;
+  const bool was_decided = had_record && (before & kDecision) != 0;
+  const bool is_decided = has_record && (after & kDecision) != 0;
+  records_ = records_ + (has_record ? 1 : 0) - (had_record ? 1 : 0);
+  decided_records_ = decided_records_ + (is_decided ? 1 : 0) - (was_decided ? 1 : 0);
+  if (has_record && !had_record) changed(added_, removed_, group);
+  if (had_record && !has_record) {
+    if (report_removal) {
+      changed(removed_, added_, group);
+    } else {
+      added_.erase(group);
+    }
+  }
+}
+
+void KeyGroups::refreshBusy(std::string_view group) {
+  bool busy = (common_.get(group).value_or(0) & (kDecision | kReleased)) != 0;
+  if (const auto it = others_.find(group); !busy && it != others_.end()) {
+    busy = std::any_of(it->second.begin(), it->second.end(), [](const std::string& rest) { return busyRest(rest); });
+  }
+  if (busy) {
+    busy_.insert(group);
+  } else {
+    busy_.erase(group);
+  }
+}
+
 void KeyGroups::add(std::string_view group, std::string_view rest) {
   if (const std::uint8_t bit = bitOf(rest); bit != 0) {
     const auto bits = common_.get(group).value_or(0);
-    if ((bits & bit) == 0) common_.set(group, static_cast<std::uint8_t>(bits | bit));
-    return;
+    if ((bits & bit) != 0) return;
+    const auto now = static_cast<std::uint8_t>(bits | bit);
+    common_.set(group, now);
+    counted(group, bits, now, false);
+  } else {
+    auto it = others_.find(group);
+    if (it == others_.end()) it = others_.emplace(std::string(group), std::vector<std::string>{}).first;
+    if (std::find(it->second.begin(), it->second.end(), rest) != it->second.end()) return;
+    it->second.emplace_back(rest);
   }
-  auto it = others_.find(group);
-  if (it == others_.end()) it = others_.emplace(std::string(group), std::vector<std::string>{}).first;
-  if (std::find(it->second.begin(), it->second.end(), rest) == it->second.end()) it->second.emplace_back(rest);
+  if (busyRest(rest)) busy_.insert(group);
 }
 
 void KeyGroups::erase(std::string_view group, std::string_view rest) {
@@ -51,17 +100,36 @@ void KeyGroups::erase(std::string_view group, std::string_view rest) {
     } else {
       common_.set(group, left);
     }
-    return;
+    counted(group, *bits, left, true);
+  } else {
+    const auto it = others_.find(group);
+    if (it == others_.end()) return;
+    std::erase(it->second, rest);
+    if (it->second.empty()) others_.erase(it);
   }
-  const auto it = others_.find(group);
-  if (it == others_.end()) return;
-  std::erase(it->second, rest);
-  if (it->second.empty()) others_.erase(it);
+  if (busyRest(rest)) refreshBusy(group);
 }
 
 void KeyGroups::eraseGroup(std::string_view group) {
-  common_.erase(group);
+  if (const auto bits = common_.get(group)) {
+    common_.erase(group);
+    counted(group, *bits, 0, false);
+  }
   if (const auto it = others_.find(group); it != others_.end()) others_.erase(it);
+  busy_.erase(group);
+}
+
+void KeyGroups::restartChanges() {
+  tracking_ = true;
+  overflowed_ = false;
+  added_.clear();
+  removed_.clear();
+}
+
+void KeyGroups::stopChanges() {
+  tracking_ = false;
+  added_.clear();
+  removed_.clear();
 }
 
 bool KeyGroups::contains(std::string_view group, std::string_view rest) const {
@@ -79,14 +147,7 @@ std::vector<std::string> KeyGroups::keys() const {
 
 std::vector<std::string> KeyGroups::groupKeys(std::string_view group) const {
   std::vector<std::string> out;
-  const auto whole = [&](std::string_view rest) { out.push_back(joinKey(group, rest)); };
-  const auto bits = common_.get(group).value_or(0);
-  if ((bits & kRecord) != 0) whole({});
-  if ((bits & kDecision) != 0) whole("decision");
-  if ((bits & kReleased) != 0) whole("released");
-  if (const auto it = others_.find(group); it != others_.end()) {
-    for (const auto& rest : it->second) whole(rest);
-  }
+  visitGroup(group, [&](std::string_view, std::string_view rest) { out.push_back(joinKey(group, rest)); });
   return out;
 }
 
@@ -97,7 +158,7 @@ std::size_t KeyGroups::groups() const {
 }
 
 std::size_t KeyGroups::bytes() const {
-  std::size_t total = common_.bytes();
+  std::size_t total = common_.bytes() + busy_.bytes() + added_.bytes() + removed_.bytes();
   for (const auto& [group, rests] : others_) {
     total += 64 + group.capacity() + rests.capacity() * sizeof(std::string);
     for (const auto& rest : rests) total += rest.capacity();
@@ -108,6 +169,10 @@ std::size_t KeyGroups::bytes() const {
 void KeyGroups::clear() {
   common_.clear();
   others_.clear();
+  busy_.clear();
+  records_ = 0;
+  decided_records_ = 0;
+  stopChanges();
 }
 
 }  // namespace countersign

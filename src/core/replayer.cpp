@@ -1,5 +1,6 @@
 #include "countersign/replayer.hpp"
 
+#include <algorithm>
 #include <unordered_set>
 
 #include "countersign/governance.hpp"
@@ -55,14 +56,67 @@ void Replayer::takeNoted() {
   // What deadlines_ knows stays (a scan may have moved a deadline on to an escalation step);
   // the larger map is kept, not copied (the store's first pass notes every record at once).
   const bool swapped = noted.size() > deadlines_.size();
-  if (swapped) std::swap(noted, deadlines_);
+  if (swapped) {
+    std::swap(noted, deadlines_);
+    soon_.clear();  // walked again when next asked
+    horizon_ = std::numeric_limits<std::int64_t>::min();
+  }
   noted.forEach([&](std::string_view id, const Deadline& known) {
     if (swapped) {
       deadlines_.set(id, known);
-    } else {
-      deadlines_.insert(id, known);
+    } else if (deadlines_.insert(id, known)) {
+      noteSoon(id, known.at_ns);
     }
   });
+}
+
+void Replayer::setDeadline(std::string_view id, Deadline deadline) {
+  deadlines_.set(id, deadline);
+  noteSoon(id, deadline.at_ns);
+}
+
+void Replayer::noteSoon(std::string_view id, std::int64_t at_ns) {
+  if (at_ns >= horizon_) return;  // kNever too
+  soon_.emplace(at_ns, std::string(id));
+  if (soon_.size() > kSoonMax) {
+    // The latest goes; so does the horizon, to it (what is before it is all still here).
+    const auto last = std::prev(soon_.end());
+    horizon_ = last->first;
+    soon_.erase(last);
+  }
+}
+
+std::vector<std::string> Replayer::dueIds(std::int64_t now_ns) {
+  std::vector<std::string> due;
+  if (now_ns < horizon_) {
+    while (!soon_.empty() && soon_.begin()->first <= now_ns) {
+      auto node = soon_.extract(soon_.begin());
+      std::string& id = node.value().second;
+      if (const auto d = deadlines_.get(id); d && d->at_ns <= now_ns) due.push_back(std::move(id));
+    }
+    return due;
+  }
+  // Past the horizon: one walk over every deadline takes what is due and the next kSoon.
+  soon_.clear();
+  using Soon = std::pair<std::int64_t, std::string>;
+  std::vector<Soon> earliest;  // a heap, the latest on top
+  earliest.reserve(kSoon);
+  deadlines_.forEach([&](std::string_view id, const Deadline& d) {
+    if (d.at_ns == kNever) return;
+    if (d.at_ns <= now_ns) {
+      due.emplace_back(id);
+    } else if (earliest.size() < kSoon) {
+      earliest.emplace_back(d.at_ns, std::string(id));
+      std::push_heap(earliest.begin(), earliest.end());
+    } else if (d.at_ns < earliest.front().first) {
+      std::pop_heap(earliest.begin(), earliest.end());
+      earliest.back() = Soon(d.at_ns, std::string(id));
+      std::push_heap(earliest.begin(), earliest.end());
+    }
+  });
+  horizon_ = earliest.size() < kSoon ? kNever : earliest.front().first;
+  for (auto& entry : earliest) soon_.insert(std::move(entry));
+  return due;
 }
 
 Result<ScanResult> Replayer::scan() {
@@ -70,46 +124,53 @@ Result<ScanResult> Replayer::scan() {
   if (scans_ == 0) ++scans_;  // 0 is "not seen yet"
   takeNoted();
   const std::int64_t now_ns = atNs(s_.clock.now());
-  // One pass over the keys, under the store's index lock: a record whose deadline is known and
-  // not due is counted and marked, no more (a steady scan of a million pending records copies
-  // nothing). The ids that need more (a deadline to read or due, a decision, a release, claims,
-  // votes: few) are copied into one buffer; the sets below are views into it.
+  const auto steady_now = s_.clock.steady();
+  const bool want_all = full_next_ || steady_now - last_full_ >= kFullScanEvery;
+  // One pass over the keys the store hands over (every key in a full scan; else the approvals at
+  // work and the records new since the last scan), under the store's index lock: a record whose
+  // deadline is known is marked, no more. The ids that need more (a deadline to read, a decision,
+  // a release, claims, votes: few) are copied into one buffer; the sets below are views into it.
   std::string arena;
   using Span = std::pair<std::size_t, std::size_t>;
-  std::vector<Span> unknown_at, due_at, settled_at, decided_at, released_at, claim_at, voted_at;
+  std::vector<Span> unknown_at, settled_at, decided_at, released_at, claim_at, voted_at;
   auto keep = [&](std::string_view id, std::vector<Span>& into) {
     into.emplace_back(arena.size(), id.size());
     arena.append(id);
   };
   std::size_t record_keys = 0;
   bool first_visit = true;
-  auto visited = s_.store.visitKeys([&](std::string_view id, std::string_view rest) {
-    if (first_visit) {
-      // The store's first pass over the bucket has noted every record by now (the visit waits
-      // for it): their deadlines are known before the records are looked at.
-      takeNoted();
-      first_visit = false;
-    }
-    if (rest.empty()) {
-      ++record_keys;
-      const bool known = deadlines_.modify(id, [&](Deadline& d) {
-        d.seen = scans_;
-        if (d.at_ns <= now_ns) keep(id, due_at);
-      });
-      if (!known) keep(id, unknown_at);
-      if (!settled_.empty() && settled_.contains(id)) keep(id, settled_at);
-    } else if (rest == "decision") {
-      keep(id, decided_at);
-    } else if (rest == "released") {
-      keep(id, released_at);
-    } else if (rest.starts_with("replay/")) {
-      keep(id, claim_at);
-    } else if (rest.starts_with("vote/")) {
-      keep(id, voted_at);
-    }
-  });
+  auto visited = s_.store.visitBusyKeys(
+      [&](std::string_view id, std::string_view rest) {
+        if (first_visit) {
+          // The store's first pass over the bucket has noted every record by now (the visit waits
+          // for it): their deadlines are known before the records are looked at.
+          takeNoted();
+          first_visit = false;
+        }
+        if (rest.empty()) {
+          ++record_keys;
+          const bool known = deadlines_.modify(id, [&](Deadline& d) { d.seen = scans_; });
+          if (!known) keep(id, unknown_at);
+          if (!settled_.empty() && settled_.contains(id)) keep(id, settled_at);
+        } else if (rest == "decision") {
+          keep(id, decided_at);
+        } else if (rest == "released") {
+          keep(id, released_at);
+        } else if (rest.starts_with("replay/")) {
+          keep(id, claim_at);
+        } else if (rest.starts_with("vote/")) {
+          keep(id, voted_at);
+        }
+      },
+      want_all);
   if (!visited) return std::unexpected(visited.error());
+  const bool full = visited->all;
+  if (full) {
+    last_full_ = steady_now;
+    full_next_ = false;
+  }
   takeNoted();  // noted while the keys were visited
+  for (const auto& id : visited->removed) deadlines_.erase(id);  // deleted, purged, aged out
   const std::string_view all = arena;
   auto view = [&](const Span& at) { return all.substr(at.first, at.second); };
   std::unordered_set<std::string_view> unknown;
@@ -146,16 +207,40 @@ Result<ScanResult> Replayer::scan() {
     }
     decided_records += visited_record ? 1 : 0;
   }
-  result.pending = static_cast<int>(record_keys - decided_records);
+  result.pending = full ? static_cast<int>(record_keys - decided_records)
+                        : static_cast<int>(visited->records - visited->decided_records);
   // Settled ids that are still records without a decision (one expired by this scan).
   std::unordered_set<std::string_view> settled_records;
-  for (const auto* ats : {&unknown_at, &due_at, &settled_at}) {
-    for (const auto& at : *ats) {
-      const std::string_view id = view(at);
-      if (decided.contains(id)) continue;
-      if (ats != &settled_at) expireIfDue(id, result);
-      if (settled_.contains(id)) settled_records.insert(id);
+  bool unread = false;
+  for (const auto& at : unknown_at) {
+    const std::string_view id = view(at);
+    if (decided.contains(id)) continue;
+    expireIfDue(id, result);
+    if (settled_.contains(id)) {
+      settled_records.insert(id);
+    } else if (!deadlines_.contains(id)) {
+      unread = true;  // over this scan's reads, or not readable now
     }
+  }
+  // Records not read now are found by the next scan, a full one.
+  if (unread) full_next_ = true;
+  // Due: from the earliest deadlines, not from the keys (a full scan leaves out those its visit
+  // did not find, as it drops their deadlines below).
+  std::vector<std::string> due = dueIds(now_ns);
+  std::sort(due.begin(), due.end());
+  due.erase(std::unique(due.begin(), due.end()), due.end());
+  for (const std::string& id : due) {
+    if (decided.contains(id)) continue;
+    if (full) {
+      const auto d = deadlines_.get(id);
+      if (!d || d->seen != scans_) continue;
+    }
+    expireIfDue(id, result);
+    if (settled_.contains(id)) settled_records.insert(id);
+  }
+  for (const auto& at : settled_at) {
+    const std::string_view id = view(at);
+    if (!decided.contains(id) && settled_.contains(id)) settled_records.insert(id);
   }
   // Forget what is finished so memory follows the open work, not the bucket's history (the
   // store's index forgets the retired ids; `settled_` goes with their keys).
@@ -164,12 +249,19 @@ Result<ScanResult> Replayer::scan() {
   });
   std::erase_if(vote_sightings_,
                 [&](const auto& entry) { return decided.contains(entry.first) || !voted.contains(entry.first); });
-  // Deadlines no visit found are dropped by their mark, not by a lookup of each; one noted
-  // (seen 0) after the visit is kept until the next scan's visit.
-  deadlines_.keepIf([&](std::string_view, Deadline& d) {
-    if (d.seen == 0) d.seen = scans_;
-    return d.seen == scans_;
-  });
+  if (full) {
+    // Deadlines no visit found are dropped by their mark, not by a lookup of each; one noted
+    // (seen 0) after the visit is kept until the next full scan.
+    deadlines_.keepIf([&](std::string_view, Deadline& d) {
+      if (d.seen == 0) d.seen = scans_;
+      return d.seen == scans_;
+    });
+  }
+  // A due deadline still here (not expired: decided meanwhile, the store not answering, a
+  // record not there yet) is looked at again by the next scan.
+  for (const std::string& id : due) {
+    if (const auto d = deadlines_.get(id)) noteSoon(id, d->at_ns);
+  }
   // Aged out of the bucket (an id expired by this scan is not in `decided` yet, but a record).
   std::erase_if(settled_, [&](const auto& id) { return !decided.contains(id) && !settled_records.contains(id); });
   s_.metrics.setPending(result.pending - result.expired);
@@ -307,7 +399,7 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
     if (!entry) return;
     if (auto record = parseApprovalRecord(entry->value)) deadline = attentionOf(*record);
     cached = Deadline{.at_ns = atNs(deadline), .seen = scans_};
-    deadlines_.set(id, *cached);
+    setDeadline(id, *cached);
   }
   if (cached->at_ns == kNever || atNs(s_.clock.now()) < cached->at_ns) return;
 
@@ -321,7 +413,7 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
   for (int step = 0; step < Governance::stepsApplied(*record, now); ++step) escalate(*record, step);
   const auto next = nextAttention(*record, now);
   if (!next || now < *next) {
-    deadlines_.set(id, Deadline{.at_ns = atNs(next), .seen = scans_});
+    setDeadline(id, Deadline{.at_ns = atNs(next), .seen = scans_});
     return;
   }
   const bool allow = record->on_timeout == "allow";
@@ -343,6 +435,7 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
   markDecided(s_.store, id, ApprovalState::expired, decision);
   settled_.insert(std::string(id));
   s_.store.retire(id);
+  deadlines_.erase(id);  // retired: no scan finds its decision to drop it
   s_.events.emit(Event{.event = EventKind::expired, .approval_id = id, .job_id = record->job_id, .topic = record->topic,
                        .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                        .policy_snapshot = record->policy_snapshot, .reason = "timeout"});

@@ -197,6 +197,13 @@ struct KvBucket::KeyIndex {
 
   static std::pair<std::string_view, std::string_view> split(std::string_view key) { return KeyGroups::split(key); }
 
+  // With `mutex` held: the watcher stopped delivering; what it misses until it is live again is
+  // not among the changes an incremental visit would report (KeyGroups::visitChanges).
+  void notLiveLocked() {
+    live = false;
+    groups.stopChanges();
+  }
+
   // With `mutex` held.
   bool isRetired(std::string_view group) const { return retired.contains(group) || retired_before.contains(group); }
 
@@ -615,11 +622,11 @@ void KvBucket::watchKeys() {
     connection.retire(sub);
     if (!switch_to_headers) {
       const std::lock_guard lock(index.mutex);
-      index.live = false;
+      index.notLiveLocked();
     }
   }
   const std::lock_guard lock(index.mutex);
-  index.live = false;
+  index.notLiveLocked();
 }
 
 bool KvBucket::indexLive() const {
@@ -705,7 +712,7 @@ void KvBucket::stopWatching() {
   {
     const std::lock_guard lock(index_->mutex);
     index_->stopping = true;
-    index_->live = false;
+    index_->notLiveLocked();
   }
   index_->changed.notify_all();
   if (index_->thread.joinable()) index_->thread.join();
@@ -1074,6 +1081,21 @@ Status KvBucket::visitKeys(const KeyVisitor& visit) {
     }
   }
   return KvStore::visitKeys(visit);  // the age limit's check against a full listing is due
+}
+
+Result<KvStore::BusyVisit> KvBucket::visitBusyKeys(const KeyVisitor& visit, bool all) {
+  startWatcher();
+  {
+    std::unique_lock lock(index_->mutex);
+    if (auto ok = waitForIndex(lock); !ok) return std::unexpected(ok.error());
+    index_->drainLocked();
+    if (!index_->fullListingDueLocked()) return visitBusyGroups(index_->groups, visit, all);
+    // What changes from here on is collected; the listing below (which also takes out what aged
+    // out) is visited whole.
+    index_->groups.restartChanges();
+  }
+  if (auto ok = KvStore::visitKeys(visit); !ok) return std::unexpected(ok.error());
+  return BusyVisit{};
 }
 
 Result<std::vector<std::string>> KvBucket::keys() {

@@ -82,6 +82,11 @@ class KvBucket : public KvStore {
   // keys() without copying each key: the index's keys, visited under its lock (the visit must
   // be quick).
   Status visitKeys(const KeyVisitor& visit) override;
+  // From the index, under its lock: the busy groups' keys and the records added since the last
+  // call (KeyGroups::visitChanges), with the index's counts. Every key (as visitKeys) on the
+  // first call, when asked, when the watcher was not live at some time since the last call,
+  // after more than KeyGroups::kMaxChanges changes, and when the age limit's full listing is due.
+  Result<BusyVisit> visitBusyKeys(const KeyVisitor& visit, bool all) override;
   // Called, on the watcher's thread, with every key and value its first pass over the bucket
   // delivers (that pass then carries values; later writes come as keys only). Set it before
   // the first keys() call. The replayer learns the deadlines of the records from it, instead of

@@ -693,6 +693,79 @@ TEST_F(NatsAdapterTest, KvGroupKeysThroughARevisionSeeAnotherWriterAtOnce) {
   EXPECT_EQ(sorted("q", *late), expected);
 }
 
+// The replayer's incremental scans: the approvals at work (decided, released, claimed, voted on),
+// the records that came since the last visit (whoever wrote them) and those deleted since, and
+// the index's counts.
+TEST_F(NatsAdapterTest, KvBusyVisitsGiveTheApprovalsAtWorkAndWhatChanged) {
+  auto kv = openBucket(*connection);
+  for (const std::string key : {"a", "b", "b/decision", "c", "c/slack/ts", "d", "d/vote/0/alice", "e/replay/1"}) {
+    ASSERT_TRUE(kv->create(key, "v").has_value()) << key;
+  }
+  struct Seen {
+    KvStore::BusyVisit visit;
+    std::vector<std::string> keys;
+  };
+  auto visit = [&](bool all) {
+    Seen seen;
+    auto visited = kv->visitBusyKeys(
+        [&](std::string_view group, std::string_view rest) {
+          seen.keys.push_back(std::string(group) + (rest.empty() ? "" : "/" + std::string(rest)));
+        },
+        all);
+    EXPECT_TRUE(visited.has_value());
+    if (visited) seen.visit = std::move(*visited);
+    std::sort(seen.keys.begin(), seen.keys.end());
+    return seen;
+  };
+  Seen seen = visit(false);
+  EXPECT_TRUE(seen.visit.all) << "the first visit: every key";
+  EXPECT_EQ(seen.keys.size(), 8u);
+  ASSERT_TRUE(kv->indexLive());
+  seen = visit(false);
+  EXPECT_FALSE(seen.visit.all);
+  EXPECT_EQ(seen.keys, (std::vector<std::string>{"b", "b/decision", "d", "d/vote/0/alice", "e/replay/1"}));
+  EXPECT_EQ(seen.visit.records, 4u);
+  EXPECT_EQ(seen.visit.decided_records, 1u);
+  // Another process holds, decides and deletes; this one creates.
+  auto other_connection = connectTo(server->url());
+  auto other = openBucket(*other_connection);
+  ASSERT_TRUE(other->create("f", "v").has_value());
+  ASSERT_TRUE(other->create("c/decision", "v").has_value());
+  kvStore* raw = nullptr;
+  ASSERT_EQ(js_KeyValue(&raw, other_connection->js(), "approvals"), NATS_OK);
+  ASSERT_EQ(kvStore_Delete(raw, "a"), NATS_OK);
+  kvStore_Destroy(raw);
+  ASSERT_TRUE(kv->create("g", "v").has_value());
+  std::set<std::string> keys;
+  std::set<std::string> removed;
+  ASSERT_TRUE(eventually([&] {
+    const Seen more = visit(false);
+    EXPECT_FALSE(more.visit.all);
+    keys.insert(more.keys.begin(), more.keys.end());
+    removed.insert(more.visit.removed.begin(), more.visit.removed.end());
+    return keys.contains("f") && keys.contains("c/decision") && removed.contains("a");
+  }));
+  EXPECT_TRUE(keys.contains("g"));
+  EXPECT_EQ(removed, std::set<std::string>{"a"});
+  seen = visit(false);
+  EXPECT_EQ(seen.keys, (std::vector<std::string>{"b", "b/decision", "c", "c/decision", "c/slack/ts", "d",
+                                                 "d/vote/0/alice", "e/replay/1"}));
+  EXPECT_TRUE(seen.visit.removed.empty());
+  EXPECT_EQ(seen.visit.records, 5u);  // b c d f g
+  EXPECT_EQ(seen.visit.decided_records, 2u);
+  // A retired group is neither visited nor reported removed.
+  kv->retire("b");
+  seen = visit(false);
+  EXPECT_EQ(seen.keys, (std::vector<std::string>{"c", "c/decision", "c/slack/ts", "d", "d/vote/0/alice", "e/replay/1"}));
+  EXPECT_TRUE(seen.visit.removed.empty());
+  EXPECT_EQ(seen.visit.records, 4u);
+  EXPECT_EQ(seen.visit.decided_records, 1u);
+  // Asked for every key: every key (but the retired group's).
+  seen = visit(true);
+  EXPECT_TRUE(seen.visit.all);
+  EXPECT_EQ(seen.keys.size(), 8u);
+}
+
 TEST_F(NatsAdapterTest, KvKeysOfEmptyBucketIsEmptyThenListsEveryKey) {
   auto kv = openBucket(*connection);
   auto none = kv->keys();

@@ -27,7 +27,7 @@ class MemoryKv final : public KvStore {
       return fail(Errc::timeout, "injected timeout");
     }
     if (data_.contains(std::string(key))) return fail(Errc::exists, "key exists");
-    data_[std::string(key)] = KvEntry{std::string(value), ++sequence_};
+    write(std::string(key), std::string(value));
     return sequence_;
   }
   Result<KvEntry> get(std::string_view key) override {
@@ -47,7 +47,7 @@ class MemoryKv final : public KvStore {
     const auto it = data_.find(std::string(key));
     const std::uint64_t current = it == data_.end() ? 0 : it->second.revision;
     if (current != expected) return fail(Errc::wrong_revision, "wrong last sequence");
-    data_[std::string(key)] = KvEntry{std::string(value), ++sequence_};
+    write(std::string(key), std::string(value));
     return sequence_;
   }
   Result<std::vector<std::string>> keys() override {
@@ -73,10 +73,42 @@ class MemoryKv final : public KvStore {
     return out;
   }
 
-  // Listing is unchanged by it (a store may keep listing retired groups); recorded for tests.
+  // Every key, handed over as visitKeys does (from the index with index_keys).
+  Status visitKeys(const KeyVisitor& visit) override {
+    const std::lock_guard lock(mutex_);
+    ++listings;
+    if (auto e = injected()) return std::unexpected(*e);
+    if (index_keys) {
+      groups_.forEach(counted(visit));
+    } else {
+      for (const auto& [k, v] : data_) {
+        const auto [group, rest] = KeyGroups::split(k);
+        counted(visit)(group, rest);
+      }
+    }
+    return {};
+  }
+  // With index_keys, as KvBucket's key index answers it; else every key (the default).
+  Result<BusyVisit> visitBusyKeys(const KeyVisitor& visit, bool all) override {
+    if (!index_keys) return KvStore::visitBusyKeys(visit, all);
+    const std::lock_guard lock(mutex_);
+    ++busy_visits;
+    if (auto e = injected()) return std::unexpected(*e);
+    auto out = visitBusyGroups(groups_, counted(visit), all);
+    if (out.all) ++listings;
+    return out;
+  }
+
+  // Listing is unchanged by it (a store may keep listing retired groups), but for the index
+  // (index_keys), which forgets the group and indexes none of its keys from then on; recorded
+  // for tests.
   void retire(std::string_view group) override {
     const std::lock_guard lock(mutex_);
     retired_.emplace_back(group);
+    if (index_keys) {
+      groups_.eraseGroup(group);
+      retired_groups_.emplace(group);
+    }
   }
   std::vector<std::string> retired() const {
     const std::lock_guard lock(mutex_);
@@ -92,7 +124,14 @@ class MemoryKv final : public KvStore {
   }
   void put(const std::string& key, const std::string& value) {
     const std::lock_guard lock(mutex_);
-    data_[key] = KvEntry{value, ++sequence_};
+    write(key, value);
+  }
+  // A delete (or an age limit) took the key away.
+  void remove(const std::string& key) {
+    const std::lock_guard lock(mutex_);
+    if (data_.erase(key) == 0) return;
+    const auto [group, rest] = KeyGroups::split(key);
+    groups_.erase(group, rest);
   }
   std::size_t size() const {
     const std::lock_guard lock(mutex_);
@@ -105,8 +144,13 @@ class MemoryKv final : public KvStore {
   std::string fail_get_suffix;
   std::atomic<int> creates{0};
   std::atomic<int> updates{0};
-  std::atomic<int> listings{0};  // keys() and what lists through it (listKeys, groupKeys)
+  std::atomic<int> listings{0};  // keys() and what lists through it (listKeys, groupKeys, visits of all)
   std::atomic<std::uint64_t> group_keys_through{0};  // the last groupKeys call's through_revision
+  // Like KvBucket: an index of the keys (KeyGroups) answers visitKeys and visitBusyKeys, and
+  // forgets retired groups. Set it before the first write.
+  bool index_keys = false;
+  std::atomic<int> visited{0};      // keys handed to visitors
+  std::atomic<int> busy_visits{0};  // visitBusyKeys calls with index_keys
 
   void failNext(Errc code, int calls = 1) {
     const std::lock_guard lock(mutex_);
@@ -120,8 +164,23 @@ class MemoryKv final : public KvStore {
     --fail_calls_;
     return Error{fail_code_, "injected failure"};
   }
+  // With mutex_ held.
+  void write(const std::string& key, std::string value) {
+    const bool added = !data_.contains(key);
+    data_[key] = KvEntry{std::move(value), ++sequence_};
+    const auto [group, rest] = KeyGroups::split(key);
+    if (added && index_keys && !retired_groups_.contains(std::string(group))) groups_.add(group, rest);
+  }
+  KeyVisitor counted(const KeyVisitor& visit) {
+    return [this, &visit](std::string_view group, std::string_view rest) {
+      ++visited;
+      visit(group, rest);
+    };
+  }
   mutable std::mutex mutex_;
   std::map<std::string, KvEntry> data_;
+  KeyGroups groups_;  // index_keys
+  std::set<std::string> retired_groups_;
   std::vector<std::string> retired_;
   std::uint64_t sequence_ = 0;
   Errc fail_code_ = Errc::unavailable;

@@ -102,6 +102,19 @@ class GatewayTest : public ::testing::Test {
   ControlReply reject(const std::string& id) {
     return control_->handle(ControlOp::reject, R"({"id":")" + id + R"(","approver":"bob","reason":"no"})");
   }
+  // The approved <id>/decision another process creates (alice's, now), with the record it decides.
+  std::optional<std::pair<ApprovalRecord, DecisionRecord>> decideElsewhere(const std::string& id) {
+    const auto value = kv_.value(id);
+    EXPECT_TRUE(value) << id;
+    if (!value) return std::nullopt;
+    auto record = parseApprovalRecord(*value);
+    EXPECT_TRUE(record) << id;
+    if (!record) return std::nullopt;
+    const DecisionRecord decision{.decision = FinalDecision::approved, .by = "alice", .at = formatRfc3339(clock_.now()),
+                                  .policy_snapshot = record->policy_snapshot, .job_hash = record->job_hash};
+    EXPECT_TRUE(kv_.create(decisionKey(id), toJson(decision)));
+    return std::pair(*record, decision);
+  }
   std::string holdPayment() {
     const auto outcome = send("finance.payment.execute", kPayment);
     EXPECT_EQ(wireName(outcome.status), "approval_required");

@@ -187,6 +187,89 @@ TEST(KeyGroupsTest, GroupKeysAreTheKeysOfThatGroupOnly) {
   EXPECT_EQ(groups.groupKeys("ab").size(), 2u);
 }
 
+// What an incremental scan is given: the busy groups' keys, the records added and removed since
+// the last call, and the counts of records and decided records.
+TEST(KeyGroupsTest, ChangesAreTheBusyGroupsAndTheRecordsThatCameAndWent) {
+  KeyGroups groups;
+  auto add = [&](std::string_view key) {
+    const auto [group, rest] = KeyGroups::split(key);
+    groups.add(group, rest);
+  };
+  auto erase = [&](std::string_view key) {
+    const auto [group, rest] = KeyGroups::split(key);
+    groups.erase(group, rest);
+  };
+  struct Seen {
+    bool known = false;
+    std::vector<std::string> keys;
+    std::vector<std::string> removed;
+  };
+  auto changes = [&] {
+    Seen seen;
+    seen.known = groups.visitChanges(
+        [&](std::string_view group, std::string_view rest) {
+          seen.keys.push_back(std::string(group) + (rest.empty() ? "" : "/" + std::string(rest)));
+        },
+        [&](std::string_view group) { seen.removed.emplace_back(group); });
+    std::sort(seen.keys.begin(), seen.keys.end());
+    std::sort(seen.removed.begin(), seen.removed.end());
+    return seen;
+  };
+  for (const std::string_view key : {"a", "b", "b/decision", "c", "c/slack/1", "c/escalated/0/0", "d",
+                                     "d/vote/0/alice", "e/replay/1", "f", "f/released"}) {
+    add(key);
+  }
+  EXPECT_EQ(groups.records(), 5u);
+  EXPECT_EQ(groups.decidedRecords(), 1u);
+  EXPECT_EQ(groups.busyGroups(), 4u);  // b, d, e, f: not c (Slack and escalation keys)
+  EXPECT_FALSE(changes().known) << "the first call: changes not collected before it";
+  const std::vector<std::string> busy{"b", "b/decision", "d", "d/vote/0/alice", "e/replay/1", "f", "f/released"};
+  auto seen = changes();
+  EXPECT_TRUE(seen.known);
+  EXPECT_EQ(seen.keys, busy);
+  EXPECT_TRUE(seen.removed.empty());
+  // A record comes, one goes, one comes and goes, one goes and comes back; a decision.
+  add("g");
+  erase("a");
+  add("h");
+  erase("h");
+  erase("c");
+  add("c");
+  add("c/decision");
+  seen = changes();
+  EXPECT_EQ(seen.keys, (std::vector<std::string>{"b", "b/decision", "c", "c/decision", "c/escalated/0/0", "c/slack/1",
+                                                 "d", "d/vote/0/alice", "e/replay/1", "f", "f/released", "g"}));
+  EXPECT_EQ(seen.removed, (std::vector<std::string>{"a", "h"}));
+  EXPECT_EQ(groups.records(), 5u);  // b c d f g
+  EXPECT_EQ(groups.decidedRecords(), 2u);
+  // A group leaves the busy ones with its last busy key; a retired group is no removal.
+  erase("d/vote/0/alice");
+  groups.eraseGroup("b");
+  add("i");
+  groups.eraseGroup("i");
+  seen = changes();
+  EXPECT_EQ(seen.keys, (std::vector<std::string>{"c", "c/decision", "c/escalated/0/0", "c/slack/1", "e/replay/1", "f",
+                                                 "f/released"}));
+  EXPECT_TRUE(seen.removed.empty());
+  EXPECT_EQ(groups.records(), 4u);  // c d f g
+  EXPECT_EQ(groups.decidedRecords(), 1u);
+  erase("c/decision");
+  EXPECT_EQ(groups.decidedRecords(), 0u);
+  // Not known after stopChanges() (the owner missed writes), nor after too many changes.
+  groups.stopChanges();
+  EXPECT_FALSE(changes().known);
+  EXPECT_TRUE(changes().known);
+  for (std::size_t i = 0; i <= KeyGroups::kMaxChanges; ++i) add("n-" + std::to_string(i));
+  EXPECT_FALSE(changes().known);
+  seen = changes();
+  EXPECT_TRUE(seen.known);
+  EXPECT_EQ(seen.keys, (std::vector<std::string>{"e/replay/1", "f", "f/released"}));
+  groups.clear();
+  EXPECT_EQ(groups.records(), 0u);
+  EXPECT_EQ(groups.busyGroups(), 0u);
+  EXPECT_FALSE(changes().known);
+}
+
 TEST(KeyGroupsTest, APendingApprovalCostsAboutItsIdsSize) {
   KeyGroups groups;
   constexpr std::size_t kCount = 200000;

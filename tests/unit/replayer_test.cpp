@@ -63,18 +63,16 @@ TEST_F(ReplayerTest, AGatewayThatFinishesItsReleaseWithinTheLeaseIsLeftAlone) {
   auto replay = replayer(withWindow(120s));
   clock_.advance(60s);
   ASSERT_TRUE(replay->scan());  // watched undecided for a minute: no lease runs for it yet
-  const auto record = parseApprovalRecord(*kv_.value(id));
-  ASSERT_TRUE(record);
-  const DecisionRecord decision{.decision = FinalDecision::approved, .by = "alice", .at = formatRfc3339(clock_.now()),
-                                .policy_snapshot = record->policy_snapshot, .job_hash = record->job_hash};
-  ASSERT_TRUE(kv_.create(decisionKey(id), toJson(decision)));
+  const auto decided = decideElsewhere(id);
+  ASSERT_TRUE(decided);
+  const auto& [record, decision] = *decided;
   clock_.advance(1s);
   EXPECT_EQ(replay->scan()->replayed, 0);
   clock_.advance(3s);
   EXPECT_EQ(replay->scan()->replayed, 0);
   EXPECT_TRUE(pub_.on("jobs.").empty());
   // The gateway's PubAck arrives, 4 s after its decision: it records the release.
-  EXPECT_TRUE(releaser_->release(*record, decision, "approve").published);
+  EXPECT_TRUE(releaser_->release(record, decision, "approve").published);
   clock_.advance(10s);
   EXPECT_EQ(replay->scan()->replayed, 0);
   EXPECT_EQ(pub_.on("jobs.").size(), 1u);
