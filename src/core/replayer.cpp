@@ -163,7 +163,10 @@ Result<ScanResult> Replayer::scan() {
         }
       },
       want_all);
-  if (!visited) return std::unexpected(visited.error());
+  if (!visited) {
+    full_next_ = true;  // the store may have let go of what changed since the last scan
+    return std::unexpected(visited.error());
+  }
   const bool full = visited->all;
   if (full) {
     last_full_ = steady_now;

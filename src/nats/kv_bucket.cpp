@@ -1094,7 +1094,11 @@ Result<KvStore::BusyVisit> KvBucket::visitBusyKeys(const KeyVisitor& visit, bool
     // out) is visited whole.
     index_->groups.restartChanges();
   }
-  if (auto ok = KvStore::visitKeys(visit); !ok) return std::unexpected(ok.error());
+  if (auto ok = KvStore::visitKeys(visit); !ok) {
+    const std::lock_guard lock(index_->mutex);
+    index_->groups.stopChanges();  // what changed before the listing is not known any more
+    return std::unexpected(ok.error());
+  }
   return BusyVisit{};
 }
 

@@ -313,6 +313,18 @@ TEST_F(IncrementalScanTest, RecordsNotReadInOneScanAreFoundByTheNext) {
   EXPECT_EQ(kv_.gets.load(), 0);
 }
 
+TEST_F(IncrementalScanTest, AfterAFailedScanTheNextIsAFullOne) {
+  auto replay = notedReplayer();
+  holdMany(10);
+  ASSERT_TRUE(replay->scan());
+  kv_.failNext(Errc::unavailable);
+  EXPECT_FALSE(replay->scan());
+  const int listings = kv_.listings.load();
+  EXPECT_EQ(replay->scan()->pending, 10);
+  EXPECT_EQ(kv_.listings.load(), listings + 1);
+  EXPECT_EQ(incremental(*replay).pending, 10);
+}
+
 TEST_F(IncrementalScanTest, AFullScanRunsEveryMinute) {
   auto replay = notedReplayer();
   holdMany(100);
