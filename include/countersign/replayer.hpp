@@ -8,9 +8,10 @@
 // short time-ordered list of the earliest deadlines (the full map of deadlines is walked only
 // when that list runs out), and drops the deadlines of records the store reports removed. A full
 // scan, which looks at every key, runs at start, when the store cannot tell what changed, when
-// records could not all be read, and every kFullScanEvery. One Replayer per process, driven by one thread (scan() is not
-// reentrant); any number of processes may scan the same bucket at once: every step that acts
-// is the create of a never-used key (<id>/replay/<n>, <id>/decision).
+// a scan's limit of record reads left records unread, and every kFullScanEvery; a record whose
+// read failed is read again by the next scans. One Replayer per process, driven by one thread
+// (scan() is not reentrant); any number of processes may scan the same bucket at once: every
+// step that acts is the create of a never-used key (<id>/replay/<n>, <id>/decision).
 #pragma once
 
 #include <chrono>
@@ -71,7 +72,10 @@ class Replayer {
   // The ids whose deadline (in deadlines_) is at or before `now_ns`, maybe twice.
   std::vector<std::string> dueIds(std::int64_t now_ns);
   void finishRelease(const std::string& id, int claims, ScanResult& result);
-  void expireIfDue(std::string_view id, ScanResult& result);
+  // Whether a record whose deadline was not known could be read (`known`: its deadline is
+  // known now, or it needed no read).
+  enum class Read { known, over_limit, failed };
+  Read expireIfDue(std::string_view id, ScanResult& result);
   void finishQuorum(const std::string& id, ScanResult& result);
   void escalate(const ApprovalRecord& record, int step);
   // Lets the maps below be searched with a string_view (no copy of the key per lookup).
@@ -123,6 +127,12 @@ class Replayer {
   static constexpr std::chrono::seconds kFullScanEvery{60};
   std::chrono::steady_clock::time_point last_full_{};
   bool full_next_ = true;  // the next scan is a full one
+  // Records whose read failed in the last scan (the store did not answer, or a key whose record
+  // is gone): the next scan reads them again rather than running a full scan, which would meet
+  // the same failure and make every scan a full one. At most kRetryMax (the periodic full scan
+  // finds the others).
+  std::vector<std::string> retry_;
+  static constexpr std::size_t kRetryMax = 256;
   std::uint32_t scans_ = 0;
   // Decided without a release for good (rejected, expired): their decision is read once, not
   // every scan.

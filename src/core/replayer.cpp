@@ -173,7 +173,13 @@ Result<ScanResult> Replayer::scan() {
     full_next_ = false;
   }
   takeNoted();  // noted while the keys were visited
-  for (const auto& id : visited->removed) deadlines_.erase(id);  // deleted, purged, aged out
+  std::vector<std::string> retry = std::exchange(retry_, {});
+  std::unordered_set<std::string_view> removed;
+  for (const auto& id : visited->removed) {
+    deadlines_.erase(id);  // deleted, purged, aged out
+    removed.insert(id);
+  }
+  std::erase_if(retry, [&](const std::string& id) { return removed.contains(id); });
   const std::string_view all = arena;
   auto view = [&](const Span& at) { return all.substr(at.first, at.second); };
   std::unordered_set<std::string_view> unknown;
@@ -214,19 +220,34 @@ Result<ScanResult> Replayer::scan() {
                         : static_cast<int>(visited->records - visited->decided_records);
   // Settled ids that are still records without a decision (one expired by this scan).
   std::unordered_set<std::string_view> settled_records;
-  bool unread = false;
-  for (const auto& at : unknown_at) {
-    const std::string_view id = view(at);
-    if (decided.contains(id)) continue;
-    expireIfDue(id, result);
+  bool over_reads = false;
+  std::vector<std::string> failed;  // records whose read failed now
+  auto readUnknown = [&](std::string_view id) {
+    const Read read = expireIfDue(id, result);
     if (settled_.contains(id)) {
       settled_records.insert(id);
-    } else if (!deadlines_.contains(id)) {
-      unread = true;  // over this scan's reads, or not readable now
+    } else if (read == Read::over_limit) {
+      over_reads = true;
+    } else if (read == Read::failed) {
+      failed.emplace_back(id);
     }
+  };
+  for (const auto& at : unknown_at) {
+    const std::string_view id = view(at);
+    if (!decided.contains(id)) readUnknown(id);
   }
-  // Records not read now are found by the next scan, a full one.
-  if (unread) full_next_ = true;
+  // The reads that failed in the last scan are made again (a full scan has just met them, if
+  // they are still records).
+  for (const std::string& id : retry) {
+    if (full || unknown.contains(id) || decided.contains(id) || deadlines_.contains(id)) continue;
+    readUnknown(id);
+  }
+  // Records left unread for this scan's limit are found by the next scan, a full one. Those whose
+  // read failed are read again by the next scan (the first kRetryMax; the periodic full scan
+  // finds the others): a full scan would meet the same failure, and so would every scan after.
+  if (over_reads) full_next_ = true;
+  if (failed.size() > kRetryMax) failed.resize(kRetryMax);
+  retry_ = std::move(failed);
   // Due: from the earliest deadlines, not from the keys (a full scan leaves out those its visit
   // did not find, as it drops their deadlines below).
   std::vector<std::string> due = dueIds(now_ns);
@@ -392,24 +413,24 @@ void Replayer::finishQuorum(const std::string& id, ScanResult& result) {
   ++result.unreleased;
 }
 
-void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
+Replayer::Read Replayer::expireIfDue(std::string_view id, ScanResult& result) {
   auto cached = deadlines_.get(id);
   if (!cached) {
-    if (record_reads_ >= options_.max_record_reads_per_scan) return;  // next scan
+    if (record_reads_ >= options_.max_record_reads_per_scan) return Read::over_limit;  // next scan
     ++record_reads_;
     std::optional<std::chrono::system_clock::time_point> deadline;
     auto entry = s_.store.get(id);
-    if (!entry) return;
+    if (!entry) return Read::failed;
     if (auto record = parseApprovalRecord(entry->value)) deadline = attentionOf(*record);
     cached = Deadline{.at_ns = atNs(deadline), .seen = scans_};
     setDeadline(id, *cached);
   }
-  if (cached->at_ns == kNever || atNs(s_.clock.now()) < cached->at_ns) return;
+  if (cached->at_ns == kNever || atNs(s_.clock.now()) < cached->at_ns) return Read::known;
 
   auto entry = s_.store.get(id);
-  if (!entry) return;
+  if (!entry) return Read::known;
   auto record = parseApprovalRecord(entry->value);
-  if (!record) return;
+  if (!record) return Read::known;
   // The wake-up may be an escalation step rather than the deadline: announce the steps due,
   // then sleep until the next step or the deadline.
   const auto now = s_.clock.now();
@@ -417,14 +438,14 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
   const auto next = nextAttention(*record, now);
   if (!next || now < *next) {
     setDeadline(id, Deadline{.at_ns = atNs(next), .seen = scans_});
-    return;
+    return Read::known;
   }
   const bool allow = record->on_timeout == "allow";
   DecisionRecord decision{.decision = allow ? FinalDecision::approved : FinalDecision::expired,
                                 .by = "countersign", .at = formatRfc3339(s_.clock.now()),
                                 .reason = allow ? "on_timeout_allow" : "timeout",
                                 .policy_snapshot = record->policy_snapshot, .job_hash = record->job_hash};
-  if (!s_.store.create(decisionKey(id), decisionValue(s_, id, decision))) return;  // decided meanwhile
+  if (!s_.store.create(decisionKey(id), decisionValue(s_, id, decision))) return Read::known;  // decided meanwhile
   if (allow) {
     // The policy author chose (and acknowledged) release on timeout: release it like an approval.
     s_.events.emit(Event{.event = EventKind::approved, .approval_id = id, .job_id = record->job_id, .topic = record->topic,
@@ -433,7 +454,7 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
                          .reason = "on_timeout_allow"});
     (void)releaser_.release(*record, decision, "timeout");
     ++result.expired;
-    return;
+    return Read::known;
   }
   markDecided(s_.store, id, ApprovalState::expired, decision);
   settled_.insert(std::string(id));
@@ -443,6 +464,7 @@ void Replayer::expireIfDue(std::string_view id, ScanResult& result) {
                        .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
                        .policy_snapshot = record->policy_snapshot, .reason = "timeout"});
   ++result.expired;
+  return Read::known;
 }
 
 }  // namespace countersign

@@ -313,6 +313,60 @@ TEST_F(IncrementalScanTest, RecordsNotReadInOneScanAreFoundByTheNext) {
   EXPECT_EQ(kv_.gets.load(), 0);
 }
 
+// A record whose read keeps failing (the store does not answer for it, or a key whose record is
+// gone) is read again by each scan, not found again by a full one: a full scan would fail on it
+// too, and every scan after would be a full one.
+TEST_F(IncrementalScanTest, ARecordThatCannotBeReadIsRetriedWithoutFullScans) {
+  auto replay = notedReplayer();
+  holdMany(100);
+  ASSERT_TRUE(replay->scan());
+  putRecordOfAnotherProcess("w-0", "ghost");
+  kv_.fail_get_suffix = "ghost";
+  kv_.gets = 0;
+  int full = 0;
+  for (int scan = 0; scan < 10; ++scan) {
+    clock_.advance(1s);
+    const int listings = kv_.listings.load();
+    const auto result = replay->scan();
+    ASSERT_TRUE(result);
+    EXPECT_EQ(result->pending, 101);
+    full += kv_.listings.load() - listings;
+  }
+  EXPECT_EQ(full, 0) << "full scans of ten";
+  EXPECT_EQ(kv_.gets.load(), 10) << "the ghost is read once per scan, nothing else";
+  // Readable again: read once more, then it sleeps.
+  kv_.fail_get_suffix.clear();
+  kv_.gets = 0;
+  incremental(*replay);
+  EXPECT_EQ(kv_.gets.load(), 1);
+  kv_.gets = 0;
+  incremental(*replay);
+  EXPECT_EQ(kv_.gets.load(), 0);
+}
+
+// A record whose first read fails gets its deadline from the next read, and expires on time.
+TEST_F(IncrementalScanTest, ARecordWhoseReadFailedOnceExpiresOnTime) {
+  auto replay = notedReplayer();
+  holdMany(50);
+  hold("ops.restart", "r-1");
+  ASSERT_TRUE(replay->scan());
+  putRecordOfAnotherProcess("r-1", "flaky");
+  kv_.fail_get_suffix = "flaky";
+  EXPECT_EQ(incremental(*replay).pending, 52);
+  kv_.fail_get_suffix.clear();
+  kv_.gets = 0;
+  clock_.advance(1s);
+  incremental(*replay);
+  EXPECT_EQ(kv_.gets.load(), 1) << "read again";
+  clock_.advance(4s);
+  EXPECT_EQ(incremental(*replay).expired, 0);
+  clock_.advance(6s);
+  EXPECT_EQ(incremental(*replay).expired, 2);
+  const auto decision = kv_.value("flaky/decision");
+  ASSERT_TRUE(decision);
+  EXPECT_EQ(parseDecisionRecord(*decision)->decision, FinalDecision::expired);
+}
+
 TEST_F(IncrementalScanTest, AfterAFailedScanTheNextIsAFullOne) {
   auto replay = notedReplayer();
   holdMany(10);
