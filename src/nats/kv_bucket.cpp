@@ -141,8 +141,12 @@ constexpr std::chrono::milliseconds kWatchBatchEvery{100};
 // start, it stops waiting for a moment with nothing left to deliver (see watchKeys).
 constexpr std::chrono::seconds kChaseFor{5};
 // How long groupKeys(group, revision) waits for the watcher to reach the revision before it
-// lists the bucket instead.
-constexpr std::chrono::milliseconds kRevisionWait{500};
+// answers from the index without it. It need only cover the watcher's usual lag: a waiter wakes
+// the watcher, which then takes each write as it arrives (a few milliseconds behind). Past it the
+// system is slow, and neither listing the bucket (seconds at a million keys) nor a longer wait
+// should hold a control thread: a vote the answer misses is only late (the replayer decides a
+// reached quorum after its lease).
+constexpr std::chrono::milliseconds kRevisionWait{200};
 
 // The bucket's keys as a watcher (meta only) reports them, so that keys() need not list the
 // whole bucket every time; grouped by the part before the first '/' (the group of "a/b" and of
@@ -207,19 +211,29 @@ struct KvBucket::KeyIndex {
   // With `mutex` held.
   bool isRetired(std::string_view group) const { return retired.contains(group) || retired_before.contains(group); }
 
-  // The watcher has taken the write with stream sequence `sequence` into the index.
-  void pass(std::uint64_t sequence) {
+  // The watcher's message with stream sequence `sequence`: `key` (empty: none of the bucket's)
+  // written or (`removed`) deleted, taken into the index under one lock with the sequence.
+  void apply(std::string_view key, bool removed, std::uint64_t sequence) {
+    bool wake = false;
     {
       const std::lock_guard lock(mutex);
-      if (sequence <= passed) return;
-      passed = sequence;
-      if (revision_waiters == 0) return;
+      if (!key.empty()) {
+        if (removed) {
+          eraseLocked(key);
+        } else {
+          addLocked(key);
+        }
+      }
+      if (sequence > passed) {
+        passed = sequence;
+        wake = revision_waiters != 0;
+      }
     }
-    changed.notify_all();
+    if (wake) changed.notify_all();
   }
 
   // With `mutex` held (by `lock`): waits, at most kRevisionWait, until the watcher has taken
-  // every write up to `revision` into the index; false when it has not (or went down).
+  // every write up to `revision` into the index; false when it has not.
   bool waitForRevisionLocked(std::unique_lock<std::mutex>& lock, std::uint64_t revision) {
     if (passed >= revision) return true;
     ++revision_waiters;
@@ -252,11 +266,6 @@ struct KvBucket::KeyIndex {
     }
   }
 
-  void add(std::string_view key) {
-    const std::lock_guard lock(mutex);
-    addLocked(key);
-  }
-
   // With `mutex` held.
   void addLocked(std::string_view key) {
     if (!active) return;
@@ -270,11 +279,6 @@ struct KvBucket::KeyIndex {
   void eraseLocked(std::string_view key) {
     const auto [group, rest] = split(key);
     groups.erase(group, rest);
-  }
-
-  void erase(std::string_view key) {
-    const std::lock_guard lock(mutex);
-    eraseLocked(key);
   }
 
   void retire(std::string_view group) {
@@ -590,20 +594,17 @@ void KvBucket::watchKeys() {
         const bool removed = natsMsgHeader_Get(msg.get(), "KV-Operation", &operation) == NATS_OK &&
                              operation != nullptr &&
                              (std::string_view(operation) == "DEL" || std::string_view(operation) == "PURGE");
-        if (removed) {
-          index.erase(key);
-        } else {
-          index.add(key);
-          if (first_pass) {
-            const char* data = natsMsg_GetData(msg.get());
-            const int length = natsMsg_GetDataLength(msg.get());
-            first_pass(key, data != nullptr && length > 0
-                                ? std::string_view(data, static_cast<std::size_t>(length))
-                                : std::string_view());
-          }
+        index.apply(key, removed, sequence);
+        if (!removed && first_pass) {
+          const char* data = natsMsg_GetData(msg.get());
+          const int length = natsMsg_GetDataLength(msg.get());
+          first_pass(key, data != nullptr && length > 0
+                              ? std::string_view(data, static_cast<std::size_t>(length))
+                              : std::string_view());
         }
+      } else {
+        index.apply({}, false, sequence);
       }
-      index.pass(sequence);
       if (!caught_up) {
         {
           const std::lock_guard lock(index.mutex);
@@ -1149,9 +1150,14 @@ Result<std::vector<std::string>> KvBucket::groupKeys(std::string_view group, std
     const auto indexed = [&] {
       return index_->live && !index_->isRetired(group) && !index_->fullListingDueLocked();
     };
-    if (indexed() && index_->waitForRevisionLocked(lock, through_revision) && indexed()) {
-      index_->drainLocked();
-      return index_->groups.groupKeys(group);
+    // Past the wait without the revision, the index answers all the same (see kRevisionWait);
+    // only an index that cannot answer at all lists the bucket.
+    if (indexed()) {
+      (void)index_->waitForRevisionLocked(lock, through_revision);
+      if (indexed()) {
+        index_->drainLocked();
+        return index_->groups.groupKeys(group);
+      }
     }
   }
   return KvStore::groupKeys(group, through_revision);
@@ -1168,6 +1174,7 @@ Result<std::vector<std::string>> KvBucket::listKeys() {
   // all of them lists the same keys, and nats-server creates it at once (one that delivers the
   // last message per key costs it tens of seconds over a million keys).
   options.IncludeHistory = one_value_per_key_;
+  ++listings_;
   kvKeysList list{};
   natsStatus s = kvStore_Keys(&list, listing_kv_ != nullptr ? listing_kv_ : kv_, &options);
   std::vector<std::string> out;

@@ -3,6 +3,7 @@
 
 #include <nats/nats.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -101,12 +102,15 @@ class KvBucket : public KvStore {
   // processes' writes a few milliseconds late, as for keys()); from a full listing while it is
   // not, for a retired group, or when the age limit's check is due. With `through_revision`,
   // the index answers once the watcher has taken every write up to it (it then takes writes as
-  // they come instead of in batches); after 500 ms without, the listing answers.
+  // they come instead of in batches), or after 200 ms without (only late writes of other
+  // processes can be missing).
   Result<std::vector<std::string>> groupKeys(std::string_view group, std::uint64_t through_revision = 0) override;
   // The full listing (kvStore_Keys), bypassing the index.
   Result<std::vector<std::string>> listKeys() override;
   // Whether the watcher has delivered the bucket's state and is running (for tests).
   bool indexLive() const;
+  // Full listings (listKeys) made so far (for tests).
+  std::uint64_t listings() const { return listings_; }
   // Stops the watcher (keys() lists the bucket from then on). Call it before draining the
   // connection: a watcher's subscription does not drain while it runs.
   void stopWatching();
@@ -166,6 +170,7 @@ class KvBucket : public KvStore {
   std::unique_ptr<KeyIndex> index_;
   bool direct_gets_ = false;  // one replica and allow_direct: reads are direct gets
   bool one_value_per_key_ = false;  // history 1: the stream holds only each key's last message
+  std::atomic<std::uint64_t> listings_{0};
 };
 
 }  // namespace countersign::natsio
