@@ -2,6 +2,7 @@
 // decisive step is the create of a never-used key, so any number of replicas may answer.
 #pragma once
 
+#include <chrono>
 #include <expected>
 #include <functional>
 #include <optional>
@@ -67,6 +68,13 @@ class Control {
   // `list` answers from `index` when it can (nullptr, or an index that cannot answer: every
   // record is read). The index must outlive this Control.
   void useIndex(ApprovalIndex* index) { index_ = index; }
+  // Told of every record this Control re-bound to a new policy, with when it next needs the
+  // replayer (its deadline or first escalation step still to come; nullopt: never): the new
+  // rule's escalation steps may come sooner than what the process's replayer knew. Set before
+  // the first request.
+  using ReboundCallback =
+      std::function<void(std::string_view id, std::optional<std::chrono::system_clock::time_point>)>;
+  void onRebound(ReboundCallback callback) { on_rebound_ = std::move(callback); }
 
   // handle() plus publishing the reply (with Countersign-Status) when the reply subject is
   // allowed, before the follow-up work (ControlReply::after). A request without a reply subject
@@ -106,6 +114,7 @@ class Control {
   ReplyGuard guard_;
   Governance governance_;
   ApprovalIndex* index_ = nullptr;
+  ReboundCallback on_rebound_;
 };
 
 }  // namespace countersign

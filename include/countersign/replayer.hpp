@@ -62,13 +62,18 @@ class Replayer {
   // is noted as for noteHeld, so the scans need not read the record again. Other keys and
   // values that are not records are ignored. Thread-safe.
   void noteRecord(std::string_view key, std::string_view value);
+  // A record this process changed so that it needs this replayer at another time (re-bound to a
+  // new policy: new escalation steps): `at` (nullopt: never) replaces what the replayer knew,
+  // where noteHeld's deadline only fills in what it did not know. Thread-safe.
+  void reschedule(std::string_view id, std::optional<std::chrono::system_clock::time_point> at);
 
  private:
   struct Sighting {
     std::chrono::steady_clock::time_point since;
     int claims = 0;  // replay claims seen when the lease started
   };
-  void takeNoted();  // moves what noteHeld/noteRecord gave into deadlines_ (seen by this scan)
+  // Moves what noteHeld/noteRecord/reschedule gave into deadlines_ (seen by this scan).
+  void takeNoted();
   // The ids whose deadline (in deadlines_) is at or before `now_ns`, maybe twice.
   std::vector<std::string> dueIds(std::int64_t now_ns);
   void finishRelease(const std::string& id, int claims, ScanResult& result);
@@ -139,6 +144,7 @@ class Replayer {
   std::unordered_set<std::string, KeyHash, std::equal_to<>> settled_;
   std::mutex noted_mutex_;
   IdMap<Deadline> noted_;  // from noteHeld and noteRecord, not in deadlines_ yet
+  IdMap<Deadline> rescheduled_;  // from reschedule(), not in deadlines_ yet
 };
 
 }  // namespace countersign

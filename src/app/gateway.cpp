@@ -363,6 +363,11 @@ Status Gateway::start() {
                                                std::optional<std::chrono::system_clock::time_point> deadline) {
     replayer->noteHeld(id, deadline);
   });
+  // A re-bound record's new escalation steps replace what the replayer knew of it.
+  control_->onRebound([replayer = replayer_.get()](std::string_view id,
+                                                   std::optional<std::chrono::system_clock::time_point> at) {
+    replayer->reschedule(id, at);
+  });
   parts_.emplace(GatewayParts{config_, log_, metrics_, *intake_plane_->connection, control_connection, store,
                               *control_executor_, *control_});
 

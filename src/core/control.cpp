@@ -464,6 +464,7 @@ ControlReply Control::snapshotChanged(const ApprovalRecord& record, const Policy
     return true;
   });
   if (!rebound) return lockBusy(record.id);
+  if (on_rebound_) on_rebound_(record.id, nextAttention(*rebound, held_at));
   s_.events.emit(Event{.event = EventKind::held, .approval_id = record.id, .job_id = record.job_id, .topic = record.topic,
                        .subject = record.subject, .rule = rule, .job_hash = record.job_hash,
                        .policy_snapshot = policy.snapshot(), .reason = "snapshot_changed", .payload = record.payload});

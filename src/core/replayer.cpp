@@ -47,11 +47,18 @@ void Replayer::noteRecord(std::string_view key, std::string_view value) {
   noteHeld(key, attentionOf(*record));
 }
 
+void Replayer::reschedule(std::string_view id, std::optional<std::chrono::system_clock::time_point> at) {
+  const std::lock_guard lock(noted_mutex_);
+  rescheduled_.set(id, Deadline{.at_ns = atNs(at)});
+}
+
 void Replayer::takeNoted() {
   IdMap<Deadline> noted;
+  IdMap<Deadline> rescheduled;
   {
     const std::lock_guard lock(noted_mutex_);
     noted = std::move(noted_);
+    rescheduled = std::move(rescheduled_);
   }
   // What deadlines_ knows stays (a scan may have moved a deadline on to an escalation step);
   // the larger map is kept, not copied (the store's first pass notes every record at once).
@@ -67,6 +74,12 @@ void Replayer::takeNoted() {
     } else if (deadlines_.insert(id, known)) {
       noteSoon(id, known.at_ns);
     }
+  });
+  // A record changed since its deadline was known: what it says now replaces it (an earlier
+  // entry left in `soon_` is looked up, and skipped, when it comes due).
+  rescheduled.forEach([&](std::string_view id, const Deadline& next) {
+    const auto known = deadlines_.get(id);
+    setDeadline(id, Deadline{.at_ns = next.at_ns, .seen = known ? known->seen : 0});
   });
 }
 

@@ -12,24 +12,30 @@ namespace {
 using namespace std::chrono_literals;
 using testing::GatewayTest;
 
-constexpr const char* kScanPolicy = R"(version: v1
+// The policy of these tests. `sooner`: every rule has an escalation step a minute after the
+// hold (otherwise only `pay`, at 10 minutes).
+std::string scanPolicy(bool sooner = false) {
+  const std::string step =
+      sooner ? "    approvers: [alice]\n    escalate:\n      - after: 1m\n        approvers: [carol]\n" : "";
+  return R"(version: v1
 rules:
   - id: quick
     when: { topic: ops.restart }
     decision: require_human
     timeout: 10s
-  - id: open
+)" + step + R"(  - id: open
     when: { topic: ops.wait }
     decision: require_human
-  - id: pay
+)" + step + R"(  - id: pay
     when: { topic: finance.payment.execute }
     decision: require_human
     approvers: [alice, bob]
     quorum: 2
     escalate:
-      - after: 10m
+      - after: )" + (sooner ? "1m" : "10m") + R"(
         approvers: [carol]
 )";
+}
 
 class IncrementalScanTest : public GatewayTest {
  protected:
@@ -38,20 +44,24 @@ class IncrementalScanTest : public GatewayTest {
     for (const char* name : {"alice", "bob", "carol"}) registry.people.push_back(Person{name, {}, {}, {}, {}});
     config_.approvers = std::move(registry);
     GatewayTest::SetUp();
-    auto policy = Policy::parse(kScanPolicy);
+    auto policy = Policy::parse(scanPolicy());
     ASSERT_TRUE(policy) << policy.error().message;
     policy_->replace(*policy);
     config_.routes[0].to_stream = "JOBS";
     kv_.index_keys = true;
   }
 
-  // A replayer told of every hold, as the gateway's is.
+  // A replayer told of every hold and every re-bind, as the gateway's is.
   std::unique_ptr<Replayer> notedReplayer() {
     ReplayerOptions options{.lease = 5s};
     options.duplicate_windows["JOBS"] = 120s;
     auto replay = replayer(std::move(options));
     intake_->onHeld([r = replay.get()](std::string_view id, std::optional<std::chrono::system_clock::time_point> at) {
       r->noteHeld(id, at);
+    });
+    control_->onRebound([r = replay.get()](std::string_view id,
+                                           std::optional<std::chrono::system_clock::time_point> at) {
+      r->reschedule(id, at);
     });
     return replay;
   }
@@ -311,6 +321,68 @@ TEST_F(IncrementalScanTest, RecordsNotReadInOneScanAreFoundByTheNext) {
   kv_.gets = 0;
   EXPECT_EQ(incremental(*replay).pending, 10);
   EXPECT_EQ(kv_.gets.load(), 0);
+}
+
+class RebindScanTest : public IncrementalScanTest {
+ protected:
+  // The policy changes and `id` is re-bound to it by an approval, which answers 409.
+  void rebind(const std::string& id) {
+    auto policy = Policy::parse(scanPolicy(true));
+    ASSERT_TRUE(policy) << policy.error().message;
+    policy_->replace(*policy);
+    const auto answer = approveAs(id, "alice");
+    ASSERT_EQ(answer.code, 409);
+    ASSERT_EQ(parseApprovalRecord(*kv_.value(id))->binding, 1);
+  }
+  // Scans once a second for `seconds`; the escalated events announced meanwhile.
+  std::size_t escalationsWithin(Replayer& replay, int seconds) {
+    for (int i = 0; i < seconds; ++i) {
+      clock_.advance(1s);
+      EXPECT_TRUE(replay.scan());
+    }
+    return pub_.on("countersign.events.escalated.").size();
+  }
+};
+
+// A record without a deadline is known as "never" to the replayer; re-bound to a rule with an
+// escalation step, the step is announced when it comes.
+TEST_F(RebindScanTest, ARecordWithoutADeadlineReboundToAnEscalatingRuleEscalates) {
+  auto replay = notedReplayer();
+  holdMany(20);
+  const std::string id = hold("ops.wait", "x-1");
+  ASSERT_TRUE(replay->scan());
+  rebind(id);
+  EXPECT_EQ(escalationsWithin(*replay, 59), 0u);
+  EXPECT_EQ(escalationsWithin(*replay, 71), 1u);
+  EXPECT_TRUE(kv_.value(escalatedKey(id, 1, 0)));
+}
+
+// Re-bound to a rule whose step comes before the one the replayer knew: the new one is on time.
+TEST_F(RebindScanTest, ARecordReboundToASoonerStepEscalatesOnTime) {
+  auto replay = notedReplayer();
+  holdMany(20);
+  const std::string id = hold("finance.payment.execute", "p-1");  // a step at 10 minutes
+  ASSERT_TRUE(replay->scan());
+  rebind(id);
+  EXPECT_EQ(escalationsWithin(*replay, 59), 0u);
+  EXPECT_EQ(escalationsWithin(*replay, 2), 1u);
+  EXPECT_EQ(approveAs(id, "carol").code, 202) << "carol may vote now";
+}
+
+// A re-bind keeps the hold's deadline (and tells the replayer so): the job expires on time.
+TEST_F(RebindScanTest, AReboundRecordStillExpiresOnTime) {
+  auto replay = notedReplayer();
+  holdMany(20);
+  const std::string id = hold("ops.restart", "r-1");  // 10 s
+  ASSERT_TRUE(replay->scan());
+  rebind(id);
+  clock_.advance(5s);
+  EXPECT_EQ(incremental(*replay).expired, 0);
+  clock_.advance(6s);
+  EXPECT_EQ(incremental(*replay).expired, 1);
+  const auto decision = kv_.value(decisionKey(id));
+  ASSERT_TRUE(decision);
+  EXPECT_EQ(parseDecisionRecord(*decision)->decision, FinalDecision::expired);
 }
 
 // A record whose read keeps failing (the store does not answer for it, or a key whose record is
