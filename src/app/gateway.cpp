@@ -128,8 +128,9 @@ class ReplayLoop {
     const auto took = std::chrono::steady_clock::now() - scan_started;
     metrics_.replayScan(std::chrono::duration<double>(took).count());
     // A full scan passes over every key (a steady one only over the approvals at work): on a
-    // large bucket, scan at most a tenth of the time, so that approvals and holds keep the cores. The first scan waited for the key watcher's pass over
-    // the bucket, which is not repeated.
+    // large bucket, scan at most a tenth of the time, so that approvals and holds keep the
+    // cores. The first scan waited for the key watcher's pass over the bucket, which is not
+    // repeated.
     const auto pause = scanned_once_ ? std::max(config_.release.replay_interval,
                                                 std::chrono::duration_cast<std::chrono::milliseconds>(9 * took))
                                      : config_.release.replay_interval;
