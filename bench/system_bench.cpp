@@ -238,6 +238,32 @@ std::optional<std::string> httpGet(int port, const std::string& path) {
   return body;
 }
 
+// With BENCH_NATS_PROF_PORT set (see NatsServer::start): a CPU profile of nats-server over the
+// next `seconds`, fetched by curl in the background into $BENCH_NATS_PROF_DIR (default /tmp) as
+// <name>.pprof; the destructor waits until it is written. Read it with `go tool pprof` (or any
+// reader of Go's profile.proto). Samples are taken only while the server runs, so a window longer
+// than the work it covers adds no samples, only wall time. Without the variable it does nothing.
+class ServerProfile {
+ public:
+  ServerProfile(const std::string& name, int seconds) {
+    const char* port = std::getenv("BENCH_NATS_PROF_PORT");
+    if (port == nullptr || *port == '\0') return;
+    const char* dir = std::getenv("BENCH_NATS_PROF_DIR");
+    const std::string file = std::string(dir != nullptr && *dir != '\0' ? dir : "/tmp") + "/" + name + ".pprof";
+    const std::string command = "curl -s -o '" + file + "' 'http://127.0.0.1:" + port +
+                                "/debug/pprof/profile?seconds=" + std::to_string(seconds) + "' &";
+    if (std::system(command.c_str()) == 0) until_ = SteadyClock::now() + std::chrono::seconds(seconds + 1);
+  }
+  ~ServerProfile() {
+    if (until_) std::this_thread::sleep_until(*until_);
+  }
+  ServerProfile(const ServerProfile&) = delete;
+  ServerProfile& operator=(const ServerProfile&) = delete;
+
+ private:
+  std::optional<SteadyClock::time_point> until_;
+};
+
 // ---- processes ------------------------------------------------------------------------------
 
 class TempDir {
@@ -308,6 +334,11 @@ struct NatsServer {
     std::ostringstream conf;
     conf << "host: 127.0.0.1\nport: -1\nhttp_port: -1\n";
     conf << "jetstream {\n  store_dir: \"" << (dir / "store").string() << "\"\n}\n";
+    // BENCH_NATS_PROF_PORT=N: nats-server's Go profiler on 127.0.0.1:N (/debug/pprof/profile),
+    // to see where the server's CPU goes (its Debian binary is stripped for perf, not for pprof).
+    if (const char* prof = std::getenv("BENCH_NATS_PROF_PORT"); prof != nullptr && *prof != '\0') {
+      conf << "prof_port: " << prof << "\n";
+    }
     writeFile(dir / "nats-server.conf", conf.str());
     natsio::SpawnOptions spawn;
     spawn.argv = {NATS_SERVER_BIN, "-c", (dir / "nats-server.conf").string(), "--ports_file_dir",
@@ -2944,6 +2975,17 @@ struct RawScaleRound {
   std::array<double, kApproveSteps + 1> step_p50_ns{};  // the steps, then the view update
 };
 
+// One of the bare client's rounds with extras (rawSequentialApprovals), named by what it adds.
+struct BareVariantRound {
+  std::string name;
+  RawScaleRound result;
+};
+
+// The bare client's rounds each approve in their own part of the bucket (the scale phase).
+constexpr std::size_t kBareRegions = 5;
+// The name of the bare client's round that runs in the server state countersign's round finds.
+constexpr const char* kBeforeCountersign = "+ view update, countersign up and idle, just before its approvals";
+
 struct ScaleRow {
   std::size_t pending = 0;
   double seed_s = 0;
@@ -2967,6 +3009,12 @@ struct ScaleRow {
   // lookups and writes cost at this size, with nothing of countersign's.
   RawScaleRound raw;
   RawScaleRound raw_view;  // the same, each approval also rewriting the record (the view update)
+  // What countersign asked of the server during its approvals, by kind (RequestCensus).
+  std::map<std::string, std::size_t> census;
+  std::map<std::string, std::size_t> raw_census;  // ... of the bare client's plain round
+  // The bare client's rounds that add one of countersign's other requests (or its presence) at a
+  // time, beyond `raw_view`, in the order they ran.
+  std::vector<BareVariantRound> variants;
   double create_cpu_us = 0;          // nats-server CPU per create of a new key, no consumer
   double create_watched_cpu_us = 0;  // ... with a key watcher on the bucket
   double list_first_ms = 0;  // `list` of the first 100 pending, through countersign
@@ -3101,13 +3149,178 @@ std::string scanCell(const ScaleRow& row, std::chrono::milliseconds idle) {
          fmt(row.idle_scan_seconds * 1000 / row.idle_scans, 1) + " ms";
 }
 
+// What is asked of the server while it lives: a core subscription on the JetStream API, the
+// bucket's subjects and the audit events (a subscriber sees every request and publish there)
+// counts them by kind. Direct gets are told apart by key: a record (`approved` ids or another
+// record), or a key of a record's group (`<id>/decision`, ...).
+class RequestCensus {
+ public:
+  RequestCensus(const std::string& url, const std::string& bucket, const std::vector<std::string>& approved)
+      : conn_(url, "bench-census", true), prefix_("$KV." + bucket + "."), approved_(approved.begin(), approved.end()) {
+    for (const std::string& subject : {std::string("$JS.API.>"), prefix_ + ">", std::string("countersign.events.>")}) {
+      natsSubscription* sub = nullptr;
+      check(natsConnection_Subscribe(&sub, conn_.raw(), subject.c_str(), &RequestCensus::onMessage, this), "census");
+      (void)natsSubscription_SetPendingLimits(sub, -1, -1);
+      subs_.push_back(sub);
+    }
+    check(natsConnection_Flush(conn_.raw()), "census flush");
+  }
+  ~RequestCensus() { stop(); }
+  RequestCensus(const RequestCensus&) = delete;
+  RequestCensus& operator=(const RequestCensus&) = delete;
+
+  // Stops counting (after a flush, so that what was sent before is counted) and returns the counts.
+  std::map<std::string, std::size_t> stop() {
+    if (!subs_.empty()) {
+      (void)natsConnection_Flush(conn_.raw());
+      for (auto* sub : subs_) {
+        (void)natsSubscription_Drain(sub);
+        (void)natsSubscription_WaitForDrainCompletion(sub, 5000);
+        natsSubscription_Destroy(sub);
+      }
+      subs_.clear();
+    }
+    const std::lock_guard lock(mutex_);
+    return counts_;
+  }
+
+ private:
+  static void onMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+    auto* self = static_cast<RequestCensus*>(closure);
+    const std::string subject = natsMsg_GetSubject(msg);
+    const std::string body(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+    natsMsg_Destroy(msg);
+    std::string kind;
+    const std::string direct = "$JS.API.DIRECT.GET.";
+    if (subject.starts_with(direct)) {
+      // $JS.API.DIRECT.GET.<stream> with {"last_by_subj": ...}, or ...<stream>.<subject> (cnats).
+      std::string key;
+      const auto stream_end = subject.find('.', direct.size());
+      if (stream_end != std::string::npos) {
+        key = subject.substr(stream_end + 1);
+      } else if (const auto at = body.find(self->prefix_); at != std::string::npos) {
+        key = body.substr(at, body.find('"', at) - at);
+      }
+      kind = "direct get " + self->keyKind(key);
+    } else if (subject.starts_with("$JS.API.")) {
+      // $JS.API.<WHAT>.<VERB>.<name...>: the kind is the first two tokens.
+      const auto first = subject.find('.', 8);
+      const auto second = first == std::string::npos ? first : subject.find('.', first + 1);
+      kind = "API " + subject.substr(8, second == std::string::npos ? std::string::npos : second - 8);
+    } else if (subject.starts_with(self->prefix_)) {
+      kind = "KV write " + self->keyKind(subject);
+    } else {
+      kind = "event " + subject.substr(std::string("countersign.events.").size(),
+                                       subject.find('.', std::string("countersign.events.").size()) -
+                                           std::string("countersign.events.").size());
+    }
+    const std::lock_guard lock(self->mutex_);
+    ++self->counts_[kind];
+  }
+  // "record (approved)", "record (other)" or the group key's suffix ("decision", "released", ...).
+  std::string keyKind(const std::string& subject) const {
+    if (!subject.starts_with(prefix_)) return "other stream";
+    const std::string key = subject.substr(prefix_.size());
+    if (const auto slash = key.find('/'); slash != std::string::npos) return key.substr(slash + 1);
+    return approved_.contains(key) ? "record (approved)" : "record (other)";
+  }
+
+  Connection conn_;
+  std::string prefix_;
+  std::set<std::string> approved_;
+  std::vector<natsSubscription*> subs_;
+  std::mutex mutex_;
+  std::map<std::string, std::size_t> counts_;
+};
+
+// "kind: count per approval, ..." of a census over `approvals` approvals.
+std::string censusCell(const std::map<std::string, std::size_t>& counts, double approvals) {
+  std::string out;
+  for (const auto& [kind, count] : counts) {
+    if (!out.empty()) out += "; ";
+    out += kind + " " + fmt(approvals > 0 ? static_cast<double>(count) / approvals : 0, 2);
+  }
+  return out.empty() ? "-" : out;
+}
+
+// A key watcher on the bucket as countersign keeps one: an ordered consumer of every new message
+// (headers only), drained by a thread of its own; what it took in `delivered`.
+class KeyWatcher {
+ public:
+  KeyWatcher(Connection& conn, const std::string& bucket) {
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    const std::string stream = "KV_" + bucket;
+    so.Stream = stream.c_str();
+    so.Ordered = true;
+    so.Config.DeliverPolicy = js_DeliverNew;
+    so.Config.HeadersOnly = true;
+    jsErrCode code{};
+    check(js_SubscribeSync(&sub_, conn.js(), ("$KV." + bucket + ".>").c_str(), nullptr, &so, &code), "key watcher");
+    drain_ = std::thread([this] {
+      while (!stop_) {
+        natsMsg* msg = nullptr;
+        if (natsSubscription_NextMsg(&msg, sub_, 100) == NATS_OK) {
+          ++delivered;
+          natsMsg_Destroy(msg);
+        }
+      }
+    });
+    std::this_thread::sleep_for(200ms);
+  }
+  ~KeyWatcher() {
+    stop_ = true;
+    drain_.join();
+    natsSubscription_Unsubscribe(sub_);
+    natsSubscription_Destroy(sub_);
+  }
+  KeyWatcher(const KeyWatcher&) = delete;
+  KeyWatcher& operator=(const KeyWatcher&) = delete;
+
+  std::atomic<int> delivered{0};
+
+ private:
+  natsSubscription* sub_ = nullptr;
+  std::atomic<bool> stop_{false};
+  std::thread drain_;
+};
+
+// What a bare approval does beyond approveSequence, to find which of countersign's other
+// requests costs the server what (the scale phase's variants; each adds one thing).
+struct BareExtras {
+  bool view = false;     // rewrite the record after the answer: a KV get and an update at its revision
+  bool events = false;   // the audit events countersign stores: `approved` before the job's publish
+                         // (its PubAck awaited after it), `released` after `<id>/released`
+  bool watcher = false;  // a key watcher on the bucket during the round (KeyWatcher)
+};
+
+// One audit event as countersign stores it: a JetStream publish to its audit stream's subjects
+// with a Nats-Msg-Id (the stream deduplicates), a body of about an event's size.
+void publishEvent(jsCtx* js, const std::string& kind, const std::string& id) {
+  const std::string body = R"({"event":")" + kind + R"(","approval_id":")" + id + R"(","job_id":"bench","topic":"finance.payments.execute","rule":"bench","job_hash":"sha256:0000000000000000000000000000000000000000000000000000000000000000","policy_snapshot":"sha256:0000000000000000000000000000000000000000000000000000000000000000","actor":"bench","at":"2026-01-01T00:00:00Z"})";
+  jsPubOptions options;
+  jsPubOptions_Init(&options);
+  options.MaxWait = 5000;
+  const std::string msg_id = id + ":" + kind + ":bench";
+  options.MsgId = msg_id.c_str();
+  jsPubAck* ack = nullptr;
+  jsErrCode code{};
+  const natsStatus s = js_Publish(&ack, js, ("countersign.events." + kind + ".finance.payments.execute").c_str(),
+                                  body.data(), static_cast<int>(body.size()), &options, &code);
+  jsPubAck_Destroy(ack);
+  if (s != NATS_OK) note("scale raw approve: event " + kind + " of " + id + ": " + natsText(s));
+}
+
 // The bare client's approvals of `ids`, one at a time (approveSequence: what an approval must
 // ask of the server, no more); latency = start -> the worker has the job; server CPU per
-// approval; each step's p50. With `update_view`, each approval also rewrites the record (a KV
-// get and an update at its revision, as countersign's view update does), after it is answered.
+// approval; each step's p50. `extras` adds what countersign also does (BareExtras): the view
+// update after the worker has the job (a KV get, warm, and an update at its revision), the two
+// audit events, a key watcher for the round.
 RawScaleRound rawSequentialApprovals(Connection& conn, const std::string& bucket, Worker& worker,
-                                     const std::vector<std::string>& ids, pid_t server, bool update_view) {
+                                     const std::vector<std::string>& ids, pid_t server, BareExtras extras) {
   kvStore* kv = openBucket(conn, bucket);
+  std::optional<KeyWatcher> watcher;
+  if (extras.watcher) watcher.emplace(conn, bucket);
   ApprovalTracker tracker;
   worker.expectApprovals([&](const std::string& id, std::int64_t at) { tracker.released(id, at); });
   const std::int64_t from = nowNs();
@@ -3118,12 +3331,13 @@ RawScaleRound rawSequentialApprovals(Connection& conn, const std::string& bucket
     tracker.start(id, nowNs());
     std::string error;
     std::array<std::int64_t, kApproveSteps> took{};
+    if (extras.events) publishEvent(conn.js(), "approved", id);
     const bool ok = approveSequence(conn.js(), kv, id, error, {}, &took);
     tracker.answered(id, ok, error);
     if (!ok) continue;
     for (std::size_t i = 0; i < took.size(); ++i) steps[i].push_back(took[i]);
     if (!tracker.waitDone(id, 5s)) note("scale raw approve: the worker never got " + id);
-    if (update_view) {
+    if (extras.view) {
       const std::int64_t began = nowNs();
       kvEntry* entry = nullptr;
       if (kvStore_Get(&entry, kv, id.c_str()) == NATS_OK) {
@@ -3135,10 +3349,12 @@ RawScaleRound rawSequentialApprovals(Connection& conn, const std::string& bucket
       kvEntry_Destroy(entry);
       steps[kApproveSteps].push_back(nowNs() - began);
     }
+    if (extras.events) publishEvent(conn.js(), "released", id);
   }
   const double s1 = cpuSeconds(server);
   const double seconds = static_cast<double>(nowNs() - from) / 1e9;
   worker.countOnly();
+  watcher.reset();
   kvStore_Destroy(kv);
   RawScaleRound out;
   const double n = static_cast<double>(tracker.doneInWindow());
@@ -3154,36 +3370,12 @@ RawScaleRound rawSequentialApprovals(Connection& conn, const std::string& bucket
 
 // nats-server's CPU per KV create of a new key (cheap at any size: no earlier message to look
 // up), `count` of them one at a time, with or without a key watcher on the bucket as countersign
-// has (an ordered consumer of every new message, headers only, drained by a thread): what each
-// write costs the server for a consumer on a stream of this size.
+// has: what each write costs the server for a consumer on a stream of this size.
 double serverCpuPerCreate(Connection& conn, const std::string& bucket, const std::string& tag, int count,
                           bool with_watcher, pid_t server) {
   kvStore* kv = openBucket(conn, bucket);
-  natsSubscription* sub = nullptr;
-  std::atomic<int> delivered{0};
-  std::atomic<bool> stop{false};
-  std::thread drain;
-  if (with_watcher) {
-    jsSubOptions so;
-    jsSubOptions_Init(&so);
-    const std::string stream = "KV_" + bucket;
-    so.Stream = stream.c_str();
-    so.Ordered = true;
-    so.Config.DeliverPolicy = js_DeliverNew;
-    so.Config.HeadersOnly = true;
-    jsErrCode code{};
-    check(js_SubscribeSync(&sub, conn.js(), ("$KV." + bucket + ".>").c_str(), nullptr, &so, &code), "key watcher");
-    drain = std::thread([&] {
-      while (!stop) {
-        natsMsg* msg = nullptr;
-        if (natsSubscription_NextMsg(&msg, sub, 100) == NATS_OK) {
-          ++delivered;
-          natsMsg_Destroy(msg);
-        }
-      }
-    });
-    std::this_thread::sleep_for(200ms);
-  }
+  std::optional<KeyWatcher> watcher;
+  if (with_watcher) watcher.emplace(conn, bucket);
   const double s0 = cpuSeconds(server);
   for (int i = 0; i < count; ++i) {
     std::uint64_t revision = 0;
@@ -3191,14 +3383,9 @@ double serverCpuPerCreate(Connection& conn, const std::string& bucket, const std
     check(kvStore_Create(&revision, kv, key.c_str(), "{}", 2), "probe create");
   }
   const auto until = SteadyClock::now() + 10s;
-  while (with_watcher && delivered < count && SteadyClock::now() < until) std::this_thread::sleep_for(1ms);
+  while (watcher && watcher->delivered < count && SteadyClock::now() < until) std::this_thread::sleep_for(1ms);
   const double s1 = cpuSeconds(server);
-  if (with_watcher) {
-    stop = true;
-    drain.join();
-    natsSubscription_Unsubscribe(sub);
-    natsSubscription_Destroy(sub);
-  }
+  watcher.reset();
   kvStore_Destroy(kv);
   return (s1 - s0) * 1e6 / count;
 }
@@ -3278,9 +3465,30 @@ void scale(Rig& rig, Worker& worker) {
     // Approve ids spread over the whole key space, one at a time.
     std::vector<std::string> picks;
     for (std::size_t i = 0; i < approvals && i < n; ++i) picks.push_back(ids[(i * n) / approvals]);
+    // The bare client's rounds approve other records than countersign does (the one after each
+    // of its picks), each round in its own fifth of the bucket, so that none reads a block of the
+    // stream another has just loaded. The first, with the view update, runs now: countersign up
+    // and idle, the server as countersign's approvals will find it (after the idle window); then
+    // the idle window again, so that the blocks it loaded expire from the server's cache before
+    // countersign's approvals start.
+    std::array<std::vector<std::string>, kBareRegions> regions;
+    for (std::size_t i = 0; i < approvals && i < n; ++i) {
+      regions[(i * kBareRegions) / approvals].push_back(ids[std::min(n - 1, (i * n) / approvals + 1)]);
+    }
+    {
+      const ServerProfile profile("scale-" + std::to_string(n) + "-bare-view-before-countersign", 4);
+      row.variants.push_back({kBeforeCountersign,
+                              rawSequentialApprovals(conn, bucket, worker, regions[4], rig.server.pid(), {.view = true})});
+    }
+    std::this_thread::sleep_for(idle);
     std::size_t cursor = 0;
-    row.approve =
-        approveRound(conn, worker, picks, cursor, 1, cs->pid(), rig.server.pid(), 0ms, 120s, false);
+    {
+      const ServerProfile profile("scale-" + std::to_string(n) + "-countersign", 10);
+      RequestCensus census(rig.server.url, bucket, picks);
+      row.approve =
+          approveRound(conn, worker, picks, cursor, 1, cs->pid(), rig.server.pid(), 0ms, 120s, false);
+      row.census = census.stop();
+    }
     row.rss_end_kb = rssKb(cs->pid());
     listPages(conn, row, quick ? 3 : 10);
     if (row.list_ok) {
@@ -3304,18 +3512,50 @@ void scale(Rig& rig, Worker& worker) {
          fmt(row.idle_cs_cpu * 100, 0) + "%, server " + fmt(row.idle_server_cpu * 100, 0) +
          "%, RSS " + std::to_string(row.rss_end_kb) + " KiB");
     cs->process->stop();
-    // Other records than countersign approved (the one after each of its picks), countersign
-    // stopped: the plain round in the first half of the bucket, the round with the view update in
-    // the second, so that neither reads a block of the stream the other has just loaded.
-    std::vector<std::string> raw_picks, view_picks;
-    for (std::size_t i = 0; i < approvals && i < n; ++i) {
-      const std::size_t at = std::min(n - 1, (i * n) / approvals + 1);
-      (at < n / 2 ? raw_picks : view_picks).push_back(ids[at]);
+    {
+      const ServerProfile profile("scale-" + std::to_string(n) + "-bare", 4);
+      RequestCensus census(rig.server.url, bucket, regions[0]);
+      row.raw = rawSequentialApprovals(conn, bucket, worker, regions[0], rig.server.pid(), {});
+      row.raw_census = census.stop();
     }
-    row.raw = rawSequentialApprovals(conn, bucket, worker, raw_picks, rig.server.pid(), false);
-    row.raw_view = rawSequentialApprovals(conn, bucket, worker, view_picks, rig.server.pid(), true);
+    {
+      const ServerProfile profile("scale-" + std::to_string(n) + "-bare-view", 4);
+      row.raw_view = rawSequentialApprovals(conn, bucket, worker, regions[1], rig.server.pid(), {.view = true});
+    }
+    {
+      const ServerProfile profile("scale-" + std::to_string(n) + "-bare-view-events", 4);
+      row.variants.push_back({"+ view update + audit events",
+                              rawSequentialApprovals(conn, bucket, worker, regions[2], rig.server.pid(),
+                                                     {.view = true, .events = true})});
+    }
+    {
+      const ServerProfile profile("scale-" + std::to_string(n) + "-bare-view-watcher", 4);
+      row.variants.push_back({"+ view update + key watcher",
+                              rawSequentialApprovals(conn, bucket, worker, regions[3], rig.server.pid(),
+                                                     {.view = true, .watcher = true})});
+    }
+    {
+      // As many approvals as countersign's round, over the whole bucket at the same spacing (the
+      // record two after each of its picks), with the view update; after a pause longer than the
+      // file store's cache expiry (5 s in nats-server 2.9), so that no block loaded by the
+      // rounds before is still held.
+      std::vector<std::string> whole;
+      for (std::size_t i = 0; i < approvals && i < n; ++i) whole.push_back(ids[std::min(n - 1, (i * n) / approvals + 2)]);
+      std::this_thread::sleep_for(6s);
+      const ServerProfile profile("scale-" + std::to_string(n) + "-bare-view-whole", 10);
+      row.variants.push_back({"+ view update, " + std::to_string(whole.size()) + " approvals over the whole bucket",
+                              rawSequentialApprovals(conn, bucket, worker, whole, rig.server.pid(), {.view = true})});
+    }
     row.create_cpu_us = serverCpuPerCreate(conn, bucket, "plain", 1000, false, rig.server.pid());
     row.create_watched_cpu_us = serverCpuPerCreate(conn, bucket, "watched", 1000, true, rig.server.pid());
+    note("scale " + std::to_string(n) + ": requests per countersign approval: " +
+         censusCell(row.census, static_cast<double>(picks.size())) + "; per bare approval: " +
+         censusCell(row.raw_census, static_cast<double>(regions[0].size())));
+    for (const auto& variant : row.variants) {
+      note("scale " + std::to_string(n) + ": bare client " + variant.name + ": p50 " +
+           fmtUs(variant.result.round.latency.p50) + ", server CPU " + fmt(variant.result.round.server_cpu_us, 0) +
+           " us per approval");
+    }
     note("scale " + std::to_string(n) + ": bare client approve p50 " + fmtUs(row.raw.round.latency.p50) +
          ", server CPU " + fmt(row.raw.round.server_cpu_us, 0) + " us per approval, " +
          fmt(row.raw_view.round.server_cpu_us, 0) + " us with the view update (countersign's: " +
@@ -3387,8 +3627,8 @@ void scale(Rig& rig, Worker& worker) {
        "bare client's (`approveSequence`: KV get of the record, KV create `<id>/decision`, JetStream "
     << "publish, KV create `<id>/released`, one at a time, "
     << approvals
-    << " / 2 other records of the first half of the bucket, with countersign stopped; then as many "
-       "of its second half that also rewrite the record after the answer, a KV get and an update at "
+    << " / " << kBareRegions << " other records of the first fifth of the bucket, with countersign stopped; then as many "
+       "of its second fifth that also rewrite the record after the answer, a KV get and an update at "
        "its revision, as countersign's view update does), and the CPU each takes of countersign and of nats-server per approval "
        "(countersign also stores two audit events). The steps' p50 are the bare client's. Then 1,000 "
        "KV creates of new keys, one at a time, without and with a key watcher on the bucket (an ordered "
@@ -3415,6 +3655,55 @@ void scale(Rig& rig, Worker& worker) {
       << " / " << fmtUs(row.raw_view.step_p50_ns[kApproveSteps]) << " | " << fmt(row.create_cpu_us, 0) << " / "
       << fmt(row.create_watched_cpu_us, 0) << " µs | " << fmtRate(row.gets_per_second) << " |\n";
   }
+  d << "\nWhich of countersign's requests makes the server's work grow: the bare client's approvals "
+       "again, adding one thing at a time, each round over its own fifth of the bucket (other "
+       "records than countersign approved; the rounds above with and without the view update are "
+       "the first two fifths). `just before its approvals`: the round with the view update while "
+       "countersign is up and idle, after the idle window, then the idle window again before "
+       "countersign's own approvals (the server as countersign's round finds it); the other rounds "
+       "run after countersign stopped and after `list` (which passed over every block of the stream). "
+       "`+ audit events`: the two events countersign stores per approval (JetStream publishes with a "
+       "Nats-Msg-Id to its audit stream, `approved` before the job's publish, `released` after the "
+       "view update). `+ key watcher`: an ordered consumer of the bucket's new messages (headers "
+       "only) during the round, as countersign keeps. `over the whole bucket`: as many approvals as "
+       "countersign's round at its spacing (the record two after each of its picks), 6 s after the "
+       "round before (longer than the file store's 5 s cache expiry). Each cell: p50 / nats-server "
+       "CPU per approval. Requests: what the server was asked per approval during countersign's "
+       "round and the bare client's plain round, counted by a subscriber on `$JS.API.>`, "
+       "`$KV.<bucket>.>` and `countersign.events.>` (direct gets by key: the approved record or "
+       "another).\n\n"
+    << "| pending | countersign | bare client | + view update";
+  const std::size_t variant_count = rows.empty() ? 0 : rows.front().variants.size();
+  for (std::size_t i = 0; i < variant_count; ++i) d << " | " << rows.front().variants[i].name;
+  d << " | requests per countersign approval | requests per bare approval |\n|---|---|---|---";
+  for (std::size_t i = 0; i < variant_count; ++i) d << "|---";
+  d << "|---|---|\n";
+  for (const auto& row : rows) {
+    const auto cell = [](const ApproveRound& r) { return fmtUs(r.latency.p50) + " / " + fmt(r.server_cpu_us, 0) + " µs"; };
+    d << "| " << row.pending << " | " << cell(row.approve) << " | " << cell(row.raw.round) << " | "
+      << cell(row.raw_view.round);
+    for (const auto& variant : row.variants) d << " | " << cell(variant.result.round);
+    d << " | " << censusCell(row.census, static_cast<double>(row.approve.used)) << " | "
+      << censusCell(row.raw_census, static_cast<double>(row.raw.round.used)) << " |\n";
+  }
+  // countersign against the bare client's round in the same server state (just before its own).
+  const auto sameState = [](const ScaleRow& row) -> const RawScaleRound* {
+    for (const auto& variant : row.variants) {
+      if (variant.name == kBeforeCountersign) return &variant.result;
+    }
+    return nullptr;
+  };
+  for (const auto& row : rows) {
+    const RawScaleRound* before = sameState(row);
+    if (before == nullptr || before->round.latency.p50 <= 0 || before->round.server_cpu_us <= 0) continue;
+    d << "At " << row.pending << " pending, against the bare client's round just before its approvals (the same "
+      << "requests but the audit events, the server in the same state): countersign's p50 "
+      << fmtUs(row.approve.latency.p50) << " is " << fmt(row.approve.latency.p50 / before->round.latency.p50, 2)
+      << "x its " << fmtUs(before->round.latency.p50) << ", nats-server's CPU per approval "
+      << fmt(row.approve.server_cpu_us, 0) << " µs " << fmt(row.approve.server_cpu_us / before->round.server_cpu_us, 2)
+      << "x its " << fmt(before->round.server_cpu_us, 0) << " µs.\n";
+  }
+  d << "\n";
   if (rows.size() >= 2) {
     const auto& small = rows.front();
     const auto& large = rows.back();
@@ -3465,6 +3754,18 @@ void scale(Rig& rig, Worker& worker) {
          fmtUs(small.raw.round.latency.p50) + " -> " + fmtUs(large.raw.round.latency.p50) + " (" + fmt(raw_growth, 2) + "x)",
          fmtUs(small.approve.latency.p50) + " -> " + fmtUs(large.approve.latency.p50) + " (" + fmt(growth, 2) + "x)",
          "own " + fmt(own, 2) + "x", "(information)", std::nullopt, true});
+    if (sameState(large) != nullptr) {
+      const RawScaleRound& before = *sameState(large);
+      rig.report.summary.push_back(
+          {"5. scale: approve at " + std::to_string(large.pending) +
+               " pending against the bare client in the same server state (p50; nats-server CPU per approval)",
+           fmtUs(before.round.latency.p50) + "; " + fmt(before.round.server_cpu_us, 0) + " µs",
+           fmtUs(large.approve.latency.p50) + "; " + fmt(large.approve.server_cpu_us, 0) + " µs",
+           "p50 " + fmt(before.round.latency.p50 > 0 ? large.approve.latency.p50 / before.round.latency.p50 : 0, 2) +
+               "x; server CPU " +
+               fmt(before.round.server_cpu_us > 0 ? large.approve.server_cpu_us / before.round.server_cpu_us : 0, 2) + "x",
+           "(information)", std::nullopt, true});
+    }
     rig.report.plot.push_back({"scale rate " + std::to_string(large.pending / 1000) + "k/" +
                                    std::to_string(small.pending / 1000) + "k",
                                rate_drop > 0 ? 1 / rate_drop : 0, std::nullopt, 1 / 1.2});
