@@ -74,6 +74,18 @@ class Replayer {
   };
   // Moves what noteHeld/noteRecord/reschedule gave into deadlines_ (seen by this scan).
   void takeNoted();
+  // A scan's steps, in order: the visit of the keys (every key, or the approvals at work and
+  // what changed), the releases and quorums to finish, the records new to this replayer, the
+  // deadlines due, and forgetting what is finished.
+  struct KeysAtWork;
+  Result<KvStore::BusyVisit> visitKeys(bool want_all, KeysAtWork& keys);
+  void finishDecided(const KeysAtWork& keys, ScanResult& result);
+  void readNewRecords(const KeysAtWork& keys, const std::vector<std::string>& retry, bool full, ScanResult& result,
+                      std::unordered_set<std::string_view>& settled_records);
+  std::vector<std::string> expireDue(const KeysAtWork& keys, bool full, std::int64_t now_ns, ScanResult& result,
+                                     std::unordered_set<std::string_view>& settled_records);
+  void forget(const KeysAtWork& keys, bool full, const std::vector<std::string>& due,
+              const std::unordered_set<std::string_view>& settled_records);
   // The ids whose deadline (in deadlines_) is at or before `now_ns`, maybe twice.
   std::vector<std::string> dueIds(std::int64_t now_ns);
   void finishRelease(const std::string& id, int claims, ScanResult& result);

@@ -132,25 +132,44 @@ std::vector<std::string> Replayer::dueIds(std::int64_t now_ns) {
   return due;
 }
 
-Result<ScanResult> Replayer::scan() {
-  ++scans_;
-  if (scans_ == 0) ++scans_;  // 0 is "not seen yet"
-  takeNoted();
-  const std::int64_t now_ns = atNs(s_.clock.now());
-  const auto steady_now = s_.clock.steady();
-  const bool want_all = full_next_ || steady_now - last_full_ >= kFullScanEvery;
-  // One pass over the keys the store hands over (every key in a full scan; else the approvals at
-  // work and the records new since the last scan), under the store's index lock: a record whose
-  // deadline is known is marked, no more. The ids that need more (a deadline to read, a decision,
-  // a release, claims, votes: few) are copied into one buffer; the sets below are views into it.
-  std::string arena;
+// What a scan's visit found. The ids that need more than a mark (a deadline to read, a
+// decision, a release, claims, votes: few) are copied into one buffer while the store's index
+// is locked; the sets are views into it, made once the visit is over (so filled in place, never
+// moved: a moved small buffer would leave the views behind).
+struct Replayer::KeysAtWork {
   using Span = std::pair<std::size_t, std::size_t>;
+  std::string arena;
   std::vector<Span> unknown_at, settled_at, decided_at, released_at, claim_at, voted_at;
-  auto keep = [&](std::string_view id, std::vector<Span>& into) {
+  std::size_t record_keys = 0;
+
+  std::vector<std::string_view> unknown_in_order, settled_seen;  // records in the visit's order
+  std::unordered_set<std::string_view> unknown, decided, released, voted;
+  std::unordered_map<std::string_view, int> claims;
+
+  KeysAtWork() = default;
+  KeysAtWork(const KeysAtWork&) = delete;
+  KeysAtWork& operator=(const KeysAtWork&) = delete;
+
+  void keep(std::string_view id, std::vector<Span>& into) {
     into.emplace_back(arena.size(), id.size());
     arena.append(id);
-  };
-  std::size_t record_keys = 0;
+  }
+  void makeSets() {
+    const std::string_view all = arena;
+    auto view = [&](const Span& at) { return all.substr(at.first, at.second); };
+    for (const auto& at : unknown_at) unknown_in_order.push_back(view(at));
+    unknown.insert(unknown_in_order.begin(), unknown_in_order.end());
+    for (const auto& at : settled_at) settled_seen.push_back(view(at));
+    for (const auto& at : decided_at) decided.insert(view(at));
+    for (const auto& at : released_at) released.insert(view(at));
+    for (const auto& at : claim_at) ++claims[view(at)];
+    for (const auto& at : voted_at) voted.insert(view(at));
+  }
+};
+
+Result<KvStore::BusyVisit> Replayer::visitKeys(bool want_all, KeysAtWork& keys) {
+  // Every key in a full scan; else the approvals at work and the records new since the last
+  // scan. A record whose deadline is known is marked, no more.
   bool first_visit = true;
   auto visited = s_.store.visitBusyKeys(
       [&](std::string_view id, std::string_view rest) {
@@ -161,21 +180,33 @@ Result<ScanResult> Replayer::scan() {
           first_visit = false;
         }
         if (rest.empty()) {
-          ++record_keys;
+          ++keys.record_keys;
           const bool known = deadlines_.modify(id, [&](Deadline& d) { d.seen = scans_; });
-          if (!known) keep(id, unknown_at);
-          if (!settled_.empty() && settled_.contains(id)) keep(id, settled_at);
+          if (!known) keys.keep(id, keys.unknown_at);
+          if (!settled_.empty() && settled_.contains(id)) keys.keep(id, keys.settled_at);
         } else if (rest == "decision") {
-          keep(id, decided_at);
+          keys.keep(id, keys.decided_at);
         } else if (rest == "released") {
-          keep(id, released_at);
+          keys.keep(id, keys.released_at);
         } else if (rest.starts_with("replay/")) {
-          keep(id, claim_at);
+          keys.keep(id, keys.claim_at);
         } else if (rest.starts_with("vote/")) {
-          keep(id, voted_at);
+          keys.keep(id, keys.voted_at);
         }
       },
       want_all);
+  if (visited) keys.makeSets();
+  return visited;
+}
+
+Result<ScanResult> Replayer::scan() {
+  ++scans_;
+  if (scans_ == 0) ++scans_;  // 0 is "not seen yet"
+  takeNoted();
+  const std::int64_t now_ns = atNs(s_.clock.now());
+  const auto steady_now = s_.clock.steady();
+  KeysAtWork keys;
+  auto visited = visitKeys(full_next_ || steady_now - last_full_ >= kFullScanEvery, keys);
   if (!visited) {
     full_next_ = true;  // the store may have let go of what changed since the last scan
     return std::unexpected(visited.error());
@@ -193,67 +224,69 @@ Result<ScanResult> Replayer::scan() {
     removed.insert(id);
   }
   std::erase_if(retry, [&](const std::string& id) { return removed.contains(id); });
-  const std::string_view all = arena;
-  auto view = [&](const Span& at) { return all.substr(at.first, at.second); };
-  std::unordered_set<std::string_view> unknown;
-  for (const auto& at : unknown_at) unknown.insert(view(at));
-  std::unordered_set<std::string_view> decided;
-  for (const auto& at : decided_at) decided.insert(view(at));
-  std::unordered_set<std::string_view> released;
-  for (const auto& at : released_at) released.insert(view(at));
-  std::unordered_map<std::string_view, int> claims;
-  for (const auto& at : claim_at) ++claims[view(at)];
-  std::unordered_set<std::string_view> voted;
-  for (const auto& at : voted_at) voted.insert(view(at));
-
-  // Released: nothing of it will ever need this replayer again.
-  for (const auto id : released) s_.store.retire(id);
 
   ScanResult result;
   record_reads_ = 0;
-  for (const auto id : decided) {
-    if (released.contains(id) || settled_.contains(id)) continue;
-    const auto it = claims.find(id);
-    finishRelease(std::string(id), it == claims.end() ? 0 : it->second, result);
-  }
-  for (const auto id : voted) {
-    if (!decided.contains(id)) finishQuorum(std::string(id), result);
-  }
+  finishDecided(keys, result);
   // Pending: the records without a decision. A decided record's deadline is no longer needed.
   std::size_t decided_records = 0;
-  for (const auto id : decided) {
-    bool visited_record = unknown.contains(id);
+  for (const auto id : keys.decided) {
+    bool visited_record = keys.unknown.contains(id);
     if (const auto d = deadlines_.get(id)) {
       visited_record = visited_record || d->seen == scans_;
       deadlines_.erase(id);
     }
     decided_records += visited_record ? 1 : 0;
   }
-  result.pending = full ? static_cast<int>(record_keys - decided_records)
+  result.pending = full ? static_cast<int>(keys.record_keys - decided_records)
                         : static_cast<int>(visited->records - visited->decided_records);
   // Settled ids that are still records without a decision (one expired by this scan).
   std::unordered_set<std::string_view> settled_records;
+  readNewRecords(keys, retry, full, result, settled_records);
+  const std::vector<std::string> due = expireDue(keys, full, now_ns, result, settled_records);
+  for (const auto id : keys.settled_seen) {
+    if (!keys.decided.contains(id) && settled_.contains(id)) settled_records.insert(id);
+  }
+  forget(keys, full, due, settled_records);
+  s_.metrics.setPending(result.pending - result.expired);
+  return result;
+}
+
+void Replayer::finishDecided(const KeysAtWork& keys, ScanResult& result) {
+  // Released: nothing of it will ever need this replayer again.
+  for (const auto id : keys.released) s_.store.retire(id);
+  for (const auto id : keys.decided) {
+    if (keys.released.contains(id) || settled_.contains(id)) continue;
+    const auto it = keys.claims.find(id);
+    finishRelease(std::string(id), it == keys.claims.end() ? 0 : it->second, result);
+  }
+  for (const auto id : keys.voted) {
+    if (!keys.decided.contains(id)) finishQuorum(std::string(id), result);
+  }
+}
+
+void Replayer::readNewRecords(const KeysAtWork& keys, const std::vector<std::string>& retry, bool full,
+                              ScanResult& result, std::unordered_set<std::string_view>& settled_records) {
   bool over_reads = false;
   std::vector<std::string> failed;  // records whose read failed now
-  auto readUnknown = [&](std::string_view id) {
-    const Read read = expireIfDue(id, result);
+  auto read = [&](std::string_view id) {
+    const Read outcome = expireIfDue(id, result);
     if (settled_.contains(id)) {
       settled_records.insert(id);
-    } else if (read == Read::over_limit) {
+    } else if (outcome == Read::over_limit) {
       over_reads = true;
-    } else if (read == Read::failed) {
+    } else if (outcome == Read::failed) {
       failed.emplace_back(id);
     }
   };
-  for (const auto& at : unknown_at) {
-    const std::string_view id = view(at);
-    if (!decided.contains(id)) readUnknown(id);
+  for (const auto id : keys.unknown_in_order) {
+    if (!keys.decided.contains(id)) read(id);
   }
   // The reads that failed in the last scan are made again (a full scan has just met them, if
   // they are still records).
   for (const std::string& id : retry) {
-    if (full || unknown.contains(id) || decided.contains(id) || deadlines_.contains(id)) continue;
-    readUnknown(id);
+    if (full || keys.unknown.contains(id) || keys.decided.contains(id) || deadlines_.contains(id)) continue;
+    read(id);
   }
   // Records left unread for this scan's limit are found by the next scan, a full one. Those whose
   // read failed are read again by the next scan (the first kRetryMax; the periodic full scan
@@ -261,31 +294,38 @@ Result<ScanResult> Replayer::scan() {
   if (over_reads) full_next_ = true;
   if (failed.size() > kRetryMax) failed.resize(kRetryMax);
   retry_ = std::move(failed);
+}
+
+std::vector<std::string> Replayer::expireDue(const KeysAtWork& keys, bool full, std::int64_t now_ns,
+                                             ScanResult& result,
+                                             std::unordered_set<std::string_view>& settled_records) {
   // Due: from the earliest deadlines, not from the keys (a full scan leaves out those its visit
-  // did not find, as it drops their deadlines below).
+  // did not find, as it drops their deadlines: see forget).
   std::vector<std::string> due = dueIds(now_ns);
   std::sort(due.begin(), due.end());
   due.erase(std::unique(due.begin(), due.end()), due.end());
   for (const std::string& id : due) {
-    if (decided.contains(id)) continue;
+    if (keys.decided.contains(id)) continue;
     if (full) {
       const auto d = deadlines_.get(id);
       if (!d || d->seen != scans_) continue;
     }
     expireIfDue(id, result);
-    if (settled_.contains(id)) settled_records.insert(id);
+    if (const auto settled = settled_.find(id); settled != settled_.end()) settled_records.insert(*settled);
   }
-  for (const auto& at : settled_at) {
-    const std::string_view id = view(at);
-    if (!decided.contains(id) && settled_.contains(id)) settled_records.insert(id);
-  }
-  // Forget what is finished so memory follows the open work, not the bucket's history (the
+  return due;
+}
+
+void Replayer::forget(const KeysAtWork& keys, bool full, const std::vector<std::string>& due,
+                      const std::unordered_set<std::string_view>& settled_records) {
+  // What is finished goes, so memory follows the open work, not the bucket's history (the
   // store's index forgets the retired ids; `settled_` goes with their keys).
   std::erase_if(sightings_, [&](const auto& entry) {
-    return released.contains(entry.first) || !decided.contains(entry.first);
+    return keys.released.contains(entry.first) || !keys.decided.contains(entry.first);
   });
-  std::erase_if(vote_sightings_,
-                [&](const auto& entry) { return decided.contains(entry.first) || !voted.contains(entry.first); });
+  std::erase_if(vote_sightings_, [&](const auto& entry) {
+    return keys.decided.contains(entry.first) || !keys.voted.contains(entry.first);
+  });
   if (full) {
     // Deadlines no visit found are dropped by their mark, not by a lookup of each; one noted
     // (seen 0) after the visit is kept until the next full scan.
@@ -300,9 +340,9 @@ Result<ScanResult> Replayer::scan() {
     if (const auto d = deadlines_.get(id)) noteSoon(id, d->at_ns);
   }
   // Aged out of the bucket (an id expired by this scan is not in `decided` yet, but a record).
-  std::erase_if(settled_, [&](const auto& id) { return !decided.contains(id) && !settled_records.contains(id); });
-  s_.metrics.setPending(result.pending - result.expired);
-  return result;
+  std::erase_if(settled_, [&](const auto& id) {
+    return !keys.decided.contains(id) && !settled_records.contains(id);
+  });
 }
 
 void Replayer::finishRelease(const std::string& id, int claims, ScanResult& result) {
