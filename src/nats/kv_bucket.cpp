@@ -233,17 +233,14 @@ struct KvBucket::KeyIndex {
   }
 
   // With `mutex` held (by `lock`): waits, at most kRevisionWait, until the watcher has taken
-  // every write up to `revision` into the index; false when it has not.
-  bool waitForRevisionLocked(std::unique_lock<std::mutex>& lock, std::uint64_t revision) {
-    if (passed >= revision) return true;
+  // every write up to `revision` into the index (or it stops being live).
+  void waitForRevisionLocked(std::unique_lock<std::mutex>& lock, std::uint64_t revision) {
+    if (passed >= revision) return;
     ++revision_waiters;
     wanted = std::max(wanted, revision);
     changed.notify_all();  // the watcher may be resting between batches
-    const bool reached = changed.wait_for(lock, kRevisionWait, [&] {
-      return passed >= revision || !live || stopping;
-    });
+    changed.wait_for(lock, kRevisionWait, [&] { return passed >= revision || !live || stopping; });
     if (--revision_waiters == 0) wanted = 0;
-    return reached && passed >= revision;
   }
 
   // A key this process created (any thread, never waits for `mutex`).
@@ -1153,7 +1150,7 @@ Result<std::vector<std::string>> KvBucket::groupKeys(std::string_view group, std
     // Past the wait without the revision, the index answers all the same (see kRevisionWait);
     // only an index that cannot answer at all lists the bucket.
     if (indexed()) {
-      (void)index_->waitForRevisionLocked(lock, through_revision);
+      index_->waitForRevisionLocked(lock, through_revision);
       if (indexed()) {
         index_->drainLocked();
         return index_->groups.groupKeys(group);
