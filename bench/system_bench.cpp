@@ -51,6 +51,8 @@
 #include <vector>
 
 #include "countersign/clock.hpp"
+#include "countersign/config.hpp"
+#include "countersign/events.hpp"
 #include "countersign/job.hpp"
 #include "countersign/json.hpp"
 #include "countersign/nkeys.hpp"
@@ -58,6 +60,7 @@
 #include "countersign/receipt.hpp"
 #include "countersign/record.hpp"
 #include "countersign/store_tags.hpp"
+#include "nats/audit_stream.hpp"
 #include "nats/child_process.hpp"
 #include "nats/connection.hpp"
 #include "nats/message_convert.hpp"
@@ -553,12 +556,14 @@ std::unique_ptr<Child> startRelay(const fs::path& dir, const std::string& url,
 }
 
 // The bare sidecar (runSidecar) for holds or approvals on `subject`, storing in `bucket` (which
-// must exist).
+// must exist); with `contract`, the contract sidecar.
 std::unique_ptr<Child> startSidecar(const fs::path& dir, const std::string& url,
                                     const std::string& mode, const std::string& subject,
-                                    const std::string& bucket, int concurrency = 0) {
+                                    const std::string& bucket, int concurrency = 0,
+                                    bool contract = false) {
   std::vector<std::string> args{url, mode, subject, bucket};
   if (mode == "approve") args.push_back(std::to_string(concurrency));
+  if (contract) args.push_back("contract");
   return startHelper(dir, "sidecar", "BENCH_SIDECAR_WRAPPER", args);
 }
 
@@ -1107,6 +1112,84 @@ std::string requestId(natsMsg* msg) {
 
 const std::string kUnavailable = R"({"status":"unavailable","code":503})";
 
+// ---- the contract sidecar: the bare sidecar plus what the wire contract adds ------------------
+//
+// `bench_system sidecar ... contract`: the same process, connections and sequence, plus exactly
+// the messages and signatures countersign's contract requires of whoever holds and releases
+// jobs (docs/audit.md, docs/receipts.md, docs/protocol.md), made with countersign's own pieces:
+// its event sink (EventSink: the chained body, Nats-Msg-Id with a random part, an Ed25519
+// signature in headers, signed on the emitting thread as countersign's control connection
+// does, decisive events waiting for the audit stream's PubAck), the audit stream as countersign
+// creates it (natsio::ensureAuditStream, under a prefix and a stream of its own) and the
+// receipt's header builder. Nothing of countersign's own logic: no policy, no job hash
+// computed from the payload (the held events name the seeded record's), no store tags, no
+// replayer, no key index or list index, no metrics.
+
+const std::string kContractPrefix = "benchcontract";
+const std::string kContractStream = "BENCH_CONTRACT_AUDIT";
+
+// Core publishes on a raw cnats connection (the bare hold sidecar's control connection) as
+// countersign's NatsPublisher sends them: where the contract sidecar's `held` events go.
+class CorePublisher final : public countersign::Publisher {
+ public:
+  explicit CorePublisher(natsConnection* conn) : conn_(conn) {}
+  countersign::Result<countersign::PublishAck> publish(const countersign::OutMessage& message,
+                                                       countersign::Delivery delivery,
+                                                       std::chrono::milliseconds) override {
+    if (delivery != countersign::Delivery::core) {
+      return countersign::fail(countersign::Errc::invalid_argument, "the hold sidecar publishes core only");
+    }
+    auto msg = natsio::toNatsMsg(message);
+    if (!msg) return std::unexpected(msg.error());
+    if (natsStatus s = natsConnection_PublishMsg(conn_, msg->get()); s != NATS_OK) {
+      return countersign::fail(countersign::Errc::unavailable, natsText(s));
+    }
+    return countersign::PublishAck{};
+  }
+  std::size_t maxPayload() const override { return static_cast<std::size_t>(natsConnection_GetMaxPayload(conn_)); }
+
+ private:
+  natsConnection* conn_;
+};
+
+// The key (events and receipts, as countersign's one key signs both) and the event sink,
+// configured as countersign's control connection's sink is with the audit trail on.
+struct Contract {
+  countersign::SystemClock clock;
+  countersign::StreamLogger log;
+  countersign::RandomIdSource nonces;
+  countersign::nkeys::Signer signer{countersign::nkeys::generateSeed()};
+  std::unique_ptr<countersign::Publisher> publisher;
+  std::unique_ptr<countersign::EventSink> events;
+};
+
+std::unique_ptr<Contract> openContract(const std::string& url, std::unique_ptr<countersign::Publisher> publisher) {
+  countersign::NatsConfig config;
+  config.servers = {url};
+  auto setup = natsio::Connection::connect(config, "bench-contract-setup", false);
+  if (!setup) die("contract sidecar: " + setup.error().message);
+  countersign::AuditConfig audit;
+  audit.stream = kContractStream;
+  if (auto made = natsio::ensureAuditStream(**setup, audit, kContractPrefix); !made) {
+    die("contract sidecar: " + made.error().message);
+  }
+  auto contract = std::make_unique<Contract>();
+  contract->publisher = std::move(publisher);
+  contract->events = std::make_unique<countersign::EventSink>(
+      *contract->publisher, contract->clock, contract->log,
+      countersign::EventOptions{.prefix = kContractPrefix,
+                                .chained = true,
+                                .chain_id = contract->nonces.newId().substr(0, 12) + "-control",
+                                .durable_decisions = true,
+                                .msg_id_nonces = &contract->nonces,
+                                .signer = &contract->signer,
+                                .signer_name = "sign-cont",
+                                .sign_on_caller = true});
+  // For a reader that checks the events and receipts (`countersign audit verify --key`).
+  std::cout << "contract sidecar key " << contract->signer.encodedPublicKey() << std::endl;
+  return contract;
+}
+
 // Hold: the request is taken on the subscription's delivery thread, which publishes the record
 // asynchronously (a KV create: Nats-Expected-Last-Subject-Sequence 0) on the send_asap
 // connection; the PubAck handler answers 202 on that connection.
@@ -1120,6 +1203,10 @@ struct SidecarHold {
   std::string subject_prefix;   // $KV.<bucket>.
   std::string record_template;  // the record countersign stores, with kIdPlaceholder
   std::string answer_tail;      // the 202 body after the approval id (fixed)
+  // Contract sidecar only: the sink of the `held` events, and the record template's fields
+  // they name (the topic, subject, rule, job hash and policy snapshot of every hold).
+  std::unique_ptr<Contract> contract;
+  countersign::ApprovalRecord shape;
   std::mutex mutex;
   std::unordered_map<const natsMsg*, Pending> pending;  // creates awaiting their PubAck
 };
@@ -1165,6 +1252,15 @@ void sidecarHoldAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* 
   }
   if (pending) {
     if (pa != nullptr && pae == nullptr) {
+      if (state->contract) {
+        // As countersign's intake: the signed `held` event (a core publish into the audit
+        // stream) before the answer.
+        const countersign::ApprovalRecord& r = state->shape;
+        state->contract->events->emit(countersign::Event{
+            .event = countersign::EventKind::held, .approval_id = pending->id, .job_id = pending->id,
+            .topic = r.topic, .subject = r.subject, .rule = r.rule, .job_hash = r.job_hash,
+            .policy_snapshot = r.policy_snapshot, .payload = r.payload});
+      }
       sidecarAnswer(state->control, pending->reply.c_str(), "approval_required",
                     R"({"status":"approval_required","code":202,"approval_id":")" + pending->id +
                         state->answer_tail);
@@ -1183,13 +1279,20 @@ void sidecarHoldAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* 
 struct SidecarApprove {
   std::unique_ptr<natsio::Connection> conn;
   std::string bucket;
+  std::unique_ptr<Contract> contract;  // contract sidecar only
 };
 
 // The bare sequence with countersign's round trips: direct get of the record, create of
-// <id>/decision, JetStream publish of the job, create of <id>/released.
+// <id>/decision, JetStream publish of the job, create of <id>/released. With `contract`, what the
+// contract adds, as countersign's approve path does it: the signed `approved` event (a core
+// publish) before the job's publish, the signed receipt in the job's headers, and after
+// `published` (the answer) `<id>/released` and the record's view (an update on the revision the
+// get read) sent together with one wait for both, then the signed `released` event, which waits
+// for the audit stream's PubAck.
 bool approveSequenceOwnInbox(natsio::Connection& conn, const std::string& bucket, const std::string& id,
                              std::string& error,
-                             const std::function<void(const countersign::ApprovalRecord&)>& published) {
+                             const std::function<void(const countersign::ApprovalRecord&)>& published,
+                             Contract* contract = nullptr) {
   using countersign::OutMessage;
   const std::string subject_prefix = "$KV." + bucket + ".";
   const std::string body = R"({"last_by_subj":")" + subject_prefix + id + "\"}";
@@ -1202,6 +1305,10 @@ bool approveSequenceOwnInbox(natsio::Connection& conn, const std::string& bucket
   const char* data = natsMsg_GetData(got->get());
   auto record = countersign::parseApprovalRecord(
       std::string_view(data != nullptr ? data : "", static_cast<std::size_t>(natsMsg_GetDataLength(got->get()))));
+  std::string revision;  // the record's, for the view's update
+  if (const char* seq = nullptr; contract != nullptr && natsMsgHeader_Get(got->get(), "Nats-Sequence", &seq) == NATS_OK) {
+    revision = seq;
+  }
   got->reset();
   if (!record) {
     error = "record: " + record.error().message;
@@ -1218,7 +1325,25 @@ bool approveSequenceOwnInbox(natsio::Connection& conn, const std::string& bucket
     error = made.error().message;
     return false;
   }
-  const countersign::Headers headers = benchReleaseHeaders(*record, id);
+  const std::string msg_id = "countersign:" + id;
+  countersign::Headers headers = benchReleaseHeaders(*record, id);
+  if (contract != nullptr) {
+    contract->events->emit(countersign::Event{
+        .event = countersign::EventKind::approved, .approval_id = id, .job_id = record->job_id,
+        .topic = record->topic, .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
+        .policy_snapshot = record->policy_snapshot, .actor = decision.by, .reason = decision.reason,
+        .confirmed_by_next = true});
+    countersign::receipt::addHeaders(headers, contract->signer,
+                                     countersign::receipt::Claims{.approval_id = id,
+                                                                  .job_hash = record->job_hash,
+                                                                  .policy_snapshot = decision.policy_snapshot,
+                                                                  .rule = record->rule,
+                                                                  .approvers = countersign::receipt::approversOf(decision.by),
+                                                                  .decided_at = decision.at,
+                                                                  .subject = record->subject,
+                                                                  .target = record->target,
+                                                                  .msg_id = msg_id});
+  }
   auto ack = natsio::jsPublish(conn, OutMessage{.subject = record->target, .headers = &headers, .payload = record->payload},
                                std::chrono::milliseconds(5000), "publish");
   if (!ack) {
@@ -1227,11 +1352,50 @@ bool approveSequenceOwnInbox(natsio::Connection& conn, const std::string& bucket
   }
   if (published) published(*record);
   const countersign::ReleasedRecord released{
-      .at = at, .msg_id = "countersign:" + id, .stream = ack->stream, .sequence = ack->sequence, .by = "approve"};
-  if (auto made = create(countersign::releasedKey(id), countersign::toJson(released)); !made) {
-    error = made.error().message;
-    return false;
+      .at = at, .msg_id = msg_id, .stream = ack->stream, .sequence = ack->sequence, .by = "approve"};
+  if (contract == nullptr) {
+    if (auto made = create(countersign::releasedKey(id), countersign::toJson(released)); !made) {
+      error = made.error().message;
+      return false;
+    }
+    return true;
   }
+  // The record's view as the release leaves it.
+  countersign::ApprovalRecord view = *record;
+  view.state = countersign::ApprovalState::released;
+  view.released_at = at;
+  view.release_msg_id = msg_id;
+  view.decided_by = decision.by;
+  view.decided_at = decision.at;
+  view.reason = decision.reason;
+  view.approvals.push_back({decision.by, decision.at, decision.reason, ""});
+  const std::string released_json = countersign::toJson(released);
+  const std::string view_json = countersign::toJson(view);
+  const countersign::Headers expect_none{{"Nats-Expected-Last-Subject-Sequence", "0"}};
+  const countersign::Headers expect_read{{"Nats-Expected-Last-Subject-Sequence", revision}};
+  const std::string released_subject = subject_prefix + countersign::releasedKey(id);
+  const std::string view_subject = subject_prefix + id;
+  const std::pair<std::string, OutMessage> writes[] = {
+      {"create released", OutMessage{.subject = released_subject, .headers = &expect_none, .payload = released_json}},
+      {"update view", OutMessage{.subject = view_subject, .headers = &expect_read, .payload = view_json}}};
+  std::uint64_t numbers[2] = {0, 0};
+  for (std::size_t i = 0; i < 2; ++i) {
+    auto sent = conn.send(writes[i].second, writes[i].first);
+    if (sent) numbers[i] = *sent;
+    else if (error.empty()) error = sent.error().message;
+  }
+  for (std::size_t i = 0; i < 2; ++i) {
+    if (numbers[i] == 0) continue;  // every request sent is awaited, whatever the other's fate
+    bool no_responders = false;
+    auto reply = conn.awaitReply(numbers[i], std::chrono::milliseconds(5000), writes[i].first, &no_responders);
+    auto written = natsio::readPubAck(std::move(reply), no_responders, writes[i].first);
+    if (!written && error.empty()) error = written.error().message;
+  }
+  if (!error.empty()) return false;
+  contract->events->emit(countersign::Event{
+      .event = countersign::EventKind::released, .approval_id = id, .job_id = record->job_id, .topic = record->topic,
+      .subject = record->subject, .rule = record->rule, .job_hash = record->job_hash,
+      .policy_snapshot = decision.policy_snapshot, .actor = decision.by});
   return true;
 }
 
@@ -1249,10 +1413,13 @@ void sidecarApproveRequest(natsConnection*, natsSubscription*, natsMsg* msg, voi
                                         R"(","released":true,"msg_id":"countersign:)" + id +
                                         R"(","target":")" + record.target + "\"}");
                       answered = true;
-                    });
+                    },
+                    state->contract.get());
     if (!answered) {
       sidecarAnswer(state->conn->raw(), reply, "unavailable",
                     R"({"status":"unavailable","code":503,"error":")" + error + "\"}");
+    } else if (!error.empty()) {
+      std::cerr << "after the answer to " << id << ": " << error << std::endl;  // the bench's log shows it
     }
   }
   natsio::freeNatsMsg(msg);  // as countersign frees its requests: in place, no collector wake
@@ -1260,8 +1427,10 @@ void sidecarApproveRequest(natsConnection*, natsSubscription*, natsMsg* msg, voi
 
 int runSidecar(int argc, char** argv) {
   const std::string mode = argc >= 6 ? argv[3] : "";
-  if (!((mode == "hold" && argc == 6) || (mode == "approve" && argc == 7))) {
-    die("usage: bench_system sidecar URL hold SUBJECT BUCKET | URL approve SUBJECT BUCKET N");
+  const int args = mode == "hold" ? 6 : 7;
+  const bool contract = argc == args + 1 && std::string(argv[args]) == "contract";
+  if (!((mode == "hold" || mode == "approve") && (argc == args || contract))) {
+    die("usage: bench_system sidecar URL hold SUBJECT BUCKET [contract] | URL approve SUBJECT BUCKET N [contract]");
   }
   // cnats opened as countersign opens it (no lock spinning).
   if (auto opened = natsio::openNatsLibrary(); !opened) die(opened.error().message);
@@ -1281,6 +1450,10 @@ int runSidecar(int argc, char** argv) {
     if (!record) die("sidecar: record template: " + record.error().message);
     state->answer_tail = R"(","job_hash":")" + record->job_hash + R"(","policy_snapshot":")" +
                          record->policy_snapshot + R"(","rule":")" + record->rule + "\"}";
+    if (contract) {
+      state->contract = openContract(url, std::make_unique<CorePublisher>(control));
+      state->shape = std::move(*record);
+    }
     // As countersign's KvBucket::startAsync: a JetStream context whose PubAck handler answers,
     // at most concurrency.holds (1024) creates in flight, 5 s to wait for a PubAck.
     jsOptions options;
@@ -1305,6 +1478,7 @@ int runSidecar(int argc, char** argv) {
     if (!connected) die("sidecar: " + connected.error().message);
     state->conn = std::move(*connected);
     state->bucket = bucket;
+    if (contract) state->contract = openContract(url, std::make_unique<natsio::NatsPublisher>(*state->conn));
     const int concurrency = std::max(1, std::atoi(argv[6]));
     for (int i = 0; i < concurrency; ++i) {
       natsSubscription* sub = nullptr;
@@ -2019,15 +2193,16 @@ bool defaultOnly() {
   return value != nullptr && std::string_view(value) == "1";
 }
 
-// One variant at one concurrency: the baseline's rounds, the bare sidecar's (only where it was
-// measured) and countersign's.
+// One variant at one concurrency: the baseline's rounds, the bare and contract sidecars' (only
+// where they were measured) and countersign's.
 template <class Round>
 struct RoundPair {
   std::string variant;
   int n = 0;
   std::vector<Round> raw;
   std::vector<Round> cs;
-  std::vector<Round> side;  // empty: no bare sidecar for this variant
+  std::vector<Round> side;      // empty: no bare sidecar for this variant
+  std::vector<Round> contract;  // empty: no contract sidecar for this variant
 };
 
 template <class Round, class Getter>
@@ -2048,6 +2223,10 @@ struct RatioSummary {
   std::string own;         // countersign / bare sidecar at each N
   bool own_met = true;     // >= 0.9x at each N
   bool has_side = false;
+  std::string price;       // contract sidecar / bare sidecar at each N (the contract's price)
+  std::string own_code;    // countersign / contract sidecar at each N (countersign's own code)
+  bool own_code_met = true;  // >= 0.9x at each N
+  bool has_contract = false;
 };
 
 // What the columns of a ratio table are called: "KV creates/s", "holds/s", "hold".
@@ -2059,15 +2238,18 @@ struct RatioNames {
 
 // Medians of one row, for the table and the text.
 struct RatioRow {
-  double raw_rate = 0, cs_rate = 0, side_rate = 0;
-  double raw_server = 0, cs_server = 0, side_server = 0;  // server CPU µs per op
-  double cs_cpu = 0, side_cpu = 0;                        // countersign / sidecar CPU µs per op
-  double cs_switches = 0, side_switches = 0;              // their context switches per op
+  double raw_rate = 0, cs_rate = 0, side_rate = 0, con_rate = 0;
+  double raw_server = 0, cs_server = 0, side_server = 0, con_server = 0;  // server CPU µs per op
+  double cs_cpu = 0, side_cpu = 0, con_cpu = 0;            // countersign / sidecars' CPU µs per op
+  double cs_switches = 0, side_switches = 0, con_switches = 0;  // their context switches per op
   double raw_p50 = 0;
   bool has_side = false;
+  bool has_contract = false;
   double ratio() const { return raw_rate > 0 ? cs_rate / raw_rate : 0; }
   double sideRatio() const { return raw_rate > 0 ? side_rate / raw_rate : 0; }
   double csOfSide() const { return side_rate > 0 ? cs_rate / side_rate : 0; }
+  double contractOfSide() const { return side_rate > 0 ? con_rate / side_rate : 0; }  // the contract's price
+  double csOfContract() const { return con_rate > 0 ? cs_rate / con_rate : 0; }      // countersign's own code
 };
 
 template <class Round>
@@ -2076,20 +2258,21 @@ RatioRow ratioRow(const RoundPair<Round>& row) {
     return medianOf(rounds, [field](const Round& x) { return x.*field; });
   };
   RatioRow out;
+  // A measured process's medians: rate, server CPU, its own CPU and context switches per op.
+  auto process = [&](const std::vector<Round>& rounds, double& rate, double& server, double& cpu, double& switches) {
+    rate = med(rounds, &Round::rate);
+    server = med(rounds, &Round::server_cpu_us);
+    cpu = med(rounds, &Round::proc_cpu_us);
+    switches = med(rounds, &Round::proc_switches);
+  };
   out.raw_rate = med(row.raw, &Round::rate);
-  out.cs_rate = med(row.cs, &Round::rate);
   out.raw_server = med(row.raw, &Round::server_cpu_us);
-  out.cs_server = med(row.cs, &Round::server_cpu_us);
-  out.cs_cpu = med(row.cs, &Round::proc_cpu_us);
-  out.cs_switches = med(row.cs, &Round::proc_switches);
   out.raw_p50 = medianOf(row.raw, [](const Round& x) { return x.latency.p50; });
+  process(row.cs, out.cs_rate, out.cs_server, out.cs_cpu, out.cs_switches);
   out.has_side = !row.side.empty();
-  if (out.has_side) {
-    out.side_rate = med(row.side, &Round::rate);
-    out.side_server = med(row.side, &Round::server_cpu_us);
-    out.side_cpu = med(row.side, &Round::proc_cpu_us);
-    out.side_switches = med(row.side, &Round::proc_switches);
-  }
+  if (out.has_side) process(row.side, out.side_rate, out.side_server, out.side_cpu, out.side_switches);
+  out.has_contract = !row.contract.empty();
+  if (out.has_contract) process(row.contract, out.con_rate, out.con_server, out.con_cpu, out.con_switches);
   return out;
 }
 
@@ -2100,13 +2283,14 @@ RatioSummary writeRatioRows(std::ostream& d, Report& report, const std::string& 
                             const std::vector<RoundPair<Round>>& rows, const RatioNames& names,
                             Failures failures, int cpu_digits) {
   d << "| countersign | N in flight | raw " << names.raw_rate << " | bare sidecar " << names.rate
-    << " | countersign " << names.rate
-    << " | ratio countersign / raw | bare sidecar / raw | countersign / bare sidecar | raw p50 / "
-       "p99 | bare sidecar p50 / p99 | countersign p50 / p99 | CPU µs/"
-    << names.op << " bare sidecar / countersign | server CPU µs/" << names.op
-    << " raw / bare sidecar / countersign | context switches/" << names.op
-    << " bare sidecar / countersign | failures raw / bare sidecar / countersign |\n"
-    << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    << " | contract sidecar " << names.rate << " | countersign " << names.rate
+    << " | ratio countersign / raw | bare sidecar / raw | contract sidecar / bare sidecar (the contract's "
+       "price) | countersign / contract sidecar (countersign's own code) | countersign / bare sidecar | raw "
+       "p50 / p99 | bare sidecar p50 / p99 | contract sidecar p50 / p99 | countersign p50 / p99 | CPU µs/"
+    << names.op << " bare / contract sidecar / countersign | server CPU µs/" << names.op
+    << " raw / bare / contract sidecar / countersign | context switches/" << names.op
+    << " bare / contract sidecar / countersign | failures raw / bare / contract sidecar / countersign |\n"
+    << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   RatioSummary summary;
   for (const auto& row : rows) {
     const RatioRow m = ratioRow(row);
@@ -2122,16 +2306,20 @@ RatioSummary writeRatioRows(std::ostream& d, Report& report, const std::string& 
       return std::to_string(total);
     };
     auto sideOr = [&](const std::string& text) { return m.has_side ? text : std::string("-"); };
+    auto conOr = [&](const std::string& text) { return m.has_contract ? text : std::string("-"); };
+    auto bothOr = [&](const std::string& text) { return m.has_side && m.has_contract ? text : std::string("-"); };
     d << "| " << row.variant << " | " << row.n << " | " << fmtRate(m.raw_rate) << " | "
-      << sideOr(fmtRate(m.side_rate)) << " | " << fmtRate(m.cs_rate) << " | " << fmt(m.ratio(), 2)
-      << "x | " << sideOr(fmt(m.sideRatio(), 2) + "x") << " | "
-      << sideOr(fmt(m.csOfSide(), 2) + "x") << " | " << latency(row.raw) << " | "
-      << latency(row.side) << " | " << latency(row.cs) << " | "
-      << sideOr(fmt(m.side_cpu, cpu_digits)) << " / " << fmt(m.cs_cpu, cpu_digits) << " | "
+      << sideOr(fmtRate(m.side_rate)) << " | " << conOr(fmtRate(m.con_rate)) << " | " << fmtRate(m.cs_rate)
+      << " | " << fmt(m.ratio(), 2) << "x | " << sideOr(fmt(m.sideRatio(), 2) + "x") << " | "
+      << bothOr(fmt(m.contractOfSide(), 2) + "x") << " | " << conOr(fmt(m.csOfContract(), 2) + "x") << " | "
+      << sideOr(fmt(m.csOfSide(), 2) + "x") << " | " << latency(row.raw) << " | " << latency(row.side) << " | "
+      << latency(row.contract) << " | " << latency(row.cs) << " | " << sideOr(fmt(m.side_cpu, cpu_digits))
+      << " / " << conOr(fmt(m.con_cpu, cpu_digits)) << " / " << fmt(m.cs_cpu, cpu_digits) << " | "
       << fmt(m.raw_server, cpu_digits) << " / " << sideOr(fmt(m.side_server, cpu_digits)) << " / "
-      << fmt(m.cs_server, cpu_digits) << " | " << sideOr(fmt(m.side_switches, 1)) << " / "
-      << fmt(m.cs_switches, 1) << " | " << failed(row.raw) << " / " << failed(row.side)
-      << " / " << failed(row.cs) << " |\n";
+      << conOr(fmt(m.con_server, cpu_digits)) << " / " << fmt(m.cs_server, cpu_digits) << " | "
+      << sideOr(fmt(m.side_switches, 1)) << " / " << conOr(fmt(m.con_switches, 1)) << " / "
+      << fmt(m.cs_switches, 1) << " | " << failed(row.raw) << " / " << failed(row.side) << " / "
+      << failed(row.contract) << " / " << failed(row.cs) << " |\n";
     if (row.variant != "default") continue;
     summary.all_met = summary.all_met && m.ratio() >= 0.7;
     const std::string sep = summary.baseline.empty() ? "" : "; ";
@@ -2142,10 +2330,18 @@ RatioSummary writeRatioRows(std::ostream& d, Report& report, const std::string& 
     summary.own += sep + "N=" + std::to_string(row.n) + ": " + sideOr(fmt(m.csOfSide(), 2) + "x");
     summary.own_met = summary.own_met && m.has_side && m.csOfSide() >= 0.9;
     summary.has_side = summary.has_side || m.has_side;
+    summary.price += sep + "N=" + std::to_string(row.n) + ": " + bothOr(fmt(m.contractOfSide(), 2) + "x");
+    summary.own_code += sep + "N=" + std::to_string(row.n) + ": " + conOr(fmt(m.csOfContract(), 2) + "x");
+    summary.own_code_met = summary.own_code_met && m.has_contract && m.csOfContract() >= 0.9;
+    summary.has_contract = summary.has_contract || m.has_contract;
     report.plot.push_back({plot_label + " N=" + std::to_string(row.n), m.ratio(),
                            m.has_side ? std::optional<double>(m.sideRatio()) : std::nullopt, 0.7});
     if (m.has_side) {
       report.plot.push_back({plot_label + " N=" + std::to_string(row.n) + " / bare sidecar", m.csOfSide(),
+                             std::nullopt, 0.9});
+    }
+    if (m.has_contract) {
+      report.plot.push_back({plot_label + " N=" + std::to_string(row.n) + " / contract sidecar", m.csOfContract(),
                              std::nullopt, 0.9});
     }
   }
@@ -2153,6 +2349,17 @@ RatioSummary writeRatioRows(std::ostream& d, Report& report, const std::string& 
 }
 
 using RatePair = RoundPair<RateRound>;
+
+// The contract sidecar's summary lines under `measure`: the contract's price (information) and
+// countersign's own code measured against it.
+void summarizeContract(Report& report, const std::string& measure, const RatioSummary& summary) {
+  if (!summary.has_contract) return;
+  report.summary.push_back({measure + ", the contract's price (contract sidecar / bare sidecar)", "bare sidecar",
+                            "contract sidecar", summary.price, "(information)", std::nullopt, true});
+  report.summary.push_back({measure + ", countersign's own code (countersign / contract sidecar)",
+                            "contract sidecar", "countersign", summary.own_code, ">= 0.9x at each N",
+                            summary.own_code_met});
+}
 
 struct HoldSetup {
   const std::vector<int>& levels;
@@ -2171,20 +2378,21 @@ struct SidecarTarget {
 // quiet (at most 3 s), so that what one round left queued is not charged to the next.
 constexpr auto kRoundQuietLimit = 3000ms;
 
-// Holds through `cs` against raw KV creates (and, with `side`, the bare sidecar's holds), in
-// turn, for each N.
+// Holds through `cs` against raw KV creates (and, with `side` and `contract`, the bare and the
+// contract sidecar's holds), in turn, for each N.
 std::vector<RatePair> measureHold(Rig& rig, Connection& conn, kvStore* raw_kv, Countersign& cs,
                                   const std::string& variant, const HoldSetup& setup,
                                   const std::string& record_template, const SidecarTarget* side,
-                                  double& quiet_s) {
+                                  const SidecarTarget* contract, double& quiet_s) {
   static int phase = 0;
   ++phase;
   std::vector<pid_t> pids{rig.server.pid(), cs.pid()};
   if (side != nullptr) pids.push_back(side->pid);
+  if (contract != nullptr) pids.push_back(contract->pid);
   auto settle = [&] { quiet_s += waitQuiet(pids, "a hold round", kRoundQuietLimit, true); };
   std::vector<RatePair> rows;
   for (const int n : setup.levels) {
-    RatePair row{variant, n, {}, {}, {}};
+    RatePair row{variant, n, {}, {}, {}, {}};
     for (int r = 0; r < setup.rounds; ++r) {
       std::string prefix = "p";
       prefix += std::to_string(phase) + "n" + std::to_string(n) + "r" + std::to_string(r) + "-";
@@ -2203,13 +2411,18 @@ std::vector<RatePair> measureHold(Rig& rig, Connection& conn, kvStore* raw_kv, C
           },
           rig.server.pid(), setup.warmup, setup.window));
       auto held = [](const std::string& status) { return status == "approval_required"; };
-      if (side != nullptr) {
+      // A round of a sidecar (when it runs), after quiet; its ids start with `ids`.
+      auto sidecarRound = [&](const SidecarTarget* target, const std::string& kind, const std::string& ids,
+                              std::vector<RateRound>& into) {
+        if (target == nullptr) return;
         settle();
-        row.side.push_back(requestRound(
-            conn, "sidehold" + tag, side->subject, n,
-            [&](std::uint64_t i) { return holdPayload("sc-" + prefix + std::to_string(i)); }, held,
-            side->pid, rig.server.pid(), setup.warmup, setup.window));
-      }
+        into.push_back(requestRound(
+            conn, kind + tag, target->subject, n,
+            [&](std::uint64_t i) { return holdPayload(ids + prefix + std::to_string(i)); }, held,
+            target->pid, rig.server.pid(), setup.warmup, setup.window));
+      };
+      sidecarRound(side, "sidehold", "sc-", row.side);
+      sidecarRound(contract, "conhold", "ct-", row.contract);
       settle();
       row.cs.push_back(requestRound(
           conn, "hold" + tag, kHoldSubject, n,
@@ -2218,9 +2431,12 @@ std::vector<RatePair> measureHold(Rig& rig, Connection& conn, kvStore* raw_kv, C
       note("hold (" + variant + ") N=" + std::to_string(n) + " round " + std::to_string(r + 1) +
            ": raw " + fmtRate(row.raw.back().rate) +
            (side != nullptr ? ", bare sidecar " + fmtRate(row.side.back().rate) : std::string()) +
+           (contract != nullptr ? ", contract sidecar " + fmtRate(row.contract.back().rate) : std::string()) +
            ", countersign " + fmtRate(row.cs.back().rate));
       if (side != nullptr && row.side.back().failed > 0)
         note("  bare sidecar failures, first: " + row.side.back().first_failure);
+      if (contract != nullptr && row.contract.back().failed > 0)
+        note("  contract sidecar failures, first: " + row.contract.back().first_failure);
       if (row.cs.back().failed > 0)
         note("  countersign failures, first: " + row.cs.back().first_failure);
     }
@@ -2250,9 +2466,12 @@ Percentiles echoLatency(const std::string& url, bool send_asap, int count) {
   return percentiles(samples);
 }
 
-// "0.45 x 0.40": how a ratio to raw splits into the sidecar's and countersign's factors.
+// "0.45x = 0.80 x 0.70 x 0.80": how a ratio to raw splits into the sidecar position's, the
+// contract's and countersign's own factors (without a contract sidecar: the first and the rest).
 std::string splitText(const RatioRow& m) {
-  return fmt(m.ratio(), 2) + "x = " + fmt(m.sideRatio(), 2) + " x " + fmt(m.csOfSide(), 2);
+  if (!m.has_contract) return fmt(m.ratio(), 2) + "x = " + fmt(m.sideRatio(), 2) + " x " + fmt(m.csOfSide(), 2);
+  return fmt(m.ratio(), 2) + "x = " + fmt(m.sideRatio(), 2) + " x " + fmt(m.contractOfSide(), 2) + " x " +
+         fmt(m.csOfContract(), 2);
 }
 
 // The words that differ between the hold and the approve paragraphs.
@@ -2261,15 +2480,33 @@ struct SplitWords {
   std::string_view raw_op;    // what raw does once: "bare create", "bare sequence"
   std::string_view position;  // what the sidecar position costs
   std::string_view adds;      // what countersign adds, in brackets
+  std::string_view contract;  // what the contract sidecar adds to the bare one
 };
 
-// One paragraph per N: which part of the gap is the sidecar position and which is countersign's
-// own work, from the run's own numbers. `estimate` (N=1 only) is a sentence computed by the caller.
+// One paragraph per N: which part of the gap is the sidecar position, which the contract's
+// messages and signatures, and which countersign's own code, from the run's own numbers.
+// `estimate` (N=1 only) is a sentence computed by the caller.
 void writeSplit(std::ostream& d, int n, const RatioRow& m, const SplitWords& w, const std::string& estimate) {
-  d << "N=" << n << ": the thinnest cnats sidecar reaches " << fmt(m.sideRatio(), 2)
-    << "x of raw; countersign reaches " << fmt(m.csOfSide(), 2) << "x of the sidecar (" << splitText(m)
-    << "). The sidecar's factor is the position, NATS's cost: " << w.position << ". ";
+  d << "N=" << n << ": the thinnest cnats sidecar reaches " << fmt(m.sideRatio(), 2) << "x of raw; ";
+  if (m.has_contract) {
+    d << "the contract sidecar " << fmt(m.contractOfSide(), 2) << "x of the bare sidecar; countersign "
+      << fmt(m.csOfContract(), 2) << "x of the contract sidecar and " << fmt(m.csOfSide(), 2)
+      << "x of the bare one (";
+  } else {
+    d << "countersign reaches " << fmt(m.csOfSide(), 2) << "x of the sidecar (";
+  }
+  d << splitText(m) << "). The sidecar's factor is the position, NATS's cost: " << w.position << ". ";
   if (n == 1) d << estimate;
+  if (m.has_contract) {
+    d << "The contract's factor is its price (" << w.contract << "): the contract sidecar spends "
+      << fmt(m.con_cpu, 0) << " µs of CPU per " << w.op << " against the bare sidecar's " << fmt(m.side_cpu, 0)
+      << " µs, and the server " << fmt(m.con_server, 0) << " µs against " << fmt(m.side_server, 0)
+      << " µs. countersign's factor is its own code: it spends " << fmt(m.cs_cpu, 0) << " µs of CPU per " << w.op
+      << " against the contract sidecar's " << fmt(m.con_cpu, 0) << " µs, and the server spends "
+      << fmt(m.cs_server, 0) << " µs per " << w.op << " for it against " << fmt(m.con_server, 0)
+      << " µs for the contract sidecar and " << fmt(m.raw_server, 0) << " µs per " << w.raw_op << ".\n\n";
+    return;
+  }
   d << "countersign's factor is its own work: it spends " << fmt(m.cs_cpu, 0) << " µs of CPU per "
     << w.op << " against the sidecar's " << fmt(m.side_cpu, 0) << " µs, and the server spends "
     << fmt(m.cs_server, 0) << " µs per " << w.op << " for it against " << fmt(m.side_server, 0)
@@ -2290,11 +2527,17 @@ void holdRate(Rig& rig, std::unique_ptr<Countersign>& cs) {
   auto sidecar = startSidecar(rig.dir.path() / "sidecar-hold", rig.server.url, "hold",
                               "sidecar.jobs.>", "bench_side_hold");
   const SidecarTarget side{"sidecar.jobs.finance.payment.execute", sidecar->pid()};
+  // The contract sidecar: a fourth bucket, its own audit stream.
+  kvStore_Destroy(openBucket(conn, "bench_contract_hold"));
+  auto contract_sidecar = startSidecar(rig.dir.path() / "contract-sidecar-hold", rig.server.url, "hold",
+                                       "contract.jobs.>", "bench_contract_hold", 0, true);
+  const SidecarTarget contract{"contract.jobs.finance.payment.execute", contract_sidecar->pid()};
   double quiet_s = 0;
 
   std::vector<RatePair> rows =
-      measureHold(rig, conn, raw_kv, *cs, "default", setup, record_template, &side, quiet_s);
+      measureHold(rig, conn, raw_kv, *cs, "default", setup, record_template, &side, &contract, quiet_s);
   sidecar->stop();
+  contract_sidecar->stop();
   // The same at N=1 on a connection without send_asap, as countersign's intake connection is.
   Connection no_asap(rig.server.url, "bench-hold-flusher", false);
   kvStore* flusher_kv = openBucket(no_asap, "bench_raw_hold");
@@ -2330,13 +2573,14 @@ void holdRate(Rig& rig, std::unique_ptr<Countersign>& cs) {
         rig.dir.path() / "cs-hold-audit-off",
         {.url = rig.server.url, .bucket = "cs_hold_audit_off", .extra_yaml = kAuditOff});
     auto audit_off_rows =
-        measureHold(rig, conn, raw_kv, *cs, "audit off", setup, record_template, nullptr, quiet_s);
+        measureHold(rig, conn, raw_kv, *cs, "audit off", setup, record_template, nullptr, nullptr, quiet_s);
     rows.insert(rows.end(), audit_off_rows.begin(), audit_off_rows.end());
     deleteBucket(conn, "cs_hold_audit_off");
   }
   kvStore_Destroy(raw_kv);
   deleteBucket(conn, "bench_raw_hold");
   deleteBucket(conn, "bench_side_hold");
+  deleteBucket(conn, "bench_contract_hold");
   note("hold: waited " + fmt(quiet_s, 1) + " s in all for quiet between rounds");
 
   auto& d = rig.report.details;
@@ -2353,14 +2597,18 @@ void holdRate(Rig& rig, std::unique_ptr<Countersign>& cs) {
        "delivery thread, which publishes the same record asynchronously as a KV create (header "
        "`Nats-Expected-Last-Subject-Sequence: 0`) on a send_asap connection into a third bucket; "
        "its PubAck handler sends the `202` reply; nothing else (no policy, hash, event, audit, "
-       "replayer). Rate over a "
+       "replayer). Contract sidecar (`bench_system sidecar ... contract`, a fourth bucket): the bare "
+       "sidecar plus what the contract requires of a hold, made with countersign's own event sink "
+       "and key: on the PubAck, a `held` event of countersign's shape (chained, `Nats-Msg-Id`, "
+       "Ed25519 signature headers) published (core) into an audit stream configured as countersign's "
+       "(prefix `benchcontract`, stream `BENCH_CONTRACT_AUDIT`), then the `202`. Rate over a "
     << setup.window.count() << " ms window after " << setup.warmup.count() << " ms warm-up, "
     << setup.rounds
-    << " round(s) of raw, bare sidecar and countersign in turn, each after the server and the "
+    << " round(s) of raw, bare sidecar, contract sidecar and countersign in turn, each after the server and the "
        "processes are quiet (at most "
     << std::chrono::duration_cast<std::chrono::seconds>(kRoundQuietLimit).count()
     << " s), median. Latency is per request (sidecar, countersign) / per create (raw). CPU per "
-       "hold of the sidecar and of countersign from /proc/<pid>/stat. `default` is countersign as "
+       "hold of the sidecars and of countersign from /proc/<pid>/stat. `default` is countersign as "
        "configured; `audit off` is a fresh countersign with `audit.enabled: false` (no stream "
        "stores the `held` events), to show what the audit trail costs the server.\n\n";
   const RatioSummary summary = writeRatioRows(
@@ -2372,7 +2620,8 @@ void holdRate(Rig& rig, std::unique_ptr<Countersign>& cs) {
   const SplitWords words{"hold", "bare create",
                          "the request and the reply through the server, cnats' delivery and PubAck threads",
                          "the sidecar adds the request and the reply through the server; countersign adds "
-                         "the `held` event stored in the audit stream, see the `audit off` rows"};
+                         "the `held` event stored in the audit stream, see the `audit off` rows",
+                         "one signed `held` event per hold, a core publish the audit stream stores"};
   for (const auto& row : rows) {
     if (row.variant != "default" || row.side.empty()) continue;
     const RatioRow m = ratioRow(row);
@@ -2400,6 +2649,7 @@ void holdRate(Rig& rig, std::unique_ptr<Countersign>& cs) {
                                   "bare sidecar", "countersign", summary.own, ">= 0.9x at each N",
                                   summary.own_met});
   }
+  summarizeContract(rig.report, "3. hold rate", summary);
 }
 
 // ---- 4. approve to release ------------------------------------------------------------------
@@ -2710,22 +2960,31 @@ std::vector<ApprovePair> measureApprove(Rig& rig, Worker& worker, Connection& co
   const bool quorum = quorum_votes != nullptr;
   const std::string cs_snapshot = quorum ? quorumSnapshot() : rig.snapshot;
   auto cs_ids = makeIds("appr" + tag + "-", quorum ? std::min<std::size_t>(per_bucket, rig.settings.quick ? 3000 : 10000) : per_bucket);
-  const auto raw_ids = makeIds("rawappr" + tag + "-", per_bucket);
-  const auto side_ids = makeIds("sideappr" + tag + "-", with_sidecar ? per_bucket : 0);
+  // The baselines run faster than countersign: half as many records again, so that none runs
+  // out of pending records in its last round (the quick run's one round at N=1 needs no more).
+  const std::size_t baseline_count = rig.settings.quick ? per_bucket : per_bucket + per_bucket / 2;
+  const auto raw_ids = makeIds("rawappr" + tag + "-", baseline_count);
+  const auto side_ids = makeIds("sideappr" + tag + "-", with_sidecar ? baseline_count : 0);
+  const auto contract_ids = makeIds("conappr" + tag + "-", with_sidecar ? baseline_count : 0);
   const std::string cs_bucket = "cs_approve_" + tag;
   const std::string raw_bucket = "bench_raw_approve_" + tag;
   const std::string side_bucket = "bench_side_approve_" + tag;
-  note("approve (" + variant + "): seeding " + std::to_string(per_bucket) +
-       " held records in each bucket");
+  const std::string contract_bucket = "bench_contract_approve_" + tag;
+  note("approve (" + variant + "): seeding " + std::to_string(cs_ids.size()) + " held records (" +
+       std::to_string(baseline_count) + " in each baseline's bucket)");
   seedRecords(conn, cs_bucket, cs_ids, cs_snapshot, quorum ? 2 : 1);
   seedRecords(conn, raw_bucket, raw_ids, rig.snapshot);
-  std::unique_ptr<Child> sidecar;
+  std::unique_ptr<Child> sidecar, contract_sidecar;
   const std::string side_subject = "sidecar.control.approve";
+  const std::string contract_subject = "contract.control.approve";
   if (with_sidecar) {
     seedRecords(conn, side_bucket, side_ids, rig.snapshot);
+    seedRecords(conn, contract_bucket, contract_ids, rig.snapshot);
     // concurrency.control (8) queue subscribers, like countersign's.
     sidecar = startSidecar(rig.dir.path() / ("sidecar-approve-" + tag), rig.server.url, "approve",
                            side_subject, side_bucket, 8);
+    contract_sidecar = startSidecar(rig.dir.path() / ("contract-sidecar-approve-" + tag), rig.server.url,
+                                    "approve", contract_subject, contract_bucket, 8, true);
   }
   // Signed requests are made before the rounds (the client's signing is not what is measured):
   // the same fields a reviewer signs, over the seeded records' hash and snapshot.
@@ -2757,11 +3016,12 @@ std::vector<ApprovePair> measureApprove(Rig& rig, Worker& worker, Connection& co
   }
   std::vector<pid_t> pids{rig.server.pid(), cs->pid()};
   if (sidecar) pids.push_back(sidecar->pid());
+  if (contract_sidecar) pids.push_back(contract_sidecar->pid());
   auto settle = [&] { quiet_s += waitQuiet(pids, "an approve round", kRoundQuietLimit, true); };
-  std::size_t cs_cursor = 0, raw_cursor = 0, side_cursor = 0;
+  std::size_t cs_cursor = 0, raw_cursor = 0, side_cursor = 0, contract_cursor = 0;
   std::vector<ApprovePair> rows;
   for (const int n : levels) {
-    ApprovePair row{variant, n, {}, {}, {}};
+    ApprovePair row{variant, n, {}, {}, {}, {}};
     for (int r = 0; r < rounds; ++r) {
       settle();
       row.raw.push_back(rawApproveRound(conn, raw_kv, worker, raw_ids, raw_cursor, n,
@@ -2770,6 +3030,12 @@ std::vector<ApprovePair> measureApprove(Rig& rig, Worker& worker, Connection& co
         settle();
         row.side.push_back(approveRound(conn, worker, side_ids, side_cursor, n, sidecar->pid(),
                                         rig.server.pid(), warmup, window, true, side_subject));
+      }
+      if (contract_sidecar) {
+        settle();
+        row.contract.push_back(approveRound(conn, worker, contract_ids, contract_cursor, n,
+                                            contract_sidecar->pid(), rig.server.pid(), warmup, window, true,
+                                            contract_subject));
       }
       settle();
       row.cs.push_back(approveRound(conn, worker, cs_ids, cs_cursor, n, cs->pid(), rig.server.pid(),
@@ -2782,12 +3048,17 @@ std::vector<ApprovePair> measureApprove(Rig& rig, Worker& worker, Connection& co
            (sidecar ? ", bare sidecar " + fmtRate(row.side.back().rate) + " p99 " +
                           fmtUs(row.side.back().latency.p99)
                     : std::string()) +
+           (contract_sidecar ? ", contract sidecar " + fmtRate(row.contract.back().rate) + " p99 " +
+                                   fmtUs(row.contract.back().latency.p99)
+                             : std::string()) +
            ", countersign " + fmtRate(row.cs.back().rate) + " p99 " +
            fmtUs(row.cs.back().latency.p99));
       if (row.cs.back().failures > 0)
         note("  countersign failures, first: " + row.cs.back().first_failure);
       if (sidecar && row.side.back().failures > 0)
         note("  bare sidecar failures, first: " + row.side.back().first_failure);
+      if (contract_sidecar && row.contract.back().failures > 0)
+        note("  contract sidecar failures, first: " + row.contract.back().first_failure);
       if (row.raw.back().failures > 0)
         note("  raw failures, first: " + row.raw.back().first_failure);
     }
@@ -2795,10 +3066,14 @@ std::vector<ApprovePair> measureApprove(Rig& rig, Worker& worker, Connection& co
   }
   cs->process->stop();
   if (sidecar) sidecar->stop();
+  if (contract_sidecar) contract_sidecar->stop();
   kvStore_Destroy(raw_kv);
   deleteBucket(conn, cs_bucket);
   deleteBucket(conn, raw_bucket);
-  if (with_sidecar) deleteBucket(conn, side_bucket);
+  if (with_sidecar) {
+    deleteBucket(conn, side_bucket);
+    deleteBucket(conn, contract_bucket);
+  }
   return rows;
 }
 
@@ -2910,8 +3185,8 @@ void approveToRelease(Rig& rig, Worker& worker) {
   d << "### 4. Approve to release\n\n"
     << "countersign (route with `to_stream: JOBS`, stream JOBS on `jobs.>`, file storage) approves "
        "held records (written straight into a fresh bucket in the record format, "
-    << per_bucket
-    << " per bucket): requests to `countersign.control.approve`, N in flight; an approval counts "
+    << per_bucket << " in countersign's bucket, " << (quick ? per_bucket : per_bucket + per_bucket / 2)
+    << " in each baseline's): requests to `countersign.control.approve`, N in flight; an approval counts "
        "when its `200 approved` reply is in and the worker (core subscriber on `jobs.>`) has the "
        "released job. Latency = approve request sent -> worker receives the job. Raw: N threads "
        "running the bare sequence KV get + KV create `<id>/decision` + JetStream publish with the "
@@ -2921,10 +3196,17 @@ void approveToRelease(Rig& rig, Worker& worker) {
        "8 queue subscribers on `sidecar.control.approve` (as countersign's `concurrency.control`), "
        "each on its own delivery thread and the send_asap connection, run the same sequence per "
        "request and answer `200` after the publish's PubAck, before `<id>/released`, as "
-       "countersign does; requests and counting as for countersign. "
+       "countersign does; requests and counting as for countersign. Contract sidecar (`bench_system "
+       "sidecar ... contract`, a fourth bucket with the same records, `contract.control.approve`): the "
+       "bare sidecar plus what the contract requires of an approval, made with countersign's own event "
+       "sink, key and receipt builder: a signed `approved` event (core publish) after `<id>/decision`, "
+       "the signed receipt (`Countersign-Receipt`, `Countersign-Receipt-Key`) on the released job, "
+       "and after the `200` `<id>/released` and the record's view (an update on the revision read) "
+       "sent together with one wait, then a signed `released` event that waits for the PubAck of an "
+       "audit stream configured as countersign's. "
     << window.count() << " ms windows after " << warmup.count() << " ms warm-up, " << rounds
-    << " round(s) of raw, bare sidecar and countersign in turn, each after the server and the "
-       "processes are quiet (at most "
+    << " round(s) of raw, bare sidecar, contract sidecar and countersign in turn, each after the server "
+       "and the processes are quiet (at most "
     << std::chrono::duration_cast<std::chrono::seconds>(kRoundQuietLimit).count()
     << " s), median. `replayer idle`: a second countersign with `release.replay_interval: 3600s` "
        "on fresh buckets (its replayer reads no records during the window; the default one reads "
@@ -2942,11 +3224,14 @@ void approveToRelease(Rig& rig, Worker& worker) {
        "`<id>/decision`, JetStream publish of the job (PubAck; the `approved` audit event goes out "
        "before it without waiting); then, after the answer, KV create `<id>/released`, the KV "
        "update of the record's view and the `released` audit event (PubAck, which also confirms "
-       "`approved`). The bare sidecar has the same 3 before the answer and 1 after it.\n\n";
+       "`approved`). The bare sidecar has the same 3 before the answer and 1 after it; the contract "
+       "sidecar the same 3 before it and 2 after it (the two writes, then the event).\n\n";
   const Percentiles echo = echoLatency(rig.server.url, true, quick ? 300 : 1000);
   const SplitWords words{"approval", "bare sequence",
                          "the request and the reply through the server, the hand-over to cnats' delivery threads",
-                         "countersign adds the audit events, the record's view and the key index's watcher"};
+                         "countersign adds the audit events, the record's view and the key index's watcher",
+                         "the signed `approved` event, the receipt's signature, the record's view written "
+                         "with `<id>/released`, the signed `released` event and its PubAck"};
   for (const auto& row : rows) {
     if (row.variant != "default" || row.side.empty()) continue;
     const RatioRow m = ratioRow(row);
@@ -2965,6 +3250,7 @@ void approveToRelease(Rig& rig, Worker& worker) {
                                   "bare sidecar", "countersign", summary.own, ">= 0.9x at each N",
                                   summary.own_met});
   }
+  summarizeContract(rig.report, "4. approve to release", summary);
 }
 
 // ---- 5. scale -------------------------------------------------------------------------------
