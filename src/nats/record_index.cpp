@@ -73,11 +73,20 @@ std::optional<ApprovalPage> RecordIndex::page(const ApprovalQuery& query) {
   if (!connection_.connected()) return std::nullopt;
   {
     // Loading (the first list after a start): wait for it rather than read every record at the
-    // same time; a bucket that takes longer is read directly meanwhile.
+    // same time, while it makes progress. A page read from the store lists every key of the
+    // bucket: over a million records that took as long as the load, held hundreds of MiB while
+    // it ran (each caller its own), and slowed the load it raced with threefold.
     std::unique_lock lock(mutex_);
-    if (!changed_.wait_for(lock, kSyncWait, [&] { return live_ || stopping_.load(); }) || stopping_) {
-      return std::nullopt;
+    const auto until = std::chrono::steady_clock::now() + kLoadWait;
+    std::uint64_t progress = seen_;
+    for (bool first = true;; first = false) {
+      if (changed_.wait_for(lock, kSyncWait, [&] { return live_ || stopping_.load(); })) break;
+      // Not in yet: the first wait covers the watcher's start; after it, a load that delivered
+      // nothing for kSyncWait, or that takes longer than kLoadWait, is read directly meanwhile.
+      if ((!first && seen_ == progress) || std::chrono::steady_clock::now() >= until) return std::nullopt;
+      progress = seen_;
     }
+    if (stopping_) return std::nullopt;
   }
   const std::uint64_t last = lastSequence();
   {

@@ -33,8 +33,9 @@ class RecordIndex : public ApprovalIndex {
   RecordIndex(const RecordIndex&) = delete;
   RecordIndex& operator=(const RecordIndex&) = delete;
 
-  // nullopt when the bucket's state has not loaded within kSyncWait (the first call starts
-  // loading it), or while disconnected: the caller falls back to reading the records.
+  // nullopt while disconnected, or when the bucket's state has not loaded (the first call
+  // starts loading it) and its load stalls for kSyncWait or takes longer than kLoadWait: the
+  // caller falls back to reading the records.
   std::optional<ApprovalPage> page(const ApprovalQuery& query) override;
   // Starts loading without answering (tests, warm-up).
   void start();
@@ -44,6 +45,7 @@ class RecordIndex : public ApprovalIndex {
   void stop();
 
   static constexpr std::chrono::milliseconds kSyncWait{2000};
+  static constexpr std::chrono::milliseconds kLoadWait{30000};
 
  private:
   void run();

@@ -1,6 +1,7 @@
 // Intake, control and release decisions on in-memory fakes (no network, manual clock).
 #include <thread>
 
+#include "countersign/trim_memory.hpp"
 #include "gateway_fixture.hpp"
 
 namespace countersign {
@@ -458,6 +459,37 @@ TEST_F(GatewayTest, GetAndListReflectTheKeys) {
   EXPECT_FALSE(next.HasMember("next_after"));
   auto all = parse(control_->handle(ControlOp::list, "").body);
   EXPECT_EQ(all["items"].Size(), 3u);
+}
+
+// A list read from the store (no index) over a large bucket sorts the listing in place and
+// hands the memory it freed back once the page is written; a small one does not trim. Pages stay
+// as the keys say: other keys of a record (votes, claims) are no ids.
+TEST_F(GatewayTest, ListFromALargeListingHandsTheMemoryBack) {
+  holdPayment();
+  send("finance.payment.execute", R"({"id":"pay-2","labels":{"env":"production"}})");
+  send("finance.payment.execute", R"({"id":"pay-3","labels":{"env":"production"}})");
+  EXPECT_EQ(approve("pay-2").code, 200);
+  const auto small_before = trimMemoryCalls().load();
+  auto small = parse(control_->handle(ControlOp::list, R"({"state":"pending"})").body);
+  EXPECT_EQ(small["items"].Size(), 2u);
+  EXPECT_EQ(trimMemoryCalls().load(), small_before);
+  // Keys that sort between and around the ids, none of them a record.
+  for (int i = 0; i < 10000; ++i) {
+    kv_.put("pay-" + std::to_string(i % 4) + "/vote." + std::to_string(i), "{}");
+  }
+  const auto before = trimMemoryCalls().load();
+  auto page = parse(control_->handle(ControlOp::list, R"({"state":"pending","limit":1})").body);
+  EXPECT_EQ(trimMemoryCalls().load(), before + 1);
+  ASSERT_EQ(page["items"].Size(), 1u);
+  EXPECT_EQ(std::string(page["items"][0]["id"].GetString()), "pay-1");
+  auto next = parse(control_->handle(ControlOp::list, R"({"state":"pending","after":"pay-1"})").body);
+  ASSERT_EQ(next["items"].Size(), 1u);
+  EXPECT_EQ(std::string(next["items"][0]["id"].GetString()), "pay-3");
+  EXPECT_FALSE(next.HasMember("next_after"));
+  auto released = parse(control_->handle(ControlOp::list, R"({"state":"released"})").body);
+  ASSERT_EQ(released["items"].Size(), 1u);
+  EXPECT_EQ(std::string(released["items"][0]["id"].GetString()), "pay-2");
+  EXPECT_EQ(parse(control_->handle(ControlOp::list, "").body)["items"].Size(), 3u);
 }
 
 TEST_F(GatewayTest, JetStreamIntakeAcksOnlyDurableDecisions) {
