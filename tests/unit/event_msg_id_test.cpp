@@ -1,8 +1,11 @@
 // The audit events' Nats-Msg-Id: unpredictable with a nonce source, one id per publish.
 #include <gtest/gtest.h>
 
+#include <mutex>
 #include <set>
+#include <thread>
 
+#include "countersign/clock.hpp"
 #include "countersign/events.hpp"
 #include "fakes.hpp"
 
@@ -48,6 +51,33 @@ TEST(EventMsgId, WithoutANonceSourceTheIdIsChainAndSeq) {
   EventSink sink(pub, clock, log, EventOptions{.chained = true, .chain_id = "abc-intake"});
   sink.emit(Event{.event = EventKind::denied, .topic = "t"});
   EXPECT_EQ(msgIds(pub.all()), std::vector<std::string>{"-:denied:abc-intake-1"});
+}
+
+TEST(RandomIds, EveryIdIsNewAcrossThreadsAndRefills) {
+  // Each thread draws its ids from a buffer of the generator's bytes, refilled every 32 ids:
+  // 4 threads x 1,000 ids cross many refills, and none may repeat.
+  RandomIdSource ids;
+  std::mutex mutex;
+  std::set<std::string> seen;
+  std::size_t made = 0;
+  std::size_t malformed = 0;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      std::vector<std::string> mine;
+      for (int i = 0; i < 1000; ++i) mine.push_back(ids.newId());
+      const std::lock_guard lock(mutex);
+      for (auto& id : mine) {
+        if (id.size() != 32 || id.find_first_not_of("0123456789abcdef") != std::string::npos) ++malformed;
+        seen.insert(std::move(id));
+        ++made;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(made, 4000u);
+  EXPECT_EQ(seen.size(), made);
+  EXPECT_EQ(malformed, 0u);
 }
 
 }  // namespace
