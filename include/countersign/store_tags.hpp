@@ -5,6 +5,7 @@
 #pragma once
 
 #include <array>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,6 +20,9 @@ namespace countersign {
 class StoreTags {
  public:
   explicit StoreTags(const nkeys::Seed& seed);
+  ~StoreTags();
+  StoreTags(const StoreTags&) = delete;
+  StoreTags& operator=(const StoreTags&) = delete;
 
   // "v1:" + 64 hex digits, over the record's id, route, subject, target, topic, headers,
   // payload (and its encoding), job id, job hash and created_at: the fields a release publishes
@@ -38,6 +42,10 @@ class StoreTags {
  private:
   std::string mac(std::string_view text) const;
   std::array<unsigned char, 32> key_{};
+  // HMAC-SHA256 already keyed with key_, copied for each tag (see store_tags.cpp); null when
+  // OpenSSL could not make one, and then each tag is computed from the key.
+  struct Keyed;
+  std::unique_ptr<Keyed> keyed_;
 };
 
 // Created once the records and decisions held before tags existed have been tagged.

@@ -2,9 +2,11 @@
 
 #include "countersign/services.hpp"
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
 
 namespace countersign {
 namespace {
@@ -32,6 +34,20 @@ bool sameTag(const std::string& stored, const std::string& computed) {
 
 }  // namespace
 
+// OpenSSL's one-shot HMAC() looks the algorithm up and sets the key again for every tag. The
+// keyed context is made once; each tag works on a copy of it (a copy only reads the original, so
+// threads may copy it at the same time).
+struct StoreTags::Keyed {
+  EVP_MAC* mac = nullptr;
+  EVP_MAC_CTX* context = nullptr;
+  ~Keyed() {
+    EVP_MAC_CTX_free(context);
+    EVP_MAC_free(mac);
+  }
+};
+
+StoreTags::~StoreTags() = default;
+
 StoreTags::StoreTags(const nkeys::Seed& seed) {
   // HKDF-SHA256 (RFC 5869) for one 32-byte block: extract with a fixed salt, expand with the
   // purpose as info. A key of its own: the seed's signing key never meets HMAC.
@@ -39,11 +55,28 @@ StoreTags::StoreTags(const nkeys::Seed& seed) {
   const auto prk = hmacSha256(reinterpret_cast<const unsigned char*>(salt.data()), salt.size(),
                               std::string_view(reinterpret_cast<const char*>(seed.data()), seed.size()));
   key_ = hmacSha256(prk.data(), prk.size(), std::string_view("countersign store tags v1\x01"));
+  auto keyed = std::make_unique<Keyed>();
+  keyed->mac = EVP_MAC_fetch(nullptr, OSSL_MAC_NAME_HMAC, nullptr);
+  if (keyed->mac != nullptr) keyed->context = EVP_MAC_CTX_new(keyed->mac);
+  char digest[] = OSSL_DIGEST_NAME_SHA2_256;
+  const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                               OSSL_PARAM_construct_end()};
+  if (keyed->context != nullptr && EVP_MAC_init(keyed->context, key_.data(), key_.size(), params) == 1) {
+    keyed_ = std::move(keyed);
+  }
 }
 
 std::string StoreTags::mac(std::string_view text) const {
   static constexpr char kHex[] = "0123456789abcdef";
-  const auto digest = hmacSha256(key_.data(), key_.size(), text);
+  std::array<unsigned char, 32> digest{};
+  EVP_MAC_CTX* copy = keyed_ != nullptr ? EVP_MAC_CTX_dup(keyed_->context) : nullptr;
+  std::size_t size = 0;
+  if (copy == nullptr ||
+      EVP_MAC_update(copy, reinterpret_cast<const unsigned char*>(text.data()), text.size()) != 1 ||
+      EVP_MAC_final(copy, digest.data(), &size, digest.size()) != 1 || size != digest.size()) {
+    digest = hmacSha256(key_.data(), key_.size(), text);
+  }
+  EVP_MAC_CTX_free(copy);
   std::string out(kTagVersion);
   for (const unsigned char byte : digest) {
     out += kHex[byte >> 4];

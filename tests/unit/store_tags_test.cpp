@@ -1,6 +1,10 @@
 // Store tags (held records, decisions and votes) and signed audit events, without a network.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+#include <vector>
+
 #include "countersign/events.hpp"
 #include "countersign/json.hpp"
 #include "countersign/store_tags.hpp"
@@ -68,6 +72,30 @@ TEST(StoreTags, RecordTagCoversWhatIsReleasedAndSurvivesTheJsonRoundTrip) {
   }));
   // Another key (another countersign, or a guess) does not make a valid tag.
   EXPECT_FALSE(StoreTags(seedOf(8)).recordValid(r));
+}
+
+TEST(StoreTags, TagsAreTheSameBytesWhateverTheThread) {
+  // Known answers: tags written by earlier versions must stay valid, so how the MAC is computed
+  // may change, never what it is. Several threads at once share one StoreTags, as the control
+  // threads do.
+  const StoreTags tags(seedOf(7));
+  const DecisionRecord d{.decision = FinalDecision::approved, .by = "alice", .at = "2026-01-01T00:00:00Z",
+                         .reason = "ok", .policy_snapshot = "v1:x", .job_hash = "sha256:00"};
+  constexpr std::string_view kRecordTag = "v1:6e79b698719f1bc6f944a5c3a70ac4e405746ad7dfc6cdcbeddc46fef65082a8";
+  constexpr std::string_view kDecisionTag = "v1:cfb06bd91c009bcafed2e0f611e2ae8af5c280b601c6905375c045583a1dd9eb";
+  EXPECT_EQ(tags.recordTag(sampleRecord()), kRecordTag);
+  EXPECT_EQ(tags.decisionTag("pay-1", d), kDecisionTag);
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 500; ++i) {
+        if (tags.recordTag(sampleRecord()) != kRecordTag || tags.decisionTag("pay-1", d) != kDecisionTag) ++wrong;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(wrong.load(), 0);
 }
 
 TEST(StoreTags, DecisionTagBindsTheApprovalIdAndEveryField) {
