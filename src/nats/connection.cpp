@@ -264,6 +264,7 @@ Result<std::unique_ptr<Connection>> Connection::connect(const NatsConfig& cfg,
                             "cannot connect to NATS (" + urls + ")");
     return std::unexpected(std::move(error));
   }
+  callbacks->max_payload.store(natsConnection_GetMaxPayload(self->conn_));
   // From here the callbacks may run; cnats' reference is released by onClosed.
   self->callbacks_ = std::move(callbacks);
   self->closure_ = closure.release();
@@ -324,7 +325,12 @@ bool Connection::connected() const {
 
 std::size_t Connection::maxPayload() const {
   if (conn_ == nullptr) return 0;
-  std::int64_t max = natsConnection_GetMaxPayload(conn_);
+  std::int64_t max = callbacks_ != nullptr ? callbacks_->max_payload.load(std::memory_order_relaxed) : 0;
+  if (max <= 0) {
+    // Not known at the connect (a connection still being made): ask cnats, and keep a real answer.
+    max = natsConnection_GetMaxPayload(conn_);
+    if (callbacks_ != nullptr && max > 0) callbacks_->max_payload.store(max, std::memory_order_relaxed);
+  }
   return max > 0 ? static_cast<std::size_t>(max) : 0;
 }
 
@@ -515,6 +521,7 @@ void Connection::onDisconnected(natsConnection*, void* closure) {
 
 void Connection::onReconnected(natsConnection* nc, void* closure) {
   Callbacks& cb = Home::of(closure);
+  cb.max_payload.store(natsConnection_GetMaxPayload(nc));  // another server may allow another size
   char url[256] = {0};
   natsConnection_GetConnectedUrl(nc, url, sizeof url);
   std::lock_guard lock(cb.mutex);

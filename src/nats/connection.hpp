@@ -4,6 +4,7 @@
 
 #include <nats/nats.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -158,6 +159,9 @@ class Connection {
     std::condition_variable cv;
     bool closed = false;
     bool closing = false;  // drain() or the destructor: the disconnect and close are expected
+    // The server's max_payload as of the last (re)connect (0: not known yet). cnats reads it
+    // under the connection's lock, which every publish and the reader thread take as well.
+    std::atomic<std::int64_t> max_payload{0};
     // With `mutex` held. No logger once the Connection is gone (what they capture may be too).
     void log(std::string_view line) const;
   };

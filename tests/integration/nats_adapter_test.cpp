@@ -201,6 +201,17 @@ TEST(NatsConnection, MaxPayloadFollowsTheServer) {
   auto server = NatsServer::start(options);
   auto connection = connectTo(server->url());
   EXPECT_EQ(connection->maxPayload(), 4096u);
+  // The size is kept from the last connect: a reconnect to a server that allows another size
+  // (on the same address) changes it.
+  const int port = server->port();
+  server->stop();
+  ASSERT_TRUE(eventually([&] { return !connection->connected(); }));
+  NatsServerOptions smaller;
+  smaller.extra_config = "max_payload: 2048";
+  smaller.port = port;
+  auto other = NatsServer::start(smaller);
+  ASSERT_TRUE(eventually([&] { return connection->connected(); }));
+  EXPECT_TRUE(eventually([&] { return connection->maxPayload() == 2048u; })) << connection->maxPayload();
 }
 
 TEST(NatsConnection, LogsDisconnectAndReconnectAcrossAServerRestart) {
