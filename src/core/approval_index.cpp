@@ -170,6 +170,17 @@ class Interned {
   std::unordered_map<std::string_view, std::uint32_t> refs_;  // views of slots_' strings
 };
 
+// An enumeration's value in one byte (an entry is held per approval, a million times over).
+template <typename E>
+class InByte {
+ public:
+  constexpr InByte(E value = E{}) : value_(static_cast<std::uint8_t>(value)) {}
+  constexpr operator E() const { return static_cast<E>(value_); }
+
+ private:
+  std::uint8_t value_;
+};
+
 }  // namespace
 
 // One approval as the table holds it. Topic, rule, requester and the approver list are interned;
@@ -193,8 +204,8 @@ struct ApprovalTableEntry {
   std::uint32_t topic = kNone, rule = kNone, requester = kNone, approvers = kNone;
   std::int32_t votes = 0;
   std::int32_t quorum = 1;
-  ApprovalState record_state = ApprovalState::pending;
-  FinalDecision decision = FinalDecision::approved;
+  InByte<ApprovalState> record_state = ApprovalState::pending;
+  InByte<FinalDecision> decision = FinalDecision::approved;
   bool has_record = false;
   bool decided = false;
   bool has_decision = false;  // decided, with a readable outcome in `decision`
@@ -217,6 +228,9 @@ struct ApprovalTableEntry {
     return record_state;
   }
 };
+
+// 120 bytes: the id and times inline, the rest packed (the enumerations in a byte each).
+static_assert(sizeof(ApprovalTableEntry) <= 120);
 
 struct ApprovalTable::Data {
   using Entry = ApprovalTableEntry;
