@@ -41,4 +41,12 @@ class RandomIdSource final : public IdSource {
 std::string formatRfc3339(std::chrono::system_clock::time_point t);
 bool parseRfc3339(std::string_view text, std::chrono::system_clock::time_point& out);
 
+namespace detail {
+// The same through the C library (gmtime_r and snprintf; sscanf and timegm on a copy), as
+// countersign did it before: the two functions above fall back to these for what their calendar
+// arithmetic does not cover, and the tests and benchmarks hold them up against them.
+std::string formatRfc3339CLibrary(std::chrono::system_clock::time_point t);
+bool parseRfc3339CLibrary(std::string_view text, std::chrono::system_clock::time_point& out);
+}  // namespace detail
+
 }  // namespace countersign

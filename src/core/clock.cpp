@@ -7,11 +7,31 @@
 namespace countersign {
 namespace {
 
+void put2(char* at, unsigned value) {
+  at[0] = static_cast<char>('0' + value / 10);
+  at[1] = static_cast<char>('0' + value % 10);
+}
+
+// text[at, at + n) as a number, when all n are ASCII digits.
+bool digitsAt(std::string_view text, std::size_t at, std::size_t n, int& value) {
+  value = 0;
+  for (std::size_t i = at; i < at + n; ++i) {
+    const char c = text[i];
+    if (c < '0' || c > '9') return false;
+    value = value * 10 + (c - '0');
+  }
+  return true;
+}
+
+}  // namespace
+
+namespace detail {
+
 // The general paths, through the C library: years outside 0-9999 (beyond the reach of a clock
 // in nanoseconds, 1677-2262, but not of every clock), and text that is not in the shape
 // formatRfc3339 writes (sscanf's leniency and timegm's normalising of out-of-range fields
 // are kept for it exactly as they were).
-std::string formatGeneral(std::chrono::system_clock::time_point t) {
+std::string formatRfc3339CLibrary(std::chrono::system_clock::time_point t) {
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch());
   auto secs = static_cast<std::time_t>(ms.count() / 1000);
   auto frac = static_cast<int>(ms.count() % 1000);
@@ -27,7 +47,7 @@ std::string formatGeneral(std::chrono::system_clock::time_point t) {
   return buf;
 }
 
-bool parseGeneral(std::string_view text, std::chrono::system_clock::time_point& out) {
+bool parseRfc3339CLibrary(std::string_view text, std::chrono::system_clock::time_point& out) {
   // Accepts what formatRfc3339 writes, with or without fractional seconds, 'Z' only.
   int year, mon, day, hour, min, sec;
   const std::string s(text);
@@ -61,23 +81,7 @@ bool parseGeneral(std::string_view text, std::chrono::system_clock::time_point& 
   return true;
 }
 
-void put2(char* at, unsigned value) {
-  at[0] = static_cast<char>('0' + value / 10);
-  at[1] = static_cast<char>('0' + value % 10);
-}
-
-// text[at, at + n) as a number, when all n are ASCII digits.
-bool digitsAt(std::string_view text, std::size_t at, std::size_t n, int& value) {
-  value = 0;
-  for (std::size_t i = at; i < at + n; ++i) {
-    const char c = text[i];
-    if (c < '0' || c > '9') return false;
-    value = value * 10 + (c - '0');
-  }
-  return true;
-}
-
-}  // namespace
+}  // namespace detail
 
 // Timestamps are written and read on every hold, approval and audit event, and twice per record
 // when the list index loads a bucket: the calendar arithmetic here, not the C library's
@@ -88,7 +92,7 @@ std::string formatRfc3339(std::chrono::system_clock::time_point t) {
   const auto day = floor<days>(ms);
   const year_month_day date{day};
   const int year = static_cast<int>(date.year());
-  if (year < 0 || year > 9999) return formatGeneral(t);
+  if (year < 0 || year > 9999) return detail::formatRfc3339CLibrary(t);
   const hh_mm_ss time{ms - day};
   std::string out(24, 'Z');  // YYYY-MM-DDTHH:MM:SS.mmmZ
   char* p = out.data();
@@ -120,21 +124,21 @@ bool parseRfc3339(std::string_view text, std::chrono::system_clock::time_point& 
       text[13] != ':' || text[16] != ':' || !digitsAt(text, 0, 4, y) || !digitsAt(text, 5, 2, mo) ||
       !digitsAt(text, 8, 2, d) || !digitsAt(text, 11, 2, h) || !digitsAt(text, 14, 2, mi) ||
       !digitsAt(text, 17, 2, s) || h > 23 || mi > 59 || s > 59) {
-    return parseGeneral(text, out);
+    return detail::parseRfc3339CLibrary(text, out);
   }
   long millis = 0;
   if (text.size() > 20) {
-    if (text[19] != '.') return parseGeneral(text, out);
+    if (text[19] != '.') return detail::parseRfc3339CLibrary(text, out);
     long scale = 100;
     for (std::size_t pos = 20; pos + 1 < text.size(); ++pos) {
       const char c = text[pos];
-      if (c < '0' || c > '9') return parseGeneral(text, out);
+      if (c < '0' || c > '9') return detail::parseRfc3339CLibrary(text, out);
       millis += (c - '0') * scale;
       scale /= 10;
     }
   }
   const year_month_day date{year{y}, month{static_cast<unsigned>(mo)}, day{static_cast<unsigned>(d)}};
-  if (!date.ok()) return parseGeneral(text, out);  // timegm rolls Feb 30 over into March
+  if (!date.ok()) return detail::parseRfc3339CLibrary(text, out);  // timegm rolls Feb 30 over into March
   out = sys_days{date} + hours{h} + minutes{mi} + seconds{s} + milliseconds{millis};
   return true;
 }

@@ -1,9 +1,8 @@
-// RFC 3339 timestamps: the calendar arithmetic gives what the C library gave (gmtime_r and
-// snprintf to write, sscanf and timegm to read), on every instant and on odd text.
+// RFC 3339 timestamps: the calendar arithmetic gives what the C library gives (gmtime_r and
+// snprintf to write, sscanf and timegm to read: detail::*CLibrary, how countersign did it
+// before), on every instant and on odd text.
 #include <gtest/gtest.h>
 
-#include <cstdio>
-#include <ctime>
 #include <random>
 #include <string>
 #include <vector>
@@ -16,47 +15,20 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::system_clock;
 
-// The C library's answers (the oracle).
+std::int64_t msOf(system_clock::time_point t) {
+  return std::chrono::duration_cast<milliseconds>(t.time_since_epoch()).count();
+}
+
+// The C library's answers (the oracle): what countersign wrote and read before.
 std::string libcFormat(std::int64_t ms) {
-  auto secs = static_cast<std::time_t>(ms / 1000);
-  auto frac = static_cast<int>(ms % 1000);
-  if (frac < 0) {
-    frac += 1000;
-    --secs;
-  }
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
-  return buf;
+  return detail::formatRfc3339CLibrary(system_clock::time_point{milliseconds(ms)});
 }
 
 bool libcParse(const std::string& s, std::int64_t& ms) {
-  int year, mon, day, hour, min, sec, consumed = 0;
-  if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &year, &mon, &day, &hour, &min, &sec, &consumed) != 6) {
-    return false;
-  }
-  auto pos = static_cast<std::size_t>(consumed);
-  long millis = 0;
-  if (pos < s.size() && s[pos] == '.') {
-    long scale = 100;
-    for (++pos; pos < s.size() && s[pos] >= '0' && s[pos] <= '9'; ++pos, scale /= 10) millis += (s[pos] - '0') * scale;
-  }
-  if (pos + 1 != s.size() || s[pos] != 'Z') return false;
-  std::tm tm{};
-  tm.tm_year = year - 1900;
-  tm.tm_mon = mon - 1;
-  tm.tm_mday = day;
-  tm.tm_hour = hour;
-  tm.tm_min = min;
-  tm.tm_sec = sec;
-  ms = static_cast<std::int64_t>(timegm(&tm)) * 1000 + millis;
+  system_clock::time_point t;
+  if (!detail::parseRfc3339CLibrary(s, t)) return false;
+  ms = msOf(t);
   return true;
-}
-
-std::int64_t msOf(system_clock::time_point t) {
-  return std::chrono::duration_cast<milliseconds>(t.time_since_epoch()).count();
 }
 
 TEST(Rfc3339, EveryInstantIsWrittenAndReadAsTheCLibraryDoes) {
