@@ -105,7 +105,7 @@ struct VoteStamp {
 // anyone may vote (nullopt), the approval's keys under the binding (KvStore::groupKeys), with
 // every vote written up to `through_revision`: a voter passes its own vote's revision, so that of
 // two votes cast at once through two processes the later one's count has the earlier one (an
-// index may otherwise show another process's newest vote a few milliseconds late). `stamp`,
+// index may otherwise show another process's newest vote late). `stamp`,
 // when given, receives what the keys read looked like.
 Result<std::vector<std::string>> countVotes(const Services& services, const ApprovalRecord& record,
                                             const std::optional<std::vector<std::string>>& candidates,

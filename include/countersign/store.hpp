@@ -112,7 +112,7 @@ class KvStore {
   // The keys of one group (the key `group` and every `group/...`) that currently have a value,
   // in any order; for counting an approval's votes or claims without listing the bucket. A store
   // with an index answers from it (KvBucket: this process's own creates are in at once, other
-  // processes' writes may show up a few milliseconds late); this default filters listKeys().
+  // processes' writes may show up a little late); this default filters listKeys().
   // `through_revision` (0: none): the answer includes every write to the bucket up to that
   // revision (the caller's own write's, so that of two writers at once the later sees the
   // earlier); an index waits until it has them (briefly, then lists). A listing has them

@@ -136,13 +136,21 @@ constexpr std::chrono::seconds kFullListingEvery{30};
 constexpr std::chrono::seconds kRetiredFor{30};
 // How long the listing's and the watcher's JetStream calls wait (see KvBucket::listing_kv_).
 constexpr std::int64_t kListingWaitMs = 120000;
+// While the watcher follows the bucket it takes what has arrived this often.
 constexpr std::chrono::milliseconds kWatchBatchEvery{100};
+// Otherwise it catches up with the bucket in passes this far apart (see watchKeys): the
+// replayer's scans, which the index serves, come every second by default.
+constexpr std::chrono::milliseconds kPassEvery{1000};
+// How long the watcher keeps following the bucket (a consumer that sends each write as it is
+// made) after someone last had to wait for a revision it had not taken yet.
+constexpr std::chrono::seconds kFollowFor{5};
 // How long a pass over the bucket runs at least before, once past the bucket's state at its
 // start, it stops waiting for a moment with nothing left to deliver (see watchKeys).
 constexpr std::chrono::seconds kChaseFor{5};
 // How long groupKeys(group, revision) waits for the watcher to reach the revision before it
 // answers from the index without it. It need only cover the watcher's usual lag: a waiter wakes
-// the watcher, which then takes each write as it arrives (a few milliseconds behind). Past it the
+// the watcher, which then follows the bucket, taking each write as it arrives (a few milliseconds
+// behind; the first wait also waits for the consumer that follows to be made). Past it the
 // system is slow, and neither listing the bucket (seconds at a million keys) nor a longer wait
 // should hold a control thread: a vote the answer misses is only late (the replayer decides a
 // reached quorum after its lease).
@@ -184,11 +192,14 @@ struct KvBucket::KeyIndex {
   std::uint64_t delivered = 0;      // messages of first passes taken (keys() sees progress)
   // The stream sequence (= revision) of the last write the watcher has taken into the index:
   // every write up to it is in. Callers of waitForRevisionLocked() wait for it to pass theirs,
-  // the highest of which is `wanted` (0 while none waits): the watcher then takes messages at
-  // once instead of in batches.
+  // the highest of which is `wanted` (0 while none waits): the watcher then follows the bucket,
+  // taking each write as it comes.
   std::uint64_t passed = 0;
   std::uint64_t wanted = 0;
   int revision_waiters = 0;
+  // When a caller last had to wait for a revision (the watcher follows the bucket for
+  // kFollowFor after it instead of catching up in passes).
+  Clock::time_point waited_at{};
   FirstPassValue first_pass;        // guarded by mutex
   std::once_flag started;  // the watcher starts with the first keys() call
   std::thread thread;
@@ -236,6 +247,7 @@ struct KvBucket::KeyIndex {
   // every write up to `revision` into the index (or it stops being live).
   void waitForRevisionLocked(std::unique_lock<std::mutex>& lock, std::uint64_t revision) {
     if (passed >= revision) return;
+    waited_at = Clock::now();
     ++revision_waiters;
     wanted = std::max(wanted, revision);
     changed.notify_all();  // the watcher may be resting between batches
@@ -491,19 +503,48 @@ void KvBucket::watchKeys() {
   const std::string stream = "KV_" + bucket_;
   const std::string prefix = "$KV." + bucket_ + ".";
   const std::string everything = prefix + ">";
-  // The next stream sequence to deliver: a new subscription (after a lost one, or after the
-  // first pass) resumes there, so the bucket is passed over once, not once per subscription.
+  // The next stream sequence to deliver: every pass and subscription (after a lost one, after
+  // the first pass) starts there, so each write is taken once.
   std::uint64_t next = 1;
   bool first_pass_done = false;
+  // After the first pass the watcher has no consumer on the bucket most of the time: it catches
+  // up in a pass every kPassEvery (a consumer from `next` that ends once it has delivered
+  // what the bucket held when the pass began; none when nothing was written). A consumer that
+  // stays makes nats-server send every write to it as it is stored: a delivery and a wake-up of
+  // this connection per KV write (three per approval), which on a small VM measurably slows the
+  // writes themselves. Only while callers wait for revisions (groupKeys: quorum votes, which
+  // must see each other's writes at once) does it follow the bucket with a consumer that stays,
+  // until kFollowFor after the last wait. In a cluster every consumer made or deleted is agreed
+  // on by the cluster's meta group, which passes would keep busy: there it always follows.
+  enum class Pass { first, catch_up, follow };
+  bool rest = false;  // a catch-up pass (or the look that found nothing new) just ended
   while (!index.stopping) {
+    if (rest) {
+      rest = false;
+      std::unique_lock lock(index.mutex);
+      index.drainLocked();  // bounds the inbox while nobody lists
+      // Someone waits (or waited just now, while a pass took the write): follow at once.
+      index.changed.wait_for(lock, kPassEvery, [&] {
+        return index.stopping.load() || index.wanted > index.passed ||
+               KeyIndex::Clock::now() - index.waited_at < kFollowFor;
+      });
+      continue;
+    }
     if (!connection.connected()) {
       pause(std::chrono::milliseconds(200));
       continue;
     }
     FirstPassValue first_pass;
+    Pass pass = Pass::first;
     {
       const std::lock_guard lock(index.mutex);
-      if (!first_pass_done) first_pass = index.first_pass;
+      if (!first_pass_done) {
+        first_pass = index.first_pass;
+      } else {
+        const bool waited = clustered_ || index.wanted > index.passed ||
+                            KeyIndex::Clock::now() - index.waited_at < kFollowFor;
+        pass = waited ? Pass::follow : Pass::catch_up;
+      }
     }
     // Caught up already when the stream holds nothing from `next` on.
     const auto last = lastSequence();
@@ -512,10 +553,16 @@ void KvBucket::watchKeys() {
       continue;
     }
     bool caught_up = *last < next;
-    // Loading ends when nothing is left to deliver. While writes outpace the pass that may
-    // never come: then it ends once the pass is past the stream's last message as of now and
-    // has run for kChaseFor. Every key present now that was not written again meanwhile is
-    // in the index by then; one written again is indexed when the watcher reaches that write.
+    if (pass == Pass::catch_up && caught_up) {
+      rest = true;  // nothing new: no consumer
+      continue;
+    }
+    // The first pass ends when nothing is left to deliver. While writes outpace it that may
+    // never come: then it ends once it is past the stream's last message as of now and has run
+    // for kChaseFor. Every key present now that was not written again meanwhile is in the index
+    // by then; one written again is indexed when the watcher reaches that write. A catch-up
+    // pass ends once it is past the stream's last message as of now: the next one takes the
+    // rest.
     const std::uint64_t loaded_at = *last;
     const auto loading_since = std::chrono::steady_clock::now();
     // An ordered consumer from `next` (cheap for the server to create: no last-per-subject
@@ -538,22 +585,24 @@ void KvBucket::watchKeys() {
       continue;
     }
     (void)natsSubscription_SetPendingLimits(sub, -1, -1);  // the consumer's flow control bounds it
-    bool switch_to_headers = false;
+    bool ended = false;  // the subscription has done its part (not lost)
     auto loaded = [&] {
       {
         const std::lock_guard lock(index.mutex);
         index.live = true;
       }
       index.changed.notify_all();
-      if (first_pass) switch_to_headers = true;  // later writes: keys only
       first_pass_done = true;
+      if (pass != Pass::follow) {
+        ended = true;  // the first pass hands over to catch-up passes; a catch-up pass is done
+        rest = pass == Pass::catch_up;
+      }
     };
     if (caught_up) loaded();
-    while (!index.stopping && !switch_to_headers) {
+    while (!index.stopping && !ended) {
       natsMsg* raw = nullptr;
-      // While loading, take the messages as they come; once live, take what has arrived, then
-      // sleep: a thread woken for every key would cost a context switch per KV write (three per
-      // approval), which on a small VM costs more than the rest of the approval's work here.
+      // While loading, take the messages as they come; once following, take what has arrived,
+      // then sleep: a thread woken for every key would cost a context switch per KV write.
       const bool loading = !caught_up;
       const natsStatus s = natsSubscription_NextMsg(&raw, sub, loading ? 100 : 1);
       if (s == NATS_TIMEOUT) {
@@ -567,6 +616,12 @@ void KvBucket::watchKeys() {
         } else {
           std::unique_lock lock(index.mutex);
           index.drainLocked();  // bounds the inbox while nobody lists
+          if (!clustered_ && index.wanted <= index.passed &&
+              KeyIndex::Clock::now() - index.waited_at >= kFollowFor) {
+            ended = true;  // nobody waited lately: back to catch-up passes
+            rest = true;
+            break;
+          }
           // Someone waits for a write not taken yet (groupKeys with a revision): no rest.
           index.changed.wait_for(lock, kWatchBatchEvery,
                                  [&] { return index.stopping.load() || index.wanted > index.passed; });
@@ -607,8 +662,9 @@ void KvBucket::watchKeys() {
           const std::lock_guard lock(index.mutex);
           ++index.delivered;
         }
-        if (pending == 0 ||
-            (next > loaded_at && std::chrono::steady_clock::now() - loading_since > kChaseFor)) {
+        const bool past_start = next > loaded_at;
+        if (pending == 0 || (past_start && (pass == Pass::catch_up ||
+                                            std::chrono::steady_clock::now() - loading_since > kChaseFor))) {
           caught_up = true;
           loaded();
         }
@@ -618,7 +674,8 @@ void KvBucket::watchKeys() {
     // ordered consumer through watch_js_, whose wait (not the listings' two minutes) bounds it
     // when the server stops answering.
     connection.retire(sub);
-    if (!switch_to_headers) {
+    if (!ended) {
+      rest = false;
       const std::lock_guard lock(index.mutex);
       index.notLiveLocked();
     }
@@ -685,6 +742,7 @@ Result<std::unique_ptr<KvBucket>> KvBucket::open(Connection& connection,
       info->Config != nullptr) {
     bucket->direct_gets_ = info->Config->Replicas == 1 && info->Config->AllowDirect;
     bucket->one_value_per_key_ = info->Config->MaxMsgsPerSubject == 1;
+    bucket->clustered_ = info->Cluster != nullptr;
     max_age_ns = info->Config->MaxAge;
   }
   jsStreamInfo_Destroy(info);

@@ -78,7 +78,9 @@ class KvBucket : public KvStore {
   // Errc::timeout when the pass delivers nothing for 120 s). After a lost subscription the
   // watcher resumes after the last write it saw. With an age limit (store.max_age) the index is
   // checked against a full listing every 30 s (aged-out keys get no delete). A key created by
-  // another process may show up a few milliseconds late.
+  // another process may show up up to about a second late (the watcher catches up in a pass
+  // every second; in a cluster, and while callers wait for revisions, it follows the bucket and
+  // is a few milliseconds behind).
   Result<std::vector<std::string>> keys() override;
   // keys() without copying each key: the index's keys, visited under its lock (the visit must
   // be quick).
@@ -99,11 +101,11 @@ class KvBucket : public KvStore {
   // (the watcher restarting, or an age limit's check) may bring it back once.
   void retire(std::string_view group) override;
   // The group's keys from the index while it is live (this process's creates at once, other
-  // processes' writes a few milliseconds late, as for keys()); from a full listing while it is
+  // processes' writes late, as for keys()); from a full listing while it is
   // not, for a retired group, or when the age limit's check is due. With `through_revision`,
-  // the index answers once the watcher has taken every write up to it (it then takes writes as
-  // they come instead of in batches), or after 200 ms without (only late writes of other
-  // processes can be missing).
+  // the index answers once the watcher has taken every write up to it (it then follows the
+  // bucket, taking writes as they come, until 5 s after the last such wait), or after 200 ms
+  // without (only late writes of other processes can be missing).
   Result<std::vector<std::string>> groupKeys(std::string_view group, std::uint64_t through_revision = 0) override;
   // The full listing (kvStore_Keys), bypassing the index.
   Result<std::vector<std::string>> listKeys() override;
@@ -170,6 +172,7 @@ class KvBucket : public KvStore {
   std::unique_ptr<KeyIndex> index_;
   bool direct_gets_ = false;  // one replica and allow_direct: reads are direct gets
   bool one_value_per_key_ = false;  // history 1: the stream holds only each key's last message
+  bool clustered_ = false;  // the server is part of a cluster (see watchKeys)
   std::atomic<std::uint64_t> listings_{0};
 };
 

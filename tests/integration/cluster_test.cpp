@@ -305,6 +305,21 @@ TEST(ClusterTest, EightRacersPerJobOnThreeNodesApproveAndDeliverExactlyOnce) {
   EXPECT_EQ(in_stream.size(), ids.size()) << "JOBS holds ids that were never held";
   EXPECT_EQ(wrong_stream, 0);
   EXPECT_EQ(wrong_subject, 0);
+  // In a cluster each replica's key watcher follows the bucket with one consumer that stays
+  // (consumers made and deleted for short passes would keep the meta group busy).
+  const auto kv_consumers = [&] {
+    jsStreamInfo* info = nullptr;
+    int count = -1;
+    if (js_GetStreamInfo(&info, cluster.clients[0]->js(), (std::string("KV_") + kBucket).c_str(), nullptr,
+                         nullptr) == NATS_OK) {
+      count = static_cast<int>(info->State.Consumers);
+    }
+    jsStreamInfo_Destroy(info);
+    return count;
+  };
+  EXPECT_EQ(kv_consumers(), kNodes);
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(kv_consumers(), kNodes);
   for (auto& replica : replicas) EXPECT_FALSE(replica->waitExit(0ms).has_value());
   std::cout << "[cluster] " << jobs << " jobs: held after " << hold_ms << " ms, race " << race_ms
             << " ms, total " << msSince(started) << " ms\n";

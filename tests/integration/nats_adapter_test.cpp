@@ -710,6 +710,88 @@ TEST_F(NatsAdapterTest, KvGroupKeysThroughARevisionSeeAnotherWriterAtOnce) {
   EXPECT_EQ(kv->listings(), listings + 1);
 }
 
+// After its first pass the watcher keeps no consumer on the bucket: it catches up in short
+// passes (none at all while nothing is written), so nats-server does not send it every write as
+// it is stored. Only while callers wait for revisions does it follow the bucket with a consumer
+// that stays, and it lets that go a few seconds after the last wait.
+TEST_F(NatsAdapterTest, KvWatcherCatchesUpInPassesAndFollowsOnlyWhileSomeoneWaits) {
+  auto kv = openBucket(*connection);
+  ASSERT_TRUE(kv->create("p", "v").has_value());
+  ASSERT_TRUE(kv->keys().has_value());
+  ASSERT_TRUE(eventually([&] { return kv->indexLive(); }));
+  auto other_connection = connectTo(server->url());
+  auto other = openBucket(*other_connection);
+  auto consumers = [&] {
+    jsStreamInfo* info = nullptr;
+    int count = -1;
+    if (js_GetStreamInfo(&info, other_connection->js(), "KV_approvals", nullptr, nullptr) == NATS_OK) {
+      count = static_cast<int>(info->State.Consumers);
+    }
+    jsStreamInfo_Destroy(info);
+    return count;
+  };
+  // Consumer creates asked of the server, counted as they go by.
+  std::atomic<int> creates{0};
+  natsSubscription* api = nullptr;
+  ASSERT_EQ(natsConnection_Subscribe(
+                &api, other_connection->raw(), "$JS.API.CONSUMER.CREATE.KV_approvals",
+                [](natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+                  ++*static_cast<std::atomic<int>*>(closure);
+                  natsMsg_Destroy(msg);
+                },
+                &creates),
+            NATS_OK);
+  ASSERT_EQ(natsConnection_Flush(other_connection->raw()), NATS_OK);
+  auto contains = [&](const std::string& key) {
+    auto keys = kv->keys();
+    return keys && std::find(keys->begin(), keys->end(), key) != keys->end();
+  };
+  // The first pass's consumer is gone; nothing written: no consumer is made at all.
+  EXPECT_TRUE(eventually([&] { return consumers() == 0; }));
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(creates.load(), 0);
+  EXPECT_EQ(consumers(), 0);
+  // Another writer's keys come in the next pass, and the pass's consumer goes with it.
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(other->create("k" + std::to_string(i), "v").has_value());
+  EXPECT_TRUE(eventually([&] { return contains("k19"); }));
+  EXPECT_GE(creates.load(), 1);
+  EXPECT_TRUE(eventually([&] { return consumers() == 0; }));
+  for (int i = 0; i < 20; ++i) EXPECT_TRUE(contains("k" + std::to_string(i))) << i;
+  EXPECT_TRUE(kv->indexLive());
+  // Callers that wait for a revision (each right after another writer's write, before a pass
+  // could take it): answered at once, and the watcher follows the bucket.
+  std::vector<std::string> expected{"p"};
+  for (int i = 0; i < 5; ++i) {
+    const std::string key = "p/vote/0/v" + std::to_string(i);
+    auto vote = other->create(key, "v");
+    ASSERT_TRUE(vote.has_value());
+    expected.push_back(key);
+    const auto started = std::chrono::steady_clock::now();
+    auto group = kv->groupKeys("p", *vote);
+    ASSERT_TRUE(group.has_value());
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 200ms) << "a wait ran out";
+    std::sort(group->begin(), group->end());
+    EXPECT_EQ(*group, expected);
+  }
+  // The consumer that follows stays (a pass's would be gone by now).
+  EXPECT_TRUE(eventually([&] { return consumers() == 1; }, 2s));
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(consumers(), 1);
+  // While it follows, a write is there without a pass (no new consumer).
+  const int before = creates.load();
+  ASSERT_TRUE(other->create("p/vote/0/bob", "v").has_value());
+  EXPECT_TRUE(eventually([&] { return contains("p/vote/0/bob"); }));
+  EXPECT_EQ(creates.load(), before);
+  // Some seconds after the last wait it lets the consumer go, and passes take over again.
+  EXPECT_TRUE(eventually([&] { return consumers() == 0; }, 15s));
+  ASSERT_TRUE(other->create("after-following", "v").has_value());
+  EXPECT_TRUE(eventually([&] { return contains("after-following"); }));
+  EXPECT_TRUE(eventually([&] { return consumers() == 0; }));
+  EXPECT_TRUE(kv->indexLive());
+  natsSubscription_Unsubscribe(api);
+  natsSubscription_Destroy(api);
+}
+
 // The replayer's incremental scans: the approvals at work (decided, released, claimed, voted on),
 // the records that came since the last visit (whoever wrote them) and those deleted since, and
 // the index's counts.
