@@ -42,10 +42,12 @@ class StoreTags {
  private:
   std::string mac(std::string_view text) const;
   std::array<unsigned char, 32> key_{};
-  // HMAC-SHA256 already keyed with key_, copied for each tag (see store_tags.cpp); null when
+  // HMAC-SHA256 already keyed with key_, copied once per thread (see store_tags.cpp); null when
   // OpenSSL could not make one, and then each tag is computed from the key.
   struct Keyed;
   std::unique_ptr<Keyed> keyed_;
+  // Which StoreTags a thread's copy of the keyed context belongs to (never reused).
+  std::uint64_t instance_ = 0;
 };
 
 // Created once the records and decisions held before tags existed have been tagged.

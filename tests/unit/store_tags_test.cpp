@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -91,6 +92,29 @@ TEST(StoreTags, TagsAreTheSameBytesWhateverTheThread) {
     threads.emplace_back([&] {
       for (int i = 0; i < 500; ++i) {
         if (tags.recordTag(sampleRecord()) != kRecordTag || tags.decisionTag("pay-1", d) != kDecisionTag) ++wrong;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST(StoreTags, InstancesWithOtherKeysTakeTurnsOnTheSameThreads) {
+  // Each thread keeps one keyed context at a time: tags of two keys in turn, and a StoreTags
+  // made after another was destroyed (perhaps at the same address), are each their own key's.
+  const StoreTags seven(seedOf(7));
+  const auto other = std::make_unique<StoreTags>(seedOf(8));
+  constexpr std::string_view kRecordTag = "v1:6e79b698719f1bc6f944a5c3a70ac4e405746ad7dfc6cdcbeddc46fef65082a8";
+  const std::string eight_tag = other->recordTag(sampleRecord());
+  ASSERT_NE(eight_tag, kRecordTag);
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 200; ++i) {
+        if (seven.recordTag(sampleRecord()) != kRecordTag || other->recordTag(sampleRecord()) != eight_tag) ++wrong;
+        auto again = std::make_unique<StoreTags>(seedOf(i % 2 == 0 ? 7 : 8));
+        if (again->recordTag(sampleRecord()) != (i % 2 == 0 ? std::string(kRecordTag) : eight_tag)) ++wrong;
       }
     });
   }
