@@ -265,6 +265,9 @@ Result<std::unique_ptr<Connection>> Connection::connect(const NatsConfig& cfg,
     return std::unexpected(std::move(error));
   }
   callbacks->max_payload.store(natsConnection_GetMaxPayload(self->conn_));
+  // Up, unless a callback has already said otherwise (a disconnect right after the connect).
+  int unknown = Callbacks::kUnknown;
+  callbacks->link.compare_exchange_strong(unknown, Callbacks::kUp);
   // From here the callbacks may run; cnats' reference is released by onClosed.
   self->callbacks_ = std::move(callbacks);
   self->closure_ = closure.release();
@@ -320,7 +323,9 @@ bool Connection::waitClosed(std::chrono::milliseconds timeout) {
 }
 
 bool Connection::connected() const {
-  return conn_ != nullptr && natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED;
+  if (conn_ == nullptr) return false;
+  if (callbacks_ == nullptr) return natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED;
+  return callbacks_->link.load(std::memory_order_acquire) == Callbacks::kUp;
 }
 
 std::size_t Connection::maxPayload() const {
@@ -515,12 +520,14 @@ void Connection::retire(kvWatcher* watcher) {
 
 void Connection::onDisconnected(natsConnection*, void* closure) {
   Callbacks& cb = Home::of(closure);
+  cb.link.store(Callbacks::kDown, std::memory_order_release);
   std::lock_guard lock(cb.mutex);
   cb.log("nats: " + cb.name + (cb.closing ? " disconnected (closing)" : " disconnected, reconnecting"));
 }
 
 void Connection::onReconnected(natsConnection* nc, void* closure) {
   Callbacks& cb = Home::of(closure);
+  cb.link.store(Callbacks::kUp, std::memory_order_release);
   cb.max_payload.store(natsConnection_GetMaxPayload(nc));  // another server may allow another size
   char url[256] = {0};
   natsConnection_GetConnectedUrl(nc, url, sizeof url);
@@ -531,6 +538,7 @@ void Connection::onReconnected(natsConnection* nc, void* closure) {
 void Connection::onClosed(natsConnection*, void* closure) {
   {
     Callbacks& cb = Home::of(closure);
+    cb.link.store(Callbacks::kDown, std::memory_order_release);
     const std::lock_guard lock(cb.mutex);
     cb.log("nats: " + cb.name + " closed");
     cb.closed = true;

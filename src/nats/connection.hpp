@@ -100,6 +100,10 @@ class Connection {
   // Where this connection's reply inboxes live: nats.inbox_prefix, or cnats' "_INBOX".
   const std::string& inboxPrefix() const { return inbox_prefix_; }
 
+  // As cnats last reported it (the connect, then its disconnected, reconnected and closed
+  // callbacks), read without the connection's lock: for a moment after a connection drops, before
+  // cnats' callback has run, it may still say true (a write then waits for its answer and times
+  // out, or goes through once reconnected).
   bool connected() const;
   // The server's max payload (headers + payload) from its INFO; kept while reconnecting.
   std::size_t maxPayload() const;
@@ -162,6 +166,12 @@ class Connection {
     // The server's max_payload as of the last (re)connect (0: not known yet). cnats reads it
     // under the connection's lock, which every publish and the reader thread take as well.
     std::atomic<std::int64_t> max_payload{0};
+    // Whether the connection is up as cnats last told it (kUnknown until the connect returns,
+    // then the disconnected, reconnected and closed callbacks): connected() reads it instead of
+    // asking cnats under the connection's lock, which the KV calls' checks before every write
+    // took on the control connection beside its publishes and its reader.
+    enum Link : int { kUnknown, kUp, kDown };
+    std::atomic<int> link{kUnknown};
     // With `mutex` held. No logger once the Connection is gone (what they capture may be too).
     void log(std::string_view line) const;
   };

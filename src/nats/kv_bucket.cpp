@@ -262,6 +262,10 @@ struct KvBucket::KeyIndex {
     inbox.emplace_back(key);
   }
 
+  // With `mutex` held: whether the watcher should follow the bucket now (someone waits for a
+  // revision, or did in the last kFollowFor).
+  bool followWantedLocked() const { return wanted > passed || Clock::now() - waited_at < kFollowFor; }
+
   // With `mutex` held: the own creates since the last call go in (and into `also`).
   void drainLocked(Names* also = nullptr) {
     std::vector<std::string> taken;
@@ -524,10 +528,7 @@ void KvBucket::watchKeys() {
       std::unique_lock lock(index.mutex);
       index.drainLocked();  // bounds the inbox while nobody lists
       // Someone waits (or waited just now, while a pass took the write): follow at once.
-      index.changed.wait_for(lock, kPassEvery, [&] {
-        return index.stopping.load() || index.wanted > index.passed ||
-               KeyIndex::Clock::now() - index.waited_at < kFollowFor;
-      });
+      index.changed.wait_for(lock, kPassEvery, [&] { return index.stopping.load() || index.followWantedLocked(); });
       continue;
     }
     if (!connection.connected()) {
@@ -541,9 +542,7 @@ void KvBucket::watchKeys() {
       if (!first_pass_done) {
         first_pass = index.first_pass;
       } else {
-        const bool waited = clustered_ || index.wanted > index.passed ||
-                            KeyIndex::Clock::now() - index.waited_at < kFollowFor;
-        pass = waited ? Pass::follow : Pass::catch_up;
+        pass = clustered_ || index.followWantedLocked() ? Pass::follow : Pass::catch_up;
       }
     }
     // Caught up already when the stream holds nothing from `next` on.
@@ -616,8 +615,7 @@ void KvBucket::watchKeys() {
         } else {
           std::unique_lock lock(index.mutex);
           index.drainLocked();  // bounds the inbox while nobody lists
-          if (!clustered_ && index.wanted <= index.passed &&
-              KeyIndex::Clock::now() - index.waited_at >= kFollowFor) {
+          if (!clustered_ && !index.followWantedLocked()) {
             ended = true;  // nobody waited lately: back to catch-up passes
             rest = true;
             break;

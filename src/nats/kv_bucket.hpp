@@ -28,7 +28,9 @@ class KvBucket : public KvStore {
   // bucket.
   //
   // Every call fails at once with Errc::unavailable while the connection is down (instead of
-  // being buffered by cnats and sent, maybe after the caller gave up, once it reconnects).
+  // being buffered by cnats and sent, maybe after the caller gave up, once it reconnects), from
+  // the moment cnats reports the loss (Connection::connected); a call made in the moment before
+  // waits for its answer like any other.
   // Errc::timeout (no answer within the JetStream context's 5 s) leaves the outcome unknown.
   // `max_async_creates`: createAsync calls in flight before the next one waits for room.
   // `timers`: the executor whose timer answers creates without a PubAck (its lane "kv-sweep");
