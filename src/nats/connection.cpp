@@ -323,9 +323,7 @@ bool Connection::waitClosed(std::chrono::milliseconds timeout) {
 }
 
 bool Connection::connected() const {
-  if (conn_ == nullptr) return false;
-  if (callbacks_ == nullptr) return natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED;
-  return callbacks_->link.load(std::memory_order_acquire) == Callbacks::kUp;
+  return conn_ != nullptr && callbacks_->link.load(std::memory_order_acquire) == Callbacks::kUp;
 }
 
 std::size_t Connection::maxPayload() const {

@@ -528,7 +528,8 @@ void KvBucket::watchKeys() {
       std::unique_lock lock(index.mutex);
       index.drainLocked();  // bounds the inbox while nobody lists
       // Someone waits (or waited just now, while a pass took the write): follow at once.
-      index.changed.wait_for(lock, kPassEvery, [&] { return index.stopping.load() || index.followWantedLocked(); });
+      index.changed.wait_for(lock, kPassEvery,
+                             [&] { return index.stopping.load() || index.followWantedLocked(); });
       continue;
     }
     if (!connection.connected()) {

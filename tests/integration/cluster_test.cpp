@@ -307,19 +307,10 @@ TEST(ClusterTest, EightRacersPerJobOnThreeNodesApproveAndDeliverExactlyOnce) {
   EXPECT_EQ(wrong_subject, 0);
   // In a cluster each replica's key watcher follows the bucket with one consumer that stays
   // (consumers made and deleted for short passes would keep the meta group busy).
-  const auto kv_consumers = [&] {
-    jsStreamInfo* info = nullptr;
-    int count = -1;
-    if (js_GetStreamInfo(&info, cluster.clients[0]->js(), (std::string("KV_") + kBucket).c_str(), nullptr,
-                         nullptr) == NATS_OK) {
-      count = static_cast<int>(info->State.Consumers);
-    }
-    jsStreamInfo_Destroy(info);
-    return count;
-  };
-  EXPECT_EQ(kv_consumers(), kNodes);
+  const std::string kv_stream = std::string("KV_") + kBucket;
+  EXPECT_EQ(cluster.clients[0]->streamConsumerCount(kv_stream), static_cast<std::uint64_t>(kNodes));
   std::this_thread::sleep_for(500ms);
-  EXPECT_EQ(kv_consumers(), kNodes);
+  EXPECT_EQ(cluster.clients[0]->streamConsumerCount(kv_stream), static_cast<std::uint64_t>(kNodes));
   for (auto& replica : replicas) EXPECT_FALSE(replica->waitExit(0ms).has_value());
   std::cout << "[cluster] " << jobs << " jobs: held after " << hold_ms << " ms, race " << race_ms
             << " ms, total " << msSince(started) << " ms\n";

@@ -721,15 +721,8 @@ TEST_F(NatsAdapterTest, KvWatcherCatchesUpInPassesAndFollowsOnlyWhileSomeoneWait
   ASSERT_TRUE(eventually([&] { return kv->indexLive(); }));
   auto other_connection = connectTo(server->url());
   auto other = openBucket(*other_connection);
-  auto consumers = [&] {
-    jsStreamInfo* info = nullptr;
-    int count = -1;
-    if (js_GetStreamInfo(&info, other_connection->js(), "KV_approvals", nullptr, nullptr) == NATS_OK) {
-      count = static_cast<int>(info->State.Consumers);
-    }
-    jsStreamInfo_Destroy(info);
-    return count;
-  };
+  Client observer(server->url());
+  auto consumers = [&] { return observer.streamConsumerCount("KV_approvals"); };
   // Consumer creates asked of the server, counted as they go by.
   std::atomic<int> creates{0};
   natsSubscription* api = nullptr;
@@ -747,15 +740,15 @@ TEST_F(NatsAdapterTest, KvWatcherCatchesUpInPassesAndFollowsOnlyWhileSomeoneWait
     return keys && std::find(keys->begin(), keys->end(), key) != keys->end();
   };
   // The first pass's consumer is gone; nothing written: no consumer is made at all.
-  EXPECT_TRUE(eventually([&] { return consumers() == 0; }));
+  EXPECT_TRUE(eventually([&] { return consumers() == 0u; }));
   std::this_thread::sleep_for(500ms);
   EXPECT_EQ(creates.load(), 0);
-  EXPECT_EQ(consumers(), 0);
+  EXPECT_EQ(consumers(), 0u);
   // Another writer's keys come in the next pass, and the pass's consumer goes with it.
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(other->create("k" + std::to_string(i), "v").has_value());
   EXPECT_TRUE(eventually([&] { return contains("k19"); }));
   EXPECT_GE(creates.load(), 1);
-  EXPECT_TRUE(eventually([&] { return consumers() == 0; }));
+  EXPECT_TRUE(eventually([&] { return consumers() == 0u; }));
   for (int i = 0; i < 20; ++i) EXPECT_TRUE(contains("k" + std::to_string(i))) << i;
   EXPECT_TRUE(kv->indexLive());
   // Callers that wait for a revision (each right after another writer's write, before a pass
@@ -774,19 +767,19 @@ TEST_F(NatsAdapterTest, KvWatcherCatchesUpInPassesAndFollowsOnlyWhileSomeoneWait
     EXPECT_EQ(*group, expected);
   }
   // The consumer that follows stays (a pass's would be gone by now).
-  EXPECT_TRUE(eventually([&] { return consumers() == 1; }, 2s));
+  EXPECT_TRUE(eventually([&] { return consumers() == 1u; }, 2s));
   std::this_thread::sleep_for(1500ms);
-  EXPECT_EQ(consumers(), 1);
+  EXPECT_EQ(consumers(), 1u);
   // While it follows, a write is there without a pass (no new consumer).
   const int before = creates.load();
   ASSERT_TRUE(other->create("p/vote/0/bob", "v").has_value());
   EXPECT_TRUE(eventually([&] { return contains("p/vote/0/bob"); }));
   EXPECT_EQ(creates.load(), before);
   // Some seconds after the last wait it lets the consumer go, and passes take over again.
-  EXPECT_TRUE(eventually([&] { return consumers() == 0; }, 15s));
+  EXPECT_TRUE(eventually([&] { return consumers() == 0u; }, 15s));
   ASSERT_TRUE(other->create("after-following", "v").has_value());
   EXPECT_TRUE(eventually([&] { return contains("after-following"); }));
-  EXPECT_TRUE(eventually([&] { return consumers() == 0; }));
+  EXPECT_TRUE(eventually([&] { return consumers() == 0u; }));
   EXPECT_TRUE(kv->indexLive());
   natsSubscription_Unsubscribe(api);
   natsSubscription_Destroy(api);

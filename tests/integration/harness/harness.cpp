@@ -344,15 +344,21 @@ void Client::kvPut(const std::string& bucket, const std::string& key, const std:
   if (s != NATS_OK) setupFailure(natsFailure(s, "KV put " + key));
 }
 
-std::uint64_t Client::streamMessageCount(const std::string& stream) {
+jsStreamState Client::streamState(const std::string& stream) {
   jsStreamInfo* info = nullptr;
   jsErrCode js_error{};
   natsStatus s = js_GetStreamInfo(&info, js_, stream.c_str(), nullptr, &js_error);
   if (s != NATS_OK) setupFailure(natsFailure(s, "stream info " + stream));
-  std::uint64_t count = info->State.Msgs;
+  jsStreamState state = info->State;
+  state.Subjects = nullptr;  // owned by `info`
+  state.Deleted = nullptr;
   jsStreamInfo_Destroy(info);
-  return count;
+  return state;
 }
+
+std::uint64_t Client::streamMessageCount(const std::string& stream) { return streamState(stream).Msgs; }
+
+std::uint64_t Client::streamConsumerCount(const std::string& stream) { return streamState(stream).Consumers; }
 
 // ---- Collector ------------------------------------------------------------------------------
 

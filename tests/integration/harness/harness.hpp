@@ -97,10 +97,13 @@ class Client {
                  std::chrono::seconds duplicate_window = std::chrono::seconds(120));
   std::optional<std::string> kvGet(const std::string& bucket, const std::string& key);
   void kvPut(const std::string& bucket, const std::string& key, const std::string& value);
-  // Number of messages currently stored in a stream.
+  // Number of messages currently stored in a stream, and of consumers on it.
   std::uint64_t streamMessageCount(const std::string& stream);
+  std::uint64_t streamConsumerCount(const std::string& stream);
 
  private:
+  // The stream's state (its scalar fields only).
+  jsStreamState streamState(const std::string& stream);
   natsConnection* conn_ = nullptr;
   jsCtx* js_ = nullptr;
 };
