@@ -365,6 +365,16 @@ void Connection::drain(std::chrono::milliseconds timeout) {
   natsConnection_Close(conn_);
 }
 
+std::optional<std::string> Connection::newInbox() const {
+  char* unique = nullptr;
+  if (natsInbox_Create(&unique) != NATS_OK) return std::nullopt;  // "_INBOX.<nuid>"
+  std::string_view random(unique);
+  random.remove_prefix(random.find('.') + 1);
+  std::string subject = inbox_prefix_ + "." + std::string(random);
+  natsInbox_Destroy(unique);
+  return subject;
+}
+
 Connection::ReplyInbox* Connection::threadInbox(natsStatus& status) {
   // This thread's inbox on each connection it has asked through (a handful of connections per
   // process, so a short list; ids are never reused, so a closed connection's entry never
@@ -373,14 +383,13 @@ Connection::ReplyInbox* Connection::threadInbox(natsStatus& status) {
   for (const auto& [id, inbox] : mine) {
     if (id == id_) return inbox;
   }
-  char* unique = nullptr;
-  status = natsInbox_Create(&unique);  // "_INBOX.<nuid>": only its random part is used
-  if (status != NATS_OK) return nullptr;
-  std::string_view random(unique);
-  random.remove_prefix(random.find('.') + 1);
+  auto subject = newInbox();
+  if (!subject) {
+    status = NATS_NO_MEMORY;
+    return nullptr;
+  }
   auto inbox = std::make_unique<ReplyInbox>();
-  inbox->prefix = inbox_prefix_ + "." + std::string(random) + ".";
-  natsInbox_Destroy(unique);
+  inbox->prefix = *subject + ".";
   status = natsConnection_SubscribeSync(&inbox->sub, conn_, (inbox->prefix + "*").c_str());
   if (status != NATS_OK) return nullptr;
   // The first request must not overtake the subscription at the server.

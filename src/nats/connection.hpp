@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -99,6 +100,8 @@ class Connection {
   jsCtx* js() const { return js_; }
   // Where this connection's reply inboxes live: nats.inbox_prefix, or cnats' "_INBOX".
   const std::string& inboxPrefix() const { return inbox_prefix_; }
+  // A subject of its own under inboxPrefix(): "<prefix>.<random>" (nullopt: out of memory).
+  std::optional<std::string> newInbox() const;
 
   // As cnats last reported it (the connect, then its disconnected, reconnected and closed
   // callbacks), read without the connection's lock: for a moment after a connection drops, before

@@ -1,6 +1,7 @@
 #include "nats/kv_bucket.hpp"
 #include "nats/message_convert.hpp"
 #include "nats/nats_publisher.hpp"
+#include "nats/subscriber.hpp"
 #include "countersign/json.hpp"
 #include "countersign/key_groups.hpp"
 
@@ -123,9 +124,6 @@ constexpr std::chrono::milliseconds kAsyncCreateTimeout{5000};
 // How long a synchronous get, create or update waits for the server (as cnats' JetStream default).
 constexpr std::int64_t kJetStreamWait = 5000;
 constexpr std::chrono::milliseconds kAsyncSweepEvery{100};
-// At close, how long cnats may still deliver the PubAcks of creates that timed out here.
-constexpr std::chrono::milliseconds kLatePubAckWait{2000};
-constexpr jsErrCode kWrongLastSequence = static_cast<jsErrCode>(10071);
 
 }  // namespace
 
@@ -319,8 +317,11 @@ struct KvBucket::KeyIndex {
   }
 };
 
-// Creates in flight: a JetStream context of its own (its PubAck handler is ours), the callback
-// of every unanswered publish by its message, and a thread that times out the unanswered ones.
+// Creates in flight: each a JetStream publish whose reply subject is <inbox><number>, answered on
+// a subscription of the bucket's own; the callback of every unanswered create by its number, and
+// a timer (or thread) that times out the unanswered ones. Not cnats' asynchronous publish: that
+// keeps a map of its own beside this one and frees every PubAck through cnats' collector thread,
+// one more thread wake per create (see freeNatsMsg).
 struct KvBucket::AsyncCreates {
   using Clock = std::chrono::steady_clock;
   struct Pending {
@@ -330,76 +331,74 @@ struct KvBucket::AsyncCreates {
   };
 
   KeyIndex* index = nullptr;
+  std::string inbox;  // "<inbox prefix>.<random>.": a create's reply subject is this and its number
+  std::size_t max_pending = 1;
+  // The PubAcks' subscription; its handler uses this state, so it goes first (~KvBucket).
+  std::unique_ptr<Subscription> replies;
 
-  jsCtx* js = nullptr;
   std::mutex mutex;
-  // Two conditions, so that an answer wakes no one unless someone waits for the creates to
-  // finish: the sweeper sleeps on its own and wakes every kAsyncSweepEvery (or to stop).
-  std::condition_variable drained;  // waitForCreates waits here
-  std::size_t draining = 0;         // threads in waitForCreates
+  // Conditions of their own, so that an answer wakes no one unless someone waits: for the creates
+  // to finish (waitForCreates), for room (createAsync beyond max_pending), or the sweeper (every
+  // kAsyncSweepEvery, or to stop).
+  std::condition_variable drained;
+  std::size_t draining = 0;
+  std::condition_variable room;
+  std::size_t waiting_for_room = 0;
   std::condition_variable sweeper_wake;
-  std::unordered_map<const natsMsg*, Pending> pending;
-  std::size_t abandoned = 0;  // timed out here, maybe still awaited by cnats
+  std::unordered_map<std::uint64_t, Pending> pending;
+  std::uint64_t next = 0;     // the last create's number
   std::size_t answering = 0;  // `done` callbacks running (waitForCreates waits for them too)
   bool stopping = false;
-  void* closure = nullptr;  // cnats' reference to this state (CallbackHome)
   std::thread sweeper;
-  using Home = CallbackHome<AsyncCreates>;
 
-  // With `mutex` held: once stopping, with nothing awaited or being answered, cnats will not
-  // call the PubAck handler again; returns the closure to release (after unlocking) or null.
-  void* takeClosureIfIdle() {
-    if (!stopping || !pending.empty() || abandoned > 0 || answering > 0) return nullptr;
-    return std::exchange(closure, nullptr);
+  // With `mutex` held: `n` creates left `pending` to be answered.
+  void taken(std::size_t n) {
+    answering += n;
+    if (waiting_for_room > 0) room.notify_all();
   }
-
-  // With `mutex` held, once `n` answers have run: wakes waitForCreates if anyone waits. (Under
-  // the lock: once it is released, the destructor may free this state.)
+  // With `mutex` held, once `n` answers have run: wakes waitForCreates if anyone waits.
   void answered(std::size_t n) {
     answering -= n;
     if (draining > 0) drained.notify_all();
   }
 
-  static void onAck(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* error, void* closure) {
-    // cnats starts this delivery thread with the first create, on whichever thread sent it.
-    thread_local bool named = false;
-    if (!named) pthread_setname_np(pthread_self(), "cs-kv-puback");
-    named = true;
-    AsyncCreates* self = &Home::of(closure);
+  // A create's outcome from its reply: the PubAck, or the server's "no responders" status in
+  // its place (no stream stores the subject).
+  static Result<std::uint64_t> outcome(const Message& reply, const std::string& key) {
+    const std::string what = "KV create " + key;
+    if (reply.payload.empty()) {
+      const std::string* status = findHeader(reply.headers, "Status");
+      if (status != nullptr && *status == "503") return fail(Errc::unavailable, what + ": no stream stores the key");
+    }
+    auto ack = parsePubAck(reply.payload, what);
+    if (ack) return ack->sequence;
+    if (ack.error().code == Errc::wrong_revision) return fail(Errc::exists, "key " + key + " exists");
+    return std::unexpected(ack.error());
+  }
+
+  // On the subscription's delivery thread.
+  void onReply(Message&& reply) {
+    std::string_view subject = reply.subject;
+    std::uint64_t number = 0;
+    if (!subject.starts_with(inbox)) return;
+    subject.remove_prefix(inbox.size());
+    if (std::from_chars(subject.data(), subject.data() + subject.size(), number).ptr != subject.data() + subject.size()) {
+      return;
+    }
     Pending entry;
-    bool found = false;
-    void* release = nullptr;
     {
-      const std::lock_guard lock(self->mutex);
-      if (auto it = self->pending.find(msg); it != self->pending.end()) {
-        entry = std::move(it->second);
-        self->pending.erase(it);
-        found = true;
-        ++self->answering;
-      } else if (self->abandoned > 0) {
-        --self->abandoned;  // the answer to one that timed out or was cancelled
-        release = self->takeClosureIfIdle();
-      }
+      const std::lock_guard lock(mutex);
+      const auto it = pending.find(number);
+      if (it == pending.end()) return;  // the late answer to a create that timed out or was cancelled
+      entry = std::move(it->second);
+      pending.erase(it);
+      taken(1);
     }
-    if (found) {
-      if (ack != nullptr) {
-        if (self->index != nullptr) self->index->addSoon(entry.key);
-        entry.done(ack->Sequence);
-      } else if (error != nullptr && error->ErrCode == kWrongLastSequence) {
-        entry.done(fail(Errc::exists, "key " + entry.key + " exists"));
-      } else {
-        const natsStatus s = error != nullptr ? error->Err : NATS_ERR;
-        std::string text = error != nullptr && error->ErrText != nullptr ? error->ErrText : natsStatus_GetText(s);
-        Errc code = errcFor(s);
-        if (code == Errc::internal) code = Errc::unavailable;
-        entry.done(fail(code, "KV create " + entry.key + ": " + text));
-      }
-      const std::lock_guard lock(self->mutex);
-      self->answered(1);
-      release = self->takeClosureIfIdle();
-    }
-    freeNatsMsg(msg);  // ours: created in createAsync
-    if (release != nullptr) Home::release(release);  // cnats' last call with it
+    auto created = outcome(reply, entry.key);
+    if (created && index != nullptr) index->addSoon(entry.key);
+    entry.done(std::move(created));
+    const std::lock_guard lock(mutex);
+    answered(1);
   }
 
   // One pass: answers the creates past their deadline (Errc::timeout).
@@ -411,13 +410,12 @@ struct KvBucket::AsyncCreates {
       if (it->second.deadline <= now) {
         expired.push_back(std::move(it->second));
         it = pending.erase(it);
-        ++abandoned;
       } else {
         ++it;
       }
     }
     if (expired.empty()) return;
-    answering += expired.size();
+    taken(expired.size());
     lock.unlock();
     for (auto& entry : expired) {
       entry.done(fail(Errc::timeout, "KV create " + entry.key + ": no PubAck within " +
@@ -457,18 +455,19 @@ struct KvBucket::AsyncCreates {
 
 Status KvBucket::startAsync(int max_pending, WorkPool* timers) {
   auto state = std::make_shared<AsyncCreates>();
-  state->closure = AsyncCreates::Home::share(state);
-  jsOptions options;
-  jsOptions_Init(&options);
-  options.Wait = kAsyncCreateTimeout.count();
-  options.PublishAsync.AckHandler = &AsyncCreates::onAck;
-  options.PublishAsync.AckHandlerClosure = state->closure;
-  options.PublishAsync.MaxPending = std::max(1, max_pending);
-  options.PublishAsync.StallWait = kAsyncCreateTimeout.count();
-  natsStatus s = natsConnection_JetStream(&state->js, connection_.raw(), &options);
-  if (s != NATS_OK) {
-    AsyncCreates::Home::release(std::exchange(state->closure, nullptr));
-    return std::unexpected(natsError(s, "JetStream context for KV creates"));
+  auto inbox = connection_.newInbox();
+  if (!inbox) return fail(Errc::internal, "KV creates: no reply inbox");
+  state->inbox = *inbox + ".";
+  state->max_pending = static_cast<std::size_t>(std::max(1, max_pending));
+  // The subscription ends before the state does (~KvBucket), so its handler may hold it raw.
+  auto replies = Subscription::subscribe(
+      connection_, state->inbox + "*", "", [raw = state.get()](Message&& reply) { raw->onReply(std::move(reply)); },
+      {}, "cs-kv-puback");
+  if (!replies) return std::unexpected(replies.error());
+  state->replies = std::move(*replies);
+  // The first create must not overtake the subscription at the server.
+  if (auto flushed = connection_.flush(std::chrono::milliseconds(kJetStreamWait)); !flushed) {
+    return std::unexpected(flushed.error());
   }
   state->index = index_.get();
   if (timers != nullptr) {
@@ -788,30 +787,9 @@ KvBucket::~KvBucket() {
       async_->stopping = true;
     }
     async_->sweeper_wake.notify_all();
+    async_->room.notify_all();
     if (async_->sweeper.joinable()) async_->sweeper.join();
-    // A create that timed out here may still get its PubAck (a server that was slow, not gone):
-    // let cnats deliver it now, so that its reference to this state goes with it, rather than
-    // never when the connection closes with the publish still pending (a leak at exit).
-    bool late = false;
-    {
-      const std::lock_guard lock(async_->mutex);
-      late = async_->abandoned > 0;
-    }
-    if (late) {
-      jsPubOptions wait;
-      jsPubOptions_Init(&wait);
-      wait.MaxWait = kLatePubAckWait.count();
-      (void)js_PublishAsyncComplete(async_->js, &wait);
-    }
-    jsCtx_Destroy(async_->js);
-    // cnats may still hold unanswered publishes whose PubAck would come to this state: its
-    // reference is released by the last of them (or here, when none is awaited).
-    void* release = nullptr;
-    {
-      const std::lock_guard lock(async_->mutex);
-      release = async_->takeClosureIfIdle();
-    }
-    if (release != nullptr) AsyncCreates::Home::release(release);
+    async_->replies.reset();  // no PubAck is handled after this
   }
   if (listing_kv_ != nullptr) kvStore_Destroy(listing_kv_);
   if (listing_js_ != nullptr) jsCtx_Destroy(listing_js_);
@@ -824,10 +802,9 @@ void KvBucket::cancelCreates() {
   std::vector<AsyncCreates::Pending> left;
   {
     const std::lock_guard lock(async_->mutex);
-    for (auto& [msg, entry] : async_->pending) left.push_back(std::move(entry));
-    async_->abandoned += async_->pending.size();
+    for (auto& [number, entry] : async_->pending) left.push_back(std::move(entry));
     async_->pending.clear();
-    async_->answering += left.size();
+    async_->taken(left.size());
   }
   for (auto& entry : left) entry.done(fail(Errc::unavailable, "KV create " + entry.key + ": cancelled (stopping)"));
   const std::lock_guard lock(async_->mutex);
@@ -850,37 +827,52 @@ void KvBucket::createAsync(std::string_view key, std::string_view value, CreateD
   if (!validKey(k)) return done(fail(Errc::invalid_argument, "KV create: invalid key \"" + k + "\""));
   if (auto ok = checkConnected("KV create " + k); !ok) return done(std::unexpected(ok.error()));
   const std::string subject = "$KV." + bucket_ + "." + k;
-  natsMsg* msg = nullptr;
-  natsStatus s = natsMsg_Create(&msg, subject.c_str(), nullptr, value.data(), static_cast<int>(value.size()));
-  if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Nats-Expected-Last-Subject-Sequence", "0");
-  if (s != NATS_OK) {
-    natsMsg_Destroy(msg);
-    return done(std::unexpected(kvError(s, "KV create " + k)));
-  }
-  const natsMsg* id = msg;
+  AsyncCreates& async = *async_;
+  std::uint64_t number = 0;
   {
-    const std::lock_guard lock(async_->mutex);
-    async_->pending.emplace(id, AsyncCreates::Pending{std::move(done),
-                                                      AsyncCreates::Clock::now() + kAsyncCreateTimeout, k});
+    // Beyond max_pending, the caller waits for an answer to make room, or for the sweep that
+    // times out the oldest create (so a little longer than a create may wait: the wait fails
+    // only when the sweeps have stopped).
+    std::unique_lock lock(async.mutex);
+    if (async.pending.size() >= async.max_pending) {
+      ++async.waiting_for_room;
+      const bool room = async.room.wait_for(lock, kAsyncCreateTimeout + 3 * kAsyncSweepEvery, [&] {
+        return async.pending.size() < async.max_pending || async.stopping;
+      });
+      --async.waiting_for_room;
+      if (!room || async.stopping) {
+        lock.unlock();
+        return done(fail(Errc::unavailable, "KV create " + k + ": " + std::to_string(async.max_pending) +
+                                                " creates awaited their PubAck for " +
+                                                std::to_string(kAsyncCreateTimeout.count()) + " ms"));
+      }
+    }
+    number = ++async.next;
+    async.pending.emplace(number, AsyncCreates::Pending{std::move(done),
+                                                        AsyncCreates::Clock::now() + kAsyncCreateTimeout, k});
   }
-  // On success cnats owns the message (and sets `msg` to null); the PubAck may already have
-  // been handled when this returns.
-  s = js_PublishMsgAsync(async_->js, &msg, nullptr);
-  if (s == NATS_OK) return;
+  char digits[24];
+  const auto end = std::to_chars(digits, digits + sizeof digits, number).ptr;
+  std::string reply = async.inbox;
+  reply.append(digits, static_cast<std::size_t>(end - digits));
+  static const Headers kCreate{{"Nats-Expected-Last-Subject-Sequence", "0"}};
+  auto msg = toNatsMsg(OutMessage{.subject = subject, .reply = reply, .headers = &kCreate, .payload = value});
+  // The PubAck may be handled before this returns.
+  const natsStatus s = msg ? natsConnection_PublishMsg(connection_.raw(), msg->get()) : NATS_OK;
+  if (msg && s == NATS_OK) return;
   CreateDone failed;
   {
-    const std::lock_guard lock(async_->mutex);
-    if (auto it = async_->pending.find(id); it != async_->pending.end()) {
+    const std::lock_guard lock(async.mutex);
+    if (auto it = async.pending.find(number); it != async.pending.end()) {
       failed = std::move(it->second.done);
-      async_->pending.erase(it);
-      ++async_->answering;
+      async.pending.erase(it);
+      async.taken(1);
     }
   }
-  natsMsg_Destroy(msg);
-  if (!failed) return;
-  failed(std::unexpected(kvError(s, "KV create " + k)));
-  const std::lock_guard lock(async_->mutex);
-  async_->answered(1);
+  if (!failed) return;  // answered meanwhile (cancelCreates)
+  failed(msg ? std::unexpected(kvError(s, "KV create " + k)) : std::unexpected(msg.error()));
+  const std::lock_guard lock(async.mutex);
+  async.answered(1);
 }
 
 Status KvBucket::checkConnected(std::string_view what) const {

@@ -120,8 +120,10 @@ class KvBucket : public KvStore {
   void stopWatching();
   // An asynchronous JetStream publish to the key's subject with "expected last subject
   // sequence 0" (what kvStore_Create sends, without its retry over a delete marker: countersign
-  // never deletes keys). `done` runs on cnats' PubAck delivery thread; Errc::timeout when no
-  // PubAck came within 5 s (the outcome is then unknown, as for create()).
+  // never deletes keys). `done` runs on the delivery thread of the bucket's PubAck
+  // subscription (cs-kv-puback); Errc::timeout when no PubAck came within 5 s (the outcome is
+  // then unknown, as for create()). With `max_async_creates` in flight the call waits for one
+  // of them to be answered, at most 5 s (then Errc::unavailable: nothing was sent).
   void createAsync(std::string_view key, std::string_view value, CreateDone done) override;
   // Waits until every createAsync has called its `done` (true), or `timeout` passed (false).
   bool waitForCreates(std::chrono::milliseconds timeout);
@@ -170,7 +172,7 @@ class KvBucket : public KvStore {
   // Null: the watch connection's own context.
   jsCtx* watch_js_ = nullptr;
   std::string bucket_;
-  std::shared_ptr<AsyncCreates> async_;  // shared with cnats' PubAck handler (CallbackHome)
+  std::shared_ptr<AsyncCreates> async_;  // shared with the sweeps' timer (weakly)
   std::unique_ptr<KeyIndex> index_;
   bool direct_gets_ = false;  // one replica and allow_direct: reads are direct gets
   bool one_value_per_key_ = false;  // history 1: the stream holds only each key's last message

@@ -31,7 +31,12 @@ Result<PublishAck> readPubAck(Result<OwnedNatsMsg> reply, bool no_responders, st
     return std::unexpected(reply.error());
   }
   const char* data = natsMsg_GetData(reply->get());
-  const std::string_view body(data != nullptr ? data : "", static_cast<std::size_t>(natsMsg_GetDataLength(reply->get())));
+  return parsePubAck(std::string_view(data != nullptr ? data : "",
+                                      static_cast<std::size_t>(natsMsg_GetDataLength(reply->get()))),
+                     what);
+}
+
+Result<PublishAck> parsePubAck(std::string_view body, std::string_view what) {
   auto doc = json::parseStrict(body);
   if (!doc || !doc->IsObject()) {
     return fail(Errc::unavailable, std::string(what) + ": not a PubAck: " + std::string(body.substr(0, 200)));

@@ -42,6 +42,8 @@ Result<PublishAck> jsPublish(Connection& connection, const OutMessage& message, 
 // The second half of jsPublish, for a publish sent with Connection::send: its reply (from
 // Connection::awaitReply) read as the PubAck, with the same errors.
 Result<PublishAck> readPubAck(Result<OwnedNatsMsg> reply, bool no_responders, std::string_view what);
+// A PubAck's body (JSON) read with the same errors.
+Result<PublishAck> parsePubAck(std::string_view body, std::string_view what);
 
 // Checks that a stream exists (for a route's to_stream, at start) and returns its duplicate
 // window. Errc::unavailable (with the stream's name) when it does not exist or JetStream does

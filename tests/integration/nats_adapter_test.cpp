@@ -1256,6 +1256,49 @@ TEST_F(NatsAdapterTest, KvCreateAsyncIsUnavailableAtOnceWhileTheServerIsDown) {
   EXPECT_EQ(answers.by_key["k"][0].error().code, Errc::unavailable);
 }
 
+TEST_F(NatsAdapterTest, KvCreateAsyncWithoutItsStreamIsUnavailable) {
+  auto kv = openBucket(*connection);
+  ASSERT_EQ(js_DeleteStream(connection->js(), "KV_approvals", nullptr, nullptr), NATS_OK);
+  AsyncAnswers answers;
+  kv->createAsync("k", "v", answers.collect("k"));
+  // The server's "no responders" comes at once, in place of a PubAck (no 5 s timeout).
+  ASSERT_TRUE(answers.waitFor(1, 2s));
+  ASSERT_FALSE(answers.by_key["k"][0].has_value());
+  EXPECT_EQ(answers.by_key["k"][0].error().code, Errc::unavailable);
+  EXPECT_NE(answers.by_key["k"][0].error().message.find("no stream stores the key"), std::string::npos)
+      << answers.by_key["k"][0].error().message;
+  EXPECT_TRUE(kv->waitForCreates(1s));
+}
+
+// max_async_creates in flight: the next call waits for an answer to make room.
+TEST_F(NatsAdapterTest, KvCreateAsyncBeyondItsLimitWaitsForRoom) {
+  StoreConfig config;
+  auto opened = KvBucket::open(*connection, config, /*max_async_creates=*/2);
+  ASSERT_TRUE(opened.has_value()) << opened.error().message;
+  auto& kv = **opened;
+  AsyncAnswers answers;
+  // Answers make the room: 300 creates from one thread, at most 2 out at a time, all stored.
+  for (int i = 0; i < 300; ++i) kv.createAsync("r" + std::to_string(i), "v", answers.collect("r"));
+  ASSERT_TRUE(answers.waitFor(300, 20s)) << answers.count;
+  EXPECT_TRUE(kv.waitForCreates(1s));
+  for (const auto& result : answers.by_key["r"]) EXPECT_TRUE(result.has_value()) << result.error().message;
+  // A server that does not answer: the third create waits until the first two time out, then
+  // goes out, and is stored once the server runs again.
+  server->pause();
+  kv.createAsync("a", "v", answers.collect("a"));
+  kv.createAsync("b", "v", answers.collect("b"));
+  const auto started = std::chrono::steady_clock::now();
+  kv.createAsync("c", "v", answers.collect("c"));
+  const auto waited = std::chrono::steady_clock::now() - started;
+  server->resume();
+  EXPECT_GE(waited, 4500ms);
+  ASSERT_TRUE(answers.waitFor(303, 10s)) << answers.count;
+  EXPECT_EQ(answers.by_key["a"][0].error().code, Errc::timeout);
+  EXPECT_EQ(answers.by_key["b"][0].error().code, Errc::timeout);
+  ASSERT_TRUE(answers.by_key["c"][0].has_value()) << answers.by_key["c"][0].error().message;
+  EXPECT_EQ(kv.get("c")->revision, *answers.by_key["c"][0]);
+}
+
 TEST(NatsKv, OpenWithoutJetStreamIsUnavailable) {
   NatsServerOptions options;
   options.jetstream = false;

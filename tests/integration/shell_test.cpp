@@ -545,9 +545,9 @@ std::vector<std::string> loudLinesAfterStop(const std::string& logs) {
 
 // The number docs/architecture.md states: a core route, the admin listener (with the console's
 // live event feed), the default concurrency.control (8), the list index (the readiness
-// probe's list request starts it), the intake connection's audit signing thread, and the store's
-// watch connection (its reader, flusher and request-reply inbox).
-constexpr int kIdleThreads = 37;
+// probe's list request starts it), the intake connection's audit signing thread, the store's
+// watch connection (its reader, flusher and request-reply inbox) and its PubAck subscription.
+constexpr int kIdleThreads = 38;
 
 TEST(ShellThreadsTest, IdleThreadsAreFewNamedAndCountedInMetrics) {
   auto server = NatsServer::start();
