@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -1191,15 +1192,18 @@ std::unique_ptr<Contract> openContract(const std::string& url, std::unique_ptr<c
 }
 
 // Hold: the request is taken on the subscription's delivery thread, which publishes the record
-// asynchronously (a KV create: Nats-Expected-Last-Subject-Sequence 0) on the send_asap
-// connection; the PubAck handler answers 202 on that connection.
+// as a KV create (Nats-Expected-Last-Subject-Sequence 0) on the send_asap connection without
+// waiting, its reply subject <inbox><number>; the PubAck comes to a subscription of the
+// sidecar's own on that inbox, whose handler answers 202 on that connection. As countersign's
+// KvBucket::createAsync does it (not cnats' asynchronous publish, which frees every PubAck
+// through its collector thread), and every message is freed in place (natsio::freeNatsMsg).
 struct SidecarHold {
   struct Pending {
     std::string reply;
     std::string id;
   };
   natsConnection* control = nullptr;
-  jsCtx* js = nullptr;
+  std::string inbox;            // "_INBOX.<random>."
   std::string subject_prefix;   // $KV.<bucket>.
   std::string record_template;  // the record countersign stores, with kIdPlaceholder
   std::string answer_tail;      // the 202 body after the approval id (fixed)
@@ -1208,7 +1212,8 @@ struct SidecarHold {
   std::unique_ptr<Contract> contract;
   countersign::ApprovalRecord shape;
   std::mutex mutex;
-  std::unordered_map<const natsMsg*, Pending> pending;  // creates awaiting their PubAck
+  std::uint64_t next = 0;
+  std::unordered_map<std::uint64_t, Pending> pending;  // creates awaiting their PubAck
 };
 
 void sidecarHoldRequest(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
@@ -1217,41 +1222,50 @@ void sidecarHoldRequest(natsConnection*, natsSubscription*, natsMsg* msg, void* 
   const std::string id = requestId(msg);
   if (reply != nullptr && !id.empty()) {
     const std::string value = recordFor(state->record_template, id);
+    std::uint64_t number = 0;
+    {
+      const std::lock_guard lock(state->mutex);
+      number = ++state->next;
+      state->pending.emplace(number, SidecarHold::Pending{reply, id});
+    }
+    const std::string ack_subject = state->inbox + std::to_string(number);
     natsMsg* create = nullptr;
-    natsStatus s = natsMsg_Create(&create, (state->subject_prefix + id).c_str(), nullptr,
+    natsStatus s = natsMsg_Create(&create, (state->subject_prefix + id).c_str(), ack_subject.c_str(),
                                   value.data(), static_cast<int>(value.size()));
     if (s == NATS_OK) s = natsMsgHeader_Set(create, "Nats-Expected-Last-Subject-Sequence", "0");
-    if (s == NATS_OK) {
-      const natsMsg* key = create;
+    if (s == NATS_OK) s = natsConnection_PublishMsg(state->control, create);
+    if (s != NATS_OK) {
       {
         const std::lock_guard lock(state->mutex);
-        state->pending.emplace(key, SidecarHold::Pending{reply, id});
+        state->pending.erase(number);
       }
-      // On success cnats owns the message (and sets `create` to null).
-      s = js_PublishMsgAsync(state->js, &create, nullptr);
-      if (s != NATS_OK) {
-        const std::lock_guard lock(state->mutex);
-        state->pending.erase(key);
-      }
+      sidecarAnswer(state->control, reply, "unavailable", kUnavailable);
     }
-    if (s != NATS_OK) sidecarAnswer(state->control, reply, "unavailable", kUnavailable);
-    natsMsg_Destroy(create);
+    natsio::freeNatsMsg(create);
   }
-  natsMsg_Destroy(msg);
+  natsio::freeNatsMsg(msg);
 }
 
-void sidecarHoldAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
+void sidecarHoldAck(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
   auto* state = static_cast<SidecarHold*>(closure);
+  std::string_view subject = natsMsg_GetSubject(msg);
+  std::uint64_t number = 0;
+  subject.remove_prefix(std::min(subject.size(), state->inbox.size()));
+  std::from_chars(subject.data(), subject.data() + subject.size(), number);
   std::optional<SidecarHold::Pending> pending;
   {
     const std::lock_guard lock(state->mutex);
-    if (auto it = state->pending.find(msg); it != state->pending.end()) {
+    if (auto it = state->pending.find(number); it != state->pending.end()) {
       pending = std::move(it->second);
       state->pending.erase(it);
     }
   }
   if (pending) {
-    if (pa != nullptr && pae == nullptr) {
+    // A PubAck names the stream and the sequence; a refusal is {"error": ...}, the server's
+    // "no responders" an empty body.
+    const char* data = natsMsg_GetData(msg);
+    const std::string_view ack(data != nullptr ? data : "", static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+    if (ack.find("\"seq\"") != std::string_view::npos && ack.find("\"error\"") == std::string_view::npos) {
       if (state->contract) {
         // As countersign's intake: the signed `held` event (a core publish into the audit
         // stream) before the answer.
@@ -1268,7 +1282,7 @@ void sidecarHoldAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* 
       sidecarAnswer(state->control, pending->reply.c_str(), "unavailable", kUnavailable);
     }
   }
-  natsMsg_Destroy(msg);
+  natsio::freeNatsMsg(msg);
 }
 
 // Approve: `concurrency` queue subscribers on the send_asap connection, each on its own
@@ -1454,16 +1468,15 @@ int runSidecar(int argc, char** argv) {
       state->contract = openContract(url, std::make_unique<CorePublisher>(control));
       state->shape = std::move(*record);
     }
-    // As countersign's KvBucket::startAsync: a JetStream context whose PubAck handler answers,
-    // at most concurrency.holds (1024) creates in flight, 5 s to wait for a PubAck.
-    jsOptions options;
-    jsOptions_Init(&options);
-    options.Wait = 5000;
-    options.PublishAsync.AckHandler = &sidecarHoldAck;
-    options.PublishAsync.AckHandlerClosure = state;
-    options.PublishAsync.MaxPending = 1024;
-    options.PublishAsync.StallWait = 5000;
-    check(natsConnection_JetStream(&state->js, control, &options), "sidecar JetStream context");
+    // As countersign's KvBucket::startAsync: the PubAcks' subscription on an inbox of its own.
+    char* inbox = nullptr;
+    check(natsInbox_Create(&inbox), "sidecar inbox");
+    state->inbox = std::string(inbox) + ".";
+    natsInbox_Destroy(inbox);
+    natsSubscription* acks = nullptr;
+    check(natsConnection_Subscribe(&acks, control, (state->inbox + "*").c_str(), &sidecarHoldAck, state),
+          "sidecar PubAck subscribe");
+    subs.push_back(acks);
     natsSubscription* sub = nullptr;
     check(natsConnection_QueueSubscribe(&sub, intake, subject.c_str(), "sidecar",
                                         &sidecarHoldRequest, state),
@@ -2594,10 +2607,12 @@ void holdRate(Rig& rig, std::unique_ptr<Countersign>& cs) {
     << record_template.size()
     << " B) into another bucket with the same settings. Bare sidecar (`bench_system sidecar`, "
        "its own process): the same requests to `sidecar.jobs.>`, taken on its subscription's "
-       "delivery thread, which publishes the same record asynchronously as a KV create (header "
-       "`Nats-Expected-Last-Subject-Sequence: 0`) on a send_asap connection into a third bucket; "
-       "its PubAck handler sends the `202` reply; nothing else (no policy, hash, event, audit, "
-       "replayer). Contract sidecar (`bench_system sidecar ... contract`, a fourth bucket): the bare "
+       "delivery thread, which publishes the same record as a KV create (header "
+       "`Nats-Expected-Last-Subject-Sequence: 0`) on a send_asap connection into a third bucket "
+       "without waiting, its reply subject on an inbox of its own; the handler of that inbox's "
+       "subscription takes the PubAck and sends the `202` reply (as countersign does it: no cnats "
+       "asynchronous publish, every message freed in place rather than by cnats' collector "
+       "thread); nothing else (no policy, hash, event, audit, replayer). Contract sidecar (`bench_system sidecar ... contract`, a fourth bucket): the bare "
        "sidecar plus what the contract requires of a hold, made with countersign's own event sink "
        "and key: on the PubAck, a `held` event of countersign's shape (chained, `Nats-Msg-Id`, "
        "Ed25519 signature headers) published (core) into an audit stream configured as countersign's "
