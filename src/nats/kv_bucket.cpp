@@ -333,8 +333,6 @@ struct KvBucket::AsyncCreates {
   KeyIndex* index = nullptr;
   std::string inbox;  // "<inbox prefix>.<random>.": a create's reply subject is this and its number
   std::size_t max_pending = 1;
-  // The PubAcks' subscription; its handler uses this state, so it goes first (~KvBucket).
-  std::unique_ptr<Subscription> replies;
 
   std::mutex mutex;
   // Conditions of their own, so that an answer wakes no one unless someone waits: for the creates
@@ -350,6 +348,9 @@ struct KvBucket::AsyncCreates {
   std::size_t answering = 0;  // `done` callbacks running (waitForCreates waits for them too)
   bool stopping = false;
   std::thread sweeper;
+  // The PubAcks' subscription. Its handler uses the members above: it is declared last so that
+  // it goes first (~KvBucket ends it earlier still, once the creates are answered).
+  std::unique_ptr<Subscription> replies;
 
   // With `mutex` held: `n` creates left `pending` to be answered.
   void taken(std::size_t n) {
