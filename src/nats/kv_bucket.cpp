@@ -395,11 +395,23 @@ struct KvBucket::AsyncCreates {
       pending.erase(it);
       taken(1);
     }
-    auto created = outcome(reply, entry.key);
-    if (created && index != nullptr) index->addSoon(entry.key);
-    entry.done(std::move(created));
-    const std::lock_guard lock(mutex);
-    answered(1);
+    // Counted as answered whatever happens below: the subscription swallows what a handler
+    // throws, and a count that stays up would hold every later waitForCreates to its timeout.
+    struct Answered {
+      AsyncCreates& self;
+      ~Answered() {
+        const std::lock_guard lock(self.mutex);
+        self.answered(1);
+      }
+    } answered_once{*this};
+    std::optional<Result<std::uint64_t>> created;
+    try {
+      created = outcome(reply, entry.key);
+    } catch (const std::exception& e) {
+      created = fail(Errc::internal, "KV create " + entry.key + ": " + e.what());
+    }
+    if (*created && index != nullptr) index->addSoon(entry.key);
+    entry.done(std::move(*created));
   }
 
   // One pass: answers the creates past their deadline (Errc::timeout).
@@ -846,6 +858,12 @@ void KvBucket::createAsync(std::string_view key, std::string_view value, CreateD
         return done(fail(Errc::unavailable, "KV create " + k + ": " + std::to_string(async.max_pending) +
                                                 " creates awaited their PubAck for " +
                                                 std::to_string(kAsyncCreateTimeout.count()) + " ms"));
+      }
+      // PubAcks that stopped coming are most often a lost connection: a create sent now would
+      // wait in cnats' buffer for the reconnect, long after its caller was told it failed.
+      if (auto ok = checkConnected("KV create " + k); !ok) {
+        lock.unlock();
+        return done(std::unexpected(ok.error()));
       }
     }
     number = ++async.next;

@@ -1299,6 +1299,33 @@ TEST_F(NatsAdapterTest, KvCreateAsyncBeyondItsLimitWaitsForRoom) {
   EXPECT_EQ(kv.get("c")->revision, *answers.by_key["c"][0]);
 }
 
+// A create that waited for room while the connection went is not sent into cnats' reconnect
+// buffer (it would be stored long after its caller was told it failed): unavailable, at once.
+TEST_F(NatsAdapterTest, KvCreateAsyncWaitingForRoomIsNotSentOnceTheConnectionIsLost) {
+  StoreConfig config;
+  auto opened = KvBucket::open(*connection, config, /*max_async_creates=*/2);
+  ASSERT_TRUE(opened.has_value()) << opened.error().message;
+  auto& kv = **opened;
+  AsyncAnswers answers;
+  server->pause();
+  kv.createAsync("a", "v", answers.collect("a"));
+  kv.createAsync("b", "v", answers.collect("b"));
+  std::thread third([&] { kv.createAsync("c", "v", answers.collect("c")); });
+  std::this_thread::sleep_for(300ms);
+  server->kill9();
+  ASSERT_TRUE(eventually([&] { return !connection->connected(); }));
+  third.join();
+  ASSERT_TRUE(answers.waitFor(3, 10s)) << answers.count;
+  ASSERT_FALSE(answers.by_key["c"][0].has_value());
+  EXPECT_EQ(answers.by_key["c"][0].error().code, Errc::unavailable) << answers.by_key["c"][0].error().message;
+  EXPECT_EQ(answers.by_key["a"][0].error().code, Errc::timeout);
+  // Nothing of it waits in cnats' buffer for the server to come back.
+  server->restart();
+  ASSERT_TRUE(eventually([&] { return connection->connected(); }, 10s));
+  ASSERT_TRUE(connection->flush(2s).has_value());
+  EXPECT_EQ(kv.get("c").error().code, Errc::not_found);
+}
+
 TEST(NatsKv, OpenWithoutJetStreamIsUnavailable) {
   NatsServerOptions options;
   options.jetstream = false;
