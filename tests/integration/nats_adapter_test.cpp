@@ -1270,12 +1270,17 @@ TEST_F(NatsAdapterTest, KvCreateAsyncWithoutItsStreamIsUnavailable) {
   EXPECT_TRUE(kv->waitForCreates(1s));
 }
 
+// The default bucket, at most `max_async_creates` creates in flight.
+std::unique_ptr<KvBucket> openBucketWithCreateLimit(Connection& connection, int max_async_creates) {
+  auto kv = KvBucket::open(connection, StoreConfig{}, max_async_creates);
+  if (!kv) throw std::runtime_error("open bucket: " + kv.error().message);
+  return std::move(*kv);
+}
+
 // max_async_creates in flight: the next call waits for an answer to make room.
 TEST_F(NatsAdapterTest, KvCreateAsyncBeyondItsLimitWaitsForRoom) {
-  StoreConfig config;
-  auto opened = KvBucket::open(*connection, config, /*max_async_creates=*/2);
-  ASSERT_TRUE(opened.has_value()) << opened.error().message;
-  auto& kv = **opened;
+  auto opened = openBucketWithCreateLimit(*connection, 2);
+  auto& kv = *opened;
   AsyncAnswers answers;
   // Answers make the room: 300 creates from one thread, at most 2 out at a time, all stored.
   for (int i = 0; i < 300; ++i) kv.createAsync("r" + std::to_string(i), "v", answers.collect("r"));
@@ -1302,10 +1307,8 @@ TEST_F(NatsAdapterTest, KvCreateAsyncBeyondItsLimitWaitsForRoom) {
 // A create that waited for room while the connection went is not sent into cnats' reconnect
 // buffer (it would be stored long after its caller was told it failed): unavailable, at once.
 TEST_F(NatsAdapterTest, KvCreateAsyncWaitingForRoomIsNotSentOnceTheConnectionIsLost) {
-  StoreConfig config;
-  auto opened = KvBucket::open(*connection, config, /*max_async_creates=*/2);
-  ASSERT_TRUE(opened.has_value()) << opened.error().message;
-  auto& kv = **opened;
+  auto opened = openBucketWithCreateLimit(*connection, 2);
+  auto& kv = *opened;
   AsyncAnswers answers;
   server->pause();
   kv.createAsync("a", "v", answers.collect("a"));
