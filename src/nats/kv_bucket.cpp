@@ -820,8 +820,13 @@ void KvBucket::cancelCreates() {
     async_->taken(left.size());
   }
   for (auto& entry : left) entry.done(fail(Errc::unavailable, "KV create " + entry.key + ": cancelled (stopping)"));
-  const std::lock_guard lock(async_->mutex);
-  async_->answered(left.size());
+  {
+    const std::lock_guard lock(async_->mutex);
+    async_->answered(left.size());
+  }
+  // Answers taken before this call (a PubAck being handled, a sweep) may still be running their
+  // `done`: none may run once this returns.
+  (void)waitForCreates(kAsyncCreateTimeout);
 }
 
 bool KvBucket::waitForCreates(std::chrono::milliseconds timeout) {

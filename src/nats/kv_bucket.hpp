@@ -128,8 +128,9 @@ class KvBucket : public KvStore {
   // Waits until every createAsync has called its `done` (true), or `timeout` passed (false).
   bool waitForCreates(std::chrono::milliseconds timeout);
   // Answers every createAsync still waiting for its PubAck with Errc::unavailable now, on this
-  // thread (a PubAck that comes later is dropped). For the owner of what the `done` callbacks
-  // capture, before it goes: afterwards no `done` of an earlier create runs.
+  // thread (a PubAck that comes later is dropped), and waits (at most 5 s) for the answers other
+  // threads are giving. For the owner of what the `done` callbacks capture, before it goes:
+  // afterwards no `done` of an earlier create runs.
   void cancelCreates();
 
   const std::string& bucket() const { return bucket_; }

@@ -1329,6 +1329,22 @@ TEST_F(NatsAdapterTest, KvCreateAsyncWaitingForRoomIsNotSentOnceTheConnectionIsL
   EXPECT_EQ(kv.get("c").error().code, Errc::not_found);
 }
 
+// cancelCreates returns only once no `done` runs any more, including one its PubAck started.
+TEST_F(NatsAdapterTest, KvCancelCreatesWaitsForAnAnswerBeingGiven) {
+  auto kv = openBucket(*connection);
+  std::atomic<bool> entered{false};
+  std::atomic<bool> finished{false};
+  kv->createAsync("slow", "v", [&](Result<std::uint64_t> created) {
+    EXPECT_TRUE(created.has_value());
+    entered = true;
+    std::this_thread::sleep_for(500ms);
+    finished = true;
+  });
+  ASSERT_TRUE(eventually([&] { return entered.load(); }, 5s));
+  kv->cancelCreates();
+  EXPECT_TRUE(finished.load()) << "cancelCreates returned while the PubAck's answer still ran";
+}
+
 TEST(NatsKv, OpenWithoutJetStreamIsUnavailable) {
   NatsServerOptions options;
   options.jetstream = false;
