@@ -124,6 +124,9 @@ constexpr std::chrono::milliseconds kAsyncCreateTimeout{5000};
 // How long a synchronous get, create or update waits for the server (as cnats' JetStream default).
 constexpr std::int64_t kJetStreamWait = 5000;
 constexpr std::chrono::milliseconds kAsyncSweepEvery{100};
+// The header of a KV write that the server stores only while the key is at that revision (0: has
+// no value), as kvStore_Create and kvStore_Update send it.
+constexpr const char* kExpectedLastSubjectSequence = "Nats-Expected-Last-Subject-Sequence";
 
 }  // namespace
 
@@ -879,7 +882,7 @@ void KvBucket::createAsync(std::string_view key, std::string_view value, CreateD
   const auto end = std::to_chars(digits, digits + sizeof digits, number).ptr;
   std::string reply = async.inbox;
   reply.append(digits, static_cast<std::size_t>(end - digits));
-  static const Headers kCreate{{"Nats-Expected-Last-Subject-Sequence", "0"}};
+  static const Headers kCreate{{kExpectedLastSubjectSequence, "0"}};
   auto msg = toNatsMsg(OutMessage{.subject = subject, .reply = reply, .headers = &kCreate, .payload = value});
   // The PubAck may be handled before this returns.
   const natsStatus s = msg ? natsConnection_PublishMsg(connection_.raw(), msg->get()) : NATS_OK;
@@ -908,7 +911,7 @@ Result<std::uint64_t> KvBucket::write(const std::string& key, std::string_view v
                                       std::string_view what) {
   const std::string subject = "$KV." + bucket_ + "." + key;
   const std::string last = std::to_string(expected);
-  const Headers headers{{"Nats-Expected-Last-Subject-Sequence", last}};
+  const Headers headers{{kExpectedLastSubjectSequence, last}};
   const OutMessage message{.subject = subject, .reply = {}, .headers = &headers, .payload = value};
   auto ack = jsPublish(connection_, message, std::chrono::milliseconds(kJetStreamWait), what);
   if (!ack) return std::unexpected(ack.error());
@@ -972,7 +975,7 @@ std::vector<Result<std::uint64_t>> KvBucket::writeMany(std::span<const Write> wr
       answers[i] = std::unexpected(connected.error());
     } else {
       const std::string subject = "$KV." + bucket_ + "." + keys[i];
-      const Headers headers{{"Nats-Expected-Last-Subject-Sequence", std::to_string(w.expected_revision)}};
+      const Headers headers{{kExpectedLastSubjectSequence, std::to_string(w.expected_revision)}};
       const OutMessage message{.subject = subject, .reply = {}, .headers = &headers, .payload = w.value};
       auto sent = connection_.send(message, whats[i]);
       if (sent) numbers[i] = *sent;
